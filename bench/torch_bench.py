@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""PyTorch side of `cargo xtask bench --vs torch`: the reference workloads on the CPU, float32.
+
+Naming convention (shared with xtask/src/bench.rs and the criterion benches):
+  criterion benchmark id = <group>/<impl>/<param>, group = <WORKLOAD>_<name>,
+  e.g. W1_matmul/strata/n=256. A result row is
+    {"workload": "W1", "variant": "matmul n=256", "impl": "torch",
+     "median_s": 0.00123, "throughput": 27.3, "unit": "GFLOP/s"}
+  with variant = "<name> <param>". This script reports impl "torch" with exactly the
+  variants the Rust benches use:
+    W1 matmul n=256|n=512|n=1024|n=2048   a @ b, square          2n^3 FLOP       GFLOP/s
+    W2 conv2d fwd                         x[32,3,32,32] * w[32,3,3,3], pad 1, no bias
+                                          2*N*O*Ho*Wo*C*kh*kw FLOP                GFLOP/s
+    W7 elementwise add                    a + b (allocating)     3*4*n bytes     GB/s
+    W7 elementwise add_inplace            a.add_(b)              3*4*n bytes     GB/s
+    W7 elementwise gelu                   F.gelu(a) (exact, erf) 2*4*n bytes     GB/s
+                                          n = 16,777,216 f32
+    W8 autograd linreg                    1000 SGD steps of the literal linear-regression
+                                          loop per call                          us/step
+    W8 autograd small_op                  y = a * b; y.backward(ones(1)), [1]-shaped
+                                                                                 us/step
+    W9 softmax 4096x1024                  softmax(x, dim=-1)     2*4*numel bytes GB/s
+  median_s is the median time of one call (for linreg: one call = 1000 steps).
+
+FILTER (--filter): a bare workload id such as W1 selects exactly that workload (not W10);
+anything else is a substring of the benchmark id "<group>/torch/<param>" -- the same rule
+xtask applies to the criterion benches.
+
+Output: a JSON list on stdout; progress on stderr.
+Usage: python3 bench/torch_bench.py [--threads N] [--filter F] [--min-time S] [--samples K]
+"""
+
+import argparse
+import gc
+import json
+import math
+import re
+import statistics
+import sys
+import time
+
+# (workload, name, param): the benchmark id is f"{workload}_{name}/torch/{param}".
+MATMUL_SIZES = (256, 512, 1024, 2048)
+ELEMENTWISE_LEN = 16_777_216
+CONV_X = (32, 3, 32, 32)
+CONV_W = (32, 3, 3, 3)
+SOFTMAX_SHAPE = (4096, 1024)
+LINREG_STEPS = 1000
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--filter", default=None, help="workload id (W1) or benchmark id substring")
+    p.add_argument("--min-time", type=float, default=1.0,
+                   help="seconds of timed calls per workload (default 1.0)")
+    p.add_argument("--samples", type=int, default=20, help="timing samples (default 20)")
+    p.add_argument("--list", action="store_true", help="print the benchmark ids and exit")
+    args = p.parse_args()
+    if args.threads < 1 or args.samples < 1 or not args.min_time > 0:
+        p.error("--threads and --samples must be >= 1 and --min-time > 0")
+    return args
+
+
+def matches(filter_, workload, bench_id):
+    """The shared FILTER rule: exact workload for a bare id like W1, else a substring."""
+    if filter_ is None:
+        return True
+    if re.fullmatch(r"W[0-9]+", filter_):
+        return workload == filter_
+    return filter_ in bench_id
+
+
+def measure(fn, min_time, samples):
+    """Median seconds per call: warm up, size samples to ~min_time/samples each, time them."""
+    warm = []
+    start = time.perf_counter()
+    while len(warm) < 3 or time.perf_counter() - start < min_time / 4:
+        t = time.perf_counter()
+        fn()
+        warm.append(time.perf_counter() - t)
+    per_call = max(statistics.median(warm), 1e-9)
+    calls = max(1, math.ceil(min_time / samples / per_call))
+    times = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(samples):
+            t = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times.append((time.perf_counter() - t) / calls)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return statistics.median(times)
+
+
+def workloads(torch):
+    """Yields (workload, name, param, setup); setup() -> (call, count, kind).
+
+    kind is "flops" (GFLOP/s), "bytes" (GB/s) or "steps" (us/step); count is per call.
+    Tensors are built lazily in setup so filtered-out workloads cost nothing.
+    """
+    F = torch.nn.functional
+
+    def matmul(n):
+        def setup():
+            a, b = torch.randn(n, n), torch.randn(n, n)
+            return (lambda: a @ b), 2 * n**3, "flops"
+        return setup
+
+    for n in MATMUL_SIZES:
+        yield "W1", "matmul", f"n={n}", matmul(n)
+
+    def conv2d():
+        x, w = torch.randn(*CONV_X), torch.randn(*CONV_W)
+        (n, c, h, wd), (o, _, kh, kw) = CONV_X, CONV_W
+        flops = 2 * n * o * h * wd * c * kh * kw  # padding 1, stride 1: Ho = H, Wo = W
+        return (lambda: F.conv2d(x, w, padding=1)), flops, "flops"
+
+    yield "W2", "conv2d", "fwd", conv2d
+
+    def elementwise(op):
+        def setup():
+            n = ELEMENTWISE_LEN
+            a, b = torch.randn(n), torch.randn(n)
+            if op == "add":
+                return (lambda: a + b), 3 * 4 * n, "bytes"
+            if op == "add_inplace":
+                return (lambda: a.add_(b)), 3 * 4 * n, "bytes"
+            return (lambda: F.gelu(a)), 2 * 4 * n, "bytes"
+        return setup
+
+    for op in ("add", "add_inplace", "gelu"):
+        yield "W7", "elementwise", op, elementwise(op)
+
+    def linreg():
+        x = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+        y = 2 * x
+        theta0 = torch.zeros((), requires_grad=True)
+        theta1 = torch.zeros((), requires_grad=True)
+
+        def call():
+            nonlocal theta0, theta1  # `-=` rebinds the names (in place for tensors)
+            for _ in range(LINREG_STEPS):
+                loss = ((theta0 + theta1 * x - y) ** 2).mean()
+                loss.backward()
+                with torch.no_grad():
+                    theta0 -= 0.01 * theta0.grad
+                    theta1 -= 0.01 * theta1.grad
+                theta0.grad.zero_()
+                theta1.grad.zero_()
+
+        return call, LINREG_STEPS, "steps"
+
+    def small_op():
+        a = torch.randn(1, requires_grad=True)
+        b = torch.randn(1)
+        ones = torch.ones(1)
+
+        def call():
+            y = a * b
+            y.backward(ones)
+
+        return call, 1, "steps"
+
+    yield "W8", "autograd", "linreg", linreg
+    yield "W8", "autograd", "small_op", small_op
+
+    def softmax():
+        x = torch.randn(*SOFTMAX_SHAPE)
+        return (lambda: torch.softmax(x, dim=-1)), 2 * 4 * x.numel(), "bytes"
+
+    yield "W9", "softmax", "x".join(map(str, SOFTMAX_SHAPE)), softmax
+
+
+def to_unit(count, kind, median_s):
+    """(throughput, unit) the way xtask computes it for the Rust side."""
+    if kind == "flops":
+        return count / median_s / 1e9, "GFLOP/s"
+    if kind == "bytes":
+        return count / median_s / 1e9, "GB/s"
+    return median_s / count * 1e6, "us/step"
+
+
+def main():
+    args = parse_args()
+    import torch  # after argument parsing, so --help works without torch
+
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    torch.manual_seed(0)
+
+    results = []
+    for workload, name, param, setup in workloads(torch):
+        bench_id = f"{workload}_{name}/torch/{param}"
+        if not matches(args.filter, workload, bench_id):
+            continue
+        if args.list:
+            print(bench_id)
+            continue
+        call, count, kind = setup()
+        median_s = measure(call, args.min_time, args.samples)
+        throughput, unit = to_unit(count, kind, median_s)
+        del call
+        gc.collect()
+        print(f"torch {bench_id}: median {median_s * 1e3:.4f} ms, {throughput:.4g} {unit}",
+              file=sys.stderr, flush=True)
+        results.append({
+            "workload": workload,
+            "variant": f"{name} {param}",
+            "impl": "torch",
+            "median_s": median_s,
+            "throughput": throughput,
+            "unit": unit,
+        })
+    if not args.list:
+        json.dump(results, sys.stdout, indent=1)
+        print()
+
+
+if __name__ == "__main__":
+    main()

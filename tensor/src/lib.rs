@@ -1,0 +1,65 @@
+//! strata-tensor: n-dimensional strided tensors with fast CPU kernels.
+//!
+//! This crate owns the data: [`Tensor<T>`], a cheap-to-clone handle to shared storage plus a
+//! [`Layout`] (shape, strides, offset), and every kernel the rest of strata runs on —
+//! broadcasting elementwise ops, reductions, softmax, matrix products (faer), convolution and
+//! pooling with their backward kernels, indexing, and in-place updates for optimizers. It
+//! knows nothing of gradients: `strata-autograd` builds on it.
+//!
+//! ```
+//! use strata_tensor::{Tensor, seeded_rng};
+//! let mut rng = seeded_rng(0);
+//! let x = Tensor::<f32>::randn(&[4, 3], &mut rng);
+//! let w = Tensor::<f32>::randn(&[3, 2], &mut rng);
+//! let y = x.matmul(&w)?.relu().softmax(-1)?; // [4, 2], rows sum to 1
+//! assert_eq!(y.shape(), &[4, 2]);
+//! # Ok::<(), strata_tensor::TensorError>(())
+//! ```
+//!
+//! Ops that can fail on shapes, dimensions or indices return [`Result`] with a
+//! [`TensorError`] naming the op and the shapes. Large ops run on rayon's global pool (its
+//! size follows `RAYON_NUM_THREADS`); small ones stay on the calling thread. Results do not
+//! depend on the thread count.
+#![warn(missing_docs)]
+
+mod binary;
+mod construct;
+mod conv;
+mod display;
+mod element;
+mod error;
+mod index;
+mod inplace;
+mod iter;
+mod layout;
+mod map;
+mod math;
+mod matmul;
+mod par;
+mod pool;
+mod random;
+mod reduce;
+mod shape_ops;
+mod simd;
+mod softmax;
+mod storage;
+mod tensor;
+mod unary;
+mod view;
+
+pub use conv::{Conv1dParams, Conv2dParams};
+pub use element::{DType, Element};
+pub use error::{Result, TensorError};
+pub use index::IndexTensor;
+pub use layout::{Layout, broadcast_shapes, contiguous_strides};
+pub use pool::Pool2dParams;
+pub use random::seeded_rng;
+pub use simd::simd_level;
+pub use storage::{
+    buffer_cache_bytes, buffer_cache_limit, clear_buffer_cache, set_buffer_cache_limit,
+};
+pub use tensor::Tensor;
+pub use view::ShapeArg;
+
+/// The `rand` crate strata's random constructors take their RNGs from.
+pub use rand;

@@ -1,0 +1,624 @@
+//! 2-d max and average pooling, adaptive average pooling, and their backward kernels.
+//!
+//! Each `(sample, channel)` plane is pooled on its own; planes run in parallel. Output sizes,
+//! padding rules, `ceil_mode`, `count_include_pad` and the NaN behaviour follow PyTorch's
+//! CPU kernels.
+
+use rayon::prelude::*;
+
+use crate::par::PAR_MIN_WORK;
+use crate::storage::{alloc, alloc_zeroed};
+use crate::{Element, IndexTensor, Result, Tensor, TensorError};
+
+/// Settings of a 2-d pooling window, PyTorch's `MaxPool2d`/`AvgPool2d` arguments.
+///
+/// ```
+/// use strata_tensor::Pool2dParams;
+/// let p = Pool2dParams::new(2); // kernel 2, stride 2 (= kernel), no padding
+/// assert_eq!(p.stride, [2, 2]);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pool2dParams {
+    /// Window size, (height, width).
+    pub kernel: [usize; 2],
+    /// Step between windows; PyTorch's default is the kernel size.
+    pub stride: [usize; 2],
+    /// Implicit padding on both sides (at most half the kernel): `-inf` for max pooling,
+    /// zeros for average pooling.
+    pub padding: [usize; 2],
+    /// Spacing between window taps (max pooling only).
+    pub dilation: [usize; 2],
+    /// Round the output size up instead of down (windows must still start inside the
+    /// input or its left padding).
+    pub ceil_mode: bool,
+    /// Average pooling: count padded zeros in the divisor (PyTorch's default: true).
+    pub count_include_pad: bool,
+    /// Average pooling: divide by this instead of the window size.
+    pub divisor_override: Option<usize>,
+}
+
+impl Pool2dParams {
+    /// A square `kernel` with stride = kernel, no padding, dilation 1, floor mode, padded
+    /// zeros counted: PyTorch's defaults.
+    pub fn new(kernel: usize) -> Self {
+        Pool2dParams {
+            kernel: [kernel, kernel],
+            stride: [kernel, kernel],
+            padding: [0, 0],
+            dilation: [1, 1],
+            ceil_mode: false,
+            count_include_pad: true,
+            divisor_override: None,
+        }
+    }
+    /// The same stride in both dimensions.
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = [s, s];
+        self
+    }
+    /// The same padding in both dimensions.
+    pub fn padding(mut self, p: usize) -> Self {
+        self.padding = [p, p];
+        self
+    }
+    /// The same dilation in both dimensions.
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = [d, d];
+        self
+    }
+    /// Ceil mode on or off.
+    pub fn ceil_mode(mut self, on: bool) -> Self {
+        self.ceil_mode = on;
+        self
+    }
+    /// Whether average pooling counts padded zeros.
+    pub fn count_include_pad(mut self, on: bool) -> Self {
+        self.count_include_pad = on;
+        self
+    }
+    /// A fixed divisor for average pooling.
+    pub fn divisor_override(mut self, d: Option<usize>) -> Self {
+        self.divisor_override = d;
+        self
+    }
+
+    /// Output size along dimension `i` for an input of `size` (PyTorch's
+    /// `pooling_output_shape`).
+    fn out_size(&self, op: &'static str, size: usize, i: usize) -> Result<usize> {
+        let (k, s, p, d) = (
+            self.kernel[i],
+            self.stride[i],
+            self.padding[i],
+            self.dilation[i],
+        );
+        if k == 0 || s == 0 || d == 0 {
+            return Err(TensorError::invalid(
+                op,
+                format!(
+                    "kernel {:?}, stride {:?} and dilation {:?} must be positive",
+                    self.kernel, self.stride, self.dilation
+                ),
+            ));
+        }
+        let span = d * (k - 1) + 1;
+        if p > span / 2 {
+            return Err(TensorError::invalid(
+                op,
+                format!(
+                    "padding {:?} should be at most half of the kernel {:?}",
+                    self.padding, self.kernel
+                ),
+            ));
+        }
+        let numer = (size + 2 * p) as isize - span as isize
+            + if self.ceil_mode { s as isize - 1 } else { 0 };
+        let mut out = numer.div_euclid(s as isize) + 1;
+        if self.ceil_mode && (out - 1) * s as isize >= (size + p) as isize {
+            out -= 1;
+        }
+        if out < 1 {
+            return Err(TensorError::shape(
+                op,
+                format!(
+                    "input size {size} is too small for kernel {k} (dilation {d}, padding {p}): the \
+                     output would be empty"
+                ),
+            ));
+        }
+        Ok(out as usize)
+    }
+}
+
+/// `(batch-and-channel planes, H, W)` of a `[N, C, H, W]` or `[C, H, W]` input.
+fn planes(op: &'static str, shape: &[usize]) -> Result<(usize, usize, usize)> {
+    match shape {
+        [n, c, h, w] => Ok((n * c, *h, *w)),
+        [c, h, w] => Ok((*c, *h, *w)),
+        _ => Err(TensorError::shape(
+            op,
+            format!("expected input [N, C, H, W] or [C, H, W], got {shape:?}"),
+        )),
+    }
+}
+
+fn out_shape(input: &[usize], oh: usize, ow: usize) -> Vec<usize> {
+    let mut s = input.to_vec();
+    let r = s.len();
+    s[r - 2] = oh;
+    s[r - 1] = ow;
+    s
+}
+
+/// Runs `f(plane, out_plane)` for each plane, in parallel when the work is large.
+fn for_each_plane<U: Send>(
+    out: &mut [U],
+    plane_len: usize,
+    work_per_plane: usize,
+    f: impl Fn(usize, &mut [U]) + Sync + Send,
+) {
+    if plane_len == 0 {
+        return;
+    }
+    let n = out.len() / plane_len;
+    if n > 1 && n * work_per_plane >= PAR_MIN_WORK && rayon::current_num_threads() > 1 {
+        out.par_chunks_mut(plane_len)
+            .enumerate()
+            .for_each(|(i, o)| f(i, o));
+    } else {
+        out.chunks_mut(plane_len)
+            .enumerate()
+            .for_each(|(i, o)| f(i, o));
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// 2-d max pooling of `[N, C, H, W]` (or `[C, H, W]`), like
+    /// `F.max_pool2d(x, ..., return_indices=True)`: the maxima and, for each, its flat index
+    /// `h * W + w` within its input plane. NaN wins over any number.
+    ///
+    /// ```
+    /// use strata_tensor::{Pool2dParams, Tensor};
+    /// let x = Tensor::<f32>::arange(0.0, 16.0, 1.0)?.reshape([1, 1, 4, 4])?;
+    /// let (y, idx) = x.max_pool2d(Pool2dParams::new(2))?;
+    /// assert_eq!(y.to_vec(), vec![5.0, 7.0, 13.0, 15.0]);
+    /// assert_eq!(idx.to_vec(), vec![5, 7, 13, 15]);
+    /// # Ok::<(), strata_tensor::TensorError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] for an input that is not 3-d or 4-d or too small,
+    /// [`TensorError::Invalid`] for zero sizes or padding above half the kernel.
+    pub fn max_pool2d(&self, p: Pool2dParams) -> Result<(Tensor<T>, IndexTensor)> {
+        const OP: &str = "max_pool2d";
+        let (np, h, w) = planes(OP, self.shape())?;
+        let (oh, ow) = (p.out_size(OP, h, 0)?, p.out_size(OP, w, 1)?);
+        let x = self.contiguous();
+        let xs = x.as_slice().expect("contiguous");
+        let mut out: Vec<(T, i64)> = vec![(T::zero(), 0); np * oh * ow];
+        let work = oh * ow * p.kernel[0] * p.kernel[1];
+        for_each_plane(&mut out, oh * ow, work, |pl, o| {
+            let plane = &xs[pl * h * w..(pl + 1) * h * w];
+            for i in 0..oh {
+                let mut h0 = (i * p.stride[0]) as isize - p.padding[0] as isize;
+                let h1 = (h0 + ((p.kernel[0] - 1) * p.dilation[0]) as isize + 1).min(h as isize);
+                while h0 < 0 {
+                    h0 += p.dilation[0] as isize;
+                }
+                for j in 0..ow {
+                    let mut w0 = (j * p.stride[1]) as isize - p.padding[1] as isize;
+                    let w1 =
+                        (w0 + ((p.kernel[1] - 1) * p.dilation[1]) as isize + 1).min(w as isize);
+                    while w0 < 0 {
+                        w0 += p.dilation[1] as isize;
+                    }
+                    let mut best = T::neg_infinity();
+                    let mut best_i = h0 * w as isize + w0;
+                    let mut ih = h0;
+                    while ih < h1 {
+                        let mut iw = w0;
+                        while iw < w1 {
+                            let idx = ih * w as isize + iw;
+                            let v = plane[idx as usize];
+                            if v > best || v.is_nan() {
+                                best = v;
+                                best_i = idx;
+                            }
+                            iw += p.dilation[1] as isize;
+                        }
+                        ih += p.dilation[0] as isize;
+                    }
+                    o[i * ow + j] = (best, best_i as i64);
+                }
+            }
+        });
+        let shape = out_shape(self.shape(), oh, ow);
+        let (values, indices): (Vec<T>, Vec<i64>) = out.into_iter().unzip();
+        Ok((
+            Tensor::from_contiguous(values, &shape),
+            IndexTensor::from_vec(indices, &shape)?,
+        ))
+    }
+
+    /// The gradient of [`max_pool2d`](Tensor::max_pool2d): each output gradient added at its
+    /// argmax in a zero tensor of `input_shape`.
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] when `grad_out` and `indices` differ in shape or do not fit
+    /// `input_shape`; [`TensorError::Index`] for an index outside its plane.
+    pub fn max_pool2d_backward(
+        grad_out: &Tensor<T>,
+        indices: &IndexTensor,
+        input_shape: &[usize],
+    ) -> Result<Tensor<T>> {
+        const OP: &str = "max_pool2d_backward";
+        let (np, h, w) = planes(OP, input_shape)?;
+        let r = input_shape.len();
+        let fits = grad_out.shape() == indices.shape()
+            && grad_out.ndim() == r
+            && grad_out.shape()[..r - 2] == input_shape[..r - 2];
+        if !fits {
+            return Err(TensorError::shape(
+                OP,
+                format!(
+                    "gradient {:?} and indices {:?} do not fit an input of shape {input_shape:?}",
+                    grad_out.shape(),
+                    indices.shape()
+                ),
+            ));
+        }
+        if let Some(&bad) = indices
+            .as_slice()
+            .iter()
+            .find(|&&i| i < 0 || i as usize >= h * w)
+        {
+            return Err(TensorError::Index {
+                op: OP,
+                index: bad,
+                dim: r - 1,
+                size: h * w,
+            });
+        }
+        let g = grad_out.contiguous();
+        let gs = g.as_slice().expect("contiguous");
+        let per_out = grad_out.shape()[r - 2] * grad_out.shape()[r - 1];
+        let idx = indices.as_slice();
+        let mut dx = alloc_zeroed::<T>(np * h * w);
+        for_each_plane(&mut dx, h * w, per_out, |pl, d| {
+            for k in pl * per_out..(pl + 1) * per_out {
+                d[idx[k] as usize] += gs[k];
+            }
+        });
+        Ok(Tensor::from_contiguous(dx, input_shape))
+    }
+
+    /// 2-d average pooling of `[N, C, H, W]` (or `[C, H, W]`), like `F.avg_pool2d` with
+    /// `ceil_mode`, `count_include_pad` and `divisor_override` from `p`.
+    ///
+    /// # Errors
+    /// As [`max_pool2d`](Tensor::max_pool2d), and [`TensorError::Invalid`] for a dilation
+    /// other than 1 or a zero divisor.
+    pub fn avg_pool2d(&self, p: Pool2dParams) -> Result<Tensor<T>> {
+        const OP: &str = "avg_pool2d";
+        let (np, h, w) = planes(OP, self.shape())?;
+        check_avg(OP, &p)?;
+        let (oh, ow) = (p.out_size(OP, h, 0)?, p.out_size(OP, w, 1)?);
+        let x = self.contiguous();
+        let xs = x.as_slice().expect("contiguous");
+        let mut out = alloc::<T>(np * oh * ow);
+        for_each_plane(
+            &mut out,
+            oh * ow,
+            oh * ow * p.kernel[0] * p.kernel[1],
+            |pl, o| {
+                let plane = &xs[pl * h * w..(pl + 1) * h * w];
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let win = avg_window(&p, i, j, h, w);
+                        let mut sum = T::zero();
+                        for ih in win.h0..win.h1 {
+                            for iw in win.w0..win.w1 {
+                                sum += plane[ih * w + iw];
+                            }
+                        }
+                        o[i * ow + j] = if win.empty() {
+                            T::zero()
+                        } else {
+                            sum / T::from_usize(win.divisor)
+                        };
+                    }
+                }
+            },
+        );
+        Ok(Tensor::from_contiguous(
+            out,
+            &out_shape(self.shape(), oh, ow),
+        ))
+    }
+
+    /// The gradient of [`avg_pool2d`](Tensor::avg_pool2d): each output gradient spread
+    /// evenly (by the same divisor) over its window.
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] when `grad_out` does not match the pooling's output shape.
+    pub fn avg_pool2d_backward(
+        grad_out: &Tensor<T>,
+        input_shape: &[usize],
+        p: Pool2dParams,
+    ) -> Result<Tensor<T>> {
+        const OP: &str = "avg_pool2d_backward";
+        let (np, h, w) = planes(OP, input_shape)?;
+        check_avg(OP, &p)?;
+        let (oh, ow) = (p.out_size(OP, h, 0)?, p.out_size(OP, w, 1)?);
+        let expected = out_shape(input_shape, oh, ow);
+        if grad_out.shape() != expected.as_slice() {
+            return Err(TensorError::shape(
+                OP,
+                format!(
+                    "gradient {:?} does not match the pooling output {expected:?}",
+                    grad_out.shape()
+                ),
+            ));
+        }
+        let g = grad_out.contiguous();
+        let gs = g.as_slice().expect("contiguous");
+        let mut dx = alloc_zeroed::<T>(np * h * w);
+        for_each_plane(
+            &mut dx,
+            h * w,
+            oh * ow * p.kernel[0] * p.kernel[1],
+            |pl, d| {
+                let gp = &gs[pl * oh * ow..(pl + 1) * oh * ow];
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let win = avg_window(&p, i, j, h, w);
+                        if win.empty() {
+                            continue;
+                        }
+                        let share = gp[i * ow + j] / T::from_usize(win.divisor);
+                        for ih in win.h0..win.h1 {
+                            for iw in win.w0..win.w1 {
+                                d[ih * w + iw] += share;
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        Ok(Tensor::from_contiguous(dx, input_shape))
+    }
+
+    /// Average pooling to a fixed output size, like `F.adaptive_avg_pool2d`: output cell
+    /// `i` averages input rows `floor(i·H/oh)..ceil((i+1)·H/oh)` (and likewise columns).
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] for an input that is not 3-d or 4-d,
+    /// [`TensorError::Invalid`] for a zero output size with a non-empty input.
+    pub fn adaptive_avg_pool2d(&self, output_size: [usize; 2]) -> Result<Tensor<T>> {
+        const OP: &str = "adaptive_avg_pool2d";
+        let (np, h, w) = planes(OP, self.shape())?;
+        let [oh, ow] = output_size;
+        check_adaptive(OP, output_size)?;
+        let x = self.contiguous();
+        let xs = x.as_slice().expect("contiguous");
+        let mut out = alloc::<T>(np * oh * ow);
+        for_each_plane(&mut out, oh * ow, h * w, |pl, o| {
+            let plane = &xs[pl * h * w..(pl + 1) * h * w];
+            for i in 0..oh {
+                let (h0, h1) = adaptive_range(i, h, oh);
+                for j in 0..ow {
+                    let (w0, w1) = adaptive_range(j, w, ow);
+                    let mut sum = T::zero();
+                    for ih in h0..h1 {
+                        for iw in w0..w1 {
+                            sum += plane[ih * w + iw];
+                        }
+                    }
+                    o[i * ow + j] = sum / T::from_usize((h1 - h0) * (w1 - w0));
+                }
+            }
+        });
+        Ok(Tensor::from_contiguous(
+            out,
+            &out_shape(self.shape(), oh, ow),
+        ))
+    }
+
+    /// The gradient of [`adaptive_avg_pool2d`](Tensor::adaptive_avg_pool2d).
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] when `grad_out` does not fit `input_shape`.
+    pub fn adaptive_avg_pool2d_backward(
+        grad_out: &Tensor<T>,
+        input_shape: &[usize],
+    ) -> Result<Tensor<T>> {
+        const OP: &str = "adaptive_avg_pool2d_backward";
+        let (np, h, w) = planes(OP, input_shape)?;
+        let r = input_shape.len();
+        if grad_out.ndim() != r || grad_out.shape()[..r - 2] != input_shape[..r - 2] {
+            return Err(TensorError::shape(
+                OP,
+                format!(
+                    "gradient {:?} does not fit an input of shape {input_shape:?}",
+                    grad_out.shape()
+                ),
+            ));
+        }
+        let (oh, ow) = (grad_out.shape()[r - 2], grad_out.shape()[r - 1]);
+        check_adaptive(OP, [oh, ow])?;
+        let g = grad_out.contiguous();
+        let gs = g.as_slice().expect("contiguous");
+        let mut dx = alloc_zeroed::<T>(np * h * w);
+        for_each_plane(&mut dx, h * w, h * w, |pl, d| {
+            let gp = &gs[pl * oh * ow..(pl + 1) * oh * ow];
+            for i in 0..oh {
+                let (h0, h1) = adaptive_range(i, h, oh);
+                for j in 0..ow {
+                    let (w0, w1) = adaptive_range(j, w, ow);
+                    let share = gp[i * ow + j] / T::from_usize((h1 - h0) * (w1 - w0));
+                    for ih in h0..h1 {
+                        for iw in w0..w1 {
+                            d[ih * w + iw] += share;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Tensor::from_contiguous(dx, input_shape))
+    }
+}
+
+fn check_avg(op: &'static str, p: &Pool2dParams) -> Result<()> {
+    if p.dilation != [1, 1] {
+        return Err(TensorError::invalid(
+            op,
+            format!(
+                "dilation {:?} is not supported by average pooling",
+                p.dilation
+            ),
+        ));
+    }
+    if p.divisor_override == Some(0) {
+        return Err(TensorError::invalid(
+            op,
+            "divisor_override must be positive",
+        ));
+    }
+    Ok(())
+}
+
+fn check_adaptive(op: &'static str, size: [usize; 2]) -> Result<()> {
+    if size.contains(&0) {
+        return Err(TensorError::invalid(
+            op,
+            format!("output size {size:?} must be positive"),
+        ));
+    }
+    Ok(())
+}
+
+fn adaptive_range(i: usize, size: usize, out: usize) -> (usize, usize) {
+    ((i * size) / out, ((i + 1) * size).div_ceil(out))
+}
+
+/// One average-pooling window, clipped to the input, with its divisor.
+struct Window {
+    h0: usize,
+    h1: usize,
+    w0: usize,
+    w1: usize,
+    divisor: usize,
+}
+
+impl Window {
+    fn empty(&self) -> bool {
+        self.h0 >= self.h1 || self.w0 >= self.w1
+    }
+}
+
+/// PyTorch's avg_pool2d window arithmetic: the pool size counts padding up to the padded
+/// border, then the window is clipped to the input.
+fn avg_window(p: &Pool2dParams, i: usize, j: usize, h: usize, w: usize) -> Window {
+    let hs = (i * p.stride[0]) as isize - p.padding[0] as isize;
+    let ws = (j * p.stride[1]) as isize - p.padding[1] as isize;
+    let he = (hs + p.kernel[0] as isize).min((h + p.padding[0]) as isize);
+    let we = (ws + p.kernel[1] as isize).min((w + p.padding[1]) as isize);
+    let pool_size = ((he - hs) * (we - ws)).max(0) as usize;
+    let (h0, w0) = (hs.max(0) as usize, ws.max(0) as usize);
+    let (h1, w1) = (
+        he.min(h as isize).max(0) as usize,
+        we.min(w as isize).max(0) as usize,
+    );
+    let divisor = match p.divisor_override {
+        Some(d) => d,
+        None if p.count_include_pad => pool_size,
+        None => h1.saturating_sub(h0) * w1.saturating_sub(w0),
+    };
+    Window {
+        h0,
+        h1,
+        w0,
+        w1,
+        divisor,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn avg_pool_padding_rules() {
+        // F.avg_pool2d(torch.ones(1, 1, 2, 2), 2, stride=1, padding=1) -> every window sees
+        // 1, 2 or 4 ones out of 4: [[.25, .5, .25], [.5, 1, .5], [.25, .5, .25]]
+        let x = Tensor::<f64>::ones(&[1, 1, 2, 2]);
+        let p = Pool2dParams::new(2).stride(1).padding(1);
+        assert_eq!(
+            x.avg_pool2d(p).unwrap().to_vec(),
+            vec![0.25, 0.5, 0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 0.25]
+        );
+        // count_include_pad=False: every window averages only real ones
+        assert_eq!(
+            x.avg_pool2d(p.count_include_pad(false)).unwrap().to_vec(),
+            vec![1.0; 9]
+        );
+        assert_eq!(
+            x.avg_pool2d(p.divisor_override(Some(1))).unwrap().to_vec()[4],
+            4.0
+        );
+    }
+
+    #[test]
+    fn output_sizes_match_torch() {
+        // nn.MaxPool2d(3, stride=2, ceil_mode=True) on 6×6 -> 3×3 (floor mode: 2×2)
+        let x = Tensor::<f32>::zeros(&[1, 1, 6, 6]);
+        assert_eq!(
+            x.max_pool2d(Pool2dParams::new(3).stride(2).ceil_mode(true))
+                .unwrap()
+                .0
+                .shape(),
+            &[1, 1, 3, 3]
+        );
+        assert_eq!(
+            x.max_pool2d(Pool2dParams::new(3).stride(2))
+                .unwrap()
+                .0
+                .shape(),
+            &[1, 1, 2, 2]
+        );
+        // padding above half the kernel is refused
+        assert!(x.max_pool2d(Pool2dParams::new(2).padding(2)).is_err());
+        assert!(
+            Tensor::<f32>::zeros(&[1, 1, 1, 1])
+                .max_pool2d(Pool2dParams::new(2))
+                .is_err()
+        );
+        assert!(
+            Tensor::<f32>::zeros(&[4, 4])
+                .max_pool2d(Pool2dParams::new(2))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn adaptive_windows_overlap_like_torch() {
+        // F.adaptive_avg_pool2d(torch.arange(5.).reshape(1, 1, 1, 5), (1, 3)):
+        // windows [0, 2), [1, 4), [3, 5) -> [0.5, 2, 3.5]
+        let x = Tensor::<f64>::arange(0.0, 5.0, 1.0)
+            .unwrap()
+            .reshape([1, 1, 1, 5])
+            .unwrap();
+        assert_eq!(
+            x.adaptive_avg_pool2d([1, 3]).unwrap().to_vec(),
+            vec![0.5, 2.0, 3.5]
+        );
+    }
+
+    #[test]
+    fn max_pool_backward_routes_to_argmax() {
+        let x = Tensor::<f64>::from_vec(vec![1., 5., 2., 3.], &[1, 1, 2, 2]).unwrap();
+        let (_, idx) = x.max_pool2d(Pool2dParams::new(2)).unwrap();
+        let g = Tensor::<f64>::full(&[1, 1, 1, 1], 7.0);
+        let dx = Tensor::max_pool2d_backward(&g, &idx, x.shape()).unwrap();
+        assert_eq!(dx.to_vec(), vec![0., 7., 0., 0.]);
+    }
+}

@@ -1,0 +1,86 @@
+//! Runtime CPU-feature dispatch, so plain Rust loops vectorise to AVX2 or AVX-512.
+//!
+//! The crate is built for the baseline x86-64 target (SSE2), which is what users get from
+//! crates.io. Hot loops are written as ordinary scalar Rust and run through [`dispatch`],
+//! which calls them inside a function compiled with `#[target_feature]` for the best
+//! instruction set the CPU has; because the loop is inlined into that function, LLVM
+//! vectorises it at that width. The check runs once and is cached.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+const UNKNOWN: u8 = 0;
+const BASELINE: u8 = 1;
+const AVX2: u8 = 2;
+const AVX512: u8 = 3;
+
+static LEVEL: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+#[cold]
+fn detect() -> u8 {
+    #[cfg(target_arch = "x86_64")]
+    let level = if std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512dq")
+        && std::is_x86_feature_detected!("fma")
+        && std::is_x86_feature_detected!("avx2")
+    {
+        AVX512
+    } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        AVX2
+    } else {
+        BASELINE
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let level = BASELINE;
+    LEVEL.store(level, Ordering::Relaxed);
+    level
+}
+
+/// The instruction set [`dispatch`] uses on this machine: `"avx512"`, `"avx2"` or
+/// `"baseline"`.
+pub fn simd_level() -> &'static str {
+    match level() {
+        AVX512 => "avx512",
+        AVX2 => "avx2",
+        _ => "baseline",
+    }
+}
+
+#[inline(always)]
+fn level() -> u8 {
+    match LEVEL.load(Ordering::Relaxed) {
+        UNKNOWN => detect(),
+        l => l,
+    }
+}
+
+/// Runs `f` compiled for the best instruction set of this CPU. `f` should be a closure
+/// marked `#[inline(always)]` that contains the whole hot loop.
+#[inline(always)]
+pub(crate) fn dispatch<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match level() {
+            // SAFETY: `detect` verified that the CPU supports these features.
+            AVX512 => unsafe { with_avx512(f) },
+            // SAFETY: as above.
+            AVX2 => unsafe { with_avx2(f) },
+            _ => f(),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}

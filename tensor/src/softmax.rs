@@ -1,0 +1,222 @@
+//! softmax and log_softmax along a dimension, numerically stable, with their backward
+//! kernels.
+//!
+//! The tensor is seen as `[outer, n, inner]` around the softmax dimension. With `inner = 1`
+//! (the last dimension) each row is processed on its own in three vectorised passes (max,
+//! exp and sum, scale); otherwise rows of `inner` columns are processed side by side, which
+//! keeps memory access contiguous for any dimension.
+
+use crate::layout::{numel, resolve_dim};
+use crate::par::{self, Cost};
+use crate::simd::dispatch;
+use crate::storage::alloc;
+use crate::{Element, Result, Tensor, TensorError};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Softmax,
+    LogSoftmax,
+}
+
+/// Softmax (or log-softmax) of one contiguous row.
+#[inline(always)]
+fn row<T: Element>(x: &[T], out: &mut [T], kind: Kind) {
+    let max = x.iter().fold(
+        T::neg_infinity(),
+        |m, &v| if v > m || v.is_nan() { v } else { m },
+    );
+    let mut sum = T::zero();
+    match kind {
+        Kind::Softmax => {
+            for (o, &v) in out.iter_mut().zip(x) {
+                let e = (v - max).exp_v();
+                *o = e;
+                sum += e;
+            }
+            let inv = sum.recip();
+            for o in out.iter_mut() {
+                *o *= inv;
+            }
+        }
+        Kind::LogSoftmax => {
+            for &v in x {
+                sum += (v - max).exp_v();
+            }
+            let shift = max + sum.ln();
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = v - shift;
+            }
+        }
+    }
+}
+
+/// Softmax over the middle dimension of an `[n, inner]` block, columns side by side.
+fn columns<T: Element>(x: &[T], out: &mut [T], n: usize, inner: usize, kind: Kind) {
+    let mut max = vec![T::neg_infinity(); inner];
+    let mut sum = vec![T::zero(); inner];
+    for i in 0..n {
+        for (m, &v) in max.iter_mut().zip(&x[i * inner..(i + 1) * inner]) {
+            if v > *m || v.is_nan() {
+                *m = v;
+            }
+        }
+    }
+    for i in 0..n {
+        let (xs, os) = (
+            &x[i * inner..(i + 1) * inner],
+            &mut out[i * inner..(i + 1) * inner],
+        );
+        for ((o, &v), (s, &m)) in os.iter_mut().zip(xs).zip(sum.iter_mut().zip(&max)) {
+            let e = (v - m).exp_v();
+            *s += e;
+            if kind == Kind::Softmax {
+                *o = e;
+            }
+        }
+    }
+    for i in 0..n {
+        let (xs, os) = (
+            &x[i * inner..(i + 1) * inner],
+            &mut out[i * inner..(i + 1) * inner],
+        );
+        for (((o, &v), &s), &m) in os.iter_mut().zip(xs).zip(&sum).zip(&max) {
+            *o = match kind {
+                Kind::Softmax => *o / s,
+                Kind::LogSoftmax => v - (m + s.ln()),
+            };
+        }
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// `exp(x) / sum(exp(x))` along `dim`, like `torch.softmax(x, dim)`; shifted by the
+    /// maximum, so large inputs do not overflow. A row of all `-inf` gives NaN, as in
+    /// PyTorch.
+    ///
+    /// ```
+    /// use strata_tensor::Tensor;
+    /// let p = Tensor::from_vec(vec![1000.0f32, 1000.0], &[2])?.softmax(0)?;
+    /// assert_eq!(p.to_vec(), vec![0.5, 0.5]);
+    /// # Ok::<(), strata_tensor::TensorError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`TensorError::Dim`] for an out-of-range dimension.
+    pub fn softmax(&self, dim: isize) -> Result<Tensor<T>> {
+        self.softmax_kind("softmax", dim, Kind::Softmax)
+    }
+
+    /// `x - log(sum(exp(x)))` along `dim`, like `torch.log_softmax(x, dim)`, computed
+    /// without forming the softmax (no `log(0)` for very negative inputs).
+    ///
+    /// # Errors
+    /// [`TensorError::Dim`] for an out-of-range dimension.
+    pub fn log_softmax(&self, dim: isize) -> Result<Tensor<T>> {
+        self.softmax_kind("log_softmax", dim, Kind::LogSoftmax)
+    }
+
+    fn softmax_kind(&self, op: &'static str, dim: isize, kind: Kind) -> Result<Tensor<T>> {
+        let d = resolve_dim(op, dim, self.shape())?;
+        let x = self.contiguous();
+        let xs = x.as_slice().expect("contiguous");
+        let mut out = alloc::<T>(xs.len());
+        if self.ndim() == 0 {
+            row(xs, &mut out, kind);
+            return Ok(Tensor::from_contiguous(out, self.shape()));
+        }
+        let n = self.shape()[d];
+        let inner = numel(&self.shape()[d + 1..]);
+        let block = n * inner;
+        if block > 0 {
+            // Whole blocks per chunk, about PAR_MIN_WORK elements or more each.
+            let per_chunk = par::chunk_len(xs.len(), Cost::Transcendental)
+                .map_or(xs.len(), |len| len.div_ceil(block) * block);
+            par::for_each_chunk_mut_by(&mut out, per_chunk, |start, chunk| {
+                let input = &xs[start..start + chunk.len()];
+                dispatch(
+                    #[inline(always)]
+                    || {
+                        for (o, x) in chunk.chunks_mut(block).zip(input.chunks(block)) {
+                            if inner == 1 {
+                                row(x, o, kind);
+                            } else {
+                                columns(x, o, n, inner, kind);
+                            }
+                        }
+                    },
+                )
+            });
+        }
+        Ok(Tensor::from_contiguous(out, self.shape()))
+    }
+
+    /// The gradient of [`softmax`](Tensor::softmax) with respect to its input, given its
+    /// output `self` (`y`) and the gradient of the output: `y * (grad - sum(grad * y, dim))`.
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] when the shapes differ, [`TensorError::Dim`].
+    pub fn softmax_backward(&self, grad: &Tensor<T>, dim: isize) -> Result<Tensor<T>> {
+        self.check_same_shape("softmax_backward", grad)?;
+        let dot = self.mul(grad)?.sum(&[dim], true)?;
+        let centered = grad.sub(&dot)?;
+        self.mul(&centered)
+    }
+
+    /// The gradient of [`log_softmax`](Tensor::log_softmax) with respect to its input, given
+    /// its output `self` and the gradient of the output: `grad - exp(y) * sum(grad, dim)`.
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] when the shapes differ, [`TensorError::Dim`].
+    pub fn log_softmax_backward(&self, grad: &Tensor<T>, dim: isize) -> Result<Tensor<T>> {
+        self.check_same_shape("log_softmax_backward", grad)?;
+        let total = grad.sum(&[dim], true)?;
+        let scaled = self.exp().mul(&total)?;
+        grad.sub(&scaled)
+    }
+
+    pub(crate) fn check_same_shape(&self, op: &'static str, other: &Tensor<T>) -> Result<()> {
+        if self.shape() != other.shape() {
+            return Err(TensorError::shape(
+                op,
+                format!(
+                    "expects equal shapes, got {:?} and {:?}",
+                    self.shape(),
+                    other.shape()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Tensor;
+
+    #[test]
+    fn softmax_by_hand() {
+        // torch.softmax(torch.tensor([[1., 2., 3.], [1., 1., 1.]], dtype=torch.float64), 1)
+        let x = Tensor::<f64>::from_vec(vec![1., 2., 3., 1., 1., 1.], &[2, 3]).unwrap();
+        let y = x.softmax(1).unwrap().to_vec();
+        let want = [0.09003057317038046, 0.24472847105479767, 0.6652409557748219];
+        for (a, b) in y[..3].iter().zip(want) {
+            assert!((a - b).abs() < 1e-15);
+        }
+        assert!(y[3..].iter().all(|v| (v - 1.0 / 3.0).abs() < 1e-15));
+        // along dim 0 the columns are processed side by side
+        let y0 = x.softmax(0).unwrap().to_vec();
+        let e = (1f64).exp() / ((1f64).exp() + (1f64).exp());
+        assert!((y0[0] - e).abs() < 1e-15);
+        assert!((y0[2] - 3f64.exp() / (3f64.exp() + 1f64.exp())).abs() < 1e-15);
+        let l = x.log_softmax(1).unwrap().to_vec();
+        assert!((l[0] - want[0].ln()).abs() < 1e-14);
+    }
+
+    #[test]
+    fn all_neg_inf_row_is_nan_and_log_softmax_is_finite_for_huge_gaps() {
+        let x = Tensor::<f32>::from_vec(vec![f32::NEG_INFINITY; 2], &[2]).unwrap();
+        assert!(x.softmax(0).unwrap().to_vec().iter().all(|v| v.is_nan()));
+        let x = Tensor::<f32>::from_vec(vec![0.0, -1000.0], &[2]).unwrap();
+        assert_eq!(x.log_softmax(0).unwrap().to_vec(), vec![0.0, -1000.0]);
+    }
+}

@@ -1,0 +1,231 @@
+//! `cargo xtask bench [FILTER] [--vs torch] [--threads N]`.
+//!
+//! # Naming convention (shared with the criterion benches and `bench/torch_bench.py`)
+//!
+//! A criterion benchmark id is `<group>/<impl>/<param>`:
+//! - group = `<WORKLOAD>_<name>`, e.g. `W1_matmul`, `W2_conv2d`, `W7_elementwise`,
+//!   `W8_autograd`, `W9_softmax`; the workload id is the part before the first `_`;
+//! - impl (criterion's function id) = `strata`, `faer`, `memcpy`, `candle`, ... (`torch` is
+//!   reserved for the PyTorch script);
+//! - param (criterion's parameter) = the variant, e.g. `n=256`, `fwd`, `add`, `linreg`.
+//!
+//! A result row is `{workload, variant, impl, median_s, throughput, unit}` with
+//! variant = `<name> <param>`, e.g. `W1_matmul/strata/n=256` → workload `W1`, variant
+//! `matmul n=256`, impl `strata`. The rows today:
+//!
+//! | group            | params                                          | throughput     |
+//! |------------------|-------------------------------------------------|----------------|
+//! | `W1_matmul`      | `n=256`, `n=512`, `n=1024`, `n=2048`            | FLOPs → GFLOP/s |
+//! | `W2_conv2d`      | `fwd`                                           | FLOPs → GFLOP/s |
+//! | `W7_elementwise` | `add`, `add_inplace`, `gelu`, `copy` (memcpy)   | bytes → GB/s   |
+//! | `W8_autograd`    | `linreg`, `small_op`                            | steps → us/step |
+//! | `W9_softmax`     | `4096x1024`                                     | bytes → GB/s   |
+//!
+//! Criterion's `Throughput::Elements` is interpreted per workload (see [`units`]);
+//! `Throughput::Bytes` is always GB/s.
+//!
+//! # FILTER
+//!
+//! A bare workload id (`W1`) selects exactly that workload (criterion regex `^W1_`, so W10..W12
+//! are not picked up); anything else is a literal substring of the benchmark id
+//! (regex-escaped before criterion sees it). The torch script applies the same rule.
+
+mod criterion;
+pub mod units;
+
+use crate::{meta, report, torch};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Options of `cargo xtask bench`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BenchOptions {
+    /// Workload id or id substring; `None` runs everything.
+    pub filter: Option<String>,
+    /// Also run and compare against PyTorch.
+    pub vs_torch: bool,
+    /// `RAYON_NUM_THREADS` for the benches and `torch.set_num_threads` for PyTorch.
+    pub threads: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            filter: None,
+            vs_torch: false,
+            threads: 2,
+        }
+    }
+}
+
+/// Runs the benches, collects and writes the results, and prints the table.
+pub fn run(options: &BenchOptions) -> Result<(), String> {
+    let root = crate::workspace_root();
+    // Benches run with the package directory as their working directory, so relative
+    // CARGO_TARGET_DIR / CRITERION_HOME would resolve differently there: pass them absolute.
+    let target_env = absolute_env("CARGO_TARGET_DIR")?;
+    let criterion_home_env = absolute_env("CRITERION_HOME")?;
+    let target = match &target_env {
+        Some(dir) => dir.clone(),
+        None => target_dir_from_metadata(&root),
+    };
+    let criterion_dir = criterion_home_env
+        .clone()
+        .unwrap_or_else(|| target.join("criterion"));
+
+    let start = start_time();
+    let mut command = crate::cargo();
+    command
+        .current_dir(&root)
+        .args(["bench", "--workspace", "--benches"]);
+    if let Some(filter) = &options.filter {
+        command.args(["--", &criterion_filter(filter)]);
+    }
+    command.env("RAYON_NUM_THREADS", options.threads.to_string());
+    if let Some(dir) = &target_env {
+        command.env("CARGO_TARGET_DIR", dir);
+    }
+    if let Some(dir) = &criterion_home_env {
+        command.env("CRITERION_HOME", dir);
+    }
+    eprintln!(
+        "xtask bench: RAYON_NUM_THREADS={} cargo {}",
+        options.threads,
+        command
+            .get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let bench_status = command
+        .status()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+
+    let mut records = criterion::collect(&criterion_dir, start);
+    if records.is_empty() {
+        eprintln!(
+            "xtask bench: no benchmark results newer than the start of this run under {}",
+            criterion_dir.display()
+        );
+    }
+
+    let torch_run = if options.vs_torch {
+        torch::run(&root, options.threads, options.filter.as_deref())
+    } else {
+        None
+    };
+    let torch_version = torch_run.as_ref().map(|run| run.version.clone());
+    if let Some(run) = torch_run {
+        records.extend(run.records);
+    }
+    report::sort(&mut records);
+
+    let meta = meta::Meta::gather(&root, options, torch_version);
+    let out_dir = target.join("bench");
+    report::write(&out_dir, &records, &meta)?;
+    report::print_table(&meta, &records, options.vs_torch);
+    eprintln!(
+        "xtask bench: wrote {}",
+        out_dir.join("results.json").display()
+    );
+
+    if bench_status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`cargo bench` failed ({bench_status}); the table shows what did run"
+        ))
+    }
+}
+
+/// Turns a user FILTER into criterion's regex: a bare workload id `W<digits>` becomes
+/// `^W<digits>_`; anything else is escaped so it matches as a literal substring.
+pub fn criterion_filter(filter: &str) -> String {
+    if is_workload_id(filter) {
+        return format!("^{filter}_");
+    }
+    let mut regex = String::with_capacity(filter.len() * 2);
+    for c in filter.chars() {
+        // The characters the `regex` crate treats as meta (what `regex::escape` escapes).
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            regex.push('\\');
+        }
+        regex.push(c);
+    }
+    regex
+}
+
+/// Whether `s` is a bare workload id such as `W1` or `W12`.
+pub fn is_workload_id(s: &str) -> bool {
+    s.len() > 1 && s.starts_with('W') && s[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The value of environment variable `name`, made absolute against the current directory.
+fn absolute_env(name: &str) -> Result<Option<PathBuf>, String> {
+    match std::env::var_os(name) {
+        Some(value) if !value.is_empty() => std::path::absolute(PathBuf::from(&value))
+            .map(Some)
+            .map_err(|e| format!("cannot resolve {name}={}: {e}", value.to_string_lossy())),
+        _ => Ok(None),
+    }
+}
+
+/// The workspace's target directory per `cargo metadata` (which also honours
+/// `build.target-dir`), falling back to `<root>/target`.
+fn target_dir_from_metadata(root: &Path) -> PathBuf {
+    let output = crate::cargo()
+        .current_dir(root)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output();
+    let from_metadata = output.ok().filter(|o| o.status.success()).and_then(|o| {
+        let json: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        json.get("target_directory")?.as_str().map(PathBuf::from)
+    });
+    from_metadata.unwrap_or_else(|| root.join("target"))
+}
+
+/// The start of the run, rounded down to a whole second so that file systems with coarse
+/// modification times do not make fresh results look stale.
+fn start_time() -> SystemTime {
+    let now = SystemTime::now();
+    match now.duration_since(UNIX_EPOCH) {
+        Ok(since_epoch) => UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs()),
+        Err(_) => now,
+    }
+}
+
+/// Runs `git` in `root` and returns its trimmed stdout, or `None` if it failed.
+pub fn git(root: &Path, args: &[&str]) -> Option<String> {
+    let output = Command::new("git")
+        .current_dir(root)
+        .args(args)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_filters_are_anchored_and_others_escaped() {
+        assert_eq!(criterion_filter("W1"), "^W1_");
+        assert_eq!(criterion_filter("W12"), "^W12_");
+        assert_eq!(criterion_filter("matmul"), "matmul");
+        assert_eq!(
+            criterion_filter("W1_matmul/strata/n=256"),
+            "W1_matmul/strata/n=256"
+        );
+        assert_eq!(criterion_filter("4096x1024"), "4096x1024");
+        assert_eq!(criterion_filter("a.b*(c)"), r"a\.b\*\(c\)");
+        assert_eq!(criterion_filter("w1"), "w1");
+        assert!(!is_workload_id("W"));
+        assert!(!is_workload_id("W1_"));
+        assert!(!is_workload_id("Wé"));
+    }
+}

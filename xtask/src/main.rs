@@ -1,0 +1,254 @@
+//! Project chores for strata, run as `cargo xtask <command>` (the alias lives in
+//! `.cargo/config.toml`).
+//!
+//! - `bench`: runs the criterion benches, collects their medians into
+//!   `<target>/bench/results.json` (+ `meta.json`), optionally runs the PyTorch side
+//!   (`bench/torch_bench.py`) and prints a comparison table. See [`bench`] for the naming
+//!   convention the benches follow.
+//! - `ci`: what CI runs (fmt, clippy with warnings as errors, release tests), stopping at the
+//!   first failure.
+//!
+//! Deliberately dependency-light: std and serde_json only, arguments parsed by hand.
+
+mod bench;
+mod meta;
+mod report;
+mod torch;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+/// Usage text printed by `cargo xtask help` and when no command is given.
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  bench [FILTER] [--vs torch] [--threads N]
+      Run the criterion benches (`cargo bench --workspace --benches`) with
+      RAYON_NUM_THREADS=N (default 2), write <target>/bench/results.json and
+      <target>/bench/meta.json, and print a table with in-run ratios.
+      FILTER: a workload id such as `W1` (exactly that workload, not W10..W12) or any
+      substring of a benchmark id `<group>/<impl>/<param>`, e.g. `matmul/strata`.
+      --vs torch: also run bench/torch_bench.py with the Python named by
+      STRATA_TORCH_PYTHON (default `python3`) and compare against it.
+  ci
+      Run what CI runs: cargo fmt --all --check; cargo clippy --workspace --all-targets
+      -- -D warnings; cargo test --workspace --release. Stops at the first failure.
+  help
+      Print this message.
+";
+
+/// A parsed command line.
+#[derive(Debug, PartialEq)]
+enum Cli {
+    /// `help`, `-h`, `--help`, or no arguments.
+    Help,
+    /// `ci`.
+    Ci,
+    /// `bench` with its options.
+    Bench(bench::BenchOptions),
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let cli = match parse_args(&args) {
+        Ok(cli) => cli,
+        Err(message) => {
+            eprintln!("error: {message} (see `cargo xtask help`)");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli {
+        Cli::Help => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Cli::Ci => ci(),
+        Cli::Bench(options) => bench::run(&options),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the arguments after `cargo xtask`. Errors are one-line messages.
+fn parse_args(args: &[OsString]) -> Result<Cli, String> {
+    let mut strings = Vec::with_capacity(args.len());
+    for arg in args {
+        match arg.to_str() {
+            Some(s) => strings.push(s.to_owned()),
+            None => return Err(format!("argument {arg:?} is not valid UTF-8")),
+        }
+    }
+    let Some((command, rest)) = strings.split_first() else {
+        return Ok(Cli::Help);
+    };
+    match command.as_str() {
+        "help" | "-h" | "--help" => Ok(Cli::Help),
+        "ci" => match rest.first() {
+            None => Ok(Cli::Ci),
+            Some(extra) => Err(format!("`ci` takes no arguments, got `{extra}`")),
+        },
+        "bench" => parse_bench_args(rest).map(Cli::Bench),
+        other if other.starts_with('-') => Err(format!("unknown flag `{other}`")),
+        other => Err(format!("unknown command `{other}`")),
+    }
+}
+
+/// Parses `bench [FILTER] [--vs torch] [--threads N]`; `--flag=value` is accepted too.
+fn parse_bench_args(args: &[String]) -> Result<bench::BenchOptions, String> {
+    let mut options = bench::BenchOptions::default();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let (flag, inline_value) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_owned())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            inline_value
+                .clone()
+                .or_else(|| iter.next().cloned())
+                .ok_or_else(|| format!("`{name}` needs a value"))
+        };
+        match flag {
+            "--vs" => {
+                let against = value("--vs")?;
+                if against != "torch" {
+                    return Err(format!("`--vs` only supports `torch`, got `{against}`"));
+                }
+                options.vs_torch = true;
+            }
+            "--threads" => {
+                let text = value("--threads")?;
+                options.threads = match text.parse::<usize>() {
+                    Ok(n) if n > 0 => n,
+                    _ => {
+                        return Err(format!(
+                            "`--threads` needs a positive integer, got `{text}`"
+                        ));
+                    }
+                };
+            }
+            "-h" | "--help" => return Err("`bench` has no --help; see `cargo xtask help`".into()),
+            flag if flag.starts_with('-') => return Err(format!("unknown flag `{flag}`")),
+            filter => {
+                if let Some(previous) = &options.filter {
+                    return Err(format!(
+                        "only one FILTER is allowed, got `{previous}` and `{filter}`"
+                    ));
+                }
+                if filter.is_empty() {
+                    return Err("FILTER must not be empty".into());
+                }
+                options.filter = Some(filter.to_owned());
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// Runs fmt, clippy and the release tests in order, stopping at the first failure.
+fn ci() -> Result<(), String> {
+    let steps: [&[&str]; 3] = [
+        &["fmt", "--all", "--check"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &["test", "--workspace", "--release"],
+    ];
+    let root = workspace_root();
+    for step in steps {
+        eprintln!("xtask ci: cargo {}", step.join(" "));
+        let status = cargo()
+            .args(step)
+            .current_dir(&root)
+            .status()
+            .map_err(|e| format!("could not start cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("`cargo {}` failed ({status})", step.join(" ")));
+        }
+    }
+    eprintln!("xtask ci: all checks passed");
+    Ok(())
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
+
+/// A `cargo` command, using the same cargo that launched xtask when known (`$CARGO`).
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        parse_args(&args)
+    }
+
+    #[test]
+    fn no_arguments_and_help_print_usage() {
+        assert_eq!(parse(&[]), Ok(Cli::Help));
+        assert_eq!(parse(&["help"]), Ok(Cli::Help));
+        assert_eq!(parse(&["--help"]), Ok(Cli::Help));
+        assert_eq!(parse(&["ci"]), Ok(Cli::Ci));
+    }
+
+    #[test]
+    fn bench_defaults_and_options() {
+        let Ok(Cli::Bench(o)) = parse(&["bench"]) else {
+            panic!("bench did not parse")
+        };
+        assert_eq!(o, bench::BenchOptions::default());
+        assert_eq!(o.threads, 2);
+        let Ok(Cli::Bench(o)) = parse(&["bench", "W1", "--vs", "torch", "--threads", "4"]) else {
+            panic!("bench options did not parse")
+        };
+        assert_eq!(o.filter.as_deref(), Some("W1"));
+        assert!(o.vs_torch);
+        assert_eq!(o.threads, 4);
+        let Ok(Cli::Bench(o)) = parse(&["bench", "--threads=8", "--vs=torch"]) else {
+            panic!("--flag=value did not parse")
+        };
+        assert_eq!((o.threads, o.vs_torch, o.filter), (8, true, None));
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        for args in [
+            &["bench", "--frobnicate"][..],
+            &["bench", "--threads"],
+            &["bench", "--threads", "0"],
+            &["bench", "--threads", "two"],
+            &["bench", "--vs", "candle"],
+            &["bench", "W1", "W2"],
+            &["bench", ""],
+            &["ci", "--fast"],
+            &["--verbose"],
+            &["deploy"],
+        ] {
+            let result = parse(args);
+            assert!(result.is_err(), "{args:?} parsed as {result:?}");
+            assert!(!result.unwrap_err().contains('\n'));
+        }
+    }
+}
