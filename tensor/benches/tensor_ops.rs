@@ -1,0 +1,108 @@
+//! Workloads W1 (matmul), W2 (conv2d), W7 (elementwise) and W9 (softmax), f32.
+//!
+//! Run through `cargo xtask bench [W1|W2|W7|W9] [--vs torch]`, which fixes the thread count
+//! and collects the medians into `target/bench/results.json`. Ids follow
+//! `<WORKLOAD>_<name>/<impl>/<variant>` (see `xtask/src/bench.rs`).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use strata_tensor::{Conv2dParams, Tensor, seeded_rng};
+
+fn w1_matmul(c: &mut Criterion) {
+    let mut group = c.benchmark_group("W1_matmul");
+    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    for n in [256usize, 512, 1024, 2048] {
+        let mut rng = seeded_rng(n as u64);
+        let a = Tensor::<f32>::randn(&[n, n], &mut rng);
+        let b = Tensor::<f32>::randn(&[n, n], &mut rng);
+        group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
+        let id = format!("n={n}");
+        group.bench_function(BenchmarkId::new("strata", &id), |bench| {
+            bench.iter(|| black_box(a.matmul(&b).unwrap()))
+        });
+        // faer's own product on the same matrices (column-major copies, preallocated output).
+        let fa = faer::Mat::<f32>::from_fn(n, n, |i, j| a.get(&[i, j]).unwrap());
+        let fb = faer::Mat::<f32>::from_fn(n, n, |i, j| b.get(&[i, j]).unwrap());
+        let mut fc = faer::Mat::<f32>::zeros(n, n);
+        group.bench_function(BenchmarkId::new("faer", &id), |bench| {
+            bench.iter(|| {
+                faer::linalg::matmul::matmul(
+                    fc.as_mut(),
+                    faer::Accum::Replace,
+                    fa.as_ref(),
+                    fb.as_ref(),
+                    1.0,
+                    faer::Par::rayon(0),
+                );
+                black_box(&fc);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn w2_conv2d(c: &mut Criterion) {
+    let mut group = c.benchmark_group("W2_conv2d");
+    let mut rng = seeded_rng(2);
+    let x = Tensor::<f32>::randn(&[32, 3, 32, 32], &mut rng);
+    let w = Tensor::<f32>::randn(&[32, 3, 3, 3], &mut rng);
+    let p = Conv2dParams::default().padding(1);
+    // 2 · N · O · Ho · Wo · C · kh · kw
+    group.throughput(Throughput::Elements(2 * 32 * 32 * 32 * 32 * 3 * 3 * 3));
+    group.bench_function(BenchmarkId::new("strata", "fwd"), |bench| {
+        bench.iter(|| black_box(x.conv2d(&w, None, p).unwrap()))
+    });
+    group.finish();
+}
+
+fn w7_elementwise(c: &mut Criterion) {
+    const N: usize = 16_777_216;
+    let mut group = c.benchmark_group("W7_elementwise");
+    group.sample_size(20);
+    let mut rng = seeded_rng(7);
+    let a = Tensor::<f32>::randn(&[N], &mut rng);
+    let b = Tensor::<f32>::randn(&[N], &mut rng);
+    let bytes = (N * size_of::<f32>()) as u64;
+
+    group.throughput(Throughput::Bytes(3 * bytes));
+    group.bench_function(BenchmarkId::new("strata", "add"), |bench| {
+        bench.iter(|| black_box(&a + &b))
+    });
+    let mut acc = a.clone().contiguous();
+    acc.add_(&Tensor::scalar(0.0)).unwrap(); // own the buffer before timing
+    group.bench_function(BenchmarkId::new("strata", "add_inplace"), |bench| {
+        bench.iter(|| {
+            acc.add_(&b).unwrap();
+            black_box(&acc);
+        })
+    });
+
+    group.throughput(Throughput::Bytes(2 * bytes));
+    group.bench_function(BenchmarkId::new("strata", "gelu"), |bench| {
+        bench.iter(|| black_box(a.gelu()))
+    });
+    let src = a.to_vec();
+    let mut dst = vec![0.0f32; N];
+    group.bench_function(BenchmarkId::new("memcpy", "copy"), |bench| {
+        bench.iter(|| {
+            dst.copy_from_slice(black_box(&src));
+            black_box(&dst);
+        })
+    });
+    group.finish();
+}
+
+fn w9_softmax(c: &mut Criterion) {
+    let mut group = c.benchmark_group("W9_softmax");
+    let x = Tensor::<f32>::randn(&[4096, 1024], &mut seeded_rng(9));
+    group.throughput(Throughput::Bytes(2 * (x.numel() * size_of::<f32>()) as u64));
+    group.bench_function(BenchmarkId::new("strata", "4096x1024"), |bench| {
+        bench.iter(|| black_box(x.softmax(-1).unwrap()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, w1_matmul, w2_conv2d, w7_elementwise, w9_softmax);
+criterion_main!(benches);
