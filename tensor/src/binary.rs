@@ -63,7 +63,7 @@ macro_rules! compare_scalar_ops {
             $(
                 $(#[$doc])*
                 pub fn $name(&self, value: T) -> Tensor<T> {
-                    self.map(Cost::Cheap, move |$a: T| { let $b = value; $body })
+                    self.map_cost(Cost::Cheap, move |$a: T| { let $b = value; $body })
                 }
             )*
         }
@@ -110,6 +110,22 @@ impl<T: Element> Tensor<T> {
         Tensor::zip3_map(condition, on_true, on_false, "where", |c, a, b| {
             if c != T::zero() { a } else { b }
         })
+    }
+
+    /// Whether `|a - b| <= atol + rtol · |b|` for every broadcast pair, like
+    /// `torch.allclose(a, b, rtol, atol)` (PyTorch's defaults are `rtol = 1e-5`,
+    /// `atol = 1e-8`); NaN is never close to anything.
+    ///
+    /// # Errors
+    /// [`TensorError::Broadcast`](crate::TensorError::Broadcast) when the shapes do not
+    /// broadcast.
+    pub fn allclose(&self, other: &Tensor<T>, rtol: f64, atol: f64) -> Result<bool> {
+        let (rtol, atol) = (T::from_f64(rtol), T::from_f64(atol));
+        let far = self.zip_map(other, "allclose", Cost::Cheap, move |a, b| {
+            let close = a == b || (a - b).abs() <= atol + rtol * b.abs();
+            if close { T::zero() } else { T::one() }
+        })?;
+        Ok(far.sum_all().item()? == T::zero())
     }
 
     /// `value` where `mask` is non-zero, `self` elsewhere, like `Tensor.masked_fill`. The
@@ -221,7 +237,7 @@ macro_rules! scalar_operators {
         }
         impl std::ops::Div<&Tensor<$t>> for $t {
             type Output = Tensor<$t>;
-            fn div(self, rhs: &Tensor<$t>) -> Tensor<$t> { rhs.map(Cost::Cheap, move |x| self / x) }
+            fn div(self, rhs: &Tensor<$t>) -> Tensor<$t> { rhs.map_cost(Cost::Cheap, move |x| self / x) }
         }
     )*};
 }
@@ -312,6 +328,13 @@ mod tests {
         let w = Tensor::where_(&t(&[0., 1.], &[2, 1]), &x, &Tensor::scalar(9.0)).unwrap();
         assert_eq!(w.to_vec(), vec![9., 9., 3., 4.]);
         assert!(x.masked_fill(&Tensor::zeros(&[3]), 0.0).is_err());
+        assert!(x.allclose(&x.add_scalar(1e-7), 1e-5, 1e-8).unwrap());
+        assert!(!x.allclose(&x.add_scalar(1e-3), 1e-5, 1e-8).unwrap());
+        assert!(
+            !t(&[f32::NAN], &[1])
+                .allclose(&t(&[f32::NAN], &[1]), 1.0, 1.0)
+                .unwrap()
+        );
         // a mask of a larger shape cannot change the result's shape
         assert!(m.masked_fill(&x, 0.0).is_err());
     }

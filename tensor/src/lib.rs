@@ -22,6 +22,7 @@
 //! depend on the thread count.
 #![warn(missing_docs)]
 
+mod activation_grad;
 mod binary;
 mod construct;
 mod conv;
@@ -31,6 +32,7 @@ mod error;
 mod index;
 mod inplace;
 mod iter;
+mod kernels;
 mod layout;
 mod map;
 mod math;

@@ -65,8 +65,35 @@ pub(crate) fn for_each_in_order<T: Element, U: Copy + Send + Sync>(
 }
 
 impl<T: Element> Tensor<T> {
+    /// A new tensor holding `f(x)` for every element: a custom elementwise op with the
+    /// library's fast paths (vectorised, threaded above a size threshold, any layout).
+    ///
+    /// ```
+    /// use strata_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, -2.0], &[2])?;
+    /// assert_eq!(x.map(|v| v * v + 1.0).to_vec(), vec![2.0, 5.0]);
+    /// # Ok::<(), strata_tensor::TensorError>(())
+    /// ```
+    pub fn map(&self, f: impl Fn(T) -> T + Sync + Send) -> Tensor<T> {
+        self.map_cost(Cost::Transcendental, f)
+    }
+
+    /// A new tensor holding `f(a, b)` for the broadcast pairs of `self` and `other`: a
+    /// custom binary op.
+    ///
+    /// # Errors
+    /// [`TensorError::Broadcast`](crate::TensorError::Broadcast) when the shapes do not
+    /// broadcast.
+    pub fn zip_with(
+        &self,
+        other: &Tensor<T>,
+        f: impl Fn(T, T) -> T + Sync + Send + Copy,
+    ) -> Result<Tensor<T>> {
+        self.zip_map(other, "zip_with", Cost::Transcendental, f)
+    }
+
     /// A new contiguous tensor holding `f(x)` for every element.
-    pub(crate) fn map(&self, cost: Cost, f: impl Fn(T) -> T + Sync + Send) -> Tensor<T> {
+    pub(crate) fn map_cost(&self, cost: Cost, f: impl Fn(T) -> T + Sync + Send) -> Tensor<T> {
         let mut out = alloc::<T>(self.numel());
         map_into(self, &mut out, cost, f);
         Tensor::from_contiguous(out, self.shape())

@@ -194,9 +194,10 @@ impl<T: Element> Tensor<T> {
         let (oh, ow) = (p.out_size(OP, h, 0)?, p.out_size(OP, w, 1)?);
         let x = self.contiguous();
         let xs = x.as_slice().expect("contiguous");
-        let mut out: Vec<(T, i64)> = vec![(T::zero(), 0); np * oh * ow];
+        let mut values = alloc::<T>(np * oh * ow);
+        let mut indices = vec![0i64; np * oh * ow];
         let work = oh * ow * p.kernel[0] * p.kernel[1];
-        for_each_plane(&mut out, oh * ow, work, |pl, o| {
+        let plane_job = |pl: usize, (vals, idxs): (&mut [T], &mut [i64])| {
             let plane = &xs[pl * h * w..(pl + 1) * h * w];
             for i in 0..oh {
                 let mut h0 = (i * p.stride[0]) as isize - p.padding[0] as isize;
@@ -227,12 +228,25 @@ impl<T: Element> Tensor<T> {
                         }
                         ih += p.dilation[0] as isize;
                     }
-                    o[i * ow + j] = (best, best_i as i64);
+                    vals[i * ow + j] = best;
+                    idxs[i * ow + j] = best_i as i64;
                 }
             }
-        });
+        };
+        if np > 1 && np * work >= PAR_MIN_WORK && rayon::current_num_threads() > 1 {
+            let planes = values
+                .par_chunks_mut(oh * ow)
+                .zip(indices.par_chunks_mut(oh * ow));
+            planes
+                .enumerate()
+                .for_each(|(pl, pair)| plane_job(pl, pair));
+        } else {
+            let planes = values.chunks_mut(oh * ow).zip(indices.chunks_mut(oh * ow));
+            planes
+                .enumerate()
+                .for_each(|(pl, pair)| plane_job(pl, pair));
+        }
         let shape = out_shape(self.shape(), oh, ow);
-        let (values, indices): (Vec<T>, Vec<i64>) = out.into_iter().unzip();
         Ok((
             Tensor::from_contiguous(values, &shape),
             IndexTensor::from_vec(indices, &shape)?,

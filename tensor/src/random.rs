@@ -86,7 +86,7 @@ impl<T: Element> Tensor<T> {
             ));
         }
         let z = Self::randn(shape, rng);
-        Ok(z.map(crate::par::Cost::Cheap, |x| mean + std * x))
+        Ok(z.map_cost(crate::par::Cost::Cheap, |x| mean + std * x))
     }
 
     /// Ones with probability `p`, zeros otherwise, like `torch.bernoulli(torch.full(shape, p))`.

@@ -10,6 +10,7 @@
 //! of outputs; a reduced one gives each chunk its own partial accumulators, merged in order.
 
 use crate::iter::Coalesced;
+use crate::kernels::sum_contiguous;
 use crate::layout::{contiguous_strides, numel, resolve_dim, resolve_dims};
 use crate::par::PAR_MIN_WORK;
 use crate::simd::dispatch;
@@ -109,33 +110,8 @@ pub(crate) fn reduce<T: Element, R: Reducer<T>>(
     (acc, out_shape)
 }
 
-/// Sum with eight independent lanes on contiguous runs, so the loop vectorises.
+/// Sum; contiguous runs use [`sum_contiguous`]'s independent lanes, so they vectorise.
 struct Sum;
-
-#[inline(always)]
-fn sum_contiguous<T: Element>(xs: &[T]) -> T {
-    let mut lanes = [T::zero(); 16];
-    let chunks = xs.chunks_exact(16);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += v;
-        }
-    }
-    // Pairwise combination of the lanes.
-    let mut width = 8;
-    while width > 0 {
-        for i in 0..width {
-            lanes[i] = lanes[i] + lanes[i + width];
-        }
-        width /= 2;
-    }
-    let mut s = lanes[0];
-    for &v in rest {
-        s += v;
-    }
-    s
-}
 
 impl<T: Element> Reducer<T> for Sum {
     type Acc = T;
@@ -454,7 +430,7 @@ impl<T: Element> Tensor<T> {
         }
         let m = self.amax(dims, true)?;
         // An infinite maximum would give inf - inf = NaN; shift by 0 there instead.
-        let shift = m.map(crate::par::Cost::Cheap, |v| {
+        let shift = m.map_cost(crate::par::Cost::Cheap, |v| {
             if v.is_infinite() { T::zero() } else { v }
         });
         let s = self

@@ -6,6 +6,7 @@
 //! exp and sum, scale); otherwise rows of `inner` columns are processed side by side, which
 //! keeps memory access contiguous for any dimension.
 
+use crate::kernels::{dot_contiguous, max_contiguous, max_nan, sum_contiguous};
 use crate::layout::{numel, resolve_dim};
 use crate::par::{self, Cost};
 use crate::simd::dispatch;
@@ -18,30 +19,23 @@ enum Kind {
     LogSoftmax,
 }
 
-/// Softmax (or log-softmax) of one contiguous row.
+/// Softmax (or log-softmax) of one contiguous row: a max pass, an exp pass into `out`, a
+/// sum pass over `out`, and a scale (or shift) pass, each of which vectorises.
 #[inline(always)]
 fn row<T: Element>(x: &[T], out: &mut [T], kind: Kind) {
-    let max = x.iter().fold(
-        T::neg_infinity(),
-        |m, &v| if v > m || v.is_nan() { v } else { m },
-    );
-    let mut sum = T::zero();
+    let max = max_contiguous(x);
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v - max).exp_v();
+    }
+    let sum = sum_contiguous(out);
     match kind {
         Kind::Softmax => {
-            for (o, &v) in out.iter_mut().zip(x) {
-                let e = (v - max).exp_v();
-                *o = e;
-                sum += e;
-            }
             let inv = sum.recip();
             for o in out.iter_mut() {
                 *o *= inv;
             }
         }
         Kind::LogSoftmax => {
-            for &v in x {
-                sum += (v - max).exp_v();
-            }
             let shift = max + sum.ln();
             for (o, &v) in out.iter_mut().zip(x) {
                 *o = v - shift;
@@ -56,9 +50,7 @@ fn columns<T: Element>(x: &[T], out: &mut [T], n: usize, inner: usize, kind: Kin
     let mut sum = vec![T::zero(); inner];
     for i in 0..n {
         for (m, &v) in max.iter_mut().zip(&x[i * inner..(i + 1) * inner]) {
-            if v > *m || v.is_nan() {
-                *m = v;
-            }
+            *m = max_nan(*m, v);
         }
     }
     for i in 0..n {
@@ -86,6 +78,86 @@ fn columns<T: Element>(x: &[T], out: &mut [T], n: usize, inner: usize, kind: Kin
             };
         }
     }
+}
+
+/// The backward of one contiguous row: softmax `y * (g - <g, y>)`, log-softmax
+/// `g - exp(y) * sum(g)`.
+#[inline(always)]
+fn row_grad<T: Element>(y: &[T], g: &[T], out: &mut [T], kind: Kind) {
+    match kind {
+        Kind::Softmax => {
+            let dot = dot_contiguous(g, y);
+            for ((o, &yv), &gv) in out.iter_mut().zip(y).zip(g) {
+                *o = yv * (gv - dot);
+            }
+        }
+        Kind::LogSoftmax => {
+            let total = sum_contiguous(g);
+            for ((o, &yv), &gv) in out.iter_mut().zip(y).zip(g) {
+                *o = gv - yv.exp_v() * total;
+            }
+        }
+    }
+}
+
+/// The backward over the middle dimension of an `[n, inner]` block, columns side by side.
+fn columns_grad<T: Element>(y: &[T], g: &[T], out: &mut [T], n: usize, inner: usize, kind: Kind) {
+    let mut acc = vec![T::zero(); inner];
+    for i in 0..n {
+        let r = i * inner..(i + 1) * inner;
+        for ((a, &yv), &gv) in acc.iter_mut().zip(&y[r.clone()]).zip(&g[r]) {
+            *a += match kind {
+                Kind::Softmax => gv * yv,
+                Kind::LogSoftmax => gv,
+            };
+        }
+    }
+    for i in 0..n {
+        let r = i * inner..(i + 1) * inner;
+        let it = out[r.clone()]
+            .iter_mut()
+            .zip(&y[r.clone()])
+            .zip(&g[r])
+            .zip(&acc);
+        for (((o, &yv), &gv), &a) in it {
+            *o = match kind {
+                Kind::Softmax => yv * (gv - a),
+                Kind::LogSoftmax => gv - yv.exp_v() * a,
+            };
+        }
+    }
+}
+
+/// `(n, inner)`: the softmax dimension's size and the element count after it.
+fn block_shape(shape: &[usize], d: usize) -> (usize, usize) {
+    match shape.get(d) {
+        Some(&n) => (n, numel(&shape[d + 1..])),
+        None => (1, 1), // a 0-d tensor is one row of one element
+    }
+}
+
+/// Calls `f(start, out_block)` for each `block`-sized piece of `out` (one softmax problem
+/// `[n, inner]` each), several blocks per task and tasks in parallel when large.
+fn for_each_block<T: Element>(
+    out: &mut [T],
+    block: usize,
+    f: impl Fn(usize, &mut [T]) + Sync + Send,
+) {
+    if block == 0 {
+        return;
+    }
+    let per_chunk = par::chunk_len(out.len(), Cost::Transcendental)
+        .map_or(out.len(), |len| len.div_ceil(block) * block);
+    par::for_each_chunk_mut_by(out, per_chunk, |start, chunk| {
+        dispatch(
+            #[inline(always)]
+            || {
+                for (i, o) in chunk.chunks_mut(block).enumerate() {
+                    f(start + i * block, o);
+                }
+            },
+        )
+    });
 }
 
 impl<T: Element> Tensor<T> {
@@ -120,58 +192,63 @@ impl<T: Element> Tensor<T> {
         let x = self.contiguous();
         let xs = x.as_slice().expect("contiguous");
         let mut out = alloc::<T>(xs.len());
-        if self.ndim() == 0 {
-            row(xs, &mut out, kind);
-            return Ok(Tensor::from_contiguous(out, self.shape()));
-        }
-        let n = self.shape()[d];
-        let inner = numel(&self.shape()[d + 1..]);
-        let block = n * inner;
-        if block > 0 {
-            // Whole blocks per chunk, about PAR_MIN_WORK elements or more each.
-            let per_chunk = par::chunk_len(xs.len(), Cost::Transcendental)
-                .map_or(xs.len(), |len| len.div_ceil(block) * block);
-            par::for_each_chunk_mut_by(&mut out, per_chunk, |start, chunk| {
-                let input = &xs[start..start + chunk.len()];
-                dispatch(
-                    #[inline(always)]
-                    || {
-                        for (o, x) in chunk.chunks_mut(block).zip(input.chunks(block)) {
-                            if inner == 1 {
-                                row(x, o, kind);
-                            } else {
-                                columns(x, o, n, inner, kind);
-                            }
-                        }
-                    },
-                )
-            });
-        }
+        let (n, inner) = block_shape(self.shape(), d);
+        for_each_block(&mut out, n * inner, |start, o| {
+            let x = &xs[start..start + o.len()];
+            if inner == 1 {
+                row(x, o, kind);
+            } else {
+                columns(x, o, n, inner, kind);
+            }
+        });
         Ok(Tensor::from_contiguous(out, self.shape()))
     }
 
     /// The gradient of [`softmax`](Tensor::softmax) with respect to its input, given its
-    /// output `self` (`y`) and the gradient of the output: `y * (grad - sum(grad * y, dim))`.
+    /// output `self` (`y`) and the gradient of the output: `y * (grad - sum(grad * y, dim))`,
+    /// in one fused pass per row.
     ///
     /// # Errors
     /// [`TensorError::Shape`] when the shapes differ, [`TensorError::Dim`].
     pub fn softmax_backward(&self, grad: &Tensor<T>, dim: isize) -> Result<Tensor<T>> {
-        self.check_same_shape("softmax_backward", grad)?;
-        let dot = self.mul(grad)?.sum(&[dim], true)?;
-        let centered = grad.sub(&dot)?;
-        self.mul(&centered)
+        self.softmax_grad("softmax_backward", grad, dim, Kind::Softmax)
     }
 
     /// The gradient of [`log_softmax`](Tensor::log_softmax) with respect to its input, given
-    /// its output `self` and the gradient of the output: `grad - exp(y) * sum(grad, dim)`.
+    /// its output `self` and the gradient of the output: `grad - exp(y) * sum(grad, dim)`,
+    /// in one fused pass per row.
     ///
     /// # Errors
     /// [`TensorError::Shape`] when the shapes differ, [`TensorError::Dim`].
     pub fn log_softmax_backward(&self, grad: &Tensor<T>, dim: isize) -> Result<Tensor<T>> {
-        self.check_same_shape("log_softmax_backward", grad)?;
-        let total = grad.sum(&[dim], true)?;
-        let scaled = self.exp().mul(&total)?;
-        grad.sub(&scaled)
+        self.softmax_grad("log_softmax_backward", grad, dim, Kind::LogSoftmax)
+    }
+
+    fn softmax_grad(
+        &self,
+        op: &'static str,
+        grad: &Tensor<T>,
+        dim: isize,
+        kind: Kind,
+    ) -> Result<Tensor<T>> {
+        self.check_same_shape(op, grad)?;
+        let d = resolve_dim(op, dim, self.shape())?;
+        let (y, g) = (self.contiguous(), grad.contiguous());
+        let (ys, gs) = (
+            y.as_slice().expect("contiguous"),
+            g.as_slice().expect("contiguous"),
+        );
+        let mut out = alloc::<T>(ys.len());
+        let (n, inner) = block_shape(self.shape(), d);
+        for_each_block(&mut out, n * inner, |start, o| {
+            let (y, g) = (&ys[start..start + o.len()], &gs[start..start + o.len()]);
+            if inner == 1 {
+                row_grad(y, g, o, kind);
+            } else {
+                columns_grad(y, g, o, n, inner, kind);
+            }
+        });
+        Ok(Tensor::from_contiguous(out, self.shape()))
     }
 
     pub(crate) fn check_same_shape(&self, op: &'static str, other: &Tensor<T>) -> Result<()> {
@@ -218,5 +295,29 @@ mod tests {
         assert!(x.softmax(0).unwrap().to_vec().iter().all(|v| v.is_nan()));
         let x = Tensor::<f32>::from_vec(vec![0.0, -1000.0], &[2]).unwrap();
         assert_eq!(x.log_softmax(0).unwrap().to_vec(), vec![0.0, -1000.0]);
+    }
+
+    #[test]
+    fn fused_backward_matches_composite() {
+        let mut rng = crate::seeded_rng(5);
+        let x = Tensor::<f64>::randn(&[3, 4, 5], &mut rng);
+        let g = Tensor::<f64>::randn(&[3, 4, 5], &mut rng);
+        for dim in [0isize, 1, 2] {
+            let y = x.softmax(dim).unwrap();
+            let dot = y.mul(&g).unwrap().sum(&[dim], true).unwrap();
+            let want = y.mul(&g.sub(&dot).unwrap()).unwrap().to_vec();
+            let got = y.softmax_backward(&g, dim).unwrap().to_vec();
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-14, "softmax dim {dim}: {a} vs {b}");
+            }
+            let l = x.log_softmax(dim).unwrap();
+            let total = g.sum(&[dim], true).unwrap();
+            let want = g.sub(&l.exp().mul(&total).unwrap()).unwrap().to_vec();
+            let got = l.log_softmax_backward(&g, dim).unwrap().to_vec();
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-14, "log_softmax dim {dim}: {a} vs {b}");
+            }
+        }
+        assert!(x.softmax_backward(&Tensor::zeros(&[3]), 0).is_err());
     }
 }

@@ -244,7 +244,7 @@ impl<T: Element> Tensor<T> {
         if self.is_contiguous() {
             return self.clone();
         }
-        self.map(crate::par::Cost::Cheap, |x| x)
+        self.map_cost(crate::par::Cost::Cheap, |x| x)
     }
 
     /// The elements converted to another element type (`f32` ↔ `f64`), rounding to nearest.
@@ -262,7 +262,7 @@ impl<T: Element> Tensor<T> {
     pub fn as_mut_slice(&mut self) -> &mut [T] {
         let whole_unique = Arc::get_mut(&mut self.storage).is_some() && self.is_contiguous();
         if !whole_unique {
-            let copy = self.map(crate::par::Cost::Cheap, |x| x);
+            let copy = self.map_cost(crate::par::Cost::Cheap, |x| x);
             *self = copy;
         }
         let range = self

@@ -11,7 +11,7 @@ macro_rules! unary_ops {
             $(
                 $(#[$doc])*
                 pub fn $name(&self) -> Tensor<T> {
-                    self.map(Cost::$cost, #[inline(always)] |$x: T| $body)
+                    self.map_cost(Cost::$cost, #[inline(always)] |$x: T| $body)
                 }
             )*
         }
@@ -92,7 +92,7 @@ impl<T: Element> Tensor<T> {
     /// `x` where positive, `negative_slope · x` elsewhere, like
     /// `F.leaky_relu(x, negative_slope)` (PyTorch's default slope is 0.01).
     pub fn leaky_relu(&self, negative_slope: T) -> Tensor<T> {
-        self.map(Cost::Cheap, |x| {
+        self.map_cost(Cost::Cheap, |x| {
             if x > T::zero() { x } else { x * negative_slope }
         })
     }
@@ -100,7 +100,7 @@ impl<T: Element> Tensor<T> {
     /// `ln(1 + e^(βx)) / β`, reverting to `x` where `βx > threshold`, like
     /// `F.softplus(x, beta, threshold)` (PyTorch's defaults: β = 1, threshold = 20).
     pub fn softplus(&self, beta: T, threshold: T) -> Tensor<T> {
-        self.map(Cost::Transcendental, |x| {
+        self.map_cost(Cost::Transcendental, |x| {
             let bx = x * beta;
             if bx > threshold {
                 x
@@ -115,7 +115,7 @@ impl<T: Element> Tensor<T> {
     pub fn clamp(&self, min: Option<T>, max: Option<T>) -> Tensor<T> {
         let lo = min.unwrap_or(T::neg_infinity());
         let hi = max.unwrap_or(T::infinity());
-        self.map(Cost::Cheap, move |x| {
+        self.map_cost(Cost::Cheap, move |x| {
             let y = if x < lo { lo } else { x };
             if y > hi { hi } else { y }
         })
@@ -127,57 +127,57 @@ impl<T: Element> Tensor<T> {
     pub fn pow_scalar(&self, exponent: T) -> Tensor<T> {
         let e = exponent.to_f64();
         if e == 2.0 {
-            self.map(Cost::Cheap, |x| x * x)
+            self.map_cost(Cost::Cheap, |x| x * x)
         } else if e == 3.0 {
-            self.map(Cost::Cheap, |x| x * x * x)
+            self.map_cost(Cost::Cheap, |x| x * x * x)
         } else if e == 0.5 {
-            self.map(Cost::Cheap, |x| x.sqrt())
+            self.map_cost(Cost::Cheap, |x| x.sqrt())
         } else if e == -0.5 {
-            self.map(Cost::Cheap, |x| x.sqrt().recip())
+            self.map_cost(Cost::Cheap, |x| x.sqrt().recip())
         } else if e == 1.0 {
-            self.map(Cost::Cheap, |x| x)
+            self.map_cost(Cost::Cheap, |x| x)
         } else if e == -1.0 {
-            self.map(Cost::Cheap, |x| x.recip())
+            self.map_cost(Cost::Cheap, |x| x.recip())
         } else if e == -2.0 {
-            self.map(Cost::Cheap, |x| (x * x).recip())
+            self.map_cost(Cost::Cheap, |x| (x * x).recip())
         } else {
-            self.map(Cost::Transcendental, move |x| x.powf(exponent))
+            self.map_cost(Cost::Transcendental, move |x| x.powf(exponent))
         }
     }
 
     /// `x + value` for every element.
     pub fn add_scalar(&self, value: T) -> Tensor<T> {
-        self.map(Cost::Cheap, move |x| x + value)
+        self.map_cost(Cost::Cheap, move |x| x + value)
     }
 
     /// `x - value` for every element.
     pub fn sub_scalar(&self, value: T) -> Tensor<T> {
-        self.map(Cost::Cheap, move |x| x - value)
+        self.map_cost(Cost::Cheap, move |x| x - value)
     }
 
     /// `x * value` for every element.
     pub fn mul_scalar(&self, value: T) -> Tensor<T> {
-        self.map(Cost::Cheap, move |x| x * value)
+        self.map_cost(Cost::Cheap, move |x| x * value)
     }
 
     /// `x / value` for every element.
     pub fn div_scalar(&self, value: T) -> Tensor<T> {
-        self.map(Cost::Cheap, move |x| x / value)
+        self.map_cost(Cost::Cheap, move |x| x / value)
     }
 
     /// `value - x` for every element, like `torch.rsub`.
     pub fn rsub_scalar(&self, value: T) -> Tensor<T> {
-        self.map(Cost::Cheap, move |x| value - x)
+        self.map_cost(Cost::Cheap, move |x| value - x)
     }
 
     /// `max(x, value)` for every element (NaN propagates), like `torch.clamp_min`.
     pub fn maximum_scalar(&self, value: T) -> Tensor<T> {
-        self.map(Cost::Cheap, move |x| if x < value { value } else { x })
+        self.map_cost(Cost::Cheap, move |x| if x < value { value } else { x })
     }
 
     /// `min(x, value)` for every element (NaN propagates), like `torch.clamp_max`.
     pub fn minimum_scalar(&self, value: T) -> Tensor<T> {
-        self.map(Cost::Cheap, move |x| if x > value { value } else { x })
+        self.map_cost(Cost::Cheap, move |x| if x > value { value } else { x })
     }
 }
 

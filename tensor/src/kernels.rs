@@ -1,0 +1,106 @@
+//! Small contiguous-slice kernels shared by several ops, written so that they vectorise
+//! when inlined into a [`dispatch`](crate::simd::dispatch)ed loop.
+//!
+//! Floating-point addition is not associative, so the compiler will not split a running sum
+//! across vector lanes on its own; these kernels keep 16 independent partial results and
+//! combine them pairwise at the end (which is also more accurate than one running sum).
+
+use crate::Element;
+
+const LANES: usize = 16;
+
+/// Combines the lanes pairwise: ((l0 + l8) + (l4 + l12)) + ...
+#[inline(always)]
+fn combine<T: Element>(mut lanes: [T; LANES], f: impl Fn(T, T) -> T) -> T {
+    let mut width = LANES / 2;
+    while width > 0 {
+        for i in 0..width {
+            lanes[i] = f(lanes[i], lanes[i + width]);
+        }
+        width /= 2;
+    }
+    lanes[0]
+}
+
+/// The sum of `xs`.
+#[inline(always)]
+pub(crate) fn sum_contiguous<T: Element>(xs: &[T]) -> T {
+    let mut lanes = [T::zero(); LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    let mut s = combine(lanes, |a, b| a + b);
+    for &v in rest {
+        s += v;
+    }
+    s
+}
+
+/// The dot product of `xs` and `ys` (of equal length).
+#[inline(always)]
+pub(crate) fn dot_contiguous<T: Element>(xs: &[T], ys: &[T]) -> T {
+    debug_assert_eq!(xs.len(), ys.len());
+    let mut lanes = [T::zero(); LANES];
+    let (cx, cy) = (xs.chunks_exact(LANES), ys.chunks_exact(LANES));
+    let (rx, ry) = (cx.remainder(), cy.remainder());
+    for (a, b) in cx.zip(cy) {
+        for ((l, &x), &y) in lanes.iter_mut().zip(a).zip(b) {
+            *l += x * y;
+        }
+    }
+    let mut s = combine(lanes, |a, b| a + b);
+    for (&x, &y) in rx.iter().zip(ry) {
+        s += x * y;
+    }
+    s
+}
+
+/// NaN-propagating maximum of two values (`b` wins when it is NaN or larger).
+#[inline(always)]
+pub(crate) fn max_nan<T: Element>(a: T, b: T) -> T {
+    if b > a || b.is_nan() { b } else { a }
+}
+
+/// The maximum of `xs` (`-inf` when empty), NaN if any element is NaN.
+#[inline(always)]
+pub(crate) fn max_contiguous<T: Element>(xs: &[T]) -> T {
+    let mut lanes = [T::neg_infinity(); LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l = max_nan(*l, v);
+        }
+    }
+    let mut m = combine(lanes, max_nan);
+    for &v in rest {
+        m = max_nan(m, v);
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lane_kernels_match_scalar_loops() {
+        let xs: Vec<f64> = (0..37).map(|i| ((i * 7919) % 101) as f64 - 50.0).collect();
+        assert_eq!(sum_contiguous(&xs), xs.iter().sum::<f64>());
+        let ys: Vec<f64> = (0..37).map(|i| i as f64 * 0.5).collect();
+        let want: f64 = xs.iter().zip(&ys).map(|(a, b)| a * b).sum();
+        assert_eq!(dot_contiguous(&xs, &ys), want);
+        assert_eq!(max_contiguous(&xs), 50.0);
+        assert_eq!(max_contiguous::<f64>(&[]), f64::NEG_INFINITY);
+        let mut with_nan = xs.clone();
+        with_nan[20] = f64::NAN;
+        assert!(max_contiguous(&with_nan).is_nan());
+        with_nan[20] = 0.0;
+        with_nan[36] = f64::NAN; // in the scalar tail
+        assert!(max_contiguous(&with_nan).is_nan());
+    }
+}
