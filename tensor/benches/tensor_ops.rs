@@ -12,7 +12,9 @@ use strata_tensor::{Conv2dParams, Tensor, seeded_rng};
 
 fn w1_matmul(c: &mut Criterion) {
     let mut group = c.benchmark_group("W1_matmul");
-    group.sample_size(10).measurement_time(Duration::from_secs(4));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4));
     for n in [256usize, 512, 1024, 2048] {
         let mut rng = seeded_rng(n as u64);
         let a = Tensor::<f32>::randn(&[n, n], &mut rng);
