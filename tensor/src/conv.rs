@@ -353,17 +353,17 @@ impl<T: Element> Tensor<T> {
         const OP: &str = "conv2d";
         let (x, unbatched) = batched(self, 4)?;
         let g = Geometry::new(OP, x.shape(), weight.shape(), params)?;
-        if let Some(b) = bias {
-            if b.shape() != [g.o] {
-                return Err(TensorError::shape(
-                    OP,
-                    format!(
-                        "bias of shape {:?} does not fit {} output channels",
-                        b.shape(),
-                        g.o
-                    ),
-                ));
-            }
+        if let Some(b) = bias
+            && b.shape() != [g.o]
+        {
+            return Err(TensorError::shape(
+                OP,
+                format!(
+                    "bias of shape {:?} does not fit {} output channels",
+                    b.shape(),
+                    g.o
+                ),
+            ));
         }
         let x = x.contiguous();
         let wt = weight.contiguous();

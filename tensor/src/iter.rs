@@ -53,6 +53,7 @@ impl<const N: usize> Coalesced<N> {
     /// `start..end`: `position` is the linear index of the run's first element, `offsets`
     /// the storage index of that element in each operand (`base` added), `len` the run
     /// length. Runs never cross the innermost dimension.
+    #[allow(clippy::needless_range_loop)] // parallel index arrays read clearer indexed
     pub fn for_each_run(
         &self,
         base: [usize; N],

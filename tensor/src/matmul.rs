@@ -178,31 +178,32 @@ impl<T: Element> Tensor<T> {
         let sb = b.strides();
 
         // [.., m, k] @ [k, n] with evenly strided rows: one tall [(batch * m), k] product.
-        if rb == 2 && ra > 2 {
-            if let Some(strides) = a.layout().view_strides(&[batch_n * m, k]) {
-                let la = Operand {
-                    offset: a.layout().offset(),
-                    row_stride: strides[0],
-                    col_stride: strides[1],
-                };
-                let lb = Operand {
-                    offset: b.layout().offset(),
-                    row_stride: sb[0],
-                    col_stride: sb[1],
-                };
-                let macs = batch_n * m * n * k;
-                gemm(
-                    &mut out,
-                    (batch_n * m, n, k),
-                    a.storage(),
-                    la,
-                    b.storage(),
-                    lb,
-                    false,
-                    parallelism(macs),
-                );
-                return Ok(Tensor::from_contiguous(out, &out_shape));
-            }
+        if rb == 2
+            && ra > 2
+            && let Some(strides) = a.layout().view_strides(&[batch_n * m, k])
+        {
+            let la = Operand {
+                offset: a.layout().offset(),
+                row_stride: strides[0],
+                col_stride: strides[1],
+            };
+            let lb = Operand {
+                offset: b.layout().offset(),
+                row_stride: sb[0],
+                col_stride: sb[1],
+            };
+            let macs = batch_n * m * n * k;
+            gemm(
+                &mut out,
+                (batch_n * m, n, k),
+                a.storage(),
+                la,
+                b.storage(),
+                lb,
+                false,
+                parallelism(macs),
+            );
+            return Ok(Tensor::from_contiguous(out, &out_shape));
         }
 
         // General case: one product per batch index, the operands' batch strides broadcast.

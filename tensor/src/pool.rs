@@ -82,16 +82,11 @@ impl Pool2dParams {
         self
     }
 
-    /// Output size along dimension `i` for an input of `size` (PyTorch's
-    /// `pooling_output_shape`).
-    fn out_size(&self, op: &'static str, size: usize, i: usize) -> Result<usize> {
-        let (k, s, p, d) = (
-            self.kernel[i],
-            self.stride[i],
-            self.padding[i],
-            self.dilation[i],
-        );
-        if k == 0 || s == 0 || d == 0 {
+    /// Positive sizes, and padding at most half the kernel: PyTorch bounds it by
+    /// `kernel / 2` whatever the dilation (`pool2d_shape_check`), which also keeps it
+    /// within half the dilated span.
+    fn check(&self, op: &'static str) -> Result<()> {
+        if [self.kernel, self.stride, self.dilation].iter().any(|v| v.contains(&0)) {
             return Err(TensorError::invalid(
                 op,
                 format!(
@@ -100,8 +95,7 @@ impl Pool2dParams {
                 ),
             ));
         }
-        let span = d * (k - 1) + 1;
-        if p > span / 2 {
+        if (0..2).any(|i| self.padding[i] > self.kernel[i] / 2) {
             return Err(TensorError::invalid(
                 op,
                 format!(
@@ -110,6 +104,21 @@ impl Pool2dParams {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Output size along dimension `i` for an input of `size` (PyTorch's
+    /// `pooling_output_shape`).
+    fn out_size(&self, op: &'static str, size: usize, i: usize) -> Result<usize> {
+        // Both dimensions' settings are checked before either size, as PyTorch does.
+        self.check(op)?;
+        let (k, s, p, d) = (
+            self.kernel[i],
+            self.stride[i],
+            self.padding[i],
+            self.dilation[i],
+        );
+        let span = d * (k - 1) + 1;
         let numer = (size + 2 * p) as isize - span as isize
             + if self.ceil_mode { s as isize - 1 } else { 0 };
         let mut out = numer.div_euclid(s as isize) + 1;
@@ -174,7 +183,10 @@ fn for_each_plane<U: Send>(
 impl<T: Element> Tensor<T> {
     /// 2-d max pooling of `[N, C, H, W]` (or `[C, H, W]`), like
     /// `F.max_pool2d(x, ..., return_indices=True)`: the maxima and, for each, its flat index
-    /// `h * W + w` within its input plane. NaN wins over any number.
+    /// `h * W + w` within its input plane. NaN wins over any number. A window that dilation
+    /// and padding leave without a single input element gives `-inf` and index `-1`
+    /// (PyTorch returns a position outside the window there, which its backward then
+    /// writes to).
     ///
     /// ```
     /// use strata_tensor::{Pool2dParams, Tensor};
@@ -213,7 +225,11 @@ impl<T: Element> Tensor<T> {
                         w0 += p.dilation[1] as isize;
                     }
                     let mut best = T::neg_infinity();
-                    let mut best_i = h0 * w as isize + w0;
+                    let mut best_i = if h0 < h1 && w0 < w1 {
+                        h0 * w as isize + w0
+                    } else {
+                        -1
+                    };
                     let mut ih = h0;
                     while ih < h1 {
                         let mut iw = w0;
@@ -254,7 +270,8 @@ impl<T: Element> Tensor<T> {
     }
 
     /// The gradient of [`max_pool2d`](Tensor::max_pool2d): each output gradient added at its
-    /// argmax in a zero tensor of `input_shape`.
+    /// argmax in a zero tensor of `input_shape` (index `-1`, a window without input
+    /// elements, receives nothing).
     ///
     /// # Errors
     /// [`TensorError::Shape`] when `grad_out` and `indices` differ in shape or do not fit
@@ -283,7 +300,7 @@ impl<T: Element> Tensor<T> {
         if let Some(&bad) = indices
             .as_slice()
             .iter()
-            .find(|&&i| i < 0 || i as usize >= h * w)
+            .find(|&&i| i < -1 || i >= (h * w) as i64)
         {
             return Err(TensorError::Index {
                 op: OP,
@@ -299,7 +316,9 @@ impl<T: Element> Tensor<T> {
         let mut dx = alloc_zeroed::<T>(np * h * w);
         for_each_plane(&mut dx, h * w, per_out, |pl, d| {
             for k in pl * per_out..(pl + 1) * per_out {
-                d[idx[k] as usize] += gs[k];
+                if let Ok(i) = usize::try_from(idx[k]) {
+                    d[i] += gs[k];
+                }
             }
         });
         Ok(Tensor::from_contiguous(dx, input_shape))

@@ -46,7 +46,7 @@ impl<T: Element> Tensor<T> {
     /// # Errors
     /// [`TensorError::Invalid`] when `low > high` or either bound is not finite.
     pub fn uniform<R: Rng + ?Sized>(shape: &[usize], low: T, high: T, rng: &mut R) -> Result<Self> {
-        if !(low <= high) || !low.is_finite() || !high.is_finite() {
+        if !low.is_finite() || !high.is_finite() || low > high {
             return Err(TensorError::invalid(
                 "uniform",
                 format!("expected finite low <= high, got low {low} and high {high}"),
@@ -79,7 +79,7 @@ impl<T: Element> Tensor<T> {
     /// # Errors
     /// [`TensorError::Invalid`] when `std` is negative or either argument is not finite.
     pub fn normal<R: Rng + ?Sized>(shape: &[usize], mean: T, std: T, rng: &mut R) -> Result<Self> {
-        if !(std >= T::zero()) || !mean.is_finite() || !std.is_finite() {
+        if !mean.is_finite() || !std.is_finite() || std < T::zero() {
             return Err(TensorError::invalid(
                 "normal",
                 format!("expected a finite mean and std >= 0, got mean {mean} and std {std}"),

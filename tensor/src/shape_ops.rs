@@ -210,7 +210,7 @@ impl<T: Element> Tensor<T> {
     /// below zero.
     pub fn pad(&self, pads: &[isize], value: T) -> Result<Tensor<T>> {
         const OP: &str = "pad";
-        if pads.len() % 2 != 0 || pads.len() / 2 > self.ndim() {
+        if !pads.len().is_multiple_of(2) || pads.len() / 2 > self.ndim() {
             return Err(TensorError::invalid(
                 OP,
                 format!(

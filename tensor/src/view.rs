@@ -55,7 +55,7 @@ fn infer_shape(op: &'static str, from: &[usize], spec: &[isize]) -> Result<Vec<u
     let mut shape: Vec<usize> = spec.iter().map(|&d| d.max(0) as usize).collect();
     match inferred {
         Some(i) => {
-            if known == 0 || total % known != 0 {
+            if known == 0 || !total.is_multiple_of(known) {
                 return Err(err());
             }
             shape[i] = total / known;
@@ -302,7 +302,9 @@ impl<T: Element> Tensor<T> {
         let len = if e > s { (e - s).div_ceil(step) } else { 0 };
         let mut shape = self.shape().to_vec();
         let mut strides = self.strides().to_vec();
-        let offset = if len > 0 {
+        // An empty view keeps the offset: moving it could point past the storage of an
+        // empty tensor (invariant 1 of `Tensor`).
+        let offset = if len > 0 && self.numel() > 0 {
             self.layout().offset() + s * strides[d]
         } else {
             self.layout().offset()
@@ -338,7 +340,11 @@ impl<T: Element> Tensor<T> {
         }
         let mut shape = self.shape().to_vec();
         let mut strides = self.strides().to_vec();
-        let offset = self.layout().offset() + i as usize * strides[d];
+        let offset = if self.numel() > 0 {
+            self.layout().offset() + i as usize * strides[d]
+        } else {
+            self.layout().offset() // as in `slice`: an empty view keeps the offset
+        };
         shape.remove(d);
         strides.remove(d);
         Ok(self.with_layout(Layout::from_parts(shape, strides, offset)))

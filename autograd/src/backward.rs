@@ -1,0 +1,161 @@
+//! The backward walk: one pass over the graph in reverse topological order.
+
+use std::collections::HashMap;
+
+use strata_tensor::{Element, Tensor};
+
+use crate::var::{Origin, lock};
+use crate::{AutogradError, Result, Var};
+
+impl<T: Element> Var<T> {
+    /// Computes the gradient of this one-element var with respect to every leaf that
+    /// requires grad, accumulating into their gradient slots (`loss.backward()`). The
+    /// graph is freed as the walk passes it.
+    ///
+    /// # Errors
+    /// [`AutogradError::NonScalarOutput`] when the var has more than one element,
+    /// [`AutogradError::NoGraph`] when it does not require grad,
+    /// [`AutogradError::GraphFreed`] on a second walk through a freed graph.
+    pub fn backward(&self) -> Result<()> {
+        self.backward_with_options(None, false)
+    }
+
+    /// [`backward`](Var::backward) with an explicit gradient of this var's shape
+    /// (`out.backward(grad)`), for outputs of any shape.
+    ///
+    /// # Errors
+    /// As [`backward`](Var::backward), and [`AutogradError::GradShape`] when `grad`'s
+    /// shape is not the var's.
+    pub fn backward_with(&self, grad: &Tensor<T>) -> Result<()> {
+        self.backward_with_options(Some(grad), false)
+    }
+
+    /// The general backward: `grad` defaults to one for a one-element output;
+    /// `retain_graph` keeps the graph and its saved tensors for another walk.
+    ///
+    /// # Errors
+    /// As [`backward_with`](Var::backward_with).
+    pub fn backward_with_options(
+        &self,
+        grad: Option<&Tensor<T>>,
+        retain_graph: bool,
+    ) -> Result<()> {
+        let seed = match grad {
+            Some(g) if g.shape() != self.shape() => {
+                return Err(AutogradError::GradShape {
+                    grad: g.shape().to_vec(),
+                    output: self.shape().to_vec(),
+                });
+            }
+            Some(g) => g.clone(),
+            None if self.numel() != 1 => {
+                return Err(AutogradError::NonScalarOutput {
+                    shape: self.shape().to_vec(),
+                });
+            }
+            None => Tensor::ones(self.shape()),
+        };
+        if !self.needs_grad() {
+            return Err(AutogradError::NoGraph);
+        }
+        let (mut order, index) = topological_order(self)?;
+        let mut grads: Vec<Option<Tensor<T>>> = vec![None; order.len()];
+        grads[order.len() - 1] = Some(seed);
+
+        for pos in (0..order.len()).rev() {
+            let var = order[pos].take().expect("each position is visited once");
+            let Some(grad) = grads[pos].take() else {
+                continue;
+            };
+            let mut origin = lock(&var.inner.origin);
+            let node = match &*origin {
+                Origin::Leaf => {
+                    drop(origin);
+                    accumulate_into_slot(&var, grad);
+                    continue;
+                }
+                Origin::Freed(op) => return Err(AutogradError::GraphFreed { op }),
+                Origin::Op(node) => node,
+            };
+            if var.retains_grad() {
+                accumulate_into_slot(&var, grad.clone());
+            }
+            let needs: Vec<bool> = node.inputs.iter().map(Option::is_some).collect();
+            let input_grads = (node.backward)(&grad, &needs)?;
+            drop(grad);
+            for (k, (input, g)) in node.inputs.iter().zip(input_grads).enumerate() {
+                let (Some(input), Some(g)) = (input, g) else {
+                    continue;
+                };
+                if g.shape() != input.shape() {
+                    return Err(AutogradError::BackwardShape {
+                        op: node.op,
+                        input: k,
+                        got: g.shape().to_vec(),
+                        expected: input.shape().to_vec(),
+                    });
+                }
+                let slot = &mut grads[index[&input.id()]];
+                match slot {
+                    None => *slot = Some(g),
+                    Some(acc) => acc.add_(&g)?,
+                }
+            }
+            if !retain_graph {
+                let op = node.op;
+                *origin = Origin::Freed(op);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds `grad` into a var's gradient slot (the first gradient is stored as is, made
+/// contiguous).
+fn accumulate_into_slot<T: Element>(var: &Var<T>, grad: Tensor<T>) {
+    let mut slot = lock(&var.inner.grad);
+    match &mut *slot {
+        None => *slot = Some(grad.contiguous()),
+        Some(acc) => acc
+            .add_(&grad)
+            .expect("gradients are checked against the var's shape before they get here"),
+    }
+}
+
+/// The vars reachable from `root` through tracked inputs, in topological order (every var
+/// after all of its inputs; `root` last), and each var's position by id.
+///
+/// Fails on a freed node before anything has been accumulated.
+#[allow(clippy::type_complexity)]
+fn topological_order<T: Element>(
+    root: &Var<T>,
+) -> Result<(Vec<Option<Var<T>>>, HashMap<u64, usize>)> {
+    let mut order: Vec<Option<Var<T>>> = Vec::new();
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut visited: HashMap<u64, ()> = HashMap::new();
+    let mut stack: Vec<(Var<T>, bool)> = vec![(root.clone(), false)];
+    while let Some((var, expanded)) = stack.pop() {
+        if expanded {
+            index.insert(var.id(), order.len());
+            order.push(Some(var));
+            continue;
+        }
+        if visited.insert(var.id(), ()).is_some() {
+            continue;
+        }
+        let origin = lock(&var.inner.origin);
+        let inputs: Vec<Var<T>> = match &*origin {
+            Origin::Leaf => Vec::new(),
+            Origin::Freed(op) => return Err(AutogradError::GraphFreed { op }),
+            Origin::Op(node) => node.inputs.iter().flatten().cloned().collect(),
+        };
+        drop(origin);
+        stack.push((var, true));
+        for input in inputs {
+            if !visited.contains_key(&input.id()) {
+                stack.push((input, false));
+            }
+        }
+    }
+    Ok((order, index))
+}

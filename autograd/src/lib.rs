@@ -1,0 +1,51 @@
+//! Reverse-mode automatic differentiation on a dynamic graph, in the PyTorch style.
+//!
+//! strata-autograd owns [`Var`] (a [`Tensor`](strata_tensor::Tensor) plus, when it
+//! requires grad, the node that made it), the backward walk, grad mode ([`no_grad`]) and
+//! [`gradcheck`]. The kernels, forward and backward, live in strata-tensor; layers,
+//! losses and optimizers live in strata-nn and strata-optim above.
+//!
+//! Ordinary Rust code builds the graph as it runs; `loss.backward()` fills in the
+//! gradients of every leaf that requires grad. Here is the gradient-descent fit of a line
+//! to five points on `y = 2x`:
+//!
+//! ```
+//! use strata_autograd::{Var, no_grad};
+//! use strata_tensor::Tensor;
+//!
+//! let x = Var::new(Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0], &[5])?);
+//! let y = Var::new(Tensor::from_vec(vec![2.0f32, 4.0, 6.0, 8.0, 10.0], &[5])?);
+//! let theta0 = Var::parameter(Tensor::zeros(&[1]));
+//! let theta1 = Var::parameter(Tensor::zeros(&[1]));
+//! for _ in 0..1000 {
+//!     let prediction = theta0.add(&theta1.mul(&x)?)?;
+//!     let loss = prediction.sub(&y)?.square().mean_all();
+//!     loss.backward()?;
+//!     no_grad(|| -> strata_autograd::Result<()> {
+//!         for p in [&theta0, &theta1] {
+//!             let g = p.take_grad().expect("backward reached every parameter");
+//!             p.update_value(|v| v.axpy_(-0.01, &g))?;
+//!         }
+//!         Ok(())
+//!     })?;
+//! }
+//! assert!((theta1.item()? - 2.0).abs() < 0.05);
+//! # Ok::<(), strata_autograd::AutogradError>(())
+//! ```
+//!
+//! Every op records a node only when one of its inputs requires grad and grad mode is
+//! on; the graph and the intermediate gradients are freed as the backward walk passes
+//! them (pass `retain_graph` to [`Var::backward_with_options`] to walk twice).
+#![warn(missing_docs)]
+
+mod backward;
+mod error;
+mod grad_mode;
+mod gradcheck;
+mod ops;
+mod var;
+
+pub use error::{AutogradError, Result};
+pub use grad_mode::{enable_grad, is_grad_enabled, no_grad};
+pub use gradcheck::{GradcheckError, GradcheckOptions, gradcheck};
+pub use var::{InputGrads, Var};

@@ -1,0 +1,252 @@
+//! Reductions: sum, mean, prod, var/std, amax/amin, max/min with indices, logsumexp.
+
+use strata_tensor::{Element, IndexTensor, Tensor};
+
+use super::{keepdim_shape, resolve};
+use crate::{Result, Var};
+
+/// `g` (the gradient of a reduction to `keep`'s shape with or without kept dims) spread
+/// back over the input's `shape`, as a broadcast view.
+fn expand_back<T: Element>(g: &Tensor<T>, keep: &[usize], shape: &[usize]) -> Result<Tensor<T>> {
+    Ok(g.reshape(keep)?.broadcast_to(shape)?)
+}
+
+impl<T: Element> Var<T> {
+    /// The sum over `dims` (all of them when empty), keeping them as size 1 when
+    /// `keepdim`, like `torch.sum(x, dims, keepdim)`.
+    ///
+    /// # Errors
+    /// [`TensorError::Dim`](strata_tensor::TensorError::Dim) for a dim out of range or
+    /// repeated.
+    pub fn sum(&self, dims: &[isize], keepdim: bool) -> Result<Var<T>> {
+        let value = self.value().sum(dims, keepdim)?;
+        let shape = self.shape().to_vec();
+        let keep = keepdim_shape(&shape, dims);
+        Ok(self.unary_op("sum", value, move |g| expand_back(g, &keep, &shape)))
+    }
+
+    /// The sum of all elements, as a 0-d var.
+    pub fn sum_all(&self) -> Var<T> {
+        let shape = self.shape().to_vec();
+        self.unary_op("sum", self.value().sum_all(), move |g| {
+            Ok(g.broadcast_to(&shape)?)
+        })
+    }
+
+    /// The mean over `dims` (all when empty), like `torch.mean(x, dims, keepdim)`.
+    ///
+    /// # Errors
+    /// As [`sum`](Var::sum).
+    pub fn mean(&self, dims: &[isize], keepdim: bool) -> Result<Var<T>> {
+        let value = self.value().mean(dims, keepdim)?;
+        let shape = self.shape().to_vec();
+        let keep = keepdim_shape(&shape, dims);
+        let count = T::from_f64(
+            shape.iter().product::<usize>() as f64 / keep.iter().product::<usize>().max(1) as f64,
+        );
+        Ok(self.unary_op("mean", value, move |g| {
+            expand_back(&g.div_scalar(count), &keep, &shape)
+        }))
+    }
+
+    /// The mean of all elements, as a 0-d var.
+    pub fn mean_all(&self) -> Var<T> {
+        let shape = self.shape().to_vec();
+        let count = T::from_f64(self.numel() as f64);
+        self.unary_op("mean", self.value().mean_all(), move |g| {
+            Ok(g.div_scalar(count).broadcast_to(&shape)?)
+        })
+    }
+
+    /// The product over `dims`, like `torch.prod`. The gradient is exact with zeros in
+    /// the input (each element's gradient is the product of the others).
+    ///
+    /// # Errors
+    /// As [`sum`](Var::sum).
+    pub fn prod(&self, dims: &[isize], keepdim: bool) -> Result<Var<T>> {
+        let x = self.value();
+        let value = x.prod(dims, keepdim)?;
+        let keep = keepdim_shape(x.shape(), dims);
+        let dims = dims.to_vec();
+        Ok(self.unary_op("prod", value, move |g| {
+            let others = product_of_others(&x, &dims)?;
+            Ok(others.mul(&g.reshape(keep.as_slice())?)?)
+        }))
+    }
+
+    /// The variance over `dims`, like `torch.var(x, dims, unbiased, keepdim)` (dividing by
+    /// `N - 1` when `unbiased`).
+    ///
+    /// # Errors
+    /// As [`sum`](Var::sum).
+    pub fn var(&self, dims: &[isize], unbiased: bool, keepdim: bool) -> Result<Var<T>> {
+        let x = self.value();
+        let value = x.var(dims, unbiased, keepdim)?;
+        let keep = keepdim_shape(x.shape(), dims);
+        let dims = dims.to_vec();
+        Ok(self.unary_op("var", value, move |g| {
+            var_backward(&x, &g.reshape(keep.as_slice())?, &dims, unbiased)
+        }))
+    }
+
+    /// The standard deviation over `dims`, like `torch.std(x, dims, unbiased, keepdim)`;
+    /// the gradient is 0 where the deviation is 0, as in PyTorch.
+    ///
+    /// # Errors
+    /// As [`sum`](Var::sum).
+    pub fn std(&self, dims: &[isize], unbiased: bool, keepdim: bool) -> Result<Var<T>> {
+        let x = self.value();
+        let value = x.std(dims, unbiased, keepdim)?;
+        let keep = keepdim_shape(x.shape(), dims);
+        let out = value.reshape(keep.as_slice())?;
+        let dims = dims.to_vec();
+        Ok(self.unary_op("std", value, move |g| {
+            let gv = g.reshape(keep.as_slice())?.zip_with(&out, |g, s| {
+                if s == T::zero() {
+                    T::zero()
+                } else {
+                    g / (s + s)
+                }
+            })?;
+            var_backward(&x, &gv, &dims, unbiased)
+        }))
+    }
+
+    /// The maximum over `dims`, like `torch.amax`; ties share the gradient evenly.
+    ///
+    /// # Errors
+    /// As [`sum`](Var::sum).
+    pub fn amax(&self, dims: &[isize], keepdim: bool) -> Result<Var<T>> {
+        let value = self.value().amax(dims, keepdim)?;
+        self.extreme_values("amax", value, dims)
+    }
+
+    /// The minimum over `dims`, like `torch.amin`; ties share the gradient evenly.
+    ///
+    /// # Errors
+    /// As [`sum`](Var::sum).
+    pub fn amin(&self, dims: &[isize], keepdim: bool) -> Result<Var<T>> {
+        let value = self.value().amin(dims, keepdim)?;
+        self.extreme_values("amin", value, dims)
+    }
+
+    fn extreme_values(&self, op: &'static str, value: Tensor<T>, dims: &[isize]) -> Result<Var<T>> {
+        let x = self.value();
+        let keep = keepdim_shape(x.shape(), dims);
+        let out = value.reshape(keep.as_slice())?;
+        let dims = dims.to_vec();
+        Ok(self.unary_op(op, value, move |g| {
+            let mask = x.eq(&out)?;
+            let count = mask.sum(&dims, true)?;
+            Ok(mask.mul(&g.reshape(keep.as_slice())?.div(&count)?)?)
+        }))
+    }
+
+    /// The maximum along `dim` and its (first) index, like `torch.max(x, dim, keepdim)`;
+    /// the gradient goes to that index only.
+    ///
+    /// # Errors
+    /// [`TensorError::Dim`](strata_tensor::TensorError::Dim) for a bad dim.
+    pub fn max_dim(&self, dim: isize, keepdim: bool) -> Result<(Var<T>, IndexTensor)> {
+        let (value, index) = self.value().max_dim(dim, keepdim)?;
+        Ok((self.indexed_extreme("max_dim", value, &index, dim)?, index))
+    }
+
+    /// The minimum along `dim` and its (first) index, like `torch.min(x, dim, keepdim)`.
+    ///
+    /// # Errors
+    /// As [`max_dim`](Var::max_dim).
+    pub fn min_dim(&self, dim: isize, keepdim: bool) -> Result<(Var<T>, IndexTensor)> {
+        let (value, index) = self.value().min_dim(dim, keepdim)?;
+        Ok((self.indexed_extreme("min_dim", value, &index, dim)?, index))
+    }
+
+    fn indexed_extreme(
+        &self,
+        op: &'static str,
+        value: Tensor<T>,
+        index: &IndexTensor,
+        dim: isize,
+    ) -> Result<Var<T>> {
+        let shape = self.shape().to_vec();
+        let keep = keepdim_shape(&shape, &[dim]);
+        let index = index.reshape(&keep)?;
+        Ok(self.unary_op(op, value, move |g| {
+            if shape.is_empty() {
+                return Ok(g.clone());
+            }
+            Ok(Tensor::zeros(&shape).scatter_add(dim, &index, &g.reshape(keep.as_slice())?)?)
+        }))
+    }
+
+    /// `log(sum(exp(x)))` over `dims`, computed stably, like `torch.logsumexp`.
+    ///
+    /// # Errors
+    /// As [`sum`](Var::sum).
+    pub fn logsumexp(&self, dims: &[isize], keepdim: bool) -> Result<Var<T>> {
+        let x = self.value();
+        let value = x.logsumexp(dims, keepdim)?;
+        let keep = keepdim_shape(x.shape(), dims);
+        let out = value.reshape(keep.as_slice())?;
+        Ok(self.unary_op("logsumexp", value, move |g| {
+            let w = x.zip_with(&out, |x, m| (x - m).exp())?;
+            Ok(w.mul(&g.reshape(keep.as_slice())?)?)
+        }))
+    }
+}
+
+/// `∂var/∂x · g = g · 2(x - mean) / (N - ddof)`, with `g` at the keepdim shape.
+fn var_backward<T: Element>(
+    x: &Tensor<T>,
+    g: &Tensor<T>,
+    dims: &[isize],
+    unbiased: bool,
+) -> Result<Tensor<T>> {
+    let keep = keepdim_shape(x.shape(), dims);
+    let n = x.numel() as f64 / keep.iter().product::<usize>().max(1) as f64;
+    let denom = T::from_f64(n - if unbiased { 1.0 } else { 0.0 });
+    let centred = x.sub(&x.mean(dims, true)?)?;
+    let scale = g.mul_scalar(T::from_f64(2.0)).div_scalar(denom);
+    Ok(centred.mul(&scale)?)
+}
+
+/// For every element of `x`, the product of the other elements of its reduction group
+/// over `dims` (exact with zeros, by prefix and suffix products).
+fn product_of_others<T: Element>(x: &Tensor<T>, dims: &[isize]) -> Result<Tensor<T>> {
+    let nd = x.ndim();
+    if nd == 0 {
+        return Ok(Tensor::ones(&[]));
+    }
+    let reduced: Vec<usize> = if dims.is_empty() {
+        (0..nd).collect()
+    } else {
+        dims.iter().map(|&d| resolve(d, nd)).collect()
+    };
+    // Kept dims first, reduced dims last: each row of the result is one group.
+    let mut perm: Vec<usize> = (0..nd).filter(|d| !reduced.contains(d)).collect();
+    perm.extend(reduced.iter().copied());
+    let perm_i: Vec<isize> = perm.iter().map(|&d| d as isize).collect();
+    let moved = x.permute(&perm_i)?.contiguous();
+    let group: usize = reduced.iter().map(|&d| x.shape()[d]).product();
+    let data = moved.to_vec();
+    let mut out = vec![T::zero(); data.len()];
+    if group > 0 {
+        for (row, o) in data.chunks(group).zip(out.chunks_mut(group)) {
+            let mut acc = T::one();
+            for (o, &v) in o.iter_mut().zip(row) {
+                *o = acc;
+                acc *= v;
+            }
+            let mut acc = T::one();
+            for (o, &v) in o.iter_mut().zip(row).rev() {
+                *o *= acc;
+                acc *= v;
+            }
+        }
+    }
+    let mut inverse = vec![0isize; nd];
+    for (k, &p) in perm.iter().enumerate() {
+        inverse[p] = k as isize;
+    }
+    Ok(Tensor::from_vec(out, moved.shape())?.permute(&inverse)?)
+}

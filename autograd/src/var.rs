@@ -1,0 +1,395 @@
+//! [`Var`]: a tensor in a dynamic graph.
+//!
+//! Invariants of [`Inner`]:
+//! 1. `shape` is the shape of `value`, always: [`Var::set_value`] refuses another shape.
+//! 2. `origin` is `Leaf` for values made by constructors, `Op` for values made by a tracked
+//!    op until a backward without `retain_graph` passes them, then `Freed`. An `Op` var
+//!    always requires grad; a var that does not require grad is always a `Leaf`.
+//! 3. `grad`, when set, has `shape`. Only leaves that require grad, and non-leaves after
+//!    [`Var::retain_grad`], ever have one.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use strata_tensor::{DType, Element, Tensor};
+
+use crate::grad_mode::is_grad_enabled;
+use crate::{AutogradError, Result};
+
+/// The gradients an op's backward rule returns: one entry per input, `None` where the
+/// input needs none (its `needs` flag was false) or receives nothing.
+pub type InputGrads<T> = Vec<Option<Tensor<T>>>;
+
+/// The backward rule of an op: given the gradient of the op's output and, per input,
+/// whether that input needs a gradient, the gradient of each input.
+pub(crate) type BackwardFn<T> =
+    Box<dyn Fn(&Tensor<T>, &[bool]) -> Result<InputGrads<T>> + Send + Sync + 'static>;
+
+/// The node that made a var: the op's name, its tracked inputs (`None` for inputs that
+/// need no grad) and its backward rule, which owns whatever the op saved.
+pub(crate) struct Node<T: Element> {
+    pub(crate) op: &'static str,
+    pub(crate) inputs: Vec<Option<Var<T>>>,
+    pub(crate) backward: BackwardFn<T>,
+}
+
+pub(crate) enum Origin<T: Element> {
+    Leaf,
+    Op(Node<T>),
+    Freed(&'static str),
+}
+
+pub(crate) struct Inner<T: Element> {
+    pub(crate) id: u64,
+    shape: Vec<usize>,
+    value: RwLock<Tensor<T>>,
+    requires_grad: AtomicBool,
+    retains_grad: AtomicBool,
+    pub(crate) grad: Mutex<Option<Tensor<T>>>,
+    pub(crate) origin: Mutex<Origin<T>>,
+}
+
+/// A tensor in a dynamic graph: the value plus, when it requires grad, the node that made
+/// it. Cloning a `Var` is cheap and shares everything (value, gradient slot, node).
+///
+/// Leaves come from [`Var::new`] (a constant) and [`Var::parameter`] (a trainable value
+/// with a gradient slot); every op on vars returns a new var, recording a node only when an
+/// input requires grad and grad mode is on (see [`no_grad`](crate::no_grad)).
+///
+/// ```
+/// use strata_autograd::Var;
+/// use strata_tensor::Tensor;
+///
+/// let w = Var::parameter(Tensor::from_vec(vec![1.0f64, 2.0], &[2])?);
+/// let x = Var::new(Tensor::from_vec(vec![3.0, 4.0], &[2])?);
+/// let loss = w.mul(&x)?.sum_all();
+/// loss.backward()?;
+/// assert_eq!(w.grad().unwrap().to_vec(), vec![3.0, 4.0]);
+/// # Ok::<(), strata_autograd::AutogradError>(())
+/// ```
+pub struct Var<T: Element = f32> {
+    pub(crate) inner: Arc<Inner<T>>,
+}
+
+impl<T: Element> Clone for Var<T> {
+    fn clone(&self) -> Self {
+        Var {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+pub(crate) fn lock<U>(m: &Mutex<U>) -> MutexGuard<'_, U> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<T: Element> Var<T> {
+    fn make(value: Tensor<T>, requires_grad: bool, origin: Origin<T>) -> Self {
+        Var {
+            inner: Arc::new(Inner {
+                id: next_id(),
+                shape: value.shape().to_vec(),
+                value: RwLock::new(value),
+                requires_grad: AtomicBool::new(requires_grad),
+                retains_grad: AtomicBool::new(false),
+                grad: Mutex::new(None),
+                origin: Mutex::new(origin),
+            }),
+        }
+    }
+
+    /// A constant leaf: no gradient flows into it.
+    pub fn new(value: Tensor<T>) -> Self {
+        Self::make(value, false, Origin::Leaf)
+    }
+
+    /// A trainable leaf: it requires grad, and `backward` accumulates into its gradient
+    /// slot. Optimizers update its value in place with [`Var::update_value`].
+    pub fn parameter(value: Tensor<T>) -> Self {
+        Self::make(value, true, Origin::Leaf)
+    }
+
+    /// This var with `requires_grad` set to `flag`, like `tensor.requires_grad_(flag)`:
+    /// `Var::new(t).requires_grad(true)` is [`Var::parameter(t)`](Var::parameter).
+    ///
+    /// Only leaves carry the flag; on the result of a tracked op it returns a new leaf
+    /// holding the same value, cut out of the graph (as [`detach`](Var::detach) does).
+    pub fn requires_grad(self, flag: bool) -> Self {
+        if self.is_leaf() {
+            self.inner.requires_grad.store(flag, Ordering::Relaxed);
+            if !flag {
+                *lock(&self.inner.grad) = None;
+            }
+            self
+        } else {
+            Self::make(self.value(), flag, Origin::Leaf)
+        }
+    }
+
+    /// Whether gradients flow into this var (`tensor.requires_grad`).
+    pub fn needs_grad(&self) -> bool {
+        self.inner.requires_grad.load(Ordering::Relaxed)
+    }
+
+    /// Whether this var was made by a constructor rather than by a tracked op
+    /// (`tensor.is_leaf`). Constants and parameters are leaves.
+    pub fn is_leaf(&self) -> bool {
+        matches!(*lock(&self.inner.origin), Origin::Leaf)
+    }
+
+    /// The name of the op that made this var, like `tensor.grad_fn`; `None` for leaves.
+    /// The name stays after a backward has freed the node.
+    pub fn op_name(&self) -> Option<&'static str> {
+        match &*lock(&self.inner.origin) {
+            Origin::Leaf => None,
+            Origin::Op(node) => Some(node.op),
+            Origin::Freed(op) => Some(op),
+        }
+    }
+
+    /// A unique id for this var's node, stable for its lifetime.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The value: a cheap handle sharing storage with the var's tensor. Later in-place
+    /// updates of the var do not show through it (storage is copy-on-write).
+    pub fn value(&self) -> Tensor<T> {
+        self.inner
+            .value
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The shape of the value.
+    pub fn shape(&self) -> &[usize] {
+        &self.inner.shape
+    }
+
+    /// The number of dimensions.
+    pub fn ndim(&self) -> usize {
+        self.inner.shape.len()
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.inner.shape.iter().product()
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        T::DTYPE
+    }
+
+    /// The value of a one-element var.
+    ///
+    /// # Errors
+    /// [`TensorError::NotScalar`](strata_tensor::TensorError::NotScalar) for more elements.
+    pub fn item(&self) -> Result<T> {
+        Ok(self.value().item()?)
+    }
+
+    /// The values in row-major order.
+    pub fn to_vec(&self) -> Vec<T> {
+        self.value().to_vec()
+    }
+
+    /// The accumulated gradient, like `tensor.grad`: `None` before any backward reached
+    /// this var or after [`zero_grad`](Var::zero_grad).
+    pub fn grad(&self) -> Option<Tensor<T>> {
+        lock(&self.inner.grad).clone()
+    }
+
+    /// Clears the gradient (to `None`, like PyTorch's default `set_to_none=True`).
+    pub fn zero_grad(&self) {
+        *lock(&self.inner.grad) = None;
+    }
+
+    /// Replaces the gradient, e.g. after clipping or all-reducing it.
+    ///
+    /// # Errors
+    /// [`AutogradError::Invalid`] when the gradient's shape is not the var's.
+    pub fn set_grad(&self, grad: Option<Tensor<T>>) -> Result<()> {
+        if let Some(g) = &grad
+            && g.shape() != self.shape()
+        {
+            return Err(AutogradError::Invalid {
+                op: "set_grad",
+                msg: format!(
+                    "gradient shape {:?} does not match the var's shape {:?}",
+                    g.shape(),
+                    self.shape()
+                ),
+            });
+        }
+        *lock(&self.inner.grad) = grad;
+        Ok(())
+    }
+
+    /// Takes the gradient out, leaving `None`.
+    pub fn take_grad(&self) -> Option<Tensor<T>> {
+        lock(&self.inner.grad).take()
+    }
+
+    /// Keeps the gradient of this non-leaf var after backward (`tensor.retain_grad()`);
+    /// a no-op on leaves, which keep theirs anyway.
+    pub fn retain_grad(&self) {
+        self.inner.retains_grad.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn retains_grad(&self) -> bool {
+        self.inner.retains_grad.load(Ordering::Relaxed)
+    }
+
+    /// A new constant leaf sharing this var's value, cut out of the graph
+    /// (`tensor.detach()`).
+    pub fn detach(&self) -> Var<T> {
+        Var::new(self.value())
+    }
+
+    /// Replaces the value, keeping the node, the flag and the gradient.
+    ///
+    /// # Errors
+    /// [`AutogradError::Invalid`] when the shape differs.
+    pub fn set_value(&self, value: Tensor<T>) -> Result<()> {
+        if value.shape() != self.shape() {
+            return Err(AutogradError::Invalid {
+                op: "set_value",
+                msg: format!(
+                    "new value has shape {:?}, the var has shape {:?}",
+                    value.shape(),
+                    self.shape()
+                ),
+            });
+        }
+        *self
+            .inner
+            .value
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = value;
+        Ok(())
+    }
+
+    /// Updates the value in place, like `with torch.no_grad(): p -= lr * p.grad`. Graphs
+    /// recorded earlier keep the old value (storage is copy-on-write), so a later backward
+    /// through them stays correct.
+    ///
+    /// ```
+    /// use strata_autograd::Var;
+    /// use strata_tensor::Tensor;
+    ///
+    /// let p = Var::parameter(Tensor::from_vec(vec![1.0f32, 2.0], &[2])?);
+    /// p.square().sum_all().backward()?;
+    /// let g = p.grad().unwrap();
+    /// p.update_value(|v| v.axpy_(-0.1, &g))?;
+    /// assert_eq!(p.to_vec(), vec![0.8, 1.6]);
+    /// # Ok::<(), strata_autograd::AutogradError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Whatever `f` returns, and [`AutogradError::Invalid`] if `f` changes the shape (the
+    /// value is then left as `f` made it).
+    pub fn update_value<R, E>(&self, f: impl FnOnce(&mut Tensor<T>) -> Result<R, E>) -> Result<R>
+    where
+        AutogradError: From<E>,
+    {
+        let mut guard = self
+            .inner
+            .value
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let r = f(&mut guard)?;
+        if guard.shape() != self.inner.shape.as_slice() {
+            return Err(AutogradError::Invalid {
+                op: "update_value",
+                msg: format!(
+                    "the update changed the shape from {:?} to {:?}",
+                    self.inner.shape,
+                    guard.shape()
+                ),
+            });
+        }
+        Ok(r)
+    }
+
+    /// Records a custom op, like a `torch.autograd.Function`: `value` is the op's output
+    /// (computed by the caller), `inputs` its inputs, and `backward` maps the output's
+    /// gradient and a per-input "needs grad" flag to one gradient per input (`None` for
+    /// inputs whose flag is false). Fused kernels of higher crates use this.
+    ///
+    /// When no input requires grad, or grad mode is off, nothing is recorded and the
+    /// closure is dropped at once.
+    ///
+    /// ```
+    /// use strata_autograd::Var;
+    /// use strata_tensor::Tensor;
+    ///
+    /// // y = 3x, with its backward written by hand.
+    /// let x = Var::parameter(Tensor::from_vec(vec![1.0f64, 2.0], &[2])?);
+    /// let y = Var::from_op("triple", x.value().mul_scalar(3.0), &[&x], |g, _| {
+    ///     Ok(vec![Some(g.mul_scalar(3.0))])
+    /// });
+    /// y.sum_all().backward()?;
+    /// assert_eq!(x.grad().unwrap().to_vec(), vec![3.0, 3.0]);
+    /// # Ok::<(), strata_autograd::AutogradError>(())
+    /// ```
+    pub fn from_op<F>(op: &'static str, value: Tensor<T>, inputs: &[&Var<T>], backward: F) -> Self
+    where
+        F: Fn(&Tensor<T>, &[bool]) -> Result<InputGrads<T>> + Send + Sync + 'static,
+    {
+        if !is_grad_enabled() || !inputs.iter().any(|v| v.needs_grad()) {
+            return Var::new(value);
+        }
+        let inputs = inputs
+            .iter()
+            .map(|v| v.needs_grad().then(|| (*v).clone()))
+            .collect();
+        let node = Node {
+            op,
+            inputs,
+            backward: Box::new(backward),
+        };
+        Self::make(value, true, Origin::Op(node))
+    }
+
+    /// Whether an op on these inputs would record a node.
+    pub(crate) fn tracking(inputs: &[&Var<T>]) -> bool {
+        is_grad_enabled() && inputs.iter().any(|v| v.needs_grad())
+    }
+}
+
+impl<T: Element> fmt::Display for Var<T> {
+    /// Prints like PyTorch: the tensor, then `requires_grad=True` for leaves that require
+    /// grad or `grad_fn=<op>` for results of tracked ops.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.value().to_string();
+        let extra = match self.op_name() {
+            Some(op) => format!("grad_fn=<{op}>"),
+            None if self.needs_grad() => "requires_grad=True".to_string(),
+            None => return f.write_str(&s),
+        };
+        match s.strip_suffix(')') {
+            Some(body) => write!(f, "{body}, {extra})"),
+            None => write!(f, "{s}, {extra}"),
+        }
+    }
+}
+
+impl<T: Element> fmt::Debug for Var<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Var")
+            .field("id", &self.id())
+            .field("value", &self.value())
+            .field("requires_grad", &self.needs_grad())
+            .field("op", &self.op_name())
+            .field("grad", &self.grad())
+            .finish()
+    }
+}
