@@ -605,13 +605,8 @@ pub fn kl_div<T: Element>(
             let d = if log_target {
                 t.exp().mul(&t.sub(&x)?.add_scalar(T::one()))?
             } else {
-                t.zip_with(&x, |t, x| {
-                    if t > T::zero() {
-                        t.ln() + T::one() - x
-                    } else {
-                        T::zero()
-                    }
-                })?
+                // xlogy's gradient log t + t/t: NaN at t = 0, as in PyTorch.
+                t.zip_with(&x, |t, x| t.ln() + t / t - x)?
             };
             Some(d.mul(g)?)
         } else {
