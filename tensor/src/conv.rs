@@ -245,7 +245,9 @@ fn im2col<T: Element>(x: &[T], col: &mut [T], g: &Geometry) {
                     let src = &plane[ih as usize * g.w..(ih as usize + 1) * g.w];
                     out[..lo].fill(T::zero());
                     out[hi..].fill(T::zero());
-                    if s1 == 1 {
+                    // (`lo == hi` when this kernel column only ever meets padding; then
+                    // `lo + shift` may be negative and there is nothing to copy.)
+                    if s1 == 1 && lo < hi {
                         let start = (lo as isize + shift) as usize;
                         out[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
                     } else {

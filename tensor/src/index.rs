@@ -173,11 +173,11 @@ impl<T: Element> Tensor<T> {
                 format!("index must be 0-d or 1-d, got shape {:?}", index.shape()),
             ));
         }
+        let d = resolve_dim(OP, dim, self.shape())?;
         if self.ndim() == 0 {
             index.check(OP, 0, 1)?;
             return Ok(self.contiguous());
         }
-        let d = resolve_dim(OP, dim, self.shape())?;
         let (outer, size, inner) = split_at_dim(self.shape(), d);
         index.check(OP, d, size)?;
         let src = self.contiguous();

@@ -86,7 +86,10 @@ impl Pool2dParams {
     /// `kernel / 2` whatever the dilation (`pool2d_shape_check`), which also keeps it
     /// within half the dilated span.
     fn check(&self, op: &'static str) -> Result<()> {
-        if [self.kernel, self.stride, self.dilation].iter().any(|v| v.contains(&0)) {
+        if [self.kernel, self.stride, self.dilation]
+            .iter()
+            .any(|v| v.contains(&0))
+        {
             return Err(TensorError::invalid(
                 op,
                 format!(

@@ -178,7 +178,8 @@ impl<T: Element> Tensor<T> {
     }
 
     /// `chunks` views of (nearly) equal size along `dim`, like `torch.chunk`: each of size
-    /// `ceil(size / chunks)`, so fewer than `chunks` may come back.
+    /// `ceil(size / chunks)`, so fewer than `chunks` may come back; an empty dimension gives
+    /// `chunks` empty views.
     ///
     /// # Errors
     /// [`TensorError::Invalid`] when `chunks` is 0.
@@ -191,6 +192,10 @@ impl<T: Element> Tensor<T> {
         }
         let d = resolve_dim("chunk", dim, self.shape())?;
         let size = self.shape().get(d).copied().unwrap_or(1);
+        if size == 0 {
+            // `split` would return one empty piece; PyTorch keeps the count.
+            return self.split_with_sizes(&vec![0; chunks], dim);
+        }
         self.split(size.div_ceil(chunks), dim)
     }
 
@@ -227,12 +232,15 @@ impl<T: Element> Tensor<T> {
             let (before, after) = (pair[0], pair[1]);
             let size = self.shape()[d] as isize;
             let new = size + before + after;
-            if new < 0 {
+            // As PyTorch: each negative amount crops what is there, so the two crops together
+            // may remove at most the whole dimension (padding on the other side does not
+            // make up for it).
+            if size + before.min(0) + after.min(0) < 0 {
                 return Err(TensorError::invalid(
                     OP,
                     format!(
-                        "padding ({before}, {after}) leaves a negative size for dimension {d} of \
-                         shape {:?}",
+                        "padding ({before}, {after}) crops more than the {size} elements of \
+                         dimension {d} of shape {:?}",
                         self.shape()
                     ),
                 ));

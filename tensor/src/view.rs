@@ -121,11 +121,11 @@ impl<T: Element> Tensor<T> {
     /// [`TensorError::Dim`] for an out-of-range dimension, [`TensorError::Invalid`] when
     /// `start_dim` comes after `end_dim`.
     pub fn flatten(&self, start_dim: isize, end_dim: isize) -> Result<Tensor<T>> {
+        let s = resolve_dim("flatten", start_dim, self.shape())?;
+        let e = resolve_dim("flatten", end_dim, self.shape())?;
         if self.ndim() == 0 {
             return self.reshape([1]);
         }
-        let s = resolve_dim("flatten", start_dim, self.shape())?;
-        let e = resolve_dim("flatten", end_dim, self.shape())?;
         if s > e {
             return Err(TensorError::invalid(
                 "flatten",
