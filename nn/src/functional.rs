@@ -217,11 +217,11 @@ pub fn batch_norm<T: Element>(
                 let new_mean = rm
                     .value()
                     .mul_scalar(keep)
-                    .add(&mean.value().reshape(&[c])?.mul_scalar(m))?;
+                    .add(&mean.value().reshape([c])?.mul_scalar(m))?;
                 let new_var = rv
                     .value()
                     .mul_scalar(keep)
-                    .add(&var.value().reshape(&[c])?.mul_scalar(m * unbiased))?;
+                    .add(&var.value().reshape([c])?.mul_scalar(m * unbiased))?;
                 rm.set_value(new_mean)?;
                 rv.set_value(new_var)?;
                 Ok(())

@@ -605,8 +605,11 @@ pub fn kl_div<T: Element>(
             let d = if log_target {
                 t.exp().mul(&t.sub(&x)?.add_scalar(T::one()))?
             } else {
-                // xlogy's gradient log t + t/t: NaN at t = 0, as in PyTorch.
-                t.zip_with(&x, |t, x| t.ln() + t / t - x)?
+                // xlogy's gradient log t + t/t, which PyTorch evaluates to NaN at t = 0.
+                t.zip_with(&x, |t, x| {
+                    let one = if t == T::zero() { T::nan() } else { T::one() };
+                    t.ln() + one - x
+                })?
             };
             Some(d.mul(g)?)
         } else {

@@ -95,7 +95,7 @@ fn check_config(
     if c.groups == 0 {
         return fail("groups must be a positive integer".into());
     }
-    if cin % c.groups != 0 || cout % c.groups != 0 {
+    if !cin.is_multiple_of(c.groups) || !cout.is_multiple_of(c.groups) {
         return fail(format!(
             "in_channels ({cin}) and out_channels ({cout}) must be divisible by groups ({})",
             c.groups

@@ -1,0 +1,408 @@
+//! The [`Optimizer`] trait, parameter groups, and the machinery every update rule shares:
+//! per-parameter state, the fused parallel update loop, and state dicts.
+
+use std::collections::BTreeMap;
+
+use rayon::prelude::*;
+use strata_autograd::{AutogradError, Var};
+use strata_tensor::{Element, Tensor};
+
+use crate::error::config;
+use crate::{OptimError, Result, state::OptimizerState};
+
+/// Parameters that share a learning rate and weight decay, like one entry of PyTorch's
+/// `param_groups`. Unset values take the optimizer's.
+///
+/// ```
+/// use strata_optim::{AdamW, AdamWConfig, ParamGroup};
+/// use strata_autograd::Var;
+/// use strata_tensor::Tensor;
+///
+/// let weight = Var::parameter(Tensor::<f32>::ones(&[4, 4]));
+/// let bias = Var::parameter(Tensor::<f32>::zeros(&[4]));
+/// let opt = AdamW::with_groups(
+///     vec![ParamGroup::new(vec![weight]), ParamGroup::new(vec![bias]).weight_decay(0.0)],
+///     AdamWConfig { lr: 1e-3, ..AdamWConfig::default() },
+/// )?;
+/// # Ok::<(), strata_optim::OptimError>(())
+/// ```
+#[derive(Clone)]
+pub struct ParamGroup<T: Element = f32> {
+    /// The parameters.
+    pub params: Vec<Var<T>>,
+    /// This group's learning rate, if not the optimizer's.
+    pub lr: Option<f64>,
+    /// This group's weight decay, if not the optimizer's.
+    pub weight_decay: Option<f64>,
+}
+
+impl<T: Element> ParamGroup<T> {
+    /// A group with the optimizer's settings.
+    pub fn new(params: Vec<Var<T>>) -> Self {
+        ParamGroup {
+            params,
+            lr: None,
+            weight_decay: None,
+        }
+    }
+
+    /// With its own learning rate.
+    pub fn lr(mut self, lr: f64) -> Self {
+        self.lr = Some(lr);
+        self
+    }
+
+    /// With its own weight decay.
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = Some(weight_decay);
+        self
+    }
+}
+
+/// An optimizer: it updates its parameters in place from their gradients.
+pub trait Optimizer<T: Element = f32> {
+    /// Updates every parameter that has a gradient (`optimizer.step()`); parameters
+    /// without one are skipped, as in PyTorch.
+    ///
+    /// # Errors
+    /// When a gradient's shape differs from its parameter's.
+    fn step(&mut self) -> Result<()>;
+
+    /// Clears every parameter's gradient (to `None`, PyTorch's default).
+    fn zero_grad(&self);
+
+    /// The number of parameter groups.
+    fn num_groups(&self) -> usize;
+
+    /// The learning rate of group `group`.
+    fn group_lr(&self, group: usize) -> f64;
+
+    /// Sets the learning rate of group `group` (schedules call this).
+    fn set_group_lr(&mut self, group: usize, lr: f64);
+
+    /// The learning rate of the first group.
+    fn lr(&self) -> f64 {
+        self.group_lr(0)
+    }
+
+    /// Sets every group's learning rate.
+    fn set_lr(&mut self, lr: f64) {
+        for g in 0..self.num_groups() {
+            self.set_group_lr(g, lr);
+        }
+    }
+
+    /// The momentum-like hyper-parameter that one-cycle schedules cycle: SGD's and
+    /// RMSprop's `momentum`, Adam's and Lion's `beta1`. `None` for optimizers without one.
+    fn momentum(&self) -> Option<f64> {
+        None
+    }
+
+    /// Sets that hyper-parameter.
+    ///
+    /// # Errors
+    /// [`OptimError::Config`] for optimizers without one.
+    fn set_momentum(&mut self, _momentum: f64) -> Result<()> {
+        Err(config(
+            "optimizer",
+            "this optimizer has no momentum to cycle",
+        ))
+    }
+
+    /// The per-parameter state and hyper-parameters (`optimizer.state_dict()`).
+    fn state_dict(&self) -> OptimizerState<T>;
+
+    /// Restores a state saved by [`state_dict`](Optimizer::state_dict), so that training
+    /// continues exactly where it stopped.
+    ///
+    /// # Errors
+    /// [`OptimError::State`] when the state is another optimizer's, or for parameters of
+    /// other counts or shapes.
+    fn load_state_dict(&mut self, state: &OptimizerState<T>) -> Result<()>;
+}
+
+/// One resolved group.
+pub(crate) struct Group<T: Element> {
+    pub(crate) params: Vec<Var<T>>,
+    pub(crate) lr: f64,
+    pub(crate) weight_decay: f64,
+}
+
+/// The per-parameter state of an update rule: a step count and `K` values per element,
+/// interleaved (`[s0[0], s1[0], …, s0[1], s1[1], …]`) so that one pass over memory
+/// touches the parameter, its gradient and all its state.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ParamState<T> {
+    pub(crate) step: u64,
+    pub(crate) values: Vec<T>,
+}
+
+/// What every optimizer holds: groups, per-parameter state, and the names of its state
+/// entries (`K = names.len()`).
+pub(crate) struct Core<T: Element> {
+    pub(crate) name: &'static str,
+    pub(crate) groups: Vec<Group<T>>,
+    pub(crate) state: Vec<Option<ParamState<T>>>,
+    pub(crate) state_names: &'static [&'static str],
+}
+
+/// Elements per parallel task; smaller parameters update on the calling thread.
+const CHUNK: usize = 1 << 15;
+
+pub(crate) fn check_lr(optimizer: &'static str, lr: f64) -> Result<()> {
+    if !(lr >= 0.0 && lr.is_finite()) {
+        return Err(config(optimizer, format!("invalid learning rate: {lr}")));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_non_negative(optimizer: &'static str, what: &str, v: f64) -> Result<()> {
+    if !(v >= 0.0 && v.is_finite()) {
+        return Err(config(optimizer, format!("invalid {what} value: {v}")));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_beta(optimizer: &'static str, index: usize, beta: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&beta) {
+        return Err(config(
+            optimizer,
+            format!("invalid beta parameter at index {index}: {beta}"),
+        ));
+    }
+    Ok(())
+}
+
+impl<T: Element> Core<T> {
+    pub(crate) fn new(
+        name: &'static str,
+        groups: Vec<ParamGroup<T>>,
+        lr: f64,
+        weight_decay: f64,
+        state_names: &'static [&'static str],
+    ) -> Result<Self> {
+        check_lr(name, lr)?;
+        check_non_negative(name, "weight_decay", weight_decay)?;
+        let mut resolved = Vec::with_capacity(groups.len());
+        for g in groups {
+            let (glr, gwd) = (g.lr.unwrap_or(lr), g.weight_decay.unwrap_or(weight_decay));
+            check_lr(name, glr)?;
+            check_non_negative(name, "weight_decay", gwd)?;
+            resolved.push(Group {
+                params: g.params,
+                lr: glr,
+                weight_decay: gwd,
+            });
+        }
+        let n: usize = resolved.iter().map(|g| g.params.len()).sum();
+        if n == 0 {
+            return Err(config(name, "optimizer got an empty parameter list"));
+        }
+        Ok(Core {
+            name,
+            groups: resolved,
+            state: vec![None; n],
+            state_names,
+        })
+    }
+
+    pub(crate) fn zero_grad(&self) {
+        for g in &self.groups {
+            for p in &g.params {
+                p.zero_grad();
+            }
+        }
+    }
+
+    /// Runs one update: for every parameter with a gradient, `make(group, step)` builds
+    /// the element kernel `f(param, grad, state)` for this group and step (1 on the first
+    /// update), applied in one fused pass; `init` is the value new state starts from.
+    pub(crate) fn update<F, K>(&mut self, init: impl Fn(usize) -> T, make: K) -> Result<()>
+    where
+        K: Fn(&Group<T>, u64) -> F,
+        F: Fn(&mut T, T, &mut [T]) + Sync + Send,
+    {
+        let k = self.state_names.len();
+        let mut index = 0;
+        for group in &self.groups {
+            for p in &group.params {
+                let slot = &mut self.state[index];
+                index += 1;
+                let Some(grad) = p.grad() else { continue };
+                if grad.shape() != p.shape() {
+                    return Err(OptimError::State {
+                        optimizer: self.name,
+                        msg: format!(
+                            "gradient shape {:?} differs from parameter shape {:?}",
+                            grad.shape(),
+                            p.shape()
+                        ),
+                    });
+                }
+                let grad = grad.contiguous();
+                let g = grad.as_slice().expect("contiguous");
+                let state = slot.get_or_insert_with(|| ParamState {
+                    step: 0,
+                    values: (0..p.numel() * k).map(|i| init(i % k.max(1))).collect(),
+                });
+                state.step += 1;
+                let f = make(group, state.step);
+                let values = &mut state.values;
+                p.update_value(|t| {
+                    fused(t.as_mut_slice(), g, values, k, &f);
+                    Ok::<_, AutogradError>(())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn state_dict(&self, hyper: BTreeMap<String, f64>) -> OptimizerState<T> {
+        let mut tensors = Vec::new();
+        let k = self.state_names.len();
+        let mut index = 0;
+        for group in &self.groups {
+            for p in &group.params {
+                if let Some(s) = &self.state[index] {
+                    tensors.push((
+                        format!("state.{index}.step"),
+                        Tensor::scalar(T::from_f64(s.step as f64)),
+                    ));
+                    for (j, name) in self.state_names.iter().enumerate() {
+                        let values: Vec<T> = s.values.iter().skip(j).step_by(k).copied().collect();
+                        let t = Tensor::from_vec(values, p.shape())
+                            .expect("state has the parameter's size");
+                        tensors.push((format!("state.{index}.{name}"), t));
+                    }
+                }
+                index += 1;
+            }
+        }
+        OptimizerState {
+            optimizer: self.name.to_string(),
+            group_lrs: self.groups.iter().map(|g| g.lr).collect(),
+            group_weight_decays: self.groups.iter().map(|g| g.weight_decay).collect(),
+            group_sizes: self.groups.iter().map(|g| g.params.len()).collect(),
+            hyper,
+            tensors,
+        }
+    }
+
+    /// Loads groups' settings and per-parameter state with the state entries `names`
+    /// (which the optimizer derives from the saved hyper-parameters); nothing changes on
+    /// error.
+    pub(crate) fn load_state_dict(
+        &mut self,
+        s: &OptimizerState<T>,
+        names: &'static [&'static str],
+    ) -> Result<()> {
+        let fail = |msg: String| OptimError::State {
+            optimizer: self.name,
+            msg,
+        };
+        if s.optimizer != self.name {
+            return Err(fail(format!("the state is of a {} optimizer", s.optimizer)));
+        }
+        let sizes: Vec<usize> = self.groups.iter().map(|g| g.params.len()).collect();
+        if s.group_sizes != sizes {
+            return Err(fail(format!(
+                "the state has parameter groups of sizes {:?}, this optimizer {sizes:?}",
+                s.group_sizes
+            )));
+        }
+        let k = names.len();
+        let params: Vec<&Var<T>> = self.groups.iter().flat_map(|g| &g.params).collect();
+        let mut new_state: Vec<Option<ParamState<T>>> = vec![None; params.len()];
+        for (index, p) in params.iter().enumerate() {
+            let Some(step) = s.get(&format!("state.{index}.step")) else {
+                continue;
+            };
+            let mut values = vec![T::zero(); p.numel() * k];
+            for (j, name) in names.iter().enumerate() {
+                let key = format!("state.{index}.{name}");
+                let t = s
+                    .get(&key)
+                    .ok_or_else(|| fail(format!("{key} is missing")))?;
+                if t.shape() != p.shape() {
+                    return Err(fail(format!(
+                        "{key} has shape {:?} but parameter {index} has shape {:?}",
+                        t.shape(),
+                        p.shape()
+                    )));
+                }
+                for (i, v) in t.to_vec().into_iter().enumerate() {
+                    values[i * k + j] = v;
+                }
+            }
+            new_state[index] = Some(ParamState {
+                step: step.item()?.to_f64() as u64,
+                values,
+            });
+        }
+        self.state = new_state;
+        self.state_names = names;
+        for (g, (&lr, &wd)) in self
+            .groups
+            .iter_mut()
+            .zip(s.group_lrs.iter().zip(&s.group_weight_decays))
+        {
+            g.lr = lr;
+            g.weight_decay = wd;
+        }
+        Ok(())
+    }
+}
+
+/// `f(param, grad, state)` over every element, in one pass; parallel in chunks for large
+/// parameters.
+fn fused<T: Element>(
+    p: &mut [T],
+    g: &[T],
+    state: &mut [T],
+    k: usize,
+    f: &(impl Fn(&mut T, T, &mut [T]) + Sync),
+) {
+    if k == 0 {
+        let run = |p: &mut [T], g: &[T]| p.iter_mut().zip(g).for_each(|(p, &g)| f(p, g, &mut []));
+        if p.len() <= CHUNK {
+            run(p, g);
+        } else {
+            p.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(p, g)| run(p, g));
+        }
+        return;
+    }
+    let run = |p: &mut [T], g: &[T], s: &mut [T]| {
+        for ((p, &g), s) in p.iter_mut().zip(g).zip(s.chunks_exact_mut(k)) {
+            f(p, g, s);
+        }
+    };
+    if p.len() <= CHUNK {
+        run(p, g, state);
+    } else {
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(state.par_chunks_mut(CHUNK * k))
+            .for_each(|((p, g), s)| run(p, g, s));
+    }
+}
+
+/// Implements the group and lr parts of [`Optimizer`] by delegating to `self.core`.
+macro_rules! delegate_groups {
+    () => {
+        fn zero_grad(&self) {
+            self.core.zero_grad();
+        }
+        fn num_groups(&self) -> usize {
+            self.core.groups.len()
+        }
+        fn group_lr(&self, group: usize) -> f64 {
+            self.core.groups[group].lr
+        }
+        fn set_group_lr(&mut self, group: usize, lr: f64) {
+            self.core.groups[group].lr = lr;
+        }
+    };
+}
+pub(crate) use delegate_groups;
