@@ -40,16 +40,28 @@ fn a_value_used_twice_sums_both_paths() {
     let x = a.mul_scalar(2.0);
     let y = x.mul(&x).unwrap().add(&x.mul_scalar(3.0)).unwrap();
     y.sum_all().backward().unwrap();
-    assert_eq!(a.grad().unwrap().to_vec(), vec![(4.0 + 3.0) * 2.0, (-8.0 + 3.0) * 2.0]);
+    assert_eq!(
+        a.grad().unwrap().to_vec(),
+        vec![(4.0 + 3.0) * 2.0, (-8.0 + 3.0) * 2.0]
+    );
 }
 
 #[test]
 fn backward_on_a_non_scalar_needs_a_gradient() {
     let a = Var::parameter(t(&[1.0, 2.0], &[2]));
     let y = a.exp();
-    assert_eq!(y.backward(), Err(AutogradError::NonScalarOutput { shape: vec![2] }));
+    assert_eq!(
+        y.backward(),
+        Err(AutogradError::NonScalarOutput { shape: vec![2] })
+    );
     let err = y.backward_with(&t(&[1.0, 2.0, 3.0], &[3])).unwrap_err();
-    assert_eq!(err, AutogradError::GradShape { grad: vec![3], output: vec![2] });
+    assert_eq!(
+        err,
+        AutogradError::GradShape {
+            grad: vec![3],
+            output: vec![2]
+        }
+    );
     y.backward_with(&t(&[1.0, 0.5], &[2])).unwrap();
     let e = [1f64.exp(), 2f64.exp() * 0.5];
     assert_eq!(a.grad().unwrap().to_vec(), e.to_vec());
@@ -66,7 +78,10 @@ fn a_second_backward_through_a_freed_graph_is_an_error() {
     let loss = a.exp().sum_all();
     loss.backward().unwrap();
     let err = loss.backward().unwrap_err();
-    assert!(matches!(err, AutogradError::GraphFreed { op: "sum" }), "{err:?}");
+    assert!(
+        matches!(err, AutogradError::GraphFreed { op: "sum" }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("retain_graph"));
     // The freed node still knows its op.
     assert_eq!(loss.op_name(), Some("sum"));
@@ -148,7 +163,12 @@ fn retain_grad_keeps_an_intermediate_gradient() {
     let h = a.mul_scalar(3.0);
     h.retain_grad();
     let other = a.mul_scalar(5.0);
-    h.square().sum_all().add(&other.sum_all()).unwrap().backward().unwrap();
+    h.square()
+        .sum_all()
+        .add(&other.sum_all())
+        .unwrap()
+        .backward()
+        .unwrap();
     assert_eq!(h.grad().unwrap().to_vec(), vec![6.0, 12.0]);
     assert!(other.grad().is_none());
     assert_eq!(a.grad().unwrap().to_vec(), vec![18.0 + 5.0, 36.0 + 5.0]);
@@ -171,7 +191,10 @@ fn the_graph_is_released_after_backward() {
     // The custom node (and with it the intermediate var) is gone although `loss` lives.
     assert_eq!(Arc::strong_count(&sentinel), 1);
     assert!(weak_y.upgrade().is_some());
-    assert_eq!(a.grad().unwrap().to_vec(), vec![2.0 * 2f64.exp(), 2.0 * 4f64.exp()]);
+    assert_eq!(
+        a.grad().unwrap().to_vec(),
+        vec![2.0 * 2f64.exp(), 2.0 * 4f64.exp()]
+    );
 }
 
 #[test]
@@ -180,11 +203,23 @@ fn errors_inside_ops_are_returned() {
     let b = Var::parameter(Tensor::<f32>::zeros(&[4, 5]));
     let err = a.matmul(&b).unwrap_err();
     assert_eq!(err.to_string(), "matmul: cannot multiply [2, 3] by [4, 5]");
-    assert!(matches!(err, AutogradError::Tensor(TensorError::Matmul { .. })));
-    assert!(matches!(a.add(&b), Err(AutogradError::Tensor(TensorError::Broadcast { .. }))));
-    assert!(matches!(a.sum(&[2], false), Err(AutogradError::Tensor(TensorError::Dim { .. }))));
+    assert!(matches!(
+        err,
+        AutogradError::Tensor(TensorError::Matmul { .. })
+    ));
+    assert!(matches!(
+        a.add(&b),
+        Err(AutogradError::Tensor(TensorError::Broadcast { .. }))
+    ));
+    assert!(matches!(
+        a.sum(&[2], false),
+        Err(AutogradError::Tensor(TensorError::Dim { .. }))
+    ));
     assert!(a.reshape([7]).is_err());
-    assert!(matches!(a.item(), Err(AutogradError::Tensor(TensorError::NotScalar { .. }))));
+    assert!(matches!(
+        a.item(),
+        Err(AutogradError::Tensor(TensorError::NotScalar { .. }))
+    ));
 }
 
 #[test]
@@ -201,17 +236,26 @@ fn operators_match_the_methods() {
     let b = Var::new(t(&[3.0, 5.0], &[2]));
     let y = &(&(&a * &b) - &a) / &b;
     let y = &(2.0 - &(-&y)) + 1.0;
-    assert_eq!(y.to_vec(), vec![3.0 + (3.0 - 1.0) / 3.0, 3.0 + (10.0 - 2.0) / 5.0]);
+    assert_eq!(
+        y.to_vec(),
+        vec![3.0 + (3.0 - 1.0) / 3.0, 3.0 + (10.0 - 2.0) / 5.0]
+    );
     y.sum_all().backward().unwrap();
     // d/da (a·b − a)/b = (b − 1)/b
     let g = a.grad().unwrap().to_vec();
-    assert!((g[0] - 2.0 / 3.0).abs() < 1e-15 && (g[1] - 0.8).abs() < 1e-15, "{g:?}");
+    assert!(
+        (g[0] - 2.0 / 3.0).abs() < 1e-15 && (g[1] - 0.8).abs() < 1e-15,
+        "{g:?}"
+    );
 }
 
 #[test]
 fn set_value_and_update_value_keep_the_shape() {
     let p = Var::parameter(t(&[1.0, 2.0], &[2]));
-    assert!(matches!(p.set_value(t(&[1.0], &[1])), Err(AutogradError::Invalid { .. })));
+    assert!(matches!(
+        p.set_value(t(&[1.0], &[1])),
+        Err(AutogradError::Invalid { .. })
+    ));
     p.set_value(t(&[3.0, 4.0], &[2])).unwrap();
     assert_eq!(p.to_vec(), vec![3.0, 4.0]);
     let err = p
@@ -220,8 +264,17 @@ fn set_value_and_update_value_keep_the_shape() {
             Ok(())
         })
         .unwrap_err();
-    assert!(matches!(err, AutogradError::Invalid { op: "update_value", .. }));
-    assert!(matches!(p.set_grad(Some(t(&[1.0], &[1]))), Err(AutogradError::Invalid { .. })));
+    assert!(matches!(
+        err,
+        AutogradError::Invalid {
+            op: "update_value",
+            ..
+        }
+    ));
+    assert!(matches!(
+        p.set_grad(Some(t(&[1.0], &[1]))),
+        Err(AutogradError::Invalid { .. })
+    ));
 }
 
 #[test]
@@ -245,8 +298,14 @@ fn graphs_cross_threads() {
 fn display_prints_like_pytorch() {
     let p = Var::parameter(Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap());
     assert_eq!(p.to_string(), "tensor([1., 2.], requires_grad=True)");
-    assert_eq!(p.exp().to_string().split(", grad_fn").nth(1), Some("=<exp>)"));
-    assert_eq!(Var::new(Tensor::from_vec(vec![1.0f32], &[1]).unwrap()).to_string(), "tensor([1.])");
+    assert_eq!(
+        p.exp().to_string().split(", grad_fn").nth(1),
+        Some("=<exp>)")
+    );
+    assert_eq!(
+        Var::new(Tensor::from_vec(vec![1.0f32], &[1]).unwrap()).to_string(),
+        "tensor([1.])"
+    );
 }
 
 /// The literal linear fit of the reference material against the same loop with the
@@ -260,7 +319,13 @@ fn linear_regression_matches_hand_written_gradients() {
     let theta1 = Var::parameter(Tensor::scalar(0.0f64));
     let (mut h0, mut h1) = (0.0f64, 0.0f64);
     for _ in 0..1000 {
-        let loss = theta0.add(&theta1.mul(&x).unwrap()).unwrap().sub(&y).unwrap().square().mean_all();
+        let loss = theta0
+            .add(&theta1.mul(&x).unwrap())
+            .unwrap()
+            .sub(&y)
+            .unwrap()
+            .square()
+            .mean_all();
         loss.backward().unwrap();
         no_grad(|| {
             for p in [&theta0, &theta1] {
@@ -276,5 +341,8 @@ fn linear_regression_matches_hand_written_gradients() {
     }
     assert!((theta0.item().unwrap() - h0).abs() < 1e-12);
     assert!((theta1.item().unwrap() - h1).abs() < 1e-12);
-    assert!((h1 - 2.0).abs() < 0.05, "the fit converges toward 2, got {h1}");
+    assert!(
+        (h1 - 2.0).abs() < 0.05,
+        "the fit converges toward 2, got {h1}"
+    );
 }

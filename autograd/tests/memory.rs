@@ -37,7 +37,13 @@ fn memory_is_flat_over_ten_thousand_steps() {
     let params = [&w1, &b1, &w2];
     let step = || {
         let h = x.matmul(&w1).unwrap().add(&b1).unwrap().tanh();
-        let loss = h.matmul(&w2).unwrap().sub(&target).unwrap().square().mean_all();
+        let loss = h
+            .matmul(&w2)
+            .unwrap()
+            .sub(&target)
+            .unwrap()
+            .square()
+            .mean_all();
         loss.backward().unwrap();
         no_grad(|| {
             for p in params {
@@ -58,6 +64,9 @@ fn memory_is_flat_over_ten_thousand_steps() {
         last = step();
     }
     let growth = LIVE.load(Ordering::Relaxed) - live_after_warmup;
-    assert!(growth.abs() < 1024, "live heap grew by {growth} bytes over 10,000 steps");
+    assert!(
+        growth.abs() < 1024,
+        "live heap grew by {growth} bytes over 10,000 steps"
+    );
     assert!(last < first, "the loop trains: loss {first} -> {last}");
 }
