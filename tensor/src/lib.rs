@@ -33,6 +33,7 @@ mod index;
 mod inplace;
 mod iter;
 mod kernels;
+mod linalg;
 mod layout;
 mod map;
 mod math;

@@ -212,8 +212,20 @@ impl<T: Element> Tensor<T> {
         let mut values = alloc::<T>(np * oh * ow);
         let mut indices = vec![0i64; np * oh * ow];
         let work = oh * ow * p.kernel[0] * p.kernel[1];
+        // The common 2×2, stride-2 window without padding: four loads per output, no
+        // bounds arithmetic.
+        let two_by_two = p.kernel == [2, 2]
+            && p.stride == [2, 2]
+            && p.padding == [0, 0]
+            && p.dilation == [1, 1]
+            && 2 * oh <= h
+            && 2 * ow <= w;
         let plane_job = |pl: usize, (vals, idxs): (&mut [T], &mut [i64])| {
             let plane = &xs[pl * h * w..(pl + 1) * h * w];
+            if two_by_two {
+                max_pool_2x2(plane, w, oh, ow, vals, idxs);
+                return;
+            }
             for i in 0..oh {
                 let mut h0 = (i * p.stride[0]) as isize - p.padding[0] as isize;
                 let h1 = (h0 + ((p.kernel[0] - 1) * p.dilation[0]) as isize + 1).min(h as isize);
@@ -575,6 +587,36 @@ fn avg_window(p: &Pool2dParams, i: usize, j: usize, h: usize, w: usize) -> Windo
         w0,
         w1,
         divisor,
+    }
+}
+
+/// 2×2 max pooling with stride 2 over one plane of width `w`: the maximum of each window
+/// and its flat index, the first maximum winning ties and NaN winning over numbers, in
+/// the same scan order as the general kernel.
+fn max_pool_2x2<T: Element>(plane: &[T], w: usize, oh: usize, ow: usize, vals: &mut [T], idxs: &mut [i64]) {
+    for i in 0..oh {
+        let top = &plane[2 * i * w..2 * i * w + 2 * ow];
+        let bottom = &plane[(2 * i + 1) * w..(2 * i + 1) * w + 2 * ow];
+        let vals = &mut vals[i * ow..(i + 1) * ow];
+        let idxs = &mut idxs[i * ow..(i + 1) * ow];
+        let base = (2 * i * w) as i64;
+        for j in 0..ow {
+            let candidates = [
+                (top[2 * j], base + 2 * j as i64),
+                (top[2 * j + 1], base + 2 * j as i64 + 1),
+                (bottom[2 * j], base + (w + 2 * j) as i64),
+                (bottom[2 * j + 1], base + (w + 2 * j) as i64 + 1),
+            ];
+            let (mut best, mut best_i) = (T::neg_infinity(), candidates[0].1);
+            for (v, k) in candidates {
+                if v > best || v.is_nan() {
+                    best = v;
+                    best_i = k;
+                }
+            }
+            vals[j] = best;
+            idxs[j] = best_i;
+        }
     }
 }
 
