@@ -1,0 +1,38 @@
+//! Reference models trained end to end on real data, the data pipeline, the training loop,
+//! and the `strata` command-line tool.
+//!
+//! strata-models builds on the other strata crates and owns what turns them into
+//! trainings: [`data`] (the [`Dataset`](data::Dataset) trait, the
+//! [`DataLoader`](data::DataLoader), readers for IDX, CIFAR-10, CSV and text, and the data
+//! sets bundled in the repo), the [`models`] of the reference material, the [`train`]ing
+//! loop with metrics, [`checkpoint`]s with a provenance record, and [`plot`]s.
+//!
+//! ```no_run
+//! use strata_models::reference::{ModelKind, TrainOptions, train};
+//!
+//! let metrics = train(&TrainOptions {
+//!     model: ModelKind::Cnn,
+//!     epochs: Some(1),
+//!     lr: None,
+//!     batch_size: None,
+//!     seed: 0,
+//!     out: "runs/cnn".into(),
+//!     data: None,
+//!     dataset: None,
+//!     limit: None,
+//!     progress: true,
+//! })?;
+//! println!("test accuracy {}", metrics["test_accuracy"]);
+//! # Ok::<(), strata_models::ModelsError>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod data;
+mod error;
+pub mod models;
+pub mod plot;
+pub mod reference;
+pub mod train;
+
+pub use error::{ModelsError, Result};

@@ -1,0 +1,118 @@
+//! `strata`: train, evaluate and inspect the reference models.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use strata_models::reference::{self, ModelKind, TrainOptions};
+
+/// Train, evaluate and inspect strata's reference models on the data bundled with the repo.
+#[derive(Parser)]
+#[command(name = "strata", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a reference model; writes OUT/metrics.json, OUT/checkpoint/ and OUT/curves.svg.
+    Train {
+        /// The model.
+        model: ModelKind,
+        /// Passes over the training data (default: the model's).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Learning rate (default: the model's); for mlp and cnn the peak of their one-cycle schedule.
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Samples per batch (default: the model's).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Seed of initialisation, splits and shuffling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Worker threads (default: all cores, or RAYON_NUM_THREADS).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Output directory.
+        #[arg(long, default_value = "runs/latest")]
+        out: PathBuf,
+        /// A folder of files in the model's data format to train on instead (IDX images such
+        /// as Fashion-MNIST, or CIFAR-10 binary batches, for mlp and cnn).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Another bundled data set: digits (cnn, mlp), iris or wine (logreg).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Train on only the first N samples (quick runs).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Evaluate a checkpoint on the test split of the data it was trained on.
+    Eval {
+        /// The checkpoint directory (OUT/checkpoint of a training).
+        checkpoint: PathBuf,
+    },
+    /// Predict with a checkpoint: one line per sample of INPUT (IDX images, or CSV rows of
+    /// raw features).
+    Predict {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+        /// The input file.
+        input: PathBuf,
+    },
+    /// Print a checkpoint's provenance record.
+    Info {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+    },
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Train { model, epochs, lr, batch_size, seed, threads, out, data, dataset, limit, quiet } => {
+            if let Some(n) = threads {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build_global()
+                    .map_err(|e| format!("--threads {n}: {e}"))?;
+            }
+            let opts = TrainOptions { model, epochs, lr, batch_size, seed, out: out.clone(), data, dataset, limit, progress: !quiet };
+            let metrics = reference::train(&opts).map_err(|e| e.to_string())?;
+            println!("{}", serde_json::to_string_pretty(&metrics).expect("plain JSON"));
+            eprintln!("wrote {}/metrics.json, {}/checkpoint/, {}/curves.svg", out.display(), out.display(), out.display());
+        }
+        Command::Eval { checkpoint } => {
+            let e = reference::eval(&checkpoint).map_err(|e| e.to_string())?;
+            let mut line = format!("test loss {:.6}", e.loss);
+            if let Some(a) = e.accuracy {
+                line += &format!(", test accuracy {:.4}", a);
+            }
+            if let Some(r2) = e.r2 {
+                line += &format!(", test R² {:.4}", r2);
+            }
+            println!("{line}");
+        }
+        Command::Predict { checkpoint, input } => {
+            for p in reference::predict(&checkpoint, &input).map_err(|e| e.to_string())? {
+                println!("{p}");
+            }
+        }
+        Command::Info { checkpoint } => println!("{}", reference::info(&checkpoint).map_err(|e| e.to_string())?),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
