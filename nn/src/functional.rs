@@ -12,15 +12,46 @@ use crate::layers::linear::check_linear_input;
 
 /// `x·Wᵀ + b` (`F.linear`), for `x` `[*, in]`, `weight` `[out, in]`, `bias` `[out]`.
 ///
+/// One fused op: the forward is one GEMM (batch dimensions folded into rows) plus the bias,
+/// and the backward computes `∂x = g·W`, `∂W = gᵀ·x` (already `[out, in]`, no transposed
+/// copy) and `∂b = Σ g` directly.
+///
 /// # Errors
 /// [`NnError::Input`](crate::NnError::Input) when `x` does not end in `in`.
 pub fn linear<T: Element>(x: &Var<T>, weight: &Var<T>, bias: Option<&Var<T>>) -> Result<Var<T>> {
-    check_linear_input(x, weight.shape()[1])?;
-    let y = x.matmul(&weight.t()?)?;
-    Ok(match bias {
-        Some(b) => y.add(b)?,
-        None => y,
-    })
+    let (out_f, in_f) = match weight.shape() {
+        &[o, i] => (o, i),
+        s => return Err(input_error("Linear", format!("the weight must be [out, in], got {s:?}"))),
+    };
+    check_linear_input(x, in_f)?;
+    if let Some(b) = bias
+        && b.shape() != [out_f]
+    {
+        return Err(input_error("Linear", format!("the bias must be [{out_f}], got {:?}", b.shape())));
+    }
+    let x_shape = x.shape().to_vec();
+    let mut y_shape = x_shape.clone();
+    *y_shape.last_mut().expect("checked non-empty") = out_f;
+    let rows = x.numel() / in_f.max(1);
+    let x2 = x.value().reshape([rows as isize, in_f as isize])?;
+    let w = weight.value();
+    let mut y2 = x2.matmul(&w.t()?)?;
+    if let Some(b) = bias {
+        y2.add_(&b.value())?;
+    }
+    let y = y2.reshape(y_shape.as_slice())?;
+    let mut inputs = vec![x, weight];
+    inputs.extend(bias);
+    Ok(Var::from_op("linear", y, &inputs, move |g, needs| {
+        let g2 = g.reshape([rows as isize, out_f as isize])?;
+        let gx = if needs[0] { Some(g2.matmul(&w)?.reshape(x_shape.as_slice())?) } else { None };
+        let gw = if needs[1] { Some(g2.t()?.matmul(&x2)?) } else { None };
+        let mut grads = vec![gx, gw];
+        if needs.len() == 3 {
+            grads.push(if needs[2] { Some(g2.sum(&[0], false)?) } else { None });
+        }
+        Ok(grads)
+    }))
 }
 
 /// Dropout with probability `p` when `training` (`F.dropout`), the kept elements scaled by
