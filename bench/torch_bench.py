@@ -11,6 +11,14 @@ Naming convention (shared with xtask/src/bench.rs and the criterion benches):
     W1 matmul n=256|n=512|n=1024|n=2048   a @ b, square          2n^3 FLOP       GFLOP/s
     W2 conv2d fwd                         x[32,3,32,32] * w[32,3,3,3], pad 1, no bias
                                           2*N*O*Ho*Wo*C*kh*kw FLOP                GFLOP/s
+    W2 conv2d fwd+bwd                     nn.Conv2d(3,32,3,padding=1) forward and backward
+                                          (input and weight gradients), 3x the FLOP GFLOP/s
+    W3 cnn train_step_b32                 one SGD(lr 0.01) step of the reference CNN on
+                                          [32,3,32,32] with cross-entropy         us/step
+    W4 mlp adam_step_b128                 one Adam(lr 1e-3) step of 784-512-256-10 at
+                                          batch 128 with cross-entropy            us/step
+    W4 adamw update_10M                   AdamW.step() alone on 10M parameters
+                                          7*4*n bytes                              GB/s
     W7 elementwise add                    a + b (allocating)     3*4*n bytes     GB/s
     W7 elementwise add_inplace            a.add_(b)              3*4*n bytes     GB/s
     W7 elementwise gelu                   F.gelu(a) (exact, erf) 2*4*n bytes     GB/s
@@ -20,6 +28,8 @@ Naming convention (shared with xtask/src/bench.rs and the criterion benches):
     W8 autograd small_op                  y = a * b; y.backward(ones(1)), [1]-shaped
                                                                                  us/step
     W9 softmax 4096x1024                  softmax(x, dim=-1)     2*4*numel bytes GB/s
+    W9 layer_norm 4096x1024               F.layer_norm over the last axis, with
+                                          weight and bias         2*4*numel bytes GB/s
   median_s is the median time of one call (for linreg: one call = 1000 steps).
 
 FILTER (--filter): a bare workload id such as W1 selects exactly that workload (not W10);
@@ -121,6 +131,72 @@ def workloads(torch):
 
     yield "W2", "conv2d", "fwd", conv2d
 
+    def conv2d_backward():
+        conv = torch.nn.Conv2d(3, 32, 3, padding=1)
+        x = torch.randn(*CONV_X, requires_grad=True)
+        ones = torch.ones(32, 32, 32, 32)
+        (n, c, h, wd), (o, _, kh, kw) = CONV_X, CONV_W
+
+        def call():
+            conv(x).backward(ones)
+            conv.zero_grad(set_to_none=True)
+            x.grad = None
+
+        return call, 3 * 2 * n * o * h * wd * c * kh * kw, "flops"
+
+    yield "W2", "conv2d", "fwd+bwd", conv2d_backward
+
+    def cnn_step():
+        nn = torch.nn
+
+        class Cnn(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
+                self.fc1 = nn.Linear(32 * 16 * 16, 128)
+                self.fc2 = nn.Linear(128, 10)
+
+            def forward(self, x):
+                x = F.max_pool2d(F.relu(self.conv1(x)), 2, 2)
+                return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
+
+        model = Cnn()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        x, y = torch.randn(32, 3, 32, 32), torch.arange(32) % 10
+
+        def call():
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        return call, 1, "steps"
+
+    yield "W3", "cnn", "train_step_b32", cnn_step
+
+    def mlp_step():
+        nn = torch.nn
+        model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x, y = torch.randn(128, 784), torch.arange(128) % 10
+
+        def call():
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        return call, 1, "steps"
+
+    yield "W4", "mlp", "adam_step_b128", mlp_step
+
+    def adamw_update():
+        n = 10_000_000
+        p = torch.nn.Parameter(torch.randn(n))
+        p.grad = torch.randn(n)
+        opt = torch.optim.AdamW([p])
+        return opt.step, 7 * 4 * n, "bytes"
+
+    yield "W4", "adamw", "update_10M", adamw_update
+
     def elementwise(op):
         def setup():
             n = ELEMENTWISE_LEN
@@ -173,6 +249,13 @@ def workloads(torch):
         return (lambda: torch.softmax(x, dim=-1)), 2 * 4 * x.numel(), "bytes"
 
     yield "W9", "softmax", "x".join(map(str, SOFTMAX_SHAPE)), softmax
+
+    def layer_norm():
+        x = torch.randn(*SOFTMAX_SHAPE)
+        w, b = torch.ones(SOFTMAX_SHAPE[1]), torch.zeros(SOFTMAX_SHAPE[1])
+        return (lambda: F.layer_norm(x, (SOFTMAX_SHAPE[1],), w, b)), 2 * 4 * x.numel(), "bytes"
+
+    yield "W9", "layer_norm", "x".join(map(str, SOFTMAX_SHAPE)), layer_norm
 
 
 def to_unit(count, kind, median_s):

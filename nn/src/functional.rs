@@ -159,11 +159,40 @@ pub fn layer_norm<T: Element>(
     bias: Option<&Var<T>>,
     eps: f64,
 ) -> Result<Var<T>> {
-    let dims = trailing_dims("LayerNorm", x, normalized_shape)?;
-    let centred = x.sub(&x.mean(&dims, true)?)?;
-    let var = centred.square().mean(&dims, true)?;
-    let y = centred.mul(&var.add_scalar(T::from_f64(eps)).rsqrt())?;
-    affine(y, weight, bias)
+    trailing_dims("LayerNorm", x, normalized_shape)?;
+    for p in [weight, bias].into_iter().flatten() {
+        if p.shape() != normalized_shape {
+            return Err(input_error(
+                "LayerNorm",
+                format!("weight and bias must have shape {normalized_shape:?}, got {:?}", p.shape()),
+            ));
+        }
+    }
+    let d: usize = normalized_shape.iter().product();
+    let xv = x.value();
+    let (w, b) = (weight.map(Var::value), bias.map(Var::value));
+    let (y, stats) = xv.layer_norm(d, w.as_ref(), b.as_ref(), eps)?;
+    let mut inputs = vec![x];
+    let (has_w, has_b) = (weight.is_some(), bias.is_some());
+    inputs.extend(weight);
+    inputs.extend(bias);
+    let pshape = normalized_shape.to_vec();
+    Ok(Var::from_op("layer_norm", y, &inputs, move |g, needs| {
+        let params_needed = needs[1..].iter().any(|&n| n);
+        let (gx, pg) = xv.layer_norm_backward(g, &stats, w.as_ref(), params_needed)?;
+        let mut grads = vec![needs[0].then_some(gx)];
+        let (gw, gb) = match pg {
+            Some((gw, gb)) => (Some(gw.reshape(pshape.as_slice())?), Some(gb.reshape(pshape.as_slice())?)),
+            None => (None, None),
+        };
+        if has_w {
+            grads.push(if needs[1] { gw } else { None });
+        }
+        if has_b {
+            grads.push(if needs[grads.len()] { gb } else { None });
+        }
+        Ok(grads)
+    }))
 }
 
 /// RMS normalisation (`F.rms_norm`): `x / √(mean(x²) + eps) · weight`; `eps = None` is the

@@ -18,6 +18,8 @@ pub enum ElementsAre {
 pub const ELEMENTS_TABLE: &[(&str, ElementsAre)] = &[
     ("W1", ElementsAre::Flops), // matmul: 2·n³
     ("W2", ElementsAre::Flops), // conv2d: 2·N·O·Ho·Wo·C·kh·kw
+    ("W3", ElementsAre::Steps), // one CNN training step per iteration
+    ("W4", ElementsAre::Steps), // one MLP Adam step per iteration
     ("W8", ElementsAre::Steps), // autograd overhead: steps per iteration
 ];
 
