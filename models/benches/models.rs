@@ -20,27 +20,49 @@ fn step(model: &dyn Forward, opt: &mut dyn Optimizer, x: &Var, y: &IndexTensor) 
 
 fn w3_cnn_step(c: &mut Criterion) {
     let mut group = c.benchmark_group("W3_cnn");
-    group.sample_size(20).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
     let mut rng = seeded_rng(3);
     let model = Cnn::new(CnnConfig::CIFAR10, &mut rng).unwrap();
-    let mut opt = Sgd::new(model.parameters(), SgdConfig { lr: 0.01, ..SgdConfig::default() }).unwrap();
+    let mut opt = Sgd::new(
+        model.parameters(),
+        SgdConfig {
+            lr: 0.01,
+            ..SgdConfig::default()
+        },
+    )
+    .unwrap();
     let x = Var::new(Tensor::<f32>::randn(&[32, 3, 32, 32], &mut rng));
     let y = IndexTensor::from_vec((0..32).map(|i| i % 10).collect(), &[32]).unwrap();
     group.throughput(Throughput::Elements(1));
-    group.bench_function("strata/train_step_b32", |b| b.iter(|| step(&model, &mut opt, &x, &y)));
+    group.bench_function("strata/train_step_b32", |b| {
+        b.iter(|| step(&model, &mut opt, &x, &y))
+    });
     group.finish();
 }
 
 fn w4_mlp_adam_step(c: &mut Criterion) {
     let mut group = c.benchmark_group("W4_mlp");
-    group.sample_size(20).measurement_time(Duration::from_secs(5));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
     let mut rng = seeded_rng(4);
     let model = Mlp::new(&[784, 512, 256, 10], &mut rng).unwrap();
-    let mut opt = Adam::new(model.parameters(), AdamConfig { lr: 1e-3, ..AdamConfig::default() }).unwrap();
+    let mut opt = Adam::new(
+        model.parameters(),
+        AdamConfig {
+            lr: 1e-3,
+            ..AdamConfig::default()
+        },
+    )
+    .unwrap();
     let x = Var::new(Tensor::<f32>::randn(&[128, 784], &mut rng));
     let y = IndexTensor::from_vec((0..128).map(|i| i % 10).collect(), &[128]).unwrap();
     group.throughput(Throughput::Elements(1));
-    group.bench_function("strata/adam_step_b128", |b| b.iter(|| step(&model, &mut opt, &x, &y)));
+    group.bench_function("strata/adam_step_b128", |b| {
+        b.iter(|| step(&model, &mut opt, &x, &y))
+    });
     group.finish();
 }
 

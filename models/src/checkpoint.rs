@@ -28,12 +28,19 @@ fn checkpoint_error(dir: &Path, msg: impl Into<String>) -> ModelsError {
 ///
 /// # Errors
 /// [`ModelsError::Checkpoint`] when a file cannot be written.
-pub fn save(dir: &Path, model: &dyn Module, optimizer: &dyn Optimizer, record: &Value) -> Result<()> {
+pub fn save(
+    dir: &Path,
+    model: &dyn Module,
+    optimizer: &dyn Optimizer,
+    record: &Value,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| checkpoint_error(dir, e.to_string()))?;
     model.save_safetensors(&dir.join(MODEL_FILE))?;
     optimizer.state_dict().save(&dir.join(OPTIMIZER_FILE))?;
-    let text = serde_json::to_string_pretty(record).map_err(|e| checkpoint_error(dir, e.to_string()))?;
-    std::fs::write(dir.join(RECORD_FILE), text + "\n").map_err(|e| checkpoint_error(dir, e.to_string()))
+    let text =
+        serde_json::to_string_pretty(record).map_err(|e| checkpoint_error(dir, e.to_string()))?;
+    std::fs::write(dir.join(RECORD_FILE), text + "\n")
+        .map_err(|e| checkpoint_error(dir, e.to_string()))
 }
 
 /// The provenance record of the checkpoint in `dir`.
@@ -45,8 +52,10 @@ pub fn read_record(dir: &Path) -> Result<Value> {
     if !dir.is_dir() {
         return Err(checkpoint_error(dir, "no such checkpoint directory"));
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| checkpoint_error(dir, format!("{RECORD_FILE}: {e}")))?;
-    serde_json::from_str(&text).map_err(|e| checkpoint_error(dir, format!("{RECORD_FILE} is not valid JSON: {e}")))
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| checkpoint_error(dir, format!("{RECORD_FILE}: {e}")))?;
+    serde_json::from_str(&text)
+        .map_err(|e| checkpoint_error(dir, format!("{RECORD_FILE} is not valid JSON: {e}")))
 }
 
 /// Loads the weights of the checkpoint in `dir` into `model` (strictly: the keys and
@@ -66,8 +75,11 @@ pub fn load_model(dir: &Path, model: &dyn Module) -> Result<()> {
 /// # Errors
 /// [`ModelsError::Checkpoint`] when the file is missing or of another optimizer.
 pub fn load_optimizer(dir: &Path, optimizer: &mut dyn Optimizer) -> Result<()> {
-    let state = OptimizerState::load(&dir.join(OPTIMIZER_FILE)).map_err(|e| checkpoint_error(dir, e.to_string()))?;
-    optimizer.load_state_dict(&state).map_err(|e| checkpoint_error(dir, e.to_string()))
+    let state = OptimizerState::load(&dir.join(OPTIMIZER_FILE))
+        .map_err(|e| checkpoint_error(dir, e.to_string()))?;
+    optimizer
+        .load_state_dict(&state)
+        .map_err(|e| checkpoint_error(dir, e.to_string()))
 }
 
 /// `dir/name`.

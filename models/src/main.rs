@@ -74,17 +74,48 @@ enum Command {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Train { model, epochs, lr, batch_size, seed, threads, out, data, dataset, limit, quiet } => {
+        Command::Train {
+            model,
+            epochs,
+            lr,
+            batch_size,
+            seed,
+            threads,
+            out,
+            data,
+            dataset,
+            limit,
+            quiet,
+        } => {
             if let Some(n) = threads {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(n)
                     .build_global()
                     .map_err(|e| format!("--threads {n}: {e}"))?;
             }
-            let opts = TrainOptions { model, epochs, lr, batch_size, seed, out: out.clone(), data, dataset, limit, progress: !quiet };
+            let opts = TrainOptions {
+                model,
+                epochs,
+                lr,
+                batch_size,
+                seed,
+                out: out.clone(),
+                data,
+                dataset,
+                limit,
+                progress: !quiet,
+            };
             let metrics = reference::train(&opts).map_err(|e| e.to_string())?;
-            println!("{}", serde_json::to_string_pretty(&metrics).expect("plain JSON"));
-            eprintln!("wrote {}/metrics.json, {}/checkpoint/, {}/curves.svg", out.display(), out.display(), out.display());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&metrics).expect("plain JSON")
+            );
+            eprintln!(
+                "wrote {}/metrics.json, {}/checkpoint/, {}/curves.svg",
+                out.display(),
+                out.display(),
+                out.display()
+            );
         }
         Command::Eval { checkpoint } => {
             let e = reference::eval(&checkpoint).map_err(|e| e.to_string())?;
@@ -102,7 +133,10 @@ fn run(cli: Cli) -> Result<(), String> {
                 println!("{p}");
             }
         }
-        Command::Info { checkpoint } => println!("{}", reference::info(&checkpoint).map_err(|e| e.to_string())?),
+        Command::Info { checkpoint } => println!(
+            "{}",
+            reference::info(&checkpoint).map_err(|e| e.to_string())?
+        ),
     }
     Ok(())
 }
@@ -111,7 +145,9 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // One line, even for messages that span several (e.g. a state dict mismatch).
+            let line: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("error: {}", line.join(" "));
             ExitCode::FAILURE
         }
     }

@@ -20,7 +20,11 @@ pub fn training_curves(history: &[EpochRecord], title: &str, path: &Path) -> Res
     let epochs = history.len().max(1) as f64;
     let x_range = 1.0..epochs.max(2.0);
 
-    let losses: Vec<f64> = history.iter().flat_map(|r| [r.train_loss, r.test.loss]).filter(|v| v.is_finite()).collect();
+    let losses: Vec<f64> = history
+        .iter()
+        .flat_map(|r| [r.train_loss, r.test.loss])
+        .filter(|v| v.is_finite())
+        .collect();
     let max_loss = losses.iter().copied().fold(0.0f64, f64::max).max(1e-9) * 1.05;
     let mut chart = ChartBuilder::on(&left)
         .caption(format!("{title}: loss"), ("sans-serif", 18))
@@ -29,7 +33,11 @@ pub fn training_curves(history: &[EpochRecord], title: &str, path: &Path) -> Res
         .y_label_area_size(50)
         .build_cartesian_2d(x_range.clone(), 0.0..max_loss)
         .map_err(|e| err(e.to_string()))?;
-    chart.configure_mesh().x_desc("epoch").draw().map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
     let series = |f: fn(&EpochRecord) -> f64| history.iter().map(move |r| (r.epoch as f64, f(r)));
     chart
         .draw_series(LineSeries::new(series(|r| r.train_loss), &BLUE))
@@ -41,10 +49,18 @@ pub fn training_curves(history: &[EpochRecord], title: &str, path: &Path) -> Res
         .map_err(|e| err(e.to_string()))?
         .label("test")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-    chart.configure_series_labels().border_style(BLACK).draw().map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_series_labels()
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
 
     let metric = |r: &EpochRecord| r.test.accuracy.or(r.test.r2).unwrap_or(0.0);
-    let label = if history.first().is_some_and(|r| r.test.accuracy.is_some()) { "test accuracy" } else { "test R²" };
+    let label = if history.first().is_some_and(|r| r.test.accuracy.is_some()) {
+        "test accuracy"
+    } else {
+        "test R²"
+    };
     let lo = history.iter().map(metric).fold(1.0f64, f64::min).min(0.0);
     let mut chart = ChartBuilder::on(&right)
         .caption(format!("{title}: {label}"), ("sans-serif", 18))
@@ -53,9 +69,16 @@ pub fn training_curves(history: &[EpochRecord], title: &str, path: &Path) -> Res
         .y_label_area_size(50)
         .build_cartesian_2d(x_range, lo..1.0)
         .map_err(|e| err(e.to_string()))?;
-    chart.configure_mesh().x_desc("epoch").draw().map_err(|e| err(e.to_string()))?;
     chart
-        .draw_series(LineSeries::new(history.iter().map(|r| (r.epoch as f64, metric(r))), &GREEN))
+        .configure_mesh()
+        .x_desc("epoch")
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .draw_series(LineSeries::new(
+            history.iter().map(|r| (r.epoch as f64, metric(r))),
+            &GREEN,
+        ))
         .map_err(|e| err(e.to_string()))?;
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())

@@ -14,7 +14,9 @@ use strata_tensor::{Tensor, seeded_rng};
 use crate::data::bundled::{self, Provenance};
 use crate::data::readers::{read_csv, read_idx};
 use crate::data::{Dataset, InMemoryDataset, Labels, Standardizer};
-use crate::models::{Cnn, CnnConfig, LinearRegression, LogisticRegression, Mlp, PolynomialRegression};
+use crate::models::{
+    Cnn, CnnConfig, LinearRegression, LogisticRegression, Mlp, PolynomialRegression,
+};
 use crate::train::{self, EpochRecord, Evaluation, Objective, TrainConfig};
 use crate::{ModelsError, Result, checkpoint, plot};
 
@@ -46,9 +48,15 @@ impl ModelKind {
     }
 
     fn from_name(name: &str) -> Option<Self> {
-        [ModelKind::Linreg, ModelKind::Polyreg, ModelKind::Logreg, ModelKind::Mlp, ModelKind::Cnn]
-            .into_iter()
-            .find(|k| k.name() == name)
+        [
+            ModelKind::Linreg,
+            ModelKind::Polyreg,
+            ModelKind::Logreg,
+            ModelKind::Mlp,
+            ModelKind::Cnn,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
     }
 }
 
@@ -92,11 +100,16 @@ struct Setup {
 }
 
 fn data_root(opts_data: Option<&Path>) -> PathBuf {
-    opts_data.map(Path::to_path_buf).unwrap_or_else(bundled::data_dir)
+    opts_data
+        .map(Path::to_path_buf)
+        .unwrap_or_else(bundled::data_dir)
 }
 
 /// A tabular set split 80/20 with `seed`, standardised on the training part.
-fn tabular(data: InMemoryDataset, seed: u64) -> Result<(InMemoryDataset, InMemoryDataset, Standardizer)> {
+fn tabular(
+    data: InMemoryDataset,
+    seed: u64,
+) -> Result<(InMemoryDataset, InMemoryDataset, Standardizer)> {
     let mut parts = data.split(&[0.8, 0.2], seed)?;
     let mut test = parts.pop().expect("two parts");
     let mut train = parts.pop().expect("two parts");
@@ -118,17 +131,31 @@ fn images(opts: &TrainOptions) -> Result<(InMemoryDataset, InMemoryDataset, Prov
             let all = bundled::digits(&data_root(opts.data.as_deref()))?;
             let mut parts = all.split(&[0.8, 0.2], opts.seed)?;
             let test = parts.pop().expect("two parts");
-            Ok((parts.pop().expect("two parts"), test, bundled::uci_provenance("digits")))
+            Ok((
+                parts.pop().expect("two parts"),
+                test,
+                bundled::uci_provenance("digits"),
+            ))
         }
-        (Some(other), _) if other != "mnist" => Err(ModelsError::Config(format!("unknown image data set {other:?} (mnist or digits)"))),
+        (Some(other), _) if other != "mnist" => Err(ModelsError::Config(format!(
+            "unknown image data set {other:?} (mnist or digits)"
+        ))),
         (_, Some(dir)) if dir.join("data_batch_1.bin").is_file() => {
             let (train, test) = bundled::cifar10(dir)?;
-            let p = Provenance { name: "CIFAR-10".into(), source: dir.display().to_string(), license: "see the data set's terms".into() };
+            let p = Provenance {
+                name: "CIFAR-10".into(),
+                source: dir.display().to_string(),
+                license: "see the data set's terms".into(),
+            };
             Ok((train, test, p))
         }
         (_, Some(dir)) => {
             let (train, test) = bundled::mnist(dir)?;
-            let p = Provenance { name: "IDX images".into(), source: dir.display().to_string(), license: "see the data set's terms".into() };
+            let p = Provenance {
+                name: "IDX images".into(),
+                source: dir.display().to_string(),
+                license: "see the data set's terms".into(),
+            };
             Ok((train, test, p))
         }
         (_, None) => {
@@ -160,13 +187,18 @@ fn setup(opts: &TrainOptions) -> Result<Setup> {
         ModelKind::Polyreg => {
             let all = bundled::diabetes(&root)?;
             let bmi: Vec<f32> = all.features().chunks(10).map(|r| r[2]).collect();
-            let Labels::Values(y) = all.labels().clone() else { unreachable!("diabetes is regression data") };
+            let Labels::Values(y) = all.labels().clone() else {
+                unreachable!("diabetes is regression data")
+            };
             let one = InMemoryDataset::new(bmi, &[1], Labels::Values(y))?;
             let mut parts = one.split(&[0.8, 0.2], opts.seed)?;
             let test = parts.pop().expect("two parts");
             let train = parts.pop().expect("two parts");
             let model = PolynomialRegression::new(3, &mut rng)?;
-            model.fit_standardization(&Tensor::from_vec(train.features().to_vec(), &[train.len(), 1])?)?;
+            model.fit_standardization(&Tensor::from_vec(
+                train.features().to_vec(),
+                &[train.len(), 1],
+            )?)?;
             let n = train.len();
             Setup {
                 model: Box::new(model),
@@ -185,14 +217,22 @@ fn setup(opts: &TrainOptions) -> Result<Setup> {
                 "breast_cancer" => ("breast_cancer", bundled::breast_cancer(&root)?),
                 "iris" => ("iris", bundled::iris(&root)?),
                 "wine" => ("wine", bundled::wine(&root)?),
-                other => return Err(ModelsError::Config(format!("unknown data set {other:?} for logreg (breast_cancer, iris, wine)"))),
+                other => {
+                    return Err(ModelsError::Config(format!(
+                        "unknown data set {other:?} for logreg (breast_cancer, iris, wine)"
+                    )));
+                }
             };
             let classes = data.classes().expect("classification data");
             let features = data.sample_shape()[0];
             let (train, test, st) = tabular(data, opts.seed)?;
             let model = LogisticRegression::new(features, classes, &mut rng);
             Setup {
-                objective: if model.is_binary() { Objective::BinaryLogits } else { Objective::CrossEntropy },
+                objective: if model.is_binary() {
+                    Objective::BinaryLogits
+                } else {
+                    Objective::CrossEntropy
+                },
                 model: Box::new(model),
                 architecture: json!({ "features": features, "classes": classes }),
                 extra: json!({ "standardizer": standardizer_json(&st) }),
@@ -208,13 +248,20 @@ fn setup(opts: &TrainOptions) -> Result<Setup> {
             let shape = train.sample_shape().to_vec();
             let classes = train.classes().unwrap_or(10);
             let (model, architecture): (Box<dyn Forward>, Value) = if opts.model == ModelKind::Cnn {
-                let config = CnnConfig { in_channels: shape[0], image_size: [shape[1], shape[2]], classes };
+                let config = CnnConfig {
+                    in_channels: shape[0],
+                    image_size: [shape[1], shape[2]],
+                    classes,
+                };
                 let arch = json!({ "in_channels": shape[0], "image_size": [shape[1], shape[2]], "classes": classes });
                 (Box::new(Cnn::new(config, &mut rng)?), arch)
             } else {
                 let inputs: usize = shape.iter().product();
                 let sizes = [inputs, 256, 128, classes];
-                (Box::new(Mlp::new(&sizes, &mut rng)?), json!({ "sizes": sizes, "input_shape": shape }))
+                (
+                    Box::new(Mlp::new(&sizes, &mut rng)?),
+                    json!({ "sizes": sizes, "input_shape": shape }),
+                )
             };
             let epochs = if opts.model == ModelKind::Cnn { 1 } else { 3 };
             Setup {
@@ -236,8 +283,20 @@ fn setup(opts: &TrainOptions) -> Result<Setup> {
 fn optimizer_for(setup: &Setup, lr: f64) -> Result<Box<dyn Optimizer>> {
     let params = setup.model.parameters();
     Ok(match setup.optimizer {
-        "adam" => Box::new(Adam::new(params, AdamConfig { lr, ..AdamConfig::default() })?),
-        _ => Box::new(Sgd::new(params, SgdConfig { lr, ..SgdConfig::default() })?),
+        "adam" => Box::new(Adam::new(
+            params,
+            AdamConfig {
+                lr,
+                ..AdamConfig::default()
+            },
+        )?),
+        _ => Box::new(Sgd::new(
+            params,
+            SgdConfig {
+                lr,
+                ..SgdConfig::default()
+            },
+        )?),
     })
 }
 
@@ -277,12 +336,21 @@ pub fn train(opts: &TrainOptions) -> Result<Value> {
     };
     let mut optimizer = optimizer_for(&s, lr)?;
     let start = Instant::now();
-    let history = train::fit(s.model.as_ref(), optimizer.as_mut(), &s.train, &s.test, s.objective, &config, |r| {
-        if opts.progress && (config.epochs <= 50 || r.epoch % (config.epochs / 10).max(1) == 0) {
-            eprintln!("epoch {}: {}", r.epoch, describe(r));
-        }
-        Ok(())
-    })?;
+    let history = train::fit(
+        s.model.as_ref(),
+        optimizer.as_mut(),
+        &s.train,
+        &s.test,
+        s.objective,
+        &config,
+        |r| {
+            if opts.progress && (config.epochs <= 50 || r.epoch % (config.epochs / 10).max(1) == 0)
+            {
+                eprintln!("epoch {}: {}", r.epoch, describe(r));
+            }
+            Ok(())
+        },
+    )?;
     let seconds = start.elapsed().as_secs_f64();
     let last = history.last().expect("at least one epoch");
     let mut metrics = json!({
@@ -316,10 +384,17 @@ pub fn train(opts: &TrainOptions) -> Result<Value> {
         "metrics": metrics,
         "extra": s.extra,
     });
-    std::fs::create_dir_all(&opts.out).map_err(|e| ModelsError::Config(format!("{}: {e}", opts.out.display())))?;
-    checkpoint::save(&opts.out.join("checkpoint"), s.model.as_ref(), optimizer.as_ref(), &record)?;
+    std::fs::create_dir_all(&opts.out)
+        .map_err(|e| ModelsError::Config(format!("{}: {e}", opts.out.display())))?;
+    checkpoint::save(
+        &opts.out.join("checkpoint"),
+        s.model.as_ref(),
+        optimizer.as_ref(),
+        &record,
+    )?;
     let text = serde_json::to_string_pretty(&metrics).expect("plain JSON values");
-    std::fs::write(opts.out.join("metrics.json"), text + "\n").map_err(|e| ModelsError::Config(format!("{}: {e}", opts.out.display())))?;
+    std::fs::write(opts.out.join("metrics.json"), text + "\n")
+        .map_err(|e| ModelsError::Config(format!("{}: {e}", opts.out.display())))?;
     plot::training_curves(&history, opts.model.name(), &opts.out.join("curves.svg"))?;
     Ok(metrics)
 }
@@ -330,7 +405,10 @@ fn describe(r: &EpochRecord) -> String {
         (_, Some(r2)) => format!("test R² {r2:.4}"),
         _ => String::new(),
     };
-    format!("train loss {:.4}, test loss {:.4}, {metric}, {:.0} samples/s", r.train_loss, r.test.loss, r.samples_per_s)
+    format!(
+        "train loss {:.4}, test loss {:.4}, {metric}, {:.0} samples/s",
+        r.train_loss, r.test.loss, r.samples_per_s
+    )
 }
 
 /// Linear regression: the least-squares coefficients on the training data beside the
@@ -338,13 +416,25 @@ fn describe(r: &EpochRecord) -> String {
 fn closed_form_report(s: &Setup) -> Result<Value> {
     let n = s.train.len();
     let x = Tensor::from_vec(s.train.features().to_vec(), &[n, 10])?;
-    let Labels::Values(y) = s.train.labels() else { unreachable!("regression data") };
+    let Labels::Values(y) = s.train.labels() else {
+        unreachable!("regression data")
+    };
     let y = Tensor::from_vec(y.clone(), &[n])?;
     let (w, b) = LinearRegression::closed_form(&x, &y)?;
-    let trained: Vec<f64> = s.model.named_parameters().iter().flat_map(|(_, p)| p.to_vec()).map(f64::from).collect();
+    let trained: Vec<f64> = s
+        .model
+        .named_parameters()
+        .iter()
+        .flat_map(|(_, p)| p.to_vec())
+        .map(f64::from)
+        .collect();
     let exact: Vec<f64> = w.iter().copied().chain(std::iter::once(b)).collect();
     let scale = exact.iter().map(|v| v.abs()).fold(0.0, f64::max);
-    let rel = trained.iter().zip(&exact).map(|(t, e)| (t - e).abs() / scale).fold(0.0, f64::max);
+    let rel = trained
+        .iter()
+        .zip(&exact)
+        .map(|(t, e)| (t - e).abs() / scale)
+        .fold(0.0, f64::max);
     let cf = LinearRegression::new(10, &mut seeded_rng(0));
     cf.fit_closed_form(&x, &y)?;
     let eval = train::evaluate(&cf, &s.test, Objective::Mse, 256)?;
@@ -353,31 +443,64 @@ fn closed_form_report(s: &Setup) -> Result<Value> {
 
 /// A model rebuilt from a checkpoint's record, with its objective.
 fn rebuild(record: &Value, dir: &Path) -> Result<(ModelKind, Box<dyn Forward>, Objective)> {
-    let bad = |msg: &str| ModelsError::Checkpoint { path: dir.to_path_buf(), msg: msg.to_string() };
-    let kind = record["model"].as_str().and_then(ModelKind::from_name).ok_or_else(|| bad("the record names no known model"))?;
+    let bad = |msg: &str| ModelsError::Checkpoint {
+        path: dir.to_path_buf(),
+        msg: msg.to_string(),
+    };
+    let kind = record["model"]
+        .as_str()
+        .and_then(ModelKind::from_name)
+        .ok_or_else(|| bad("the record names no known model"))?;
     let a = &record["architecture"];
-    let num = |v: &Value| v.as_u64().map(|n| n as usize).ok_or_else(|| bad("the record's architecture is incomplete"));
+    let num = |v: &Value| {
+        v.as_u64()
+            .map(|n| n as usize)
+            .ok_or_else(|| bad("the record's architecture is incomplete"))
+    };
     let mut rng = seeded_rng(0);
     let (model, objective): (Box<dyn Forward>, Objective) = match kind {
-        ModelKind::Linreg => (Box::new(LinearRegression::new(num(&a["features"])?, &mut rng)), Objective::Mse),
-        ModelKind::Polyreg => (Box::new(PolynomialRegression::new(num(&a["degree"])?, &mut rng)?), Objective::Mse),
+        ModelKind::Linreg => (
+            Box::new(LinearRegression::new(num(&a["features"])?, &mut rng)),
+            Objective::Mse,
+        ),
+        ModelKind::Polyreg => (
+            Box::new(PolynomialRegression::new(num(&a["degree"])?, &mut rng)?),
+            Objective::Mse,
+        ),
         ModelKind::Logreg => {
             let m = LogisticRegression::new(num(&a["features"])?, num(&a["classes"])?, &mut rng);
-            let o = if m.is_binary() { Objective::BinaryLogits } else { Objective::CrossEntropy };
+            let o = if m.is_binary() {
+                Objective::BinaryLogits
+            } else {
+                Objective::CrossEntropy
+            };
             (Box::new(m), o)
         }
         ModelKind::Mlp => {
-            let sizes: Vec<usize> = a["sizes"].as_array().ok_or_else(|| bad("no sizes"))?.iter().map(num).collect::<Result<_>>()?;
-            (Box::new(Mlp::new(&sizes, &mut rng)?), Objective::CrossEntropy)
+            let sizes: Vec<usize> = a["sizes"]
+                .as_array()
+                .ok_or_else(|| bad("no sizes"))?
+                .iter()
+                .map(num)
+                .collect::<Result<_>>()?;
+            (
+                Box::new(Mlp::new(&sizes, &mut rng)?),
+                Objective::CrossEntropy,
+            )
         }
         ModelKind::Cnn => {
-            let size = a["image_size"].as_array().ok_or_else(|| bad("no image size"))?;
+            let size = a["image_size"]
+                .as_array()
+                .ok_or_else(|| bad("no image size"))?;
             let config = CnnConfig {
                 in_channels: num(&a["in_channels"])?,
                 image_size: [num(&size[0])?, num(&size[1])?],
                 classes: num(&a["classes"])?,
             };
-            (Box::new(Cnn::new(config, &mut rng)?), Objective::CrossEntropy)
+            (
+                Box::new(Cnn::new(config, &mut rng)?),
+                Objective::CrossEntropy,
+            )
         }
     };
     checkpoint::load_model(dir, model.as_ref())?;
@@ -427,30 +550,72 @@ pub fn predict(dir: &Path, input: &Path) -> Result<Vec<String>> {
             let shape: Vec<usize> = if kind == ModelKind::Cnn {
                 let a = &record["architecture"];
                 let s = a["image_size"].as_array().cloned().unwrap_or_default();
-                vec![a["in_channels"].as_u64().unwrap_or(1) as usize, s[0].as_u64().unwrap_or(0) as usize, s[1].as_u64().unwrap_or(0) as usize]
+                vec![
+                    a["in_channels"].as_u64().unwrap_or(1) as usize,
+                    s[0].as_u64().unwrap_or(0) as usize,
+                    s[1].as_u64().unwrap_or(0) as usize,
+                ]
             } else {
-                record["architecture"]["input_shape"].as_array().cloned().unwrap_or_default().iter().map(|v| v.as_u64().unwrap_or(0) as usize).collect()
+                record["architecture"]["input_shape"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap_or(0) as usize)
+                    .collect()
             };
             let per: usize = shape.iter().product();
             let n = img.dims[0];
             if img.dims[1..].iter().product::<usize>() != per {
-                return Err(crate::error::data_error(input, format!("images of shape {:?} do not fit the model's input {shape:?}", &img.dims[1..])));
+                return Err(crate::error::data_error(
+                    input,
+                    format!(
+                        "images of shape {:?} do not fit the model's input {shape:?}",
+                        &img.dims[1..]
+                    ),
+                ));
             }
             let mut full = vec![n];
             full.extend(shape);
-            let scale = if record["dataset"]["variant"].as_str() == Some("digits") { 16.0 } else { 255.0 };
-            let values = img.data.iter().map(|&p| if scale == 16.0 { p as f32 / 16.0 } else { (p as f32 / 255.0 - 0.1307) / 0.3081 }).collect();
+            let scale = if record["dataset"]["variant"].as_str() == Some("digits") {
+                16.0
+            } else {
+                255.0
+            };
+            let values = img
+                .data
+                .iter()
+                .map(|&p| {
+                    if scale == 16.0 {
+                        p as f32 / 16.0
+                    } else {
+                        (p as f32 / 255.0 - 0.1307) / 0.3081
+                    }
+                })
+                .collect();
             Tensor::from_vec(values, &full)?
         }
         _ => {
             let table = read_csv(input, false, Some(','))?;
             let cols = table.rows[0].len();
-            let mut values: Vec<f32> = table.rows.iter().flat_map(|r| r.iter().map(|&v| v as f32)).collect();
+            let mut values: Vec<f32> = table
+                .rows
+                .iter()
+                .flat_map(|r| r.iter().map(|&v| v as f32))
+                .collect();
             if let Some(st) = record["extra"]["standardizer"].as_object() {
-                let get = |k: &str| -> Vec<f32> { st[k].as_array().map(|a| a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect()).unwrap_or_default() };
+                let get = |k: &str| -> Vec<f32> {
+                    st[k]
+                        .as_array()
+                        .map(|a| a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect())
+                        .unwrap_or_default()
+                };
                 let (mean, std) = (get("mean"), get("std"));
                 if mean.len() != cols {
-                    return Err(crate::error::data_error(input, format!("rows have {cols} features, the model takes {}", mean.len())));
+                    return Err(crate::error::data_error(
+                        input,
+                        format!("rows have {cols} features, the model takes {}", mean.len()),
+                    ));
                 }
                 for row in values.chunks_mut(cols) {
                     for ((v, m), s) in row.iter_mut().zip(&mean).zip(&std) {
@@ -463,8 +628,17 @@ pub fn predict(dir: &Path, input: &Path) -> Result<Vec<String>> {
     };
     let out = no_grad(|| model.forward(&Var::new(x)))?.value();
     Ok(match objective {
-        Objective::CrossEntropy => out.argmax(Some(1), false)?.as_slice().iter().map(|c| c.to_string()).collect(),
-        Objective::BinaryLogits => out.to_vec().iter().map(|&l| u8::from(l > 0.0).to_string()).collect(),
+        Objective::CrossEntropy => out
+            .argmax(Some(1), false)?
+            .as_slice()
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        Objective::BinaryLogits => out
+            .to_vec()
+            .iter()
+            .map(|&l| u8::from(l > 0.0).to_string())
+            .collect(),
         Objective::Mse => out.to_vec().iter().map(|v| format!("{v}")).collect(),
     })
 }

@@ -73,15 +73,26 @@ pub struct EpochRecord {
 /// # Errors
 /// When the batch lacks the labels the objective needs, or shapes disagree.
 pub fn batch_loss(objective: Objective, output: &Var, batch: &Batch) -> Result<Var> {
-    let missing = || ModelsError::Config(format!("{objective:?} needs labels the data does not have"));
+    let missing =
+        || ModelsError::Config(format!("{objective:?} needs labels the data does not have"));
     Ok(match objective {
         Objective::CrossEntropy => {
             let target = batch.classes.as_ref().ok_or_else(missing)?;
             loss::cross_entropy(output, target, &ClassLossOptions::default())?
         }
         Objective::BinaryLogits => {
-            let target = batch.classes.as_ref().ok_or_else(missing)?.to_tensor::<f32>();
-            loss::binary_cross_entropy_with_logits(output, &Var::new(target), None, None, Reduction::Mean)?
+            let target = batch
+                .classes
+                .as_ref()
+                .ok_or_else(missing)?
+                .to_tensor::<f32>();
+            loss::binary_cross_entropy_with_logits(
+                output,
+                &Var::new(target),
+                None,
+                None,
+                Reduction::Mean,
+            )?
         }
         Objective::Mse => {
             let target = batch.values.as_ref().ok_or_else(missing)?;
@@ -94,7 +105,12 @@ pub fn batch_loss(objective: Objective, output: &Var, batch: &Batch) -> Result<V
 ///
 /// # Errors
 /// As [`batch_loss`], and errors of the model.
-pub fn evaluate(model: &dyn Forward, data: &InMemoryDataset, objective: Objective, batch_size: usize) -> Result<Evaluation> {
+pub fn evaluate(
+    model: &dyn Forward,
+    data: &InMemoryDataset,
+    objective: Objective,
+    batch_size: usize,
+) -> Result<Evaluation> {
     no_grad(|| {
         let loader = DataLoader::new(data, batch_size.max(256));
         let (mut loss_sum, mut correct, mut n) = (0.0, 0usize, 0usize);
@@ -107,7 +123,12 @@ pub fn evaluate(model: &dyn Forward, data: &InMemoryDataset, objective: Objectiv
                 Objective::CrossEntropy => {
                     let predicted = out.value().argmax(Some(1), false)?;
                     let truth = batch.classes.as_ref().expect("checked by batch_loss");
-                    correct += predicted.as_slice().iter().zip(truth.as_slice()).filter(|(a, b)| a == b).count();
+                    correct += predicted
+                        .as_slice()
+                        .iter()
+                        .zip(truth.as_slice())
+                        .filter(|(a, b)| a == b)
+                        .count();
                 }
                 Objective::BinaryLogits => {
                     let truth = batch.classes.as_ref().expect("checked by batch_loss");
@@ -120,7 +141,13 @@ pub fn evaluate(model: &dyn Forward, data: &InMemoryDataset, objective: Objectiv
                 }
                 Objective::Mse => {
                     preds.extend(out.to_vec());
-                    targets.extend(batch.values.as_ref().expect("checked by batch_loss").to_vec());
+                    targets.extend(
+                        batch
+                            .values
+                            .as_ref()
+                            .expect("checked by batch_loss")
+                            .to_vec(),
+                    );
                 }
             }
         }
@@ -150,7 +177,9 @@ pub fn fit(
     mut on_epoch: impl FnMut(&EpochRecord) -> Result<()>,
 ) -> Result<Vec<EpochRecord>> {
     if config.batch_size == 0 || config.epochs == 0 {
-        return Err(ModelsError::Config("epochs and batch size must be positive".into()));
+        return Err(ModelsError::Config(
+            "epochs and batch size must be positive".into(),
+        ));
     }
     let loader = DataLoader::new(train, config.batch_size).shuffle(config.seed);
     let total_steps = config.epochs * loader.num_batches();
@@ -161,7 +190,12 @@ pub fn fit(
     let mut steps = 0;
     let mut history = Vec::with_capacity(config.epochs);
     for epoch in 1..=config.epochs {
-        let bar = progress_bar(config.progress, loader.num_batches() as u64, epoch, config.epochs);
+        let bar = progress_bar(
+            config.progress,
+            loader.num_batches() as u64,
+            epoch,
+            config.epochs,
+        );
         let start = Instant::now();
         let (mut loss_sum, mut seen) = (0.0f64, 0usize);
         for batch in loader.epoch(epoch as u64) {
@@ -178,11 +212,17 @@ pub fn fit(
             }
             let l = loss.item()? as f64;
             if !l.is_finite() {
-                return Err(ModelsError::Config(format!("training diverged: loss {l} in epoch {epoch}; try a smaller learning rate")));
+                return Err(ModelsError::Config(format!(
+                    "training diverged: loss {l} in epoch {epoch}; try a smaller learning rate"
+                )));
             }
             loss_sum += l * batch.len() as f64;
             seen += batch.len();
-            bar.set_message(format!("loss {:.4}  {:.0} samples/s", loss_sum / seen as f64, seen as f64 / start.elapsed().as_secs_f64()));
+            bar.set_message(format!(
+                "loss {:.4}  {:.0} samples/s",
+                loss_sum / seen as f64,
+                seen as f64 / start.elapsed().as_secs_f64()
+            ));
             bar.inc(1);
         }
         let seconds = start.elapsed().as_secs_f64();
@@ -205,9 +245,10 @@ fn progress_bar(show: bool, batches: u64, epoch: usize, epochs: usize) -> Progre
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(batches);
-    let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} (ETA {eta})")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} (ETA {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(format!("{epoch}/{epochs}"));
     bar

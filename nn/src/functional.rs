@@ -21,13 +21,21 @@ use crate::layers::linear::check_linear_input;
 pub fn linear<T: Element>(x: &Var<T>, weight: &Var<T>, bias: Option<&Var<T>>) -> Result<Var<T>> {
     let (out_f, in_f) = match weight.shape() {
         &[o, i] => (o, i),
-        s => return Err(input_error("Linear", format!("the weight must be [out, in], got {s:?}"))),
+        s => {
+            return Err(input_error(
+                "Linear",
+                format!("the weight must be [out, in], got {s:?}"),
+            ));
+        }
     };
     check_linear_input(x, in_f)?;
     if let Some(b) = bias
         && b.shape() != [out_f]
     {
-        return Err(input_error("Linear", format!("the bias must be [{out_f}], got {:?}", b.shape())));
+        return Err(input_error(
+            "Linear",
+            format!("the bias must be [{out_f}], got {:?}", b.shape()),
+        ));
     }
     let x_shape = x.shape().to_vec();
     let mut y_shape = x_shape.clone();
@@ -44,11 +52,23 @@ pub fn linear<T: Element>(x: &Var<T>, weight: &Var<T>, bias: Option<&Var<T>>) ->
     inputs.extend(bias);
     Ok(Var::from_op("linear", y, &inputs, move |g, needs| {
         let g2 = g.reshape([rows as isize, out_f as isize])?;
-        let gx = if needs[0] { Some(g2.matmul(&w)?.reshape(x_shape.as_slice())?) } else { None };
-        let gw = if needs[1] { Some(g2.t()?.matmul(&x2)?) } else { None };
+        let gx = if needs[0] {
+            Some(g2.matmul(&w)?.reshape(x_shape.as_slice())?)
+        } else {
+            None
+        };
+        let gw = if needs[1] {
+            Some(g2.t()?.matmul(&x2)?)
+        } else {
+            None
+        };
         let mut grads = vec![gx, gw];
         if needs.len() == 3 {
-            grads.push(if needs[2] { Some(g2.sum(&[0], false)?) } else { None });
+            grads.push(if needs[2] {
+                Some(g2.sum(&[0], false)?)
+            } else {
+                None
+            });
         }
         Ok(grads)
     }))
@@ -164,7 +184,10 @@ pub fn layer_norm<T: Element>(
         if p.shape() != normalized_shape {
             return Err(input_error(
                 "LayerNorm",
-                format!("weight and bias must have shape {normalized_shape:?}, got {:?}", p.shape()),
+                format!(
+                    "weight and bias must have shape {normalized_shape:?}, got {:?}",
+                    p.shape()
+                ),
             ));
         }
     }
@@ -182,7 +205,10 @@ pub fn layer_norm<T: Element>(
         let (gx, pg) = xv.layer_norm_backward(g, &stats, w.as_ref(), params_needed)?;
         let mut grads = vec![needs[0].then_some(gx)];
         let (gw, gb) = match pg {
-            Some((gw, gb)) => (Some(gw.reshape(pshape.as_slice())?), Some(gb.reshape(pshape.as_slice())?)),
+            Some((gw, gb)) => (
+                Some(gw.reshape(pshape.as_slice())?),
+                Some(gb.reshape(pshape.as_slice())?),
+            ),
             None => (None, None),
         };
         if has_w {

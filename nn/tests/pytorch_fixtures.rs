@@ -9,7 +9,9 @@ use strata_nn::*;
 use strata_tensor::{IndexTensor, Pool2dParams, Tensor, seeded_rng};
 
 fn fixture_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("{name}.safetensors"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.safetensors"))
 }
 
 fn load(name: &str) -> StateDict<f64> {
@@ -17,7 +19,9 @@ fn load(name: &str) -> StateDict<f64> {
 }
 
 fn get(sd: &StateDict<f64>, key: &str) -> Tensor<f64> {
-    sd.get(key).unwrap_or_else(|| panic!("fixture lacks {key}")).clone()
+    sd.get(key)
+        .unwrap_or_else(|| panic!("fixture lacks {key}"))
+        .clone()
 }
 
 fn indices(t: &Tensor<f64>) -> IndexTensor {
@@ -29,7 +33,10 @@ fn assert_close(got: &Tensor<f64>, want: &Tensor<f64>, what: &str) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
     for (i, (g, w)) in got.to_vec().iter().zip(want.to_vec()).enumerate() {
         let tol = 1e-10 + 1e-8 * w.abs();
-        assert!((g - w).abs() <= tol || (g.is_nan() && w.is_nan()), "{what}[{i}]: strata {g}, PyTorch {w}");
+        assert!(
+            (g - w).abs() <= tol || (g.is_nan() && w.is_nan()),
+            "{what}[{i}]: strata {g}, PyTorch {w}"
+        );
     }
 }
 
@@ -47,13 +54,29 @@ fn check_layer(name: &str, module: &dyn Forward<f64>) {
     let x = Var::parameter(get(&sd, "x"));
     let y = module.forward(&x).unwrap();
     assert_close(&y.value(), &get(&sd, "y"), &format!("{name} output"));
-    y.mul(&Var::new(get(&sd, "proj"))).unwrap().sum_all().backward().unwrap();
-    assert_close(&x.grad().unwrap(), &get(&sd, "grad_x"), &format!("{name} input gradient"));
+    y.mul(&Var::new(get(&sd, "proj")))
+        .unwrap()
+        .sum_all()
+        .backward()
+        .unwrap();
+    assert_close(
+        &x.grad().unwrap(),
+        &get(&sd, "grad_x"),
+        &format!("{name} input gradient"),
+    );
     for (key, p) in module.named_parameters() {
-        assert_close(&p.grad().unwrap(), &get(&sd, &format!("g.{key}")), &format!("{name} {key} gradient"));
+        assert_close(
+            &p.grad().unwrap(),
+            &get(&sd, &format!("g.{key}")),
+            &format!("{name} {key} gradient"),
+        );
     }
     for (key, b) in module.named_buffers() {
-        assert_close(&b.value(), &get(&sd, &format!("after.{key}")), &format!("{name} {key} after the step"));
+        assert_close(
+            &b.value(),
+            &get(&sd, &format!("after.{key}")),
+            &format!("{name} {key} after the step"),
+        );
     }
 }
 
@@ -64,33 +87,76 @@ fn rng() -> strata_tensor::rand::rngs::StdRng {
 #[test]
 fn linear() {
     check_layer("linear", &Linear::<f64>::new(5, 3, true, &mut rng()));
-    check_layer("linear_nobias_3d", &Linear::<f64>::new(5, 3, false, &mut rng()));
+    check_layer(
+        "linear_nobias_3d",
+        &Linear::<f64>::new(5, 3, false, &mut rng()),
+    );
 }
 
 #[test]
 fn conv2d() {
-    let c = ConvConfig::default().stride(2).padding(Padding::Explicit([1, 1])).groups(2);
-    check_layer("conv2d", &Conv2d::<f64>::with_config(4, 6, [3, 3], c, &mut rng()).unwrap());
-    let c = ConvConfig::default().padding(Padding::Same).dilation(2).bias(false);
-    check_layer("conv2d_same", &Conv2d::<f64>::with_config(3, 4, [2, 3], c, &mut rng()).unwrap());
-    let c = ConvConfig { stride: [1, 2], padding: Padding::Explicit([2, 1]), ..ConvConfig::default() };
-    check_layer("conv2d_unbatched", &Conv2d::<f64>::with_config(2, 3, [3, 3], c, &mut rng()).unwrap());
+    let c = ConvConfig::default()
+        .stride(2)
+        .padding(Padding::Explicit([1, 1]))
+        .groups(2);
+    check_layer(
+        "conv2d",
+        &Conv2d::<f64>::with_config(4, 6, [3, 3], c, &mut rng()).unwrap(),
+    );
+    let c = ConvConfig::default()
+        .padding(Padding::Same)
+        .dilation(2)
+        .bias(false);
+    check_layer(
+        "conv2d_same",
+        &Conv2d::<f64>::with_config(3, 4, [2, 3], c, &mut rng()).unwrap(),
+    );
+    let c = ConvConfig {
+        stride: [1, 2],
+        padding: Padding::Explicit([2, 1]),
+        ..ConvConfig::default()
+    };
+    check_layer(
+        "conv2d_unbatched",
+        &Conv2d::<f64>::with_config(2, 3, [3, 3], c, &mut rng()).unwrap(),
+    );
 }
 
 #[test]
 fn conv1d() {
-    let c = ConvConfig::default().stride(2).padding(Padding::Explicit([1, 1])).groups(2);
-    check_layer("conv1d", &Conv1d::<f64>::with_config(4, 6, 3, c, &mut rng()).unwrap());
+    let c = ConvConfig::default()
+        .stride(2)
+        .padding(Padding::Explicit([1, 1]))
+        .groups(2);
+    check_layer(
+        "conv1d",
+        &Conv1d::<f64>::with_config(4, 6, 3, c, &mut rng()).unwrap(),
+    );
     let c = ConvConfig::default().padding(Padding::Same);
-    check_layer("conv1d_same", &Conv1d::<f64>::with_config(3, 2, 4, c, &mut rng()).unwrap());
+    check_layer(
+        "conv1d_same",
+        &Conv1d::<f64>::with_config(3, 2, 4, c, &mut rng()).unwrap(),
+    );
 }
 
 #[test]
 fn pooling() {
-    check_layer("maxpool2d", &MaxPool2d::with_params(Pool2dParams::new(3).stride(2).padding(1).ceil_mode(true)));
-    let p = Pool2dParams::new(3).stride(2).padding(1).ceil_mode(true).count_include_pad(false);
+    check_layer(
+        "maxpool2d",
+        &MaxPool2d::with_params(Pool2dParams::new(3).stride(2).padding(1).ceil_mode(true)),
+    );
+    let p = Pool2dParams::new(3)
+        .stride(2)
+        .padding(1)
+        .ceil_mode(true)
+        .count_include_pad(false);
     check_layer("avgpool2d", &AvgPool2d::with_params(p));
-    check_layer("adaptive_avgpool2d", &AdaptiveAvgPool2d { output_size: [3, 2] });
+    check_layer(
+        "adaptive_avgpool2d",
+        &AdaptiveAvgPool2d {
+            output_size: [3, 2],
+        },
+    );
 }
 
 #[test]
@@ -103,14 +169,20 @@ fn norms() {
 fn batch_norm_train_then_eval() {
     let mut bn1 = BatchNorm1d::<f64>::new(3);
     check_layer("batchnorm1d", &bn1);
-    let cumulative = BatchNormConfig { momentum: None, ..BatchNormConfig::default() };
+    let cumulative = BatchNormConfig {
+        momentum: None,
+        ..BatchNormConfig::default()
+    };
     let mut bn1_3d = BatchNorm1d::<f64>::with_config(3, cumulative);
     check_layer("batchnorm1d_3d", &bn1_3d);
     let mut bn2 = BatchNorm2d::<f64>::new(3);
     check_layer("batchnorm2d", &bn2);
     assert_eq!(bn2.num_batches_tracked(), Some(1));
-    let layers: [(&str, &mut dyn Forward<f64>); 3] =
-        [("batchnorm1d", &mut bn1), ("batchnorm1d_3d", &mut bn1_3d), ("batchnorm2d", &mut bn2)];
+    let layers: [(&str, &mut dyn Forward<f64>); 3] = [
+        ("batchnorm1d", &mut bn1),
+        ("batchnorm1d_3d", &mut bn1_3d),
+        ("batchnorm2d", &mut bn2),
+    ];
     for (name, layer) in layers {
         layer.eval();
         let sd = load(&format!("{name}_eval"));
@@ -123,7 +195,12 @@ fn batch_norm_train_then_eval() {
 fn activations() {
     let cases: [(&str, &dyn Forward<f64>); 9] = [
         ("relu", &ReLU),
-        ("leaky_relu", &LeakyReLU { negative_slope: 0.1 }),
+        (
+            "leaky_relu",
+            &LeakyReLU {
+                negative_slope: 0.1,
+            },
+        ),
         ("gelu", &GELU::default()),
         ("gelu_tanh", &GELU { tanh: true }),
         ("silu", &SiLU),
@@ -144,12 +221,23 @@ fn embedding() {
     emb.weight.set_value(get(&sd, "p.weight")).unwrap();
     let y = emb.forward(&indices(&get(&sd, "idx"))).unwrap();
     assert_close(&y.value(), &get(&sd, "y"), "embedding output");
-    y.mul(&Var::new(get(&sd, "proj"))).unwrap().sum_all().backward().unwrap();
-    assert_close(&emb.weight.grad().unwrap(), &get(&sd, "g.weight"), "embedding gradient");
+    y.mul(&Var::new(get(&sd, "proj")))
+        .unwrap()
+        .sum_all()
+        .backward()
+        .unwrap();
+    assert_close(
+        &emb.weight.grad().unwrap(),
+        &get(&sd, "g.weight"),
+        "embedding gradient",
+    );
 }
 
-const REDUCTIONS: [(&str, Reduction); 3] =
-    [("none", Reduction::None), ("mean", Reduction::Mean), ("sum", Reduction::Sum)];
+const REDUCTIONS: [(&str, Reduction); 3] = [
+    ("none", Reduction::None),
+    ("mean", Reduction::Mean),
+    ("sum", Reduction::Sum),
+];
 
 /// Runs `f` for each reduction against the fixture `name`, comparing the loss and the
 /// gradients of `sum(loss · proj)` for the input and (float targets) the target.
@@ -158,9 +246,21 @@ fn check_loss(name: &str, f: impl Fn(&Var<f64>, &StateDict<f64>, Reduction) -> R
     for (key, reduction) in REDUCTIONS {
         let x = Var::parameter(get(&sd, "input"));
         let loss = f(&x, &sd, reduction).unwrap();
-        assert_close(&loss.value(), &get(&sd, &format!("{key}.loss")), &format!("{name} {key} loss"));
-        loss.mul(&Var::new(get(&sd, &format!("{key}.proj")))).unwrap().sum_all().backward().unwrap();
-        assert_close(&x.grad().unwrap(), &get(&sd, &format!("{key}.grad_input")), &format!("{name} {key} input gradient"));
+        assert_close(
+            &loss.value(),
+            &get(&sd, &format!("{key}.loss")),
+            &format!("{name} {key} loss"),
+        );
+        loss.mul(&Var::new(get(&sd, &format!("{key}.proj"))))
+            .unwrap()
+            .sum_all()
+            .backward()
+            .unwrap();
+        assert_close(
+            &x.grad().unwrap(),
+            &get(&sd, &format!("{key}.grad_input")),
+            &format!("{name} {key} input gradient"),
+        );
     }
 }
 
@@ -174,10 +274,26 @@ fn check_loss_with_target(
         let x = Var::parameter(get(&sd, "input"));
         let t = Var::parameter(get(&sd, "target"));
         let loss = f(&x, &t, &sd, reduction).unwrap();
-        assert_close(&loss.value(), &get(&sd, &format!("{key}.loss")), &format!("{name} {key} loss"));
-        loss.mul(&Var::new(get(&sd, &format!("{key}.proj")))).unwrap().sum_all().backward().unwrap();
-        assert_close(&x.grad().unwrap(), &get(&sd, &format!("{key}.grad_input")), &format!("{name} {key} input gradient"));
-        assert_close(&t.grad().unwrap(), &get(&sd, &format!("{key}.grad_target")), &format!("{name} {key} target gradient"));
+        assert_close(
+            &loss.value(),
+            &get(&sd, &format!("{key}.loss")),
+            &format!("{name} {key} loss"),
+        );
+        loss.mul(&Var::new(get(&sd, &format!("{key}.proj"))))
+            .unwrap()
+            .sum_all()
+            .backward()
+            .unwrap();
+        assert_close(
+            &x.grad().unwrap(),
+            &get(&sd, &format!("{key}.grad_input")),
+            &format!("{name} {key} input gradient"),
+        );
+        assert_close(
+            &t.grad().unwrap(),
+            &get(&sd, &format!("{key}.grad_target")),
+            &format!("{name} {key} target gradient"),
+        );
     }
 }
 
@@ -189,7 +305,11 @@ fn pointwise_losses() {
     check_loss_with_target("huber", |x, t, _, r| loss::huber_loss(x, t, r, 0.7));
 }
 
-fn class_options(sd: &StateDict<f64>, reduction: Reduction, smoothing: f64) -> ClassLossOptions<f64> {
+fn class_options(
+    sd: &StateDict<f64>,
+    reduction: Reduction,
+    smoothing: f64,
+) -> ClassLossOptions<f64> {
     ClassLossOptions {
         weight: sd.get("kw.weight").cloned(),
         ignore_index: -100,
@@ -207,20 +327,34 @@ fn cross_entropy_and_nll() {
         ("cross_entropy_4d", 0.0),
     ] {
         check_loss(name, |x, sd, r| {
-            loss::cross_entropy(x, &indices(&get(sd, "target")), &class_options(sd, r, smoothing))
+            loss::cross_entropy(
+                x,
+                &indices(&get(sd, "target")),
+                &class_options(sd, r, smoothing),
+            )
         });
     }
     check_loss_with_target("cross_entropy_probs", |x, t, sd, r| {
         loss::cross_entropy_probs(x, t, &class_options(sd, r, 0.1))
     });
-    check_loss("nll", |x, sd, r| loss::nll_loss(x, &indices(&get(sd, "target")), &class_options(sd, r, 0.0)));
+    check_loss("nll", |x, sd, r| {
+        loss::nll_loss(x, &indices(&get(sd, "target")), &class_options(sd, r, 0.0))
+    });
 }
 
 #[test]
 fn binary_cross_entropy() {
-    check_loss_with_target("bce", |x, t, sd, r| loss::binary_cross_entropy(x, t, sd.get("kw.weight"), r));
+    check_loss_with_target("bce", |x, t, sd, r| {
+        loss::binary_cross_entropy(x, t, sd.get("kw.weight"), r)
+    });
     check_loss_with_target("bce_with_logits", |x, t, sd, r| {
-        loss::binary_cross_entropy_with_logits(x, t, sd.get("kw.weight"), sd.get("kw.pos_weight"), r)
+        loss::binary_cross_entropy_with_logits(
+            x,
+            t,
+            sd.get("kw.weight"),
+            sd.get("kw.pos_weight"),
+            r,
+        )
     });
 }
 
@@ -239,9 +373,21 @@ fn kl_divergence() {
             let t = Var::parameter(get(&sd, "target"));
             let loss = loss::kl_div(&x, &t, reduction, log_target).unwrap();
             assert_close(&loss.value(), &get(&sd, "loss"), &format!("{name} loss"));
-            loss.mul(&Var::new(get(&sd, "proj"))).unwrap().sum_all().backward().unwrap();
-            assert_close(&x.grad().unwrap(), &get(&sd, "grad_input"), &format!("{name} input gradient"));
-            assert_close(&t.grad().unwrap(), &get(&sd, "grad_target"), &format!("{name} target gradient"));
+            loss.mul(&Var::new(get(&sd, "proj")))
+                .unwrap()
+                .sum_all()
+                .backward()
+                .unwrap();
+            assert_close(
+                &x.grad().unwrap(),
+                &get(&sd, "grad_input"),
+                &format!("{name} input gradient"),
+            );
+            assert_close(
+                &t.grad().unwrap(),
+                &get(&sd, "grad_target"),
+                &format!("{name} target gradient"),
+            );
         }
     }
 }

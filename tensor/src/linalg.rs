@@ -40,7 +40,9 @@ impl<T: Element> Tensor<T> {
             s => {
                 return Err(TensorError::shape(
                     OP,
-                    format!("expected b of shape [{m}] or [{m}, k] for A of shape [{m}, {n}], got {s:?}"),
+                    format!(
+                        "expected b of shape [{m}] or [{m}, k] for A of shape [{m}, {n}], got {s:?}"
+                    ),
                 ));
             }
         };

@@ -40,11 +40,20 @@ impl<T: Element> Tensor<T> {
         const OP: &str = "layer_norm";
         let n = self.numel();
         if d == 0 || n % d != 0 {
-            return Err(TensorError::shape(OP, format!("{n} elements are not rows of {d}")));
+            return Err(TensorError::shape(
+                OP,
+                format!("{n} elements are not rows of {d}"),
+            ));
         }
         for p in [weight, bias].into_iter().flatten() {
             if p.numel() != d {
-                return Err(TensorError::shape(OP, format!("weight and bias must have {d} elements, got shape {:?}", p.shape())));
+                return Err(TensorError::shape(
+                    OP,
+                    format!(
+                        "weight and bias must have {d} elements, got shape {:?}",
+                        p.shape()
+                    ),
+                ));
             }
         }
         let rows = n / d;
@@ -52,7 +61,10 @@ impl<T: Element> Tensor<T> {
         let xs = x.as_slice().expect("contiguous");
         let w = weight.map(Tensor::contiguous);
         let b = bias.map(Tensor::contiguous);
-        let (ws, bs) = (w.as_ref().and_then(|t| t.as_slice()), b.as_ref().and_then(|t| t.as_slice()));
+        let (ws, bs) = (
+            w.as_ref().and_then(|t| t.as_slice()),
+            b.as_ref().and_then(|t| t.as_slice()),
+        );
         let mut out = alloc::<T>(n);
         let mut mean = alloc::<T>(rows);
         let mut rstd = alloc::<T>(rows);
@@ -62,7 +74,12 @@ impl<T: Element> Tensor<T> {
             dispatch(
                 #[inline(always)]
                 || {
-                    for (k, ((o, m), r)) in o.chunks_mut(d).zip(m.iter_mut()).zip(r.iter_mut()).enumerate() {
+                    for (k, ((o, m), r)) in o
+                        .chunks_mut(d)
+                        .zip(m.iter_mut())
+                        .zip(r.iter_mut())
+                        .enumerate()
+                    {
                         let row = &xs[(start + k) * d..(start + k + 1) * d];
                         let mu = sum_contiguous(row) * inv_d;
                         let mut sq = T::zero();
@@ -72,9 +89,17 @@ impl<T: Element> Tensor<T> {
                         sq += dot_contiguous(o, o);
                         let rs = (sq * inv_d + eps).sqrt().recip();
                         match (ws, bs) {
-                            (Some(w), Some(b)) => o.iter_mut().zip(w).zip(b).for_each(|((o, &w), &b)| *o = *o * rs * w + b),
-                            (Some(w), None) => o.iter_mut().zip(w).for_each(|(o, &w)| *o = *o * rs * w),
-                            (None, Some(b)) => o.iter_mut().zip(b).for_each(|(o, &b)| *o = *o * rs + b),
+                            (Some(w), Some(b)) => o
+                                .iter_mut()
+                                .zip(w)
+                                .zip(b)
+                                .for_each(|((o, &w), &b)| *o = *o * rs * w + b),
+                            (Some(w), None) => {
+                                o.iter_mut().zip(w).for_each(|(o, &w)| *o = *o * rs * w)
+                            }
+                            (None, Some(b)) => {
+                                o.iter_mut().zip(b).for_each(|(o, &b)| *o = *o * rs + b)
+                            }
                             (None, None) => o.iter_mut().for_each(|o| *o = *o * rs),
                         }
                         *m = mu;
@@ -84,7 +109,10 @@ impl<T: Element> Tensor<T> {
             )
         };
         out.par_chunks_mut(ROWS_PER_TASK * d)
-            .zip(mean.par_chunks_mut(ROWS_PER_TASK).zip(rstd.par_chunks_mut(ROWS_PER_TASK)))
+            .zip(
+                mean.par_chunks_mut(ROWS_PER_TASK)
+                    .zip(rstd.par_chunks_mut(ROWS_PER_TASK)),
+            )
             .enumerate()
             .map(|(i, parts)| (i * ROWS_PER_TASK, parts))
             .for_each(job);
@@ -116,25 +144,46 @@ impl<T: Element> Tensor<T> {
             let zeros = weight_grads.then(|| (Tensor::zeros(&[d]), Tensor::zeros(&[d])));
             return Ok((Tensor::zeros(self.shape()), zeros));
         }
-        if grad.shape() != self.shape() || rows == 0 || n % rows != 0 || stats.rstd.numel() != rows {
-            return Err(TensorError::shape(OP, format!("gradient {:?} and {rows} statistics do not fit input {:?}", grad.shape(), self.shape())));
+        if grad.shape() != self.shape() || rows == 0 || n % rows != 0 || stats.rstd.numel() != rows
+        {
+            return Err(TensorError::shape(
+                OP,
+                format!(
+                    "gradient {:?} and {rows} statistics do not fit input {:?}",
+                    grad.shape(),
+                    self.shape()
+                ),
+            ));
         }
         let d = n / rows;
         let x = self.contiguous();
         let g = grad.contiguous();
-        let (xs, gs) = (x.as_slice().expect("contiguous"), g.as_slice().expect("contiguous"));
+        let (xs, gs) = (
+            x.as_slice().expect("contiguous"),
+            g.as_slice().expect("contiguous"),
+        );
         let (mean, rstd) = (stats.mean.contiguous(), stats.rstd.contiguous());
-        let (ms, rs) = (mean.as_slice().expect("contiguous"), rstd.as_slice().expect("contiguous"));
+        let (ms, rs) = (
+            mean.as_slice().expect("contiguous"),
+            rstd.as_slice().expect("contiguous"),
+        );
         let w = weight.map(Tensor::contiguous);
         let ws = w.as_ref().and_then(|t| t.as_slice());
         if ws.is_some_and(|w| w.len() != d) {
-            return Err(TensorError::shape(OP, format!("the weight must have {d} elements")));
+            return Err(TensorError::shape(
+                OP,
+                format!("the weight must have {d} elements"),
+            ));
         }
         let inv_d = T::from_f64(1.0 / d as f64);
         let mut gx = alloc::<T>(n);
         let tasks = rows.div_ceil(ROWS_PER_TASK);
         // Per-task partial sums of g·x̂ and g for the weight and bias gradients.
-        let mut partial = if weight_grads { vec![T::zero(); tasks * 2 * d] } else { Vec::new() };
+        let mut partial = if weight_grads {
+            vec![T::zero(); tasks * 2 * d]
+        } else {
+            Vec::new()
+        };
         let job = |(t, (gx, part)): (usize, (&mut [T], &mut [T]))| {
             dispatch(
                 #[inline(always)]
@@ -149,7 +198,11 @@ impl<T: Element> Tensor<T> {
                             *h = (v - mu) * rsd;
                         }
                         match ws {
-                            Some(w) => gxhat.iter_mut().zip(g).zip(w).for_each(|((o, &g), &w)| *o = g * w),
+                            Some(w) => gxhat
+                                .iter_mut()
+                                .zip(g)
+                                .zip(w)
+                                .for_each(|((o, &g), &w)| *o = g * w),
                             None => gxhat.copy_from_slice(g),
                         }
                         let mean_g = sum_contiguous(&gxhat) * inv_d;
@@ -159,7 +212,9 @@ impl<T: Element> Tensor<T> {
                         }
                         if !part.is_empty() {
                             let (pw, pb) = part.split_at_mut(d);
-                            for (((pw, pb), &g), &h) in pw.iter_mut().zip(pb.iter_mut()).zip(g).zip(&xhat) {
+                            for (((pw, pb), &g), &h) in
+                                pw.iter_mut().zip(pb.iter_mut()).zip(g).zip(&xhat)
+                            {
                                 *pw += g * h;
                                 *pb += g;
                             }

@@ -593,7 +593,14 @@ fn avg_window(p: &Pool2dParams, i: usize, j: usize, h: usize, w: usize) -> Windo
 /// 2×2 max pooling with stride 2 over one plane of width `w`: the maximum of each window
 /// and its flat index, the first maximum winning ties and NaN winning over numbers, in
 /// the same scan order as the general kernel.
-fn max_pool_2x2<T: Element>(plane: &[T], w: usize, oh: usize, ow: usize, vals: &mut [T], idxs: &mut [i64]) {
+fn max_pool_2x2<T: Element>(
+    plane: &[T],
+    w: usize,
+    oh: usize,
+    ow: usize,
+    vals: &mut [T],
+    idxs: &mut [i64],
+) {
     for i in 0..oh {
         let top = &plane[2 * i * w..2 * i * w + 2 * ow];
         let bottom = &plane[(2 * i + 1) * w..(2 * i + 1) * w + 2 * ow];

@@ -30,7 +30,9 @@ pub fn data_dir() -> PathBuf {
     if local.join("mnist").is_dir() {
         return local;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("data")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("data")
 }
 
 /// `name` in `dir`, or `name.gz`.
@@ -58,16 +60,28 @@ fn idx_pair(dir: &Path, images: &str, labels: &str) -> Result<InMemoryDataset> {
     let img = read_idx(&ipath)?;
     let lab = read_idx(&lpath)?;
     if img.dims.len() != 3 {
-        return Err(data_error(&ipath, format!("expected images [n, rows, cols], got dimensions {:?}", img.dims)));
+        return Err(data_error(
+            &ipath,
+            format!(
+                "expected images [n, rows, cols], got dimensions {:?}",
+                img.dims
+            ),
+        ));
     }
     if lab.dims.len() != 1 || lab.dims[0] != img.dims[0] {
         return Err(data_error(
             &lpath,
-            format!("expected {} labels to match the images, got dimensions {:?}", img.dims[0], lab.dims),
+            format!(
+                "expected {} labels to match the images, got dimensions {:?}",
+                img.dims[0], lab.dims
+            ),
         ));
     }
     if let Some(bad) = lab.data.iter().find(|&&l| l > 9) {
-        return Err(data_error(&lpath, format!("label {bad} is not a digit class 0-9")));
+        return Err(data_error(
+            &lpath,
+            format!("label {bad} is not a digit class 0-9"),
+        ));
     }
     let features = img
         .data
@@ -121,7 +135,14 @@ pub fn cifar10(dir: &Path) -> Result<(InMemoryDataset, InMemoryDataset)> {
             }
             labels.extend(batch.labels.iter().map(|&l| l as usize));
         }
-        InMemoryDataset::new(features, &[3, 32, 32], Labels::Classes { indices: labels, classes: 10 })
+        InMemoryDataset::new(
+            features,
+            &[3, 32, 32],
+            Labels::Classes {
+                indices: labels,
+                classes: 10,
+            },
+        )
     };
     let train: Vec<String> = (1..=5).map(|i| format!("data_batch_{i}.bin")).collect();
     Ok((load(&train)?, load(&["test_batch.bin".to_string()])?))
@@ -135,7 +156,13 @@ pub fn digits(dir: &Path) -> Result<InMemoryDataset> {
     let path = find(&dir.join("uci-small"), "digits.csv")?;
     let table = read_csv(&path, false, Some(','))?;
     if table.rows[0].len() != 65 {
-        return Err(data_error(&path, format!("expected 64 pixels and a label per row, got {} fields", table.rows[0].len())));
+        return Err(data_error(
+            &path,
+            format!(
+                "expected 64 pixels and a label per row, got {} fields",
+                table.rows[0].len()
+            ),
+        ));
     }
     let mut features = Vec::with_capacity(table.rows.len() * 64);
     let mut labels = Vec::with_capacity(table.rows.len());
@@ -143,12 +170,22 @@ pub fn digits(dir: &Path) -> Result<InMemoryDataset> {
         features.extend(row[..64].iter().map(|&v| v as f32 / 16.0));
         labels.push(class_label(&path, i, row[64], 10)?);
     }
-    InMemoryDataset::new(features, &[1, 8, 8], Labels::Classes { indices: labels, classes: 10 })
+    InMemoryDataset::new(
+        features,
+        &[1, 8, 8],
+        Labels::Classes {
+            indices: labels,
+            classes: 10,
+        },
+    )
 }
 
 fn class_label(path: &Path, row: usize, v: f64, classes: usize) -> Result<usize> {
     if v.fract() != 0.0 || v < 0.0 || v as usize >= classes {
-        return Err(data_error(path, format!("row {}: label {v} is not a class below {classes}", row + 1)));
+        return Err(data_error(
+            path,
+            format!("row {}: label {v} is not a class below {classes}", row + 1),
+        ));
     }
     Ok(v as usize)
 }
@@ -161,15 +198,30 @@ fn sklearn_table(dir: &Path, file: &str) -> Result<InMemoryDataset> {
     let header: Vec<&str> = text.lines().next().unwrap_or("").split(',').collect();
     let parse = |i: usize| header.get(i).and_then(|v| v.trim().parse::<usize>().ok());
     let (Some(n), Some(f)) = (parse(0), parse(1)) else {
-        return Err(data_error(&path, "the header must start with n_samples,n_features"));
+        return Err(data_error(
+            &path,
+            "the header must start with n_samples,n_features",
+        ));
     };
     let classes = header.len() - 2;
     let table = read_csv(&path, true, Some(','))?;
     if table.rows.len() != n {
-        return Err(data_error(&path, format!("the header promises {n} samples, the file has {}", table.rows.len())));
+        return Err(data_error(
+            &path,
+            format!(
+                "the header promises {n} samples, the file has {}",
+                table.rows.len()
+            ),
+        ));
     }
     if table.rows[0].len() != f + 1 {
-        return Err(data_error(&path, format!("the header promises {f} features and a label, rows have {} fields", table.rows[0].len())));
+        return Err(data_error(
+            &path,
+            format!(
+                "the header promises {f} features and a label, rows have {} fields",
+                table.rows[0].len()
+            ),
+        ));
     }
     let mut features = Vec::with_capacity(n * f);
     let mut labels = Vec::with_capacity(n);
@@ -177,7 +229,14 @@ fn sklearn_table(dir: &Path, file: &str) -> Result<InMemoryDataset> {
         features.extend(row[..f].iter().map(|&v| v as f32));
         labels.push(class_label(&path, i, row[f], classes)?);
     }
-    InMemoryDataset::new(features, &[f], Labels::Classes { indices: labels, classes })
+    InMemoryDataset::new(
+        features,
+        &[f],
+        Labels::Classes {
+            indices: labels,
+            classes,
+        },
+    )
 }
 
 /// Breast Cancer Wisconsin (diagnostic): 569 × 30, classes malignant (0) / benign (1).
@@ -216,12 +275,22 @@ pub fn diabetes(dir: &Path) -> Result<InMemoryDataset> {
     let x = read_csv(&xpath, false, None)?;
     let y = read_csv(&ypath, false, None)?;
     if x.rows[0].len() != 10 {
-        return Err(data_error(&xpath, format!("expected 10 features per row, got {}", x.rows[0].len())));
+        return Err(data_error(
+            &xpath,
+            format!("expected 10 features per row, got {}", x.rows[0].len()),
+        ));
     }
     if y.rows.len() != x.rows.len() || y.rows[0].len() != 1 {
-        return Err(data_error(&ypath, format!("expected {} targets, one per line", x.rows.len())));
+        return Err(data_error(
+            &ypath,
+            format!("expected {} targets, one per line", x.rows.len()),
+        ));
     }
-    let features = x.rows.iter().flat_map(|r| r.iter().map(|&v| v as f32)).collect();
+    let features = x
+        .rows
+        .iter()
+        .flat_map(|r| r.iter().map(|&v| v as f32))
+        .collect();
     let values = y.rows.iter().map(|r| r[0] as f32).collect();
     InMemoryDataset::new(features, &[10], Labels::Values(values))
 }
@@ -235,7 +304,8 @@ pub fn uci_provenance(name: &str) -> Provenance {
     };
     Provenance {
         name: name.into(),
-        source: "scikit-learn 1.9.1 wheel, sklearn/datasets/data (bundled in data/uci-small)".into(),
+        source: "scikit-learn 1.9.1 wheel, sklearn/datasets/data (bundled in data/uci-small)"
+            .into(),
         license: license.into(),
     }
 }

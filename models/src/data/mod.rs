@@ -69,7 +69,9 @@ impl InMemoryDataset {
         let n = match &labels {
             Labels::Classes { indices, classes } => {
                 if let Some(bad) = indices.iter().find(|&&c| c >= *classes) {
-                    return Err(ModelsError::Config(format!("class {bad} is not below {classes}")));
+                    return Err(ModelsError::Config(format!(
+                        "class {bad} is not below {classes}"
+                    )));
                 }
                 indices.len()
             }
@@ -118,7 +120,10 @@ impl InMemoryDataset {
             .flat_map(|&i| self.features[i * per..(i + 1) * per].iter().copied())
             .collect();
         let labels = match &self.labels {
-            Labels::Classes { indices: l, classes } => Labels::Classes {
+            Labels::Classes {
+                indices: l,
+                classes,
+            } => Labels::Classes {
                 indices: indices.iter().map(|&i| l[i]).collect(),
                 classes: *classes,
             },
@@ -140,7 +145,9 @@ impl InMemoryDataset {
     pub fn split(&self, fractions: &[f64], seed: u64) -> Result<Vec<InMemoryDataset>> {
         let total: f64 = fractions.iter().sum();
         if fractions.iter().any(|f| !(0.0..=1.0).contains(f)) || total > 1.0 + 1e-9 {
-            return Err(ModelsError::Config(format!("bad split fractions {fractions:?}")));
+            return Err(ModelsError::Config(format!(
+                "bad split fractions {fractions:?}"
+            )));
         }
         let n = self.len();
         let mut order: Vec<usize> = (0..n).collect();
@@ -149,7 +156,11 @@ impl InMemoryDataset {
         let mut start = 0;
         for (k, f) in fractions.iter().enumerate() {
             let last = k == fractions.len() - 1 && (total - 1.0).abs() < 1e-9;
-            let len = if last { n - start } else { (f * n as f64).round() as usize };
+            let len = if last {
+                n - start
+            } else {
+                (f * n as f64).round() as usize
+            };
             let end = (start + len).min(n);
             if end == start {
                 return Err(ModelsError::Config(format!(
@@ -359,7 +370,9 @@ impl<'a, D: Dataset + ?Sized> DataLoader<'a, D> {
                 .zip(indices.par_iter().zip(labels.par_iter_mut()))
                 .for_each(fill);
         } else {
-            x.chunks_mut(per.max(1)).zip(indices.iter().zip(labels.iter_mut())).for_each(fill);
+            x.chunks_mut(per.max(1))
+                .zip(indices.iter().zip(labels.iter_mut()))
+                .for_each(fill);
         }
         let mut batch_shape = vec![indices.len()];
         batch_shape.extend_from_slice(shape);
@@ -374,7 +387,10 @@ impl<'a, D: Dataset + ?Sized> DataLoader<'a, D> {
                         Label::Value(_) => 0,
                     })
                     .collect();
-                (Some(IndexTensor::from_vec(c, &[n]).expect("n labels")), None)
+                (
+                    Some(IndexTensor::from_vec(c, &[n]).expect("n labels")),
+                    None,
+                )
             }
             Some(Label::Value(_)) => {
                 let v: Vec<f32> = labels

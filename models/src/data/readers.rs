@@ -50,25 +50,48 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
         return Err(data_error(path, "not an IDX file (bad magic number)"));
     }
     if bytes[2] != 0x08 {
-        return Err(data_error(path, format!("IDX data type 0x{:02x} is not unsigned byte (0x08)", bytes[2])));
+        return Err(data_error(
+            path,
+            format!(
+                "IDX data type 0x{:02x} is not unsigned byte (0x08)",
+                bytes[2]
+            ),
+        ));
     }
     let ndim = bytes[3] as usize;
     let header = 4 + 4 * ndim;
     if ndim == 0 || bytes.len() < header {
-        return Err(data_error(path, format!("truncated IDX header: {} bytes for {ndim} dimensions", bytes.len())));
+        return Err(data_error(
+            path,
+            format!(
+                "truncated IDX header: {} bytes for {ndim} dimensions",
+                bytes.len()
+            ),
+        ));
     }
     let dims: Vec<usize> = (0..ndim)
-        .map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().expect("4 bytes")) as usize)
+        .map(|d| {
+            u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().expect("4 bytes")) as usize
+        })
         .collect();
     let Some(expected) = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) else {
-        return Err(data_error(path, format!("corrupt IDX header: dimensions {dims:?} are too large")));
+        return Err(data_error(
+            path,
+            format!("corrupt IDX header: dimensions {dims:?} are too large"),
+        ));
     };
     let found = bytes.len() - header;
     if found != expected {
-        let what = if found < expected { "truncated" } else { "too long" };
+        let what = if found < expected {
+            "truncated"
+        } else {
+            "too long"
+        };
         return Err(data_error(
             path,
-            format!("{what}: the header promises {dims:?} = {expected} bytes of data, the file has {found}"),
+            format!(
+                "{what}: the header promises {dims:?} = {expected} bytes of data, the file has {found}"
+            ),
         ));
     }
     Ok(IdxArray {
@@ -98,7 +121,10 @@ pub fn read_cifar10(path: &Path) -> Result<CifarBatch> {
     if bytes.is_empty() || bytes.len() % RECORD != 0 {
         return Err(data_error(
             path,
-            format!("{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records (truncated or not CIFAR-10)", bytes.len()),
+            format!(
+                "{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records (truncated or not CIFAR-10)",
+                bytes.len()
+            ),
         ));
     }
     let n = bytes.len() / RECORD;
@@ -106,7 +132,10 @@ pub fn read_cifar10(path: &Path) -> Result<CifarBatch> {
     let mut pixels = Vec::with_capacity(n * (RECORD - 1));
     for (i, rec) in bytes.chunks_exact(RECORD).enumerate() {
         if rec[0] > 9 {
-            return Err(data_error(path, format!("record {i} has label {}, CIFAR-10 labels are 0-9", rec[0])));
+            return Err(data_error(
+                path,
+                format!("record {i} has label {}, CIFAR-10 labels are 0-9", rec[0]),
+            ));
         }
         labels.push(rec[0]);
         pixels.extend_from_slice(&rec[1..]);
@@ -134,13 +163,24 @@ pub fn read_csv(path: &Path, header: bool, delimiter: Option<char>) -> Result<Ta
     let text = String::from_utf8(bytes).map_err(|_| data_error(path, "not valid UTF-8 text"))?;
     let split = |line: &str| -> Vec<String> {
         match delimiter {
-            Some(d) => line.split(d).map(|f| f.trim().trim_matches('"').to_string()).collect(),
+            Some(d) => line
+                .split(d)
+                .map(|f| f.trim().trim_matches('"').to_string())
+                .collect(),
             None => line.split_whitespace().map(String::from).collect(),
         }
     };
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let header = if header {
-        Some(split(lines.next().ok_or_else(|| data_error(path, "empty file: no header"))?.1))
+        Some(split(
+            lines
+                .next()
+                .ok_or_else(|| data_error(path, "empty file: no header"))?
+                .1,
+        ))
     } else {
         None
     };
@@ -151,8 +191,16 @@ pub fn read_csv(path: &Path, header: bool, delimiter: Option<char>) -> Result<Ta
             .iter()
             .enumerate()
             .map(|(col, f)| {
-                f.parse::<f64>()
-                    .map_err(|_| data_error(path, format!("line {}, column {}: {f:?} is not a number", lineno + 1, col + 1)))
+                f.parse::<f64>().map_err(|_| {
+                    data_error(
+                        path,
+                        format!(
+                            "line {}, column {}: {f:?} is not a number",
+                            lineno + 1,
+                            col + 1
+                        ),
+                    )
+                })
             })
             .collect::<Result<Vec<f64>>>()?;
         if let Some(first) = rows.first()
@@ -160,7 +208,12 @@ pub fn read_csv(path: &Path, header: bool, delimiter: Option<char>) -> Result<Ta
         {
             return Err(data_error(
                 path,
-                format!("line {} has {} fields, earlier rows have {}", lineno + 1, row.len(), first.len()),
+                format!(
+                    "line {} has {} fields, earlier rows have {}",
+                    lineno + 1,
+                    row.len(),
+                    first.len()
+                ),
             ));
         }
         rows.push(row);
@@ -224,7 +277,8 @@ impl CharVocab {
 /// invalid UTF-8.
 pub fn read_text(path: &Path) -> Result<(String, CharVocab)> {
     let bytes = read_maybe_gzip(path)?;
-    let text = String::from_utf8(bytes).map_err(|e| data_error(path, format!("not valid UTF-8 text: {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| data_error(path, format!("not valid UTF-8 text: {e}")))?;
     if text.is_empty() {
         return Err(data_error(path, "empty text file"));
     }

@@ -1,7 +1,9 @@
 //! The reference CNN.
 
 use strata_autograd::Var;
-use strata_nn::{Conv2d, ConvConfig, Forward, Linear, MaxPool2d, Module, Padding, StateKind, visit_child};
+use strata_nn::{
+    Conv2d, ConvConfig, Forward, Linear, MaxPool2d, Module, Padding, StateKind, visit_child,
+};
 use strata_tensor::rand::Rng;
 
 use crate::{ModelsError, Result};
@@ -19,11 +21,23 @@ pub struct CnnConfig {
 
 impl CnnConfig {
     /// MNIST and Fashion-MNIST: 1 × 28 × 28, 10 classes.
-    pub const MNIST: CnnConfig = CnnConfig { in_channels: 1, image_size: [28, 28], classes: 10 };
+    pub const MNIST: CnnConfig = CnnConfig {
+        in_channels: 1,
+        image_size: [28, 28],
+        classes: 10,
+    };
     /// The 8 × 8 digits: 1 × 8 × 8, 10 classes.
-    pub const DIGITS: CnnConfig = CnnConfig { in_channels: 1, image_size: [8, 8], classes: 10 };
+    pub const DIGITS: CnnConfig = CnnConfig {
+        in_channels: 1,
+        image_size: [8, 8],
+        classes: 10,
+    };
     /// CIFAR-10: 3 × 32 × 32, 10 classes (the reference material's worked example).
-    pub const CIFAR10: CnnConfig = CnnConfig { in_channels: 3, image_size: [32, 32], classes: 10 };
+    pub const CIFAR10: CnnConfig = CnnConfig {
+        in_channels: 3,
+        image_size: [32, 32],
+        classes: 10,
+    };
 }
 
 /// The reference CNN: Conv2d(C, 32, 3, padding 1) → ReLU → MaxPool2d(2, 2) → flatten →
@@ -58,8 +72,16 @@ impl Cnn {
     /// [`ModelsError::Config`] for odd or zero image sizes, or no channels or classes.
     pub fn new<R: Rng + ?Sized>(config: CnnConfig, rng: &mut R) -> Result<Self> {
         let [h, w] = config.image_size;
-        if h < 2 || w < 2 || h % 2 != 0 || w % 2 != 0 || config.in_channels == 0 || config.classes == 0 {
-            return Err(ModelsError::Config(format!("the CNN needs even image sizes, channels and classes, got {config:?}")));
+        if h < 2
+            || w < 2
+            || h % 2 != 0
+            || w % 2 != 0
+            || config.in_channels == 0
+            || config.classes == 0
+        {
+            return Err(ModelsError::Config(format!(
+                "the CNN needs even image sizes, channels and classes, got {config:?}"
+            )));
         }
         let conv = ConvConfig::default().padding(Padding::Explicit([1, 1]));
         Ok(Cnn {

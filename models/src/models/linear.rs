@@ -18,7 +18,9 @@ pub struct LinearRegression {
 impl LinearRegression {
     /// A model for `features` inputs, initialised as PyTorch's `nn.Linear`.
     pub fn new<R: Rng + ?Sized>(features: usize, rng: &mut R) -> Self {
-        LinearRegression { linear: Linear::new(features, 1, true, rng) }
+        LinearRegression {
+            linear: Linear::new(features, 1, true, rng),
+        }
     }
 
     /// The least-squares coefficients `(θ, θ0)` of `x` `[n, features]` against `y` `[n]`,
@@ -29,14 +31,26 @@ impl LinearRegression {
     pub fn closed_form(x: &Tensor<f32>, y: &Tensor<f32>) -> Result<(Vec<f64>, f64)> {
         let (n, f) = match x.shape() {
             &[n, f] => (n, f),
-            s => return Err(ModelsError::Config(format!("closed form needs x [n, features], got {s:?}"))),
+            s => {
+                return Err(ModelsError::Config(format!(
+                    "closed form needs x [n, features], got {s:?}"
+                )));
+            }
         };
         if n <= f {
-            return Err(ModelsError::Config(format!("{n} samples cannot determine {} coefficients", f + 1)));
+            return Err(ModelsError::Config(format!(
+                "{n} samples cannot determine {} coefficients",
+                f + 1
+            )));
         }
         let xs = x.to_vec();
         let design: Vec<f64> = (0..n)
-            .flat_map(|i| xs[i * f..(i + 1) * f].iter().map(|&v| v as f64).chain(std::iter::once(1.0)))
+            .flat_map(|i| {
+                xs[i * f..(i + 1) * f]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .chain(std::iter::once(1.0))
+            })
             .collect();
         let a = Tensor::from_vec(design, &[n, f + 1])?;
         let b = Tensor::from_vec(y.to_vec().into_iter().map(f64::from).collect(), &[n])?;
@@ -51,7 +65,10 @@ impl LinearRegression {
     pub fn fit_closed_form(&self, x: &Tensor<f32>, y: &Tensor<f32>) -> Result<(Vec<f64>, f64)> {
         let (w, b) = Self::closed_form(x, y)?;
         let f = w.len();
-        self.linear.weight.set_value(Tensor::from_vec(w.iter().map(|&v| v as f32).collect(), &[1, f])?)?;
+        self.linear.weight.set_value(Tensor::from_vec(
+            w.iter().map(|&v| v as f32).collect(),
+            &[1, f],
+        )?)?;
         if let Some(bias) = &self.linear.bias {
             bias.set_value(Tensor::from_vec(vec![b as f32], &[1])?)?;
         }
@@ -90,7 +107,9 @@ impl PolynomialRegression {
     /// [`ModelsError::Config`] for degree 0.
     pub fn new<R: Rng + ?Sized>(degree: usize, rng: &mut R) -> Result<Self> {
         if degree == 0 {
-            return Err(ModelsError::Config("the polynomial degree must be at least 1".into()));
+            return Err(ModelsError::Config(
+                "the polynomial degree must be at least 1".into(),
+            ));
         }
         Ok(PolynomialRegression {
             linear: Linear::new(degree, 1, true, rng),
@@ -111,7 +130,10 @@ impl PolynomialRegression {
     /// When `x` is not `[B, 1]`.
     pub fn powers(&self, x: &Tensor<f32>) -> Result<Tensor<f32>> {
         if x.ndim() != 2 || x.shape()[1] != 1 {
-            return Err(ModelsError::Config(format!("polynomial regression takes x [B, 1], got {:?}", x.shape())));
+            return Err(ModelsError::Config(format!(
+                "polynomial regression takes x [B, 1], got {:?}",
+                x.shape()
+            )));
         }
         let powers: Vec<Tensor<f32>> = (1..=self.degree).map(|k| x.pow_scalar(k as f32)).collect();
         Ok(Tensor::cat(&powers, 1)?)
@@ -124,7 +146,9 @@ impl PolynomialRegression {
     pub fn fit_standardization(&self, x: &Tensor<f32>) -> Result<()> {
         let p = self.powers(x)?;
         let mean = p.mean(&[0], false)?;
-        let std = p.std(&[0], false, false)?.map(|s| if s > 1e-12 { s } else { 1.0 });
+        let std = p
+            .std(&[0], false, false)?
+            .map(|s| if s > 1e-12 { s } else { 1.0 });
         self.mean.set_value(mean)?;
         self.std.set_value(std)?;
         Ok(())
@@ -141,10 +165,12 @@ impl Module for PolynomialRegression {
 
 impl Forward for PolynomialRegression {
     fn forward(&self, x: &Var) -> strata_nn::Result<Var> {
-        let p = self.powers(&x.value()).map_err(|e| strata_nn::NnError::Input {
-            layer: "PolynomialRegression",
-            msg: e.to_string(),
-        })?;
+        let p = self
+            .powers(&x.value())
+            .map_err(|e| strata_nn::NnError::Input {
+                layer: "PolynomialRegression",
+                msg: e.to_string(),
+            })?;
         let z = Var::new(p).sub(&self.mean)?.div(&self.std)?;
         Ok(self.linear.forward(&z)?.squeeze(-1)?)
     }
@@ -155,6 +181,14 @@ pub fn r2_score(predictions: &[f32], targets: &[f32]) -> f64 {
     let n = targets.len().max(1) as f64;
     let mean = targets.iter().map(|&t| t as f64).sum::<f64>() / n;
     let ss_tot: f64 = targets.iter().map(|&t| (t as f64 - mean).powi(2)).sum();
-    let ss_res: f64 = predictions.iter().zip(targets).map(|(&p, &t)| (p as f64 - t as f64).powi(2)).sum();
-    if ss_tot == 0.0 { 0.0 } else { 1.0 - ss_res / ss_tot }
+    let ss_res: f64 = predictions
+        .iter()
+        .zip(targets)
+        .map(|(&p, &t)| (p as f64 - t as f64).powi(2))
+        .sum();
+    if ss_tot == 0.0 {
+        0.0
+    } else {
+        1.0 - ss_res / ss_tot
+    }
 }

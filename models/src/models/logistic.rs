@@ -44,6 +44,10 @@ impl Module for LogisticRegression {
 impl Forward for LogisticRegression {
     fn forward(&self, x: &Var) -> strata_nn::Result<Var> {
         let logits = self.linear.forward(x)?;
-        if self.is_binary() { logits.squeeze(-1).map_err(Into::into) } else { Ok(logits) }
+        if self.is_binary() {
+            logits.squeeze(-1).map_err(Into::into)
+        } else {
+            Ok(logits)
+        }
     }
 }

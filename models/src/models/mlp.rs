@@ -22,7 +22,9 @@ impl Mlp {
     /// [`ModelsError::Config`] for fewer than two sizes or a zero size.
     pub fn new<R: Rng + ?Sized>(sizes: &[usize], rng: &mut R) -> Result<Self> {
         if sizes.len() < 2 || sizes.contains(&0) {
-            return Err(ModelsError::Config(format!("an MLP needs at least input and output sizes, got {sizes:?}")));
+            return Err(ModelsError::Config(format!(
+                "an MLP needs at least input and output sizes, got {sizes:?}"
+            )));
         }
         let mut layers = Sequential::new();
         for (i, pair) in sizes.windows(2).enumerate() {
@@ -31,7 +33,10 @@ impl Mlp {
             }
             layers = layers.push(Linear::new(pair[0], pair[1], true, rng));
         }
-        Ok(Mlp { layers, sizes: sizes.to_vec() })
+        Ok(Mlp {
+            layers,
+            sizes: sizes.to_vec(),
+        })
     }
 
     /// The layer sizes.
@@ -48,7 +53,11 @@ impl Module for Mlp {
 
 impl Forward for Mlp {
     fn forward(&self, x: &Var) -> strata_nn::Result<Var> {
-        let x = if x.ndim() > 2 { x.flatten(1, -1)? } else { x.clone() };
+        let x = if x.ndim() > 2 {
+            x.flatten(1, -1)?
+        } else {
+            x.clone()
+        };
         self.layers.forward(&x)
     }
 }
