@@ -36,3 +36,8 @@ pub mod reference;
 pub mod train;
 
 pub use error::{ModelsError, Result};
+
+// The README's examples compile and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

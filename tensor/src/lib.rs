@@ -69,7 +69,3 @@ pub use view::ShapeArg;
 /// The `rand` crate strata's random constructors take their RNGs from.
 pub use rand;
 
-// The README's examples compile and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;
