@@ -129,8 +129,8 @@ pub(crate) struct Group<T: Element> {
 }
 
 /// The per-parameter state of an update rule: a step count and `K` values per element,
-/// interleaved (`[s0[0], s1[0], …, s0[1], s1[1], …]`) so that one pass over memory
-/// touches the parameter, its gradient and all its state.
+/// one after another (`[s0[0..n], s1[0..n], …]`), each updated in the same single pass
+/// over memory as the parameter and its gradient.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ParamState<T> {
     pub(crate) step: u64,
@@ -243,7 +243,7 @@ impl<T: Element> Core<T> {
                 let g = grad.as_slice().expect("contiguous");
                 let state = slot.get_or_insert_with(|| ParamState {
                     step: 0,
-                    values: (0..p.numel() * k).map(|i| init(i % k.max(1))).collect(),
+                    values: (0..p.numel() * k).map(|i| init(i / p.numel().max(1))).collect(),
                 });
                 state.step += 1;
                 let f = make(group, state.step);
@@ -269,7 +269,8 @@ impl<T: Element> Core<T> {
                         Tensor::scalar(T::from_f64(s.step as f64)),
                     ));
                     for (j, name) in self.state_names.iter().enumerate() {
-                        let values: Vec<T> = s.values.iter().skip(j).step_by(k).copied().collect();
+                        let n = p.numel();
+                        let values: Vec<T> = s.values[j * n..(j + 1) * n].to_vec();
                         let t = Tensor::from_vec(values, p.shape())
                             .expect("state has the parameter's size");
                         tensors.push((format!("state.{index}.{name}"), t));
@@ -331,7 +332,7 @@ impl<T: Element> Core<T> {
                     )));
                 }
                 for (i, v) in t.to_vec().into_iter().enumerate() {
-                    values[i * k + j] = v;
+                    values[j * p.numel() + i] = v;
                 }
             }
             new_state[index] = Some(ParamState {
@@ -353,39 +354,74 @@ impl<T: Element> Core<T> {
     }
 }
 
-/// `f(param, grad, state)` over every element, in one pass; parallel in chunks for large
-/// parameters.
-fn fused<T: Element>(
-    p: &mut [T],
-    g: &[T],
-    state: &mut [T],
-    k: usize,
-    f: &(impl Fn(&mut T, T, &mut [T]) + Sync),
-) {
-    if k == 0 {
-        let run = |p: &mut [T], g: &[T]| p.iter_mut().zip(g).for_each(|(p, &g)| f(p, g, &mut []));
-        if p.len() <= CHUNK {
-            run(p, g);
-        } else {
-            p.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK))
-                .for_each(|(p, g)| run(p, g));
-        }
+/// `f(param, grad, state)` over every element, in one pass; `state` holds `k` runs of
+/// `p.len()` values and `f` sees element `i` of each. Large parameters are split into
+/// chunks updated in parallel.
+fn fused<T: Element>(p: &mut [T], g: &[T], state: &mut [T], k: usize, f: &(impl Fn(&mut T, T, &mut [T]) + Sync)) {
+    match k {
+        0 => fused_k::<T, 0>(p, g, state, f),
+        1 => fused_k::<T, 1>(p, g, state, f),
+        2 => fused_k::<T, 2>(p, g, state, f),
+        3 => fused_k::<T, 3>(p, g, state, f),
+        _ => unreachable!("update rules keep at most three state values per element"),
+    }
+}
+
+fn fused_k<T: Element, const K: usize>(p: &mut [T], g: &[T], state: &mut [T], f: &(impl Fn(&mut T, T, &mut [T]) + Sync)) {
+    let n = p.len();
+    // One slice per state value, then the same chunk boundaries for everything.
+    let mut runs: Vec<&mut [T]> = state.chunks_mut(n.max(1)).collect();
+    runs.resize_with(K, || &mut []);
+    // Zipped iterators per arity, so the loop has no bounds checks and vectorises.
+    let run = |p: &mut [T], g: &[T], mut s: Vec<&mut [T]>| match s.as_mut_slice() {
+        [] => p.iter_mut().zip(g).for_each(|(p, &g)| f(p, g, &mut [])),
+        [a] => p.iter_mut().zip(g).zip(a.iter_mut()).for_each(|((p, &g), a)| {
+            let mut v = [*a];
+            f(p, g, &mut v);
+            *a = v[0];
+        }),
+        [a, b] => p
+            .iter_mut()
+            .zip(g)
+            .zip(a.iter_mut().zip(b.iter_mut()))
+            .for_each(|((p, &g), (a, b))| {
+                let mut v = [*a, *b];
+                f(p, g, &mut v);
+                (*a, *b) = (v[0], v[1]);
+            }),
+        [a, b, c] => p
+            .iter_mut()
+            .zip(g)
+            .zip(a.iter_mut().zip(b.iter_mut()).zip(c.iter_mut()))
+            .for_each(|((p, &g), ((a, b), c))| {
+                let mut v = [*a, *b, *c];
+                f(p, g, &mut v);
+                (*a, *b, *c) = (v[0], v[1], v[2]);
+            }),
+        _ => unreachable!("at most three state values"),
+    };
+    if n <= CHUNK {
+        run(p, g, runs);
         return;
     }
-    let run = |p: &mut [T], g: &[T], s: &mut [T]| {
-        for ((p, &g), s) in p.iter_mut().zip(g).zip(s.chunks_exact_mut(k)) {
-            f(p, g, s);
+    let mut tasks = Vec::with_capacity(n.div_ceil(CHUNK));
+    let (mut p, mut g) = (p, g);
+    let mut runs = runs;
+    while !p.is_empty() {
+        let len = CHUNK.min(p.len());
+        let (ph, pt) = p.split_at_mut(len);
+        let (gh, gt) = g.split_at(len);
+        let mut heads = Vec::with_capacity(K);
+        let mut tails = Vec::with_capacity(K);
+        for r in runs {
+            let (h, t) = r.split_at_mut(len);
+            heads.push(h);
+            tails.push(t);
         }
-    };
-    if p.len() <= CHUNK {
-        run(p, g, state);
-    } else {
-        p.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .zip(state.par_chunks_mut(CHUNK * k))
-            .for_each(|((p, g), s)| run(p, g, s));
+        tasks.push((ph, gh, heads));
+        (p, g, runs) = (pt, gt, tails);
     }
+    tasks.into_par_iter().for_each(|(p, g, s)| run(p, g, s));
 }
 
 /// Implements the group and lr parts of [`Optimizer`] by delegating to `self.core`.
