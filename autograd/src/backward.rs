@@ -1,6 +1,7 @@
 //! The backward walk: one pass over the graph in reverse topological order.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use strata_tensor::{Element, Tensor};
 
@@ -80,8 +81,18 @@ impl<T: Element> Var<T> {
             if var.retains_grad() {
                 accumulate_into_slot(&var, grad.clone());
             }
-            let needs: Vec<bool> = node.inputs.iter().map(Option::is_some).collect();
-            let input_grads = (node.backward)(&grad, &needs)?;
+            let mut flags = [false; 8];
+            let needs_vec: Vec<bool>;
+            let needs: &[bool] = if node.inputs.len() <= flags.len() {
+                for (f, i) in flags.iter_mut().zip(&node.inputs) {
+                    *f = i.is_some();
+                }
+                &flags[..node.inputs.len()]
+            } else {
+                needs_vec = node.inputs.iter().map(Option::is_some).collect();
+                &needs_vec
+            };
+            let input_grads = (node.backward)(&grad, needs)?;
             drop(grad);
             for (k, (input, g)) in node.inputs.iter().zip(input_grads).enumerate() {
                 let (Some(input), Some(g)) = (input, g) else {
@@ -122,17 +133,38 @@ fn accumulate_into_slot<T: Element>(var: &Var<T>, grad: Tensor<T>) {
     }
 }
 
+/// Var ids are distinct sequential integers: a multiplicative hash spreads them well and
+/// costs one instruction, where the default SipHash dominated small graphs.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// Marks a var whose inputs are being visited (its position is not known yet).
+const VISITING: usize = usize::MAX;
+
 /// The vars reachable from `root` through tracked inputs, in topological order (every var
 /// after all of its inputs; `root` last), and each var's position by id.
 ///
 /// Fails on a freed node before anything has been accumulated.
 #[allow(clippy::type_complexity)]
-fn topological_order<T: Element>(
-    root: &Var<T>,
-) -> Result<(Vec<Option<Var<T>>>, HashMap<u64, usize>)> {
+fn topological_order<T: Element>(root: &Var<T>) -> Result<(Vec<Option<Var<T>>>, IdMap<usize>)> {
     let mut order: Vec<Option<Var<T>>> = Vec::new();
-    let mut index: HashMap<u64, usize> = HashMap::new();
-    let mut visited: HashMap<u64, ()> = HashMap::new();
+    let mut index: IdMap<usize> = IdMap::default();
     let mut stack: Vec<(Var<T>, bool)> = vec![(root.clone(), false)];
     while let Some((var, expanded)) = stack.pop() {
         if expanded {
@@ -140,9 +172,10 @@ fn topological_order<T: Element>(
             order.push(Some(var));
             continue;
         }
-        if visited.insert(var.id(), ()).is_some() {
+        if index.contains_key(&var.id()) {
             continue;
         }
+        index.insert(var.id(), VISITING);
         let origin = lock(&var.inner.origin);
         let inputs: Vec<Var<T>> = match &*origin {
             Origin::Leaf => Vec::new(),
@@ -152,7 +185,7 @@ fn topological_order<T: Element>(
         drop(origin);
         stack.push((var, true));
         for input in inputs {
-            if !visited.contains_key(&input.id()) {
+            if !index.contains_key(&input.id()) {
                 stack.push((input, false));
             }
         }

@@ -491,6 +491,7 @@ fn rebuild(record: &Value, dir: &Path) -> Result<(ModelKind, Box<dyn Forward>, O
         ModelKind::Cnn => {
             let size = a["image_size"]
                 .as_array()
+                .filter(|s| s.len() == 2)
                 .ok_or_else(|| bad("no image size"))?;
             let config = CnnConfig {
                 in_channels: num(&a["in_channels"])?,
@@ -582,12 +583,19 @@ pub fn predict(dir: &Path, input: &Path) -> Result<Vec<String>> {
             } else {
                 255.0
             };
+            // CIFAR-10 images are normalised per channel, as in training.
+            let cifar = record["dataset"]["name"].as_str() == Some("CIFAR-10");
+            let plane = (per / 3).max(1);
             let values = img
                 .data
                 .iter()
-                .map(|&p| {
+                .enumerate()
+                .map(|(i, &p)| {
                     if scale == 16.0 {
                         p as f32 / 16.0
+                    } else if cifar {
+                        let c = (i / plane) % 3;
+                        (p as f32 / 255.0 - bundled::CIFAR10_MEAN[c]) / bundled::CIFAR10_STD[c]
                     } else {
                         (p as f32 / 255.0 - 0.1307) / 0.3081
                     }

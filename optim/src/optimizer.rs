@@ -243,7 +243,9 @@ impl<T: Element> Core<T> {
                 let g = grad.as_slice().expect("contiguous");
                 let state = slot.get_or_insert_with(|| ParamState {
                     step: 0,
-                    values: (0..p.numel() * k).map(|i| init(i / p.numel().max(1))).collect(),
+                    values: (0..p.numel() * k)
+                        .map(|i| init(i / p.numel().max(1)))
+                        .collect(),
                 });
                 state.step += 1;
                 let f = make(group, state.step);
@@ -259,7 +261,6 @@ impl<T: Element> Core<T> {
 
     pub(crate) fn state_dict(&self, hyper: BTreeMap<String, f64>) -> OptimizerState<T> {
         let mut tensors = Vec::new();
-        let k = self.state_names.len();
         let mut index = 0;
         for group in &self.groups {
             for p in &group.params {
@@ -357,7 +358,13 @@ impl<T: Element> Core<T> {
 /// `f(param, grad, state)` over every element, in one pass; `state` holds `k` runs of
 /// `p.len()` values and `f` sees element `i` of each. Large parameters are split into
 /// chunks updated in parallel.
-fn fused<T: Element>(p: &mut [T], g: &[T], state: &mut [T], k: usize, f: &(impl Fn(&mut T, T, &mut [T]) + Sync)) {
+fn fused<T: Element>(
+    p: &mut [T],
+    g: &[T],
+    state: &mut [T],
+    k: usize,
+    f: &(impl Fn(&mut T, T, &mut [T]) + Sync),
+) {
     match k {
         0 => fused_k::<T, 0>(p, g, state, f),
         1 => fused_k::<T, 1>(p, g, state, f),
@@ -367,7 +374,12 @@ fn fused<T: Element>(p: &mut [T], g: &[T], state: &mut [T], k: usize, f: &(impl 
     }
 }
 
-fn fused_k<T: Element, const K: usize>(p: &mut [T], g: &[T], state: &mut [T], f: &(impl Fn(&mut T, T, &mut [T]) + Sync)) {
+fn fused_k<T: Element, const K: usize>(
+    p: &mut [T],
+    g: &[T],
+    state: &mut [T],
+    f: &(impl Fn(&mut T, T, &mut [T]) + Sync),
+) {
     let n = p.len();
     // One slice per state value, then the same chunk boundaries for everything.
     let mut runs: Vec<&mut [T]> = state.chunks_mut(n.max(1)).collect();
@@ -375,11 +387,15 @@ fn fused_k<T: Element, const K: usize>(p: &mut [T], g: &[T], state: &mut [T], f:
     // Zipped iterators per arity, so the loop has no bounds checks and vectorises.
     let run = |p: &mut [T], g: &[T], mut s: Vec<&mut [T]>| match s.as_mut_slice() {
         [] => p.iter_mut().zip(g).for_each(|(p, &g)| f(p, g, &mut [])),
-        [a] => p.iter_mut().zip(g).zip(a.iter_mut()).for_each(|((p, &g), a)| {
-            let mut v = [*a];
-            f(p, g, &mut v);
-            *a = v[0];
-        }),
+        [a] => p
+            .iter_mut()
+            .zip(g)
+            .zip(a.iter_mut())
+            .for_each(|((p, &g), a)| {
+                let mut v = [*a];
+                f(p, g, &mut v);
+                *a = v[0];
+            }),
         [a, b] => p
             .iter_mut()
             .zip(g)
@@ -406,7 +422,6 @@ fn fused_k<T: Element, const K: usize>(p: &mut [T], g: &[T], state: &mut [T], f:
     }
     let mut tasks = Vec::with_capacity(n.div_ceil(CHUNK));
     let (mut p, mut g) = (p, g);
-    let mut runs = runs;
     while !p.is_empty() {
         let len = CHUNK.min(p.len());
         let (ph, pt) = p.split_at_mut(len);

@@ -396,7 +396,7 @@ fn clipping() {
     b.set_grad(Some(Tensor::from_vec(vec![-4.0], &[1]).unwrap()))
         .unwrap();
     assert_eq!(
-        clip_grad_norm(&[b.clone()], 100.0, f64::INFINITY, false).unwrap(),
+        clip_grad_norm(std::slice::from_ref(&b), 100.0, f64::INFINITY, false).unwrap(),
         4.0
     );
     a.set_grad(Some(Tensor::from_vec(vec![3.0, -1.0], &[2]).unwrap()))
@@ -409,14 +409,14 @@ fn clipping() {
     a.set_grad(Some(Tensor::from_vec(vec![f64::NAN, 1.0], &[2]).unwrap()))
         .unwrap();
     assert!(matches!(
-        clip_grad_norm(&[a.clone()], 1.0, 2.0, true),
+        clip_grad_norm(std::slice::from_ref(&a), 1.0, 2.0, true),
         Err(OptimError::NonFiniteNorm { .. })
     ));
     assert_eq!(a.grad().unwrap().to_vec()[1], 1.0);
     // Clipping by value.
     a.set_grad(Some(Tensor::from_vec(vec![3.0, -0.5], &[2]).unwrap()))
         .unwrap();
-    clip_grad_value(&[a.clone()], 1.0).unwrap();
+    clip_grad_value(std::slice::from_ref(&a), 1.0).unwrap();
     assert_eq!(a.grad().unwrap().to_vec(), vec![1.0, -0.5]);
     assert!(clip_grad_value(&[a], -1.0).is_err());
 }

@@ -68,4 +68,3 @@ pub use view::ShapeArg;
 
 /// The `rand` crate strata's random constructors take their RNGs from.
 pub use rand;
-

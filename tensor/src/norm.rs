@@ -39,7 +39,7 @@ impl<T: Element> Tensor<T> {
     ) -> Result<(Tensor<T>, LayerNormStats<T>)> {
         const OP: &str = "layer_norm";
         let n = self.numel();
-        if d == 0 || n % d != 0 {
+        if d == 0 || !n.is_multiple_of(d) {
             return Err(TensorError::shape(
                 OP,
                 format!("{n} elements are not rows of {d}"),
@@ -70,6 +70,7 @@ impl<T: Element> Tensor<T> {
         let mut rstd = alloc::<T>(rows);
         let inv_d = T::from_f64(1.0 / d as f64);
         let eps = T::from_f64(eps);
+        #[allow(clippy::type_complexity)]
         let job = |(start, (o, (m, r))): (usize, (&mut [T], (&mut [T], &mut [T])))| {
             dispatch(
                 #[inline(always)]
@@ -100,7 +101,7 @@ impl<T: Element> Tensor<T> {
                             (None, Some(b)) => {
                                 o.iter_mut().zip(b).for_each(|(o, &b)| *o = *o * rs + b)
                             }
-                            (None, None) => o.iter_mut().for_each(|o| *o = *o * rs),
+                            (None, None) => o.iter_mut().for_each(|o| *o *= rs),
                         }
                         *m = mu;
                         *r = rs;
@@ -129,6 +130,7 @@ impl<T: Element> Tensor<T> {
     ///
     /// # Errors
     /// [`TensorError::Shape`] when the shapes do not describe one layer norm.
+    #[allow(clippy::type_complexity)]
     pub fn layer_norm_backward(
         &self,
         grad: &Tensor<T>,
@@ -144,7 +146,10 @@ impl<T: Element> Tensor<T> {
             let zeros = weight_grads.then(|| (Tensor::zeros(&[d]), Tensor::zeros(&[d])));
             return Ok((Tensor::zeros(self.shape()), zeros));
         }
-        if grad.shape() != self.shape() || rows == 0 || n % rows != 0 || stats.rstd.numel() != rows
+        if grad.shape() != self.shape()
+            || rows == 0
+            || !n.is_multiple_of(rows)
+            || stats.rstd.numel() != rows
         {
             return Err(TensorError::shape(
                 OP,

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::readers::{read_cifar10, read_csv, read_idx};
+use super::readers::{read_cifar10, read_csv, read_idx, read_maybe_gzip};
 use super::{InMemoryDataset, Labels};
 use crate::Result;
 use crate::error::data_error;
@@ -115,6 +115,11 @@ pub fn mnist_provenance() -> Provenance {
     }
 }
 
+/// The per-channel (R, G, B) mean and standard deviation of CIFAR-10 pixels in `[0, 1]`.
+pub(crate) const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+/// See [`CIFAR10_MEAN`].
+pub(crate) const CIFAR10_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
+
 /// CIFAR-10 binary batches from `dir` (`data_batch_1.bin` … `data_batch_5.bin`,
 /// `test_batch.bin`): (train, test), `[n, 3, 32, 32]` scaled to `[0, 1]` and normalised
 /// per channel with the usual CIFAR-10 statistics.
@@ -122,8 +127,8 @@ pub fn mnist_provenance() -> Provenance {
 /// # Errors
 /// As [`read_cifar10`].
 pub fn cifar10(dir: &Path) -> Result<(InMemoryDataset, InMemoryDataset)> {
-    const MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
-    const STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
+    const MEAN: [f32; 3] = CIFAR10_MEAN;
+    const STD: [f32; 3] = CIFAR10_STD;
     let load = |files: &[String]| -> Result<InMemoryDataset> {
         let mut features = Vec::new();
         let mut labels = Vec::new();
@@ -194,7 +199,8 @@ fn class_label(path: &Path, row: usize, v: f64, classes: usize) -> Result<usize>
 /// header (iris, wine, breast cancer).
 fn sklearn_table(dir: &Path, file: &str) -> Result<InMemoryDataset> {
     let path = find(&dir.join("uci-small"), file)?;
-    let text = std::fs::read_to_string(&path).map_err(|e| data_error(&path, e.to_string()))?;
+    let text = String::from_utf8(read_maybe_gzip(&path)?)
+        .map_err(|_| data_error(&path, "not valid UTF-8 text"))?;
     let header: Vec<&str> = text.lines().next().unwrap_or("").split(',').collect();
     let parse = |i: usize| header.get(i).and_then(|v| v.trim().parse::<usize>().ok());
     let (Some(n), Some(f)) = (parse(0), parse(1)) else {
