@@ -37,7 +37,7 @@ fn detect() -> u8 {
     level
 }
 
-/// The instruction set [`dispatch`] uses on this machine: `"avx512"`, `"avx2"` or
+/// The instruction set the kernels' runtime dispatch uses on this machine: `"avx512"`, `"avx2"` or
 /// `"baseline"`.
 pub fn simd_level() -> &'static str {
     match level() {

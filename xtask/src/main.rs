@@ -3,7 +3,7 @@
 //!
 //! - `bench`: runs the criterion benches, collects their medians into
 //!   `<target>/bench/results.json` (+ `meta.json`), optionally runs the PyTorch side
-//!   (`bench/torch_bench.py`) and prints a comparison table. See [`bench`] for the naming
+//!   (`bench/torch_bench.py`) and prints a comparison table. See [`bench`](mod@bench) for the naming
 //!   convention the benches follow.
 //! - `ci`: what CI runs (fmt, clippy with warnings as errors, release tests), stopping at the
 //!   first failure.
