@@ -45,6 +45,7 @@ fn row<T: Element>(x: &[T], out: &mut [T], kind: Kind) {
 }
 
 /// Softmax over the middle dimension of an `[n, inner]` block, columns side by side.
+#[inline(always)]
 fn columns<T: Element>(x: &[T], out: &mut [T], n: usize, inner: usize, kind: Kind) {
     let mut max = vec![T::neg_infinity(); inner];
     let mut sum = vec![T::zero(); inner];
@@ -193,14 +194,19 @@ impl<T: Element> Tensor<T> {
         let xs = x.as_slice().expect("contiguous");
         let mut out = alloc::<T>(xs.len());
         let (n, inner) = block_shape(self.shape(), d);
-        for_each_block(&mut out, n * inner, |start, o| {
-            let x = &xs[start..start + o.len()];
-            if inner == 1 {
-                row(x, o, kind);
-            } else {
-                columns(x, o, n, inner, kind);
-            }
-        });
+        for_each_block(
+            &mut out,
+            n * inner,
+            #[inline(always)]
+            |start, o| {
+                let x = &xs[start..start + o.len()];
+                if inner == 1 {
+                    row(x, o, kind);
+                } else {
+                    columns(x, o, n, inner, kind);
+                }
+            },
+        );
         Ok(Tensor::from_contiguous(out, self.shape()))
     }
 
