@@ -66,17 +66,25 @@ pub(crate) fn max_nan<T: Element>(a: T, b: T) -> T {
 }
 
 /// The maximum of `xs` (`-inf` when empty), NaN if any element is NaN.
+///
+/// The lanes keep a plain maximum and, separately, whether they saw a NaN: two selects
+/// that vectorise, where folding the NaN test into the maximum did not.
 #[inline(always)]
 pub(crate) fn max_contiguous<T: Element>(xs: &[T]) -> T {
     let mut lanes = [T::neg_infinity(); LANES];
+    let mut nan = [false; LANES];
     let chunks = xs.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l = max_nan(*l, v);
+        for ((l, n), &v) in lanes.iter_mut().zip(nan.iter_mut()).zip(c) {
+            *l = if v > *l { v } else { *l };
+            *n |= v.is_nan();
         }
     }
-    let mut m = combine(lanes, max_nan);
+    if nan.iter().any(|&n| n) {
+        return T::nan();
+    }
+    let mut m = combine(lanes, |a, b| if b > a { b } else { a });
     for &v in rest {
         m = max_nan(m, v);
     }
@@ -102,5 +110,9 @@ mod tests {
         with_nan[20] = 0.0;
         with_nan[36] = f64::NAN; // in the scalar tail
         assert!(max_contiguous(&with_nan).is_nan());
+        let mut with_inf = xs.clone();
+        with_inf[3] = f64::INFINITY;
+        assert_eq!(max_contiguous(&with_inf), f64::INFINITY);
+        assert_eq!(max_contiguous(&[f64::NEG_INFINITY; 40]), f64::NEG_INFINITY);
     }
 }
