@@ -11,6 +11,25 @@ use crate::{Element, Result, Tensor, TensorError};
 /// depend on the thread count).
 const ROWS_PER_TASK: usize = 16;
 
+/// `Σ (x − mu)²` in 16 independent lanes, without writing the centred values.
+#[inline(always)]
+fn centred_square_sum<T: Element>(xs: &[T], mu: T) -> T {
+    let mut lanes = [T::zero(); 16];
+    let chunks = xs.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            let d = v - mu;
+            *l += d * d;
+        }
+    }
+    let mut s = lanes.iter().fold(T::zero(), |a, &b| a + b);
+    for &v in rest {
+        s += (v - mu) * (v - mu);
+    }
+    s
+}
+
 /// What [`Tensor::layer_norm`] saves for its backward.
 #[derive(Clone, Debug)]
 pub struct LayerNormStats<T: Element> {
@@ -83,25 +102,20 @@ impl<T: Element> Tensor<T> {
                     {
                         let row = &xs[(start + k) * d..(start + k + 1) * d];
                         let mu = sum_contiguous(row) * inv_d;
-                        let mut sq = T::zero();
-                        for (o, &v) in o.iter_mut().zip(row) {
-                            *o = v - mu;
-                        }
-                        sq += dot_contiguous(o, o);
+                        let sq = centred_square_sum(row, mu);
                         let rs = (sq * inv_d + eps).sqrt().recip();
+                        let pairs = o.iter_mut().zip(row);
                         match (ws, bs) {
-                            (Some(w), Some(b)) => o
-                                .iter_mut()
+                            (Some(w), Some(b)) => pairs
+                                .zip(w.iter().zip(b))
+                                .for_each(|((o, &v), (&w, &b))| *o = (v - mu) * rs * w + b),
+                            (Some(w), None) => pairs
                                 .zip(w)
+                                .for_each(|((o, &v), &w)| *o = (v - mu) * rs * w),
+                            (None, Some(b)) => pairs
                                 .zip(b)
-                                .for_each(|((o, &w), &b)| *o = *o * rs * w + b),
-                            (Some(w), None) => {
-                                o.iter_mut().zip(w).for_each(|(o, &w)| *o = *o * rs * w)
-                            }
-                            (None, Some(b)) => {
-                                o.iter_mut().zip(b).for_each(|(o, &b)| *o = *o * rs + b)
-                            }
-                            (None, None) => o.iter_mut().for_each(|o| *o *= rs),
+                                .for_each(|((o, &v), &b)| *o = (v - mu) * rs + b),
+                            (None, None) => pairs.for_each(|(o, &v)| *o = (v - mu) * rs),
                         }
                         *m = mu;
                         *r = rs;
