@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 mod activation_grad;
+mod attention;
 mod binary;
 mod construct;
 mod conv;
@@ -42,6 +43,7 @@ mod norm;
 mod par;
 mod pool;
 mod random;
+mod recurrent;
 mod reduce;
 mod shape_ops;
 mod simd;

@@ -4,11 +4,13 @@
 //! [`Var::from_op`] only when an input requires grad; its closure saves just what the
 //! backward needs.
 
+mod attention;
 mod elementwise;
 mod index;
 mod linalg;
 mod nn;
 mod overload;
+mod recurrent;
 mod reduce;
 mod unary;
 mod view;

@@ -1,9 +1,12 @@
 //! The layers, one family per file.
 
 pub(crate) mod activation;
+pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod dropout;
 pub(crate) mod embedding;
 pub(crate) mod linear;
 pub(crate) mod norm;
 pub(crate) mod pool;
+pub(crate) mod rnn;
+pub(crate) mod transformer;

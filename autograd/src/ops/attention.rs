@@ -1,0 +1,1 @@
+//! The differentiable fused scaled dot-product attention.

@@ -1,0 +1,1 @@
+//! The differentiable recurrent sequence ops (fused RNN, LSTM and GRU layers).

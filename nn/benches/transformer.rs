@@ -1,0 +1,3 @@
+//! Placeholder until the workload lands.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Fused scaled dot-product attention and its backward.

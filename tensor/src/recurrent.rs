@@ -1,0 +1,1 @@
+//! Fused recurrent kernels (RNN, LSTM, GRU over a whole sequence) and their backward.
