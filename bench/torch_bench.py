@@ -19,6 +19,11 @@ Naming convention (shared with xtask/src/bench.rs and the criterion benches):
                                           batch 128 with cross-entropy            us/step
     W4 adamw update_10M                   AdamW.step() alone on 10M parameters
                                           7*4*n bytes                              GB/s
+    W5 lstm fwd+bwd                       nn.LSTM(64, 256), x[64,32,64] (seq, batch, in):
+                                          forward, mean(out^2).backward()          ms
+    W6 transformer adamw_step             one AdamW(lr 1e-4) step of a post-norm
+                                          TransformerEncoderLayer(256, 8, 1024, dropout 0,
+                                          batch_first), x[16,128,256], loss mean(out^2)  ms
     W7 elementwise add                    a + b (allocating)     3*4*n bytes     GB/s
     W7 elementwise add_inplace            a.add_(b)              3*4*n bytes     GB/s
     W7 elementwise gelu                   F.gelu(a) (exact, erf) 2*4*n bytes     GB/s
@@ -109,7 +114,8 @@ def measure(fn, min_time, samples):
 def workloads(torch):
     """Yields (workload, name, param, setup); setup() -> (call, count, kind).
 
-    kind is "flops" (GFLOP/s), "bytes" (GB/s) or "steps" (us/step); count is per call.
+    kind is "flops" (GFLOP/s), "bytes" (GB/s), "steps" (us/step) or "ms" (the median in
+    milliseconds); count is per call.
     Tensors are built lazily in setup so filtered-out workloads cost nothing.
     """
     F = torch.nn.functional
@@ -197,6 +203,35 @@ def workloads(torch):
 
     yield "W4", "adamw", "update_10M", adamw_update
 
+    def lstm():
+        nn = torch.nn
+        model = nn.LSTM(64, 256)
+        x = torch.randn(64, 32, 64)
+
+        def call():
+            model.zero_grad(set_to_none=True)
+            out, _ = model(x)
+            out.pow(2).mean().backward()
+
+        return call, 1, "ms"
+
+    yield "W5", "lstm", "fwd+bwd", lstm
+
+    def transformer_step():
+        nn = torch.nn
+        layer = nn.TransformerEncoderLayer(256, 8, dim_feedforward=1024, dropout=0.0, batch_first=True)
+        opt = torch.optim.AdamW(layer.parameters(), lr=1e-4)
+        x = torch.randn(16, 128, 256)
+
+        def call():
+            opt.zero_grad()
+            layer(x).pow(2).mean().backward()
+            opt.step()
+
+        return call, 1, "ms"
+
+    yield "W6", "transformer", "adamw_step", transformer_step
+
     def elementwise(op):
         def setup():
             n = ELEMENTWISE_LEN
@@ -264,6 +299,8 @@ def to_unit(count, kind, median_s):
         return count / median_s / 1e9, "GFLOP/s"
     if kind == "bytes":
         return count / median_s / 1e9, "GB/s"
+    if kind == "ms":
+        return median_s * 1e3, "ms"
     return median_s / count * 1e6, "us/step"
 
 

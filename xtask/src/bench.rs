@@ -16,10 +16,15 @@
 //! | group            | params                                          | throughput     |
 //! |------------------|-------------------------------------------------|----------------|
 //! | `W1_matmul`      | `n=256`, `n=512`, `n=1024`, `n=2048`            | FLOPs → GFLOP/s |
-//! | `W2_conv2d`      | `fwd`                                           | FLOPs → GFLOP/s |
+//! | `W2_conv2d`      | `fwd`, `fwd+bwd`                                | FLOPs → GFLOP/s |
+//! | `W3_cnn`         | `train_step_b32`                                | steps → us/step |
+//! | `W4_mlp`, `W4_adamw` | `adam_step_b128`; `update_10M`              | steps → us/step; bytes → GB/s |
+//! | `W5_lstm`        | `fwd+bwd`                                       | none → ms      |
+//! | `W6_transformer` | `adamw_step`                                    | none → ms      |
 //! | `W7_elementwise` | `add`, `add_inplace`, `gelu`, `copy` (memcpy)   | bytes → GB/s   |
 //! | `W8_autograd`    | `linreg`, `small_op`                            | steps → us/step |
 //! | `W9_softmax`     | `4096x1024`                                     | bytes → GB/s   |
+//! | `W9_layer_norm`  | `4096x1024`                                     | bytes → GB/s   |
 //!
 //! Criterion's `Throughput::Elements` is interpreted per workload (see [`units`]);
 //! `Throughput::Bytes` is always GB/s.
