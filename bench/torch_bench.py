@@ -43,6 +43,7 @@ xtask applies to the criterion benches.
 
 Output: a JSON list on stdout; progress on stderr.
 Usage: python3 bench/torch_bench.py [--threads N] [--filter F] [--min-time S] [--samples K]
+       python3 bench/torch_bench.py --filter W6 --peak-rss 10   (peak resident memory)
 """
 
 import argparse
@@ -71,6 +72,10 @@ def parse_args():
                    help="seconds of timed calls per workload (default 1.0)")
     p.add_argument("--samples", type=int, default=20, help="timing samples (default 20)")
     p.add_argument("--list", action="store_true", help="print the benchmark ids and exit")
+    p.add_argument("--peak-rss", type=int, default=0, metavar="CALLS",
+                   help="instead of timing, run each selected workload CALLS times in this "
+                        "process and report its peak resident memory (select one workload "
+                        "per process: the peak is the process's)")
     args = p.parse_args()
     if args.threads < 1 or args.samples < 1 or not args.min_time > 0:
         p.error("--threads and --samples must be >= 1 and --min-time > 0")
@@ -293,6 +298,30 @@ def workloads(torch):
     yield "W9", "layer_norm", "x".join(map(str, SOFTMAX_SHAPE)), layer_norm
 
 
+def rss_mb():
+    """(current, peak) resident memory of this process in MB, from /proc/self/status."""
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            fields[key] = value
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def peak_rss(bench_id, setup, calls):
+    """Runs a workload `calls` times; its memory before the first call and at the peak."""
+    before, _ = rss_mb()
+    call, _, _ = setup()
+    after_setup, _ = rss_mb()
+    for _ in range(calls):
+        call()
+    _, peak = rss_mb()
+    print(f"torch {bench_id}: rss {before:.0f} MB after import, {after_setup:.0f} MB after "
+          f"setup, peak {peak:.0f} MB over {calls} calls", file=sys.stderr, flush=True)
+    return {"bench_id": bench_id, "rss_after_import_mb": before,
+            "rss_after_setup_mb": after_setup, "peak_rss_mb": peak, "calls": calls}
+
+
 def to_unit(count, kind, median_s):
     """(throughput, unit) the way xtask computes it for the Rust side."""
     if kind == "flops":
@@ -319,6 +348,9 @@ def main():
             continue
         if args.list:
             print(bench_id)
+            continue
+        if args.peak_rss:
+            results.append(peak_rss(bench_id, setup, args.peak_rss))
             continue
         call, count, kind = setup()
         median_s = measure(call, args.min_time, args.samples)
