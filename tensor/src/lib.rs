@@ -53,6 +53,7 @@ mod tensor;
 mod unary;
 mod view;
 
+pub use attention::{HeadInputs, HeadLayout, SdpaMask, SdpaParams};
 pub use conv::{Conv1dParams, Conv2dParams};
 pub use element::{DType, Element};
 pub use error::{Result, TensorError};
