@@ -62,6 +62,8 @@ pub use layout::{Layout, broadcast_shapes, contiguous_strides};
 pub use norm::LayerNormStats;
 pub use pool::Pool2dParams;
 pub use random::seeded_rng;
+pub use recurrent::{RecurrentGradNeeds, RecurrentGrads, RecurrentMode};
+pub use recurrent::{RecurrentSaved, RecurrentWeights};
 pub use simd::simd_level;
 pub use storage::{
     buffer_cache_bytes, buffer_cache_limit, clear_buffer_cache, set_buffer_cache_limit,

@@ -1,1 +1,465 @@
 //! Fused recurrent kernels (RNN, LSTM, GRU over a whole sequence) and their backward.
+//!
+//! A recurrent layer spends its time in `L` small, dependent products `h_{t-1}·W_hhᵀ`, one
+//! per step. Built from generic ops it becomes a graph of ~10 nodes per step, each
+//! allocating and each walked again by backward; here a whole layer (one direction) is
+//! one forward call and one backward call:
+//!
+//! - The input projection of every step at once is one GEMM, `[L·N, in] × W_ihᵀ`.
+//! - Each step splits into tiles of (batch rows × hidden units). A tile multiplies its rows
+//!   of `h_{t-1}` by the columns of `W_hhᵀ` that feed its units (packed once per call, all
+//!   gates of a unit side by side), then applies the gate nonlinearities to the result
+//!   while it is still in cache. Tiles of one step run in parallel: one fork-join per
+//!   step, with tile bounds that depend only on the sizes, so results do not depend on
+//!   the thread count.
+//! - Backward walks the steps in reverse, per tile: `∂h` for its units from the next
+//!   step's gate gradients times `W_hh`, then the gate gradients. They are kept for all
+//!   steps, so `∂W_hh`, `∂W_ih`, the biases and `∂x` are each one large GEMM (or row sum)
+//!   after the walk. The gate gradients are also written transposed (`[G·H, L·N]`), which
+//!   makes the left operand of the weight-gradient GEMMs row-major: about twice as fast in
+//!   faer as the transposed view of a row-major buffer.
+//!
+//! The reverse direction of a bidirectional layer walks time backwards inside the kernel;
+//! nothing is flipped or copied.
+
+mod backward;
+mod forward;
+#[cfg(test)]
+mod tests;
+
+use crate::{Element, Result, Tensor, TensorError};
+
+/// Which recurrence a fused sequence kernel runs; the gate order of the weights is
+/// PyTorch's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecurrentMode {
+    /// Elman RNN, `h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`.
+    RnnTanh,
+    /// Elman RNN with ReLU, `h' = relu(W_ih x + b_ih + W_hh h + b_hh)`.
+    RnnRelu,
+    /// LSTM, gates `i, f, g, o`: `c' = f ⊙ c + i ⊙ g`, `h' = o ⊙ tanh(c')`.
+    Lstm,
+    /// GRU, gates `r, z, n`: `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`,
+    /// `h' = (1 − z) ⊙ n + z ⊙ h`.
+    Gru,
+}
+
+impl RecurrentMode {
+    /// The number of gates `G`: the weights have `G·H` rows.
+    pub fn gates(self) -> usize {
+        match self {
+            RecurrentMode::RnnTanh | RecurrentMode::RnnRelu => 1,
+            RecurrentMode::Lstm => 4,
+            RecurrentMode::Gru => 3,
+        }
+    }
+
+    /// The op's name, as PyTorch's `mode` string (`"RNN_TANH"` → `"rnn_tanh"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RecurrentMode::RnnTanh => "rnn_tanh",
+            RecurrentMode::RnnRelu => "rnn_relu",
+            RecurrentMode::Lstm => "lstm",
+            RecurrentMode::Gru => "gru",
+        }
+    }
+}
+
+/// The parameters of one layer and direction, in PyTorch's layouts: `w_ih` `[G·H, in]`,
+/// `w_hh` `[G·H, H]`, `b_ih` and `b_hh` `[G·H]`.
+#[derive(Clone, Copy, Debug)]
+pub struct RecurrentWeights<'a, T: Element> {
+    /// The input-to-hidden weight `[G·H, in]`.
+    pub w_ih: &'a Tensor<T>,
+    /// The hidden-to-hidden weight `[G·H, H]`.
+    pub w_hh: &'a Tensor<T>,
+    /// The input-to-hidden bias `[G·H]`.
+    pub b_ih: Option<&'a Tensor<T>>,
+    /// The hidden-to-hidden bias `[G·H]`.
+    pub b_hh: Option<&'a Tensor<T>>,
+}
+
+/// What [`Tensor::recurrent_sequence`] saves for its backward: the inputs and the gate
+/// activations of every step.
+#[derive(Clone, Debug)]
+pub struct RecurrentSaved<T: Element> {
+    mode: RecurrentMode,
+    reverse: bool,
+    dims: Dims,
+    x: Tensor<T>,
+    w_ih: Tensor<T>,
+    w_hh: Tensor<T>,
+    has_b_ih: bool,
+    has_b_hh: bool,
+    h0: Option<Tensor<T>>,
+    c0: Option<Tensor<T>>,
+    /// The packed output (see [`Tensor::recurrent_sequence`]).
+    out: Tensor<T>,
+    /// Per step and row: LSTM `i, f, g, o`; GRU `r, z, n, W_hn h + b_hn` (`[L, N, 4H]`).
+    acts: Option<Tensor<T>>,
+    /// LSTM: `c_t` and `tanh(c_t)` of every step (`[L, N, H]` each).
+    cells: Option<(Tensor<T>, Tensor<T>)>,
+}
+
+/// Which gradients [`Tensor::recurrent_sequence_backward`] computes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecurrentGradNeeds {
+    /// The input sequence.
+    pub x: bool,
+    /// `w_ih`.
+    pub w_ih: bool,
+    /// `w_hh`.
+    pub w_hh: bool,
+    /// `b_ih`.
+    pub b_ih: bool,
+    /// `b_hh`.
+    pub b_hh: bool,
+    /// The initial hidden state.
+    pub h0: bool,
+    /// The initial cell state (LSTM).
+    pub c0: bool,
+}
+
+/// The gradients [`Tensor::recurrent_sequence_backward`] returns, `None` where not
+/// asked for (or where the input was absent).
+#[derive(Clone, Debug, Default)]
+pub struct RecurrentGrads<T: Element> {
+    /// `[L, N, in]`.
+    pub x: Option<Tensor<T>>,
+    /// `[G·H, in]`.
+    pub w_ih: Option<Tensor<T>>,
+    /// `[G·H, H]`.
+    pub w_hh: Option<Tensor<T>>,
+    /// `[G·H]`.
+    pub b_ih: Option<Tensor<T>>,
+    /// `[G·H]`.
+    pub b_hh: Option<Tensor<T>>,
+    /// `[N, H]`.
+    pub h0: Option<Tensor<T>>,
+    /// `[N, H]`.
+    pub c0: Option<Tensor<T>>,
+}
+
+/// The sizes of one recurrent problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Dims {
+    /// Sequence length.
+    l: usize,
+    /// Batch size.
+    n: usize,
+    /// Input features.
+    input: usize,
+    /// Hidden size.
+    h: usize,
+    /// Gates.
+    g: usize,
+}
+
+impl Dims {
+    fn gh(&self) -> usize {
+        self.g * self.h
+    }
+
+    fn ln(&self) -> usize {
+        self.l * self.n
+    }
+
+    /// Rows of the packed output: `L` hidden states, plus `c_n` for the LSTM.
+    fn out_steps(&self, mode: RecurrentMode) -> usize {
+        self.l + usize::from(mode == RecurrentMode::Lstm)
+    }
+
+    /// The time index of the `s`-th step the forward pass takes.
+    fn time(&self, s: usize, reverse: bool) -> usize {
+        if reverse { self.l - 1 - s } else { s }
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// Runs one layer and direction of an RNN, LSTM or GRU over the whole sequence `self`
+    /// `[L, N, in]` (time-major), from the initial states `h0` (and, for the LSTM, `c0`),
+    /// each `[N, H]` (zeros when `None`), walking time backwards when `reverse`.
+    ///
+    /// Returns the packed output and, when `save`, what the backward needs. The packed
+    /// output is `[L, N, H]`, the hidden state of every time step (in time order, whatever
+    /// the direction), so `h_n` is row `L − 1` (row `0` when `reverse`); for the LSTM it
+    /// is `[L + 1, N, H]` with `c_n` in row `L`.
+    ///
+    /// ```
+    /// use strata_tensor::{RecurrentMode, RecurrentWeights, Tensor};
+    ///
+    /// // A 1-unit tanh RNN that adds its input to half its state: h' = tanh(x + h/2).
+    /// let x = Tensor::from_vec(vec![1.0f64, 0.0, -1.0], &[3, 1, 1])?;
+    /// let (w_ih, w_hh) = (Tensor::ones(&[1, 1]), Tensor::full(&[1, 1], 0.5));
+    /// let weights = RecurrentWeights { w_ih: &w_ih, w_hh: &w_hh, b_ih: None, b_hh: None };
+    /// let (out, _) = x.recurrent_sequence(RecurrentMode::RnnTanh, weights, None, None, false, false)?;
+    /// let h1 = 1f64.tanh();
+    /// let h2 = (h1 / 2.0).tanh();
+    /// assert_eq!(out.to_vec(), vec![h1, h2, (h2 / 2.0 - 1.0).tanh()]);
+    /// # Ok::<(), strata_tensor::TensorError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] when `self` is not 3-d with `L > 0`, or the weights, biases
+    /// or states do not fit it; [`TensorError::Invalid`] for `c0` outside the LSTM.
+    pub fn recurrent_sequence(
+        &self,
+        mode: RecurrentMode,
+        weights: RecurrentWeights<'_, T>,
+        h0: Option<&Tensor<T>>,
+        c0: Option<&Tensor<T>>,
+        reverse: bool,
+        save: bool,
+    ) -> Result<(Tensor<T>, Option<RecurrentSaved<T>>)> {
+        let dims = check(self, mode, &weights, h0, c0)?;
+        let x = self.contiguous();
+        let w_ih = weights.w_ih.contiguous();
+        let w_hh = weights.w_hh.contiguous();
+        let (b_ih, b_hh) = (
+            weights.b_ih.map(Tensor::contiguous),
+            weights.b_hh.map(Tensor::contiguous),
+        );
+        let (h0, c0) = (h0.map(Tensor::contiguous), c0.map(Tensor::contiguous));
+        fn slice<T: Element>(t: &Tensor<T>) -> &[T] {
+            t.as_slice().expect("contiguous")
+        }
+        let result = forward::run(
+            mode,
+            dims,
+            forward::Inputs {
+                x: slice(&x),
+                w_ih: slice(&w_ih),
+                w_hh: slice(&w_hh),
+                b_ih: b_ih.as_ref().map(slice),
+                b_hh: b_hh.as_ref().map(slice),
+                h0: h0.as_ref().map(slice),
+                c0: c0.as_ref().map(slice),
+            },
+            reverse,
+            save,
+        );
+        let out = Tensor::from_contiguous(result.out, &[dims.out_steps(mode), dims.n, dims.h]);
+        let saved = save.then(|| RecurrentSaved {
+            mode,
+            reverse,
+            dims,
+            x,
+            w_ih,
+            w_hh,
+            has_b_ih: b_ih.is_some(),
+            has_b_hh: b_hh.is_some(),
+            h0,
+            c0,
+            out: out.clone(),
+            acts: result
+                .acts
+                .map(|a| Tensor::from_contiguous(a, &[dims.l, dims.n, 4 * dims.h])),
+            cells: result.cells.map(|(c, tc)| {
+                let shape = [dims.l, dims.n, dims.h];
+                (
+                    Tensor::from_contiguous(c, &shape),
+                    Tensor::from_contiguous(tc, &shape),
+                )
+            }),
+        });
+        Ok((out, saved))
+    }
+
+    /// The gradients of [`recurrent_sequence`](Tensor::recurrent_sequence) given the
+    /// gradient `grad` of its packed output, for the inputs `needs` asks for.
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] when `grad` does not have the packed output's shape.
+    pub fn recurrent_sequence_backward(
+        grad: &Tensor<T>,
+        saved: &RecurrentSaved<T>,
+        needs: RecurrentGradNeeds,
+    ) -> Result<RecurrentGrads<T>> {
+        if grad.shape() != saved.out.shape() {
+            return Err(TensorError::shape(
+                saved.mode.name(),
+                format!(
+                    "the output gradient has shape {:?}, the output {:?}",
+                    grad.shape(),
+                    saved.out.shape()
+                ),
+            ));
+        }
+        let grad = grad.contiguous();
+        Ok(backward::run(
+            saved,
+            grad.as_slice().expect("contiguous"),
+            needs,
+        ))
+    }
+}
+
+/// Validates the shapes of a [`Tensor::recurrent_sequence`] call.
+fn check<T: Element>(
+    x: &Tensor<T>,
+    mode: RecurrentMode,
+    w: &RecurrentWeights<'_, T>,
+    h0: Option<&Tensor<T>>,
+    c0: Option<&Tensor<T>>,
+) -> Result<Dims> {
+    let op = mode.name();
+    let fail = |msg: String| Err(TensorError::shape(op, msg));
+    let &[l, n, input] = x.shape() else {
+        return fail(format!("the input must be [L, N, in], got {:?}", x.shape()));
+    };
+    if l == 0 {
+        return fail(format!(
+            "the sequence must not be empty, got input {:?}",
+            x.shape()
+        ));
+    }
+    let g = mode.gates();
+    let &[gh, h] = w.w_hh.shape() else {
+        return fail(format!("w_hh must be [G*H, H], got {:?}", w.w_hh.shape()));
+    };
+    if gh != g * h {
+        return fail(format!(
+            "w_hh must be [{g}*H, H] for {op}, got {:?}",
+            w.w_hh.shape()
+        ));
+    }
+    if w.w_ih.shape() != [gh, input] {
+        return fail(format!(
+            "w_ih must be [{gh}, {input}] for input {:?}, got {:?}",
+            x.shape(),
+            w.w_ih.shape()
+        ));
+    }
+    for b in [w.b_ih, w.b_hh].into_iter().flatten() {
+        if b.shape() != [gh] {
+            return fail(format!("the biases must be [{gh}], got {:?}", b.shape()));
+        }
+    }
+    for s in [h0, c0].into_iter().flatten() {
+        if s.shape() != [n, h] {
+            return fail(format!(
+                "the initial states must be [{n}, {h}] for input {:?}, got {:?}",
+                x.shape(),
+                s.shape()
+            ));
+        }
+    }
+    if c0.is_some() && mode != RecurrentMode::Lstm {
+        return Err(TensorError::invalid(op, "only the LSTM has a cell state"));
+    }
+    Ok(Dims { l, n, input, h, g })
+}
+
+/// A raw pointer that may cross threads: each tile writes a disjoint set of elements.
+#[derive(Clone, Copy)]
+struct SyncPtr<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: the pointer is only dereferenced through `slice`/`slice_mut` over ranges that no
+// other thread writes while the slice lives (see their contracts).
+unsafe impl<T: Send> Send for SyncPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    fn new(buf: &mut [T]) -> Self {
+        SyncPtr {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+        }
+    }
+
+    /// `len` elements from `start`, shared.
+    ///
+    /// # Safety
+    /// No thread writes these elements while the slice lives, and the buffer outlives it.
+    #[track_caller]
+    unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a [T] {
+        assert!(start + len <= self.len);
+        // SAFETY: in bounds (asserted); the caller rules out concurrent writes.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(start), len) }
+    }
+
+    /// `len` elements from `start`, exclusively.
+    ///
+    /// # Safety
+    /// No other thread reads or writes these elements while the slice lives, and the
+    /// buffer outlives it.
+    #[track_caller]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice_mut<'a>(self, start: usize, len: usize) -> &'a mut [T] {
+        assert!(start + len <= self.len);
+        // SAFETY: in bounds (asserted); the caller guarantees exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+}
+
+/// Batch rows per tile once a step is worth splitting.
+const ROWS_PER_TILE: usize = 64;
+/// Hidden units per tile once a step is worth splitting.
+const UNITS_PER_TILE: usize = 64;
+
+/// A block of one step's work: batch rows `r0..r0 + rn`, hidden units `u0..u0 + un`, with
+/// its own scratch buffers.
+struct Tile<T> {
+    r0: usize,
+    rn: usize,
+    u0: usize,
+    un: usize,
+    /// The tile's product with `W_hh` (forward `[rn, G·un]`, backward `[rn, un]`).
+    prod: Vec<T>,
+    /// Per-unit state carried from step to step, `[rn, un]` (LSTM `c` when nothing is
+    /// saved; the gradient of `c` in backward).
+    state: Vec<T>,
+    /// More per-step scratch, `[rn, 5·un]` (forward: activations not saved; backward: gate
+    /// gradients).
+    scratch: Vec<T>,
+    /// Backward: the part of `∂h_{t-1}` that does not go through `W_hh` (GRU's `z ⊙ ∂h`).
+    carry: Vec<T>,
+}
+
+/// Splits a step into tiles. Small steps are one tile; the split depends only on the
+/// sizes, never on the thread count, so results are the same on any machine.
+fn tiles<T: Element>(d: &Dims) -> Vec<Tile<T>> {
+    let step_macs = d.n * d.gh() * d.h;
+    let (rows, units) = if step_macs < crate::matmul::PAR_MIN_MACS {
+        (d.n.max(1), d.h.max(1))
+    } else {
+        (ROWS_PER_TILE.min(d.n), UNITS_PER_TILE.min(d.h))
+    };
+    let mut out = Vec::new();
+    for u0 in (0..d.h).step_by(units) {
+        for r0 in (0..d.n).step_by(rows) {
+            let (rn, un) = (rows.min(d.n - r0), units.min(d.h - u0));
+            out.push(Tile {
+                r0,
+                rn,
+                u0,
+                un,
+                prod: vec![T::zero(); rn * d.g * un],
+                state: vec![T::zero(); rn * un],
+                scratch: vec![T::zero(); rn * 5 * un],
+                carry: vec![T::zero(); rn * un],
+            });
+        }
+    }
+    out
+}
+
+/// Runs `f` on every tile, in parallel when there are several.
+fn for_each_tile<T: Element>(tiles: &mut [Tile<T>], f: impl Fn(&mut Tile<T>) + Sync + Send) {
+    use rayon::prelude::*;
+    if tiles.len() > 1 {
+        tiles.par_iter_mut().for_each(f);
+    } else {
+        tiles.iter_mut().for_each(f);
+    }
+}
+
+/// `1 / (1 + e^-x)`, as [`Tensor::sigmoid`] computes it.
+#[inline(always)]
+fn sigmoid<T: Element>(x: T) -> T {
+    (T::one() + (-x).exp_v()).recip()
+}

@@ -1,0 +1,373 @@
+//! The forward walk: one input-projection GEMM, then per step and tile one GEMM with the
+//! packed `W_hhᵀ` and a fused pass over the gates.
+
+use faer::Par;
+
+use super::{Dims, RecurrentMode, SyncPtr, Tile, for_each_tile, sigmoid, tiles};
+use crate::Element;
+use crate::matmul::{Operand, gemm, parallelism};
+use crate::simd::dispatch;
+use crate::storage::alloc;
+
+/// The validated, contiguous inputs of one call.
+pub(super) struct Inputs<'a, T> {
+    pub x: &'a [T],
+    pub w_ih: &'a [T],
+    pub w_hh: &'a [T],
+    pub b_ih: Option<&'a [T]>,
+    pub b_hh: Option<&'a [T]>,
+    pub h0: Option<&'a [T]>,
+    pub c0: Option<&'a [T]>,
+}
+
+/// The packed output and, when saving, the activations (see `RecurrentSaved`).
+pub(super) struct Output<T> {
+    pub out: Vec<T>,
+    pub acts: Option<Vec<T>>,
+    pub cells: Option<(Vec<T>, Vec<T>)>,
+}
+
+/// What every tile of every step reads or writes.
+struct Ctx<'a, T> {
+    /// The input projection `x·W_ihᵀ` `[L·N, G·H]`, without biases.
+    xp: &'a [T],
+    /// `W_hhᵀ` packed per unit block: block `u0` is `[H, G·un]` (row-major) at
+    /// `H·G·u0`, its columns the gates of units `u0..u0 + un`, gate-major.
+    wp: &'a [T],
+    /// `b_ih + b_hh`, except the GRU's `b_hn`, which goes inside `r ⊙ (…)`.
+    bx: &'a [T],
+    /// The GRU's `b_hn` `[H]` (zeros without bias).
+    bhn: &'a [T],
+    /// `[H]` zeros, the state before the first step when none is given.
+    zeros: &'a [T],
+    h0: Option<&'a [T]>,
+    c0: Option<&'a [T]>,
+    out: SyncPtr<T>,
+    acts: Option<SyncPtr<T>>,
+    cells: Option<(SyncPtr<T>, SyncPtr<T>)>,
+    /// The parallelism of each tile's GEMM (only a lone tile gets threads).
+    par: Par,
+}
+
+pub(super) fn run<T: Element>(
+    mode: RecurrentMode,
+    d: Dims,
+    inp: Inputs<'_, T>,
+    reverse: bool,
+    save: bool,
+) -> Output<T> {
+    let (ln, gh, h, n) = (d.ln(), d.gh(), d.h, d.n);
+    let (lstm, gru) = (mode == RecurrentMode::Lstm, mode == RecurrentMode::Gru);
+
+    // The input projection of every step: one [L·N, in] × [in, G·H] product.
+    let mut xp = alloc::<T>(ln * gh);
+    gemm(
+        &mut xp,
+        (ln, gh, d.input),
+        inp.x,
+        Operand::row_major(0, d.input),
+        inp.w_ih,
+        Operand::transposed(0, d.input),
+        false,
+        parallelism(ln * gh * d.input),
+    );
+    // Both biases are added in the gate pass, where they cost no extra sweep.
+    let mut bx = vec![T::zero(); gh];
+    let mut bhn = vec![T::zero(); h];
+    if let Some(b) = inp.b_ih {
+        bx.copy_from_slice(b);
+    }
+    if let Some(b) = inp.b_hh {
+        for (j, &v) in b.iter().enumerate() {
+            if gru && j >= 2 * h {
+                bhn[j - 2 * h] = v;
+            } else {
+                bx[j] += v;
+            }
+        }
+    }
+
+    let mut tiles = tiles::<T>(&d);
+    let wp = pack_w_hh_t(&d, inp.w_hh, &tiles);
+    if lstm && !save {
+        // Without saved cells, each tile carries its block of c from step to step.
+        for tile in &mut tiles {
+            if let Some(c0) = inp.c0 {
+                for r in 0..tile.rn {
+                    let src = &c0[(tile.r0 + r) * h + tile.u0..][..tile.un];
+                    tile.state[r * tile.un..][..tile.un].copy_from_slice(src);
+                }
+            }
+        }
+    }
+
+    let mut out = alloc::<T>(d.out_steps(mode) * n * h);
+    let mut acts = (save && (lstm || gru)).then(|| alloc::<T>(ln * 4 * h));
+    let mut cells = (save && lstm).then(|| (alloc::<T>(ln * h), alloc::<T>(ln * h)));
+    let zeros = vec![T::zero(); h];
+    let ctx = Ctx {
+        xp: &xp,
+        wp: &wp,
+        bx: &bx,
+        bhn: &bhn,
+        zeros: &zeros,
+        h0: inp.h0,
+        c0: inp.c0,
+        out: SyncPtr::new(&mut out),
+        acts: acts.as_deref_mut().map(SyncPtr::new),
+        cells: cells
+            .as_mut()
+            .map(|(c, tc)| (SyncPtr::new(c), SyncPtr::new(tc))),
+        par: if tiles.len() == 1 {
+            parallelism(n * gh * h)
+        } else {
+            Par::Seq
+        },
+    };
+    for s in 0..d.l {
+        let t = d.time(s, reverse);
+        let tp = (s > 0).then(|| d.time(s - 1, reverse));
+        let last = s + 1 == d.l;
+        // SAFETY: the tiles of a step write disjoint (row, unit) blocks of step t's slabs
+        // (and of c_n's), and read only slabs of earlier steps, which the fork-join of the
+        // previous step completed.
+        for_each_tile(&mut tiles, |tile| unsafe {
+            step(mode, &d, &ctx, tile, t, tp, last)
+        });
+    }
+    Output { out, acts, cells }
+}
+
+/// `W_hhᵀ` packed per unit block (see [`Ctx::wp`]).
+fn pack_w_hh_t<T: Element>(d: &Dims, w_hh: &[T], tiles: &[Tile<T>]) -> Vec<T> {
+    let (h, g) = (d.h, d.g);
+    let mut wp = alloc::<T>(g * h * h);
+    for tile in tiles.iter().filter(|t| t.r0 == 0) {
+        let (u0, un) = (tile.u0, tile.un);
+        let k = g * un;
+        let block = &mut wp[h * g * u0..][..h * k];
+        for gate in 0..g {
+            for u in 0..un {
+                let src = &w_hh[(gate * h + u0 + u) * h..][..h];
+                for (kk, &v) in src.iter().enumerate() {
+                    block[kk * k + gate * un + u] = v;
+                }
+            }
+        }
+    }
+    wp
+}
+
+/// One step of one tile.
+///
+/// # Safety
+/// No other thread touches the tile's (row, unit) block of step `t` (and of `c_n`) during
+/// the call, nor writes the slabs of step `tp`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn step<T: Element>(
+    mode: RecurrentMode,
+    d: &Dims,
+    c: &Ctx<'_, T>,
+    tile: &mut Tile<T>,
+    t: usize,
+    tp: Option<usize>,
+    last: bool,
+) {
+    let (h, n, gh) = (d.h, d.n, d.gh());
+    let (r0, rn, u0, un) = (tile.r0, tile.rn, tile.u0, tile.un);
+    let k = d.g * un;
+    // SAFETY: step tp is complete and nobody writes it now.
+    let h_prev = match tp {
+        Some(tp) => Some(unsafe { c.out.slice(tp * n * h, n * h) }),
+        None => c.h0,
+    };
+    let prod = &mut tile.prod[..rn * k];
+    match h_prev {
+        Some(hp) => gemm(
+            prod,
+            (rn, k, h),
+            hp,
+            Operand::row_major(r0 * h, h),
+            c.wp,
+            Operand::row_major(h * d.g * u0, k),
+            false,
+            c.par,
+        ),
+        None => prod.fill(T::zero()),
+    }
+    let prod = &tile.prod[..rn * k];
+    let (state, scratch) = (&mut tile.state, &mut tile.scratch);
+    dispatch(
+        #[inline(always)]
+        || {
+            for r in 0..rn {
+                let row = t * n + r0 + r;
+                let x = &c.xp[row * gh..][..gh];
+                let p = &prod[r * k..][..k];
+                // SAFETY (all slices below): the tile's own block of step t, or step tp.
+                let hout = unsafe { c.out.slice_mut(row * h + u0, un) };
+                let xg = |gate: usize| &x[gate * h + u0..][..un];
+                let pg = |gate: usize| &p[gate * un..][..un];
+                let bg = |gate: usize| &c.bx[gate * h + u0..][..un];
+                let prev_row = match h_prev {
+                    Some(hp) => &hp[(r0 + r) * h + u0..][..un],
+                    None => &c.zeros[..un],
+                };
+                match mode {
+                    RecurrentMode::RnnTanh | RecurrentMode::RnnRelu => {
+                        rnn_row(mode, xg(0), pg(0), bg(0), hout);
+                    }
+                    RecurrentMode::Lstm => {
+                        let (acts, cell, tc) = match (c.acts, c.cells) {
+                            (Some(a), Some((cp, tcp))) => unsafe {
+                                let a: [&mut [T]; 4] = std::array::from_fn(|gate| {
+                                    a.slice_mut(row * 4 * h + gate * h + u0, un)
+                                });
+                                let cell = cp.slice_mut(row * h + u0, un);
+                                match tp {
+                                    Some(tp) => cell
+                                        .copy_from_slice(cp.slice((tp * n + r0 + r) * h + u0, un)),
+                                    None => match c.c0 {
+                                        Some(c0) => {
+                                            cell.copy_from_slice(&c0[(r0 + r) * h + u0..][..un])
+                                        }
+                                        None => cell.fill(T::zero()),
+                                    },
+                                }
+                                (a, cell, tcp.slice_mut(row * h + u0, un))
+                            },
+                            _ => {
+                                let (a, tc) = scratch[..5 * un].split_at_mut(4 * un);
+                                let mut parts = a.chunks_exact_mut(un);
+                                let a: [&mut [T]; 4] =
+                                    std::array::from_fn(|_| parts.next().expect("4 gates"));
+                                (a, &mut state[r * un..][..un], tc)
+                            }
+                        };
+                        lstm_row(
+                            [xg(0), xg(1), xg(2), xg(3)],
+                            [pg(0), pg(1), pg(2), pg(3)],
+                            [bg(0), bg(1), bg(2), bg(3)],
+                            acts,
+                            cell,
+                            tc,
+                            hout,
+                        );
+                        if last {
+                            // c_n goes to the packed output's extra step.
+                            let c_n = unsafe { c.out.slice_mut((d.l * n + r0 + r) * h + u0, un) };
+                            c_n.copy_from_slice(match c.cells {
+                                Some((cp, _)) => unsafe { cp.slice(row * h + u0, un) },
+                                None => &state[r * un..][..un],
+                            });
+                        }
+                    }
+                    RecurrentMode::Gru => {
+                        let acts: [&mut [T]; 4] = match c.acts {
+                            Some(a) => std::array::from_fn(|gate| unsafe {
+                                a.slice_mut(row * 4 * h + gate * h + u0, un)
+                            }),
+                            None => {
+                                let mut parts = scratch[..4 * un].chunks_exact_mut(un);
+                                std::array::from_fn(|_| parts.next().expect("4 parts"))
+                            }
+                        };
+                        gru_row(
+                            [xg(0), xg(1), xg(2)],
+                            [pg(0), pg(1), pg(2)],
+                            [bg(0), bg(1), bg(2)],
+                            &c.bhn[u0..][..un],
+                            prev_row,
+                            acts,
+                            hout,
+                        );
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// `h = act(x + p + b)` for one row of a tile.
+#[inline(always)]
+fn rnn_row<T: Element>(mode: RecurrentMode, x: &[T], p: &[T], b: &[T], h: &mut [T]) {
+    let un = h.len();
+    let (x, p, b) = (&x[..un], &p[..un], &b[..un]);
+    if mode == RecurrentMode::RnnTanh {
+        for u in 0..un {
+            h[u] = (x[u] + p[u] + b[u]).tanh_v();
+        }
+    } else {
+        for u in 0..un {
+            let v = x[u] + p[u] + b[u];
+            h[u] = if v < T::zero() { T::zero() } else { v };
+        }
+    }
+}
+
+/// One row of an LSTM tile: `cell` holds `c_{t-1}` on entry and `c_t` on exit.
+#[inline(always)]
+fn lstm_row<T: Element>(
+    x: [&[T]; 4],
+    p: [&[T]; 4],
+    b: [&[T]; 4],
+    acts: [&mut [T]; 4],
+    cell: &mut [T],
+    tc: &mut [T],
+    h: &mut [T],
+) {
+    let un = h.len();
+    let [xi, xf, xg, xo] = x.map(|s| &s[..un]);
+    let [pi, pf, pg, po] = p.map(|s| &s[..un]);
+    let [bi, bf, bg, bo] = b.map(|s| &s[..un]);
+    let [ai, af, ag, ao] = acts;
+    let (ai, af, ag, ao) = (&mut ai[..un], &mut af[..un], &mut ag[..un], &mut ao[..un]);
+    let (cell, tc) = (&mut cell[..un], &mut tc[..un]);
+    for u in 0..un {
+        let i = sigmoid(xi[u] + pi[u] + bi[u]);
+        let f = sigmoid(xf[u] + pf[u] + bf[u]);
+        let g = (xg[u] + pg[u] + bg[u]).tanh_v();
+        let o = sigmoid(xo[u] + po[u] + bo[u]);
+        let c = f * cell[u] + i * g;
+        let t = c.tanh_v();
+        ai[u] = i;
+        af[u] = f;
+        ag[u] = g;
+        ao[u] = o;
+        cell[u] = c;
+        tc[u] = t;
+        h[u] = o * t;
+    }
+}
+
+/// One row of a GRU tile; `acts` receives `r, z, n` and `W_hn h + b_hn`.
+#[inline(always)]
+fn gru_row<T: Element>(
+    x: [&[T]; 3],
+    p: [&[T]; 3],
+    b: [&[T]; 3],
+    bhn: &[T],
+    h_prev: &[T],
+    acts: [&mut [T]; 4],
+    h: &mut [T],
+) {
+    let un = h.len();
+    let [xr, xz, xn] = x.map(|s| &s[..un]);
+    let [pr, pz, pn] = p.map(|s| &s[..un]);
+    let [br, bz, bn] = b.map(|s| &s[..un]);
+    let (bhn, h_prev) = (&bhn[..un], &h_prev[..un]);
+    let [ar, az, an, ahn] = acts;
+    let (ar, az, an, ahn) = (&mut ar[..un], &mut az[..un], &mut an[..un], &mut ahn[..un]);
+    for u in 0..un {
+        let r = sigmoid(xr[u] + pr[u] + br[u]);
+        let z = sigmoid(xz[u] + pz[u] + bz[u]);
+        let hn = pn[u] + bhn[u];
+        let nn = (xn[u] + bn[u] + r * hn).tanh_v();
+        ar[u] = r;
+        az[u] = z;
+        an[u] = nn;
+        ahn[u] = hn;
+        // PyTorch's order: (h − n)·z + n.
+        h[u] = (h_prev[u] - nn) * z + nn;
+    }
+}
