@@ -458,6 +458,71 @@ fn for_each_tile<T: Element>(tiles: &mut [Tile<T>], f: impl Fn(&mut Tile<T>) + S
     }
 }
 
+/// A strided matrix inside a buffer: element `(i, j)` at `offset + i·stride + j`.
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    offset: usize,
+    stride: usize,
+}
+
+/// Writes the transpose of the `rows × cols` matrix `src` into `dst` (`cols × rows`),
+/// in 16 × 16 blocks so that both sides stay in cache.
+fn transpose_into<T: Element>(
+    src: &[T],
+    s: Block,
+    dst: &mut [T],
+    d: Block,
+    (rows, cols): (usize, usize),
+) {
+    const B: usize = 16;
+    for i0 in (0..rows).step_by(B) {
+        for j0 in (0..cols).step_by(B) {
+            for i in i0..(i0 + B).min(rows) {
+                let row = &src[s.offset + i * s.stride..][..cols];
+                for j in j0..(j0 + B).min(cols) {
+                    dst[d.offset + j * d.stride + i] = row[j];
+                }
+            }
+        }
+    }
+}
+
+/// The transpose of a row-major `[rows, cols]` matrix, in parallel over bands of its
+/// columns when large.
+fn transposed<T: Element>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut out = crate::storage::alloc::<T>(rows * cols);
+    // Bands of 64 output rows: a fixed split, whatever the thread count.
+    const BAND: usize = 64;
+    // Each band reads BAND contiguous values of every source row and scatters them down
+    // BAND output rows: the BAND cache lines being filled stay in L1.
+    let band = |(b, chunk): (usize, &mut [T])| {
+        let width = chunk.len() / rows.max(1);
+        let s = Block {
+            offset: b * BAND,
+            stride: cols,
+        };
+        let d = Block {
+            offset: 0,
+            stride: rows,
+        };
+        transpose_into(src, s, chunk, d, (rows, width));
+    };
+    if rows * cols >= crate::par::PAR_MIN_WORK && cols > BAND {
+        out.par_chunks_mut(BAND * rows).enumerate().for_each(band);
+    } else {
+        out.chunks_mut(BAND * rows).enumerate().for_each(band);
+    }
+    out
+}
+
+/// Hands a scratch buffer back to the cache of freed buffers (see `storage`), so the next
+/// call of the same size reuses its mapped pages instead of faulting in fresh ones.
+fn recycle<T: Element>(buf: Vec<T>) {
+    let n = buf.len();
+    drop(Tensor::from_contiguous(buf, &[n]));
+}
+
 /// `1 / (1 + e^-x)`, as [`Tensor::sigmoid`] computes it.
 #[inline(always)]
 fn sigmoid<T: Element>(x: T) -> T {

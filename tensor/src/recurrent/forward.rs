@@ -3,7 +3,10 @@
 
 use faer::Par;
 
-use super::{Dims, RecurrentMode, SyncPtr, Tile, for_each_tile, sigmoid, tiles};
+use super::{
+    Block, Dims, RecurrentMode, SyncPtr, Tile, for_each_tile, recycle, sigmoid, tiles,
+    transpose_into,
+};
 use crate::Element;
 use crate::matmul::{Operand, gemm, parallelism};
 use crate::simd::dispatch;
@@ -135,6 +138,9 @@ pub(super) fn run<T: Element>(
             step(mode, &d, &ctx, tile, t, tp, last)
         });
     }
+    drop(ctx);
+    recycle(xp);
+    recycle(wp);
     Output { out, acts, cells }
 }
 
@@ -144,15 +150,17 @@ fn pack_w_hh_t<T: Element>(d: &Dims, w_hh: &[T], tiles: &[Tile<T>]) -> Vec<T> {
     let mut wp = alloc::<T>(g * h * h);
     for tile in tiles.iter().filter(|t| t.r0 == 0) {
         let (u0, un) = (tile.u0, tile.un);
-        let k = g * un;
-        let block = &mut wp[h * g * u0..][..h * k];
         for gate in 0..g {
-            for u in 0..un {
-                let src = &w_hh[(gate * h + u0 + u) * h..][..h];
-                for (kk, &v) in src.iter().enumerate() {
-                    block[kk * k + gate * un + u] = v;
-                }
-            }
+            // Rows gate·H + u0.. of W_hh, transposed into columns gate·un.. of the block.
+            let src = Block {
+                offset: (gate * h + u0) * h,
+                stride: h,
+            };
+            let dst = Block {
+                offset: h * g * u0 + gate * un,
+                stride: g * un,
+            };
+            transpose_into(w_hh, src, &mut wp, dst, (un, h));
         }
     }
     wp
