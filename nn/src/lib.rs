@@ -49,5 +49,7 @@ pub use layers::embedding::Embedding;
 pub use layers::linear::Linear;
 pub use layers::norm::{BatchNorm1d, BatchNorm2d, BatchNormConfig, LayerNorm, RMSNorm};
 pub use layers::pool::{AdaptiveAvgPool2d, AvgPool2d, Flatten, MaxPool2d};
+pub use layers::rnn::{GRU, GRUCell, LSTM, LSTMCell, RNN, RNNCell};
+pub use layers::rnn::{RnnConfig, RnnNonlinearity, RnnParams};
 pub use module::{Forward, Module, Sequential, StateKind, visit_child};
 pub use state_dict::StateDict;

@@ -15,6 +15,8 @@ mod reduce;
 mod unary;
 mod view;
 
+pub use recurrent::RecurrentParams;
+
 use strata_tensor::{Element, Tensor};
 
 use crate::{Result, Var};

@@ -1,1 +1,913 @@
 //! Recurrent layers: RNN, LSTM, GRU and their cells, with PyTorch's parameter names.
+//!
+//! Each layer and direction runs as one fused op over the whole sequence
+//! ([`Var::recurrent_sequence`]): one GEMM for the input projection of every step, the
+//! recurrence in one kernel, and a hand-written backward. The cells run the same kernels
+//! on a sequence of length one.
+
+use std::sync::Mutex;
+
+use strata_autograd::{RecurrentParams, Var};
+use strata_tensor::rand::Rng;
+use strata_tensor::rand::rngs::StdRng;
+use strata_tensor::{Element, RecurrentMode, Tensor, seeded_rng};
+
+use crate::error::{config_error, input_error};
+use crate::{Module, Result, StateKind};
+
+/// The nonlinearity of an Elman [`RNN`] or [`RNNCell`] (`nonlinearity='tanh'` or
+/// `'relu'`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum RnnNonlinearity {
+    /// `tanh` (PyTorch's default).
+    #[default]
+    Tanh,
+    /// `relu`.
+    Relu,
+}
+
+/// The settings of [`RNN`], [`LSTM`] and [`GRU`]; [`new`](RnnConfig::new) gives
+/// PyTorch's defaults (one layer, with biases, time-major, no dropout, one direction).
+///
+/// ```
+/// use strata_nn::RnnConfig;
+/// let c = RnnConfig::new(10, 20).num_layers(2).bidirectional(true).dropout(0.1);
+/// assert_eq!((c.num_layers, c.bidirectional, c.batch_first), (2, true, false));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct RnnConfig {
+    /// Features of each input step.
+    pub input_size: usize,
+    /// Features of the hidden state.
+    pub hidden_size: usize,
+    /// Stacked layers; layer `k > 0` reads layer `k − 1`'s output.
+    pub num_layers: usize,
+    /// Whether the layers have `bias_ih` and `bias_hh`.
+    pub bias: bool,
+    /// Input and output as `[N, L, features]` instead of `[L, N, features]` (the states
+    /// stay `[layers·D, N, H]`, as in PyTorch).
+    pub batch_first: bool,
+    /// Dropout probability on every layer's output but the last, in train mode.
+    pub dropout: f64,
+    /// Whether each layer also runs backwards in time (`D = 2`).
+    pub bidirectional: bool,
+    /// Seed of the dropout RNG.
+    pub seed: u64,
+}
+
+impl RnnConfig {
+    /// `input_size` and `hidden_size` with PyTorch's defaults for the rest.
+    pub fn new(input_size: usize, hidden_size: usize) -> Self {
+        RnnConfig {
+            input_size,
+            hidden_size,
+            num_layers: 1,
+            bias: true,
+            batch_first: false,
+            dropout: 0.0,
+            bidirectional: false,
+            seed: 0,
+        }
+    }
+    /// The number of stacked layers.
+    pub fn num_layers(mut self, n: usize) -> Self {
+        self.num_layers = n;
+        self
+    }
+    /// With or without biases.
+    pub fn bias(mut self, b: bool) -> Self {
+        self.bias = b;
+        self
+    }
+    /// Batch-first input and output.
+    pub fn batch_first(mut self, b: bool) -> Self {
+        self.batch_first = b;
+        self
+    }
+    /// The dropout probability between layers.
+    pub fn dropout(mut self, p: f64) -> Self {
+        self.dropout = p;
+        self
+    }
+    /// One or two directions.
+    pub fn bidirectional(mut self, b: bool) -> Self {
+        self.bidirectional = b;
+        self
+    }
+    /// The dropout RNG's seed.
+    pub fn seed(mut self, s: u64) -> Self {
+        self.seed = s;
+        self
+    }
+
+    /// `D`: 2 when bidirectional, else 1.
+    pub fn num_directions(&self) -> usize {
+        if self.bidirectional { 2 } else { 1 }
+    }
+}
+
+/// The parameters of one layer and direction (or of a cell), named as in PyTorch:
+/// `weight_ih` `[G·H, in]`, `weight_hh` `[G·H, H]`, `bias_ih` and `bias_hh` `[G·H]`, with
+/// `G` gates (1 for RNN, 4 for LSTM in the order i, f, g, o, 3 for GRU in the order
+/// r, z, n).
+pub struct RnnParams<T: Element = f32> {
+    /// `weight_ih_l{k}` (`[G·H, in]`).
+    pub weight_ih: Var<T>,
+    /// `weight_hh_l{k}` (`[G·H, H]`).
+    pub weight_hh: Var<T>,
+    /// `bias_ih_l{k}` (`[G·H]`), when the layer has biases.
+    pub bias_ih: Option<Var<T>>,
+    /// `bias_hh_l{k}` (`[G·H]`), when the layer has biases.
+    pub bias_hh: Option<Var<T>>,
+}
+
+impl<T: Element> RnnParams<T> {
+    /// Every tensor uniform in `±1/√hidden_size`, as PyTorch initialises recurrent layers.
+    fn init<R: Rng + ?Sized>(
+        gates: usize,
+        input: usize,
+        hidden: usize,
+        bias: bool,
+        rng: &mut R,
+    ) -> Self {
+        let b = T::from_f64(1.0 / (hidden as f64).sqrt());
+        let mut u = |shape: &[usize]| {
+            Var::parameter(Tensor::uniform(shape, -b, b, rng).expect("finite bounds"))
+        };
+        let weight_ih = u(&[gates * hidden, input]);
+        let weight_hh = u(&[gates * hidden, hidden]);
+        let bias_ih = bias.then(|| u(&[gates * hidden]));
+        let bias_hh = bias.then(|| u(&[gates * hidden]));
+        RnnParams {
+            weight_ih,
+            weight_hh,
+            bias_ih,
+            bias_hh,
+        }
+    }
+
+    fn as_op(&self) -> RecurrentParams<'_, T> {
+        RecurrentParams {
+            w_ih: &self.weight_ih,
+            w_hh: &self.weight_hh,
+            b_ih: self.bias_ih.as_ref(),
+            b_hh: self.bias_hh.as_ref(),
+        }
+    }
+
+    /// Visits the four tensors as `weight_ih{suffix}`, ... in PyTorch's order.
+    fn visit(&self, suffix: &str, f: &mut dyn FnMut(&str, &Var<T>, StateKind)) {
+        f(
+            &format!("weight_ih{suffix}"),
+            &self.weight_ih,
+            StateKind::Parameter,
+        );
+        f(
+            &format!("weight_hh{suffix}"),
+            &self.weight_hh,
+            StateKind::Parameter,
+        );
+        if let Some(b) = &self.bias_ih {
+            f(&format!("bias_ih{suffix}"), b, StateKind::Parameter);
+        }
+        if let Some(b) = &self.bias_hh {
+            f(&format!("bias_hh{suffix}"), b, StateKind::Parameter);
+        }
+    }
+}
+
+/// What RNN, LSTM and GRU share: the mode, the config, train/eval and the dropout RNG.
+struct Stack<T: Element> {
+    layer: &'static str,
+    mode: RecurrentMode,
+    config: RnnConfig,
+    params: Vec<RnnParams<T>>,
+    training: bool,
+    rng: Mutex<StdRng>,
+}
+
+impl<T: Element> Stack<T> {
+    fn new<R: Rng + ?Sized>(
+        layer: &'static str,
+        mode: RecurrentMode,
+        config: RnnConfig,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let fail = |msg: String| Err(config_error(layer, msg));
+        if config.hidden_size == 0 {
+            return fail("hidden_size must be greater than zero".into());
+        }
+        if config.num_layers == 0 {
+            return fail("num_layers must be greater than zero".into());
+        }
+        if !(0.0..=1.0).contains(&config.dropout) {
+            return fail(format!(
+                "dropout should be a number in range [0, 1] representing the probability \
+                 of an element being zeroed, got {}",
+                config.dropout
+            ));
+        }
+        let (h, dirs) = (config.hidden_size, config.num_directions());
+        let mut params = Vec::with_capacity(config.num_layers * dirs);
+        for k in 0..config.num_layers {
+            let input = if k == 0 { config.input_size } else { dirs * h };
+            for _ in 0..dirs {
+                params.push(RnnParams::init(mode.gates(), input, h, config.bias, rng));
+            }
+        }
+        Ok(Stack {
+            layer,
+            mode,
+            rng: Mutex::new(seeded_rng(config.seed)),
+            config,
+            params,
+            training: true,
+        })
+    }
+
+    fn visit_state(&self, f: &mut dyn FnMut(&str, &Var<T>, StateKind)) {
+        let dirs = self.config.num_directions();
+        for (i, p) in self.params.iter().enumerate() {
+            let reverse = if i % dirs == 1 { "_reverse" } else { "" };
+            p.visit(&format!("_l{}{reverse}", i / dirs), f);
+        }
+    }
+
+    /// Checks an initial state against the input: `[layers·D, N, H]`, or `[layers·D, H]`
+    /// for an unbatched input. Returns it batched.
+    fn check_state(&self, which: &str, s: &Var<T>, n: usize, batched: bool) -> Result<Var<T>> {
+        let c = &self.config;
+        let rows = c.num_layers * c.num_directions();
+        let want = if batched {
+            vec![rows, n, c.hidden_size]
+        } else {
+            vec![rows, c.hidden_size]
+        };
+        let got = s.shape();
+        let fail = |msg: String| Err(input_error(self.layer, msg));
+        if got.len() != want.len() {
+            return fail(format!(
+                "for {} input, {which} should be {}-D [num_layers * num_directions, {}H], got \
+                 {got:?}",
+                if batched {
+                    "batched 3-D"
+                } else {
+                    "unbatched 2-D"
+                },
+                want.len(),
+                if batched { "N, " } else { "" }
+            ));
+        }
+        if batched && got[1] != n && got[0] == rows && got[2] == c.hidden_size {
+            return fail(format!(
+                "input batch size {n} doesn't match {which} batch size {} ({which} {got:?})",
+                got[1]
+            ));
+        }
+        if got != want.as_slice() {
+            return fail(format!("expected {which} of shape {want:?}, got {got:?}"));
+        }
+        Ok(if batched { s.clone() } else { s.unsqueeze(1)? })
+    }
+
+    /// The whole stack over `x`: `(output, h_n, c_n)` (`c_n` for the LSTM).
+    fn forward(
+        &self,
+        x: &Var<T>,
+        h0: Option<&Var<T>>,
+        c0: Option<&Var<T>>,
+    ) -> Result<(Var<T>, Var<T>, Option<Var<T>>)> {
+        let c = &self.config;
+        let fail = |msg: String| Err(input_error(self.layer, msg));
+        let s = x.shape();
+        if s.len() != 2 && s.len() != 3 {
+            return fail(format!(
+                "expected input to be 2-D [L, {in}] or 3-D [{}, {in}], got {s:?}",
+                if c.batch_first { "N, L" } else { "L, N" },
+                in = c.input_size
+            ));
+        }
+        if s[s.len() - 1] != c.input_size {
+            return fail(format!(
+                "input.size(-1) must be equal to input_size. Expected {}, got {} (input {s:?})",
+                c.input_size,
+                s[s.len() - 1]
+            ));
+        }
+        let batched = s.len() == 3;
+        let x = match (batched, c.batch_first) {
+            (false, _) => x.unsqueeze(1)?,
+            (true, true) => x.transpose(0, 1)?,
+            (true, false) => x.clone(),
+        };
+        let (l, n) = (x.shape()[0], x.shape()[1]);
+        if l == 0 {
+            return fail(format!(
+                "expected a sequence length larger than 0, got input {s:?}"
+            ));
+        }
+        let h0 = h0
+            .map(|h| self.check_state("h0", h, n, batched))
+            .transpose()?;
+        let c0 = c0
+            .map(|s| self.check_state("c0", s, n, batched))
+            .transpose()?;
+
+        let lstm = self.mode == RecurrentMode::Lstm;
+        let dirs = c.num_directions();
+        let mut input = x;
+        let (mut h_n, mut c_n) = (Vec::new(), Vec::new());
+        for k in 0..c.num_layers {
+            let mut outs = Vec::with_capacity(dirs);
+            for dir in 0..dirs {
+                let i = k * dirs + dir;
+                let h0 = h0.as_ref().map(|h| h.select(0, i as isize)).transpose()?;
+                let c0 = c0.as_ref().map(|s| s.select(0, i as isize)).transpose()?;
+                let reverse = dir == 1;
+                let packed = input.recurrent_sequence(
+                    self.mode,
+                    self.params[i].as_op(),
+                    h0.as_ref(),
+                    c0.as_ref(),
+                    reverse,
+                )?;
+                // The packed output is [L, N, H] (LSTM: [L + 1, N, H] with c_n last); the
+                // final state is the last step taken: step L − 1, or 0 in reverse.
+                h_n.push(packed.narrow(0, if reverse { 0 } else { l - 1 }, 1)?);
+                if lstm {
+                    c_n.push(packed.narrow(0, l, 1)?);
+                    outs.push(packed.narrow(0, 0, l)?);
+                } else {
+                    outs.push(packed);
+                }
+            }
+            input = if dirs == 1 {
+                outs.pop().expect("one direction")
+            } else {
+                Var::cat(&outs, 2)?
+            };
+            if k + 1 < c.num_layers && c.dropout > 0.0 && self.training {
+                let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+                input = crate::functional::dropout(&input, c.dropout, true, &mut *rng)?;
+            }
+        }
+        let join = |mut parts: Vec<Var<T>>| -> Result<Var<T>> {
+            let v = if parts.len() == 1 {
+                parts.pop().expect("one part")
+            } else {
+                Var::cat(&parts, 0)?
+            };
+            Ok(if batched { v } else { v.squeeze(1)? })
+        };
+        let output = match (batched, c.batch_first) {
+            (false, _) => input.squeeze(1)?,
+            (true, true) => input.transpose(0, 1)?,
+            (true, false) => input,
+        };
+        let c_n = if lstm { Some(join(c_n)?) } else { None };
+        Ok((output, join(h_n)?, c_n))
+    }
+}
+
+macro_rules! stack_layer {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name<T: Element = f32> {
+            stack: Stack<T>,
+        }
+
+        impl<T: Element> $name<T> {
+            /// The config.
+            pub fn config(&self) -> &RnnConfig {
+                &self.stack.config
+            }
+
+            /// The parameters, one entry per layer and direction in state-dict order
+            /// (index `layer · D + direction`, the reverse direction second).
+            pub fn params(&self) -> &[RnnParams<T>] {
+                &self.stack.params
+            }
+
+            /// The parameters of `layer`, in `reverse` direction or not (like PyTorch's
+            /// `weight_ih_l{layer}` and `weight_ih_l{layer}_reverse`), `None` out of range.
+            pub fn layer_params(&self, layer: usize, reverse: bool) -> Option<&RnnParams<T>> {
+                let dirs = self.stack.config.num_directions();
+                if reverse && dirs == 1 {
+                    return None;
+                }
+                self.stack.params.get(layer * dirs + usize::from(reverse))
+            }
+
+            /// Whether the layer is in train mode (dropout between layers applies).
+            pub fn is_training(&self) -> bool {
+                self.stack.training
+            }
+        }
+
+        impl<T: Element> Module<T> for $name<T> {
+            fn visit_state(&self, f: &mut dyn FnMut(&str, &Var<T>, StateKind)) {
+                self.stack.visit_state(f);
+            }
+
+            fn set_training(&mut self, training: bool) {
+                self.stack.training = training;
+            }
+        }
+    };
+}
+
+stack_layer! {
+    /// A multi-layer Elman RNN, like `nn.RNN(input_size, hidden_size, num_layers,
+    /// nonlinearity, bias, batch_first, dropout, bidirectional)`:
+    /// `h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`.
+    ///
+    /// ```
+    /// use strata_nn::{RNN, RnnConfig, RnnNonlinearity};
+    /// use strata_autograd::Var;
+    /// use strata_tensor::{Tensor, seeded_rng};
+    ///
+    /// let rnn = RNN::<f32>::new(RnnConfig::new(10, 20).num_layers(2), RnnNonlinearity::Tanh,
+    ///     &mut seeded_rng(0))?;
+    /// let x = Var::new(Tensor::randn(&[5, 3, 10], &mut seeded_rng(1)));
+    /// let (output, h_n) = rnn.forward(&x, None)?;
+    /// assert_eq!((output.shape(), h_n.shape()), (&[5, 3, 20][..], &[2, 3, 20][..]));
+    /// # Ok::<(), strata_nn::NnError>(())
+    /// ```
+    RNN
+}
+
+stack_layer! {
+    /// A multi-layer LSTM, like `nn.LSTM(input_size, hidden_size, num_layers, bias,
+    /// batch_first, dropout, bidirectional)`, gates in PyTorch's order i, f, g, o:
+    /// `c_t = f ⊙ c_{t-1} + i ⊙ g`, `h_t = o ⊙ tanh(c_t)`.
+    ///
+    /// ```
+    /// use strata_nn::{LSTM, Module, RnnConfig};
+    /// use strata_autograd::Var;
+    /// use strata_tensor::{Tensor, seeded_rng};
+    ///
+    /// let lstm = LSTM::<f32>::new(RnnConfig::new(10, 20).batch_first(true), &mut seeded_rng(0))?;
+    /// let x = Var::new(Tensor::randn(&[3, 5, 10], &mut seeded_rng(1))); // [N, L, in]
+    /// let (output, (h_n, c_n)) = lstm.forward(&x, None)?;
+    /// assert_eq!(output.shape(), &[3, 5, 20]);
+    /// assert_eq!((h_n.shape(), c_n.shape()), (&[1, 3, 20][..], &[1, 3, 20][..]));
+    /// output.square().mean_all().backward()?;
+    /// assert!(lstm.parameters().iter().all(|p| p.grad().is_some()));
+    /// # Ok::<(), strata_nn::NnError>(())
+    /// ```
+    LSTM
+}
+
+stack_layer! {
+    /// A multi-layer GRU, like `nn.GRU(input_size, hidden_size, num_layers, bias,
+    /// batch_first, dropout, bidirectional)`, gates in PyTorch's order r, z, n:
+    /// `n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))`, `h' = (1 − z) ⊙ n + z ⊙ h`.
+    ///
+    /// ```
+    /// use strata_nn::{GRU, RnnConfig};
+    /// use strata_autograd::Var;
+    /// use strata_tensor::{Tensor, seeded_rng};
+    ///
+    /// let gru = GRU::<f32>::new(RnnConfig::new(10, 20).bidirectional(true), &mut seeded_rng(0))?;
+    /// let x = Var::new(Tensor::randn(&[5, 10], &mut seeded_rng(1))); // unbatched [L, in]
+    /// let (output, h_n) = gru.forward(&x, None)?;
+    /// assert_eq!((output.shape(), h_n.shape()), (&[5, 40][..], &[2, 20][..]));
+    /// # Ok::<(), strata_nn::NnError>(())
+    /// ```
+    GRU
+}
+
+impl<T: Element> RNN<T> {
+    /// A layer with PyTorch's initialisation (every parameter uniform in
+    /// `±1/√hidden_size`) drawn from `rng`.
+    ///
+    /// # Errors
+    /// [`NnError::Config`](crate::NnError::Config) for a zero `hidden_size` or
+    /// `num_layers`, or `dropout` outside `[0, 1]`.
+    pub fn new<R: Rng + ?Sized>(
+        config: RnnConfig,
+        nonlinearity: RnnNonlinearity,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let mode = match nonlinearity {
+            RnnNonlinearity::Tanh => RecurrentMode::RnnTanh,
+            RnnNonlinearity::Relu => RecurrentMode::RnnRelu,
+        };
+        Ok(RNN {
+            stack: Stack::new("RNN", mode, config, rng)?,
+        })
+    }
+
+    /// The nonlinearity.
+    pub fn nonlinearity(&self) -> RnnNonlinearity {
+        match self.stack.mode {
+            RecurrentMode::RnnRelu => RnnNonlinearity::Relu,
+            _ => RnnNonlinearity::Tanh,
+        }
+    }
+
+    /// Runs the sequence `x` from the initial state `h0` (zeros when `None`); returns
+    /// `(output, h_n)`.
+    ///
+    /// # Shapes
+    /// - `x`: `[L, N, input_size]`, `[N, L, input_size]` when `batch_first`, or unbatched
+    ///   `[L, input_size]`.
+    /// - `h0`, `h_n`: `[num_layers · D, N, hidden_size]` (never batch-first), unbatched
+    ///   `[num_layers · D, hidden_size]`.
+    /// - `output`: `[L, N, D · hidden_size]` (batch-first or unbatched like `x`), the last
+    ///   layer's hidden state at every step; for `D = 2` the forward direction's features
+    ///   come first.
+    ///
+    /// # Errors
+    /// [`NnError::Input`](crate::NnError::Input) when `x` is not 2-d or 3-d, its last
+    /// dimension is not `input_size`, the sequence is empty, or `h0` has the wrong shape
+    /// (including another batch size).
+    pub fn forward(&self, x: &Var<T>, h0: Option<&Var<T>>) -> Result<(Var<T>, Var<T>)> {
+        let (output, h_n, _) = self.stack.forward(x, h0, None)?;
+        Ok((output, h_n))
+    }
+}
+
+impl<T: Element> LSTM<T> {
+    /// A layer with PyTorch's initialisation (every parameter uniform in
+    /// `±1/√hidden_size`) drawn from `rng`.
+    ///
+    /// # Errors
+    /// As [`RNN::new`].
+    pub fn new<R: Rng + ?Sized>(config: RnnConfig, rng: &mut R) -> Result<Self> {
+        Ok(LSTM {
+            stack: Stack::new("LSTM", RecurrentMode::Lstm, config, rng)?,
+        })
+    }
+
+    /// Runs the sequence `x` from the initial state `(h0, c0)` (zeros when `None`);
+    /// returns `(output, (h_n, c_n))`. Shapes as [`RNN::forward`], with `c0` and `c_n`
+    /// shaped like `h0`.
+    ///
+    /// # Errors
+    /// As [`RNN::forward`], for `h0` and `c0`.
+    #[allow(clippy::type_complexity)]
+    pub fn forward(
+        &self,
+        x: &Var<T>,
+        state: Option<(&Var<T>, &Var<T>)>,
+    ) -> Result<(Var<T>, (Var<T>, Var<T>))> {
+        let (h0, c0) = state.unzip();
+        let (output, h_n, c_n) = self.stack.forward(x, h0, c0)?;
+        Ok((output, (h_n, c_n.expect("the LSTM returns c_n"))))
+    }
+}
+
+impl<T: Element> GRU<T> {
+    /// A layer with PyTorch's initialisation (every parameter uniform in
+    /// `±1/√hidden_size`) drawn from `rng`.
+    ///
+    /// # Errors
+    /// As [`RNN::new`].
+    pub fn new<R: Rng + ?Sized>(config: RnnConfig, rng: &mut R) -> Result<Self> {
+        Ok(GRU {
+            stack: Stack::new("GRU", RecurrentMode::Gru, config, rng)?,
+        })
+    }
+
+    /// Runs the sequence `x` from the initial state `h0` (zeros when `None`); returns
+    /// `(output, h_n)`. Shapes as [`RNN::forward`].
+    ///
+    /// # Errors
+    /// As [`RNN::forward`].
+    pub fn forward(&self, x: &Var<T>, h0: Option<&Var<T>>) -> Result<(Var<T>, Var<T>)> {
+        let (output, h_n, _) = self.stack.forward(x, h0, None)?;
+        Ok((output, h_n))
+    }
+}
+
+/// What the three cells share: one step of the same fused kernels.
+struct Cell<T: Element> {
+    layer: &'static str,
+    mode: RecurrentMode,
+    input_size: usize,
+    hidden_size: usize,
+    params: RnnParams<T>,
+}
+
+impl<T: Element> Cell<T> {
+    fn new<R: Rng + ?Sized>(
+        layer: &'static str,
+        mode: RecurrentMode,
+        (input_size, hidden_size, bias): (usize, usize, bool),
+        rng: &mut R,
+    ) -> Result<Self> {
+        if hidden_size == 0 {
+            return Err(config_error(layer, "hidden_size must be greater than zero"));
+        }
+        let params = RnnParams::init(mode.gates(), input_size, hidden_size, bias, rng);
+        Ok(Cell {
+            layer,
+            mode,
+            input_size,
+            hidden_size,
+            params,
+        })
+    }
+
+    /// Checks a state against an input of batch `n` (`None` for unbatched); returns it
+    /// as `[N, H]`.
+    fn check_state(&self, which: &str, s: &Var<T>, n: Option<usize>) -> Result<Var<T>> {
+        let h = self.hidden_size;
+        let got = s.shape();
+        let fail = |msg: String| Err(input_error(self.layer, msg));
+        match n {
+            None if got != [h] => fail(format!(
+                "for an unbatched 1-D input, {which} should be [{h}], got {got:?}"
+            )),
+            Some(n) if got.len() == 2 && got[1] == h && got[0] != n => fail(format!(
+                "input batch size {n} doesn't match {which} batch size {}",
+                got[0]
+            )),
+            Some(n) if got != [n, h] => {
+                fail(format!("expected {which} of shape [{n}, {h}], got {got:?}"))
+            }
+            None => Ok(s.unsqueeze(0)?),
+            Some(_) => Ok(s.clone()),
+        }
+    }
+
+    /// One step: the packed output `[1 (+1), N, H]` and whether the input was batched.
+    fn step(&self, x: &Var<T>, h: Option<&Var<T>>, c: Option<&Var<T>>) -> Result<(Var<T>, bool)> {
+        let s = x.shape();
+        let fail = |msg: String| Err(input_error(self.layer, msg));
+        if s.len() != 1 && s.len() != 2 {
+            return fail(format!(
+                "expected input to be 1-D [{in}] or 2-D [N, {in}], got {s:?}",
+                in = self.input_size
+            ));
+        }
+        if s[s.len() - 1] != self.input_size {
+            return fail(format!(
+                "input has inconsistent input_size: got {}, expected {} (input {s:?})",
+                s[s.len() - 1],
+                self.input_size
+            ));
+        }
+        let batched = s.len() == 2;
+        let n = batched.then(|| s[0]);
+        let h = h.map(|h| self.check_state("hx", h, n)).transpose()?;
+        let c = c.map(|c| self.check_state("cx", c, n)).transpose()?;
+        let x = if batched {
+            x.unsqueeze(0)?
+        } else {
+            x.reshape([1, 1, self.input_size as isize])?
+        };
+        let packed = x.recurrent_sequence(
+            self.mode,
+            self.params.as_op(),
+            h.as_ref(),
+            c.as_ref(),
+            false,
+        )?;
+        Ok((packed, batched))
+    }
+
+    /// Row `i` of the packed output, `[N, H]` or `[H]`.
+    fn take(packed: &Var<T>, i: isize, batched: bool) -> Result<Var<T>> {
+        let v = packed.select(0, i)?;
+        Ok(if batched { v } else { v.squeeze(0)? })
+    }
+}
+
+macro_rules! cell_layer {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name<T: Element = f32> {
+            /// `weight_ih` `[G·H, input_size]`.
+            pub weight_ih: Var<T>,
+            /// `weight_hh` `[G·H, hidden_size]`.
+            pub weight_hh: Var<T>,
+            /// `bias_ih` `[G·H]`, when the cell has biases.
+            pub bias_ih: Option<Var<T>>,
+            /// `bias_hh` `[G·H]`, when the cell has biases.
+            pub bias_hh: Option<Var<T>>,
+            layer: &'static str,
+            mode: RecurrentMode,
+            input_size: usize,
+        }
+
+        impl<T: Element> $name<T> {
+            fn from_cell(cell: Cell<T>) -> Self {
+                let RnnParams { weight_ih, weight_hh, bias_ih, bias_hh } = cell.params;
+                $name {
+                    weight_ih,
+                    weight_hh,
+                    bias_ih,
+                    bias_hh,
+                    layer: cell.layer,
+                    mode: cell.mode,
+                    input_size: cell.input_size,
+                }
+            }
+
+            /// A view of the public parameters as the shared cell (cheap handle clones).
+            fn cell(&self) -> Cell<T> {
+                Cell {
+                    layer: self.layer,
+                    mode: self.mode,
+                    input_size: self.input_size,
+                    hidden_size: self.weight_hh.shape()[1],
+                    params: RnnParams {
+                        weight_ih: self.weight_ih.clone(),
+                        weight_hh: self.weight_hh.clone(),
+                        bias_ih: self.bias_ih.clone(),
+                        bias_hh: self.bias_hh.clone(),
+                    },
+                }
+            }
+
+            /// `input_size`.
+            pub fn input_size(&self) -> usize {
+                self.input_size
+            }
+
+            /// `hidden_size`.
+            pub fn hidden_size(&self) -> usize {
+                self.weight_hh.shape()[1]
+            }
+        }
+
+        impl<T: Element> Module<T> for $name<T> {
+            fn visit_state(&self, f: &mut dyn FnMut(&str, &Var<T>, StateKind)) {
+                f("weight_ih", &self.weight_ih, StateKind::Parameter);
+                f("weight_hh", &self.weight_hh, StateKind::Parameter);
+                if let Some(b) = &self.bias_ih {
+                    f("bias_ih", b, StateKind::Parameter);
+                }
+                if let Some(b) = &self.bias_hh {
+                    f("bias_hh", b, StateKind::Parameter);
+                }
+            }
+        }
+    };
+}
+
+cell_layer! {
+    /// One step of an Elman RNN, like `nn.RNNCell(input_size, hidden_size, bias,
+    /// nonlinearity)`: `h' = act(W_ih x + b_ih + W_hh h + b_hh)`.
+    ///
+    /// ```
+    /// use strata_nn::{RNNCell, RnnNonlinearity};
+    /// use strata_autograd::Var;
+    /// use strata_tensor::{Tensor, seeded_rng};
+    ///
+    /// let cell = RNNCell::<f32>::new(10, 20, true, RnnNonlinearity::Tanh, &mut seeded_rng(0))?;
+    /// let h = cell.forward(&Var::new(Tensor::ones(&[3, 10])), None)?;
+    /// assert_eq!(h.shape(), &[3, 20]);
+    /// # Ok::<(), strata_nn::NnError>(())
+    /// ```
+    RNNCell
+}
+
+cell_layer! {
+    /// One step of an LSTM, like `nn.LSTMCell(input_size, hidden_size, bias)`, gates
+    /// i, f, g, o.
+    ///
+    /// ```
+    /// use strata_nn::LSTMCell;
+    /// use strata_autograd::Var;
+    /// use strata_tensor::{Tensor, seeded_rng};
+    ///
+    /// let cell = LSTMCell::<f32>::new(10, 20, true, &mut seeded_rng(0))?;
+    /// let (h, c) = cell.forward(&Var::new(Tensor::ones(&[3, 10])), None)?;
+    /// let (h, c) = cell.forward(&Var::new(Tensor::ones(&[3, 10])), Some((&h, &c)))?;
+    /// assert_eq!((h.shape(), c.shape()), (&[3, 20][..], &[3, 20][..]));
+    /// # Ok::<(), strata_nn::NnError>(())
+    /// ```
+    LSTMCell
+}
+
+cell_layer! {
+    /// One step of a GRU, like `nn.GRUCell(input_size, hidden_size, bias)`, gates r, z, n.
+    ///
+    /// ```
+    /// use strata_nn::GRUCell;
+    /// use strata_autograd::Var;
+    /// use strata_tensor::{Tensor, seeded_rng};
+    ///
+    /// let cell = GRUCell::<f32>::new(10, 20, true, &mut seeded_rng(0))?;
+    /// let h = cell.forward(&Var::new(Tensor::ones(&[10])), None)?; // unbatched
+    /// assert_eq!(h.shape(), &[20]);
+    /// # Ok::<(), strata_nn::NnError>(())
+    /// ```
+    GRUCell
+}
+
+impl<T: Element> RNNCell<T> {
+    /// A cell with PyTorch's initialisation (uniform in `±1/√hidden_size`).
+    ///
+    /// # Errors
+    /// [`NnError::Config`](crate::NnError::Config) for a zero `hidden_size`.
+    pub fn new<R: Rng + ?Sized>(
+        input_size: usize,
+        hidden_size: usize,
+        bias: bool,
+        nonlinearity: RnnNonlinearity,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let mode = match nonlinearity {
+            RnnNonlinearity::Tanh => RecurrentMode::RnnTanh,
+            RnnNonlinearity::Relu => RecurrentMode::RnnRelu,
+        };
+        let sizes = (input_size, hidden_size, bias);
+        Ok(Self::from_cell(Cell::new("RNNCell", mode, sizes, rng)?))
+    }
+
+    /// The nonlinearity.
+    pub fn nonlinearity(&self) -> RnnNonlinearity {
+        match self.mode {
+            RecurrentMode::RnnRelu => RnnNonlinearity::Relu,
+            _ => RnnNonlinearity::Tanh,
+        }
+    }
+
+    /// The next hidden state from `x` and `h` (zeros when `None`).
+    ///
+    /// # Shapes
+    /// `x` `[N, input_size]` or `[input_size]`; `h` and the result `[N, hidden_size]` or
+    /// `[hidden_size]`.
+    ///
+    /// # Errors
+    /// [`NnError::Input`](crate::NnError::Input) when `x` is not 1-d or 2-d, its last
+    /// dimension is not `input_size`, or `h` does not fit it.
+    pub fn forward(&self, x: &Var<T>, h: Option<&Var<T>>) -> Result<Var<T>> {
+        let (packed, batched) = self.cell().step(x, h, None)?;
+        Cell::take(&packed, 0, batched)
+    }
+}
+
+impl<T: Element> LSTMCell<T> {
+    /// A cell with PyTorch's initialisation (uniform in `±1/√hidden_size`).
+    ///
+    /// # Errors
+    /// [`NnError::Config`](crate::NnError::Config) for a zero `hidden_size`.
+    pub fn new<R: Rng + ?Sized>(
+        input_size: usize,
+        hidden_size: usize,
+        bias: bool,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let sizes = (input_size, hidden_size, bias);
+        Ok(Self::from_cell(Cell::new(
+            "LSTMCell",
+            RecurrentMode::Lstm,
+            sizes,
+            rng,
+        )?))
+    }
+
+    /// The next `(h, c)` from `x` and `state` (zeros when `None`). Shapes as
+    /// [`RNNCell::forward`], `c` like `h`.
+    ///
+    /// # Errors
+    /// As [`RNNCell::forward`], for both states.
+    pub fn forward(
+        &self,
+        x: &Var<T>,
+        state: Option<(&Var<T>, &Var<T>)>,
+    ) -> Result<(Var<T>, Var<T>)> {
+        let (h, c) = state.unzip();
+        let (packed, batched) = self.cell().step(x, h, c)?;
+        Ok((
+            Cell::take(&packed, 0, batched)?,
+            Cell::take(&packed, 1, batched)?,
+        ))
+    }
+}
+
+impl<T: Element> GRUCell<T> {
+    /// A cell with PyTorch's initialisation (uniform in `±1/√hidden_size`).
+    ///
+    /// # Errors
+    /// [`NnError::Config`](crate::NnError::Config) for a zero `hidden_size`.
+    pub fn new<R: Rng + ?Sized>(
+        input_size: usize,
+        hidden_size: usize,
+        bias: bool,
+        rng: &mut R,
+    ) -> Result<Self> {
+        let sizes = (input_size, hidden_size, bias);
+        Ok(Self::from_cell(Cell::new(
+            "GRUCell",
+            RecurrentMode::Gru,
+            sizes,
+            rng,
+        )?))
+    }
+
+    /// The next hidden state from `x` and `h` (zeros when `None`). Shapes as
+    /// [`RNNCell::forward`].
+    ///
+    /// # Errors
+    /// As [`RNNCell::forward`].
+    pub fn forward(&self, x: &Var<T>, h: Option<&Var<T>>) -> Result<Var<T>> {
+        let (packed, batched) = self.cell().step(x, h, None)?;
+        Cell::take(&packed, 0, batched)
+    }
+}
