@@ -11,16 +11,8 @@
 //! use strata_models::reference::{ModelKind, TrainOptions, train};
 //!
 //! let metrics = train(&TrainOptions {
-//!     model: ModelKind::Cnn,
 //!     epochs: Some(1),
-//!     lr: None,
-//!     batch_size: None,
-//!     seed: 0,
-//!     out: "runs/cnn".into(),
-//!     data: None,
-//!     dataset: None,
-//!     limit: None,
-//!     progress: true,
+//!     ..TrainOptions::new(ModelKind::Cnn, "runs/cnn")
 //! })?;
 //! println!("test accuracy {}", metrics["test_accuracy"]);
 //! # Ok::<(), strata_models::ModelsError>(())
@@ -29,6 +21,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod language;
 mod error;
 pub mod models;
 pub mod plot;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use strata_models::models::RecurrentKind;
 use strata_models::reference::{self, ModelKind, TrainOptions};
 
 /// Train, evaluate and inspect strata's reference models on the data bundled with the repo.
@@ -20,15 +21,22 @@ enum Command {
     Train {
         /// The model.
         model: ModelKind,
-        /// Passes over the training data (default: the model's).
+        /// Passes over the training data (default: the model's; not for char-rnn and
+        /// char-transformer, which train in --steps).
         #[arg(long)]
         epochs: Option<usize>,
+        /// Optimizer steps of char-rnn and char-transformer (default: the model's).
+        #[arg(long)]
+        steps: Option<usize>,
         /// Learning rate (default: the model's); for mlp and cnn the peak of their one-cycle schedule.
         #[arg(long)]
         lr: Option<f64>,
         /// Samples per batch (default: the model's).
         #[arg(long)]
         batch_size: Option<usize>,
+        /// The recurrent layer of char-rnn and forecast (default: lstm).
+        #[arg(long)]
+        cell: Option<RecurrentKind>,
         /// Seed of initialisation, splits and shuffling.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -38,14 +46,17 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "runs/latest")]
         out: PathBuf,
-        /// A folder of files in the model's data format to train on instead (IDX images such
-        /// as Fashion-MNIST, or CIFAR-10 binary batches, for mlp and cnn).
+        /// Data to train on instead of the bundled set: a folder of IDX images (such as
+        /// Fashion-MNIST) or CIFAR-10 binary batches for mlp and cnn, a UTF-8 text file for
+        /// char-rnn and char-transformer.
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Another bundled data set: digits (cnn, mlp), iris or wine (logreg).
+        /// Another bundled data set: digits (cnn, mlp, seq-classifier), iris or wine
+        /// (logreg), sunspots-yearly or airline (forecast).
         #[arg(long)]
         dataset: Option<String>,
-        /// Train on only the first N samples (quick runs).
+        /// Train on only the first N samples (quick runs); for the character models, the
+        /// first N characters of the text.
         #[arg(long)]
         limit: Option<usize>,
         /// No progress bars.
@@ -65,6 +76,24 @@ enum Command {
         /// The input file.
         input: PathBuf,
     },
+    /// Sample text from a char-rnn or char-transformer checkpoint.
+    Generate {
+        /// The checkpoint directory.
+        checkpoint: PathBuf,
+        /// The text to continue (default: start of a line).
+        #[arg(long, default_value = "")]
+        prompt: String,
+        /// Characters to generate.
+        #[arg(long, default_value_t = 400)]
+        length: usize,
+        /// Sampling temperature: lower is more conservative, 0 always takes the most
+        /// likely character.
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Seed of the sampling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Print a checkpoint's provenance record.
     Info {
         /// The checkpoint directory.
@@ -77,8 +106,10 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Train {
             model,
             epochs,
+            steps,
             lr,
             batch_size,
+            cell,
             seed,
             threads,
             out,
@@ -96,8 +127,10 @@ fn run(cli: Cli) -> Result<(), String> {
             let opts = TrainOptions {
                 model,
                 epochs,
+                steps,
                 lr,
                 batch_size,
+                cell,
                 seed,
                 out: out.clone(),
                 data,
@@ -133,6 +166,17 @@ fn run(cli: Cli) -> Result<(), String> {
                 println!("{p}");
             }
         }
+        Command::Generate {
+            checkpoint,
+            prompt,
+            length,
+            temperature,
+            seed,
+        } => println!(
+            "{}",
+            reference::generate(&checkpoint, &prompt, length, temperature, seed)
+                .map_err(|e| e.to_string())?
+        ),
         Command::Info { checkpoint } => println!(
             "{}",
             reference::info(&checkpoint).map_err(|e| e.to_string())?

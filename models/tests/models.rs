@@ -458,16 +458,12 @@ fn same_seed_same_bits_mlp_across_thread_counts() {
 fn same_seed_same_metrics_through_the_reference_training() {
     let dir = TempDir::new("ref-determinism");
     let opts = |out: &str, seed: u64| TrainOptions {
-        model: ModelKind::Cnn,
         epochs: Some(2),
-        lr: None,
-        batch_size: None,
         seed,
-        out: dir.join(out),
-        data: None,
         dataset: Some("digits".into()),
         limit: Some(200),
         progress: false,
+        ..TrainOptions::new(ModelKind::Cnn, dir.join(out))
     };
     let a = reference::train(&opts("a", 4)).unwrap();
     let b = reference::train(&opts("b", 4)).unwrap();

