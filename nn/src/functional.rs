@@ -10,6 +10,8 @@ use crate::Result;
 use crate::error::{config_error, input_error};
 use crate::layers::linear::check_linear_input;
 
+pub use crate::layers::attention::scaled_dot_product_attention;
+
 /// `x·Wᵀ + b` (`F.linear`), for `x` `[*, in]`, `weight` `[out, in]`, `bias` `[out]`.
 ///
 /// One fused op: the forward is one GEMM (batch dimensions folded into rows) plus the bias,

@@ -43,6 +43,7 @@ pub use error::{NnError, Result, StateDictMismatch};
 pub use layers::activation::{
     GELU, Identity, LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh,
 };
+pub use layers::attention::{AttnMask, MhaConfig, MhaForward, MultiheadAttention, SdpaOptions};
 pub use layers::conv::{Conv1d, Conv2d, ConvConfig, Padding};
 pub use layers::dropout::Dropout;
 pub use layers::embedding::Embedding;
@@ -51,5 +52,9 @@ pub use layers::norm::{BatchNorm1d, BatchNorm2d, BatchNormConfig, LayerNorm, RMS
 pub use layers::pool::{AdaptiveAvgPool2d, AvgPool2d, Flatten, MaxPool2d};
 pub use layers::rnn::{GRU, GRUCell, LSTM, LSTMCell, RNN, RNNCell};
 pub use layers::rnn::{RnnConfig, RnnNonlinearity, RnnParams};
+pub use layers::transformer::{
+    LearnedPositionalEncoding, SinusoidalPositionalEncoding, TransformerActivation,
+    TransformerEncoder, TransformerEncoderLayer, TransformerEncoderLayerConfig,
+};
 pub use module::{Forward, Module, Sequential, StateKind, visit_child};
 pub use state_dict::StateDict;
