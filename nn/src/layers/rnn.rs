@@ -146,6 +146,43 @@ impl<T: Element> RnnParams<T> {
         }
     }
 
+    /// Checks the shapes: `[G·H, input]`, `[G·H, H]`, and biases `[G·H]` iff `bias`.
+    fn check(
+        &self,
+        layer: &'static str,
+        gates: usize,
+        input: usize,
+        hidden: usize,
+        bias: bool,
+    ) -> Result<()> {
+        let gh = gates * hidden;
+        let shape = |v: &Option<Var<T>>| v.as_ref().map(|v| v.shape().to_vec());
+        let ok = self.weight_ih.shape() == [gh, input]
+            && self.weight_hh.shape() == [gh, hidden]
+            && [&self.bias_ih, &self.bias_hh]
+                .iter()
+                .all(|b| shape(b) == bias.then(|| vec![gh]));
+        if ok {
+            return Ok(());
+        }
+        Err(config_error(
+            layer,
+            format!(
+                "expected weight_ih [{gh}, {input}], weight_hh [{gh}, {hidden}] and {}, got \
+                 {:?}, {:?}, {:?} and {:?}",
+                if bias {
+                    format!("biases [{gh}]")
+                } else {
+                    "no biases".into()
+                },
+                self.weight_ih.shape(),
+                self.weight_hh.shape(),
+                shape(&self.bias_ih),
+                shape(&self.bias_hh),
+            ),
+        ))
+    }
+
     fn as_op(&self) -> RecurrentParams<'_, T> {
         RecurrentParams {
             w_ih: &self.weight_ih,
@@ -176,6 +213,37 @@ impl<T: Element> RnnParams<T> {
     }
 }
 
+/// Validates the settings of a stack, as `nn.RNNBase.__init__` does.
+fn check_config(layer: &'static str, config: &RnnConfig) -> Result<()> {
+    let fail = |msg: String| Err(config_error(layer, msg));
+    if config.hidden_size == 0 {
+        return fail("hidden_size must be greater than zero".into());
+    }
+    if config.num_layers == 0 {
+        return fail("num_layers must be greater than zero".into());
+    }
+    if !(0.0..=1.0).contains(&config.dropout) {
+        return fail(format!(
+            "dropout should be a number in range [0, 1] representing the probability of an \
+             element being zeroed, got {}",
+            config.dropout
+        ));
+    }
+    Ok(())
+}
+
+/// The input features of layer `k`: `input_size`, then the previous layer's `D·H`.
+fn layer_input_size(config: &RnnConfig, k: usize) -> usize {
+    if k == 0 {
+        config.input_size
+    } else {
+        config.num_directions() * config.hidden_size
+    }
+}
+
+/// `(output, h_n, c_n)`, `c_n` for the LSTM only.
+type StackOutput<T> = (Var<T>, Var<T>, Option<Var<T>>);
+
 /// What RNN, LSTM and GRU share: the mode, the config, train/eval and the dropout RNG.
 struct Stack<T: Element> {
     layer: &'static str,
@@ -193,27 +261,39 @@ impl<T: Element> Stack<T> {
         config: RnnConfig,
         rng: &mut R,
     ) -> Result<Self> {
-        let fail = |msg: String| Err(config_error(layer, msg));
-        if config.hidden_size == 0 {
-            return fail("hidden_size must be greater than zero".into());
-        }
-        if config.num_layers == 0 {
-            return fail("num_layers must be greater than zero".into());
-        }
-        if !(0.0..=1.0).contains(&config.dropout) {
-            return fail(format!(
-                "dropout should be a number in range [0, 1] representing the probability \
-                 of an element being zeroed, got {}",
-                config.dropout
+        check_config(layer, &config)?;
+        let (h, dirs) = (config.hidden_size, config.num_directions());
+        let params = (0..config.num_layers * dirs)
+            .map(|i| {
+                let input = layer_input_size(&config, i / dirs);
+                RnnParams::init(mode.gates(), input, h, config.bias, rng)
+            })
+            .collect();
+        Self::from_params(layer, mode, config, params)
+    }
+
+    /// A stack around given parameters, checked against the config.
+    fn from_params(
+        layer: &'static str,
+        mode: RecurrentMode,
+        config: RnnConfig,
+        params: Vec<RnnParams<T>>,
+    ) -> Result<Self> {
+        check_config(layer, &config)?;
+        let (h, dirs) = (config.hidden_size, config.num_directions());
+        let want = config.num_layers * dirs;
+        if params.len() != want {
+            return Err(config_error(
+                layer,
+                format!(
+                    "expected {want} sets of parameters (num_layers * num_directions), got {}",
+                    params.len()
+                ),
             ));
         }
-        let (h, dirs) = (config.hidden_size, config.num_directions());
-        let mut params = Vec::with_capacity(config.num_layers * dirs);
-        for k in 0..config.num_layers {
-            let input = if k == 0 { config.input_size } else { dirs * h };
-            for _ in 0..dirs {
-                params.push(RnnParams::init(mode.gates(), input, h, config.bias, rng));
-            }
+        for (i, p) in params.iter().enumerate() {
+            let input = layer_input_size(&config, i / dirs);
+            p.check(layer, mode.gates(), input, h, config.bias)?;
         }
         Ok(Stack {
             layer,
@@ -276,7 +356,7 @@ impl<T: Element> Stack<T> {
         x: &Var<T>,
         h0: Option<&Var<T>>,
         c0: Option<&Var<T>>,
-    ) -> Result<(Var<T>, Var<T>, Option<Var<T>>)> {
+    ) -> Result<StackOutput<T>> {
         let c = &self.config;
         let fail = |msg: String| Err(input_error(self.layer, msg));
         let s = x.shape();
@@ -498,6 +578,26 @@ impl<T: Element> RNN<T> {
         })
     }
 
+    /// A layer around given parameters, one entry per layer and direction in the order of
+    /// [`params`](RNN::params) (PyTorch's `_flat_weights`).
+    ///
+    /// # Errors
+    /// [`NnError::Config`](crate::NnError::Config) for a bad config, or parameters whose
+    /// number or shapes do not fit it.
+    pub fn from_params(
+        config: RnnConfig,
+        nonlinearity: RnnNonlinearity,
+        params: Vec<RnnParams<T>>,
+    ) -> Result<Self> {
+        let mode = match nonlinearity {
+            RnnNonlinearity::Tanh => RecurrentMode::RnnTanh,
+            RnnNonlinearity::Relu => RecurrentMode::RnnRelu,
+        };
+        Ok(RNN {
+            stack: Stack::from_params("RNN", mode, config, params)?,
+        })
+    }
+
     /// The nonlinearity.
     pub fn nonlinearity(&self) -> RnnNonlinearity {
         match self.stack.mode {
@@ -540,6 +640,16 @@ impl<T: Element> LSTM<T> {
         })
     }
 
+    /// A layer around given parameters (see [`RNN::from_params`]).
+    ///
+    /// # Errors
+    /// As [`RNN::from_params`].
+    pub fn from_params(config: RnnConfig, params: Vec<RnnParams<T>>) -> Result<Self> {
+        Ok(LSTM {
+            stack: Stack::from_params("LSTM", RecurrentMode::Lstm, config, params)?,
+        })
+    }
+
     /// Runs the sequence `x` from the initial state `(h0, c0)` (zeros when `None`);
     /// returns `(output, (h_n, c_n))`. Shapes as [`RNN::forward`], with `c0` and `c_n`
     /// shaped like `h0`.
@@ -567,6 +677,16 @@ impl<T: Element> GRU<T> {
     pub fn new<R: Rng + ?Sized>(config: RnnConfig, rng: &mut R) -> Result<Self> {
         Ok(GRU {
             stack: Stack::new("GRU", RecurrentMode::Gru, config, rng)?,
+        })
+    }
+
+    /// A layer around given parameters (see [`RNN::from_params`]).
+    ///
+    /// # Errors
+    /// As [`RNN::from_params`].
+    pub fn from_params(config: RnnConfig, params: Vec<RnnParams<T>>) -> Result<Self> {
+        Ok(GRU {
+            stack: Stack::from_params("GRU", RecurrentMode::Gru, config, params)?,
         })
     }
 

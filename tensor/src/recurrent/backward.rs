@@ -108,7 +108,6 @@ pub(super) fn run<T: Element>(
             step(mode, &d, &ctx, tile, t, next, prev)
         });
     }
-    drop(ctx);
     // The weight gradients multiply the transposed gate gradients: a row-major left
     // operand is about twice as fast in faer as the transposed view of a row-major one,
     // and one blocked transpose here beats scattering them step by step.

@@ -138,7 +138,6 @@ pub(super) fn run<T: Element>(
             step(mode, &d, &ctx, tile, t, tp, last)
         });
     }
-    drop(ctx);
     recycle(xp);
     recycle(wp);
     Output { out, acts, cells }
