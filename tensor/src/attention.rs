@@ -331,8 +331,8 @@ impl<T: Element> Tensor<T> {
     }
 
     /// The gradients of [`sdpa`](Tensor::sdpa) with respect to query, key and value, given
-    /// the output gradient, the operands, the saved probabilities and the dropout multiplier
-    /// of the forward. Only the gradients whose `needs` flag is set are computed; each has
+    /// the output gradient, the operands, the forward's output, the saved probabilities and
+    /// the dropout multiplier of the forward. Only the gradients whose `needs` flag is set are computed; each has
     /// its operand's shape (summed over batch dimensions the operand was broadcast along).
     ///
     /// # Errors
@@ -343,6 +343,7 @@ impl<T: Element> Tensor<T> {
         query: &Tensor<T>,
         key: &Tensor<T>,
         value: &Tensor<T>,
+        output: &Tensor<T>,
         probs: &Tensor<T>,
         dropout: Option<&Tensor<T>>,
         params: SdpaParams,
@@ -352,12 +353,14 @@ impl<T: Element> Tensor<T> {
         let (batch, d) = problem(OP, query, key, Some(value))?;
         let scores = with_matrix(&batch, d.l, d.s);
         let out_shape = with_matrix(&batch, d.l, d.ev);
-        if grad.shape() != out_shape || probs.shape() != scores {
+        if grad.shape() != out_shape || output.shape() != out_shape || probs.shape() != scores {
             return Err(TensorError::shape(
                 OP,
                 format!(
-                    "expected the gradient {out_shape:?} and probabilities {scores:?}, got {:?} and {:?}",
+                    "expected the gradient and output {out_shape:?} and probabilities {scores:?}, \
+                     got {:?}, {:?} and {:?}",
                     grad.shape(),
+                    output.shape(),
                     probs.shape()
                 ),
             ));
@@ -404,6 +407,7 @@ impl<T: Element> Tensor<T> {
             &src(query, batch_mats(query, &batch)),
             &src(key, batch_mats(key, &batch)),
             Some(&src(value, batch_mats(value, &batch))),
+            Some(&src(output, batch_mats(output, &batch))),
             probs.as_slice().expect("contiguous"),
             dropout.as_ref().and_then(Tensor::as_slice),
             settings(params),
@@ -515,6 +519,7 @@ impl<T: Element> Tensor<T> {
             &src(grad, batch_mats(grad, &batch)),
             &src(query, batch_mats(query, &batch)),
             &src(key, batch_mats(key, &batch)),
+            None,
             None,
             probs.as_slice().expect("contiguous"),
             None,

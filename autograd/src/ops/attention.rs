@@ -43,6 +43,9 @@ impl<T: Element> Var<T> {
         let tracking = Var::tracking(&inputs);
         let (out, probs) = q.sdpa(&k, &v, mask, dropout, params, tracking)?;
         let dropout = dropout.filter(|_| tracking).cloned();
+        // The output's storage is kept alive by the graph anyway (whatever consumes it
+        // saves it); holding it here costs nothing and saves a pass in the backward.
+        let output = tracking.then(|| out.clone());
         Ok(Var::from_op(
             "scaled_dot_product_attention",
             out,
@@ -50,8 +53,18 @@ impl<T: Element> Var<T> {
             move |g, needs| {
                 let probs = probs.as_ref().expect("saved when tracking");
                 let needs = [needs[0], needs[1], needs[2]];
-                let grads =
-                    Tensor::sdpa_backward(g, &q, &k, &v, probs, dropout.as_ref(), params, needs)?;
+                let output = output.as_ref().expect("saved when tracking");
+                let grads = Tensor::sdpa_backward(
+                    g,
+                    &q,
+                    &k,
+                    &v,
+                    output,
+                    probs,
+                    dropout.as_ref(),
+                    params,
+                    needs,
+                )?;
                 Ok(grads.into_iter().collect())
             },
         ))
@@ -113,6 +126,7 @@ impl<T: Element> Var<T> {
             tracking,
         )?;
         let dropout = dropout.filter(|_| tracking).cloned();
+        let output = tracking.then(|| out.clone());
         Ok(Var::from_op(
             "multi_head_attention",
             out,
@@ -123,6 +137,7 @@ impl<T: Element> Var<T> {
                     g,
                     HeadInputs::Separate(&q, &k, &v),
                     layout,
+                    output.as_ref().expect("saved when tracking"),
                     probs,
                     dropout.as_ref(),
                     params,
@@ -158,6 +173,7 @@ impl<T: Element> Var<T> {
             tracking,
         )?;
         let dropout = dropout.filter(|_| tracking).cloned();
+        let output = tracking.then(|| out.clone());
         Ok(Var::from_op(
             "packed_multi_head_attention",
             out,
@@ -168,6 +184,7 @@ impl<T: Element> Var<T> {
                     g,
                     HeadInputs::Packed(&qkv),
                     layout,
+                    output.as_ref().expect("saved when tracking"),
                     probs,
                     dropout.as_ref(),
                     params,

@@ -239,7 +239,8 @@ impl<T: Element> Tensor<T> {
     /// The backward of [`sdpa_heads`](Tensor::sdpa_heads): for packed inputs one gradient
     /// of the packed projection's shape (`needs` is ignored), for separate inputs the
     /// gradients of query, key and value whose `needs` flag is set, each contiguous in its
-    /// projection's shape. `grad` has the output's shape, in any layout.
+    /// projection's shape. `grad` and `output` (the forward's) have the output's shape, in
+    /// any layout.
     ///
     /// # Errors
     /// [`TensorError::Shape`] when the shapes do not describe the same attention.
@@ -248,6 +249,7 @@ impl<T: Element> Tensor<T> {
         grad: &Tensor<T>,
         inputs: HeadInputs<'_, T>,
         layout: HeadLayout,
+        output: &Tensor<T>,
         probs: &Tensor<T>,
         dropout: Option<&Tensor<T>>,
         params: SdpaParams,
@@ -256,13 +258,15 @@ impl<T: Element> Tensor<T> {
         const OP: &str = "multi_head_attention_backward";
         let p = HeadProblem::new(OP, inputs, layout)?;
         let scores = p.scores();
-        if grad.shape() != p.out_shape || probs.shape() != scores {
+        if grad.shape() != p.out_shape || output.shape() != p.out_shape || probs.shape() != scores {
             return Err(TensorError::shape(
                 OP,
                 format!(
-                    "expected the gradient {:?} and probabilities {scores:?}, got {:?} and {:?}",
+                    "expected the gradient and output {:?} and probabilities {scores:?}, got \
+                     {:?}, {:?} and {:?}",
                     p.out_shape,
                     grad.shape(),
+                    output.shape(),
                     probs.shape()
                 ),
             ));
@@ -271,6 +275,8 @@ impl<T: Element> Tensor<T> {
         let probs = probs.contiguous();
         let gt = Tokens::of_tensor(grad, layout.batch_first).expect("checked shape");
         let grad_src = src(grad, gt.heads(0, p.heads, p.head));
+        let ot = Tokens::of_tensor(output, layout.batch_first).expect("checked shape");
+        let out_src = src(output, ot.heads(0, p.heads, p.head));
         let bf = layout.batch_first;
         let run = |qt: &Tensor<T>, kt: &Tensor<T>, vt: &Tensor<T>, grads: Grads<'_, T>| {
             kernel::backward(
@@ -279,6 +285,7 @@ impl<T: Element> Tensor<T> {
                 &src(qt, p.mats(p.q)),
                 &src(kt, p.mats(p.k)),
                 Some(&src(vt, p.mats(p.v))),
+                Some(&out_src),
                 probs.as_slice().expect("contiguous"),
                 dropout.as_ref().and_then(Tensor::as_slice),
                 settings(params),

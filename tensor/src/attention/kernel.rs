@@ -24,7 +24,7 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
 use crate::Element;
-use crate::kernels::{dot_contiguous, max_contiguous, sum_contiguous};
+use crate::kernels::{dot_contiguous, max_contiguous};
 use crate::matmul::{PAR_MIN_MACS, parallelism};
 use crate::simd::dispatch;
 
@@ -270,33 +270,73 @@ fn check_src<T>(src: &Src<'_, T>, rows: usize, cols: usize) {
     );
 }
 
+/// `x ← exp(x·scale − shift)` over `xs`, returning the sum of the results (16 lanes).
+#[inline(always)]
+fn exp_sum<T: Element>(xs: &mut [T], scale: T, shift: T) -> T {
+    let mut lanes = [T::zero(); 16];
+    let mut chunks = xs.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for (l, x) in lanes.iter_mut().zip(c.iter_mut()) {
+            let e = (*x * scale - shift).exp_v();
+            *x = e;
+            *l += e;
+        }
+    }
+    let mut sum = lanes.iter().fold(T::zero(), |a, &b| a + b);
+    for x in chunks.into_remainder() {
+        let e = (*x * scale - shift).exp_v();
+        *x = e;
+        sum += e;
+    }
+    sum
+}
+
+/// `Σ x[k·xs]·y[k·ys]` for `k < n`.
+#[inline(always)]
+fn strided_dot<T: Element>(x: &[T], xs: usize, y: &[T], ys: usize, n: usize) -> T {
+    if xs == 1 && ys == 1 {
+        return dot_contiguous(&x[..n], &y[..n]);
+    }
+    (0..n).fold(T::zero(), |acc, k| acc + x[k * xs] * y[k * ys])
+}
+
 /// Turns the raw scores `q·kᵀ` of row `i` into probabilities in place: scale, mask,
 /// causal cut, softmax. `mask_row` is the row's mask (contiguous), if any.
+///
+/// Without a mask and with a positive scale, the maximum of the raw scores gives the
+/// shift (`max(x·scale) = max(x)·scale`), so scaling, exponentiating and summing are one
+/// pass: three passes over the row in all (max, exp-and-sum, normalise).
 #[inline(always)]
 fn softmax_row<T: Element>(row: &mut [T], i: usize, mask_row: Option<(&[T], bool)>, set: Settings) {
     let s = row.len();
     let allowed = if set.is_causal { (i + 1).min(s) } else { s };
     let scale = T::from_f64(set.scale);
     let (live, dead) = row.split_at_mut(allowed);
-    for x in live.iter_mut() {
-        *x *= scale;
-    }
-    match mask_row {
-        Some((m, true)) => {
-            for (x, &m) in live.iter_mut().zip(m) {
-                if m == T::zero() {
-                    *x = T::neg_infinity();
+    let (max, exp_scale, shift) = if mask_row.is_none() && scale > T::zero() {
+        let max = max_contiguous(live);
+        (max, scale, max * scale)
+    } else {
+        for x in live.iter_mut() {
+            *x *= scale;
+        }
+        match mask_row {
+            Some((m, true)) => {
+                for (x, &m) in live.iter_mut().zip(m) {
+                    if m == T::zero() {
+                        *x = T::neg_infinity();
+                    }
                 }
             }
-        }
-        Some((m, false)) => {
-            for (x, &m) in live.iter_mut().zip(m) {
-                *x += m;
+            Some((m, false)) => {
+                for (x, &m) in live.iter_mut().zip(m) {
+                    *x += m;
+                }
             }
+            None => {}
         }
-        None => {}
-    }
-    let max = max_contiguous(live);
+        let max = max_contiguous(live);
+        (max, T::one(), max)
+    };
     if max == T::neg_infinity() {
         // Every key is masked out.
         let fill = if set.zero_masked_rows {
@@ -307,10 +347,7 @@ fn softmax_row<T: Element>(row: &mut [T], i: usize, mask_row: Option<(&[T], bool
         row.fill(fill);
         return;
     }
-    for x in live.iter_mut() {
-        *x = (*x - max).exp_v();
-    }
-    let inv = sum_contiguous(live).recip();
+    let inv = exp_sum(live, exp_scale, shift).recip();
     for x in live.iter_mut() {
         *x *= inv;
     }
@@ -442,8 +479,9 @@ pub(super) struct Grads<'a, T> {
 }
 
 /// The backward of [`forward`]. With `v`, `grad` is `dO` (`[L, Ev]` per problem) and the
-/// rule runs through the value product; without, `grad` is `dP` itself (the probabilities
-/// were the output) and no `dv` is made.
+/// rule runs through the value product; `out`, the forward's output, saves a pass (see
+/// the comment on `D` below). Without `v`, `grad` is `dP` itself (the probabilities were
+/// the output) and no `dv` is made.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward<T: Element>(
     d: Dims,
@@ -451,6 +489,7 @@ pub(super) fn backward<T: Element>(
     q: &Src<'_, T>,
     k: &Src<'_, T>,
     v: Option<&Src<'_, T>>,
+    out: Option<&Src<'_, T>>,
     probs: &[T],
     dropout: Option<&[T]>,
     set: Settings,
@@ -465,6 +504,11 @@ pub(super) fn backward<T: Element>(
         }
         None => check_src(grad, d.l, d.s),
     }
+    let out = out.filter(|_| v.is_some());
+    if let Some(o) = out {
+        check_src(o, d.l, d.ev);
+    }
+    let out_rows = out.map(|o| (&o.mats, &grad.mats));
     let ls = d.l * d.s;
     assert_eq!(
         probs.len(),
@@ -555,12 +599,27 @@ pub(super) fn backward<T: Element>(
                 }
             }
         }
-        // dZ = P ⊙ (dP − rowsum(dP ⊙ P)) · scale, in place.
+        // dZ = P ⊙ (dP − D) · scale in place, one pass per row, where D = rowsum(dP ⊙ P)
+        // = dO · O (the output row: Σ_j dP̃_j P̃_j = dO · Σ_j P̃_j v_j), an Ev-long dot
+        // instead of an S-long one when the output is at hand.
         dispatch(
             #[inline(always)]
             || {
-                for (row, pr) in ds.chunks_mut(d.s.max(1)).zip(p.chunks(d.s.max(1))) {
-                    let dot = dot_contiguous(row, pr);
+                let rows = ds.chunks_mut(d.s.max(1)).zip(p.chunks(d.s.max(1)));
+                for (i, (row, pr)) in rows.enumerate() {
+                    let dot = match out_rows {
+                        Some((o, og)) => {
+                            let (o, og) = (o.at(b), og.at(b));
+                            strided_dot(
+                                &out.expect("with out_rows").data[o.offset + i * o.rs..],
+                                o.cs,
+                                &grad.data[og.offset + i * og.rs..],
+                                og.cs,
+                                d.ev,
+                            )
+                        }
+                        None => dot_contiguous(row, pr),
+                    };
                     for (x, &pv) in row.iter_mut().zip(pr) {
                         *x = pv * (*x - dot) * scale;
                     }
