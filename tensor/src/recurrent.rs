@@ -173,6 +173,12 @@ impl Dims {
     fn time(&self, s: usize, reverse: bool) -> usize {
         if reverse { self.l - 1 - s } else { s }
     }
+
+    /// The first time index of the chunk of `len` steps that starts at step `c0`: chunks
+    /// cover contiguous time ranges, walked forwards or backwards.
+    fn chunk_start(&self, c0: usize, len: usize, reverse: bool) -> usize {
+        if reverse { self.l - c0 - len } else { c0 }
+    }
 }
 
 impl<T: Element> Tensor<T> {
@@ -396,6 +402,17 @@ impl<T> SyncPtr<T> {
     }
 }
 
+/// Rows (steps × batch) per chunk: the walks project the inputs, and backward computes
+/// the weight gradients, this many rows at a time, so that the buffers in between stay
+/// in cache.
+const CHUNK_ROWS: usize = 256;
+
+/// `(steps per chunk, number of chunks)`.
+fn chunks(d: &Dims) -> (usize, usize) {
+    let steps = (CHUNK_ROWS / d.n.max(1)).clamp(1, d.l);
+    (steps, d.l.div_ceil(steps))
+}
+
 /// Batch rows per tile once a step is worth splitting.
 const ROWS_PER_TILE: usize = 64;
 /// Hidden units per tile once a step is worth splitting.
@@ -487,33 +504,34 @@ fn transpose_into<T: Element>(
     }
 }
 
-/// The transpose of a row-major `[rows, cols]` matrix, in parallel over bands of its
-/// columns when large.
-fn transposed<T: Element>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
-    use rayon::prelude::*;
-    let mut out = crate::storage::alloc::<T>(rows * cols);
-    // Bands of 64 output rows: a fixed split, whatever the thread count.
-    const BAND: usize = 64;
-    // Each band reads BAND contiguous values of every source row and scatters them down
-    // BAND output rows: the BAND cache lines being filled stay in L1.
-    let band = |(b, chunk): (usize, &mut [T])| {
-        let width = chunk.len() / rows.max(1);
-        let s = Block {
-            offset: b * BAND,
-            stride: cols,
-        };
-        let d = Block {
-            offset: 0,
-            stride: rows,
-        };
-        transpose_into(src, s, chunk, d, (rows, width));
-    };
-    if rows * cols >= crate::par::PAR_MIN_WORK && cols > BAND {
-        out.par_chunks_mut(BAND * rows).enumerate().for_each(band);
-    } else {
-        out.chunks_mut(BAND * rows).enumerate().for_each(band);
+/// `dst (m×n, row stride given, columns contiguous) = a (m×k) · b (k×n)`, the operands
+/// given as (pointer, row stride, column stride).
+///
+/// # Safety
+/// Every element of the three views lies inside its allocation; no other thread writes
+/// the elements of `a` and `b` or touches those of `dst` during the call.
+unsafe fn gemm_raw<T: Element>(
+    (dst, dst_row_stride): (*mut T, usize),
+    (m, n, k): (usize, usize, usize),
+    (a, a_rs, a_cs): (*const T, usize, usize),
+    (b, b_rs, b_cs): (*const T, usize, usize),
+    par: faer::Par,
+) {
+    use faer::{Accum, MatMut, MatRef};
+    if m == 0 || n == 0 {
+        return;
     }
-    out
+    // SAFETY: the caller keeps the views in bounds and free of concurrent writes.
+    unsafe {
+        let mut dst = MatMut::<T>::from_raw_parts_mut(dst, m, n, dst_row_stride as isize, 1);
+        if k == 0 {
+            dst.fill(T::zero());
+            return;
+        }
+        let lhs = MatRef::<T>::from_raw_parts(a, m, k, a_rs as isize, a_cs as isize);
+        let rhs = MatRef::<T>::from_raw_parts(b, k, n, b_rs as isize, b_cs as isize);
+        faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, T::one(), par);
+    }
 }
 
 /// Hands a scratch buffer back to the cache of freed buffers (see `storage`), so the next

@@ -1,6 +1,6 @@
-//! The backward walk: per step (in reverse) and tile, `∂h` from the next step's gate
-//! gradients times `W_hh`, then the gate gradients; afterwards one GEMM (or row sum) per
-//! weight, bias and input gradient.
+//! The backward walk, in reverse and a chunk of steps at a time: per step and tile, `∂h`
+//! from the next step's gate gradients times `W_hh`, then the gate gradients; after each
+//! chunk, one GEMM (or row sum) per weight, bias and input gradient over the chunk's steps.
 //!
 //! With `∂h` the gradient reaching `h_t` (from the output and from step `t + 1`):
 //!
@@ -15,18 +15,23 @@
 //!
 //! Then `∂h₋ = ∂gates_h · W_hh` (plus the GRU's direct term), `∂W_hh = Σ_t ∂gates_hᵀ h₋`,
 //! `∂W_ih = Σ_t ∂gates_xᵀ x`, `∂x = ∂gates_x · W_ih`, and the biases are column sums.
+//!
+//! The gate gradients of a chunk are stored transposed, `[G·H, S·N]` (column
+//! `(t − t_lo)·N + n`): the weight-gradient GEMMs then read their left operand row-major,
+//! about twice as fast in faer as a transposed view, and the per-step product reads it as
+//! a column-major operand at no loss. Two such buffers alternate between chunks, so they
+//! stay in cache and nothing of size `L·N·G·H` is ever written.
 
 use faer::Par;
-use rayon::prelude::*;
 
 use super::{
-    Dims, RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, SyncPtr, Tile,
-    for_each_tile, recycle, tiles, transposed,
+    Dims, RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, SyncPtr, Tile, chunks,
+    for_each_tile, gemm_raw, recycle, tiles,
 };
 use crate::kernels::sum_contiguous;
 use crate::matmul::{Operand, gemm, parallelism};
 use crate::simd::dispatch;
-use crate::storage::alloc;
+use crate::storage::{alloc, alloc_zeroed};
 use crate::{Element, Tensor};
 
 /// What every tile of every step reads or writes.
@@ -41,11 +46,21 @@ struct Ctx<'a, T> {
     c0: Option<&'a [T]>,
     w_hh: &'a [T],
     zeros: &'a [T],
-    /// The hidden side's gate gradients `[L·N, G·H]`.
-    dgh: SyncPtr<T>,
-    /// GRU: the input side's `∂a_n` `[L·N, H]`, when `∂x`, `∂W_ih` or `∂b_ih` is wanted.
-    dpn: Option<SyncPtr<T>>,
+    /// The two chunk buffers of the hidden side's gate gradients, `[G·H, S·N]` each.
+    dgt: [SyncPtr<T>; 2],
+    /// GRU: the input side's `∂a_n`, `[H, S·N]` each, when an input-side gradient is
+    /// wanted.
+    dpnt: Option<[SyncPtr<T>; 2]>,
+    /// The row length of the chunk buffers, `S·N`.
+    cols: usize,
     par: Par,
+}
+
+/// Where a step's gate gradients live: chunk buffer and first column.
+#[derive(Clone, Copy)]
+struct Slot {
+    buf: usize,
+    col: usize,
 }
 
 pub(super) fn run<T: Element>(
@@ -54,7 +69,7 @@ pub(super) fn run<T: Element>(
     needs: RecurrentGradNeeds,
 ) -> RecurrentGrads<T> {
     let (mode, reverse, d) = (saved.mode, saved.reverse, saved.dims);
-    let (l, n, h, gh, ln, input) = (d.l, d.n, d.h, d.gh(), d.ln(), d.input);
+    let (l, n, h, gh, input) = (d.l, d.n, d.h, d.gh(), d.input);
     let (lstm, gru) = (mode == RecurrentMode::Lstm, mode == RecurrentMode::Gru);
     fn slice<T: Element>(t: &Tensor<T>) -> &[T] {
         t.as_slice().expect("saved contiguous")
@@ -65,11 +80,21 @@ pub(super) fn run<T: Element>(
         slice(&saved.w_ih),
         slice(&saved.w_hh),
     );
-    let weight_grads = needs.w_ih || needs.w_hh || needs.b_ih || needs.b_hh;
-    let x_side = needs.w_ih || needs.b_ih;
+    let (h0, c0) = (saved.h0.as_ref().map(slice), saved.c0.as_ref().map(slice));
+    let x_side = needs.x || needs.w_ih || needs.b_ih;
 
-    let mut dgh = alloc::<T>(ln * gh);
-    let mut dpn = (gru && (needs.x || x_side)).then(|| alloc::<T>(ln * h));
+    let (steps, _) = chunks(&d);
+    let cols = steps * n;
+    let mut dgt = [alloc::<T>(gh * cols), alloc::<T>(gh * cols)];
+    let mut dpnt = (gru && x_side).then(|| [alloc::<T>(h * cols), alloc::<T>(h * cols)]);
+    // The gradients the chunks accumulate into.
+    let zeros_if = |need: bool, len: usize| need.then(|| alloc_zeroed::<T>(len));
+    let mut dw_hh = zeros_if(needs.w_hh, gh * h);
+    let mut db_hh = zeros_if(needs.b_hh && saved.has_b_hh, gh);
+    let mut dw_ih = zeros_if(needs.w_ih, gh * input);
+    let mut db_ih = zeros_if(needs.b_ih && saved.has_b_ih, gh);
+    let mut dx = needs.x.then(|| alloc::<T>(l * n * input));
+
     let mut tiles = tiles::<T>(&d);
     if lstm {
         // ∂c starts from the gradient of c_n, the packed output's extra step.
@@ -81,57 +106,154 @@ pub(super) fn run<T: Element>(
         }
     }
     let zeros = vec![T::zero(); h];
+    let [dgt0, dgt1] = &mut dgt;
     let ctx = Ctx {
         grad,
         out,
         acts: saved.acts.as_ref().map(slice),
         cells: saved.cells.as_ref().map(|(c, tc)| (slice(c), slice(tc))),
-        h0: saved.h0.as_ref().map(slice),
-        c0: saved.c0.as_ref().map(slice),
+        h0,
+        c0,
         w_hh,
         zeros: &zeros,
-        dgh: SyncPtr::new(&mut dgh),
-        dpn: dpn.as_deref_mut().map(SyncPtr::new),
+        dgt: [SyncPtr::new(dgt0), SyncPtr::new(dgt1)],
+        dpnt: dpnt
+            .as_mut()
+            .map(|[a, b]| [SyncPtr::new(a), SyncPtr::new(b)]),
+        cols,
         par: if tiles.len() == 1 {
             parallelism(n * gh * h)
         } else {
             Par::Seq
         },
     };
-    for s in (0..l).rev() {
-        let t = d.time(s, reverse);
-        let next = (s + 1 < l).then(|| d.time(s + 1, reverse));
-        let prev = (s > 0).then(|| d.time(s - 1, reverse));
-        // SAFETY: the tiles of a step write disjoint (row, unit) blocks of step t's
-        // gradients and read only step `next`'s, which the previous fork-join completed.
-        for_each_tile(&mut tiles, |tile| unsafe {
-            step(mode, &d, &ctx, tile, t, next, prev)
-        });
-    }
-    // The weight gradients multiply the transposed gate gradients: a row-major left
-    // operand is about twice as fast in faer as the transposed view of a row-major one,
-    // and one blocked transpose here beats scattering them step by step.
-    let dght = weight_grads.then(|| transposed(&dgh, ln, gh));
-    let dpnt = match (&dpn, x_side) {
-        (Some(dpn), true) => Some(transposed(dpn, ln, h)),
-        _ => None,
+    // The slot of the step taken `s`-th by the forward walk.
+    let slot = |s: usize| {
+        let c0 = s / steps * steps;
+        let t_lo = d.chunk_start(c0, steps.min(l - c0), reverse);
+        Slot {
+            buf: (s / steps) % 2,
+            col: (d.time(s, reverse) - t_lo) * n,
+        }
     };
+    for c0 in (0..l).step_by(steps).rev() {
+        let len = steps.min(l - c0);
+        for s in (c0..c0 + len).rev() {
+            let t = d.time(s, reverse);
+            let next = (s + 1 < l).then(|| slot(s + 1));
+            let prev = (s > 0).then(|| d.time(s - 1, reverse));
+            // SAFETY: the tiles of a step write disjoint (row, unit) blocks of step t's
+            // gradients and read only step `next`'s, which the previous fork-join completed.
+            for_each_tile(&mut tiles, |tile| unsafe {
+                step(mode, &d, &ctx, tile, t, slot(s), next, prev)
+            });
+        }
+        // The chunk's share of the weight, bias and input gradients.
+        let t_lo = d.chunk_start(c0, len, reverse);
+        let buf = (c0 / steps) % 2;
+        let k = len * n;
+        let gt = &dgt[buf];
+        let pt = dpnt.as_ref().map(|p| &p[buf]);
+        if let Some(dw) = &mut dw_hh {
+            // Σ ∂gates_h[t]ᵀ h_{t-1} over the chunk: the steps whose h₋ is an output in
+            // one product, the step that starts from h0 (if in this chunk) in another.
+            let first = d.time(0, reverse);
+            let has_first = (t_lo..t_lo + len).contains(&first);
+            let (a_off, b_row, m_k) = match (reverse, has_first) {
+                (false, true) => (n, 0, k - n),
+                (false, false) => (0, (t_lo - 1) * n, k),
+                (true, true) => (0, (t_lo + 1) * n, k - n),
+                (true, false) => (0, (t_lo + 1) * n, k),
+            };
+            let a = Operand {
+                offset: a_off,
+                row_stride: cols,
+                col_stride: 1,
+            };
+            let b = Operand::row_major(b_row * h, h);
+            gemm(
+                dw,
+                (gh, h, m_k),
+                gt,
+                a,
+                out,
+                b,
+                true,
+                parallelism(gh * h * m_k),
+            );
+            if let (true, Some(h0)) = (has_first, h0) {
+                let a = Operand {
+                    offset: (first - t_lo) * n,
+                    row_stride: cols,
+                    col_stride: 1,
+                };
+                let b = Operand::row_major(0, h);
+                gemm(dw, (gh, h, n), gt, a, h0, b, true, parallelism(gh * h * n));
+            }
+        }
+        if let Some(db) = &mut db_hh {
+            add_row_sums(db, gt, cols, k);
+        }
+        // The input side: the hidden side's gradients, except the GRU's n rows.
+        let shared = if gru { 2 * h } else { gh };
+        let xs = Operand::row_major(t_lo * n * input, input);
+        if let Some(dw) = &mut dw_ih {
+            let a = Operand::row_major(0, cols);
+            let par = parallelism(gh * input * k);
+            let (top, bottom) = dw.split_at_mut(shared * input);
+            gemm(top, (shared, input, k), gt, a, x, xs, true, par);
+            if let Some(pt) = pt {
+                gemm(bottom, (h, input, k), pt, a, x, xs, true, par);
+            }
+        }
+        if let Some(db) = &mut db_ih {
+            let (top, bottom) = db.split_at_mut(shared);
+            add_row_sums(top, gt, cols, k);
+            if let Some(pt) = pt {
+                add_row_sums(bottom, pt, cols, k);
+            }
+        }
+        if let Some(dx) = &mut dx {
+            // ∂x = ∂gates_x · W_ih, reading the transposed gradients as a column-major
+            // operand.
+            let dx = &mut dx[t_lo * n * input..][..k * input];
+            let a = Operand {
+                offset: 0,
+                row_stride: 1,
+                col_stride: cols,
+            };
+            let par = parallelism(k * input * gh);
+            let w = Operand::row_major(0, input);
+            gemm(dx, (k, input, shared), gt, a, w_ih, w, false, par);
+            if let Some(pt) = pt {
+                let w = Operand::row_major(2 * h * input, input);
+                gemm(dx, (k, input, h), pt, a, w_ih, w, true, par);
+            }
+        }
+    }
 
-    let t0 = d.time(0, reverse);
     let mut grads = RecurrentGrads::default();
     let tensor = |v: Vec<T>, shape: &[usize]| Tensor::from_contiguous(v, shape);
-    if needs.h0 && saved.h0.is_some() {
+    if let (true, Some(_)) = (needs.h0, h0) {
         // ∂h₋ of the first step: through W_hh, plus the GRU's direct z ⊙ ∂h.
+        let first = slot(0);
         let mut dh0 = alloc::<T>(n * h);
+        let a = Operand {
+            offset: first.col,
+            row_stride: 1,
+            col_stride: cols,
+        };
+        let w = Operand::row_major(0, h);
+        let par = parallelism(n * h * gh);
         gemm(
             &mut dh0,
             (n, h, gh),
-            &dgh,
-            Operand::row_major(t0 * n * gh, gh),
+            &dgt[first.buf],
+            a,
             w_hh,
-            Operand::row_major(0, h),
+            w,
             false,
-            parallelism(n * h * gh),
+            par,
         );
         if gru {
             for tile in &tiles {
@@ -145,7 +267,7 @@ pub(super) fn run<T: Element>(
         }
         grads.h0 = Some(tensor(dh0, &[n, h]));
     }
-    if needs.c0 && lstm && saved.c0.is_some() {
+    if let (true, true, Some(_)) = (needs.c0, lstm, c0) {
         let mut dc0 = alloc::<T>(n * h);
         for tile in &tiles {
             for r in 0..tile.rn {
@@ -155,165 +277,68 @@ pub(super) fn run<T: Element>(
         }
         grads.c0 = Some(tensor(dc0, &[n, h]));
     }
-    if let Some(dght) = &dght {
-        let gt = Operand::row_major(0, ln);
-        if needs.w_hh {
-            // Σ_t ∂gates_h[t]ᵀ h_{t-1}: the steps whose h₋ is an output in one product,
-            // the step that starts from h0 in a second.
-            let (a_off, b_off) = if reverse { (0, n * h) } else { (n, 0) };
-            let mut dw = alloc::<T>(gh * h);
-            gemm(
-                &mut dw,
-                (gh, h, (l - 1) * n),
-                dght,
-                Operand {
-                    offset: a_off,
-                    row_stride: ln,
-                    col_stride: 1,
-                },
-                out,
-                Operand::row_major(b_off, h),
-                false,
-                parallelism(gh * h * ln),
-            );
-            if let Some(h0) = &saved.h0 {
-                gemm(
-                    &mut dw,
-                    (gh, h, n),
-                    dght,
-                    Operand {
-                        offset: t0 * n,
-                        row_stride: ln,
-                        col_stride: 1,
-                    },
-                    slice(h0),
-                    Operand::row_major(0, h),
-                    true,
-                    parallelism(gh * h * n),
-                );
-            }
-            grads.w_hh = Some(tensor(dw, &[gh, h]));
-        }
-        if needs.b_hh && saved.has_b_hh {
-            grads.b_hh = Some(tensor(row_sums(dght, gh, ln), &[gh]));
-        }
-        if needs.w_ih {
-            let mut dw = alloc::<T>(gh * input);
-            // The GRU's n rows come from the input side's own ∂a_n.
-            let shared = if gru { 2 * h } else { gh };
-            let (top, bottom) = dw.split_at_mut(shared * input);
-            let par = parallelism(gh * input * ln);
-            gemm(
-                top,
-                (shared, input, ln),
-                dght,
-                gt,
-                x,
-                Operand::row_major(0, input),
-                false,
-                par,
-            );
-            if let Some(dpnt) = &dpnt {
-                let b = Operand::row_major(0, input);
-                gemm(bottom, (h, input, ln), dpnt, gt, x, b, false, par);
-            }
-            grads.w_ih = Some(tensor(dw, &[gh, input]));
-        }
-        if needs.b_ih && saved.has_b_ih {
-            let mut db = row_sums(dght, gh, ln);
-            if let Some(dpnt) = &dpnt {
-                db[2 * h..].copy_from_slice(&row_sums(dpnt, h, ln));
-            }
-            grads.b_ih = Some(tensor(db, &[gh]));
-        }
-    }
-    if needs.x {
-        let mut dx = alloc::<T>(ln * input);
-        let shared = if gru { 2 * h } else { gh };
-        let par = parallelism(ln * input * gh);
-        let a = Operand::row_major(0, gh);
-        gemm(
-            &mut dx,
-            (ln, input, shared),
-            &dgh,
-            a,
-            w_ih,
-            Operand::row_major(0, input),
-            false,
-            par,
-        );
-        if let (Some(dpn), true) = (&dpn, gru) {
-            let b = Operand::row_major(2 * h * input, input);
-            gemm(
-                &mut dx,
-                (ln, input, h),
-                dpn,
-                Operand::row_major(0, h),
-                w_ih,
-                b,
-                true,
-                par,
-            );
-        }
-        grads.x = Some(tensor(dx, &[l, n, input]));
-    }
-    for buf in [Some(dgh), dght, dpn, dpnt].into_iter().flatten() {
-        recycle(buf);
+    grads.w_hh = dw_hh.map(|v| tensor(v, &[gh, h]));
+    grads.b_hh = db_hh.map(|v| tensor(v, &[gh]));
+    grads.w_ih = dw_ih.map(|v| tensor(v, &[gh, input]));
+    grads.b_ih = db_ih.map(|v| tensor(v, &[gh]));
+    grads.x = dx.map(|v| tensor(v, &[l, n, input]));
+    let [a, b] = dgt;
+    recycle(a);
+    recycle(b);
+    if let Some([a, b]) = dpnt {
+        recycle(a);
+        recycle(b);
     }
     grads
 }
 
-/// The sum of each row of a row-major `[rows, cols]` matrix.
-fn row_sums<T: Element>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut out = alloc::<T>(rows);
-    let job = |(i, o): (usize, &mut T)| {
-        *o = dispatch(
-            #[inline(always)]
-            || sum_contiguous(&m[i * cols..][..cols]),
-        )
-    };
-    if rows * cols >= crate::par::PAR_MIN_WORK {
-        out.par_iter_mut().enumerate().for_each(job);
-    } else {
-        out.iter_mut().enumerate().for_each(job);
-    }
-    out
+/// Adds the sum of the first `k` entries of each row of the row-major `m` (rows of `cols`)
+/// to `out`.
+fn add_row_sums<T: Element>(out: &mut [T], m: &[T], cols: usize, k: usize) {
+    dispatch(
+        #[inline(always)]
+        || {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o += sum_contiguous(&m[i * cols..][..k]);
+            }
+        },
+    );
 }
 
-/// One backward step of one tile: `t` is the step, `next` the step after it in the
-/// forward walk (already done here), `prev` the one before it.
+/// One backward step of one tile: `t` is the step and `at` where its gate gradients go,
+/// `next` where the gradients of the step after it in the forward walk (already done
+/// here) are, `prev` the time of the one before it.
 ///
 /// # Safety
 /// No other thread touches the tile's (row, unit) block of step `t`'s gradients during the
 /// call, nor writes step `next`'s.
+#[allow(clippy::too_many_arguments)]
 unsafe fn step<'a, T: Element>(
     mode: RecurrentMode,
     d: &Dims,
     c: &Ctx<'a, T>,
     tile: &mut Tile<T>,
     t: usize,
-    next: Option<usize>,
+    at: Slot,
+    next: Option<Slot>,
     prev: Option<usize>,
 ) {
     let (h, n, g, gh) = (d.h, d.n, d.g, d.gh());
     let (r0, rn, u0, un) = (tile.r0, tile.rn, tile.u0, tile.un);
     let dh = &mut tile.prod[..rn * un];
     match next {
-        // SAFETY: step `next` is complete and nobody writes it now.
-        Some(tn) => gemm(
-            dh,
-            (rn, un, gh),
-            unsafe { c.dgh.slice(tn * n * gh, n * gh) },
-            Operand::row_major(r0 * gh, gh),
-            c.w_hh,
-            Operand {
-                offset: u0,
-                row_stride: h,
-                col_stride: 1,
-            },
-            false,
-            c.par,
-        ),
+        // ∂h for our (rows, units) = ∂gates_h[next] · W_hh[:, units], the left operand
+        // read column-major from the transposed chunk buffer.
+        // SAFETY: step `next` is complete and nobody writes it now; `dh` is ours.
+        Some(nx) => unsafe {
+            gemm_raw(
+                (dh.as_mut_ptr(), un),
+                (rn, un, gh),
+                (c.dgt[nx.buf].ptr.add(nx.col + r0), 1, c.cols),
+                (c.w_hh.as_ptr().add(u0), h, 1),
+                c.par,
+            )
+        },
         None => dh.fill(T::zero()),
     }
     // The state before step t: an output of step `prev`, or h0 / c0, or zeros.
@@ -381,18 +406,24 @@ unsafe fn step<'a, T: Element>(
             }
         },
     );
-    // Publish: row-major for the next step's product and ∂x, transposed for the weights.
-    for r in 0..rn {
-        let row = t * n + r0 + r;
-        for gate in 0..g {
+    // Publish, transposed: row (gate, unit) of the chunk buffer, our rn columns of step t.
+    for gate in 0..g {
+        for u in 0..un {
             // SAFETY: the tile's own block of step t.
-            let dst = unsafe { c.dgh.slice_mut(row * gh + gate * h + u0, un) };
-            dst.copy_from_slice(&dg[(r * g + gate) * un..][..un]);
+            let dst =
+                unsafe { c.dgt[at.buf].slice_mut((gate * h + u0 + u) * c.cols + at.col + r0, rn) };
+            for (r, o) in dst.iter_mut().enumerate() {
+                *o = dg[(r * g + gate) * un + u];
+            }
         }
-        if let Some(p) = c.dpn {
+    }
+    if let Some(p) = c.dpnt {
+        for u in 0..un {
             // SAFETY: as above.
-            let dst = unsafe { p.slice_mut(row * h + u0, un) };
-            dst.copy_from_slice(&dpn[r * un..][..un]);
+            let dst = unsafe { p[at.buf].slice_mut((u0 + u) * c.cols + at.col + r0, rn) };
+            for (r, o) in dst.iter_mut().enumerate() {
+                *o = dpn[r * un + u];
+            }
         }
     }
 }

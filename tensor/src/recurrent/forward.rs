@@ -1,10 +1,11 @@
-//! The forward walk: one input-projection GEMM, then per step and tile one GEMM with the
-//! packed `W_hhᵀ` and a fused pass over the gates.
+//! The forward walk, a chunk of steps at a time: one GEMM projects the chunk's inputs
+//! (`[S·N, in] × W_ihᵀ`, kept in cache), then per step and tile one GEMM with the packed
+//! `W_hhᵀ` and a fused pass over the gates.
 
 use faer::Par;
 
 use super::{
-    Block, Dims, RecurrentMode, SyncPtr, Tile, for_each_tile, recycle, sigmoid, tiles,
+    Block, Dims, RecurrentMode, SyncPtr, Tile, chunks, for_each_tile, recycle, sigmoid, tiles,
     transpose_into,
 };
 use crate::Element;
@@ -32,8 +33,6 @@ pub(super) struct Output<T> {
 
 /// What every tile of every step reads or writes.
 struct Ctx<'a, T> {
-    /// The input projection `x·W_ihᵀ` `[L·N, G·H]`, without biases.
-    xp: &'a [T],
     /// `W_hhᵀ` packed per unit block: block `u0` is `[H, G·un]` (row-major) at
     /// `H·G·u0`, its columns the gates of units `u0..u0 + un`, gate-major.
     wp: &'a [T],
@@ -62,18 +61,6 @@ pub(super) fn run<T: Element>(
     let (ln, gh, h, n) = (d.ln(), d.gh(), d.h, d.n);
     let (lstm, gru) = (mode == RecurrentMode::Lstm, mode == RecurrentMode::Gru);
 
-    // The input projection of every step: one [L·N, in] × [in, G·H] product.
-    let mut xp = alloc::<T>(ln * gh);
-    gemm(
-        &mut xp,
-        (ln, gh, d.input),
-        inp.x,
-        Operand::row_major(0, d.input),
-        inp.w_ih,
-        Operand::transposed(0, d.input),
-        false,
-        parallelism(ln * gh * d.input),
-    );
     // Both biases are added in the gate pass, where they cost no extra sweep.
     let mut bx = vec![T::zero(); gh];
     let mut bhn = vec![T::zero(); h];
@@ -104,12 +91,13 @@ pub(super) fn run<T: Element>(
         }
     }
 
+    let (steps, _) = chunks(&d);
+    let mut xp = alloc::<T>(steps * n * gh);
     let mut out = alloc::<T>(d.out_steps(mode) * n * h);
     let mut acts = (save && (lstm || gru)).then(|| alloc::<T>(ln * 4 * h));
     let mut cells = (save && lstm).then(|| (alloc::<T>(ln * h), alloc::<T>(ln * h)));
     let zeros = vec![T::zero(); h];
     let ctx = Ctx {
-        xp: &xp,
         wp: &wp,
         bx: &bx,
         bhn: &bhn,
@@ -127,16 +115,37 @@ pub(super) fn run<T: Element>(
             Par::Seq
         },
     };
-    for s in 0..d.l {
-        let t = d.time(s, reverse);
-        let tp = (s > 0).then(|| d.time(s - 1, reverse));
-        let last = s + 1 == d.l;
-        // SAFETY: the tiles of a step write disjoint (row, unit) blocks of step t's slabs
-        // (and of c_n's), and read only slabs of earlier steps, which the fork-join of the
-        // previous step completed.
-        for_each_tile(&mut tiles, |tile| unsafe {
-            step(mode, &d, &ctx, tile, t, tp, last)
-        });
+    for c0 in (0..d.l).step_by(steps) {
+        let len = steps.min(d.l - c0);
+        let t_lo = d.chunk_start(c0, len, reverse);
+        // The input projection of the chunk's steps: [len·N, in] × [in, G·H].
+        let xp = &mut xp[..len * n * gh];
+        let x = Operand::row_major(t_lo * n * d.input, d.input);
+        let w = Operand::transposed(0, d.input);
+        let par = parallelism(len * n * gh * d.input);
+        gemm(
+            xp,
+            (len * n, gh, d.input),
+            inp.x,
+            x,
+            inp.w_ih,
+            w,
+            false,
+            par,
+        );
+        let xp = &*xp;
+        for s in c0..c0 + len {
+            let t = d.time(s, reverse);
+            let tp = (s > 0).then(|| d.time(s - 1, reverse));
+            let last = s + 1 == d.l;
+            let x = &xp[(t - t_lo) * n * gh..][..n * gh];
+            // SAFETY: the tiles of a step write disjoint (row, unit) blocks of step t's
+            // slabs (and of c_n's), and read only slabs of earlier steps, which the
+            // fork-join of the previous step completed.
+            for_each_tile(&mut tiles, |tile| unsafe {
+                step(mode, &d, &ctx, x, tile, (t, tp, last))
+            });
+        }
     }
     recycle(xp);
     recycle(wp);
@@ -165,20 +174,19 @@ fn pack_w_hh_t<T: Element>(d: &Dims, w_hh: &[T], tiles: &[Tile<T>]) -> Vec<T> {
     wp
 }
 
-/// One step of one tile.
+/// One step of one tile: `t` is the step, `tp` the one before it, `last` whether it is
+/// the final one; `xp` holds the step's input projection `[N, G·H]`.
 ///
 /// # Safety
 /// No other thread touches the tile's (row, unit) block of step `t` (and of `c_n`) during
 /// the call, nor writes the slabs of step `tp`.
-#[allow(clippy::too_many_arguments)]
 unsafe fn step<T: Element>(
     mode: RecurrentMode,
     d: &Dims,
     c: &Ctx<'_, T>,
+    xp: &[T],
     tile: &mut Tile<T>,
-    t: usize,
-    tp: Option<usize>,
-    last: bool,
+    (t, tp, last): (usize, Option<usize>, bool),
 ) {
     let (h, n, gh) = (d.h, d.n, d.gh());
     let (r0, rn, u0, un) = (tile.r0, tile.rn, tile.u0, tile.un);
@@ -209,7 +217,7 @@ unsafe fn step<T: Element>(
         || {
             for r in 0..rn {
                 let row = t * n + r0 + r;
-                let x = &c.xp[row * gh..][..gh];
+                let x = &xp[(r0 + r) * gh..][..gh];
                 let p = &prod[r * k..][..k];
                 // SAFETY (all slices below): the tile's own block of step t, or step tp.
                 let hout = unsafe { c.out.slice_mut(row * h + u0, un) };

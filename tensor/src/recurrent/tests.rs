@@ -153,8 +153,10 @@ fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
     }
 }
 
-/// Small sizes, and sizes that split a step into several tiles with ragged edges.
-const SIZES: [(usize, usize, usize, usize); 3] = [(3, 2, 3, 5), (1, 1, 1, 1), (4, 67, 5, 70)];
+/// Small sizes; several chunks of steps with a ragged last one (`CHUNK_ROWS / 40 = 6`
+/// steps per chunk); several tiles per step with ragged edges.
+const SIZES: [(usize, usize, usize, usize); 4] =
+    [(3, 2, 3, 5), (1, 1, 1, 1), (9, 40, 3, 6), (4, 67, 5, 70)];
 
 #[test]
 fn forward_matches_the_step_by_step_reference() {
