@@ -15,6 +15,10 @@ use strata_tensor::{Element, RecurrentMode, Tensor, seeded_rng};
 use crate::error::{config_error, input_error};
 use crate::{Module, Result, StateKind};
 
+mod cell;
+
+pub use cell::{GRUCell, LSTMCell, RNNCell};
+
 /// The nonlinearity of an Elman [`RNN`] or [`RNNCell`] (`nonlinearity='tanh'` or
 /// `'relu'`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -24,6 +28,24 @@ pub enum RnnNonlinearity {
     Tanh,
     /// `relu`.
     Relu,
+}
+
+impl RnnNonlinearity {
+    /// The kernel that runs this nonlinearity.
+    fn mode(self) -> RecurrentMode {
+        match self {
+            RnnNonlinearity::Tanh => RecurrentMode::RnnTanh,
+            RnnNonlinearity::Relu => RecurrentMode::RnnRelu,
+        }
+    }
+
+    /// The nonlinearity of an RNN kernel.
+    fn of(mode: RecurrentMode) -> Self {
+        match mode {
+            RecurrentMode::RnnRelu => RnnNonlinearity::Relu,
+            _ => RnnNonlinearity::Tanh,
+        }
+    }
 }
 
 /// The settings of [`RNN`], [`LSTM`] and [`GRU`]; [`new`](RnnConfig::new) gives
@@ -569,12 +591,8 @@ impl<T: Element> RNN<T> {
         nonlinearity: RnnNonlinearity,
         rng: &mut R,
     ) -> Result<Self> {
-        let mode = match nonlinearity {
-            RnnNonlinearity::Tanh => RecurrentMode::RnnTanh,
-            RnnNonlinearity::Relu => RecurrentMode::RnnRelu,
-        };
         Ok(RNN {
-            stack: Stack::new("RNN", mode, config, rng)?,
+            stack: Stack::new("RNN", nonlinearity.mode(), config, rng)?,
         })
     }
 
@@ -589,21 +607,14 @@ impl<T: Element> RNN<T> {
         nonlinearity: RnnNonlinearity,
         params: Vec<RnnParams<T>>,
     ) -> Result<Self> {
-        let mode = match nonlinearity {
-            RnnNonlinearity::Tanh => RecurrentMode::RnnTanh,
-            RnnNonlinearity::Relu => RecurrentMode::RnnRelu,
-        };
         Ok(RNN {
-            stack: Stack::from_params("RNN", mode, config, params)?,
+            stack: Stack::from_params("RNN", nonlinearity.mode(), config, params)?,
         })
     }
 
     /// The nonlinearity.
     pub fn nonlinearity(&self) -> RnnNonlinearity {
-        match self.stack.mode {
-            RecurrentMode::RnnRelu => RnnNonlinearity::Relu,
-            _ => RnnNonlinearity::Tanh,
-        }
+        RnnNonlinearity::of(self.stack.mode)
     }
 
     /// Runs the sequence `x` from the initial state `h0` (zeros when `None`); returns
@@ -698,336 +709,5 @@ impl<T: Element> GRU<T> {
     pub fn forward(&self, x: &Var<T>, h0: Option<&Var<T>>) -> Result<(Var<T>, Var<T>)> {
         let (output, h_n, _) = self.stack.forward(x, h0, None)?;
         Ok((output, h_n))
-    }
-}
-
-/// What the three cells share: one step of the same fused kernels.
-struct Cell<T: Element> {
-    layer: &'static str,
-    mode: RecurrentMode,
-    input_size: usize,
-    hidden_size: usize,
-    params: RnnParams<T>,
-}
-
-impl<T: Element> Cell<T> {
-    fn new<R: Rng + ?Sized>(
-        layer: &'static str,
-        mode: RecurrentMode,
-        (input_size, hidden_size, bias): (usize, usize, bool),
-        rng: &mut R,
-    ) -> Result<Self> {
-        if hidden_size == 0 {
-            return Err(config_error(layer, "hidden_size must be greater than zero"));
-        }
-        let params = RnnParams::init(mode.gates(), input_size, hidden_size, bias, rng);
-        Ok(Cell {
-            layer,
-            mode,
-            input_size,
-            hidden_size,
-            params,
-        })
-    }
-
-    /// Checks a state against an input of batch `n` (`None` for unbatched); returns it
-    /// as `[N, H]`.
-    fn check_state(&self, which: &str, s: &Var<T>, n: Option<usize>) -> Result<Var<T>> {
-        let h = self.hidden_size;
-        let got = s.shape();
-        let fail = |msg: String| Err(input_error(self.layer, msg));
-        match n {
-            None if got != [h] => fail(format!(
-                "for an unbatched 1-D input, {which} should be [{h}], got {got:?}"
-            )),
-            Some(n) if got.len() == 2 && got[1] == h && got[0] != n => fail(format!(
-                "input batch size {n} doesn't match {which} batch size {}",
-                got[0]
-            )),
-            Some(n) if got != [n, h] => {
-                fail(format!("expected {which} of shape [{n}, {h}], got {got:?}"))
-            }
-            None => Ok(s.unsqueeze(0)?),
-            Some(_) => Ok(s.clone()),
-        }
-    }
-
-    /// One step: the packed output `[1 (+1), N, H]` and whether the input was batched.
-    fn step(&self, x: &Var<T>, h: Option<&Var<T>>, c: Option<&Var<T>>) -> Result<(Var<T>, bool)> {
-        let s = x.shape();
-        let fail = |msg: String| Err(input_error(self.layer, msg));
-        if s.len() != 1 && s.len() != 2 {
-            return fail(format!(
-                "expected input to be 1-D [{in}] or 2-D [N, {in}], got {s:?}",
-                in = self.input_size
-            ));
-        }
-        if s[s.len() - 1] != self.input_size {
-            return fail(format!(
-                "input has inconsistent input_size: got {}, expected {} (input {s:?})",
-                s[s.len() - 1],
-                self.input_size
-            ));
-        }
-        let batched = s.len() == 2;
-        let n = batched.then(|| s[0]);
-        let h = h.map(|h| self.check_state("hx", h, n)).transpose()?;
-        let c = c.map(|c| self.check_state("cx", c, n)).transpose()?;
-        let x = if batched {
-            x.unsqueeze(0)?
-        } else {
-            x.reshape([1, 1, self.input_size as isize])?
-        };
-        let packed = x.recurrent_sequence(
-            self.mode,
-            self.params.as_op(),
-            h.as_ref(),
-            c.as_ref(),
-            false,
-        )?;
-        Ok((packed, batched))
-    }
-
-    /// Row `i` of the packed output, `[N, H]` or `[H]`.
-    fn take(packed: &Var<T>, i: isize, batched: bool) -> Result<Var<T>> {
-        let v = packed.select(0, i)?;
-        Ok(if batched { v } else { v.squeeze(0)? })
-    }
-}
-
-macro_rules! cell_layer {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        pub struct $name<T: Element = f32> {
-            /// `weight_ih` `[G·H, input_size]`.
-            pub weight_ih: Var<T>,
-            /// `weight_hh` `[G·H, hidden_size]`.
-            pub weight_hh: Var<T>,
-            /// `bias_ih` `[G·H]`, when the cell has biases.
-            pub bias_ih: Option<Var<T>>,
-            /// `bias_hh` `[G·H]`, when the cell has biases.
-            pub bias_hh: Option<Var<T>>,
-            layer: &'static str,
-            mode: RecurrentMode,
-            input_size: usize,
-        }
-
-        impl<T: Element> $name<T> {
-            fn from_cell(cell: Cell<T>) -> Self {
-                let RnnParams { weight_ih, weight_hh, bias_ih, bias_hh } = cell.params;
-                $name {
-                    weight_ih,
-                    weight_hh,
-                    bias_ih,
-                    bias_hh,
-                    layer: cell.layer,
-                    mode: cell.mode,
-                    input_size: cell.input_size,
-                }
-            }
-
-            /// A view of the public parameters as the shared cell (cheap handle clones).
-            fn cell(&self) -> Cell<T> {
-                Cell {
-                    layer: self.layer,
-                    mode: self.mode,
-                    input_size: self.input_size,
-                    hidden_size: self.weight_hh.shape()[1],
-                    params: RnnParams {
-                        weight_ih: self.weight_ih.clone(),
-                        weight_hh: self.weight_hh.clone(),
-                        bias_ih: self.bias_ih.clone(),
-                        bias_hh: self.bias_hh.clone(),
-                    },
-                }
-            }
-
-            /// `input_size`.
-            pub fn input_size(&self) -> usize {
-                self.input_size
-            }
-
-            /// `hidden_size`.
-            pub fn hidden_size(&self) -> usize {
-                self.weight_hh.shape()[1]
-            }
-        }
-
-        impl<T: Element> Module<T> for $name<T> {
-            fn visit_state(&self, f: &mut dyn FnMut(&str, &Var<T>, StateKind)) {
-                f("weight_ih", &self.weight_ih, StateKind::Parameter);
-                f("weight_hh", &self.weight_hh, StateKind::Parameter);
-                if let Some(b) = &self.bias_ih {
-                    f("bias_ih", b, StateKind::Parameter);
-                }
-                if let Some(b) = &self.bias_hh {
-                    f("bias_hh", b, StateKind::Parameter);
-                }
-            }
-        }
-    };
-}
-
-cell_layer! {
-    /// One step of an Elman RNN, like `nn.RNNCell(input_size, hidden_size, bias,
-    /// nonlinearity)`: `h' = act(W_ih x + b_ih + W_hh h + b_hh)`.
-    ///
-    /// ```
-    /// use strata_nn::{RNNCell, RnnNonlinearity};
-    /// use strata_autograd::Var;
-    /// use strata_tensor::{Tensor, seeded_rng};
-    ///
-    /// let cell = RNNCell::<f32>::new(10, 20, true, RnnNonlinearity::Tanh, &mut seeded_rng(0))?;
-    /// let h = cell.forward(&Var::new(Tensor::ones(&[3, 10])), None)?;
-    /// assert_eq!(h.shape(), &[3, 20]);
-    /// # Ok::<(), strata_nn::NnError>(())
-    /// ```
-    RNNCell
-}
-
-cell_layer! {
-    /// One step of an LSTM, like `nn.LSTMCell(input_size, hidden_size, bias)`, gates
-    /// i, f, g, o.
-    ///
-    /// ```
-    /// use strata_nn::LSTMCell;
-    /// use strata_autograd::Var;
-    /// use strata_tensor::{Tensor, seeded_rng};
-    ///
-    /// let cell = LSTMCell::<f32>::new(10, 20, true, &mut seeded_rng(0))?;
-    /// let (h, c) = cell.forward(&Var::new(Tensor::ones(&[3, 10])), None)?;
-    /// let (h, c) = cell.forward(&Var::new(Tensor::ones(&[3, 10])), Some((&h, &c)))?;
-    /// assert_eq!((h.shape(), c.shape()), (&[3, 20][..], &[3, 20][..]));
-    /// # Ok::<(), strata_nn::NnError>(())
-    /// ```
-    LSTMCell
-}
-
-cell_layer! {
-    /// One step of a GRU, like `nn.GRUCell(input_size, hidden_size, bias)`, gates r, z, n.
-    ///
-    /// ```
-    /// use strata_nn::GRUCell;
-    /// use strata_autograd::Var;
-    /// use strata_tensor::{Tensor, seeded_rng};
-    ///
-    /// let cell = GRUCell::<f32>::new(10, 20, true, &mut seeded_rng(0))?;
-    /// let h = cell.forward(&Var::new(Tensor::ones(&[10])), None)?; // unbatched
-    /// assert_eq!(h.shape(), &[20]);
-    /// # Ok::<(), strata_nn::NnError>(())
-    /// ```
-    GRUCell
-}
-
-impl<T: Element> RNNCell<T> {
-    /// A cell with PyTorch's initialisation (uniform in `±1/√hidden_size`).
-    ///
-    /// # Errors
-    /// [`NnError::Config`](crate::NnError::Config) for a zero `hidden_size`.
-    pub fn new<R: Rng + ?Sized>(
-        input_size: usize,
-        hidden_size: usize,
-        bias: bool,
-        nonlinearity: RnnNonlinearity,
-        rng: &mut R,
-    ) -> Result<Self> {
-        let mode = match nonlinearity {
-            RnnNonlinearity::Tanh => RecurrentMode::RnnTanh,
-            RnnNonlinearity::Relu => RecurrentMode::RnnRelu,
-        };
-        let sizes = (input_size, hidden_size, bias);
-        Ok(Self::from_cell(Cell::new("RNNCell", mode, sizes, rng)?))
-    }
-
-    /// The nonlinearity.
-    pub fn nonlinearity(&self) -> RnnNonlinearity {
-        match self.mode {
-            RecurrentMode::RnnRelu => RnnNonlinearity::Relu,
-            _ => RnnNonlinearity::Tanh,
-        }
-    }
-
-    /// The next hidden state from `x` and `h` (zeros when `None`).
-    ///
-    /// # Shapes
-    /// `x` `[N, input_size]` or `[input_size]`; `h` and the result `[N, hidden_size]` or
-    /// `[hidden_size]`.
-    ///
-    /// # Errors
-    /// [`NnError::Input`](crate::NnError::Input) when `x` is not 1-d or 2-d, its last
-    /// dimension is not `input_size`, or `h` does not fit it.
-    pub fn forward(&self, x: &Var<T>, h: Option<&Var<T>>) -> Result<Var<T>> {
-        let (packed, batched) = self.cell().step(x, h, None)?;
-        Cell::take(&packed, 0, batched)
-    }
-}
-
-impl<T: Element> LSTMCell<T> {
-    /// A cell with PyTorch's initialisation (uniform in `±1/√hidden_size`).
-    ///
-    /// # Errors
-    /// [`NnError::Config`](crate::NnError::Config) for a zero `hidden_size`.
-    pub fn new<R: Rng + ?Sized>(
-        input_size: usize,
-        hidden_size: usize,
-        bias: bool,
-        rng: &mut R,
-    ) -> Result<Self> {
-        let sizes = (input_size, hidden_size, bias);
-        Ok(Self::from_cell(Cell::new(
-            "LSTMCell",
-            RecurrentMode::Lstm,
-            sizes,
-            rng,
-        )?))
-    }
-
-    /// The next `(h, c)` from `x` and `state` (zeros when `None`). Shapes as
-    /// [`RNNCell::forward`], `c` like `h`.
-    ///
-    /// # Errors
-    /// As [`RNNCell::forward`], for both states.
-    pub fn forward(
-        &self,
-        x: &Var<T>,
-        state: Option<(&Var<T>, &Var<T>)>,
-    ) -> Result<(Var<T>, Var<T>)> {
-        let (h, c) = state.unzip();
-        let (packed, batched) = self.cell().step(x, h, c)?;
-        Ok((
-            Cell::take(&packed, 0, batched)?,
-            Cell::take(&packed, 1, batched)?,
-        ))
-    }
-}
-
-impl<T: Element> GRUCell<T> {
-    /// A cell with PyTorch's initialisation (uniform in `±1/√hidden_size`).
-    ///
-    /// # Errors
-    /// [`NnError::Config`](crate::NnError::Config) for a zero `hidden_size`.
-    pub fn new<R: Rng + ?Sized>(
-        input_size: usize,
-        hidden_size: usize,
-        bias: bool,
-        rng: &mut R,
-    ) -> Result<Self> {
-        let sizes = (input_size, hidden_size, bias);
-        Ok(Self::from_cell(Cell::new(
-            "GRUCell",
-            RecurrentMode::Gru,
-            sizes,
-            rng,
-        )?))
-    }
-
-    /// The next hidden state from `x` and `h` (zeros when `None`). Shapes as
-    /// [`RNNCell::forward`].
-    ///
-    /// # Errors
-    /// As [`RNNCell::forward`].
-    pub fn forward(&self, x: &Var<T>, h: Option<&Var<T>>) -> Result<Var<T>> {
-        let (packed, batched) = self.cell().step(x, h, None)?;
-        Cell::take(&packed, 0, batched)
     }
 }
