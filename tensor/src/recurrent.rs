@@ -229,21 +229,16 @@ impl<T: Element> Tensor<T> {
         fn slice<T: Element>(t: &Tensor<T>) -> &[T] {
             t.as_slice().expect("contiguous")
         }
-        let result = forward::run(
-            mode,
-            dims,
-            forward::Inputs {
-                x: slice(&x),
-                w_ih: slice(&w_ih),
-                w_hh: slice(&w_hh),
-                b_ih: b_ih.as_ref().map(slice),
-                b_hh: b_hh.as_ref().map(slice),
-                h0: h0.as_ref().map(slice),
-                c0: c0.as_ref().map(slice),
-            },
-            reverse,
-            save,
-        );
+        let inputs = forward::Inputs {
+            x: slice(&x),
+            w_ih: slice(&w_ih),
+            w_hh: slice(&w_hh),
+            b_ih: b_ih.as_ref().map(slice),
+            b_hh: b_hh.as_ref().map(slice),
+            h0: h0.as_ref().map(slice),
+            c0: c0.as_ref().map(slice),
+        };
+        let result = in_pool(|| forward::run(mode, dims, inputs, reverse, save));
         let out = Tensor::from_contiguous(result.out, &[dims.out_steps(mode), dims.n, dims.h]);
         let saved = save.then(|| RecurrentSaved {
             mode,
@@ -292,11 +287,8 @@ impl<T: Element> Tensor<T> {
             ));
         }
         let grad = grad.contiguous();
-        Ok(backward::run(
-            saved,
-            grad.as_slice().expect("contiguous"),
-            needs,
-        ))
+        let grad = grad.as_slice().expect("contiguous");
+        Ok(in_pool(|| backward::run(saved, grad, needs)))
     }
 }
 
@@ -465,6 +457,17 @@ fn tiles<T: Element>(d: &Dims) -> Vec<Tile<T>> {
     out
 }
 
+/// Runs `f` on a thread of rayon's pool. A walk forks and joins once per step; from a
+/// thread outside the pool each fork-join would hand a job to the pool and sleep until
+/// it is done, while from inside it the other workers steal the tiles directly.
+fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}
+
 /// Runs `f` on every tile, in parallel when there are several.
 fn for_each_tile<T: Element>(tiles: &mut [Tile<T>], f: impl Fn(&mut Tile<T>) + Sync + Send) {
     use rayon::prelude::*;
@@ -501,6 +504,34 @@ fn transpose_into<T: Element>(
                 }
             }
         }
+    }
+}
+
+/// Writes the transpose of the row-major `[rows, cols]` matrix `src` into the first
+/// `rows` columns of `dst`, whose rows are `stride` long; in parallel over bands of 64
+/// output rows when large (a fixed split, whatever the thread count).
+fn transpose_par<T: Element>(
+    src: &[T],
+    (rows, cols): (usize, usize),
+    dst: &mut [T],
+    stride: usize,
+) {
+    use rayon::prelude::*;
+    const BAND: usize = 64;
+    let band = |(b, chunk): (usize, &mut [T])| {
+        let width = (chunk.len() / stride).min(cols - b * BAND);
+        let s = Block {
+            offset: b * BAND,
+            stride: cols,
+        };
+        let d = Block { offset: 0, stride };
+        transpose_into(src, s, chunk, d, (rows, width));
+    };
+    let dst = &mut dst[..cols * stride];
+    if rows * cols >= crate::par::PAR_MIN_WORK && cols > BAND {
+        dst.par_chunks_mut(BAND * stride).enumerate().for_each(band);
+    } else {
+        dst.chunks_mut(BAND * stride).enumerate().for_each(band);
     }
 }
 

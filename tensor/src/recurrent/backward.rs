@@ -16,17 +16,18 @@
 //! Then `∂h₋ = ∂gates_h · W_hh` (plus the GRU's direct term), `∂W_hh = Σ_t ∂gates_hᵀ h₋`,
 //! `∂W_ih = Σ_t ∂gates_xᵀ x`, `∂x = ∂gates_x · W_ih`, and the biases are column sums.
 //!
-//! The gate gradients of a chunk are stored transposed, `[G·H, S·N]` (column
-//! `(t − t_lo)·N + n`): the weight-gradient GEMMs then read their left operand row-major,
-//! about twice as fast in faer as a transposed view, and the per-step product reads it as
-//! a column-major operand at no loss. Two such buffers alternate between chunks, so they
-//! stay in cache and nothing of size `L·N·G·H` is ever written.
+//! The gate gradients of a chunk of `S` steps are kept row-major, `[S·N, G·H]`: the
+//! per-step product and `∂x` read them as they are. At the end of the chunk one blocked
+//! transpose turns them into `[G·H, S·N]`, the left operand of the weight-gradient GEMMs:
+//! row-major there, faer runs about twice as fast as on the transposed view. Two chunk
+//! buffers alternate (the first step of a chunk reads the last of the previous one), so
+//! everything stays in cache and nothing of size `L·N·G·H` is ever written.
 
 use faer::Par;
 
 use super::{
     Dims, RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, SyncPtr, Tile, chunks,
-    for_each_tile, gemm_raw, recycle, tiles,
+    for_each_tile, gemm_raw, recycle, tiles, transpose_par,
 };
 use crate::kernels::sum_contiguous;
 use crate::matmul::{Operand, gemm, parallelism};
@@ -44,23 +45,23 @@ struct Ctx<'a, T> {
     cells: Option<(&'a [T], &'a [T])>,
     h0: Option<&'a [T]>,
     c0: Option<&'a [T]>,
-    w_hh: &'a [T],
+    /// `W_hh` packed per unit block: block `u0` is `W_hh[:, u0..u0 + un]`, `[G·H, un]`
+    /// row-major at `G·H·u0`.
+    wq: &'a [T],
     zeros: &'a [T],
-    /// The two chunk buffers of the hidden side's gate gradients, `[G·H, S·N]` each.
-    dgt: [SyncPtr<T>; 2],
-    /// GRU: the input side's `∂a_n`, `[H, S·N]` each, when an input-side gradient is
+    /// The two chunk buffers of the hidden side's gate gradients, `[S·N, G·H]` each.
+    dg: [SyncPtr<T>; 2],
+    /// GRU: the input side's `∂a_n`, `[S·N, H]` each, when an input-side gradient is
     /// wanted.
-    dpnt: Option<[SyncPtr<T>; 2]>,
-    /// The row length of the chunk buffers, `S·N`.
-    cols: usize,
+    dpn: Option<[SyncPtr<T>; 2]>,
     par: Par,
 }
 
-/// Where a step's gate gradients live: chunk buffer and first column.
+/// Where a step's gate gradients live: chunk buffer and first row.
 #[derive(Clone, Copy)]
 struct Slot {
     buf: usize,
-    col: usize,
+    row: usize,
 }
 
 pub(super) fn run<T: Element>(
@@ -85,8 +86,12 @@ pub(super) fn run<T: Element>(
 
     let (steps, _) = chunks(&d);
     let cols = steps * n;
-    let mut dgt = [alloc::<T>(gh * cols), alloc::<T>(gh * cols)];
-    let mut dpnt = (gru && x_side).then(|| [alloc::<T>(h * cols), alloc::<T>(h * cols)]);
+    let mut dg = [alloc::<T>(cols * gh), alloc::<T>(cols * gh)];
+    let mut dpn = (gru && x_side).then(|| [alloc::<T>(cols * h), alloc::<T>(cols * h)]);
+    // The transposes the weight gradients read, `[G·H, S·N]` and `[H, S·N]`.
+    let weights = needs.w_hh || needs.b_hh || needs.w_ih || needs.b_ih;
+    let mut dgt = weights.then(|| alloc::<T>(gh * cols));
+    let mut dpnt = (gru && (needs.w_ih || needs.b_ih)).then(|| alloc::<T>(h * cols));
     // The gradients the chunks accumulate into.
     let zeros_if = |need: bool, len: usize| need.then(|| alloc_zeroed::<T>(len));
     let mut dw_hh = zeros_if(needs.w_hh, gh * h);
@@ -94,8 +99,11 @@ pub(super) fn run<T: Element>(
     let mut dw_ih = zeros_if(needs.w_ih, gh * input);
     let mut db_ih = zeros_if(needs.b_ih && saved.has_b_ih, gh);
     let mut dx = needs.x.then(|| alloc::<T>(l * n * input));
+    // Outside the GRU both biases get the same gradient: sum it once.
+    let same_bias = !gru && db_hh.is_some() && db_ih.is_some();
 
     let mut tiles = tiles::<T>(&d);
+    let wq = pack_w_hh(&d, w_hh, &tiles);
     if lstm {
         // ∂c starts from the gradient of c_n, the packed output's extra step.
         for tile in &mut tiles {
@@ -106,7 +114,7 @@ pub(super) fn run<T: Element>(
         }
     }
     let zeros = vec![T::zero(); h];
-    let [dgt0, dgt1] = &mut dgt;
+    let [dg0, dg1] = &mut dg;
     let ctx = Ctx {
         grad,
         out,
@@ -114,13 +122,12 @@ pub(super) fn run<T: Element>(
         cells: saved.cells.as_ref().map(|(c, tc)| (slice(c), slice(tc))),
         h0,
         c0,
-        w_hh,
+        wq: &wq,
         zeros: &zeros,
-        dgt: [SyncPtr::new(dgt0), SyncPtr::new(dgt1)],
-        dpnt: dpnt
+        dg: [SyncPtr::new(dg0), SyncPtr::new(dg1)],
+        dpn: dpn
             .as_mut()
             .map(|[a, b]| [SyncPtr::new(a), SyncPtr::new(b)]),
-        cols,
         par: if tiles.len() == 1 {
             parallelism(n * gh * h)
         } else {
@@ -133,7 +140,7 @@ pub(super) fn run<T: Element>(
         let t_lo = d.chunk_start(c0, steps.min(l - c0), reverse);
         Slot {
             buf: (s / steps) % 2,
-            col: (d.time(s, reverse) - t_lo) * n,
+            row: (d.time(s, reverse) - t_lo) * n,
         }
     };
     for c0 in (0..l).step_by(steps).rev() {
@@ -152,8 +159,13 @@ pub(super) fn run<T: Element>(
         let t_lo = d.chunk_start(c0, len, reverse);
         let buf = (c0 / steps) % 2;
         let k = len * n;
-        let gt = &dgt[buf];
-        let pt = dpnt.as_ref().map(|p| &p[buf]);
+        if let Some(gt) = &mut dgt {
+            transpose_par(&dg[buf], (k, gh), gt, cols);
+        }
+        if let (Some(pt), Some(pn)) = (&mut dpnt, &dpn) {
+            transpose_par(&pn[buf], (k, h), pt, cols);
+        }
+        let (gt, pt) = (dgt.as_deref().unwrap_or(&[]), dpnt.as_deref());
         if let Some(dw) = &mut dw_hh {
             // Σ ∂gates_h[t]ᵀ h_{t-1} over the chunk: the steps whose h₋ is an output in
             // one product, the step that starts from h0 (if in this chunk) in another.
@@ -206,7 +218,7 @@ pub(super) fn run<T: Element>(
                 gemm(bottom, (h, input, k), pt, a, x, xs, true, par);
             }
         }
-        if let Some(db) = &mut db_ih {
+        if let (Some(db), false) = (&mut db_ih, same_bias) {
             let (top, bottom) = db.split_at_mut(shared);
             add_row_sums(top, gt, cols, k);
             if let Some(pt) = pt {
@@ -214,20 +226,16 @@ pub(super) fn run<T: Element>(
             }
         }
         if let Some(dx) = &mut dx {
-            // ∂x = ∂gates_x · W_ih, reading the transposed gradients as a column-major
-            // operand.
+            // ∂x = ∂gates_x · W_ih.
             let dx = &mut dx[t_lo * n * input..][..k * input];
-            let a = Operand {
-                offset: 0,
-                row_stride: 1,
-                col_stride: cols,
-            };
             let par = parallelism(k * input * gh);
+            let a = Operand::row_major(0, gh);
             let w = Operand::row_major(0, input);
-            gemm(dx, (k, input, shared), gt, a, w_ih, w, false, par);
-            if let Some(pt) = pt {
+            gemm(dx, (k, input, shared), &dg[buf], a, w_ih, w, false, par);
+            if let Some(pn) = &dpn {
+                let a = Operand::row_major(0, h);
                 let w = Operand::row_major(2 * h * input, input);
-                gemm(dx, (k, input, h), pt, a, w_ih, w, true, par);
+                gemm(dx, (k, input, h), &pn[buf], a, w_ih, w, true, par);
             }
         }
     }
@@ -238,23 +246,10 @@ pub(super) fn run<T: Element>(
         // ∂h₋ of the first step: through W_hh, plus the GRU's direct z ⊙ ∂h.
         let first = slot(0);
         let mut dh0 = alloc::<T>(n * h);
-        let a = Operand {
-            offset: first.col,
-            row_stride: 1,
-            col_stride: cols,
-        };
+        let a = Operand::row_major(first.row * gh, gh);
         let w = Operand::row_major(0, h);
         let par = parallelism(n * h * gh);
-        gemm(
-            &mut dh0,
-            (n, h, gh),
-            &dgt[first.buf],
-            a,
-            w_hh,
-            w,
-            false,
-            par,
-        );
+        gemm(&mut dh0, (n, h, gh), &dg[first.buf], a, w_hh, w, false, par);
         if gru {
             for tile in &tiles {
                 for r in 0..tile.rn {
@@ -278,16 +273,17 @@ pub(super) fn run<T: Element>(
         grads.c0 = Some(tensor(dc0, &[n, h]));
     }
     grads.w_hh = dw_hh.map(|v| tensor(v, &[gh, h]));
+    if same_bias {
+        db_ih = db_hh.clone();
+    }
     grads.b_hh = db_hh.map(|v| tensor(v, &[gh]));
     grads.w_ih = dw_ih.map(|v| tensor(v, &[gh, input]));
     grads.b_ih = db_ih.map(|v| tensor(v, &[gh]));
     grads.x = dx.map(|v| tensor(v, &[l, n, input]));
-    let [a, b] = dgt;
-    recycle(a);
-    recycle(b);
-    if let Some([a, b]) = dpnt {
-        recycle(a);
-        recycle(b);
+    let [a, b] = dg;
+    let pairs = dpn.into_iter().flatten();
+    for buf in [a, b].into_iter().chain(pairs).chain(dgt).chain(dpnt) {
+        recycle(buf);
     }
     grads
 }
@@ -327,15 +323,15 @@ unsafe fn step<'a, T: Element>(
     let (r0, rn, u0, un) = (tile.r0, tile.rn, tile.u0, tile.un);
     let dh = &mut tile.prod[..rn * un];
     match next {
-        // ∂h for our (rows, units) = ∂gates_h[next] · W_hh[:, units], the left operand
-        // read column-major from the transposed chunk buffer.
-        // SAFETY: step `next` is complete and nobody writes it now; `dh` is ours.
+        // ∂h for our (rows, units) = ∂gates_h[next] · W_hh[:, units].
+        // SAFETY: step `next` is complete and nobody writes it now (other tiles write
+        // other rows of the same buffer, hence raw pointers); `dh` is ours.
         Some(nx) => unsafe {
             gemm_raw(
                 (dh.as_mut_ptr(), un),
                 (rn, un, gh),
-                (c.dgt[nx.buf].ptr.add(nx.col + r0), 1, c.cols),
-                (c.w_hh.as_ptr().add(u0), h, 1),
+                (c.dg[nx.buf].ptr.add((nx.row + r0) * gh), gh, 1),
+                (c.wq.as_ptr().add(gh * u0), un, 1),
                 c.par,
             )
         },
@@ -406,26 +402,34 @@ unsafe fn step<'a, T: Element>(
             }
         },
     );
-    // Publish, transposed: row (gate, unit) of the chunk buffer, our rn columns of step t.
-    for gate in 0..g {
-        for u in 0..un {
+    // Publish: our units of each gate, for our rows of step t.
+    for r in 0..rn {
+        let row = at.row + r0 + r;
+        for gate in 0..g {
             // SAFETY: the tile's own block of step t.
-            let dst =
-                unsafe { c.dgt[at.buf].slice_mut((gate * h + u0 + u) * c.cols + at.col + r0, rn) };
-            for (r, o) in dst.iter_mut().enumerate() {
-                *o = dg[(r * g + gate) * un + u];
-            }
+            let dst = unsafe { c.dg[at.buf].slice_mut(row * gh + gate * h + u0, un) };
+            dst.copy_from_slice(&dg[(r * g + gate) * un..][..un]);
         }
-    }
-    if let Some(p) = c.dpnt {
-        for u in 0..un {
+        if let Some(p) = c.dpn {
             // SAFETY: as above.
-            let dst = unsafe { p[at.buf].slice_mut((u0 + u) * c.cols + at.col + r0, rn) };
-            for (r, o) in dst.iter_mut().enumerate() {
-                *o = dpn[r * un + u];
-            }
+            let dst = unsafe { p[at.buf].slice_mut(row * h + u0, un) };
+            dst.copy_from_slice(&dpn[r * un..][..un]);
         }
     }
+}
+
+/// `W_hh` packed per unit block (see [`Ctx::wq`]).
+fn pack_w_hh<T: Element>(d: &Dims, w_hh: &[T], tiles: &[Tile<T>]) -> Vec<T> {
+    let (h, gh) = (d.h, d.gh());
+    let mut wq = alloc::<T>(gh * h);
+    for tile in tiles.iter().filter(|t| t.r0 == 0) {
+        let (u0, un) = (tile.u0, tile.un);
+        let block = &mut wq[gh * u0..][..gh * un];
+        for (dst, src) in block.chunks_exact_mut(un).zip(w_hh.chunks_exact(h)) {
+            dst.copy_from_slice(&src[u0..u0 + un]);
+        }
+    }
+    wq
 }
 
 /// `∂a` of one RNN row from `∂h` and `h`.
