@@ -6,7 +6,8 @@
 //! fresh multi-megabyte allocation is served by `mmap`, whose pages fault one by one on first
 //! write; reusing a buffer whose pages are already mapped makes an allocating `a + b` run at
 //! nearly the speed of an in-place one. The cache holds at most
-//! [`buffer_cache_limit`] bytes (1 GiB by default) and evicts the oldest buffers first.
+//! [`buffer_cache_limit`] bytes (128 MiB by default, so a process never holds more than
+//! that in freed buffers) and evicts the oldest buffers first.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -18,7 +19,7 @@ use crate::Element;
 /// blocks well on its own.
 const CACHE_MIN_BYTES: usize = 64 * 1024;
 
-static CACHE_LIMIT: AtomicUsize = AtomicUsize::new(1 << 30);
+static CACHE_LIMIT: AtomicUsize = AtomicUsize::new(128 << 20);
 static CACHED_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// Sets the most bytes the cache of freed buffers may hold (all element types together).
