@@ -957,11 +957,11 @@ fn language_architecture(kind: ModelKind, cell: Option<RecurrentKind>) -> Value 
     match kind {
         ModelKind::CharRnn => json!({
             "cell": cell.unwrap_or(RecurrentKind::Lstm).name(),
-            "embed_dim": 64, "hidden": 512, "layers": 1, "dropout": 0.0,
+            "embed_dim": 64, "hidden": 256, "layers": 2, "dropout": 0.0,
         }),
         _ => json!({
-            "d_model": 128, "heads": 4, "layers": 3, "feedforward": 512,
-            "context": 128, "dropout": 0.0,
+            "d_model": 128, "heads": 4, "layers": 2, "feedforward": 512,
+            "context": 64, "dropout": 0.0,
         }),
     }
 }
@@ -970,7 +970,7 @@ fn language_architecture(kind: ModelKind, cell: Option<RecurrentKind>) -> Value 
 fn language_defaults(kind: ModelKind) -> (usize, f64, usize, usize) {
     match kind {
         ModelKind::CharRnn => (3000, 4e-3, 32, 64),
-        _ => (3000, 2e-3, 32, 128),
+        _ => (3000, 2e-3, 32, 64),
     }
 }
 
@@ -1095,7 +1095,8 @@ fn train_language_model(opts: &TrainOptions) -> Result<Value> {
         "unigram_entropy": corpus.unigram_entropy,
         "below_unigram": 1.0 - last.test.loss / corpus.unigram_entropy,
         "seconds": seconds,
-        "chars_per_s": (config.steps * config.batch_size * config.seq_len) as f64 / seconds.max(1e-9),
+        "train_chars_per_s": (config.steps * config.batch_size * config.seq_len) as f64
+            / history.iter().map(|r| r.seconds).sum::<f64>().max(1e-9),
         "sample": sample,
     });
     let record = json!({

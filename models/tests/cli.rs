@@ -667,6 +667,7 @@ fn help_on_every_subcommand() {
         &["eval", "--help"],
         &["predict", "--help"],
         &["info", "--help"],
+        &["generate", "--help"],
         &["help", "train"],
         &["train", "-h"],
     ] {
@@ -680,6 +681,12 @@ fn help_on_every_subcommand() {
         "logreg",
         "mlp",
         "cnn",
+        "char-rnn",
+        "char-transformer",
+        "forecast",
+        "seq-classifier",
+        "--steps",
+        "--cell",
         "--epochs",
         "--data",
         "--dataset",
@@ -691,6 +698,64 @@ fn help_on_every_subcommand() {
         assert!(train.contains(word), "train --help lacks {word}");
     }
     assert!(ok(&["--version"]).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn train_a_char_model_then_generate() {
+    let dir = TempDir::new("cli-generate");
+    let out = dir.join("rnn");
+    let metrics: Value = serde_json::from_str(&ok(&[
+        "train",
+        "char-rnn",
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--limit",
+        "5000",
+        "--cell",
+        "gru",
+        "--quiet",
+        "--out",
+        p(&out),
+    ]))
+    .unwrap();
+    assert!(num(&metrics, "held_out_loss") > 0.0);
+    let ckpt = out.join("checkpoint");
+    let text = ok(&[
+        "generate",
+        p(&ckpt),
+        "--prompt",
+        "The whale",
+        "--length",
+        "30",
+        "--temperature",
+        "0.5",
+    ]);
+    assert!(text.starts_with("The whale"), "{text}");
+    assert_eq!(
+        text.trim_end_matches('\n').chars().count(),
+        "The whale".len() + 30
+    );
+    let eval = ok(&["eval", p(&ckpt)]);
+    assert!(eval.starts_with("test loss"), "{eval}");
+    let info: Value = serde_json::from_str(&ok(&["info", p(&ckpt)])).unwrap();
+    assert_eq!(info["architecture"]["cell"], "gru");
+    // Errors: a prompt with unseen characters, a negative temperature, generating from
+    // another kind of checkpoint, epochs for a step-trained model.
+    let err = fails(&["generate", p(&ckpt), "--prompt", "☃"]);
+    assert!(err.contains("never saw"), "{err}");
+    fails(&["generate", p(&ckpt), "--temperature=-1"]);
+    fails(&["generate", p(&dir.join("nowhere"))]);
+    let err = fails(&[
+        "train",
+        "char-rnn",
+        "--epochs",
+        "1",
+        "--out",
+        p(&dir.join("e")),
+    ]);
+    assert!(err.contains("--steps"), "{err}");
 }
 
 #[test]
