@@ -128,6 +128,7 @@ fn windows(ids: &[usize], starts: &[usize], len: usize) -> Result<(IndexTensor, 
 }
 
 /// A character model of either family, behind one interface.
+#[allow(clippy::large_enum_variant)] // one per training: the size does not matter
 pub enum CharModel {
     /// Recurrent.
     Rnn(CharRnn),
@@ -206,7 +207,7 @@ pub fn held_out_loss(
         let (mut loss, mut correct, mut count) = (0.0f64, 0usize, 0usize);
         for chunk in starts.chunks(32) {
             let (x, y) = windows(ids, chunk, len)?;
-            let logits = model.logits(&x)?.reshape(&[-1, model.vocab() as isize])?;
+            let logits = model.logits(&x)?.reshape([-1, model.vocab() as isize])?;
             let l = cross_entropy(&logits, &y, &ClassLossOptions::default())?.item()? as f64;
             loss += l * y.numel() as f64;
             let predicted = logits.value().argmax(Some(1), false)?;
@@ -295,7 +296,7 @@ pub fn fit<R: Rng + ?Sized>(
     for step in 1..=config.steps {
         let (x, y) = corpus.random_batch(config.batch_size, config.seq_len, rng)?;
         optimizer.zero_grad();
-        let logits = model.logits(&x)?.reshape(&[-1, model.vocab() as isize])?;
+        let logits = model.logits(&x)?.reshape([-1, model.vocab() as isize])?;
         let loss = cross_entropy(&logits, &y, &ClassLossOptions::default())?;
         loss.backward()?;
         if let Some(max_norm) = config.clip {

@@ -21,8 +21,8 @@
 
 pub mod checkpoint;
 pub mod data;
-pub mod language;
 mod error;
+pub mod language;
 pub mod models;
 pub mod plot;
 pub mod reference;
