@@ -5,7 +5,9 @@
 //! allocating and each walked again by backward; here a whole layer (one direction) is
 //! one forward call and one backward call:
 //!
-//! - The input projection of every step at once is one GEMM, `[L·N, in] × W_ihᵀ`.
+//! - Both walks go a chunk of `S ≈ 256 / N` steps at a time, so that what lies between
+//!   the big products stays in cache. The input projection of a chunk is one GEMM,
+//!   `[S·N, in] × W_ihᵀ`.
 //! - Each step splits into tiles of (batch rows × hidden units). A tile multiplies its rows
 //!   of `h_{t-1}` by the columns of `W_hhᵀ` that feed its units (packed once per call, all
 //!   gates of a unit side by side), then applies the gate nonlinearities to the result
@@ -13,11 +15,9 @@
 //!   step, with tile bounds that depend only on the sizes, so results do not depend on
 //!   the thread count.
 //! - Backward walks the steps in reverse, per tile: `∂h` for its units from the next
-//!   step's gate gradients times `W_hh`, then the gate gradients. They are kept for all
-//!   steps, so `∂W_hh`, `∂W_ih`, the biases and `∂x` are each one large GEMM (or row sum)
-//!   after the walk. The gate gradients are also written transposed (`[G·H, L·N]`), which
-//!   makes the left operand of the weight-gradient GEMMs row-major: about twice as fast in
-//!   faer as the transposed view of a row-major buffer.
+//!   step's gate gradients times `W_hh`, then the gate gradients. After each chunk,
+//!   `∂W_hh`, `∂W_ih`, the biases and `∂x` get the chunk's share in one GEMM (or column
+//!   sum) each.
 //!
 //! The reverse direction of a bidirectional layer walks time backwards inside the kernel;
 //! nothing is flipped or copied.
@@ -504,34 +504,6 @@ fn transpose_into<T: Element>(
                 }
             }
         }
-    }
-}
-
-/// Writes the transpose of the row-major `[rows, cols]` matrix `src` into the first
-/// `rows` columns of `dst`, whose rows are `stride` long; in parallel over bands of 64
-/// output rows when large (a fixed split, whatever the thread count).
-fn transpose_par<T: Element>(
-    src: &[T],
-    (rows, cols): (usize, usize),
-    dst: &mut [T],
-    stride: usize,
-) {
-    use rayon::prelude::*;
-    const BAND: usize = 64;
-    let band = |(b, chunk): (usize, &mut [T])| {
-        let width = (chunk.len() / stride).min(cols - b * BAND);
-        let s = Block {
-            offset: b * BAND,
-            stride: cols,
-        };
-        let d = Block { offset: 0, stride };
-        transpose_into(src, s, chunk, d, (rows, width));
-    };
-    let dst = &mut dst[..cols * stride];
-    if rows * cols >= crate::par::PAR_MIN_WORK && cols > BAND {
-        dst.par_chunks_mut(BAND * stride).enumerate().for_each(band);
-    } else {
-        dst.chunks_mut(BAND * stride).enumerate().for_each(band);
     }
 }
 

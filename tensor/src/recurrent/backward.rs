@@ -16,20 +16,19 @@
 //! Then `∂h₋ = ∂gates_h · W_hh` (plus the GRU's direct term), `∂W_hh = Σ_t ∂gates_hᵀ h₋`,
 //! `∂W_ih = Σ_t ∂gates_xᵀ x`, `∂x = ∂gates_x · W_ih`, and the biases are column sums.
 //!
-//! The gate gradients of a chunk of `S` steps are kept row-major, `[S·N, G·H]`: the
-//! per-step product and `∂x` read them as they are. At the end of the chunk one blocked
-//! transpose turns them into `[G·H, S·N]`, the left operand of the weight-gradient GEMMs:
-//! row-major there, faer runs about twice as fast as on the transposed view. Two chunk
-//! buffers alternate (the first step of a chunk reads the last of the previous one), so
-//! everything stays in cache and nothing of size `L·N·G·H` is ever written.
+//! The gate gradients of a chunk of `S` steps are kept row-major, `[S·N, G·H]`, in one
+//! of two buffers that alternate between chunks (the first step of a chunk reads the
+//! last of the previous one): the per-step product and `∂x` read them as they are, the
+//! weight-gradient GEMMs through a transposed view, which costs faer little at this
+//! depth (`S·N ≈ 256`; at `L·N` it would be twice as slow). Everything stays in cache and
+//! nothing of size `L·N·G·H` is ever written.
 
 use faer::Par;
 
 use super::{
     Dims, RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, SyncPtr, Tile, chunks,
-    for_each_tile, gemm_raw, recycle, tiles, transpose_par,
+    for_each_tile, gemm_raw, recycle, tiles,
 };
-use crate::kernels::sum_contiguous;
 use crate::matmul::{Operand, gemm, parallelism};
 use crate::simd::dispatch;
 use crate::storage::{alloc, alloc_zeroed};
@@ -88,10 +87,6 @@ pub(super) fn run<T: Element>(
     let cols = steps * n;
     let mut dg = [alloc::<T>(cols * gh), alloc::<T>(cols * gh)];
     let mut dpn = (gru && x_side).then(|| [alloc::<T>(cols * h), alloc::<T>(cols * h)]);
-    // The transposes the weight gradients read, `[G·H, S·N]` and `[H, S·N]`.
-    let weights = needs.w_hh || needs.b_hh || needs.w_ih || needs.b_ih;
-    let mut dgt = weights.then(|| alloc::<T>(gh * cols));
-    let mut dpnt = (gru && (needs.w_ih || needs.b_ih)).then(|| alloc::<T>(h * cols));
     // The gradients the chunks accumulate into.
     let zeros_if = |need: bool, len: usize| need.then(|| alloc_zeroed::<T>(len));
     let mut dw_hh = zeros_if(needs.w_hh, gh * h);
@@ -159,70 +154,56 @@ pub(super) fn run<T: Element>(
         let t_lo = d.chunk_start(c0, len, reverse);
         let buf = (c0 / steps) % 2;
         let k = len * n;
-        if let Some(gt) = &mut dgt {
-            transpose_par(&dg[buf], (k, gh), gt, cols);
-        }
-        if let (Some(pt), Some(pn)) = (&mut dpnt, &dpn) {
-            transpose_par(&pn[buf], (k, h), pt, cols);
-        }
-        let (gt, pt) = (dgt.as_deref().unwrap_or(&[]), dpnt.as_deref());
+        // The weight gradients multiply the chunk's gradients transposed: read as a
+        // column-major view, which at this depth (k = S·N ≈ 256) costs faer little.
+        let (gt, pt) = (&dg[buf], dpn.as_ref().map(|p| &p[buf]));
+        let view = |row: usize, width: usize| Operand {
+            offset: row * width,
+            row_stride: 1,
+            col_stride: width,
+        };
         if let Some(dw) = &mut dw_hh {
             // Σ ∂gates_h[t]ᵀ h_{t-1} over the chunk: the steps whose h₋ is an output in
             // one product, the step that starts from h0 (if in this chunk) in another.
             let first = d.time(0, reverse);
             let has_first = (t_lo..t_lo + len).contains(&first);
-            let (a_off, b_row, m_k) = match (reverse, has_first) {
+            let (a_row, b_row, m_k) = match (reverse, has_first) {
                 (false, true) => (n, 0, k - n),
                 (false, false) => (0, (t_lo - 1) * n, k),
                 (true, true) => (0, (t_lo + 1) * n, k - n),
                 (true, false) => (0, (t_lo + 1) * n, k),
             };
-            let a = Operand {
-                offset: a_off,
-                row_stride: cols,
-                col_stride: 1,
-            };
             let b = Operand::row_major(b_row * h, h);
-            gemm(
-                dw,
-                (gh, h, m_k),
-                gt,
-                a,
-                out,
-                b,
-                true,
-                parallelism(gh * h * m_k),
-            );
+            let par = parallelism(gh * h * m_k);
+            gemm(dw, (gh, h, m_k), gt, view(a_row, gh), out, b, true, par);
             if let (true, Some(h0)) = (has_first, h0) {
-                let a = Operand {
-                    offset: (first - t_lo) * n,
-                    row_stride: cols,
-                    col_stride: 1,
-                };
+                let a = view((first - t_lo) * n, gh);
                 let b = Operand::row_major(0, h);
                 gemm(dw, (gh, h, n), gt, a, h0, b, true, parallelism(gh * h * n));
             }
         }
         if let Some(db) = &mut db_hh {
-            add_row_sums(db, gt, cols, k);
+            add_column_sums(db, &gt[..k * gh]);
         }
         // The input side: the hidden side's gradients, except the GRU's n rows.
         let shared = if gru { 2 * h } else { gh };
         let xs = Operand::row_major(t_lo * n * input, input);
         if let Some(dw) = &mut dw_ih {
-            let a = Operand::row_major(0, cols);
             let par = parallelism(gh * input * k);
             let (top, bottom) = dw.split_at_mut(shared * input);
-            gemm(top, (shared, input, k), gt, a, x, xs, true, par);
+            gemm(top, (shared, input, k), gt, view(0, gh), x, xs, true, par);
             if let Some(pt) = pt {
-                gemm(bottom, (h, input, k), pt, a, x, xs, true, par);
+                gemm(bottom, (h, input, k), pt, view(0, h), x, xs, true, par);
             }
         }
         if let (Some(db), false) = (&mut db_ih, same_bias) {
-            let (top, bottom) = db.split_at_mut(shared);
-            add_row_sums(top, gt, cols, k);
             if let Some(pt) = pt {
-                add_row_sums(bottom, pt, cols, k);
+                // Outside the n rows, the GRU's input side equals the hidden side.
+                let (top, bottom) = db.split_at_mut(shared);
+                add_column_sums_of(top, &gt[..k * gh], gh);
+                add_column_sums(bottom, &pt[..k * h]);
+            } else {
+                add_column_sums(db, &gt[..k * gh]);
             }
         }
         if let Some(dx) = &mut dx {
@@ -282,20 +263,29 @@ pub(super) fn run<T: Element>(
     grads.x = dx.map(|v| tensor(v, &[l, n, input]));
     let [a, b] = dg;
     let pairs = dpn.into_iter().flatten();
-    for buf in [a, b].into_iter().chain(pairs).chain(dgt).chain(dpnt) {
+    for buf in [a, b].into_iter().chain(pairs) {
         recycle(buf);
     }
     grads
 }
 
-/// Adds the sum of the first `k` entries of each row of the row-major `m` (rows of `cols`)
+/// Adds the column sums of the row-major `m` (rows of `out.len()`) to `out`.
+fn add_column_sums<T: Element>(out: &mut [T], m: &[T]) {
+    let width = out.len();
+    add_column_sums_of(out, m, width);
+}
+
+/// Adds the sums of the first `out.len()` columns of the row-major `m` (rows of `width`)
 /// to `out`.
-fn add_row_sums<T: Element>(out: &mut [T], m: &[T], cols: usize, k: usize) {
+fn add_column_sums_of<T: Element>(out: &mut [T], m: &[T], width: usize) {
+    let cols = out.len();
     dispatch(
         #[inline(always)]
         || {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o += sum_contiguous(&m[i * cols..][..k]);
+            for row in m.chunks_exact(width) {
+                for (o, &v) in out.iter_mut().zip(&row[..cols]) {
+                    *o += v;
+                }
             }
         },
     );
