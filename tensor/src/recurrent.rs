@@ -95,7 +95,8 @@ pub struct RecurrentSaved<T: Element> {
     c0: Option<Tensor<T>>,
     /// The packed output (see [`Tensor::recurrent_sequence`]).
     out: Tensor<T>,
-    /// Per step and row: LSTM `i, f, g, o`; GRU `r, z, n, W_hn h + b_hn` (`[L, N, 4H]`).
+    /// Per step and row: LSTM `i, f, g, o`; GRU `r, z, n, W_hn h + b_hn` (`[L, N, 4H]`,
+    /// each row tile-major: unit block by unit block, the four arrays side by side).
     acts: Option<Tensor<T>>,
     /// LSTM: `c_t` and `tanh(c_t)` of every step (`[L, N, H]` each).
     cells: Option<(Tensor<T>, Tensor<T>)>,
@@ -172,6 +173,18 @@ impl Dims {
     /// The time index of the `s`-th step the forward pass takes.
     fn time(&self, s: usize, reverse: bool) -> usize {
         if reverse { self.l - 1 - s } else { s }
+    }
+
+    /// The position of gate `gate` of unit `j` in the tile-major order of the gates that
+    /// the kernels use inside (weights packed per tile, activations, gate gradients): unit
+    /// block by unit block, and within a block gate by gate, so that a tile's gates sit
+    /// side by side.
+    fn gate_col(&self, blocks: &[(usize, usize)], gate: usize, j: usize) -> usize {
+        let &(u0, un) = blocks
+            .iter()
+            .find(|&&(u0, un)| (u0..u0 + un).contains(&j))
+            .expect("the blocks cover the units");
+        self.g * u0 + gate * un + (j - u0)
     }
 
     /// The first time index of the chunk of `len` steps that starts at step `c0`: chunks
@@ -455,6 +468,15 @@ fn tiles<T: Element>(d: &Dims) -> Vec<Tile<T>> {
         }
     }
     out
+}
+
+/// The unit blocks `(u0, un)` of a tiling, in order.
+fn unit_blocks<T>(tiles: &[Tile<T>]) -> Vec<(usize, usize)> {
+    tiles
+        .iter()
+        .filter(|t| t.r0 == 0)
+        .map(|t| (t.u0, t.un))
+        .collect()
 }
 
 /// Runs `f` on a thread of rayon's pool. A walk forks and joins once per step; from a

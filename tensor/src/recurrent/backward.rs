@@ -1,6 +1,7 @@
 //! The backward walk, in reverse and a chunk of steps at a time: per step and tile, `∂h`
 //! from the next step's gate gradients times `W_hh`, then the gate gradients; after each
-//! chunk, one GEMM (or row sum) per weight, bias and input gradient over the chunk's steps.
+//! chunk, each unit block's rows of `∂W_hh`, `∂W_ih` and the biases over the chunk's
+//! steps, and `∂x` for them.
 //!
 //! With `∂h` the gradient reaching `h_t` (from the output and from step `t + 1`):
 //!
@@ -16,18 +17,20 @@
 //! Then `∂h₋ = ∂gates_h · W_hh` (plus the GRU's direct term), `∂W_hh = Σ_t ∂gates_hᵀ h₋`,
 //! `∂W_ih = Σ_t ∂gates_xᵀ x`, `∂x = ∂gates_x · W_ih`, and the biases are column sums.
 //!
-//! The gate gradients of a chunk of `S` steps are kept row-major, `[S·N, G·H]`, in one
-//! of two buffers that alternate between chunks (the first step of a chunk reads the
-//! last of the previous one): the per-step product and `∂x` read them as they are, the
-//! weight-gradient GEMMs through a transposed view, which costs faer little at this
-//! depth (`S·N ≈ 256`; at `L·N` it would be twice as slow). Everything stays in cache and
-//! nothing of size `L·N·G·H` is ever written.
+//! The gate gradients of a chunk of `S` steps are kept row-major, `[S·N, G·H]` with the
+//! gates in tile-major order (see `Dims::gate_col`), so that each tile writes one
+//! contiguous segment per row and each unit block finds its columns side by side. Two
+//! such buffers alternate between chunks (the first step of a chunk reads the last of
+//! the previous one): everything stays in cache and nothing of size `L·N·G·H` is ever
+//! written. The weight gradients read them through a transposed view, which costs faer
+//! little at this depth (`S·N ≈ 256`; at `L·N` it would be twice as slow).
 
 use faer::Par;
+use rayon::prelude::*;
 
 use super::{
     Dims, RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, SyncPtr, Tile, chunks,
-    for_each_tile, gemm_raw, recycle, tiles,
+    for_each_tile, gemm_raw, recycle, tiles, unit_blocks,
 };
 use crate::matmul::{Operand, gemm, parallelism};
 use crate::simd::dispatch;
@@ -44,8 +47,8 @@ struct Ctx<'a, T> {
     cells: Option<(&'a [T], &'a [T])>,
     h0: Option<&'a [T]>,
     c0: Option<&'a [T]>,
-    /// `W_hh` packed per unit block: block `u0` is `W_hh[:, u0..u0 + un]`, `[G·H, un]`
-    /// row-major at `G·H·u0`.
+    /// `W_hh` with its rows in tile-major order, packed per unit block: block `u0` is
+    /// `W_hh[rows, u0..u0 + un]`, `[G·H, un]` row-major at `G·H·u0`.
     wq: &'a [T],
     zeros: &'a [T],
     /// The two chunk buffers of the hidden side's gate gradients, `[S·N, G·H]` each.
@@ -61,6 +64,14 @@ struct Ctx<'a, T> {
 struct Slot {
     buf: usize,
     row: usize,
+}
+
+/// The gradients the chunks accumulate into, rows (or entries) in tile-major order.
+struct Sums<T> {
+    w_hh: Option<Vec<T>>,
+    b_hh: Option<Vec<T>>,
+    w_ih: Option<Vec<T>>,
+    b_ih: Option<Vec<T>>,
 }
 
 pub(super) fn run<T: Element>(
@@ -83,22 +94,27 @@ pub(super) fn run<T: Element>(
     let (h0, c0) = (saved.h0.as_ref().map(slice), saved.c0.as_ref().map(slice));
     let x_side = needs.x || needs.w_ih || needs.b_ih;
 
+    let mut tiles = tiles::<T>(&d);
+    let blocks = unit_blocks(&tiles);
+    let wq = pack_rows(&d, &blocks, w_hh, h, true);
     let (steps, _) = chunks(&d);
     let cols = steps * n;
     let mut dg = [alloc::<T>(cols * gh), alloc::<T>(cols * gh)];
     let mut dpn = (gru && x_side).then(|| [alloc::<T>(cols * h), alloc::<T>(cols * h)]);
-    // The gradients the chunks accumulate into.
     let zeros_if = |need: bool, len: usize| need.then(|| alloc_zeroed::<T>(len));
-    let mut dw_hh = zeros_if(needs.w_hh, gh * h);
-    let mut db_hh = zeros_if(needs.b_hh && saved.has_b_hh, gh);
-    let mut dw_ih = zeros_if(needs.w_ih, gh * input);
-    let mut db_ih = zeros_if(needs.b_ih && saved.has_b_ih, gh);
-    let mut dx = needs.x.then(|| alloc::<T>(l * n * input));
     // Outside the GRU both biases get the same gradient: sum it once.
-    let same_bias = !gru && db_hh.is_some() && db_ih.is_some();
+    let same_bias = !gru && needs.b_hh && saved.has_b_hh && needs.b_ih && saved.has_b_ih;
+    let mut sums = Sums {
+        w_hh: zeros_if(needs.w_hh, gh * h),
+        b_hh: zeros_if(needs.b_hh && saved.has_b_hh, gh),
+        w_ih: zeros_if(needs.w_ih, gh * input),
+        b_ih: zeros_if(needs.b_ih && saved.has_b_ih && !same_bias, gh),
+    };
+    // ∂x reads W_ih with its rows in tile-major order; the GRU's n rows are zero there,
+    // their share comes from the input side's own ∂a_n.
+    let wx = needs.x.then(|| pack_rows(&d, &blocks, w_ih, input, false));
+    let mut dx = needs.x.then(|| alloc::<T>(l * n * input));
 
-    let mut tiles = tiles::<T>(&d);
-    let wq = pack_w_hh(&d, w_hh, &tiles);
     if lstm {
         // ∂c starts from the gradient of c_n, the packed output's extra step.
         for tile in &mut tiles {
@@ -153,70 +169,27 @@ pub(super) fn run<T: Element>(
         // The chunk's share of the weight, bias and input gradients.
         let t_lo = d.chunk_start(c0, len, reverse);
         let buf = (c0 / steps) % 2;
-        let k = len * n;
-        // The weight gradients multiply the chunk's gradients transposed: read as a
-        // column-major view, which at this depth (k = S·N ≈ 256) costs faer little.
-        let (gt, pt) = (&dg[buf], dpn.as_ref().map(|p| &p[buf]));
-        let view = |row: usize, width: usize| Operand {
-            offset: row * width,
-            row_stride: 1,
-            col_stride: width,
+        let chunk = Chunk {
+            t_lo,
+            len,
+            // SAFETY: the tiles are done; the buffers are read through the pointers they
+            // wrote through.
+            dg: unsafe { ctx.dg[buf].slice(0, cols * gh) },
+            dpn: ctx.dpn.map(|p| unsafe { p[buf].slice(0, cols * h) }),
         };
-        if let Some(dw) = &mut dw_hh {
-            // Σ ∂gates_h[t]ᵀ h_{t-1} over the chunk: the steps whose h₋ is an output in
-            // one product, the step that starts from h0 (if in this chunk) in another.
-            let first = d.time(0, reverse);
-            let has_first = (t_lo..t_lo + len).contains(&first);
-            let (a_row, b_row, m_k) = match (reverse, has_first) {
-                (false, true) => (n, 0, k - n),
-                (false, false) => (0, (t_lo - 1) * n, k),
-                (true, true) => (0, (t_lo + 1) * n, k - n),
-                (true, false) => (0, (t_lo + 1) * n, k),
-            };
-            let b = Operand::row_major(b_row * h, h);
-            let par = parallelism(gh * h * m_k);
-            gemm(dw, (gh, h, m_k), gt, view(a_row, gh), out, b, true, par);
-            if let (true, Some(h0)) = (has_first, h0) {
-                let a = view((first - t_lo) * n, gh);
-                let b = Operand::row_major(0, h);
-                gemm(dw, (gh, h, n), gt, a, h0, b, true, parallelism(gh * h * n));
-            }
-        }
-        if let Some(db) = &mut db_hh {
-            add_column_sums(db, &gt[..k * gh]);
-        }
-        // The input side: the hidden side's gradients, except the GRU's n rows.
-        let shared = if gru { 2 * h } else { gh };
-        let xs = Operand::row_major(t_lo * n * input, input);
-        if let Some(dw) = &mut dw_ih {
-            let par = parallelism(gh * input * k);
-            let (top, bottom) = dw.split_at_mut(shared * input);
-            gemm(top, (shared, input, k), gt, view(0, gh), x, xs, true, par);
-            if let Some(pt) = pt {
-                gemm(bottom, (h, input, k), pt, view(0, h), x, xs, true, par);
-            }
-        }
-        if let (Some(db), false) = (&mut db_ih, same_bias) {
-            if let Some(pt) = pt {
-                // Outside the n rows, the GRU's input side equals the hidden side.
-                let (top, bottom) = db.split_at_mut(shared);
-                add_column_sums_of(top, &gt[..k * gh], gh);
-                add_column_sums(bottom, &pt[..k * h]);
-            } else {
-                add_column_sums(db, &gt[..k * gh]);
-            }
-        }
-        if let Some(dx) = &mut dx {
+        accumulate(mode, &d, &blocks, &chunk, (out, x, h0), reverse, &mut sums);
+        if let (Some(dx), Some(wx)) = (&mut dx, &wx) {
             // ∂x = ∂gates_x · W_ih.
+            let k = len * n;
             let dx = &mut dx[t_lo * n * input..][..k * input];
             let par = parallelism(k * input * gh);
             let a = Operand::row_major(0, gh);
             let w = Operand::row_major(0, input);
-            gemm(dx, (k, input, shared), &dg[buf], a, w_ih, w, false, par);
-            if let Some(pn) = &dpn {
+            gemm(dx, (k, input, gh), chunk.dg, a, wx, w, false, par);
+            if let Some(pn) = chunk.dpn {
                 let a = Operand::row_major(0, h);
                 let w = Operand::row_major(2 * h * input, input);
-                gemm(dx, (k, input, h), &pn[buf], a, w_ih, w, true, par);
+                gemm(dx, (k, input, h), pn, a, w_ih, w, true, par);
             }
         }
     }
@@ -224,13 +197,22 @@ pub(super) fn run<T: Element>(
     let mut grads = RecurrentGrads::default();
     let tensor = |v: Vec<T>, shape: &[usize]| Tensor::from_contiguous(v, shape);
     if let (true, Some(_)) = (needs.h0, h0) {
-        // ∂h₋ of the first step: through W_hh, plus the GRU's direct z ⊙ ∂h.
+        // ∂h₋ of the first step: through W_hh (block by block of its columns), plus the
+        // GRU's direct z ⊙ ∂h.
         let first = slot(0);
         let mut dh0 = alloc::<T>(n * h);
-        let a = Operand::row_major(first.row * gh, gh);
-        let w = Operand::row_major(0, h);
-        let par = parallelism(n * h * gh);
-        gemm(&mut dh0, (n, h, gh), &dg[first.buf], a, w_hh, w, false, par);
+        for &(u0, un) in &blocks {
+            // SAFETY: in bounds; nothing else runs.
+            unsafe {
+                gemm_raw(
+                    (dh0.as_mut_ptr().add(u0), h),
+                    (n, un, gh),
+                    (ctx.dg[first.buf].ptr.add(first.row * gh), gh, 1),
+                    (wq.as_ptr().add(gh * u0), un, 1),
+                    parallelism(n * un * gh),
+                );
+            }
+        }
         if gru {
             for tile in &tiles {
                 for r in 0..tile.rn {
@@ -253,42 +235,248 @@ pub(super) fn run<T: Element>(
         }
         grads.c0 = Some(tensor(dc0, &[n, h]));
     }
-    grads.w_hh = dw_hh.map(|v| tensor(v, &[gh, h]));
-    if same_bias {
-        db_ih = db_hh.clone();
+    // Back to PyTorch's row order.
+    let natural = |v: Vec<T>, width: usize| unpermute(&d, &blocks, v, width);
+    grads.w_hh = sums.w_hh.map(|v| tensor(natural(v, h), &[gh, h]));
+    grads.w_ih = sums.w_ih.map(|v| tensor(natural(v, input), &[gh, input]));
+    let b_hh = sums.b_hh.map(|v| natural(v, 1));
+    grads.b_ih = match same_bias {
+        true => b_hh.clone(),
+        false => sums.b_ih.map(|v| natural(v, 1)),
     }
-    grads.b_hh = db_hh.map(|v| tensor(v, &[gh]));
-    grads.w_ih = dw_ih.map(|v| tensor(v, &[gh, input]));
-    grads.b_ih = db_ih.map(|v| tensor(v, &[gh]));
+    .map(|v| tensor(v, &[gh]));
+    grads.b_hh = b_hh.map(|v| tensor(v, &[gh]));
     grads.x = dx.map(|v| tensor(v, &[l, n, input]));
     let [a, b] = dg;
     let pairs = dpn.into_iter().flatten();
-    for buf in [a, b].into_iter().chain(pairs) {
+    for buf in [a, b, wq].into_iter().chain(pairs).chain(wx) {
         recycle(buf);
     }
     grads
 }
 
-/// Adds the column sums of the row-major `m` (rows of `out.len()`) to `out`.
-fn add_column_sums<T: Element>(out: &mut [T], m: &[T]) {
-    let width = out.len();
-    add_column_sums_of(out, m, width);
+/// One finished chunk: `len` steps from time `t_lo` and their gate gradients.
+struct Chunk<'a, T> {
+    t_lo: usize,
+    len: usize,
+    dg: &'a [T],
+    dpn: Option<&'a [T]>,
 }
 
-/// Adds the sums of the first `out.len()` columns of the row-major `m` (rows of `width`)
-/// to `out`.
-fn add_column_sums_of<T: Element>(out: &mut [T], m: &[T], width: usize) {
+/// Adds a chunk's share to the weight and bias gradients: each unit block its own rows
+/// (contiguous in tile-major order), the blocks in parallel.
+fn accumulate<T: Element>(
+    mode: RecurrentMode,
+    d: &Dims,
+    blocks: &[(usize, usize)],
+    chunk: &Chunk<'_, T>,
+    (out, x, h0): (&[T], &[T], Option<&[T]>),
+    reverse: bool,
+    sums: &mut Sums<T>,
+) {
+    let (n, h, g, gh, input) = (d.n, d.h, d.g, d.gh(), d.input);
+    let gru = mode == RecurrentMode::Gru;
+    let (t_lo, len) = (chunk.t_lo, chunk.len);
+    let k = len * n;
+    // The steps whose h₋ is an output pair with out rows from `b_row`; the step that
+    // starts from h0, if in this chunk, separately.
+    let first = d.time(0, reverse);
+    let has_first = (t_lo..t_lo + len).contains(&first);
+    let (a_row, b_row, m_k) = match (reverse, has_first) {
+        (false, true) => (n, 0, k - n),
+        (false, false) => (0, (t_lo - 1) * n, k),
+        (true, true) => (0, (t_lo + 1) * n, k - n),
+        (true, false) => (0, (t_lo + 1) * n, k),
+    };
+    let parts: Vec<BlockSums<'_, T>> = split(&mut sums.w_hh, blocks, g * h)
+        .into_iter()
+        .zip(split(&mut sums.b_hh, blocks, g))
+        .zip(split(&mut sums.w_ih, blocks, g * input))
+        .zip(split(&mut sums.b_ih, blocks, g))
+        .zip(blocks)
+        .map(|((((w_hh, b_hh), w_ih), b_ih), &(u0, un))| BlockSums {
+            w_hh,
+            b_hh,
+            w_ih,
+            b_ih,
+            u0,
+            un,
+        })
+        .collect();
+    let seq = blocks.len() > 1;
+    let one = |part: BlockSums<'_, T>| {
+        let BlockSums {
+            w_hh: dw,
+            b_hh: db,
+            w_ih: dwi,
+            b_ih: dbi,
+            u0,
+            un,
+        } = part;
+        let gun = g * un;
+        // The block's gate gradients transposed, `[G·un, k]`: a column-major view.
+        let view = |row: usize, col: usize, width: usize| Operand {
+            offset: row * width + col,
+            row_stride: 1,
+            col_stride: width,
+        };
+        let par = |macs: usize| if seq { Par::Seq } else { parallelism(macs) };
+        if let Some(dw) = dw {
+            let b = Operand::row_major(b_row * h, h);
+            let a = view(a_row, g * u0, gh);
+            gemm(
+                dw,
+                (gun, h, m_k),
+                chunk.dg,
+                a,
+                out,
+                b,
+                true,
+                par(gun * h * m_k),
+            );
+            if let (true, Some(h0)) = (has_first, h0) {
+                let a = view((first - t_lo) * n, g * u0, gh);
+                let b = Operand::row_major(0, h);
+                gemm(dw, (gun, h, n), chunk.dg, a, h0, b, true, par(gun * h * n));
+            }
+        }
+        if let Some(db) = db {
+            add_column_sums(db, chunk.dg, g * u0, gh, k);
+        }
+        // The input side: the hidden side's gradients, except the GRU's n rows.
+        let shared = if gru { 2 * un } else { gun };
+        let xs = Operand::row_major(t_lo * n * input, input);
+        if let Some(dwi) = dwi {
+            let (top, bottom) = dwi.split_at_mut(shared * input);
+            let a = view(0, g * u0, gh);
+            gemm(
+                top,
+                (shared, input, k),
+                chunk.dg,
+                a,
+                x,
+                xs,
+                true,
+                par(shared * input * k),
+            );
+            if let (true, Some(pn)) = (gru, chunk.dpn) {
+                let a = view(0, u0, h);
+                gemm(
+                    bottom,
+                    (un, input, k),
+                    pn,
+                    a,
+                    x,
+                    xs,
+                    true,
+                    par(un * input * k),
+                );
+            }
+        }
+        if let Some(dbi) = dbi {
+            let (top, bottom) = dbi.split_at_mut(shared);
+            add_column_sums(top, chunk.dg, g * u0, gh, k);
+            if let (true, Some(pn)) = (gru, chunk.dpn) {
+                add_column_sums(bottom, pn, u0, h, k);
+            }
+        }
+    };
+    if seq {
+        parts.into_par_iter().for_each(one);
+    } else {
+        parts.into_iter().for_each(one);
+    }
+}
+
+/// One unit block's rows of the accumulators.
+struct BlockSums<'v, T> {
+    w_hh: Option<&'v mut [T]>,
+    b_hh: Option<&'v mut [T]>,
+    w_ih: Option<&'v mut [T]>,
+    b_ih: Option<&'v mut [T]>,
+    u0: usize,
+    un: usize,
+}
+
+/// An accumulator split into the unit blocks' ranges, `per_unit` entries per unit.
+fn split<'v, T>(
+    v: &'v mut Option<Vec<T>>,
+    blocks: &[(usize, usize)],
+    per_unit: usize,
+) -> Vec<Option<&'v mut [T]>> {
+    match v {
+        Some(v) => {
+            let mut rest = &mut v[..];
+            blocks
+                .iter()
+                .map(|&(_, un)| {
+                    let (part, tail) = std::mem::take(&mut rest).split_at_mut(un * per_unit);
+                    rest = tail;
+                    Some(part)
+                })
+                .collect()
+        }
+        None => blocks.iter().map(|_| None).collect(),
+    }
+}
+
+/// Adds to `out` the sums over the first `k` rows of the row-major `m` (rows of `width`)
+/// of the columns `col..col + out.len()`.
+fn add_column_sums<T: Element>(out: &mut [T], m: &[T], col: usize, width: usize, k: usize) {
     let cols = out.len();
     dispatch(
         #[inline(always)]
         || {
-            for row in m.chunks_exact(width) {
-                for (o, &v) in out.iter_mut().zip(&row[..cols]) {
+            for row in m[..k * width].chunks_exact(width) {
+                for (o, &v) in out.iter_mut().zip(&row[col..col + cols]) {
                     *o += v;
                 }
             }
         },
     );
+}
+
+/// A weight `[G·H, cols]` with its rows in tile-major order and its columns packed per
+/// unit block (`per_block`, for `W_hh`: block `u0` is `[G·H, un]` at `G·H·u0`), or
+/// whole (`[G·H, cols]`, for `W_ih`, with the GRU's n rows zeroed).
+fn pack_rows<T: Element>(
+    d: &Dims,
+    blocks: &[(usize, usize)],
+    w: &[T],
+    cols: usize,
+    per_block: bool,
+) -> Vec<T> {
+    let (h, g, gh) = (d.h, d.g, d.gh());
+    let mut out = alloc::<T>(gh * cols);
+    for gate in 0..g {
+        for j in 0..h {
+            let src = &w[(gate * h + j) * cols..][..cols];
+            let row = d.gate_col(blocks, gate, j);
+            if per_block {
+                for &(u0, un) in blocks {
+                    out[gh * u0 + row * un..][..un].copy_from_slice(&src[u0..u0 + un]);
+                }
+            } else if g == 3 && gate == 2 {
+                out[row * cols..][..cols].fill(T::zero());
+            } else {
+                out[row * cols..][..cols].copy_from_slice(src);
+            }
+        }
+    }
+    out
+}
+
+/// The rows (of `width`) of a tile-major `[G·H, width]` matrix in PyTorch's gate order.
+fn unpermute<T: Element>(d: &Dims, blocks: &[(usize, usize)], v: Vec<T>, width: usize) -> Vec<T> {
+    let mut out = alloc::<T>(v.len());
+    for gate in 0..d.g {
+        for j in 0..d.h {
+            let from = d.gate_col(blocks, gate, j);
+            out[(gate * d.h + j) * width..][..width].copy_from_slice(&v[from * width..][..width]);
+        }
+    }
+    recycle(v);
+    out
 }
 
 /// One backward step of one tile: `t` is the step and `at` where its gate gradients go,
@@ -311,6 +499,7 @@ unsafe fn step<'a, T: Element>(
 ) {
     let (h, n, g, gh) = (d.h, d.n, d.g, d.gh());
     let (r0, rn, u0, un) = (tile.r0, tile.rn, tile.u0, tile.un);
+    let gun = g * un;
     let dh = &mut tile.prod[..rn * un];
     match next {
         // ∂h for our (rows, units) = ∂gates_h[next] · W_hh[:, units].
@@ -336,8 +525,7 @@ unsafe fn step<'a, T: Element>(
         (Some(tp), Some((cells, _))) => Some(&cells[tp * n * h..][..n * h]),
         _ => c.c0,
     };
-    let (state, carry) = (&mut tile.state, &mut tile.carry);
-    let (dg, dpn) = tile.scratch[..rn * (g + 1) * un].split_at_mut(rn * g * un);
+    let (state, carry, scratch) = (&mut tile.state, &mut tile.carry, &mut tile.scratch);
     dispatch(
         #[inline(always)]
         || {
@@ -347,11 +535,12 @@ unsafe fn step<'a, T: Element>(
                 for (o, &v) in dh.iter_mut().zip(&c.grad[row * h + u0..][..un]) {
                     *o += v;
                 }
-                let dg = &mut dg[r * g * un..][..g * un];
-                // Unit block of gate `gate` in row `row` of a buffer `width` wide.
-                let seg = |base: &'a [T], gate: usize, width: usize| -> &'a [T] {
-                    &base[row * width + gate * h + u0..][..un]
-                };
+                // The tile's gate gradients go straight into its segment of the chunk
+                // buffer's row (tile-major: all its gates side by side).
+                // SAFETY: the tile's own block of step t.
+                let dg = unsafe { c.dg[at.buf].slice_mut((at.row + r0 + r) * gh + g * u0, gun) };
+                let acts = c.acts.map(|a| &a[row * 4 * h + 4 * u0..][..4 * un]);
+                let act = |a: usize| &acts.expect("saved")[a * un..][..un];
                 let prev_seg = |src: Option<&'a [T]>| -> &'a [T] {
                     match src {
                         Some(s) => &s[(r0 + r) * h + u0..][..un],
@@ -360,66 +549,44 @@ unsafe fn step<'a, T: Element>(
                 };
                 match mode {
                     RecurrentMode::RnnTanh | RecurrentMode::RnnRelu => {
-                        rnn_row(mode, dh, seg(c.out, 0, h), dg);
+                        rnn_row(mode, dh, &c.out[row * h + u0..][..un], dg);
                     }
                     RecurrentMode::Lstm => {
-                        let acts = c.acts.expect("saved");
                         let (_, tcs) = c.cells.expect("saved");
                         lstm_row(
                             dh,
-                            [0, 1, 2, 3].map(|gate| seg(acts, gate, 4 * h)),
-                            seg(tcs, 0, h),
+                            [act(0), act(1), act(2), act(3)],
+                            &tcs[row * h + u0..][..un],
                             prev_seg(c_prev),
                             &mut state[r * un..][..un],
                             dg,
                         );
                     }
                     RecurrentMode::Gru => {
-                        let acts = c.acts.expect("saved");
                         for (o, &v) in dh.iter_mut().zip(&carry[r * un..][..un]) {
                             *o += v;
                         }
+                        // The input side's ∂a_n, or a sink when no input-side gradient is
+                        // wanted. SAFETY: as above.
+                        let dpn = match c.dpn {
+                            Some(p) => unsafe {
+                                p[at.buf].slice_mut((at.row + r0 + r) * h + u0, un)
+                            },
+                            None => &mut scratch[..un],
+                        };
                         gru_row(
                             dh,
-                            [0, 1, 2, 3].map(|gate| seg(acts, gate, 4 * h)),
+                            [act(0), act(1), act(2), act(3)],
                             prev_seg(h_prev),
                             &mut carry[r * un..][..un],
                             dg,
-                            &mut dpn[r * un..][..un],
+                            dpn,
                         );
                     }
                 }
             }
         },
     );
-    // Publish: our units of each gate, for our rows of step t.
-    for r in 0..rn {
-        let row = at.row + r0 + r;
-        for gate in 0..g {
-            // SAFETY: the tile's own block of step t.
-            let dst = unsafe { c.dg[at.buf].slice_mut(row * gh + gate * h + u0, un) };
-            dst.copy_from_slice(&dg[(r * g + gate) * un..][..un]);
-        }
-        if let Some(p) = c.dpn {
-            // SAFETY: as above.
-            let dst = unsafe { p[at.buf].slice_mut(row * h + u0, un) };
-            dst.copy_from_slice(&dpn[r * un..][..un]);
-        }
-    }
-}
-
-/// `W_hh` packed per unit block (see [`Ctx::wq`]).
-fn pack_w_hh<T: Element>(d: &Dims, w_hh: &[T], tiles: &[Tile<T>]) -> Vec<T> {
-    let (h, gh) = (d.h, d.gh());
-    let mut wq = alloc::<T>(gh * h);
-    for tile in tiles.iter().filter(|t| t.r0 == 0) {
-        let (u0, un) = (tile.u0, tile.un);
-        let block = &mut wq[gh * u0..][..gh * un];
-        for (dst, src) in block.chunks_exact_mut(un).zip(w_hh.chunks_exact(h)) {
-            dst.copy_from_slice(&src[u0..u0 + un]);
-        }
-    }
-    wq
 }
 
 /// `∂a` of one RNN row from `∂h` and `h`.

@@ -1,12 +1,13 @@
-//! The forward walk, a chunk of steps at a time: one GEMM projects the chunk's inputs
-//! (`[S·N, in] × W_ihᵀ`, kept in cache), then per step and tile one GEMM with the packed
-//! `W_hhᵀ` and a fused pass over the gates.
+//! The forward walk, a chunk of steps at a time: each unit block projects the chunk's
+//! inputs onto its gates (`[S·N, in] × W_ihᵀ[:, block]`, kept in cache), then per step and
+//! tile one GEMM with the packed `W_hhᵀ` and a fused pass over the gates.
 
 use faer::Par;
+use rayon::prelude::*;
 
 use super::{
     Block, Dims, RecurrentMode, SyncPtr, Tile, chunks, for_each_tile, recycle, sigmoid, tiles,
-    transpose_into,
+    transpose_into, unit_blocks,
 };
 use crate::Element;
 use crate::matmul::{Operand, gemm, parallelism};
@@ -36,7 +37,8 @@ struct Ctx<'a, T> {
     /// `W_hhᵀ` packed per unit block: block `u0` is `[H, G·un]` (row-major) at
     /// `H·G·u0`, its columns the gates of units `u0..u0 + un`, gate-major.
     wp: &'a [T],
-    /// `b_ih + b_hh`, except the GRU's `b_hn`, which goes inside `r ⊙ (…)`.
+    /// `b_ih + b_hh` in the tile-major order of the gates (see `Dims::gate_col`), except
+    /// the GRU's `b_hn`, which goes inside `r ⊙ (…)`.
     bx: &'a [T],
     /// The GRU's `b_hn` `[H]` (zeros without bias).
     bhn: &'a [T],
@@ -58,27 +60,27 @@ pub(super) fn run<T: Element>(
     reverse: bool,
     save: bool,
 ) -> Output<T> {
-    let (ln, gh, h, n) = (d.ln(), d.gh(), d.h, d.n);
+    let (ln, gh, h, n, input) = (d.ln(), d.gh(), d.h, d.n, d.input);
     let (lstm, gru) = (mode == RecurrentMode::Lstm, mode == RecurrentMode::Gru);
-
+    let mut tiles = tiles::<T>(&d);
+    let blocks = unit_blocks(&tiles);
+    let wp = pack_transposed(&d, inp.w_hh, h, &blocks);
+    let wi = pack_transposed(&d, inp.w_ih, input, &blocks);
     // Both biases are added in the gate pass, where they cost no extra sweep.
     let mut bx = vec![T::zero(); gh];
     let mut bhn = vec![T::zero(); h];
-    if let Some(b) = inp.b_ih {
-        bx.copy_from_slice(b);
-    }
-    if let Some(b) = inp.b_hh {
-        for (j, &v) in b.iter().enumerate() {
-            if gru && j >= 2 * h {
-                bhn[j - 2 * h] = v;
-            } else {
-                bx[j] += v;
-            }
+    for (gate, j) in (0..d.g).flat_map(|gate| (0..h).map(move |j| (gate, j))) {
+        let i = gate * h + j;
+        let col = d.gate_col(&blocks, gate, j);
+        let b_ih = inp.b_ih.map_or(T::zero(), |b| b[i]);
+        let b_hh = inp.b_hh.map_or(T::zero(), |b| b[i]);
+        if gru && gate == 2 {
+            bx[col] = b_ih;
+            bhn[j] = b_hh;
+        } else {
+            bx[col] = b_ih + b_hh;
         }
     }
-
-    let mut tiles = tiles::<T>(&d);
-    let wp = pack_w_hh_t(&d, inp.w_hh, &tiles);
     if lstm && !save {
         // Without saved cells, each tile carries its block of c from step to step.
         for tile in &mut tiles {
@@ -92,6 +94,8 @@ pub(super) fn run<T: Element>(
     }
 
     let (steps, _) = chunks(&d);
+    // The chunk's input projection, one block per unit block: block `u0` is
+    // `[S·N, G·un]` at `S·N·G·u0`.
     let mut xp = alloc::<T>(steps * n * gh);
     let mut out = alloc::<T>(d.out_steps(mode) * n * h);
     let mut acts = (save && (lstm || gru)).then(|| alloc::<T>(ln * 4 * h));
@@ -118,64 +122,97 @@ pub(super) fn run<T: Element>(
     for c0 in (0..d.l).step_by(steps) {
         let len = steps.min(d.l - c0);
         let t_lo = d.chunk_start(c0, len, reverse);
-        // The input projection of the chunk's steps: [len·N, in] × [in, G·H].
-        let xp = &mut xp[..len * n * gh];
-        let x = Operand::row_major(t_lo * n * d.input, d.input);
-        let w = Operand::transposed(0, d.input);
-        let par = parallelism(len * n * gh * d.input);
-        gemm(
-            xp,
-            (len * n, gh, d.input),
-            inp.x,
-            x,
-            inp.w_ih,
-            w,
-            false,
-            par,
-        );
-        let xp = &*xp;
+        project(&d, &blocks, (t_lo, len), inp.x, &wi, &mut xp);
+        let xp = &xp;
         for s in c0..c0 + len {
             let t = d.time(s, reverse);
             let tp = (s > 0).then(|| d.time(s - 1, reverse));
             let last = s + 1 == d.l;
-            let x = &xp[(t - t_lo) * n * gh..][..n * gh];
+            let row0 = (t - t_lo) * n;
             // SAFETY: the tiles of a step write disjoint (row, unit) blocks of step t's
             // slabs (and of c_n's), and read only slabs of earlier steps, which the
             // fork-join of the previous step completed.
             for_each_tile(&mut tiles, |tile| unsafe {
-                step(mode, &d, &ctx, x, tile, (t, tp, last))
+                let xp = &xp[steps * n * d.g * tile.u0..][..steps * n * d.g * tile.un];
+                step(mode, &d, &ctx, (xp, row0), tile, (t, tp, last))
             });
         }
     }
     recycle(xp);
     recycle(wp);
+    recycle(wi);
     Output { out, acts, cells }
 }
 
-/// `W_hhᵀ` packed per unit block (see [`Ctx::wp`]).
-fn pack_w_hh_t<T: Element>(d: &Dims, w_hh: &[T], tiles: &[Tile<T>]) -> Vec<T> {
+/// `Wᵀ` packed per unit block, for a weight `W` `[G·H, cols]`: block `u0` is
+/// `[cols, G·un]` (row-major) at `cols·G·u0`, its columns the gates of units
+/// `u0..u0 + un`, gate-major.
+fn pack_transposed<T: Element>(
+    d: &Dims,
+    w: &[T],
+    cols: usize,
+    blocks: &[(usize, usize)],
+) -> Vec<T> {
     let (h, g) = (d.h, d.g);
-    let mut wp = alloc::<T>(g * h * h);
-    for tile in tiles.iter().filter(|t| t.r0 == 0) {
-        let (u0, un) = (tile.u0, tile.un);
+    let mut wp = alloc::<T>(g * h * cols);
+    for &(u0, un) in blocks {
         for gate in 0..g {
-            // Rows gate·H + u0.. of W_hh, transposed into columns gate·un.. of the block.
+            // Rows gate·H + u0.. of W, transposed into columns gate·un.. of the block.
             let src = Block {
-                offset: (gate * h + u0) * h,
-                stride: h,
+                offset: (gate * h + u0) * cols,
+                stride: cols,
             };
             let dst = Block {
-                offset: h * g * u0 + gate * un,
+                offset: cols * g * u0 + gate * un,
                 stride: g * un,
             };
-            transpose_into(w_hh, src, &mut wp, dst, (un, h));
+            transpose_into(w, src, &mut wp, dst, (un, cols));
         }
     }
     wp
 }
 
+/// The input projection of the `len` steps from time `t_lo`, each unit block's columns
+/// into its own block of `xp` (see `run`), the blocks in parallel.
+fn project<T: Element>(
+    d: &Dims,
+    blocks: &[(usize, usize)],
+    (t_lo, len): (usize, usize),
+    x: &[T],
+    wi: &[T],
+    xp: &mut [T],
+) {
+    let (steps, _) = chunks(d);
+    let (n, input, g) = (d.n, d.input, d.g);
+    let rows = len * n;
+    let mut parts = Vec::with_capacity(blocks.len());
+    let mut rest = &mut xp[..];
+    for &(_, un) in blocks {
+        let (part, tail) = rest.split_at_mut(steps * n * g * un);
+        parts.push((part, un));
+        rest = tail;
+    }
+    let one = |((part, un), &(u0, _)): ((&mut [T], usize), &(usize, usize))| {
+        let a = Operand::row_major(t_lo * n * input, input);
+        let b = Operand::row_major(input * g * u0, g * un);
+        let out = &mut part[..rows * g * un];
+        let par = if blocks.len() == 1 {
+            parallelism(rows * g * un * input)
+        } else {
+            Par::Seq
+        };
+        gemm(out, (rows, g * un, input), x, a, wi, b, false, par);
+    };
+    if blocks.len() > 1 {
+        parts.into_par_iter().zip(blocks).for_each(one);
+    } else {
+        parts.into_iter().zip(blocks).for_each(one);
+    }
+}
+
 /// One step of one tile: `t` is the step, `tp` the one before it, `last` whether it is
-/// the final one; `xp` holds the step's input projection `[N, G·H]`.
+/// the final one; `xp` is the tile's block of the chunk's projection and `row0` the
+/// step's first row in it.
 ///
 /// # Safety
 /// No other thread touches the tile's (row, unit) block of step `t` (and of `c_n`) during
@@ -184,11 +221,11 @@ unsafe fn step<T: Element>(
     mode: RecurrentMode,
     d: &Dims,
     c: &Ctx<'_, T>,
-    xp: &[T],
+    (xp, row0): (&[T], usize),
     tile: &mut Tile<T>,
     (t, tp, last): (usize, Option<usize>, bool),
 ) {
-    let (h, n, gh) = (d.h, d.n, d.gh());
+    let (h, n) = (d.h, d.n);
     let (r0, rn, u0, un) = (tile.r0, tile.rn, tile.u0, tile.un);
     let k = d.g * un;
     // SAFETY: step tp is complete and nobody writes it now.
@@ -211,33 +248,34 @@ unsafe fn step<T: Element>(
         None => prod.fill(T::zero()),
     }
     let prod = &tile.prod[..rn * k];
+    let bx = &c.bx[d.g * u0..][..k];
     let (state, scratch) = (&mut tile.state, &mut tile.scratch);
     dispatch(
         #[inline(always)]
         || {
             for r in 0..rn {
                 let row = t * n + r0 + r;
-                let x = &xp[(r0 + r) * gh..][..gh];
+                let x = &xp[(row0 + r0 + r) * k..][..k];
                 let p = &prod[r * k..][..k];
                 // SAFETY (all slices below): the tile's own block of step t, or step tp.
                 let hout = unsafe { c.out.slice_mut(row * h + u0, un) };
-                let xg = |gate: usize| &x[gate * h + u0..][..un];
-                let pg = |gate: usize| &p[gate * un..][..un];
-                let bg = |gate: usize| &c.bx[gate * h + u0..][..un];
                 let prev_row = match h_prev {
                     Some(hp) => &hp[(r0 + r) * h + u0..][..un],
                     None => &c.zeros[..un],
                 };
+                // The tile's activations of this row, tile-major (`4·u0..`).
+                let acts: Option<[&mut [T]; 4]> = c.acts.map(|a| {
+                    let seg = unsafe { a.slice_mut(row * 4 * h + 4 * u0, 4 * un) };
+                    let mut parts = seg.chunks_exact_mut(un);
+                    std::array::from_fn(|_| parts.next().expect("4 parts"))
+                });
                 match mode {
                     RecurrentMode::RnnTanh | RecurrentMode::RnnRelu => {
-                        rnn_row(mode, xg(0), pg(0), bg(0), hout);
+                        rnn_row(mode, x, p, bx, hout);
                     }
                     RecurrentMode::Lstm => {
-                        let (acts, cell, tc) = match (c.acts, c.cells) {
+                        let (acts, cell, tc) = match (acts, c.cells) {
                             (Some(a), Some((cp, tcp))) => unsafe {
-                                let a: [&mut [T]; 4] = std::array::from_fn(|gate| {
-                                    a.slice_mut(row * 4 * h + gate * h + u0, un)
-                                });
                                 let cell = cp.slice_mut(row * h + u0, un);
                                 match tp {
                                     Some(tp) => cell
@@ -259,15 +297,8 @@ unsafe fn step<T: Element>(
                                 (a, &mut state[r * un..][..un], tc)
                             }
                         };
-                        lstm_row(
-                            [xg(0), xg(1), xg(2), xg(3)],
-                            [pg(0), pg(1), pg(2), pg(3)],
-                            [bg(0), bg(1), bg(2), bg(3)],
-                            acts,
-                            cell,
-                            tc,
-                            hout,
-                        );
+                        let g4 = |s| [0, 1, 2, 3].map(|gate| gate_of(s, gate, un));
+                        lstm_row(g4(x), g4(p), g4(bx), acts, cell, tc, hout);
                         if last {
                             // c_n goes to the packed output's extra step.
                             let c_n = unsafe { c.out.slice_mut((d.l * n + r0 + r) * h + u0, un) };
@@ -278,19 +309,15 @@ unsafe fn step<T: Element>(
                         }
                     }
                     RecurrentMode::Gru => {
-                        let acts: [&mut [T]; 4] = match c.acts {
-                            Some(a) => std::array::from_fn(|gate| unsafe {
-                                a.slice_mut(row * 4 * h + gate * h + u0, un)
-                            }),
-                            None => {
-                                let mut parts = scratch[..4 * un].chunks_exact_mut(un);
-                                std::array::from_fn(|_| parts.next().expect("4 parts"))
-                            }
-                        };
+                        let acts = acts.unwrap_or_else(|| {
+                            let mut parts = scratch[..4 * un].chunks_exact_mut(un);
+                            std::array::from_fn(|_| parts.next().expect("4 parts"))
+                        });
+                        let g3 = |s| [0, 1, 2].map(|gate| gate_of(s, gate, un));
                         gru_row(
-                            [xg(0), xg(1), xg(2)],
-                            [pg(0), pg(1), pg(2)],
-                            [bg(0), bg(1), bg(2)],
+                            g3(x),
+                            g3(p),
+                            g3(bx),
                             &c.bhn[u0..][..un],
                             prev_row,
                             acts,
@@ -303,6 +330,11 @@ unsafe fn step<T: Element>(
     );
 }
 
+/// Gate `gate` of a tile's `un` units in a tile-major row.
+#[inline(always)]
+fn gate_of<T>(s: &[T], gate: usize, un: usize) -> &[T] {
+    &s[gate * un..][..un]
+}
 /// `h = act(x + p + b)` for one row of a tile.
 #[inline(always)]
 fn rnn_row<T: Element>(mode: RecurrentMode, x: &[T], p: &[T], b: &[T], h: &mut [T]) {
