@@ -24,6 +24,7 @@
 
 mod backward;
 mod forward;
+mod gates;
 #[cfg(test)]
 mod tests;
 
@@ -564,10 +565,4 @@ unsafe fn gemm_raw<T: Element>(
 fn recycle<T: Element>(buf: Vec<T>) {
     let n = buf.len();
     drop(Tensor::from_contiguous(buf, &[n]));
-}
-
-/// `1 / (1 + e^-x)`, as [`Tensor::sigmoid`] computes it.
-#[inline(always)]
-fn sigmoid<T: Element>(x: T) -> T {
-    (T::one() + (-x).exp_v()).recip()
 }

@@ -6,7 +6,7 @@ use faer::Par;
 use rayon::prelude::*;
 
 use super::{
-    Block, Dims, RecurrentMode, SyncPtr, Tile, chunks, for_each_tile, recycle, sigmoid, tiles,
+    Block, Dims, RecurrentMode, SyncPtr, Tile, chunks, for_each_tile, gates, recycle, tiles,
     transpose_into, unit_blocks,
 };
 use crate::Element;
@@ -51,6 +51,8 @@ struct Ctx<'a, T> {
     cells: Option<(SyncPtr<T>, SyncPtr<T>)>,
     /// The parallelism of each tile's GEMM (only a lone tile gets threads).
     par: Par,
+    /// Whether the gate functions may use fused multiply-adds.
+    fma: bool,
 }
 
 pub(super) fn run<T: Element>(
@@ -118,6 +120,7 @@ pub(super) fn run<T: Element>(
         } else {
             Par::Seq
         },
+        fma: gates::has_fma(),
     };
     for c0 in (0..d.l).step_by(steps) {
         let len = steps.min(d.l - c0);
@@ -270,9 +273,10 @@ unsafe fn step<T: Element>(
                     std::array::from_fn(|_| parts.next().expect("4 parts"))
                 });
                 match mode {
-                    RecurrentMode::RnnTanh | RecurrentMode::RnnRelu => {
-                        rnn_row(mode, x, p, bx, hout);
-                    }
+                    RecurrentMode::RnnTanh | RecurrentMode::RnnRelu => match c.fma {
+                        true => rnn_row::<T, true>(mode, x, p, bx, hout),
+                        false => rnn_row::<T, false>(mode, x, p, bx, hout),
+                    },
                     RecurrentMode::Lstm => {
                         let (acts, cell, tc) = match (acts, c.cells) {
                             (Some(a), Some((cp, tcp))) => unsafe {
@@ -298,7 +302,11 @@ unsafe fn step<T: Element>(
                             }
                         };
                         let g4 = |s| [0, 1, 2, 3].map(|gate| gate_of(s, gate, un));
-                        lstm_row(g4(x), g4(p), g4(bx), acts, cell, tc, hout);
+                        let (x, p, b) = (g4(x), g4(p), g4(bx));
+                        match c.fma {
+                            true => lstm_row::<T, true>(x, p, b, acts, cell, tc, hout),
+                            false => lstm_row::<T, false>(x, p, b, acts, cell, tc, hout),
+                        }
                         if last {
                             // c_n goes to the packed output's extra step.
                             let c_n = unsafe { c.out.slice_mut((d.l * n + r0 + r) * h + u0, un) };
@@ -314,15 +322,11 @@ unsafe fn step<T: Element>(
                             std::array::from_fn(|_| parts.next().expect("4 parts"))
                         });
                         let g3 = |s| [0, 1, 2].map(|gate| gate_of(s, gate, un));
-                        gru_row(
-                            g3(x),
-                            g3(p),
-                            g3(bx),
-                            &c.bhn[u0..][..un],
-                            prev_row,
-                            acts,
-                            hout,
-                        );
+                        let (x, p, b, bhn) = (g3(x), g3(p), g3(bx), &c.bhn[u0..][..un]);
+                        match c.fma {
+                            true => gru_row::<T, true>(x, p, b, bhn, prev_row, acts, hout),
+                            false => gru_row::<T, false>(x, p, b, bhn, prev_row, acts, hout),
+                        }
                     }
                 }
             }
@@ -337,12 +341,18 @@ fn gate_of<T>(s: &[T], gate: usize, un: usize) -> &[T] {
 }
 /// `h = act(x + p + b)` for one row of a tile.
 #[inline(always)]
-fn rnn_row<T: Element>(mode: RecurrentMode, x: &[T], p: &[T], b: &[T], h: &mut [T]) {
+fn rnn_row<T: Element, const FMA: bool>(
+    mode: RecurrentMode,
+    x: &[T],
+    p: &[T],
+    b: &[T],
+    h: &mut [T],
+) {
     let un = h.len();
     let (x, p, b) = (&x[..un], &p[..un], &b[..un]);
     if mode == RecurrentMode::RnnTanh {
         for u in 0..un {
-            h[u] = (x[u] + p[u] + b[u]).tanh_v();
+            h[u] = gates::tanh::<T, FMA>(x[u] + p[u] + b[u]);
         }
     } else {
         for u in 0..un {
@@ -354,7 +364,7 @@ fn rnn_row<T: Element>(mode: RecurrentMode, x: &[T], p: &[T], b: &[T], h: &mut [
 
 /// One row of an LSTM tile: `cell` holds `c_{t-1}` on entry and `c_t` on exit.
 #[inline(always)]
-fn lstm_row<T: Element>(
+fn lstm_row<T: Element, const FMA: bool>(
     x: [&[T]; 4],
     p: [&[T]; 4],
     b: [&[T]; 4],
@@ -371,12 +381,12 @@ fn lstm_row<T: Element>(
     let (ai, af, ag, ao) = (&mut ai[..un], &mut af[..un], &mut ag[..un], &mut ao[..un]);
     let (cell, tc) = (&mut cell[..un], &mut tc[..un]);
     for u in 0..un {
-        let i = sigmoid(xi[u] + pi[u] + bi[u]);
-        let f = sigmoid(xf[u] + pf[u] + bf[u]);
-        let g = (xg[u] + pg[u] + bg[u]).tanh_v();
-        let o = sigmoid(xo[u] + po[u] + bo[u]);
+        let i = gates::sigmoid::<T, FMA>(xi[u] + pi[u] + bi[u]);
+        let f = gates::sigmoid::<T, FMA>(xf[u] + pf[u] + bf[u]);
+        let g = gates::tanh::<T, FMA>(xg[u] + pg[u] + bg[u]);
+        let o = gates::sigmoid::<T, FMA>(xo[u] + po[u] + bo[u]);
         let c = f * cell[u] + i * g;
-        let t = c.tanh_v();
+        let t = gates::tanh::<T, FMA>(c);
         ai[u] = i;
         af[u] = f;
         ag[u] = g;
@@ -389,7 +399,7 @@ fn lstm_row<T: Element>(
 
 /// One row of a GRU tile; `acts` receives `r, z, n` and `W_hn h + b_hn`.
 #[inline(always)]
-fn gru_row<T: Element>(
+fn gru_row<T: Element, const FMA: bool>(
     x: [&[T]; 3],
     p: [&[T]; 3],
     b: [&[T]; 3],
@@ -406,10 +416,10 @@ fn gru_row<T: Element>(
     let [ar, az, an, ahn] = acts;
     let (ar, az, an, ahn) = (&mut ar[..un], &mut az[..un], &mut an[..un], &mut ahn[..un]);
     for u in 0..un {
-        let r = sigmoid(xr[u] + pr[u] + br[u]);
-        let z = sigmoid(xz[u] + pz[u] + bz[u]);
+        let r = gates::sigmoid::<T, FMA>(xr[u] + pr[u] + br[u]);
+        let z = gates::sigmoid::<T, FMA>(xz[u] + pz[u] + bz[u]);
         let hn = pn[u] + bhn[u];
-        let nn = (xn[u] + bn[u] + r * hn).tanh_v();
+        let nn = gates::tanh::<T, FMA>(xn[u] + bn[u] + r * hn);
         ar[u] = r;
         az[u] = z;
         an[u] = nn;
