@@ -447,19 +447,29 @@ fn pack_rows<T: Element>(
     per_block: bool,
 ) -> Vec<T> {
     let (h, g, gh) = (d.h, d.g, d.gh());
+    // The tile-major position of each of W's rows.
+    let pos: Vec<usize> = (0..gh).map(|i| d.gate_col(blocks, i / h, i % h)).collect();
     let mut out = alloc::<T>(gh * cols);
-    for gate in 0..g {
-        for j in 0..h {
-            let src = &w[(gate * h + j) * cols..][..cols];
-            let row = d.gate_col(blocks, gate, j);
-            if per_block {
-                for &(u0, un) in blocks {
-                    out[gh * u0 + row * un..][..un].copy_from_slice(&src[u0..u0 + un]);
-                }
-            } else if g == 3 && gate == 2 {
-                out[row * cols..][..cols].fill(T::zero());
+    if per_block {
+        let mut parts = Vec::with_capacity(blocks.len());
+        let mut rest = &mut out[..];
+        for &(u0, un) in blocks {
+            let (part, tail) = rest.split_at_mut(gh * un);
+            parts.push((part, u0, un));
+            rest = tail;
+        }
+        parts.into_par_iter().for_each(|(part, u0, un)| {
+            for (src, &row) in w.chunks_exact(cols).zip(&pos) {
+                part[row * un..][..un].copy_from_slice(&src[u0..u0 + un]);
+            }
+        });
+    } else {
+        for (i, (src, &row)) in w.chunks_exact(cols).zip(&pos).enumerate() {
+            let dst = &mut out[row * cols..][..cols];
+            if g == 3 && i >= 2 * h {
+                dst.fill(T::zero());
             } else {
-                out[row * cols..][..cols].copy_from_slice(src);
+                dst.copy_from_slice(src);
             }
         }
     }

@@ -158,7 +158,14 @@ fn pack_transposed<T: Element>(
 ) -> Vec<T> {
     let (h, g) = (d.h, d.g);
     let mut wp = alloc::<T>(g * h * cols);
+    let mut parts = Vec::with_capacity(blocks.len());
+    let mut rest = &mut wp[..];
     for &(u0, un) in blocks {
+        let (part, tail) = rest.split_at_mut(cols * g * un);
+        parts.push((part, u0, un));
+        rest = tail;
+    }
+    let one = |(part, u0, un): (&mut [T], usize, usize)| {
         for gate in 0..g {
             // Rows gate·H + u0.. of W, transposed into columns gate·un.. of the block.
             let src = Block {
@@ -166,11 +173,16 @@ fn pack_transposed<T: Element>(
                 stride: cols,
             };
             let dst = Block {
-                offset: cols * g * u0 + gate * un,
+                offset: gate * un,
                 stride: g * un,
             };
-            transpose_into(w, src, &mut wp, dst, (un, cols));
+            transpose_into(w, src, part, dst, (un, cols));
         }
+    };
+    if parts.len() > 1 {
+        parts.into_par_iter().for_each(one);
+    } else {
+        parts.into_iter().for_each(one);
     }
     wp
 }
