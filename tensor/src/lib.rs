@@ -50,6 +50,7 @@ mod simd;
 mod softmax;
 mod storage;
 mod tensor;
+mod transpose;
 mod unary;
 mod view;
 

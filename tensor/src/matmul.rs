@@ -20,6 +20,11 @@ use crate::{Element, Result, Tensor, TensorError};
 /// outweighs the gain (measured: a 48³ product takes ~15 µs on one core).
 pub(crate) const PAR_MIN_MACS: usize = 48 * 48 * 48;
 
+/// Products at least this large whose left operand is column-major (a transposed view,
+/// as in every weight gradient `dyᵀ · x`) are computed into a column-major scratch and
+/// transposed into place when that suits faer better (see `gemm`).
+const COL_DST_MIN_MACS: usize = 1 << 22;
+
 /// A strided matrix operand inside a storage buffer.
 #[derive(Clone, Copy)]
 pub(crate) struct Operand {
@@ -92,12 +97,55 @@ pub(crate) fn gemm<T: Element>(
             lb.row_stride as isize,
             lb.col_stride as isize,
         );
-        let dst = MatMut::<T>::from_raw_parts_mut(out.as_mut_ptr(), m, n, n as isize, 1);
+        // faer computes a row-major destination as `dstᵀ = bᵀ · aᵀ`, so a column-major `a`
+        // (a transposed view, as in every weight gradient `dyᵀ · x`) becomes a right
+        // operand strided along k, which its kernels read at a loss: [1024, 2048] ·
+        // [2048, 256] ran at half speed, its reads 4 KiB apart. Either copy `a` into a
+        // row-major scratch (m·k elements, when 2k ≤ n), or, when b is column-major too or
+        // m > n, compute into a column-major scratch, where `a` stays faer's left operand,
+        // and transpose the m·n result into place.
+        let a_col_major = la.row_stride == 1 && la.col_stride != 1 && m > 1;
+        let b_col_major = lb.row_stride == 1 && n > 1;
+        let macs = m.saturating_mul(n).saturating_mul(k);
+        if a_col_major && macs >= COL_DST_MIN_MACS {
+            use crate::transpose::{Transfer, transpose_blocks, transpose_into};
+            if 2 * k <= n {
+                let mut a_rows = alloc::<T>(m * k);
+                let t = Transfer {
+                    rows: m,
+                    cols: k,
+                    src_cs: la.col_stride,
+                    dst_rs: k,
+                };
+                transpose_blocks(a, &mut a_rows, t, &[(la.offset, 0)], false);
+                gemm(
+                    out,
+                    (m, n, k),
+                    &a_rows,
+                    Operand::row_major(0, k),
+                    b,
+                    lb,
+                    accumulate,
+                    par,
+                );
+                drop(Tensor::from_contiguous(a_rows, &[m * k]));
+                return;
+            }
+            if b_col_major || m > n {
+                let mut tmp = alloc::<T>(m * n);
+                let dst = MatMut::<T>::from_raw_parts_mut(tmp.as_mut_ptr(), m, n, 1, m as isize);
+                faer_matmul(dst, Accum::Replace, lhs, rhs, T::one(), par);
+                transpose_into(&tmp, out, (m, n), accumulate);
+                drop(Tensor::from_contiguous(tmp, &[m * n]));
+                return;
+            }
+        }
         let accum = if accumulate {
             Accum::Add
         } else {
             Accum::Replace
         };
+        let dst = MatMut::<T>::from_raw_parts_mut(out.as_mut_ptr(), m, n, n as isize, 1);
         faer_matmul(dst, accum, lhs, rhs, T::one(), par);
     }
 }
@@ -264,6 +312,7 @@ impl crate::Layout {
 
 #[cfg(test)]
 mod tests {
+    use super::{COL_DST_MIN_MACS, Operand, gemm, parallelism};
     use crate::{Tensor, TensorError};
 
     fn t(data: &[f64], shape: &[usize]) -> Tensor<f64> {
@@ -320,5 +369,45 @@ mod tests {
             .matmul(&Tensor::ones(&[0, 3]))
             .unwrap();
         assert_eq!(z.to_vec(), vec![0.0; 6]);
+    }
+
+    /// Products past `COL_DST_MIN_MACS` with a column-major left operand take the
+    /// scratch paths (a copied `a`, or a column-major result transposed into place), with
+    /// and without accumulation; they equal the triple loop.
+    #[test]
+    fn column_major_left_operands_past_the_threshold() {
+        // (m, k, n, b column-major): copy path, column-major result (m > n), column-major
+        // result (b column-major), direct.
+        for (m, k, n, bt) in [
+            (200, 60, 400, false),
+            (300, 200, 90, false),
+            (128, 256, 160, true),
+            (100, 300, 150, false),
+        ] {
+            assert!(m * n * k >= COL_DST_MIN_MACS);
+            let a: Vec<f64> = (0..m * k).map(|i| ((i * 37 % 101) as f64 - 50.0) / 64.0).collect();
+            let b: Vec<f64> = (0..k * n).map(|i| ((i * 53 % 89) as f64 - 44.0) / 32.0).collect();
+            // a is stored [k, m] (column-major [m, k]); b [k, n] or stored [n, k].
+            let av = |i: usize, kk: usize| a[kk * m + i];
+            let bv = |kk: usize, j: usize| if bt { b[j * k + kk] } else { b[kk * n + j] };
+            let lb = if bt {
+                Operand::transposed(0, k)
+            } else {
+                Operand::row_major(0, n)
+            };
+            for accumulate in [false, true] {
+                let mut out: Vec<f64> = (0..m * n).map(|i| (i % 7) as f64).collect();
+                let par = parallelism(m * n * k);
+                gemm(&mut out, (m, n, k), &a, Operand::transposed(0, m), &b, lb, accumulate, par);
+                for i in (0..m).step_by(7) {
+                    for j in 0..n {
+                        let dot: f64 = (0..k).map(|kk| av(i, kk) * bv(kk, j)).sum();
+                        let want = dot + if accumulate { ((i * n + j) % 7) as f64 } else { 0.0 };
+                        let got = out[i * n + j];
+                        assert!((got - want).abs() < 1e-9, "{m}x{k}x{n} [{i},{j}] {got} vs {want}");
+                    }
+                }
+            }
+        }
     }
 }

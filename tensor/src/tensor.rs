@@ -244,7 +244,18 @@ impl<T: Element> Tensor<T> {
         if self.is_contiguous() {
             return self.clone();
         }
-        self.map_cost(crate::par::Cost::Cheap, |x| x)
+        self.copy_contiguous()
+    }
+
+    /// A fresh contiguous copy: tiled when the view is a transpose, element by element
+    /// otherwise.
+    fn copy_contiguous(&self) -> Tensor<T> {
+        let l = &self.layout;
+        match crate::transpose::contiguous_copy(self.storage(), l.shape(), l.strides(), l.offset())
+        {
+            Some(v) => Tensor::from_contiguous(v, self.shape()),
+            None => self.map_cost(crate::par::Cost::Cheap, |x| x),
+        }
     }
 
     /// The elements converted to another element type (`f32` ↔ `f64`), rounding to nearest.
@@ -262,7 +273,7 @@ impl<T: Element> Tensor<T> {
     pub fn as_mut_slice(&mut self) -> &mut [T] {
         let whole_unique = Arc::get_mut(&mut self.storage).is_some() && self.is_contiguous();
         if !whole_unique {
-            let copy = self.map_cost(crate::par::Cost::Cheap, |x| x);
+            let copy = self.copy_contiguous();
             *self = copy;
         }
         let range = self
