@@ -164,11 +164,14 @@ pub fn evaluate(
 /// evaluating on `test` after each; `on_epoch` sees every record as it is made (for
 /// checkpoints and logs).
 ///
+/// Like a PyTorch loop, the model trains in training mode (dropout active) and is
+/// evaluated in evaluation mode; it is left in evaluation mode, ready for inference.
+///
 /// # Errors
 /// As [`batch_loss`], errors of the model and optimizer, and a non-finite loss (training
 /// diverged).
 pub fn fit(
-    model: &dyn Forward,
+    model: &mut dyn Forward,
     optimizer: &mut dyn Optimizer,
     train: &InMemoryDataset,
     test: &InMemoryDataset,
@@ -197,6 +200,7 @@ pub fn fit(
             config.epochs,
         );
         let start = Instant::now();
+        model.train();
         let (mut loss_sum, mut seen) = (0.0f64, 0usize);
         for batch in loader.epoch(epoch as u64) {
             optimizer.zero_grad();
@@ -227,10 +231,11 @@ pub fn fit(
         }
         let seconds = start.elapsed().as_secs_f64();
         bar.finish_and_clear();
+        model.eval();
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / seen.max(1) as f64,
-            test: evaluate(model, test, objective, config.batch_size)?,
+            test: evaluate(&*model, test, objective, config.batch_size)?,
             seconds,
             samples_per_s: seen as f64 / seconds.max(1e-9),
         };

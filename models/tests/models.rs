@@ -53,7 +53,7 @@ struct Run {
 
 /// Trains `model` on `train` and evaluates it on `train` before and after.
 fn run(
-    model: &dyn Forward,
+    model: &mut dyn Forward,
     opt: &mut dyn Optimizer,
     train: &InMemoryDataset,
     test: &InMemoryDataset,
@@ -67,7 +67,7 @@ fn run(
 /// [`run`], optionally with a one-cycle schedule peaking at `one_cycle_max_lr`.
 #[allow(clippy::too_many_arguments)]
 fn run_scheduled(
-    model: &dyn Forward,
+    model: &mut dyn Forward,
     opt: &mut dyn Optimizer,
     train: &InMemoryDataset,
     test: &InMemoryDataset,
@@ -76,7 +76,7 @@ fn run_scheduled(
     batch_size: usize,
     one_cycle_max_lr: Option<f64>,
 ) -> Run {
-    let before = train::evaluate(model, train, objective, batch_size).unwrap();
+    let before = train::evaluate(&*model, train, objective, batch_size).unwrap();
     let config = TrainConfig {
         epochs,
         batch_size,
@@ -92,7 +92,7 @@ fn run_scheduled(
     })
     .unwrap();
     assert_eq!(seen, epochs);
-    let after = train::evaluate(model, train, objective, batch_size).unwrap();
+    let after = train::evaluate(&*model, train, objective, batch_size).unwrap();
     let params = model.parameters().iter().map(|p| p.to_vec()).collect();
     Run {
         before,
@@ -126,7 +126,7 @@ fn assert_loss_falls(name: &str, r: &Run, factor: f64) {
 
 fn cnn_digits(seed: u64) -> Run {
     let (train, test) = digits_slices(512, 128);
-    let model = Cnn::new(CnnConfig::DIGITS, &mut seeded_rng(seed)).unwrap();
+    let mut model = Cnn::new(CnnConfig::DIGITS, &mut seeded_rng(seed)).unwrap();
     // Adam under a one-cycle schedule, as the reference training does.
     let mut opt = Adam::new(
         model.parameters(),
@@ -137,7 +137,7 @@ fn cnn_digits(seed: u64) -> Run {
     )
     .unwrap();
     run_scheduled(
-        &model,
+        &mut model,
         &mut opt,
         &train,
         &test,
@@ -159,7 +159,7 @@ fn cnn_learns_the_8x8_digits() {
 
 fn mlp_digits(seed: u64) -> Run {
     let (train, test) = digits_slices(256, 128);
-    let model = Mlp::new(&[64, 64, 10], &mut seeded_rng(seed)).unwrap();
+    let mut model = Mlp::new(&[64, 64, 10], &mut seeded_rng(seed)).unwrap();
     let mut opt = Adam::new(
         model.parameters(),
         AdamConfig {
@@ -169,7 +169,7 @@ fn mlp_digits(seed: u64) -> Run {
     )
     .unwrap();
     run(
-        &model,
+        &mut model,
         &mut opt,
         &train,
         &test,
@@ -190,7 +190,7 @@ fn mlp_learns_the_8x8_digits() {
 fn binary_logistic_regression_on_breast_cancer() {
     let (train, test) = standardized_split(bundled::breast_cancer(&data_dir()).unwrap(), 0);
     let train = head(&train, 200);
-    let model = LogisticRegression::new(30, 2, &mut seeded_rng(0));
+    let mut model = LogisticRegression::new(30, 2, &mut seeded_rng(0));
     assert!(model.is_binary());
     assert_eq!(model.classes(), 2);
     assert_eq!(model.linear.weight.shape(), &[1, 30]);
@@ -203,7 +203,7 @@ fn binary_logistic_regression_on_breast_cancer() {
     )
     .unwrap();
     let r = run(
-        &model,
+        &mut model,
         &mut opt,
         &train,
         &test,
@@ -218,7 +218,7 @@ fn binary_logistic_regression_on_breast_cancer() {
 #[test]
 fn multinomial_logistic_regression_on_iris() {
     let (train, test) = standardized_split(bundled::iris(&data_dir()).unwrap(), 0);
-    let model = LogisticRegression::new(4, 3, &mut seeded_rng(0));
+    let mut model = LogisticRegression::new(4, 3, &mut seeded_rng(0));
     assert!(!model.is_binary());
     assert_eq!(model.linear.weight.shape(), &[3, 4]);
     let mut opt = Sgd::new(
@@ -230,7 +230,7 @@ fn multinomial_logistic_regression_on_iris() {
     )
     .unwrap();
     let r = run(
-        &model,
+        &mut model,
         &mut opt,
         &train,
         &test,
@@ -259,7 +259,7 @@ fn xy(data: &InMemoryDataset) -> (Tensor<f32>, Tensor<f32>) {
 #[test]
 fn linear_regression_gradient_descent_approaches_the_closed_form() {
     let (train, test) = standardized_split(bundled::diabetes(&data_dir()).unwrap(), 0);
-    let model = LinearRegression::new(10, &mut seeded_rng(0));
+    let mut model = LinearRegression::new(10, &mut seeded_rng(0));
     let mut opt = Sgd::new(
         model.parameters(),
         SgdConfig {
@@ -269,7 +269,7 @@ fn linear_regression_gradient_descent_approaches_the_closed_form() {
     )
     .unwrap();
     let r = run(
-        &model,
+        &mut model,
         &mut opt,
         &train,
         &test,
@@ -331,7 +331,7 @@ fn polynomial_regression_of_progression_on_bmi() {
     let mut parts = data.split(&[0.8, 0.2], 0).unwrap();
     let test = parts.pop().unwrap();
     let train = parts.pop().unwrap();
-    let model = PolynomialRegression::new(3, &mut seeded_rng(0)).unwrap();
+    let mut model = PolynomialRegression::new(3, &mut seeded_rng(0)).unwrap();
     assert_eq!(model.degree(), 3);
     let (x, _) = xy(&train);
     model.fit_standardization(&x).unwrap();
@@ -344,7 +344,7 @@ fn polynomial_regression_of_progression_on_bmi() {
     )
     .unwrap();
     let r = run(
-        &model,
+        &mut model,
         &mut opt,
         &train,
         &test,
@@ -701,7 +701,7 @@ fn fit_errors() {
         Labels::Values(vec![1.0, 2.0, 3.0]),
     )
     .unwrap();
-    let model = LinearRegression::new(1, &mut seeded_rng(0));
+    let mut model = LinearRegression::new(1, &mut seeded_rng(0));
     let mut opt = Sgd::new(model.parameters(), SgdConfig::default()).unwrap();
     for (epochs, batch_size) in [(0, 2), (2, 0)] {
         let config = TrainConfig {
@@ -712,7 +712,7 @@ fn fit_errors() {
             one_cycle_max_lr: None,
         };
         match train::fit(
-            &model,
+            &mut model,
             &mut opt,
             &data,
             &data,
@@ -733,7 +733,7 @@ fn fit_errors() {
         one_cycle_max_lr: None,
     };
     match train::fit(
-        &model,
+        &mut model,
         &mut opt,
         &data,
         &data,
@@ -749,7 +749,7 @@ fn fit_errors() {
     // An error of the callback stops training.
     let mut calls = 0;
     let result = train::fit(
-        &model,
+        &mut model,
         &mut opt,
         &data,
         &data,
@@ -767,7 +767,7 @@ fn fit_errors() {
     assert_eq!(calls, 1);
     // Raw (unstandardised) diabetes features with a large step: divergence is reported.
     let diabetes = bundled::diabetes(&data_dir()).unwrap();
-    let model = LinearRegression::new(10, &mut seeded_rng(0));
+    let mut model = LinearRegression::new(10, &mut seeded_rng(0));
     let mut opt = Sgd::new(
         model.parameters(),
         SgdConfig {
@@ -784,7 +784,7 @@ fn fit_errors() {
         one_cycle_max_lr: None,
     };
     match train::fit(
-        &model,
+        &mut model,
         &mut opt,
         &diabetes,
         &diabetes,
@@ -899,4 +899,70 @@ fn checkpoints_round_trip_and_resume_bit_for_bit() {
         checkpoint::load_model(&ck, &b),
         Err(ModelsError::Checkpoint { .. })
     ));
+}
+
+/// Digits through dropout (p = 0.5) and a linear layer: `fit` trains in train mode and
+/// evaluates in eval mode, so each epoch's test figures are deterministic (equal to a
+/// fresh `evaluate` of the same parameters) and the model ends in eval mode.
+struct DropoutLinear {
+    dropout: strata_nn::Dropout,
+    linear: strata_nn::Linear<f32>,
+}
+
+impl Module for DropoutLinear {
+    fn visit_state(&self, f: &mut dyn FnMut(&str, &Var<f32>, strata_nn::StateKind)) {
+        strata_nn::visit_child("linear", &self.linear, f);
+    }
+    fn set_training(&mut self, training: bool) {
+        Module::<f32>::set_training(&mut self.dropout, training);
+    }
+}
+
+impl Forward for DropoutLinear {
+    fn forward(&self, x: &Var<f32>) -> strata_nn::Result<Var<f32>> {
+        let flat = x.reshape(&[x.shape()[0], 64])?;
+        self.linear.forward(&self.dropout.forward(&flat)?)
+    }
+}
+
+#[test]
+fn fit_trains_in_train_mode_and_evaluates_in_eval_mode() {
+    let (train_set, test_set) = digits_slices(256, 128);
+    let mut model = DropoutLinear {
+        dropout: strata_nn::Dropout::new(0.5, 3).unwrap(),
+        linear: strata_nn::Linear::new(64, 10, true, &mut seeded_rng(0)),
+    };
+    let cfg = SgdConfig {
+        lr: 0.05,
+        ..SgdConfig::default()
+    };
+    let mut opt = Sgd::new(model.parameters(), cfg).unwrap();
+    let config = TrainConfig {
+        epochs: 2,
+        batch_size: 32,
+        seed: 0,
+        progress: false,
+        one_cycle_max_lr: None,
+    };
+    let history = train::fit(
+        &mut model,
+        &mut opt,
+        &train_set,
+        &test_set,
+        Objective::CrossEntropy,
+        &config,
+        |_| Ok(()),
+    )
+    .unwrap();
+    let last = &history.last().unwrap().test;
+    for _ in 0..2 {
+        let again = train::evaluate(&model, &test_set, Objective::CrossEntropy, 32).unwrap();
+        assert_eq!(again.loss, last.loss);
+        assert_eq!(again.accuracy, last.accuracy);
+    }
+    // Back in train mode, dropout makes two passes differ.
+    model.train();
+    let x = Var::new(Tensor::from_vec(test_set.features()[..8 * 64].to_vec(), &[8, 64]).unwrap());
+    let (a, b) = (model.forward(&x).unwrap(), model.forward(&x).unwrap());
+    assert_ne!(a.to_vec(), b.to_vec());
 }

@@ -385,8 +385,12 @@ mod tests {
             (100, 300, 150, false),
         ] {
             assert!(m * n * k >= COL_DST_MIN_MACS);
-            let a: Vec<f64> = (0..m * k).map(|i| ((i * 37 % 101) as f64 - 50.0) / 64.0).collect();
-            let b: Vec<f64> = (0..k * n).map(|i| ((i * 53 % 89) as f64 - 44.0) / 32.0).collect();
+            let a: Vec<f64> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f64 - 50.0) / 64.0)
+                .collect();
+            let b: Vec<f64> = (0..k * n)
+                .map(|i| ((i * 53 % 89) as f64 - 44.0) / 32.0)
+                .collect();
             // a is stored [k, m] (column-major [m, k]); b [k, n] or stored [n, k].
             let av = |i: usize, kk: usize| a[kk * m + i];
             let bv = |kk: usize, j: usize| if bt { b[j * k + kk] } else { b[kk * n + j] };
@@ -398,13 +402,30 @@ mod tests {
             for accumulate in [false, true] {
                 let mut out: Vec<f64> = (0..m * n).map(|i| (i % 7) as f64).collect();
                 let par = parallelism(m * n * k);
-                gemm(&mut out, (m, n, k), &a, Operand::transposed(0, m), &b, lb, accumulate, par);
+                gemm(
+                    &mut out,
+                    (m, n, k),
+                    &a,
+                    Operand::transposed(0, m),
+                    &b,
+                    lb,
+                    accumulate,
+                    par,
+                );
                 for i in (0..m).step_by(7) {
                     for j in 0..n {
                         let dot: f64 = (0..k).map(|kk| av(i, kk) * bv(kk, j)).sum();
-                        let want = dot + if accumulate { ((i * n + j) % 7) as f64 } else { 0.0 };
+                        let want = dot
+                            + if accumulate {
+                                ((i * n + j) % 7) as f64
+                            } else {
+                                0.0
+                            };
                         let got = out[i * n + j];
-                        assert!((got - want).abs() < 1e-9, "{m}x{k}x{n} [{i},{j}] {got} vs {want}");
+                        assert!(
+                            (got - want).abs() < 1e-9,
+                            "{m}x{k}x{n} [{i},{j}] {got} vs {want}"
+                        );
                     }
                 }
             }
