@@ -920,7 +920,7 @@ impl Module for DropoutLinear {
 
 impl Forward for DropoutLinear {
     fn forward(&self, x: &Var<f32>) -> strata_nn::Result<Var<f32>> {
-        let flat = x.reshape(&[x.shape()[0], 64])?;
+        let flat = x.reshape([x.shape()[0], 64])?;
         self.linear.forward(&self.dropout.forward(&flat)?)
     }
 }
