@@ -86,6 +86,11 @@ pub trait Element:
     #[doc(hidden)]
     fn exp_v(self) -> Self;
 
+    /// [`exp_v`](Element::exp_v), its f32 multiply-adds fused when `FMA` (only for code
+    /// compiled with FMA, see `math::madd`).
+    #[doc(hidden)]
+    fn exp_with<const FMA: bool>(self) -> Self;
+
     /// tanh(x) in a form that vectorises (libm's for f64).
     #[doc(hidden)]
     fn tanh_v(self) -> Self;
@@ -127,6 +132,10 @@ impl Element for f32 {
         crate::math::exp_f32(self)
     }
     #[inline(always)]
+    fn exp_with<const FMA: bool>(self) -> Self {
+        crate::math::exp_f32_with::<FMA>(self)
+    }
+    #[inline(always)]
     fn tanh_v(self) -> Self {
         crate::math::tanh_f32(self)
     }
@@ -160,6 +169,10 @@ impl Element for f64 {
     }
     #[inline(always)]
     fn exp_v(self) -> Self {
+        self.exp()
+    }
+    #[inline(always)]
+    fn exp_with<const FMA: bool>(self) -> Self {
         self.exp()
     }
     #[inline(always)]

@@ -40,6 +40,29 @@ pub(crate) fn sum_contiguous<T: Element>(xs: &[T]) -> T {
     s
 }
 
+/// Writes `exp(x - shift)` of every `x` into `out` and returns their sum (one pass).
+#[inline(always)]
+pub(crate) fn exp_shifted_sum<T: Element, const FMA: bool>(xs: &[T], shift: T, out: &mut [T]) -> T {
+    debug_assert_eq!(xs.len(), out.len());
+    let mut lanes = [T::zero(); LANES];
+    let (cx, mut co) = (xs.chunks_exact(LANES), out.chunks_exact_mut(LANES));
+    let rx = cx.remainder();
+    for (c, o) in cx.zip(&mut co) {
+        for ((l, o), &v) in lanes.iter_mut().zip(o.iter_mut()).zip(c) {
+            let e = (v - shift).exp_with::<FMA>();
+            *o = e;
+            *l += e;
+        }
+    }
+    let mut s = combine(lanes, |a, b| a + b);
+    for (o, &v) in co.into_remainder().iter_mut().zip(rx) {
+        let e = (v - shift).exp_with::<FMA>();
+        *o = e;
+        s += e;
+    }
+    s
+}
+
 /// The dot product of `xs` and `ys` (of equal length).
 #[inline(always)]
 pub(crate) fn dot_contiguous<T: Element>(xs: &[T], ys: &[T]) -> T {
@@ -65,23 +88,45 @@ pub(crate) fn max_nan<T: Element>(a: T, b: T) -> T {
     if b > a || b.is_nan() { b } else { a }
 }
 
-/// The maximum of `xs` (`-inf` when empty), NaN if any element is NaN.
-///
-/// The lanes keep a plain maximum and, separately, whether they saw a NaN: two selects
-/// that vectorise, where folding the NaN test into the maximum did not.
+/// The maximum of the non-NaN elements of `xs` (`-inf` when there are none). For
+/// callers whose result turns NaN anyway when an element is NaN (softmax: `exp(NaN − m)`
+/// poisons the sum), one select per element.
 #[inline(always)]
-pub(crate) fn max_contiguous<T: Element>(xs: &[T]) -> T {
+pub(crate) fn max_ignoring_nan<T: Element>(xs: &[T]) -> T {
     let mut lanes = [T::neg_infinity(); LANES];
-    let mut nan = [false; LANES];
     let chunks = xs.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
-        for ((l, n), &v) in lanes.iter_mut().zip(nan.iter_mut()).zip(c) {
+        for (l, &v) in lanes.iter_mut().zip(c) {
             *l = if v > *l { v } else { *l };
-            *n |= v.is_nan();
         }
     }
-    if nan.iter().any(|&n| n) {
+    let mut m = combine(lanes, |a, b| if b > a { b } else { a });
+    for &v in rest {
+        m = if v > m { v } else { m };
+    }
+    m
+}
+
+/// The maximum of `xs` (`-inf` when empty), NaN if any element is NaN.
+///
+/// The lanes keep a plain maximum and, separately, a probe `Σ (v − v)`, which stays 0
+/// unless some element is NaN or infinite; only then are the elements checked for NaN
+/// one by one. Both are plain vector arithmetic (a boolean NaN flag per lane compiled
+/// to lane-by-lane inserts).
+#[inline(always)]
+pub(crate) fn max_contiguous<T: Element>(xs: &[T]) -> T {
+    let mut lanes = [T::neg_infinity(); LANES];
+    let mut probe = [T::zero(); LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for ((l, p), &v) in lanes.iter_mut().zip(probe.iter_mut()).zip(c) {
+            *l = if v > *l { v } else { *l };
+            *p += v - v;
+        }
+    }
+    if combine(probe, |a, b| a + b).is_nan() && xs.iter().any(|v| v.is_nan()) {
         return T::nan();
     }
     let mut m = combine(lanes, |a, b| if b > a { b } else { a });

@@ -47,6 +47,12 @@ pub fn simd_level() -> &'static str {
     }
 }
 
+/// Whether the dispatched kernels may use fused multiply-adds (every level but the
+/// baseline has FMA; there `mul_add` would be a library call).
+pub(crate) fn has_fma() -> bool {
+    level() != BASELINE
+}
+
 #[inline(always)]
 fn level() -> u8 {
     match LEVEL.load(Ordering::Relaxed) {

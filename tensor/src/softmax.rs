@@ -6,7 +6,7 @@
 //! exp and sum, scale); otherwise rows of `inner` columns are processed side by side, which
 //! keeps memory access contiguous for any dimension.
 
-use crate::kernels::{dot_contiguous, max_contiguous, max_nan, sum_contiguous};
+use crate::kernels::{dot_contiguous, exp_shifted_sum, max_ignoring_nan, max_nan, sum_contiguous};
 use crate::layout::{numel, resolve_dim};
 use crate::par::{self, Cost};
 use crate::simd::dispatch;
@@ -19,15 +19,13 @@ enum Kind {
     LogSoftmax,
 }
 
-/// Softmax (or log-softmax) of one contiguous row: a max pass, an exp pass into `out`, a
-/// sum pass over `out`, and a scale (or shift) pass, each of which vectorises.
+/// Softmax (or log-softmax) of one contiguous row: a max pass, an exp-and-sum pass into
+/// `out`, and a scale (or shift) pass, each of which vectorises.
 #[inline(always)]
-fn row<T: Element>(x: &[T], out: &mut [T], kind: Kind) {
-    let max = max_contiguous(x);
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v - max).exp_v();
-    }
-    let sum = sum_contiguous(out);
+fn row<T: Element, const FMA: bool>(x: &[T], out: &mut [T], kind: Kind) {
+    // A NaN anywhere makes the sum, and so every output, NaN (as in PyTorch).
+    let max = max_ignoring_nan(x);
+    let sum = exp_shifted_sum::<T, FMA>(x, max, out);
     match kind {
         Kind::Softmax => {
             let inv = sum.recip();
@@ -194,16 +192,17 @@ impl<T: Element> Tensor<T> {
         let xs = x.as_slice().expect("contiguous");
         let mut out = alloc::<T>(xs.len());
         let (n, inner) = block_shape(self.shape(), d);
+        let fma = crate::simd::has_fma();
         for_each_block(
             &mut out,
             n * inner,
             #[inline(always)]
             |start, o| {
                 let x = &xs[start..start + o.len()];
-                if inner == 1 {
-                    row(x, o, kind);
-                } else {
-                    columns(x, o, n, inner, kind);
+                match (inner == 1, fma) {
+                    (true, true) => row::<T, true>(x, o, kind),
+                    (true, false) => row::<T, false>(x, o, kind),
+                    _ => columns(x, o, n, inner, kind),
                 }
             },
         );

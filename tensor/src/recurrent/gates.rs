@@ -1,67 +1,13 @@
 //! The gate nonlinearities of the forward pass: σ and tanh.
 //!
 //! For f32 on CPUs with FMA (every dispatch level but the baseline) they are evaluated
-//! with fused multiply-adds: the same range reduction and polynomials as the crate's
-//! `exp`/`tanh` (`math.rs`), in about two thirds of the instructions. The LSTM forward
+//! with fused multiply-adds (`math.rs`'s `exp`/`tanh` polynomials, fused), in about two
+//! thirds of the instructions. The LSTM forward
 //! spends most of its non-GEMM time here (five per unit and step). f64, and f32 without
 //! FMA, use the crate's own functions.
-// Cephes' coefficients as published; comparisons rather than `clamp` as in `math.rs`.
-#![allow(clippy::excessive_precision, clippy::manual_clamp)]
 
+use crate::math::{exp_f32_with as exp_f32, tanh_f32_with as tanh_f32};
 use crate::{DType, Element};
-
-/// `a·b + c`, fused when `FMA`.
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA { a.mul_add(b, c) } else { a * b + c }
-}
-
-/// e^x for f32: Cephes' `expf` reduction and polynomial, as `math::exp_f32`.
-#[inline(always)]
-fn exp_f32<const FMA: bool>(x: f32) -> f32 {
-    const HI: f32 = 88.722_84;
-    const LO: f32 = -87.336_55;
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const C1: f32 = 0.693_359_4;
-    const C2: f32 = -2.121_944_4e-4;
-    const SHIFTER: f32 = 12_582_912.0;
-    let xc = if x > HI {
-        HI
-    } else if x < LO {
-        LO
-    } else {
-        x
-    };
-    let t = madd::<FMA>(xc, LOG2E, SHIFTER);
-    let n = t - SHIFTER;
-    let r = madd::<FMA>(-n, C2, madd::<FMA>(-n, C1, xc));
-    let mut p = madd::<FMA>(1.987_569_1e-4, r, 1.398_199_9e-3);
-    p = madd::<FMA>(p, r, 8.333_452e-3);
-    p = madd::<FMA>(p, r, 4.166_579_6e-2);
-    p = madd::<FMA>(p, r, 1.666_666_5e-1);
-    p = madd::<FMA>(p, r, 5.000_000_1e-1);
-    let p = madd::<FMA>(p, r * r, r) + 1.0;
-    let ni = (t.to_bits() as i32).wrapping_sub(SHIFTER.to_bits() as i32);
-    let top = (ni > 127) as i32;
-    let scale = f32::from_bits(((ni - top + 127) as u32) << 23);
-    let y = p * scale * (1 + top) as f32;
-    if x < LO { 0.0 } else { y }
-}
-
-/// tanh(x) for f32: Cephes' odd polynomial near 0, `1 − 2/(e^2|x| + 1)` beyond.
-#[inline(always)]
-fn tanh_f32<const FMA: bool>(x: f32) -> f32 {
-    let a = x.abs();
-    let z = x * x;
-    let mut p = madd::<FMA>(-5.704_988_7e-3, z, 2.063_908_9e-2);
-    p = madd::<FMA>(p, z, -5.373_971_6e-2);
-    p = madd::<FMA>(p, z, 1.333_144_2e-1);
-    p = madd::<FMA>(p, z, -3.333_328_2e-1);
-    let small = madd::<FMA>(p * z, x, x);
-    let e = exp_f32::<FMA>(2.0 * a);
-    let large = (1.0 - 2.0 / (e + 1.0)).copysign(x);
-    if a < 0.625 { small } else { large }
-}
 
 /// σ(x) = 1 / (1 + e^−x).
 #[inline(always)]
@@ -85,11 +31,7 @@ pub(super) fn tanh<T: Element, const FMA: bool>(x: T) -> T {
     }
 }
 
-/// Whether the dispatched kernels may use fused multiply-adds (every level but the
-/// baseline has FMA; there `mul_add` would be a library call).
-pub(super) fn has_fma() -> bool {
-    crate::simd_level() != "baseline"
-}
+pub(super) use crate::simd::has_fma;
 
 #[cfg(test)]
 mod tests {
