@@ -110,23 +110,21 @@ pub(crate) fn max_ignoring_nan<T: Element>(xs: &[T]) -> T {
 
 /// The maximum of `xs` (`-inf` when empty), NaN if any element is NaN.
 ///
-/// The lanes keep a plain maximum and, separately, a probe `Σ (v − v)`, which stays 0
-/// unless some element is NaN or infinite; only then are the elements checked for NaN
-/// one by one. Both are plain vector arithmetic (a boolean NaN flag per lane compiled
-/// to lane-by-lane inserts).
+/// The lanes keep a plain maximum and, separately, whether they saw a NaN: two selects
+/// that vectorise, where folding the NaN test into the maximum did not.
 #[inline(always)]
 pub(crate) fn max_contiguous<T: Element>(xs: &[T]) -> T {
     let mut lanes = [T::neg_infinity(); LANES];
-    let mut probe = [T::zero(); LANES];
+    let mut nan = [false; LANES];
     let chunks = xs.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
-        for ((l, p), &v) in lanes.iter_mut().zip(probe.iter_mut()).zip(c) {
+        for ((l, n), &v) in lanes.iter_mut().zip(nan.iter_mut()).zip(c) {
             *l = if v > *l { v } else { *l };
-            *p += v - v;
+            *n |= v.is_nan();
         }
     }
-    if combine(probe, |a, b| a + b).is_nan() && xs.iter().any(|v| v.is_nan()) {
+    if nan.iter().any(|&n| n) {
         return T::nan();
     }
     let mut m = combine(lanes, |a, b| if b > a { b } else { a });

@@ -303,6 +303,23 @@ mod tests {
     }
 
     #[test]
+    fn a_nan_makes_its_whole_row_nan_and_leaves_other_rows_alone() {
+        // Rows of 37 (16-lane chunks and a remainder), the NaN in a chunk or the remainder,
+        // beside +inf; as in PyTorch, every output of the row is NaN.
+        for at in [3, 20, 36] {
+            let mut v: Vec<f32> = (0..74).map(|i| (i % 37) as f32 * 0.25).collect();
+            v[at] = f32::NAN;
+            v[at / 2] = f32::INFINITY;
+            let x = Tensor::from_vec(v, &[2, 37]).unwrap();
+            for y in [x.softmax(1).unwrap(), x.log_softmax(1).unwrap()] {
+                let y = y.to_vec();
+                assert!(y[..37].iter().all(|v| v.is_nan()), "NaN at {at}");
+                assert!(y[37..].iter().all(|v| v.is_finite()));
+            }
+        }
+    }
+
+    #[test]
     fn fused_backward_matches_composite() {
         let mut rng = crate::seeded_rng(5);
         let x = Tensor::<f64>::randn(&[3, 4, 5], &mut rng);
