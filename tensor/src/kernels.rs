@@ -3,23 +3,17 @@
 //!
 //! Floating-point addition is not associative, so the compiler will not split a running sum
 //! across vector lanes on its own; these kernels keep 16 independent partial results and
-//! combine them pairwise at the end (which is also more accurate than one running sum).
+//! combine them at the end (which is also more accurate than one running sum).
 
 use crate::Element;
 
 const LANES: usize = 16;
 
-/// Combines the lanes pairwise: ((l0 + l8) + (l4 + l12)) + ...
+/// Combines the lanes in order: `f(…f(f(l0, l1), l2)…, l15)`. (A pairwise tree over the
+/// array made LLVM vectorise the whole kernel, main loop included, as 2-wide pieces.)
 #[inline(always)]
-fn combine<T: Element>(mut lanes: [T; LANES], f: impl Fn(T, T) -> T) -> T {
-    let mut width = LANES / 2;
-    while width > 0 {
-        for i in 0..width {
-            lanes[i] = f(lanes[i], lanes[i + width]);
-        }
-        width /= 2;
-    }
-    lanes[0]
+fn combine<T: Element>(lanes: [T; LANES], f: impl Fn(T, T) -> T) -> T {
+    lanes[1..].iter().fold(lanes[0], |a, &b| f(a, b))
 }
 
 /// The sum of `xs`.
