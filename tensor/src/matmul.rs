@@ -164,6 +164,11 @@ impl<T: Element> Tensor<T> {
     /// (0-d result), a 1-d operand is treated as a row (left) or column (right) vector and
     /// that dimension removed, and leading batch dimensions broadcast.
     ///
+    /// Transposed and strided operands are read in place. The one exception: a large
+    /// product (≥ 4 Mi multiply-adds) whose left operand is a transposed view uses one
+    /// scratch buffer per matrix product, of `m·k` (a row-major copy of it) or `m·n`
+    /// elements (the result, transposed into place), where faer would read it at half speed.
+    ///
     /// ```
     /// use strata_tensor::Tensor;
     /// let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2])?;
