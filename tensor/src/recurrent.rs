@@ -509,7 +509,7 @@ struct Block {
 }
 
 /// Writes the transpose of the `rows × cols` matrix `src` into `dst` (`cols × rows`),
-/// in 16 × 16 blocks so that both sides stay in cache.
+/// tile by tile (see `crate::transpose`).
 fn transpose_into<T: Element>(
     src: &[T],
     s: Block,
@@ -517,17 +517,14 @@ fn transpose_into<T: Element>(
     d: Block,
     (rows, cols): (usize, usize),
 ) {
-    const B: usize = 16;
-    for i0 in (0..rows).step_by(B) {
-        for j0 in (0..cols).step_by(B) {
-            for i in i0..(i0 + B).min(rows) {
-                let row = &src[s.offset + i * s.stride..][..cols];
-                for j in j0..(j0 + B).min(cols) {
-                    dst[d.offset + j * d.stride + i] = row[j];
-                }
-            }
-        }
-    }
+    use crate::transpose::{Transfer, transpose_blocks};
+    let t = Transfer {
+        rows: cols,
+        cols: rows,
+        src_cs: s.stride,
+        dst_rs: d.stride,
+    };
+    transpose_blocks(src, dst, t, &[(s.offset, d.offset)], false);
 }
 
 /// `dst (m×n, row stride given, columns contiguous) = a (m×k) · b (k×n)`, the operands
