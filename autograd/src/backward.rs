@@ -106,7 +106,10 @@ impl<T: Element> Var<T> {
                         expected: input.shape().to_vec(),
                     });
                 }
-                let slot = &mut grads[index[&input.id()]];
+                let pos = index
+                    .get(input.id())
+                    .expect("every tracked input was ordered before its consumer");
+                let slot = &mut grads[pos];
                 match slot {
                     None => *slot = Some(g),
                     Some(acc) => acc.add_(&g)?,
@@ -154,6 +157,53 @@ impl Hasher for IdHasher {
 
 type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
 
+/// Var id → position in the walk. Small graphs (the per-op overhead that matters in tight
+/// loops) scan a short vector, which beats hashing; past [`IdIndex::SMALL`] entries it
+/// moves to a hash map.
+enum IdIndex {
+    Small(Vec<(u64, usize)>),
+    Large(IdMap<usize>),
+}
+
+impl IdIndex {
+    const SMALL: usize = 32;
+
+    fn new() -> Self {
+        IdIndex::Small(Vec::with_capacity(Self::SMALL))
+    }
+
+    fn get(&self, id: u64) -> Option<usize> {
+        match self {
+            IdIndex::Small(v) => v.iter().find(|e| e.0 == id).map(|e| e.1),
+            IdIndex::Large(m) => m.get(&id).copied(),
+        }
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Sets the position of `id`, adding it if absent.
+    fn set(&mut self, id: u64, pos: usize) {
+        match self {
+            IdIndex::Small(v) => {
+                if let Some(e) = v.iter_mut().find(|e| e.0 == id) {
+                    e.1 = pos;
+                } else if v.len() < Self::SMALL {
+                    v.push((id, pos));
+                } else {
+                    let mut m: IdMap<usize> = v.drain(..).collect();
+                    m.insert(id, pos);
+                    *self = IdIndex::Large(m);
+                }
+            }
+            IdIndex::Large(m) => {
+                m.insert(id, pos);
+            }
+        }
+    }
+}
+
 /// Marks a var whose inputs are being visited (its position is not known yet).
 const VISITING: usize = usize::MAX;
 
@@ -162,33 +212,36 @@ const VISITING: usize = usize::MAX;
 ///
 /// Fails on a freed node before anything has been accumulated.
 #[allow(clippy::type_complexity)]
-fn topological_order<T: Element>(root: &Var<T>) -> Result<(Vec<Option<Var<T>>>, IdMap<usize>)> {
-    let mut order: Vec<Option<Var<T>>> = Vec::new();
-    let mut index: IdMap<usize> = IdMap::default();
-    let mut stack: Vec<(Var<T>, bool)> = vec![(root.clone(), false)];
+fn topological_order<T: Element>(root: &Var<T>) -> Result<(Vec<Option<Var<T>>>, IdIndex)> {
+    let mut order: Vec<Option<Var<T>>> = Vec::with_capacity(16);
+    let mut index = IdIndex::new();
+    let mut stack: Vec<(Var<T>, bool)> = Vec::with_capacity(16);
+    stack.push((root.clone(), false));
     while let Some((var, expanded)) = stack.pop() {
         if expanded {
-            index.insert(var.id(), order.len());
+            index.set(var.id(), order.len());
             order.push(Some(var));
             continue;
         }
-        if index.contains_key(&var.id()) {
+        if index.contains(var.id()) {
             continue;
         }
-        index.insert(var.id(), VISITING);
+        index.set(var.id(), VISITING);
         let origin = lock(&var.inner.origin);
-        let inputs: Vec<Var<T>> = match &*origin {
-            Origin::Leaf => Vec::new(),
+        let inputs: &[Option<Var<T>>] = match &*origin {
+            Origin::Leaf => &[],
             Origin::Freed(op) => return Err(AutogradError::GraphFreed { op }),
-            Origin::Op(node) => node.inputs.iter().flatten().cloned().collect(),
+            Origin::Op(node) => &node.inputs,
         };
-        drop(origin);
-        stack.push((var, true));
-        for input in inputs {
-            if !index.contains_key(&input.id()) {
-                stack.push((input, false));
+        let at = stack.len();
+        for input in inputs.iter().flatten() {
+            if !index.contains(input.id()) {
+                stack.push((input.clone(), false));
             }
         }
+        drop(origin);
+        // The var itself goes below its inputs, to be ordered once they are.
+        stack.insert(at, (var, true));
     }
     Ok((order, index))
 }

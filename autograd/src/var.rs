@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
-use strata_tensor::{DType, Element, Tensor};
+use strata_tensor::{DType, Dims, Element, Tensor};
 
 use crate::grad_mode::is_grad_enabled;
 use crate::{AutogradError, Result};
@@ -42,7 +42,7 @@ pub(crate) enum Origin<T: Element> {
 
 pub(crate) struct Inner<T: Element> {
     pub(crate) id: u64,
-    shape: Vec<usize>,
+    shape: Dims,
     value: RwLock<Tensor<T>>,
     requires_grad: AtomicBool,
     retains_grad: AtomicBool,
@@ -94,7 +94,7 @@ impl<T: Element> Var<T> {
         Var {
             inner: Arc::new(Inner {
                 id: next_id(),
-                shape: value.shape().to_vec(),
+                shape: Dims::from_slice(value.shape()),
                 value: RwLock::new(value),
                 requires_grad: AtomicBool::new(requires_grad),
                 retains_grad: AtomicBool::new(false),

@@ -299,7 +299,7 @@ impl<T: Element> Tensor<T> {
         let size = self.shape().get(d).copied().unwrap_or(1);
         index.check(OP, d, size)?;
         let mut out = self.contiguous().into_vec();
-        let out_strides = crate::layout::contiguous_strides(self.shape());
+        let out_strides = crate::layout::contiguous_dims(self.shape());
         let n = index.numel();
         let mut strides = out_strides.clone();
         let dim_stride = strides.get(d).copied().unwrap_or(0);

@@ -7,18 +7,19 @@
 //! inner loop, specialised for the inner strides it meets (1, 0, or anything), which the
 //! compiler vectorises.
 
+use crate::Dims;
+
 /// Coalesced shape and per-operand strides.
 pub(crate) struct Coalesced<const N: usize> {
-    pub shape: Vec<usize>,
-    pub strides: [Vec<usize>; N],
+    pub shape: Dims,
+    pub strides: [Dims; N],
 }
 
 impl<const N: usize> Coalesced<N> {
     /// Coalesces `N` operands that share `shape`.
     pub fn new(shape: &[usize], strides: [&[usize]; N]) -> Self {
-        let mut out_shape: Vec<usize> = Vec::with_capacity(shape.len());
-        let mut out_strides: [Vec<usize>; N] =
-            std::array::from_fn(|_| Vec::with_capacity(shape.len()));
+        let mut out_shape = Dims::new();
+        let mut out_strides: [Dims; N] = std::array::from_fn(|_| Dims::new());
         for (d, &size) in shape.iter().enumerate() {
             if size == 1 {
                 continue;
@@ -71,7 +72,7 @@ impl<const N: usize> Coalesced<N> {
         }
         let inner = self.shape[ndim - 1];
         // Multi-index and offsets of `start`.
-        let mut index = vec![0usize; ndim];
+        let mut index = Dims::zeros(ndim);
         let mut rem = start;
         for d in (0..ndim).rev() {
             index[d] = rem % self.shape[d];

@@ -1,6 +1,6 @@
 //! Shape, strides and offset: how a tensor's elements sit in its storage.
 
-use crate::{Result, TensorError};
+use crate::{Dims, Result, TensorError};
 
 /// The position of a tensor's elements in its storage.
 ///
@@ -9,14 +9,19 @@ use crate::{Result, TensorError};
 /// repeats one element along that dimension (a broadcast view).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Layout {
-    shape: Vec<usize>,
-    strides: Vec<usize>,
+    shape: Dims,
+    strides: Dims,
     offset: usize,
 }
 
 /// Row-major (C order) strides of a contiguous tensor of `shape`.
 pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![0; shape.len()];
+    contiguous_dims(shape).into()
+}
+
+/// [`contiguous_strides`] without a heap allocation for up to four dimensions.
+pub(crate) fn contiguous_dims(shape: &[usize]) -> Dims {
+    let mut strides = Dims::zeros(shape.len());
     let mut acc = 1usize;
     for (s, &d) in strides.iter_mut().zip(shape).rev() {
         *s = acc;
@@ -34,13 +39,18 @@ impl Layout {
     /// The contiguous row-major layout of `shape` at offset 0.
     pub fn contiguous(shape: &[usize]) -> Self {
         Layout {
-            shape: shape.to_vec(),
-            strides: contiguous_strides(shape),
+            shape: Dims::from_slice(shape),
+            strides: contiguous_dims(shape),
             offset: 0,
         }
     }
 
-    pub(crate) fn from_parts(shape: Vec<usize>, strides: Vec<usize>, offset: usize) -> Self {
+    pub(crate) fn from_parts(
+        shape: impl Into<Dims>,
+        strides: impl Into<Dims>,
+        offset: usize,
+    ) -> Self {
+        let (shape, strides) = (shape.into(), strides.into());
         debug_assert_eq!(shape.len(), strides.len());
         Layout {
             shape,
@@ -136,12 +146,12 @@ impl Layout {
         if shape.len() < self.ndim() {
             return Err(TensorError::Broadcast {
                 op,
-                lhs: self.shape.clone(),
+                lhs: self.shape.to_vec(),
                 rhs: shape.to_vec(),
             });
         }
         let lead = shape.len() - self.ndim();
-        let mut strides = vec![0; shape.len()];
+        let mut strides = Dims::zeros(shape.len());
         for (i, &target) in shape.iter().enumerate().skip(lead) {
             let d = self.shape[i - lead];
             if d == target {
@@ -151,23 +161,23 @@ impl Layout {
             } else {
                 return Err(TensorError::Broadcast {
                     op,
-                    lhs: self.shape.clone(),
+                    lhs: self.shape.to_vec(),
                     rhs: shape.to_vec(),
                 });
             }
         }
-        Ok(Layout::from_parts(shape.to_vec(), strides, self.offset))
+        Ok(Layout::from_parts(shape, strides, self.offset))
     }
 
     /// Strides that let this layout's elements be viewed as `new_shape` without moving them,
     /// if any exist (PyTorch's `computeStride`: dimensions may be split or merged only
     /// within runs of dimensions that are contiguous with each other).
-    pub(crate) fn view_strides(&self, new_shape: &[usize]) -> Option<Vec<usize>> {
+    pub(crate) fn view_strides(&self, new_shape: &[usize]) -> Option<Dims> {
         let numel = self.numel();
         if numel == 0 || self.ndim() == 0 {
-            return Some(contiguous_strides(new_shape));
+            return Some(contiguous_dims(new_shape));
         }
-        let mut new_strides = vec![0usize; new_shape.len()];
+        let mut new_strides = Dims::zeros(new_shape.len());
         let mut view_d = new_shape.len() as isize - 1;
         // Stride of the last dimension of the current chunk of old dimensions.
         let mut chunk_base_stride = *self.strides.last()?;
@@ -205,8 +215,13 @@ impl Layout {
 
 /// The broadcast shape of two shapes (NumPy/PyTorch rules), or an error naming both.
 pub fn broadcast_shapes(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Result<Vec<usize>> {
+    broadcast_dims(op, lhs, rhs).map(Vec::from)
+}
+
+/// [`broadcast_shapes`] without a heap allocation for up to four dimensions.
+pub(crate) fn broadcast_dims(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Result<Dims> {
     let n = lhs.len().max(rhs.len());
-    let mut out = vec![0; n];
+    let mut out = Dims::zeros(n);
     for i in 0..n {
         let a = if i + lhs.len() >= n {
             lhs[i + lhs.len() - n]
@@ -312,13 +327,13 @@ mod tests {
     #[test]
     fn view_strides_split_and_merge() {
         let l = Layout::contiguous(&[2, 3, 4]);
-        assert_eq!(l.view_strides(&[6, 4]), Some(vec![4, 1]));
-        assert_eq!(l.view_strides(&[2, 12]), Some(vec![12, 1]));
+        assert_eq!(l.view_strides(&[6, 4]), Some(Dims::from([4, 1])));
+        assert_eq!(l.view_strides(&[2, 12]), Some(Dims::from([12, 1])));
         // transposed [3, 2] from a contiguous [2, 3]: cannot be flattened without a copy
         let t = Layout::from_parts(vec![3, 2], vec![1, 3], 0);
         assert_eq!(t.view_strides(&[6]), None);
         // but its dims can be split
-        assert_eq!(t.view_strides(&[3, 2, 1]), Some(vec![1, 3, 3]));
-        assert_eq!(t.view_strides(&[3, 1, 2]), Some(vec![1, 6, 3]));
+        assert_eq!(t.view_strides(&[3, 2, 1]), Some(Dims::from([1, 3, 3])));
+        assert_eq!(t.view_strides(&[3, 1, 2]), Some(Dims::from([1, 6, 3])));
     }
 }

@@ -27,6 +27,7 @@ mod attention;
 mod binary;
 mod construct;
 mod conv;
+mod dims;
 mod display;
 mod element;
 mod error;
@@ -56,6 +57,7 @@ mod view;
 
 pub use attention::{HeadInputs, HeadLayout, SdpaMask, SdpaParams};
 pub use conv::{Conv1dParams, Conv2dParams};
+pub use dims::Dims;
 pub use element::{DType, Element};
 pub use error::{Result, TensorError};
 pub use index::IndexTensor;

@@ -6,11 +6,11 @@
 //! buffers, so an op on contiguous inputs allocates nothing but its output.
 
 use crate::iter::Coalesced;
-use crate::layout::{broadcast_shapes, numel};
+use crate::layout::{broadcast_dims, numel};
 use crate::par::{self, Cost};
 use crate::simd::dispatch;
 use crate::storage::alloc;
-use crate::{Element, Result, Tensor};
+use crate::{Dims, Element, Result, Tensor};
 
 /// Writes `f(x)` for every element of `src`, in row-major order, into `out`.
 pub(crate) fn map_into<T: Element, U: Copy + Send + Sync>(
@@ -108,9 +108,9 @@ impl<T: Element> Tensor<T> {
         f: impl Fn(T, T) -> T + Sync + Send + Copy,
     ) -> Result<Tensor<T>> {
         let shape = if self.shape() == other.shape() {
-            self.shape().to_vec()
+            Dims::from_slice(self.shape())
         } else {
-            broadcast_shapes(op, self.shape(), other.shape())?
+            broadcast_dims(op, self.shape(), other.shape())?
         };
         let n = numel(&shape);
         let mut out = alloc::<T>(n);
@@ -209,8 +209,8 @@ impl<T: Element> Tensor<T> {
         op: &'static str,
         f: impl Fn(T, T, T) -> T + Sync + Send + Copy,
     ) -> Result<Tensor<T>> {
-        let shape = broadcast_shapes(op, cond.shape(), a.shape())?;
-        let shape = broadcast_shapes(op, &shape, b.shape())?;
+        let shape = broadcast_dims(op, cond.shape(), a.shape())?;
+        let shape = broadcast_dims(op, &shape, b.shape())?;
         let n = numel(&shape);
         let mut out = alloc::<T>(n);
         let lc = cond.layout().broadcast_to(op, &shape)?;
@@ -253,14 +253,14 @@ impl<T: Element> Tensor<T> {
         op: &'static str,
         f: impl Fn(T, T) -> T + Sync + Send + Copy,
     ) -> Result<()> {
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         let lo =
             other
                 .layout()
                 .broadcast_to(op, &shape)
                 .map_err(|_| crate::TensorError::Broadcast {
                     op,
-                    lhs: shape.clone(),
+                    lhs: shape.to_vec(),
                     rhs: other.shape().to_vec(),
                 })?;
         let src = other.storage();

@@ -11,10 +11,10 @@
 
 use crate::iter::Coalesced;
 use crate::kernels::sum_contiguous;
-use crate::layout::{contiguous_strides, numel, resolve_dim, resolve_dims};
+use crate::layout::{contiguous_dims, numel, resolve_dim, resolve_dims};
 use crate::par::PAR_MIN_WORK;
 use crate::simd::dispatch;
-use crate::{Element, IndexTensor, Result, Tensor, TensorError};
+use crate::{Dims, Element, IndexTensor, Result, Tensor, TensorError};
 use rayon::prelude::*;
 
 /// A reduction: how to start, fold a run of inputs into one accumulator, fold one input
@@ -35,14 +35,14 @@ pub(crate) fn reduce<T: Element, R: Reducer<T>>(
     x: &Tensor<T>,
     mask: &[bool],
     r: &R,
-) -> (Vec<R::Acc>, Vec<usize>) {
+) -> (Vec<R::Acc>, Dims) {
     let shape = x.shape();
-    let out_shape: Vec<usize> = shape
+    let out_shape: Dims = shape
         .iter()
         .zip(mask)
         .map(|(&d, &m)| if m { 1 } else { d })
         .collect();
-    let mut acc_strides = contiguous_strides(&out_shape);
+    let mut acc_strides = contiguous_dims(&out_shape);
     for (s, &m) in acc_strides.iter_mut().zip(mask) {
         if m {
             *s = 0;
@@ -267,9 +267,9 @@ impl<T: Element> Reducer<T> for Variance {
 }
 
 /// Drops the reduced (size-1) dimensions when `keepdim` is false.
-fn finish_shape(kept_shape: &[usize], mask: &[bool], keepdim: bool) -> Vec<usize> {
+fn finish_shape(kept_shape: &[usize], mask: &[bool], keepdim: bool) -> Dims {
     if keepdim {
-        return kept_shape.to_vec();
+        return Dims::from_slice(kept_shape);
     }
     kept_shape
         .iter()
@@ -465,23 +465,26 @@ impl<T: Element> Tensor<T> {
             return Err(err());
         }
         let lead = self.ndim() - shape.len();
-        let mut dims = Vec::new();
+        let mut mask = vec![false; self.ndim()];
         for (i, &d) in self.shape().iter().enumerate() {
             if i < lead {
-                dims.push(i as isize);
+                mask[i] = true;
             } else {
                 let target = shape[i - lead];
                 if target == 1 && d != 1 {
-                    dims.push(i as isize);
+                    mask[i] = true;
                 } else if target != d {
                     return Err(err());
                 }
             }
         }
-        if dims.is_empty() {
+        if !mask.contains(&true) {
             return self.reshape(shape);
         }
-        self.sum(&dims, true)?.reshape(shape)
+        // The kept dimensions in order are `shape` with its size-1 entries: the row-major
+        // accumulators are already laid out as a contiguous tensor of `shape`.
+        let (acc, _) = reduce(self, &mask, &Sum);
+        Ok(Tensor::from_contiguous(acc, shape))
     }
 
     /// Maximum along `dim` with the index where it occurs, like `torch.max(x, dim, keepdim)`.

@@ -4,7 +4,7 @@
 use std::borrow::Borrow;
 
 use crate::iter::Coalesced;
-use crate::layout::{Layout, contiguous_strides, numel, resolve_dim, resolve_insert_dim};
+use crate::layout::{Layout, contiguous_dims, numel, resolve_dim, resolve_insert_dim};
 use crate::par::Cost;
 use crate::storage::alloc;
 use crate::{Element, Result, Tensor, TensorError};
@@ -89,7 +89,7 @@ impl<T: Element> Tensor<T> {
             shape[d] += t.shape()[d];
         }
         let mut out = alloc::<T>(numel(&shape));
-        let strides = contiguous_strides(&shape);
+        let strides = contiguous_dims(&shape);
         let mut offset = 0;
         for t in &parts {
             let region = Layout::from_parts(t.shape().to_vec(), strides.clone(), offset);
@@ -253,7 +253,7 @@ impl<T: Element> Tensor<T> {
         }
         let mut out = alloc::<T>(numel(&out_shape));
         crate::par::fill(&mut out, value);
-        let strides = contiguous_strides(&out_shape);
+        let strides = contiguous_dims(&out_shape);
         if src.numel() > 0 {
             let offset = dst_start.iter().zip(&strides).map(|(a, b)| a * b).sum();
             let region = Layout::from_parts(src.shape().to_vec(), strides, offset);

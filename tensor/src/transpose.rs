@@ -141,7 +141,7 @@ pub(crate) fn contiguous_copy<T: Element>(
         return None;
     }
     let p = (0..nd - 1).find(|&d| strides[d] == 1 && shape[d] >= 8)?;
-    let out_strides = crate::layout::contiguous_strides(shape);
+    let out_strides = crate::layout::contiguous_dims(shape);
     let t = Transfer {
         rows: shape[p],
         cols: shape[nd - 1],

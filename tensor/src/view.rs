@@ -1,7 +1,7 @@
 //! Views: new layouts over the same storage (reshape, transpose, permute, narrow, expand...).
 
 use crate::layout::{Layout, numel, resolve_dim, resolve_insert_dim};
-use crate::{Element, Result, Tensor, TensorError};
+use crate::{Dims, Element, Result, Tensor, TensorError};
 
 /// A shape argument for [`Tensor::reshape`] and [`Tensor::view`]: sizes, one of which may be
 /// `-1` to be inferred. Implemented for arrays, slices and `Vec`s of `usize`, `isize`, `i32`
@@ -35,8 +35,20 @@ macro_rules! impl_shape_arg {
 }
 impl_shape_arg!(usize, isize, i32, i64);
 
+impl ShapeArg for Dims {
+    fn to_spec(&self) -> Vec<isize> {
+        self.as_slice().to_spec()
+    }
+}
+
+impl ShapeArg for &Dims {
+    fn to_spec(&self) -> Vec<isize> {
+        self.as_slice().to_spec()
+    }
+}
+
 /// Resolves a shape spec with at most one `-1` against `numel` elements.
-fn infer_shape(op: &'static str, from: &[usize], spec: &[isize]) -> Result<Vec<usize>> {
+fn infer_shape(op: &'static str, from: &[usize], spec: &[isize]) -> Result<Dims> {
     let err = || TensorError::Reshape {
         op,
         from: from.to_vec(),
@@ -52,7 +64,7 @@ fn infer_shape(op: &'static str, from: &[usize], spec: &[isize]) -> Result<Vec<u
         }
     }
     let total = numel(from);
-    let mut shape: Vec<usize> = spec.iter().map(|&d| d.max(0) as usize).collect();
+    let mut shape: Dims = spec.iter().map(|&d| d.max(0) as usize).collect();
     match inferred {
         Some(i) => {
             if known == 0 || !total.is_multiple_of(known) {
@@ -87,11 +99,8 @@ impl<T: Element> Tensor<T> {
             }
             None => {
                 let c = self.contiguous();
-                Ok(c.with_layout(Layout::from_parts(
-                    shape.clone(),
-                    crate::layout::contiguous_strides(&shape),
-                    c.layout().offset(),
-                )))
+                let strides = crate::layout::contiguous_dims(&shape);
+                Ok(c.with_layout(Layout::from_parts(shape, strides, c.layout().offset())))
             }
         }
     }
@@ -110,7 +119,7 @@ impl<T: Element> Tensor<T> {
                 op: "view",
                 shape: self.shape().to_vec(),
                 strides: self.strides().to_vec(),
-                to: shape.clone(),
+                to: shape.to_vec(),
             })?;
         Ok(self.with_layout(Layout::from_parts(shape, strides, self.layout().offset())))
     }
@@ -148,8 +157,8 @@ impl<T: Element> Tensor<T> {
         if self.ndim() == 0 {
             return Ok(self.clone());
         }
-        let mut shape = self.shape().to_vec();
-        let mut strides = self.strides().to_vec();
+        let mut shape = Dims::from_slice(self.shape());
+        let mut strides = Dims::from_slice(self.strides());
         shape.swap(a, b);
         strides.swap(a, b);
         Ok(self.with_layout(Layout::from_parts(shape, strides, self.layout().offset())))
@@ -189,18 +198,18 @@ impl<T: Element> Tensor<T> {
                 ),
             ));
         }
-        let mut seen = vec![false; dims.len()];
-        let mut shape = Vec::with_capacity(dims.len());
-        let mut strides = Vec::with_capacity(dims.len());
+        let mut order = Dims::new();
+        let mut shape = Dims::new();
+        let mut strides = Dims::new();
         for &d in dims {
             let d = resolve_dim("permute", d, self.shape())?;
-            if seen[d] {
+            if order.contains(&d) {
                 return Err(TensorError::invalid(
                     "permute",
                     format!("{dims:?} repeats a dimension"),
                 ));
             }
-            seen[d] = true;
+            order.push(d);
             shape.push(self.shape()[d]);
             strides.push(self.strides()[d]);
         }
@@ -213,8 +222,8 @@ impl<T: Element> Tensor<T> {
     /// [`TensorError::Dim`] when `dim` is outside `-ndim-1..=ndim`.
     pub fn unsqueeze(&self, dim: isize) -> Result<Tensor<T>> {
         let d = resolve_insert_dim("unsqueeze", dim, self.shape())?;
-        let mut shape = self.shape().to_vec();
-        let mut strides = self.strides().to_vec();
+        let mut shape = Dims::from_slice(self.shape());
+        let mut strides = Dims::from_slice(self.strides());
         let stride = if d < shape.len() {
             shape[d] * strides[d]
         } else {
@@ -235,8 +244,8 @@ impl<T: Element> Tensor<T> {
         if self.ndim() == 0 || self.shape()[d] != 1 {
             return Ok(self.clone());
         }
-        let mut shape = self.shape().to_vec();
-        let mut strides = self.strides().to_vec();
+        let mut shape = Dims::from_slice(self.shape());
+        let mut strides = Dims::from_slice(self.strides());
         shape.remove(d);
         strides.remove(d);
         Ok(self.with_layout(Layout::from_parts(shape, strides, self.layout().offset())))
@@ -244,13 +253,13 @@ impl<T: Element> Tensor<T> {
 
     /// Every size-1 dimension removed, like `torch.squeeze(x)`.
     pub fn squeeze_all(&self) -> Tensor<T> {
-        let (shape, strides): (Vec<usize>, Vec<usize>) = self
-            .shape()
-            .iter()
-            .zip(self.strides())
-            .filter(|(d, _)| **d != 1)
-            .map(|(&d, &s)| (d, s))
-            .unzip();
+        let (mut shape, mut strides) = (Dims::new(), Dims::new());
+        for (&d, &s) in self.shape().iter().zip(self.strides()) {
+            if d != 1 {
+                shape.push(d);
+                strides.push(s);
+            }
+        }
         self.with_layout(Layout::from_parts(shape, strides, self.layout().offset()))
     }
 
@@ -300,8 +309,8 @@ impl<T: Element> Tensor<T> {
         };
         let (s, e) = (clamp(start), clamp(end));
         let len = if e > s { (e - s).div_ceil(step) } else { 0 };
-        let mut shape = self.shape().to_vec();
-        let mut strides = self.strides().to_vec();
+        let mut shape = Dims::from_slice(self.shape());
+        let mut strides = Dims::from_slice(self.strides());
         // An empty view keeps the offset: moving it could point past the storage of an
         // empty tensor (invariant 1 of `Tensor`).
         let offset = if len > 0 && self.numel() > 0 {
@@ -338,8 +347,8 @@ impl<T: Element> Tensor<T> {
                 size,
             });
         }
-        let mut shape = self.shape().to_vec();
-        let mut strides = self.strides().to_vec();
+        let mut shape = Dims::from_slice(self.shape());
+        let mut strides = Dims::from_slice(self.strides());
         let offset = if self.numel() > 0 {
             self.layout().offset() + i as usize * strides[d]
         } else {
@@ -375,7 +384,7 @@ impl<T: Element> Tensor<T> {
             return Err(err());
         }
         let lead = sizes.len() - self.ndim();
-        let mut shape = Vec::with_capacity(sizes.len());
+        let mut shape = Dims::new();
         for (i, &s) in sizes.iter().enumerate() {
             shape.push(match s {
                 -1 if i >= lead => self.shape()[i - lead],

@@ -1,7 +1,7 @@
 //! Binary elementwise ops with broadcasting (the gradient summed back to each input's
 //! shape), tensor–scalar ops, `where_` and `masked_fill`.
 
-use strata_tensor::{Element, Tensor};
+use strata_tensor::{Dims, Element, Tensor};
 
 use crate::{Result, Var};
 
@@ -20,7 +20,10 @@ impl<T: Element> Var<T> {
     where
         F: Fn(&Tensor<T>, [bool; 2]) -> Result<PairGrads<T>> + Send + Sync + 'static,
     {
-        let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
+        let (sa, sb) = (
+            Dims::from_slice(self.shape()),
+            Dims::from_slice(other.shape()),
+        );
         Var::from_op(op, value, &[self, other], move |g, needs| {
             let (ga, gb) = backward(g, [needs[0], needs[1]])?;
             let ga = ga.map(|t| t.sum_to_shape(&sa)).transpose()?;
