@@ -142,7 +142,8 @@ pub fn embedding<T: Element>(
         .reshape(out_shape.as_slice())?;
     Ok(Var::from_op("embedding", value, &[weight], move |g, _| {
         let rows = g.reshape([-1, dim as isize])?;
-        let mut grad = Tensor::zeros(&[num, dim]).index_add(0, &flat, &rows)?;
+        let mut grad = Tensor::zeros(&[num, dim]);
+        grad.index_add_(0, &flat, &rows)?;
         if let Some(p) = padding_idx {
             grad.as_mut_slice()[p * dim..(p + 1) * dim].fill(T::zero());
         }

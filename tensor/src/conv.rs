@@ -281,8 +281,16 @@ fn col2im<T: Element>(col: &[T], dx: &mut [T], g: &Geometry) {
                     }
                     let dst = &mut plane[ih as usize * g.w..(ih as usize + 1) * g.w];
                     let src = &row[oh * g.ow..(oh + 1) * g.ow];
-                    for ow in lo..hi {
-                        dst[((ow * s1) as isize + shift) as usize] += src[ow];
+                    if s1 == 1 && lo < hi {
+                        let start = (lo as isize + shift) as usize;
+                        let dst = &mut dst[start..start + (hi - lo)];
+                        for (d, &v) in dst.iter_mut().zip(&src[lo..hi]) {
+                            *d += v;
+                        }
+                    } else {
+                        for ow in lo..hi {
+                            dst[((ow * s1) as isize + shift) as usize] += src[ow];
+                        }
                     }
                 }
             }
@@ -446,10 +454,14 @@ impl<T: Element> Tensor<T> {
         );
         let plane_out = g.col_cols();
         let per_sample = g.c * g.h * g.w;
-        let mut dx = alloc_zeroed::<T>(g.n * per_sample);
+        // Each sample's slab is zeroed by the worker that fills it, while it is in cache.
+        let mut dx = alloc::<T>(g.n * per_sample);
         let scratch = g.col_rows() * plane_out;
         let macs = g.o * g.col_rows() * plane_out;
         for_each_sample(&mut dx, per_sample, scratch, macs, |n, dxn, col, par| {
+            if !g.pointwise() {
+                dxn.fill(T::zero());
+            }
             for grp in 0..params.groups {
                 let gy_ng = &gys[(n * g.o + grp * g.og()) * plane_out..][..g.og() * plane_out];
                 let dx_ng = &mut dxn[grp * g.cg() * g.h * g.w..][..g.cg() * g.h * g.w];

@@ -5,6 +5,7 @@ use std::fmt;
 
 use crate::iter::Coalesced;
 use crate::layout::{numel, resolve_dim};
+use crate::par::Cost;
 use crate::storage::alloc;
 use crate::{Element, Result, Tensor, TensorError};
 
@@ -209,12 +210,38 @@ impl<T: Element> Tensor<T> {
         index: &IndexTensor,
         source: &Tensor<T>,
     ) -> Result<Tensor<T>> {
+        let mut out = self.clone();
+        out.index_add_(dim, index, source)?;
+        Ok(out)
+    }
+
+    /// In-place [`index_add`](Tensor::index_add), like `Tensor.index_add_`: no copy when this
+    /// tensor's storage is its own (`Tensor::zeros(..).index_add_(..)` adds into the zeros).
+    ///
+    /// ```
+    /// use strata_tensor::{IndexTensor, Tensor};
+    /// let mut acc = Tensor::<f32>::zeros(&[3, 2]);
+    /// let rows = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2])?;
+    /// acc.index_add_(0, &IndexTensor::from_indices(&[2, 2]), &rows)?;
+    /// assert_eq!(acc.to_vec(), vec![0.0, 0.0, 0.0, 0.0, 4.0, 6.0]);
+    /// # Ok::<(), strata_tensor::TensorError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`index_add`](Tensor::index_add); on error `self` is unchanged.
+    pub fn index_add_(
+        &mut self,
+        dim: isize,
+        index: &IndexTensor,
+        source: &Tensor<T>,
+    ) -> Result<()> {
         const OP: &str = "index_add";
         let d = resolve_dim(OP, dim, self.shape())?;
         if self.ndim() == 0 {
             index.check(OP, 0, 1)?;
             let s = source.sum_all().item()?;
-            return Ok(self.add_scalar(s));
+            *self = self.add_scalar(s);
+            return Ok(());
         }
         let mut expected = self.shape().to_vec();
         expected[d] = index.numel();
@@ -232,20 +259,53 @@ impl<T: Element> Tensor<T> {
         }
         let (outer, size, inner) = split_at_dim(self.shape(), d);
         index.check(OP, d, size)?;
-        let mut out = self.contiguous().into_vec();
         let src = source.contiguous();
         let s = src.as_slice().expect("contiguous");
         let k = index.numel();
-        for o in 0..outer {
-            for (j, &i) in index.as_slice().iter().enumerate() {
-                let to = (o * size + i as usize) * inner;
-                let from = (o * k + j) * inner;
-                for (a, &b) in out[to..to + inner].iter_mut().zip(&s[from..from + inner]) {
-                    *a += b;
+        let idx = index.as_slice();
+        let out = self.as_mut_slice();
+        let add_row = |to: &mut [T], from: usize| {
+            for (a, &b) in to.iter_mut().zip(&s[from..from + inner]) {
+                *a += b;
+            }
+        };
+        let rows_per_chunk = match crate::par::chunk_len(outer * k * inner, Cost::Cheap) {
+            Some(len) if inner > 0 && size > 0 => len.div_ceil(inner),
+            _ => {
+                for o in 0..outer {
+                    for (j, &i) in idx.iter().enumerate() {
+                        let to = (o * size + i as usize) * inner;
+                        add_row(&mut out[to..to + inner], (o * k + j) * inner);
+                    }
+                }
+                return Ok(());
+            }
+        };
+        // In parallel over output rows: each row takes its sources (the positions `j` with
+        // `index[j]` = that row, kept in increasing order, so every element sums in the
+        // same order as the sequential loop and the result does not depend on threads).
+        let mut starts = vec![0usize; size + 1];
+        for &i in idx {
+            starts[i as usize + 1] += 1;
+        }
+        for r in 0..size {
+            starts[r + 1] += starts[r];
+        }
+        let mut sources = vec![0usize; k];
+        let mut next = starts.clone();
+        for (j, &i) in idx.iter().enumerate() {
+            sources[next[i as usize]] = j;
+            next[i as usize] += 1;
+        }
+        crate::par::for_each_chunk_mut_by(out, rows_per_chunk * inner, |start, chunk| {
+            for (r, row) in (start / inner..).zip(chunk.chunks_mut(inner)) {
+                let (o, i) = (r / size, r % size);
+                for &j in &sources[starts[i]..starts[i + 1]] {
+                    add_row(row, (o * k + j) * inner);
                 }
             }
-        }
-        Ok(Tensor::from_contiguous(out, self.shape()))
+        });
+        Ok(())
     }
 
     /// Values picked along `dim` by `index`, like `torch.gather`: `out[i][j][k] =
@@ -293,12 +353,22 @@ impl<T: Element> Tensor<T> {
         index: &IndexTensor,
         src: &Tensor<T>,
     ) -> Result<Tensor<T>> {
+        let mut out = self.clone();
+        out.scatter_add_(dim, index, src)?;
+        Ok(out)
+    }
+
+    /// In-place [`scatter_add`](Tensor::scatter_add), like `Tensor.scatter_add_`: no copy
+    /// when this tensor's storage is its own.
+    ///
+    /// # Errors
+    /// As [`scatter_add`](Tensor::scatter_add); on error `self` is unchanged.
+    pub fn scatter_add_(&mut self, dim: isize, index: &IndexTensor, src: &Tensor<T>) -> Result<()> {
         const OP: &str = "scatter_add";
         let d = resolve_dim(OP, dim, self.shape())?;
         self.check_index_shape(OP, d, index, Some(src))?;
         let size = self.shape().get(d).copied().unwrap_or(1);
         index.check(OP, d, size)?;
-        let mut out = self.contiguous().into_vec();
         let out_strides = crate::layout::contiguous_dims(self.shape());
         let n = index.numel();
         let mut strides = out_strides.clone();
@@ -310,12 +380,13 @@ impl<T: Element> Tensor<T> {
         let [s_out, s_src] = walk.inner_strides();
         let data = src.storage();
         let idx = index.as_slice();
+        let out = self.as_mut_slice();
         walk.for_each_run([0, src.layout().offset()], 0, n, |pos, [oo, os], len| {
             for j in 0..len {
                 out[oo + j * s_out + idx[pos + j] as usize * dim_stride] += data[os + j * s_src];
             }
         });
-        Ok(Tensor::from_contiguous(out, self.shape()))
+        Ok(())
     }
 
     fn check_index_shape(
@@ -390,6 +461,39 @@ mod tests {
 
     fn idx(data: &[i64], shape: &[usize]) -> IndexTensor {
         IndexTensor::from_vec(data.to_vec(), shape).unwrap()
+    }
+
+    /// Large enough to run on several threads (by output rows): the result equals the
+    /// sequential loop bit for bit, repeated and missing indices included.
+    #[test]
+    fn threaded_index_add_matches_the_loop() {
+        let mut rng = crate::seeded_rng(3);
+        for (shape, dim, k) in [([3, 50, 300], 1usize, 70usize), ([200, 2, 150], 0, 180)] {
+            let x = Tensor::<f64>::randn(&shape, &mut rng);
+            let mut src_shape = shape;
+            src_shape[dim] = k;
+            let src = Tensor::<f64>::randn(&src_shape, &mut rng);
+            let size = shape[dim] as i64;
+            let index: Vec<i64> = (0..k as i64)
+                .map(|j| (j * 37 + j / 3) % (size - 1))
+                .collect();
+            let got = x
+                .index_add(dim as isize, &idx(&index, &[k]), &src)
+                .unwrap()
+                .to_vec();
+            let mut want = x.to_vec();
+            let (outer, inner) = (numel(&shape[..dim]), numel(&shape[dim + 1..]));
+            let s = src.to_vec();
+            for o in 0..outer {
+                for (j, &i) in index.iter().enumerate() {
+                    for e in 0..inner {
+                        want[(o * size as usize + i as usize) * inner + e] +=
+                            s[(o * k + j) * inner + e];
+                    }
+                }
+            }
+            assert_eq!(got, want, "shape {shape:?} dim {dim}");
+        }
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub(crate) fn map_into<T: Element, U: Copy + Send + Sync>(
                 for (o, &x) in o.iter_mut().zip(&data[off..off + len]) {
                     *o = f(x);
                 }
+            } else if s == 0 {
+                // A broadcast run: one value repeated.
+                o.fill(f(data[off]));
             } else {
                 for (i, o) in o.iter_mut().enumerate() {
                     *o = f(data[off + i * s]);

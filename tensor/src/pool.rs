@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use crate::par::PAR_MIN_WORK;
-use crate::storage::{alloc, alloc_zeroed};
+use crate::storage::alloc;
 use crate::{Element, IndexTensor, Result, Tensor, TensorError};
 
 /// Settings of a 2-d pooling window, PyTorch's `MaxPool2d`/`AvgPool2d` arguments.
@@ -328,8 +328,9 @@ impl<T: Element> Tensor<T> {
         let gs = g.as_slice().expect("contiguous");
         let per_out = grad_out.shape()[r - 2] * grad_out.shape()[r - 1];
         let idx = indices.as_slice();
-        let mut dx = alloc_zeroed::<T>(np * h * w);
+        let mut dx = alloc::<T>(np * h * w);
         for_each_plane(&mut dx, h * w, per_out, |pl, d| {
+            d.fill(T::zero());
             for k in pl * per_out..(pl + 1) * per_out {
                 if let Ok(i) = usize::try_from(idx[k]) {
                     d[i] += gs[k];
@@ -353,26 +354,28 @@ impl<T: Element> Tensor<T> {
         let x = self.contiguous();
         let xs = x.as_slice().expect("contiguous");
         let mut out = alloc::<T>(np * oh * ow);
+        let (rows, cols) = (AvgAxis::new(&p, 0, h, oh), AvgAxis::new(&p, 1, w, ow));
         for_each_plane(
             &mut out,
             oh * ow,
             oh * ow * p.kernel[0] * p.kernel[1],
             |pl, o| {
                 let plane = &xs[pl * h * w..(pl + 1) * h * w];
-                for i in 0..oh {
-                    for j in 0..ow {
-                        let win = avg_window(&p, i, j, h, w);
+                for (i, orow) in o.chunks_mut(ow).enumerate() {
+                    let window_rows = &plane[rows.lo[i] * w..rows.hi[i] * w];
+                    for (j, out) in orow.iter_mut().enumerate() {
+                        let Some(div) = avg_divisor(&p, &rows, &cols, i, j) else {
+                            *out = T::zero();
+                            continue;
+                        };
+                        // Over rows, then columns, in PyTorch's order.
                         let mut sum = T::zero();
-                        for ih in win.h0..win.h1 {
-                            for iw in win.w0..win.w1 {
-                                sum += plane[ih * w + iw];
+                        for xrow in window_rows.chunks_exact(w) {
+                            for &v in &xrow[cols.lo[j]..cols.hi[j]] {
+                                sum += v;
                             }
                         }
-                        o[i * ow + j] = if win.empty() {
-                            T::zero()
-                        } else {
-                            sum / T::from_usize(win.divisor)
-                        };
+                        *out = sum / T::from_usize(div);
                     }
                 }
             },
@@ -409,23 +412,30 @@ impl<T: Element> Tensor<T> {
         }
         let g = grad_out.contiguous();
         let gs = g.as_slice().expect("contiguous");
-        let mut dx = alloc_zeroed::<T>(np * h * w);
+        // Each plane is zeroed by the worker that fills it, while it is in cache.
+        let mut dx = alloc::<T>(np * h * w);
+        let (rows, cols) = (AvgAxis::new(&p, 0, h, oh), AvgAxis::new(&p, 1, w, ow));
         for_each_plane(
             &mut dx,
             h * w,
             oh * ow * p.kernel[0] * p.kernel[1],
             |pl, d| {
+                d.fill(T::zero());
                 let gp = &gs[pl * oh * ow..(pl + 1) * oh * ow];
-                for i in 0..oh {
-                    for j in 0..ow {
-                        let win = avg_window(&p, i, j, h, w);
-                        if win.empty() {
-                            continue;
-                        }
-                        let share = gp[i * ow + j] / T::from_usize(win.divisor);
-                        for ih in win.h0..win.h1 {
-                            for iw in win.w0..win.w1 {
-                                d[ih * w + iw] += share;
+                let mut shares = vec![T::zero(); ow];
+                for (i, grow) in gp.chunks(ow).enumerate() {
+                    for (j, (share, &g)) in shares.iter_mut().zip(grow).enumerate() {
+                        // An empty window has no elements: its share is never added.
+                        *share = avg_divisor(&p, &rows, &cols, i, j)
+                            .map_or(T::zero(), |div| g / T::from_usize(div));
+                    }
+                    // Each element receives its windows' shares in (i, j) order, as in
+                    // PyTorch's loop over output positions.
+                    for ih in rows.lo[i]..rows.hi[i] {
+                        let drow = &mut d[ih * w..(ih + 1) * w];
+                        for (j, &share) in shares.iter().enumerate() {
+                            for v in &mut drow[cols.lo[j]..cols.hi[j]] {
+                                *v += share;
                             }
                         }
                     }
@@ -495,8 +505,9 @@ impl<T: Element> Tensor<T> {
         check_adaptive(OP, [oh, ow])?;
         let g = grad_out.contiguous();
         let gs = g.as_slice().expect("contiguous");
-        let mut dx = alloc_zeroed::<T>(np * h * w);
+        let mut dx = alloc::<T>(np * h * w);
         for_each_plane(&mut dx, h * w, h * w, |pl, d| {
+            d.fill(T::zero());
             let gp = &gs[pl * oh * ow..(pl + 1) * oh * ow];
             for i in 0..oh {
                 let (h0, h1) = adaptive_range(i, h, oh);
@@ -548,46 +559,53 @@ fn adaptive_range(i: usize, size: usize, out: usize) -> (usize, usize) {
     ((i * size) / out, ((i + 1) * size).div_ceil(out))
 }
 
-/// One average-pooling window, clipped to the input, with its divisor.
-struct Window {
-    h0: usize,
-    h1: usize,
-    w0: usize,
-    w1: usize,
-    divisor: usize,
+/// One axis of PyTorch's avg_pool2d windows: for each output position, the input range
+/// the window covers once clipped to the input, and the window's length up to the padded
+/// border (the pool size counts padding that far).
+struct AvgAxis {
+    lo: Vec<usize>,
+    hi: Vec<usize>,
+    padded: Vec<usize>,
 }
 
-impl Window {
-    fn empty(&self) -> bool {
-        self.h0 >= self.h1 || self.w0 >= self.w1
+impl AvgAxis {
+    fn new(p: &Pool2dParams, axis: usize, size: usize, out: usize) -> Self {
+        let (k, s, pad) = (p.kernel[axis], p.stride[axis], p.padding[axis]);
+        let mut a = AvgAxis {
+            lo: Vec::with_capacity(out),
+            hi: Vec::with_capacity(out),
+            padded: Vec::with_capacity(out),
+        };
+        for i in 0..out {
+            let start = (i * s) as isize - pad as isize;
+            let end = (start + k as isize).min((size + pad) as isize);
+            a.padded.push((end - start).max(0) as usize);
+            let lo = start.max(0) as usize;
+            a.lo.push(lo);
+            a.hi.push((end.min(size as isize).max(0) as usize).max(lo));
+        }
+        a
     }
 }
 
-/// PyTorch's avg_pool2d window arithmetic: the pool size counts padding up to the padded
-/// border, then the window is clipped to the input.
-fn avg_window(p: &Pool2dParams, i: usize, j: usize, h: usize, w: usize) -> Window {
-    let hs = (i * p.stride[0]) as isize - p.padding[0] as isize;
-    let ws = (j * p.stride[1]) as isize - p.padding[1] as isize;
-    let he = (hs + p.kernel[0] as isize).min((h + p.padding[0]) as isize);
-    let we = (ws + p.kernel[1] as isize).min((w + p.padding[1]) as isize);
-    let pool_size = ((he - hs) * (we - ws)).max(0) as usize;
-    let (h0, w0) = (hs.max(0) as usize, ws.max(0) as usize);
-    let (h1, w1) = (
-        he.min(h as isize).max(0) as usize,
-        we.min(w as isize).max(0) as usize,
-    );
-    let divisor = match p.divisor_override {
+/// The divisor of window `(i, j)`, or `None` when the window holds no input element.
+#[inline]
+fn avg_divisor(
+    p: &Pool2dParams,
+    rows: &AvgAxis,
+    cols: &AvgAxis,
+    i: usize,
+    j: usize,
+) -> Option<usize> {
+    let (nh, nw) = (rows.hi[i] - rows.lo[i], cols.hi[j] - cols.lo[j]);
+    if nh == 0 || nw == 0 {
+        return None;
+    }
+    Some(match p.divisor_override {
         Some(d) => d,
-        None if p.count_include_pad => pool_size,
-        None => h1.saturating_sub(h0) * w1.saturating_sub(w0),
-    };
-    Window {
-        h0,
-        h1,
-        w0,
-        w1,
-        divisor,
-    }
+        None if p.count_include_pad => rows.padded[i] * cols.padded[j],
+        None => nh * nw,
+    })
 }
 
 /// 2×2 max pooling with stride 2 over one plane of width `w`: the maximum of each window

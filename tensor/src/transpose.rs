@@ -137,7 +137,9 @@ pub(crate) fn contiguous_copy<T: Element>(
     offset: usize,
 ) -> Option<Vec<T>> {
     let nd = shape.len();
-    if nd < 2 || strides[nd - 1] == 1 || shape[nd - 1] < 8 {
+    // A last dimension of stride 1 copies in runs already, and one of stride 0 (a broadcast
+    // row) fills in runs.
+    if nd < 2 || strides[nd - 1] <= 1 || shape[nd - 1] < 8 {
         return None;
     }
     let p = (0..nd - 1).find(|&d| strides[d] == 1 && shape[d] >= 8)?;

@@ -23,6 +23,7 @@
 //! | `W6_transformer` | `adamw_step`                                    | none → ms      |
 //! | `W7_elementwise` | `add`, `add_inplace`, `gelu`, `copy` (memcpy)   | bytes → GB/s   |
 //! | `W8_autograd`    | `linreg`, `small_op`                            | steps → us/step |
+//! | `W8_backward`    | `OP-fwd`, `OP-fwd+bwd` for large-input ops       | none → ms      |
 //! | `W9_softmax`     | `4096x1024`                                     | bytes → GB/s   |
 //! | `W9_layer_norm`  | `4096x1024`                                     | bytes → GB/s   |
 //!

@@ -20,7 +20,9 @@ impl<T: Element> Var<T> {
         let shape = self.shape().to_vec();
         let index = index.clone();
         Ok(self.unary_op("index_select", value, move |g| {
-            Ok(Tensor::zeros(&shape).index_add(dim, &index, g)?)
+            let mut grad = Tensor::zeros(&shape);
+            grad.index_add_(dim, &index, g)?;
+            Ok(grad)
         }))
     }
 
@@ -34,7 +36,9 @@ impl<T: Element> Var<T> {
         let shape = self.shape().to_vec();
         let index = index.clone();
         Ok(self.unary_op("gather", value, move |g| {
-            Ok(Tensor::zeros(&shape).scatter_add(dim, &index, g)?)
+            let mut grad = Tensor::zeros(&shape);
+            grad.scatter_add_(dim, &index, g)?;
+            Ok(grad)
         }))
     }
 

@@ -175,7 +175,9 @@ impl<T: Element> Var<T> {
             if shape.is_empty() {
                 return Ok(g.clone());
             }
-            Ok(Tensor::zeros(&shape).scatter_add(dim, &index, &g.reshape(keep.as_slice())?)?)
+            let mut grad = Tensor::zeros(&shape);
+            grad.scatter_add_(dim, &index, &g.reshape(keep.as_slice())?)?;
+            Ok(grad)
         }))
     }
 

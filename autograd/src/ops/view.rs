@@ -132,7 +132,9 @@ impl<T: Element> Var<T> {
             Tensor::arange(0.0, n as f64, 1.0)?.slice(0, start, end, step)?;
         let index = IndexTensor::from_tensor(&positions)?;
         Ok(self.unary_op("slice", value, move |g| {
-            Ok(Tensor::zeros(&shape).index_add(d as isize, &index, g)?)
+            let mut grad = Tensor::zeros(&shape);
+            grad.index_add_(d as isize, &index, g)?;
+            Ok(grad)
         }))
     }
 
