@@ -84,7 +84,7 @@ impl<T: Element> Var<T> {
             let mut flags = [false; 8];
             let needs_vec: Vec<bool>;
             let needs: &[bool] = if node.inputs.len() <= flags.len() {
-                for (f, i) in flags.iter_mut().zip(&node.inputs) {
+                for (f, i) in flags.iter_mut().zip(node.inputs.iter()) {
                     *f = i.is_some();
                 }
                 &flags[..node.inputs.len()]
@@ -231,7 +231,7 @@ fn topological_order<T: Element>(root: &Var<T>) -> Result<(Vec<Option<Var<T>>>, 
         let inputs: &[Option<Var<T>>] = match &*origin {
             Origin::Leaf => &[],
             Origin::Freed(op) => return Err(AutogradError::GraphFreed { op }),
-            Origin::Op(node) => &node.inputs,
+            Origin::Op(node) => &node.inputs[..],
         };
         let at = stack.len();
         for input in inputs.iter().flatten() {

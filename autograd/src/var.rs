@@ -30,8 +30,26 @@ pub(crate) type BackwardFn<T> =
 /// need no grad) and its backward rule, which owns whatever the op saved.
 pub(crate) struct Node<T: Element> {
     pub(crate) op: &'static str,
-    pub(crate) inputs: Vec<Option<Var<T>>>,
+    pub(crate) inputs: Inputs<T>,
     pub(crate) backward: BackwardFn<T>,
+}
+
+/// A node's inputs: one or two (almost every op) held inline, more on the heap.
+pub(crate) enum Inputs<T: Element> {
+    One([Option<Var<T>>; 1]),
+    Two([Option<Var<T>>; 2]),
+    Many(Vec<Option<Var<T>>>),
+}
+
+impl<T: Element> std::ops::Deref for Inputs<T> {
+    type Target = [Option<Var<T>>];
+    fn deref(&self) -> &[Option<Var<T>>] {
+        match self {
+            Inputs::One(a) => a,
+            Inputs::Two(a) => a,
+            Inputs::Many(v) => v,
+        }
+    }
 }
 
 pub(crate) enum Origin<T: Element> {
@@ -347,10 +365,12 @@ impl<T: Element> Var<T> {
         if !is_grad_enabled() || !inputs.iter().any(|v| v.needs_grad()) {
             return Var::new(value);
         }
-        let inputs = inputs
-            .iter()
-            .map(|v| v.needs_grad().then(|| (*v).clone()))
-            .collect();
+        let tracked = |v: &Var<T>| v.needs_grad().then(|| v.clone());
+        let inputs = match inputs {
+            [a] => Inputs::One([tracked(a)]),
+            [a, b] => Inputs::Two([tracked(a), tracked(b)]),
+            _ => Inputs::Many(inputs.iter().map(|v| tracked(v)).collect()),
+        };
         let node = Node {
             op,
             inputs,

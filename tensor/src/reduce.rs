@@ -49,6 +49,15 @@ pub(crate) fn reduce<T: Element, R: Reducer<T>>(
         }
     }
     let out_n = numel(&out_shape);
+    // A small contiguous tensor reduced whole: one fold over its elements, which is what
+    // the walk below would do, without building the walk (the common case of a loss).
+    if out_n == 1
+        && x.numel() <= PAR_MIN_WORK
+        && let Some(range) = x.layout().contiguous_range()
+    {
+        let acc = r.fold(r.init(), x.storage(), range.start, range.len(), 1);
+        return (vec![acc], out_shape);
+    }
     let mut acc = vec![r.init(); out_n];
     if x.numel() == 0 {
         return (acc, out_shape);
@@ -465,7 +474,14 @@ impl<T: Element> Tensor<T> {
             return Err(err());
         }
         let lead = self.ndim() - shape.len();
-        let mut mask = vec![false; self.ndim()];
+        // Inline for the usual ranks: this runs for every broadcast gradient.
+        let (mut inline, mut heap) = ([false; 8], Vec::new());
+        let mask: &mut [bool] = if self.ndim() <= inline.len() {
+            &mut inline[..self.ndim()]
+        } else {
+            heap.resize(self.ndim(), false);
+            &mut heap
+        };
         for (i, &d) in self.shape().iter().enumerate() {
             if i < lead {
                 mask[i] = true;
@@ -483,7 +499,7 @@ impl<T: Element> Tensor<T> {
         }
         // The kept dimensions in order are `shape` with its size-1 entries: the row-major
         // accumulators are already laid out as a contiguous tensor of `shape`.
-        let (acc, _) = reduce(self, &mask, &Sum);
+        let (acc, _) = reduce(self, mask, &Sum);
         Ok(Tensor::from_contiguous(acc, shape))
     }
 
