@@ -3,7 +3,7 @@
 
 use std::borrow::Borrow;
 
-use strata_tensor::{Element, IndexTensor, Tensor};
+use strata_tensor::{Dims, Element, IndexTensor, Tensor};
 
 use super::{pad_along, resolve};
 use crate::{Result, Var};
@@ -17,7 +17,7 @@ impl<T: Element> Var<T> {
     /// range, [`TensorError::Dim`](strata_tensor::TensorError::Dim) for a bad dim.
     pub fn index_select(&self, dim: isize, index: &IndexTensor) -> Result<Var<T>> {
         let value = self.value().index_select(dim, index)?;
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         let index = index.clone();
         Ok(self.unary_op("index_select", value, move |g| {
             let mut grad = Tensor::zeros(&shape);
@@ -33,7 +33,7 @@ impl<T: Element> Var<T> {
     /// [`TensorError::Shape`](strata_tensor::TensorError::Shape) for a mismatched index.
     pub fn gather(&self, dim: isize, index: &IndexTensor) -> Result<Var<T>> {
         let value = self.value().gather(dim, index)?;
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         let index = index.clone();
         Ok(self.unary_op("gather", value, move |g| {
             let mut grad = Tensor::zeros(&shape);
@@ -179,7 +179,7 @@ impl<T: Element> Var<T> {
 
     /// Records each consecutive piece along `dim` as a narrow of `self`.
     fn pieces(&self, pieces: Vec<Tensor<T>>, dim: isize) -> Result<Vec<Var<T>>> {
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         let nd = shape.len();
         let d = resolve(dim, nd);
         let total = shape.get(d).copied().unwrap_or(1);
@@ -212,7 +212,7 @@ impl<T: Element> Var<T> {
     /// As [`Tensor::repeat`].
     pub fn repeat(&self, repeats: &[usize]) -> Result<Var<T>> {
         let value = self.value().repeat(repeats)?;
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         let lead = repeats.len() - shape.len();
         let padded = std::iter::repeat_n(1, lead).chain(shape.iter().copied());
         let interleaved: Vec<usize> = repeats

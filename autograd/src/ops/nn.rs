@@ -1,7 +1,7 @@
 //! The fused kernels layers build on: softmax, convolution and pooling, each with the
 //! backward kernel strata-tensor provides.
 
-use strata_tensor::{Conv1dParams, Conv2dParams, Element, IndexTensor, Pool2dParams, Tensor};
+use strata_tensor::{Conv1dParams, Conv2dParams, Dims, Element, IndexTensor, Pool2dParams, Tensor};
 
 use crate::{Result, Var};
 
@@ -128,7 +128,7 @@ impl<T: Element> Var<T> {
     /// As [`Tensor::max_pool2d`].
     pub fn max_pool2d_with_indices(&self, params: Pool2dParams) -> Result<(Var<T>, IndexTensor)> {
         let (value, index) = self.value().max_pool2d(params)?;
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         let saved = index.clone();
         let out = self.unary_op("max_pool2d", value, move |g| {
             Ok(Tensor::max_pool2d_backward(g, &saved, &shape)?)
@@ -143,7 +143,7 @@ impl<T: Element> Var<T> {
     /// As [`Tensor::avg_pool2d`].
     pub fn avg_pool2d(&self, params: Pool2dParams) -> Result<Var<T>> {
         let value = self.value().avg_pool2d(params)?;
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         Ok(self.unary_op("avg_pool2d", value, move |g| {
             Ok(Tensor::avg_pool2d_backward(g, &shape, params)?)
         }))
@@ -156,7 +156,7 @@ impl<T: Element> Var<T> {
     /// As [`Tensor::adaptive_avg_pool2d`].
     pub fn adaptive_avg_pool2d(&self, output_size: [usize; 2]) -> Result<Var<T>> {
         let value = self.value().adaptive_avg_pool2d(output_size)?;
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         Ok(self.unary_op("adaptive_avg_pool2d", value, move |g| {
             Ok(Tensor::adaptive_avg_pool2d_backward(g, &shape)?)
         }))

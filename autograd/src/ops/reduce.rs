@@ -1,6 +1,6 @@
 //! Reductions: sum, mean, prod, var/std, amax/amin, max/min with indices, logsumexp.
 
-use strata_tensor::{Element, IndexTensor, Tensor};
+use strata_tensor::{Dims, Element, IndexTensor, Tensor};
 
 use super::{keepdim_shape, resolve};
 use crate::{Result, Var};
@@ -20,14 +20,14 @@ impl<T: Element> Var<T> {
     /// repeated.
     pub fn sum(&self, dims: &[isize], keepdim: bool) -> Result<Var<T>> {
         let value = self.value().sum(dims, keepdim)?;
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         let keep = keepdim_shape(&shape, dims);
         Ok(self.unary_op("sum", value, move |g| expand_back(g, &keep, &shape)))
     }
 
     /// The sum of all elements, as a 0-d var.
     pub fn sum_all(&self) -> Var<T> {
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         self.unary_op("sum", self.value().sum_all(), move |g| {
             Ok(g.broadcast_to(&shape)?)
         })
@@ -39,7 +39,7 @@ impl<T: Element> Var<T> {
     /// As [`sum`](Var::sum).
     pub fn mean(&self, dims: &[isize], keepdim: bool) -> Result<Var<T>> {
         let value = self.value().mean(dims, keepdim)?;
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         let keep = keepdim_shape(&shape, dims);
         let count = T::from_f64(
             shape.iter().product::<usize>() as f64 / keep.iter().product::<usize>().max(1) as f64,
@@ -51,7 +51,7 @@ impl<T: Element> Var<T> {
 
     /// The mean of all elements, as a 0-d var.
     pub fn mean_all(&self) -> Var<T> {
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         let count = T::from_f64(self.numel() as f64);
         self.unary_op("mean", self.value().mean_all(), move |g| {
             Ok(g.div_scalar(count).broadcast_to(&shape)?)
@@ -168,7 +168,7 @@ impl<T: Element> Var<T> {
         index: &IndexTensor,
         dim: isize,
     ) -> Result<Var<T>> {
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         let keep = keepdim_shape(&shape, &[dim]);
         let index = index.reshape(&keep)?;
         Ok(self.unary_op(op, value, move |g| {

@@ -2,7 +2,7 @@
 //! Their forward shares storage; their backward maps the gradient back to the input's
 //! layout.
 
-use strata_tensor::{Element, IndexTensor, ShapeArg, Tensor};
+use strata_tensor::{Dims, Element, IndexTensor, ShapeArg, Tensor};
 
 use super::{pad_along, resolve};
 use crate::{Result, Var};
@@ -64,7 +64,7 @@ impl<T: Element> Var<T> {
 
     /// A shape-only op: the gradient is reshaped back to the input's shape.
     fn reshaped(&self, op: &'static str, value: Tensor<T>) -> Var<T> {
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         self.unary_op(op, value, move |g| Ok(g.reshape(shape.as_slice())?))
     }
 
@@ -108,7 +108,7 @@ impl<T: Element> Var<T> {
     /// [`TensorError::Index`](strata_tensor::TensorError::Index) when out of range.
     pub fn narrow(&self, dim: isize, start: usize, length: usize) -> Result<Var<T>> {
         let value = self.value().narrow(dim, start, length)?;
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         let d = resolve(dim, shape.len());
         let after = shape[d] - start - length;
         Ok(self.unary_op("narrow", value, move |g| {
@@ -124,7 +124,7 @@ impl<T: Element> Var<T> {
     /// [`TensorError::Invalid`](strata_tensor::TensorError::Invalid) for a zero step.
     pub fn slice(&self, dim: isize, start: isize, end: isize, step: usize) -> Result<Var<T>> {
         let value = self.value().slice(dim, start, end, step)?;
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         let d = resolve(dim, shape.len());
         // The positions kept, found by slicing their own indices the same way.
         let n = shape[d];
@@ -145,7 +145,7 @@ impl<T: Element> Var<T> {
     /// [`TensorError::Index`](strata_tensor::TensorError::Index) when out of range.
     pub fn select(&self, dim: isize, index: isize) -> Result<Var<T>> {
         let value = self.value().select(dim, index)?;
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         let d = resolve(dim, shape.len());
         let i = if index < 0 {
             index + shape[d] as isize
@@ -183,7 +183,7 @@ impl<T: Element> Var<T> {
     }
 
     fn summed_back(&self, op: &'static str, value: Tensor<T>) -> Var<T> {
-        let shape = self.shape().to_vec();
+        let shape = Dims::from_slice(self.shape());
         self.unary_op(op, value, move |g| Ok(g.sum_to_shape(&shape)?))
     }
 
