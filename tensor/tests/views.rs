@@ -363,3 +363,63 @@ fn slices_of_empty_tensors_stay_readable() {
     assert_eq!(s.shape(), &[2, 0, 2]);
     assert!(s.contiguous().to_vec().is_empty());
 }
+
+/// Rank 5 and 6: shapes and strides no longer fit inline (`Dims` holds four entries) and
+/// live on the heap; views, broadcasting, copies and reductions must not notice.
+#[test]
+fn tensors_of_rank_five_and_six() {
+    let dims = [2usize, 3, 4, 5, 6];
+    let x = Tensor::<f64>::arange(0.0, 720.0, 1.0)
+        .unwrap()
+        .reshape(dims)
+        .unwrap();
+    let flat = |i: [usize; 5]| (((i[0] * 3 + i[1]) * 4 + i[2]) * 5 + i[3]) * 6 + i[4];
+    let every = || {
+        (0..720).map(|mut f| {
+            let mut i = [0; 5];
+            for d in (0..5).rev() {
+                i[d] = f % dims[d];
+                f /= dims[d];
+            }
+            i
+        })
+    };
+    let p = x.permute(&[4, 2, 0, 3, 1]).unwrap();
+    assert_eq!(p.shape(), &[6, 4, 2, 5, 3]);
+    let u = x.unsqueeze(2).unwrap();
+    assert_eq!(u.shape(), &[2, 3, 1, 4, 5, 6]);
+    for i in every() {
+        let v = flat(i) as f64;
+        assert_eq!(p.get(&[i[4], i[2], i[0], i[3], i[1]]).unwrap(), v);
+        assert_eq!(u.get(&[i[0], i[1], 0, i[2], i[3], i[4]]).unwrap(), v);
+    }
+    // The permuted copy is row-major in the permuted order; permuting back restores `x`.
+    let back = p.contiguous().permute(&[2, 4, 1, 3, 0]).unwrap();
+    assert_eq!(back.contiguous().to_vec(), x.to_vec());
+    assert_eq!(u.squeeze(2).unwrap().to_vec(), x.to_vec());
+    // Broadcasting a [5, 1] column over the last two dimensions, at rank 6.
+    let col = Tensor::<f64>::arange(0.0, 5.0, 1.0)
+        .unwrap()
+        .reshape([5, 1])
+        .unwrap();
+    let sum = u.add(&col).unwrap();
+    assert_eq!(sum.shape(), &[2, 3, 1, 4, 5, 6]);
+    let got = sum.to_vec();
+    for i in every() {
+        assert_eq!(got[flat(i)], flat(i) as f64 + i[3] as f64);
+    }
+    // Reducing dimensions 1 and 3 of the rank-5 tensor, and summing a gradient back.
+    let r = x.sum(&[1, 3], false).unwrap();
+    assert_eq!(r.shape(), &[2, 4, 6]);
+    let mut want = vec![0.0; 48];
+    for i in every() {
+        want[(i[0] * 4 + i[2]) * 6 + i[4]] += flat(i) as f64;
+    }
+    assert_eq!(r.to_vec(), want);
+    let g = sum.sum_to_shape(&[3, 1, 1, 1, 6]).unwrap();
+    let mut want = vec![0.0; 18];
+    for i in every() {
+        want[i[1] * 6 + i[4]] += flat(i) as f64 + i[3] as f64;
+    }
+    assert_eq!(g.to_vec(), want);
+}
