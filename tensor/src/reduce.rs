@@ -42,12 +42,6 @@ pub(crate) fn reduce<T: Element, R: Reducer<T>>(
         .zip(mask)
         .map(|(&d, &m)| if m { 1 } else { d })
         .collect();
-    let mut acc_strides = contiguous_dims(&out_shape);
-    for (s, &m) in acc_strides.iter_mut().zip(mask) {
-        if m {
-            *s = 0;
-        }
-    }
     let out_n = numel(&out_shape);
     // A small contiguous tensor reduced whole: one fold over its elements, which is what
     // the walk below would do, without building the walk (the common case of a loss).
@@ -57,6 +51,12 @@ pub(crate) fn reduce<T: Element, R: Reducer<T>>(
     {
         let acc = r.fold(r.init(), x.storage(), range.start, range.len(), 1);
         return (vec![acc], out_shape);
+    }
+    let mut acc_strides = contiguous_dims(&out_shape);
+    for (s, &m) in acc_strides.iter_mut().zip(mask) {
+        if m {
+            *s = 0;
+        }
     }
     let mut acc = vec![r.init(); out_n];
     if x.numel() == 0 {
