@@ -10,8 +10,9 @@
 //!   `[S·N, in] × W_ihᵀ`.
 //! - Each step splits into tiles of (batch rows × hidden units). A tile multiplies its rows
 //!   of `h_{t-1}` by the columns of `W_hhᵀ` that feed its units (packed once per call, all
-//!   gates of a unit side by side), then applies the gate nonlinearities to the result
-//!   while it is still in cache. Tiles of one step run in parallel: one fork-join per
+//!   gates of a unit side by side; for f32 on AVX-512 into the panels of this crate's own
+//!   small-product kernel, see `panels`), then applies the gate nonlinearities to the
+//!   result while it is still in cache. Tiles of one step run in parallel: one fork-join per
 //!   step, with tile bounds that depend only on the sizes, so results do not depend on
 //!   the thread count.
 //! - Backward walks the steps in reverse, per tile: `∂h` for its units from the next
@@ -25,6 +26,7 @@
 mod backward;
 mod forward;
 mod gates;
+mod panels;
 #[cfg(test)]
 mod tests;
 
@@ -427,6 +429,8 @@ const UNITS_PER_TILE: usize = 64;
 /// A block of one step's work: batch rows `r0..r0 + rn`, hidden units `u0..u0 + un`, with
 /// its own scratch buffers.
 struct Tile<T> {
+    /// The index of the tile's unit block (see `unit_blocks`).
+    b: usize,
     r0: usize,
     rn: usize,
     u0: usize,
@@ -453,10 +457,11 @@ fn tiles<T: Element>(d: &Dims) -> Vec<Tile<T>> {
         (ROWS_PER_TILE.min(d.n), UNITS_PER_TILE.min(d.h))
     };
     let mut out = Vec::new();
-    for u0 in (0..d.h).step_by(units) {
+    for (b, u0) in (0..d.h).step_by(units).enumerate() {
         for r0 in (0..d.n).step_by(rows) {
             let (rn, un) = (rows.min(d.n - r0), units.min(d.h - u0));
             out.push(Tile {
+                b,
                 r0,
                 rn,
                 u0,

@@ -28,9 +28,10 @@
 use faer::Par;
 use rayon::prelude::*;
 
+use super::panels::StepWeights;
 use super::{
     Dims, RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, SyncPtr, Tile, chunks,
-    for_each_tile, gemm_raw, recycle, tiles, unit_blocks,
+    for_each_tile, recycle, tiles, unit_blocks,
 };
 use crate::matmul::{Operand, gemm, parallelism};
 use crate::simd::dispatch;
@@ -49,7 +50,7 @@ struct Ctx<'a, T> {
     c0: Option<&'a [T]>,
     /// `W_hh` with its rows in tile-major order, packed per unit block: block `u0` is
     /// `W_hh[rows, u0..u0 + un]`, `[G·H, un]` row-major at `G·H·u0`.
-    wq: &'a [T],
+    wq: &'a StepWeights<T>,
     zeros: &'a [T],
     /// The two chunk buffers of the hidden side's gate gradients, `[S·N, G·H]` each.
     dg: [SyncPtr<T>; 2],
@@ -96,7 +97,8 @@ pub(super) fn run<T: Element>(
 
     let mut tiles = tiles::<T>(&d);
     let blocks = unit_blocks(&tiles);
-    let wq = pack_rows(&d, &blocks, w_hh, h, true);
+    let block_cols: Vec<usize> = blocks.iter().map(|&(_, un)| un).collect();
+    let wq = StepWeights::new(pack_rows(&d, &blocks, w_hh, h, true), gh, &block_cols);
     let (steps, _) = chunks(&d);
     let cols = steps * n;
     let mut dg = [alloc::<T>(cols * gh), alloc::<T>(cols * gh)];
@@ -201,14 +203,14 @@ pub(super) fn run<T: Element>(
         // GRU's direct z ⊙ ∂h.
         let first = slot(0);
         let mut dh0 = alloc::<T>(n * h);
-        for &(u0, un) in &blocks {
+        for (b, &(u0, un)) in blocks.iter().enumerate() {
             // SAFETY: in bounds; nothing else runs.
             unsafe {
-                gemm_raw(
+                wq.gemm(
+                    b,
                     (dh0.as_mut_ptr().add(u0), h),
-                    (n, un, gh),
-                    (ctx.dg[first.buf].ptr.add(first.row * gh), gh, 1),
-                    (wq.as_ptr().add(gh * u0), un, 1),
+                    (ctx.dg[first.buf].ptr.add(first.row * gh), gh),
+                    n,
                     parallelism(n * un * gh),
                 );
             }
@@ -249,7 +251,8 @@ pub(super) fn run<T: Element>(
     grads.x = dx.map(|v| tensor(v, &[l, n, input]));
     let [a, b] = dg;
     let pairs = dpn.into_iter().flatten();
-    for buf in [a, b, wq].into_iter().chain(pairs).chain(wx) {
+    wq.recycle();
+    for buf in [a, b].into_iter().chain(pairs).chain(wx) {
         recycle(buf);
     }
     grads
@@ -516,11 +519,11 @@ unsafe fn step<'a, T: Element>(
         // SAFETY: step `next` is complete and nobody writes it now (other tiles write
         // other rows of the same buffer, hence raw pointers); `dh` is ours.
         Some(nx) => unsafe {
-            gemm_raw(
+            c.wq.gemm(
+                tile.b,
                 (dh.as_mut_ptr(), un),
-                (rn, un, gh),
-                (c.dg[nx.buf].ptr.add((nx.row + r0) * gh), gh, 1),
-                (c.wq.as_ptr().add(gh * u0), un, 1),
+                (c.dg[nx.buf].ptr.add((nx.row + r0) * gh), gh),
+                rn,
                 c.par,
             )
         },

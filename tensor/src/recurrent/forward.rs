@@ -5,12 +5,13 @@
 use faer::Par;
 use rayon::prelude::*;
 
+use super::panels::StepWeights;
 use super::{
     Block, Dims, RecurrentMode, SyncPtr, Tile, chunks, for_each_tile, gates, recycle, tiles,
     transpose_into, unit_blocks,
 };
 use crate::Element;
-use crate::matmul::{Operand, gemm, parallelism};
+use crate::matmul::parallelism;
 use crate::simd::dispatch;
 use crate::storage::alloc;
 
@@ -34,9 +35,9 @@ pub(super) struct Output<T> {
 
 /// What every tile of every step reads or writes.
 struct Ctx<'a, T> {
-    /// `W_hhᵀ` packed per unit block: block `u0` is `[H, G·un]` (row-major) at
-    /// `H·G·u0`, its columns the gates of units `u0..u0 + un`, gate-major.
-    wp: &'a [T],
+    /// `W_hhᵀ` per unit block: block `b` is `[H, G·un]`, its columns the gates of the
+    /// block's units, gate-major.
+    wp: &'a StepWeights<T>,
     /// `b_ih + b_hh` in the tile-major order of the gates (see `Dims::gate_col`), except
     /// the GRU's `b_hn`, which goes inside `r ⊙ (…)`.
     bx: &'a [T],
@@ -66,8 +67,13 @@ pub(super) fn run<T: Element>(
     let (lstm, gru) = (mode == RecurrentMode::Lstm, mode == RecurrentMode::Gru);
     let mut tiles = tiles::<T>(&d);
     let blocks = unit_blocks(&tiles);
-    let wp = pack_transposed(&d, inp.w_hh, h, &blocks);
-    let wi = pack_transposed(&d, inp.w_ih, input, &blocks);
+    let block_cols: Vec<usize> = blocks.iter().map(|&(_, un)| d.g * un).collect();
+    let wp = StepWeights::new(pack_transposed(&d, inp.w_hh, h, &blocks), h, &block_cols);
+    let wi = StepWeights::new(
+        pack_transposed(&d, inp.w_ih, input, &blocks),
+        input,
+        &block_cols,
+    );
     // Both biases are added in the gate pass, where they cost no extra sweep.
     let mut bx = vec![T::zero(); gh];
     let mut bhn = vec![T::zero(); h];
@@ -142,8 +148,8 @@ pub(super) fn run<T: Element>(
         }
     }
     recycle(xp);
-    recycle(wp);
-    recycle(wi);
+    wp.recycle();
+    wi.recycle();
     Output { out, acts, cells }
 }
 
@@ -194,7 +200,7 @@ fn project<T: Element>(
     blocks: &[(usize, usize)],
     (t_lo, len): (usize, usize),
     x: &[T],
-    wi: &[T],
+    wi: &StepWeights<T>,
     xp: &mut [T],
 ) {
     let (steps, _) = chunks(d);
@@ -207,21 +213,64 @@ fn project<T: Element>(
         parts.push((part, un));
         rest = tail;
     }
-    let one = |((part, un), &(u0, _)): ((&mut [T], usize), &(usize, usize))| {
-        let a = Operand::row_major(t_lo * n * input, input);
-        let b = Operand::row_major(input * g * u0, g * un);
-        let out = &mut part[..rows * g * un];
-        let par = if blocks.len() == 1 {
-            parallelism(rows * g * un * input)
-        } else {
-            Par::Seq
-        };
-        gemm(out, (rows, g * un, input), x, a, wi, b, false, par);
-    };
+    let x = &x[t_lo * n * input..][..rows * input];
     if blocks.len() > 1 {
-        parts.into_par_iter().zip(blocks).for_each(one);
+        parts
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(b, (part, un))| {
+                let out = &mut part[..rows * g * un];
+                // SAFETY: `rows` rows of x and of the block's part of xp.
+                unsafe {
+                    wi.gemm(
+                        b,
+                        (out.as_mut_ptr(), g * un),
+                        (x.as_ptr(), input),
+                        rows,
+                        Par::Seq,
+                    )
+                };
+            });
     } else {
-        parts.into_iter().zip(blocks).for_each(one);
+        // One block: the panel kernel splits its rows between the threads instead (each
+        // row's products do not depend on the split); faer threads inside.
+        let (part, un) = parts.pop().expect("one block");
+        let out = &mut part[..rows * g * un];
+        let par = parallelism(rows * g * un * input);
+        if !wi.panels() {
+            // SAFETY: `rows` rows of x and of the block's part of xp.
+            unsafe {
+                wi.gemm(
+                    0,
+                    (out.as_mut_ptr(), g * un),
+                    (x.as_ptr(), input),
+                    rows,
+                    par,
+                )
+            };
+            return;
+        }
+        let piece = match par {
+            Par::Seq => rows,
+            _ => rows
+                .div_ceil(rayon::current_num_threads())
+                .next_multiple_of(8),
+        };
+        out.par_chunks_mut(piece * g * un)
+            .zip(x.par_chunks(piece * input))
+            .for_each(|(out, x)| {
+                let m = x.len() / input;
+                // SAFETY: `m` rows of x and of the block's part of xp.
+                unsafe {
+                    wi.gemm(
+                        0,
+                        (out.as_mut_ptr(), g * un),
+                        (x.as_ptr(), input),
+                        m,
+                        Par::Seq,
+                    )
+                };
+            });
     }
 }
 
@@ -250,16 +299,16 @@ unsafe fn step<T: Element>(
     };
     let prod = &mut tile.prod[..rn * k];
     match h_prev {
-        Some(hp) => gemm(
-            prod,
-            (rn, k, h),
-            hp,
-            Operand::row_major(r0 * h, h),
-            c.wp,
-            Operand::row_major(h * d.g * u0, k),
-            false,
-            c.par,
-        ),
+        // SAFETY: rows r0..r0 + rn of the previous state, and the tile's own buffer.
+        Some(hp) => unsafe {
+            c.wp.gemm(
+                tile.b,
+                (prod.as_mut_ptr(), k),
+                (hp.as_ptr().add(r0 * h), h),
+                rn,
+                c.par,
+            )
+        },
         None => prod.fill(T::zero()),
     }
     let prod = &tile.prod[..rn * k];

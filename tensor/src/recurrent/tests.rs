@@ -293,26 +293,92 @@ fn results_do_not_depend_on_the_thread_count() {
     }
 }
 
+/// Every gradient `recurrent_sequence_backward` can compute.
+const ALL_GRADS: RecurrentGradNeeds = RecurrentGradNeeds {
+    x: true,
+    w_ih: true,
+    w_hh: true,
+    b_ih: true,
+    b_hh: true,
+    h0: true,
+    c0: true,
+};
+
+/// The packed output and every gradient (for the upstream gradient `cos(out)`) of `p`
+/// run in f32, each converted to f64, in the order of [`RecurrentGrads`]' fields.
+fn f32_run(p: &Problem, reverse: bool) -> Vec<Vec<f64>> {
+    let c = |t: &Tensor<f64>| t.cast::<f32>();
+    let (w_ih, w_hh) = (c(&p.w_ih), c(&p.w_hh));
+    let (b_ih, b_hh) = (p.b_ih.as_ref().map(c), p.b_hh.as_ref().map(c));
+    let weights = RecurrentWeights {
+        w_ih: &w_ih,
+        w_hh: &w_hh,
+        b_ih: b_ih.as_ref(),
+        b_hh: b_hh.as_ref(),
+    };
+    let (h0, c0) = (p.h0.as_ref().map(c), p.c0.as_ref().map(c));
+    let (out, saved) = c(&p.x)
+        .recurrent_sequence(p.mode, weights, h0.as_ref(), c0.as_ref(), reverse, true)
+        .unwrap();
+    let up = out.map(|v| v.cos());
+    let g = Tensor::recurrent_sequence_backward(&up, &saved.unwrap(), ALL_GRADS).unwrap();
+    let f64s = |t: Tensor<f32>| t.to_vec().iter().map(|&v| f64::from(v)).collect();
+    let grads = [g.x, g.w_ih, g.w_hh, g.b_ih, g.b_hh, g.h0, g.c0];
+    std::iter::once(f64s(out))
+        .chain(grads.into_iter().flatten().map(f64s))
+        .collect()
+}
+
+/// f32 runs the per-step products through its own kernel where the CPU has AVX-512 (see
+/// `panels`): its outputs and gradients against f64's, on sizes with several tiles per
+/// step, ragged row and unit blocks, several chunks, and a single tile (the last one with
+/// an input projection large enough to be split between threads by rows).
 #[test]
 fn f32_agrees_with_f64() {
     for mode in MODES {
-        let p = Problem::new(mode, (5, 3, 4, 6), true, true, 3);
-        let (want, _) = p.run(false, false);
-        let c = |t: &Tensor<f64>| t.cast::<f32>();
-        let (w_ih, w_hh) = (c(&p.w_ih), c(&p.w_hh));
-        let (b_ih, b_hh) = (p.b_ih.as_ref().map(c), p.b_hh.as_ref().map(c));
-        let weights = RecurrentWeights {
-            w_ih: &w_ih,
-            w_hh: &w_hh,
-            b_ih: b_ih.as_ref(),
-            b_hh: b_hh.as_ref(),
-        };
-        let (h0, c0) = (p.h0.as_ref().map(c), p.c0.as_ref().map(c));
-        let (got, _) = c(&p.x)
-            .recurrent_sequence(mode, weights, h0.as_ref(), c0.as_ref(), false, false)
-            .unwrap();
-        let got: Vec<f64> = got.to_vec().iter().map(|&v| f64::from(v)).collect();
-        assert_close(&got, &want.to_vec(), 1e-5, &format!("{mode:?}"));
+        let sizes = [
+            (5, 3, 4, 6),
+            (4, 67, 5, 70),
+            (3, 33, 40, 130),
+            (40, 8, 20, 16),
+        ];
+        for (i, &size) in sizes.iter().enumerate() {
+            for reverse in [false, true] {
+                let p = Problem::new(mode, size, true, true, 3 + i as u64);
+                let (out, saved) = p.run(reverse, true);
+                let up = out.map(|v| v.cos());
+                let g =
+                    Tensor::recurrent_sequence_backward(&up, &saved.unwrap(), ALL_GRADS).unwrap();
+                let grads = [g.x, g.w_ih, g.w_hh, g.b_ih, g.b_hh, g.h0, g.c0];
+                let want: Vec<Vec<f64>> = std::iter::once(out.to_vec())
+                    .chain(grads.into_iter().flatten().map(|t| t.to_vec()))
+                    .collect();
+                let got = f32_run(&p, reverse);
+                assert_eq!(got.len(), want.len());
+                for (k, (got, want)) in got.iter().zip(&want).enumerate() {
+                    let what = format!("{mode:?} {size:?} reverse {reverse}, tensor {k}");
+                    assert_close(got, want, 2e-4, &what);
+                }
+            }
+        }
+    }
+}
+
+/// The f32 kernels, like f64's, give bit-identical results on any number of threads.
+#[test]
+fn f32_results_do_not_depend_on_the_thread_count() {
+    for mode in MODES {
+        for size in [(3, 70, 4, 130), (40, 8, 20, 16)] {
+            let p = Problem::new(mode, size, true, true, 9);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| f32_run(&p, false))
+            };
+            assert_eq!(run(1), run(3), "{mode:?} {size:?}");
+        }
     }
 }
 

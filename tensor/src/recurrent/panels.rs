@@ -1,0 +1,290 @@
+//! The per-step products of the recurrence, `C = A · B_block`: `A` a tile's rows of the
+//! previous state (forward) or of the next step's gate gradients (backward), `B_block` the
+//! tile's unit block of `W_hh`, the same at every step of the walk.
+//!
+//! These products are small (tens of rows) and there are hundreds of them per call, so
+//! the general GEMM's per-call work (packing `B` again on every call, its blocking for
+//! large shapes) weighs on them. On CPUs with AVX-512, f32 weights are packed once per
+//! walk into panels of 32 columns (`[k, 32]` each, zero-padded), and an 8 × 32
+//! microkernel keeps 16 accumulators in registers: two loads of `B` and eight broadcasts
+//! of `A` per 16 fused multiply-adds. `k` is split into slices of [`KC`] so that a panel's
+//! slice (16 KiB) and the rows of `A` it meets stay in L1 while every row block passes
+//! over it. Elsewhere (f64, other CPUs) the blocks stay row-major and faer multiplies.
+
+use std::any::TypeId;
+
+use faer::Par;
+
+use super::gemm_raw;
+use crate::Element;
+
+/// Columns per panel.
+const NR: usize = 32;
+/// Rows per microkernel call.
+const MR: usize = 8;
+/// The slice of `k` one pass of the row blocks covers.
+const KC: usize = 128;
+
+/// The right operands of a walk's per-step products, one per unit block, each `[k, n_b]`.
+pub(super) struct StepWeights<T> {
+    data: Vec<T>,
+    /// Per block: its first element in `data` and its columns `n_b`.
+    blocks: Vec<(usize, usize)>,
+    k: usize,
+    /// Whether `data` holds panels for the AVX-512 kernel (else row-major blocks).
+    panels: bool,
+}
+
+/// Whether the AVX-512 kernel serves element type `T` on this CPU.
+fn use_panels<T: Element>() -> bool {
+    TypeId::of::<T>() == TypeId::of::<f32>() && crate::simd_level() == "avx512"
+}
+
+impl<T: Element> StepWeights<T> {
+    /// Takes blocks laid out one after the other, each `[k, n_b]` row-major (`cols` holds
+    /// the `n_b`), and repacks them into panels when the AVX-512 kernel applies.
+    pub(super) fn new(plain: Vec<T>, k: usize, cols: &[usize]) -> Self {
+        let panels = use_panels::<T>();
+        let mut blocks = Vec::with_capacity(cols.len());
+        if !panels {
+            let mut at = 0;
+            for &n in cols {
+                blocks.push((at, n));
+                at += k * n;
+            }
+            return StepWeights {
+                data: plain,
+                blocks,
+                k,
+                panels,
+            };
+        }
+        let total: usize = cols.iter().map(|&n| k * n.div_ceil(NR) * NR).sum();
+        let mut data = crate::storage::alloc::<T>(total);
+        let (mut src, mut dst) = (0, 0);
+        for &n in cols {
+            blocks.push((dst, n));
+            for p in 0..n.div_ceil(NR) {
+                let width = NR.min(n - p * NR);
+                let panel = &mut data[dst + p * k * NR..][..k * NR];
+                for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                    row[..width].copy_from_slice(&plain[src + kk * n + p * NR..][..width]);
+                    row[width..].fill(T::zero());
+                }
+            }
+            src += k * n;
+            dst += k * n.div_ceil(NR) * NR;
+        }
+        super::recycle(plain);
+        StepWeights {
+            data,
+            blocks,
+            k,
+            panels,
+        }
+    }
+
+    /// `c (m × n_b, rows ldc apart) = a (m × k, rows lda apart) · B_block`, with faer's
+    /// parallelism `par` on the faer path.
+    ///
+    /// # Safety
+    /// `a` and `c` address `m` rows in bounds; no other thread writes those elements of
+    /// `a` or touches those of `c` during the call.
+    pub(super) unsafe fn gemm(
+        &self,
+        block: usize,
+        (c, ldc): (*mut T, usize),
+        (a, lda): (*const T, usize),
+        m: usize,
+        par: Par,
+    ) {
+        let (at, n) = self.blocks[block];
+        let k = self.k;
+        if self.panels {
+            // SAFETY: T is f32 (checked in `new`), the CPU has AVX-512 (likewise), the
+            // block's panels are in bounds, and the caller keeps `a` and `c` in bounds and
+            // unshared.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                let b = self.data.as_ptr().add(at).cast::<f32>();
+                gemm_avx512(c.cast::<f32>(), ldc, a.cast::<f32>(), lda, b, (m, n, k));
+            }
+        } else {
+            // SAFETY: as above; the block is `[k, n]` row-major at `at`.
+            unsafe {
+                let b = self.data.as_ptr().add(at);
+                gemm_raw((c, ldc), (m, n, k), (a, lda, 1), (b, n, 1), par);
+            }
+        }
+    }
+
+    /// Whether the AVX-512 kernel serves the products (else faer).
+    pub(super) fn panels(&self) -> bool {
+        self.panels
+    }
+
+    /// Hands the buffer back to the cache of freed buffers.
+    pub(super) fn recycle(self) {
+        super::recycle(self.data);
+    }
+}
+
+/// `c = a · b` for f32 with `b` in panels of [`NR`] columns (see [`StepWeights`]).
+///
+/// # Safety
+/// The CPU supports AVX-512F; the views are in bounds and `c` is not shared.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+unsafe fn gemm_avx512(
+    c: *mut f32,
+    ldc: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    (m, n, k): (usize, usize, usize),
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for r in 0..m {
+            // SAFETY: row r of c, n elements, in bounds.
+            unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), n).fill(0.0) };
+        }
+        return;
+    }
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        for p in 0..n.div_ceil(NR) {
+            let width = NR.min(n - p * NR);
+            // SAFETY: rows k0..k0 + kc of panel p, inside the block.
+            let panel = unsafe { b.add((p * k + k0) * NR) };
+            let mut r0 = 0;
+            while r0 < m {
+                let rows = MR.min(m - r0);
+                let add = k0 > 0;
+                // SAFETY: rows r0.. of a (columns k0..) and of c (columns p·NR..), in
+                // bounds.
+                unsafe {
+                    let (a, c) = (a.add(r0 * lda + k0), (c.add(r0 * ldc + p * NR), ldc));
+                    match rows {
+                        8 => micro::<8>(kc, (a, lda), panel, c, width, add),
+                        7 => micro::<7>(kc, (a, lda), panel, c, width, add),
+                        6 => micro::<6>(kc, (a, lda), panel, c, width, add),
+                        5 => micro::<5>(kc, (a, lda), panel, c, width, add),
+                        4 => micro::<4>(kc, (a, lda), panel, c, width, add),
+                        3 => micro::<3>(kc, (a, lda), panel, c, width, add),
+                        2 => micro::<2>(kc, (a, lda), panel, c, width, add),
+                        _ => micro::<1>(kc, (a, lda), panel, c, width, add),
+                    }
+                }
+                r0 += rows;
+            }
+        }
+    }
+}
+
+/// `R` rows times one panel slice of `kc` rows: `R × 32` accumulators (two registers per
+/// row), one broadcast of `a` per row and step of `k`. Only the first `width` columns of
+/// `c` are written; with `add` the product is added to them.
+///
+/// # Safety
+/// As [`gemm_avx512`], for `R` rows and one panel.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn micro<const R: usize>(
+    kc: usize,
+    (a, lda): (*const f32, usize),
+    panel: *const f32,
+    (c, ldc): (*mut f32, usize),
+    width: usize,
+    add: bool,
+) {
+    use std::arch::x86_64::*;
+    let lo: u16 = if width >= 16 {
+        0xffff
+    } else {
+        ((1u32 << width) - 1) as u16
+    };
+    let hi: u16 = if width >= NR {
+        0xffff
+    } else if width > 16 {
+        ((1u32 << (width - 16)) - 1) as u16
+    } else {
+        0
+    };
+    // SAFETY: the caller guarantees AVX-512F and the bounds; masked lanes are not touched.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        if add {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                acc[0] = _mm512_maskz_loadu_ps(lo, c.add(r * ldc));
+                acc[1] = _mm512_maskz_loadu_ps(hi, c.add(r * ldc + 16));
+            }
+        }
+        for kk in 0..kc {
+            let b0 = _mm512_loadu_ps(panel.add(kk * NR));
+            let b1 = _mm512_loadu_ps(panel.add(kk * NR + 16));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let ar = _mm512_set1_ps(*a.add(r * lda + kk));
+                acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            _mm512_mask_storeu_ps(c.add(r * ldc), lo, acc[0]);
+            _mm512_mask_storeu_ps(c.add(r * ldc + 16), hi, acc[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The products against a naive one on ragged sizes (rows not a multiple of 8,
+    /// columns not a multiple of 32, `k` across several slices, several blocks), on
+    /// whichever path this CPU takes.
+    #[test]
+    fn step_products_match_a_naive_product() {
+        let cases = [
+            (3, 5, vec![7, 40]),
+            (8, 17, vec![32]),
+            (19, 300, vec![33, 1, 64]),
+            (32, 256, vec![256]),
+            (5, 0, vec![9]),
+        ];
+        for (m, k, cols) in cases {
+            let plain: Vec<f32> = (0..k * cols.iter().sum::<usize>())
+                .map(|i| ((i * 7 % 11) as f32 - 5.0) / 8.0)
+                .collect();
+            let w = StepWeights::new(plain.clone(), k, &cols);
+            let lda = k + 3;
+            let a: Vec<f32> = (0..m * lda)
+                .map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0)
+                .collect();
+            let mut start = 0;
+            for (b, &n) in cols.iter().enumerate() {
+                let ldc = n + 2;
+                let mut c = vec![f32::NAN; m * ldc];
+                // SAFETY: the buffers hold m rows of lda and ldc.
+                unsafe { w.gemm(b, (c.as_mut_ptr(), ldc), (a.as_ptr(), lda), m, Par::Seq) };
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f32 = (0..k)
+                            .map(|kk| a[i * lda + kk] * plain[start + kk * n + j])
+                            .sum();
+                        let got = c[i * ldc + j];
+                        assert!(
+                            (got - want).abs() < 1e-3,
+                            "{m}x{n}x{k} [{i},{j}]: {got} vs {want}"
+                        );
+                    }
+                    // Columns past n are not written.
+                    assert!(c[i * ldc + n].is_nan() && c[i * ldc + n + 1].is_nan());
+                }
+                start += k * n;
+            }
+        }
+    }
+}
