@@ -10,6 +10,28 @@
 // uses comparisons so that NaN passes through.
 #![allow(clippy::excessive_precision, clippy::manual_clamp)]
 
+/// Cody–Waite split of ln 2 for `exp`'s range reduction (high part exact in 10 bits).
+pub(crate) const EXP_LN2: (f32, f32) = (0.693_359_4, -2.121_944_4e-4);
+/// `exp`'s polynomial on the reduced argument, highest degree first.
+pub(crate) const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5.000_000_1e-1,
+];
+/// `tanh`'s odd polynomial in `x²` below [`TANH_SMALL`], highest degree first.
+pub(crate) const TANH_POLY: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_908_9e-2,
+    -5.373_971_6e-2,
+    1.333_144_2e-1,
+    -3.333_328_2e-1,
+];
+/// Below this `|x|`, `tanh` uses its polynomial; above, `1 − 2/(e^{2|x|} + 1)`.
+pub(crate) const TANH_SMALL: f32 = 0.625;
+
 /// `a·b + c`, fused when `FMA`. Only code compiled for an instruction set with FMA (every
 /// [`dispatch`](crate::simd::dispatch) level but the baseline) should pass `true`: elsewhere
 /// `mul_add` is a library call.
@@ -31,8 +53,8 @@ pub(crate) fn exp_f32_with<const FMA: bool>(x: f32) -> f32 {
     const HI: f32 = 88.722_84; // just above ln(f32::MAX): exp overflows to +inf
     const LO: f32 = -87.336_55; // ln(f32::MIN_POSITIVE): below, flush to 0
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const C1: f32 = 0.693_359_4;
-    const C2: f32 = -2.121_944_4e-4;
+    let (c1, c2) = EXP_LN2;
+    let [p0, p1, p2, p3, p4, p5] = EXP_POLY;
     const SHIFTER: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     // Comparisons rather than min/max so that NaN passes through.
     let xc = if x > HI {
@@ -44,12 +66,12 @@ pub(crate) fn exp_f32_with<const FMA: bool>(x: f32) -> f32 {
     };
     let t = madd::<FMA>(xc, LOG2E, SHIFTER);
     let n = t - SHIFTER;
-    let r = madd::<FMA>(-n, C2, madd::<FMA>(-n, C1, xc));
-    let mut p = madd::<FMA>(1.987_569_1e-4, r, 1.398_199_9e-3);
-    p = madd::<FMA>(p, r, 8.333_452e-3);
-    p = madd::<FMA>(p, r, 4.166_579_6e-2);
-    p = madd::<FMA>(p, r, 1.666_666_5e-1);
-    p = madd::<FMA>(p, r, 5.000_000_1e-1);
+    let r = madd::<FMA>(-n, c2, madd::<FMA>(-n, c1, xc));
+    let mut p = madd::<FMA>(p0, r, p1);
+    p = madd::<FMA>(p, r, p2);
+    p = madd::<FMA>(p, r, p3);
+    p = madd::<FMA>(p, r, p4);
+    p = madd::<FMA>(p, r, p5);
     let p = madd::<FMA>(p, r * r, r) + 1.0;
     // n as an integer, read from the mantissa of t; 2^n built from its exponent bits.
     // n = 128 (possible only near the top of the range) is split as 2^127 * 2.
@@ -71,14 +93,15 @@ pub(crate) fn tanh_f32(x: f32) -> f32 {
 pub(crate) fn tanh_f32_with<const FMA: bool>(x: f32) -> f32 {
     let a = x.abs();
     let z = x * x;
-    let mut p = madd::<FMA>(-5.704_988_7e-3, z, 2.063_908_9e-2);
-    p = madd::<FMA>(p, z, -5.373_971_6e-2);
-    p = madd::<FMA>(p, z, 1.333_144_2e-1);
-    p = madd::<FMA>(p, z, -3.333_328_2e-1);
+    let [q0, q1, q2, q3, q4] = TANH_POLY;
+    let mut p = madd::<FMA>(q0, z, q1);
+    p = madd::<FMA>(p, z, q2);
+    p = madd::<FMA>(p, z, q3);
+    p = madd::<FMA>(p, z, q4);
     let small = madd::<FMA>(p * z, x, x);
     let e = exp_f32_with::<FMA>(2.0 * a);
     let large = (1.0 - 2.0 / (e + 1.0)).copysign(x);
-    if a < 0.625 { small } else { large }
+    if a < TANH_SMALL { small } else { large }
 }
 
 /// erfc(x) for f32 (the Chebyshev fit of Numerical Recipes, §6.2: fractional error below

@@ -54,6 +54,9 @@ struct Ctx<'a, T> {
     par: Par,
     /// Whether the gate functions may use fused multiply-adds.
     fma: bool,
+    /// Whether the LSTM rows run on `gates::lstm_row_avx512` (T is f32, the CPU has
+    /// AVX-512).
+    avx512_row: bool,
 }
 
 pub(super) fn run<T: Element>(
@@ -127,6 +130,7 @@ pub(super) fn run<T: Element>(
             Par::Seq
         },
         fma: gates::has_fma(),
+        avx512_row: cfg!(target_arch = "x86_64") && gates::lstm_row_avx512_applies::<T>(),
     };
     for c0 in (0..d.l).step_by(steps) {
         let len = steps.min(d.l - c0);
@@ -364,9 +368,23 @@ unsafe fn step<T: Element>(
                         };
                         let g4 = |s| [0, 1, 2, 3].map(|gate| gate_of(s, gate, un));
                         let (x, p, b) = (g4(x), g4(p), g4(bx));
-                        match c.fma {
-                            true => lstm_row::<T, true>(x, p, b, acts, cell, tc, hout),
-                            false => lstm_row::<T, false>(x, p, b, acts, cell, tc, hout),
+                        match (c.avx512_row, c.fma) {
+                            // SAFETY: T is f32 and the CPU has AVX-512 (`avx512_row`); the
+                            // slices hold `un` elements each.
+                            #[cfg(target_arch = "x86_64")]
+                            (true, _) => unsafe {
+                                gates::lstm_row_avx512(
+                                    x.map(|s| as_f32(s)),
+                                    p.map(|s| as_f32(s)),
+                                    b.map(|s| as_f32(s)),
+                                    acts.map(|s| as_f32_mut(s)),
+                                    as_f32_mut(cell),
+                                    as_f32_mut(tc),
+                                    as_f32_mut(hout),
+                                )
+                            },
+                            (_, true) => lstm_row::<T, true>(x, p, b, acts, cell, tc, hout),
+                            (_, false) => lstm_row::<T, false>(x, p, b, acts, cell, tc, hout),
                         }
                         if last {
                             // c_n goes to the packed output's extra step.
@@ -393,6 +411,26 @@ unsafe fn step<T: Element>(
             }
         },
     );
+}
+
+/// `s` as f32.
+///
+/// # Safety
+/// `T` is f32.
+#[cfg(target_arch = "x86_64")]
+unsafe fn as_f32<T>(s: &[T]) -> &[f32] {
+    // SAFETY: T is f32 (the caller's promise): same layout, same length.
+    unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) }
+}
+
+/// `s` as f32, mutably.
+///
+/// # Safety
+/// `T` is f32.
+#[cfg(target_arch = "x86_64")]
+unsafe fn as_f32_mut<T>(s: &mut [T]) -> &mut [f32] {
+    // SAFETY: as `as_f32`.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
 }
 
 /// Gate `gate` of a tile's `un` units in a tile-major row.
@@ -425,7 +463,7 @@ fn rnn_row<T: Element, const FMA: bool>(
 
 /// One row of an LSTM tile: `cell` holds `c_{t-1}` on entry and `c_t` on exit.
 #[inline(always)]
-fn lstm_row<T: Element, const FMA: bool>(
+pub(super) fn lstm_row<T: Element, const FMA: bool>(
     x: [&[T]; 4],
     p: [&[T]; 4],
     b: [&[T]; 4],
