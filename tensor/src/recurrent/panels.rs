@@ -24,6 +24,8 @@ const NR: usize = 32;
 const MR: usize = 8;
 /// The slice of `k` one pass of the row blocks covers.
 const KC: usize = 128;
+/// Weights of at least this many elements are packed by several threads.
+const PAR_PACK_MIN: usize = 1 << 16;
 
 /// The right operands of a walk's per-step products, one per unit block, each `[k, n_b]`.
 pub(super) struct StepWeights<T> {
@@ -61,19 +63,36 @@ impl<T: Element> StepWeights<T> {
         }
         let total: usize = cols.iter().map(|&n| k * n.div_ceil(NR) * NR).sum();
         let mut data = crate::storage::alloc::<T>(total);
-        let (mut src, mut dst) = (0, 0);
+        // Every panel is `k` rows of NR; each takes its columns from its block of `plain`.
+        let mut jobs = Vec::new();
+        let (mut src, mut rest) = (0, &mut data[..]);
         for &n in cols {
-            blocks.push((dst, n));
+            blocks.push((total - rest.len(), n));
             for p in 0..n.div_ceil(NR) {
-                let width = NR.min(n - p * NR);
-                let panel = &mut data[dst + p * k * NR..][..k * NR];
-                for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-                    row[..width].copy_from_slice(&plain[src + kk * n + p * NR..][..width]);
+                let (panel, tail) = rest.split_at_mut(k * NR);
+                jobs.push((panel, src + p * NR, n, NR.min(n - p * NR)));
+                rest = tail;
+            }
+            src += k * n;
+        }
+        let fill = |(panel, at, n, width): (&mut [T], usize, usize, usize)| {
+            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                let from = &plain[at + kk * n..];
+                if width == NR {
+                    // A constant-size copy, inlined rather than a `memcpy` call per row.
+                    let row: &mut [T; NR] = row.try_into().expect("NR wide");
+                    row.copy_from_slice(&from[..NR]);
+                } else {
+                    row[..width].copy_from_slice(&from[..width]);
                     row[width..].fill(T::zero());
                 }
             }
-            src += k * n;
-            dst += k * n.div_ceil(NR) * NR;
+        };
+        if total >= PAR_PACK_MIN {
+            use rayon::prelude::*;
+            jobs.into_par_iter().for_each(fill);
+        } else {
+            jobs.into_iter().for_each(fill);
         }
         super::recycle(plain);
         StepWeights {
