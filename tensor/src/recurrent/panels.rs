@@ -10,6 +10,9 @@
 //! of `A` per 16 fused multiply-adds. `k` is split into slices of [`KC`] so that a panel's
 //! slice (16 KiB) and the rows of `A` it meets stay in L1 while every row block passes
 //! over it. Elsewhere (f64, other CPUs) the blocks stay row-major and faer multiplies.
+//!
+//! The forward walk's input projection of each chunk of steps, `x · W_ihᵀ`, runs on the
+//! same kernel, with `W_ihᵀ` packed the same way.
 
 use std::any::TypeId;
 
