@@ -12,9 +12,9 @@
 //!   of `h_{t-1}` by the columns of `W_hhᵀ` that feed its units (packed once per call, all
 //!   gates of a unit side by side; for f32 on AVX-512 into the panels of this crate's own
 //!   small-product kernel, see `panels`), then applies the gate nonlinearities to the
-//!   result while it is still in cache. Tiles of one step run in parallel: one fork-join per
-//!   step, with tile bounds that depend only on the sizes, so results do not depend on
-//!   the thread count.
+//!   result while it is still in cache. Tiles of one step run in parallel (one task per
+//!   thread walks a chunk's steps, each keeping its own tiles, see `walk_tiles`), with tile
+//!   bounds that depend only on the sizes, so results do not depend on the thread count.
 //! - Backward walks the steps in reverse, per tile: `∂h` for its units from the next
 //!   step's gate gradients times `W_hh`, then the gate gradients. After each chunk,
 //!   `∂W_hh`, `∂W_ih`, the biases and `∂x` get the chunk's share in one GEMM (or column
@@ -365,11 +365,19 @@ fn check<T: Element>(
 }
 
 /// A raw pointer that may cross threads: each tile writes a disjoint set of elements.
-#[derive(Clone, Copy)]
 struct SyncPtr<T> {
     ptr: *mut T,
     len: usize,
 }
+
+// Copyable whatever `T` is (a derive would require `T: Copy`).
+impl<T> Clone for SyncPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for SyncPtr<T> {}
 
 // SAFETY: the pointer is only dereferenced through `slice`/`slice_mut` over ranges that no
 // other thread writes while the slice lives (see their contracts).
@@ -485,9 +493,10 @@ fn unit_blocks<T>(tiles: &[Tile<T>]) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Runs `f` on a thread of rayon's pool. A walk forks and joins once per step; from a
-/// thread outside the pool each fork-join would hand a job to the pool and sleep until
-/// it is done, while from inside it the other workers steal the tiles directly.
+/// Runs `f` on a thread of rayon's pool. A walk forks and joins many times (per chunk of
+/// steps, and in its GEMMs); from a thread outside the pool each fork-join would hand a job
+/// to the pool and sleep until it is done, while from inside it the other workers steal the
+/// work directly.
 fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         f()
@@ -496,14 +505,86 @@ fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// Runs `f` on every tile, in parallel when there are several.
-fn for_each_tile<T: Element>(tiles: &mut [Tile<T>], f: impl Fn(&mut Tile<T>) + Sync + Send) {
-    use rayon::prelude::*;
-    if tiles.len() > 1 {
-        tiles.par_iter_mut().for_each(f);
-    } else {
-        tiles.iter_mut().for_each(f);
+/// Runs `f(tile, s)` for every tile at each step `s` of `steps`, one step after another:
+/// step `s` starts only when every tile of the step before it is done.
+///
+/// One task per thread walks all the steps (one fork-join per call instead of one per
+/// step). Task `i` owns a contiguous share of the tiles and runs those first at every
+/// step, so a tile, and the block of the weights it reads, stays with one core; then it
+/// takes any tile of the step nobody has claimed yet, and finally waits for the step's
+/// done-count. A task waits only once every tile of the step is claimed by a running task,
+/// so if the pool's other threads are busy elsewhere the caller does all the tiles itself.
+/// Which thread runs a tile does not change its result.
+fn walk_tiles<T: Element>(
+    tiles: &mut [Tile<T>],
+    steps: impl Iterator<Item = usize>,
+    f: impl Fn(&mut Tile<T>, usize) + Sync,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let n = tiles.len();
+    let lanes = rayon::current_num_threads().min(n);
+    if lanes < 2 {
+        for s in steps {
+            tiles.iter_mut().for_each(|tile| f(tile, s));
+        }
+        return;
     }
+    let steps: Vec<usize> = steps.collect();
+    // Tile k may be claimed at step i when `next[k] == i` (claiming sets it to i + 1).
+    let next: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+    let done: Vec<AtomicUsize> = steps.iter().map(|_| AtomicUsize::new(0)).collect();
+    // Set when a tile's work panics, so that the other tasks stop waiting for it.
+    let failed = AtomicBool::new(false);
+    struct OnUnwind<'a>(&'a AtomicBool);
+    impl Drop for OnUnwind<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+    }
+    let all = SyncPtr::new(tiles);
+    let share = n.div_ceil(lanes);
+    let lane = |me: usize| {
+        for (i, &s) in steps.iter().enumerate() {
+            for k in (me * share..n).chain(0..(me * share).min(n)) {
+                if next[k]
+                    .compare_exchange(i, i + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                let guard = OnUnwind(&failed);
+                // SAFETY: tile k of step i is claimed by this task alone, and every task
+                // that touched it at earlier steps published that work (Release on
+                // `done`) before this task saw those steps complete (Acquire below).
+                f(unsafe { &mut all.slice_mut(k, 1)[0] }, s);
+                std::mem::forget(guard);
+                done[i].fetch_add(1, Ordering::Release);
+            }
+            let mut spins = 0u32;
+            while done[i].load(Ordering::Acquire) < n {
+                if failed.load(Ordering::Acquire) {
+                    return;
+                }
+                // Spin (a step's tiles finish within microseconds of each other), but
+                // give the core away if the other tasks' threads are not running.
+                spins = spins.saturating_add(1);
+                if spins < 1 << 14 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    };
+    let lane = &lane;
+    rayon::scope(|scope| {
+        for me in 1..lanes {
+            scope.spawn(move |_| lane(me));
+        }
+        lane(0);
+    });
 }
 
 /// A strided matrix inside a buffer: element `(i, j)` at `offset + i·stride + j`.

@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use super::panels::StepWeights;
 use super::{
     Dims, RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, SyncPtr, Tile, chunks,
-    for_each_tile, recycle, tiles, unit_blocks,
+    recycle, tiles, unit_blocks, walk_tiles,
 };
 use crate::matmul::{Operand, gemm, parallelism};
 use crate::simd::dispatch;
@@ -158,16 +158,15 @@ pub(super) fn run<T: Element>(
     };
     for c0 in (0..l).step_by(steps).rev() {
         let len = steps.min(l - c0);
-        for s in (c0..c0 + len).rev() {
+        walk_tiles(&mut tiles, (c0..c0 + len).rev(), |tile, s| {
             let t = d.time(s, reverse);
             let next = (s + 1 < l).then(|| slot(s + 1));
             let prev = (s > 0).then(|| d.time(s - 1, reverse));
             // SAFETY: the tiles of a step write disjoint (row, unit) blocks of step t's
-            // gradients and read only step `next`'s, which the previous fork-join completed.
-            for_each_tile(&mut tiles, |tile| unsafe {
-                step(mode, &d, &ctx, tile, t, slot(s), next, prev)
-            });
-        }
+            // gradients and read only step `next`'s, which `walk_tiles` completed before
+            // this one.
+            unsafe { step(mode, &d, &ctx, tile, t, slot(s), next, prev) }
+        });
         // The chunk's share of the weight, bias and input gradients.
         let t_lo = d.chunk_start(c0, len, reverse);
         let buf = (c0 / steps) % 2;

@@ -7,8 +7,8 @@ use rayon::prelude::*;
 
 use super::panels::StepWeights;
 use super::{
-    Block, Dims, RecurrentMode, SyncPtr, Tile, chunks, for_each_tile, gates, recycle, tiles,
-    transpose_into, unit_blocks,
+    Block, Dims, RecurrentMode, SyncPtr, Tile, chunks, gates, recycle, tiles, transpose_into,
+    unit_blocks, walk_tiles,
 };
 use crate::Element;
 use crate::matmul::parallelism;
@@ -137,19 +137,17 @@ pub(super) fn run<T: Element>(
         let t_lo = d.chunk_start(c0, len, reverse);
         project(&d, &blocks, (t_lo, len), inp.x, &wi, &mut xp);
         let xp = &xp;
-        for s in c0..c0 + len {
+        walk_tiles(&mut tiles, c0..c0 + len, |tile, s| {
             let t = d.time(s, reverse);
             let tp = (s > 0).then(|| d.time(s - 1, reverse));
             let last = s + 1 == d.l;
             let row0 = (t - t_lo) * n;
+            let xp = &xp[steps * n * d.g * tile.u0..][..steps * n * d.g * tile.un];
             // SAFETY: the tiles of a step write disjoint (row, unit) blocks of step t's
-            // slabs (and of c_n's), and read only slabs of earlier steps, which the
-            // fork-join of the previous step completed.
-            for_each_tile(&mut tiles, |tile| unsafe {
-                let xp = &xp[steps * n * d.g * tile.u0..][..steps * n * d.g * tile.un];
-                step(mode, &d, &ctx, (xp, row0), tile, (t, tp, last))
-            });
-        }
+            // slabs (and of c_n's), and read only slabs of earlier steps, which
+            // `walk_tiles` completed before this one.
+            unsafe { step(mode, &d, &ctx, (xp, row0), tile, (t, tp, last)) }
+        });
     }
     recycle(xp);
     wp.recycle();
