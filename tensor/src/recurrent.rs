@@ -364,6 +364,12 @@ fn check<T: Element>(
     Ok(Dims { l, n, input, h, g })
 }
 
+/// Whether `T` is f32 and this CPU has AVX-512: where the walks use their hand-written
+/// kernels (`panels`, `gates::lstm_row_avx512`).
+fn f32_avx512<T: Element>() -> bool {
+    T::DTYPE == crate::DType::F32 && crate::simd_level() == "avx512"
+}
+
 /// A raw pointer that may cross threads: each tile writes a disjoint set of elements.
 struct SyncPtr<T> {
     ptr: *mut T,

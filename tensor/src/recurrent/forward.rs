@@ -130,7 +130,7 @@ pub(super) fn run<T: Element>(
             Par::Seq
         },
         fma: gates::has_fma(),
-        avx512_row: cfg!(target_arch = "x86_64") && gates::lstm_row_avx512_applies::<T>(),
+        avx512_row: super::f32_avx512::<T>(),
     };
     for c0 in (0..d.l).step_by(steps) {
         let len = steps.min(d.l - c0);
@@ -216,64 +216,40 @@ fn project<T: Element>(
         rest = tail;
     }
     let x = &x[t_lo * n * input..][..rows * input];
+    // `out = x · W_ihᵀ[:, block b]` for the `x.len() / input` rows of `x`.
+    let mul = |b: usize, out: &mut [T], x: &[T], width: usize, par: Par| {
+        // SAFETY: `out` and `x` hold the same number of rows, `width` and `input` wide.
+        unsafe {
+            wi.gemm(
+                b,
+                (out.as_mut_ptr(), width),
+                (x.as_ptr(), input),
+                x.len() / input,
+                par,
+            )
+        }
+    };
     if blocks.len() > 1 {
         parts
             .into_par_iter()
             .enumerate()
-            .for_each(|(b, (part, un))| {
-                let out = &mut part[..rows * g * un];
-                // SAFETY: `rows` rows of x and of the block's part of xp.
-                unsafe {
-                    wi.gemm(
-                        b,
-                        (out.as_mut_ptr(), g * un),
-                        (x.as_ptr(), input),
-                        rows,
-                        Par::Seq,
-                    )
-                };
-            });
-    } else {
-        // One block: the panel kernel splits its rows between the threads instead (each
-        // row's products do not depend on the split); faer threads inside.
-        let (part, un) = parts.pop().expect("one block");
-        let out = &mut part[..rows * g * un];
-        let par = parallelism(rows * g * un * input);
-        if !wi.panels() {
-            // SAFETY: `rows` rows of x and of the block's part of xp.
-            unsafe {
-                wi.gemm(
-                    0,
-                    (out.as_mut_ptr(), g * un),
-                    (x.as_ptr(), input),
-                    rows,
-                    par,
-                )
-            };
-            return;
-        }
-        let piece = match par {
-            Par::Seq => rows,
-            _ => rows
-                .div_ceil(rayon::current_num_threads())
-                .next_multiple_of(8),
-        };
-        out.par_chunks_mut(piece * g * un)
-            .zip(x.par_chunks(piece * input))
-            .for_each(|(out, x)| {
-                let m = x.len() / input;
-                // SAFETY: `m` rows of x and of the block's part of xp.
-                unsafe {
-                    wi.gemm(
-                        0,
-                        (out.as_mut_ptr(), g * un),
-                        (x.as_ptr(), input),
-                        m,
-                        Par::Seq,
-                    )
-                };
-            });
+            .for_each(|(b, (part, un))| mul(b, &mut part[..rows * g * un], x, g * un, Par::Seq));
+        return;
     }
+    // One block: faer threads inside; the panel kernel's rows are split between the threads
+    // instead (each row's products do not depend on the split).
+    let (part, un) = parts.pop().expect("one block");
+    let par = parallelism(rows * g * un * input);
+    let piece = match par {
+        Par::Rayon(_) if wi.panels() => rows
+            .div_ceil(rayon::current_num_threads())
+            .next_multiple_of(8),
+        _ => rows,
+    };
+    part[..rows * g * un]
+        .par_chunks_mut(piece * g * un)
+        .zip(x.par_chunks(piece * input))
+        .for_each(|(out, x)| mul(0, out, x, g * un, par));
 }
 
 /// One step of one tile: `t` is the step, `tp` the one before it, `last` whether it is

@@ -35,11 +35,6 @@ pub(super) fn tanh<T: Element, const FMA: bool>(x: T) -> T {
 
 pub(super) use crate::simd::has_fma;
 
-/// Whether [`lstm_row_avx512`] serves element type `T` on this CPU.
-pub(super) fn lstm_row_avx512_applies<T: Element>() -> bool {
-    T::DTYPE == DType::F32 && crate::simd_level() == "avx512"
-}
-
 /// One LSTM row (see `forward::lstm_row`, whose arguments these are) for f32, written for
 /// AVX-512: 16 units at a time (the last block masked), σ and tanh from the same
 /// polynomials as the portable path, with `2^n` applied by `vscalefps` and each division
@@ -236,7 +231,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_avx512_lstm_row_agrees_with_the_portable_one() {
-        if !lstm_row_avx512_applies::<f32>() {
+        if !super::super::f32_avx512::<f32>() {
             return;
         }
         let un = 16 * 40 + 7;

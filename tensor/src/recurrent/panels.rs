@@ -14,8 +14,6 @@
 //! The forward walk's input projection of each chunk of steps, `x · W_ihᵀ`, runs on the
 //! same kernel, with `W_ihᵀ` packed the same way.
 
-use std::any::TypeId;
-
 use faer::Par;
 
 use super::gemm_raw;
@@ -40,16 +38,11 @@ pub(super) struct StepWeights<T> {
     panels: bool,
 }
 
-/// Whether the AVX-512 kernel serves element type `T` on this CPU.
-fn use_panels<T: Element>() -> bool {
-    TypeId::of::<T>() == TypeId::of::<f32>() && crate::simd_level() == "avx512"
-}
-
 impl<T: Element> StepWeights<T> {
     /// Takes blocks laid out one after the other, each `[k, n_b]` row-major (`cols` holds
     /// the `n_b`), and repacks them into panels when the AVX-512 kernel applies.
     pub(super) fn new(plain: Vec<T>, k: usize, cols: &[usize]) -> Self {
-        let panels = use_panels::<T>();
+        let panels = super::f32_avx512::<T>();
         let mut blocks = Vec::with_capacity(cols.len());
         if !panels {
             let mut at = 0;

@@ -191,22 +191,9 @@ fn gradients_match_central_differences() {
                     let mut rng = seeded_rng(99);
                     let (out, saved) = p.run(reverse, true);
                     let w = Tensor::<f64>::randn(out.shape(), &mut rng);
-                    let needs = RecurrentGradNeeds {
-                        x: true,
-                        w_ih: true,
-                        w_hh: true,
-                        b_ih: true,
-                        b_hh: true,
-                        h0: true,
-                        c0: true,
-                    };
-                    let g =
-                        Tensor::recurrent_sequence_backward(&w, &saved.unwrap(), needs).unwrap();
-                    let analytic_grads: Vec<Tensor<f64>> =
-                        [g.x, g.w_ih, g.w_hh, g.b_ih, g.b_hh, g.h0, g.c0]
-                            .into_iter()
-                            .flatten()
-                            .collect();
+                    let g = Tensor::recurrent_sequence_backward(&w, &saved.unwrap(), ALL_GRADS)
+                        .unwrap();
+                    let analytic_grads = present(g);
                     let dirs: Vec<Tensor<f64>> = p
                         .tensors_mut()
                         .iter()
@@ -262,35 +249,34 @@ fn only_the_requested_gradients_are_computed() {
 fn results_do_not_depend_on_the_thread_count() {
     for mode in MODES {
         let p = Problem::new(mode, (3, 70, 4, 130), true, true, 7);
-        let needs = RecurrentGradNeeds {
-            x: true,
-            w_ih: true,
-            w_hh: true,
-            b_ih: true,
-            b_hh: true,
-            h0: true,
-            c0: true,
+        let run = || {
+            let (out, saved) = p.run(true, true);
+            let g = Tensor::recurrent_sequence_backward(&out, &saved.unwrap(), ALL_GRADS).unwrap();
+            let mut all = out.to_vec();
+            for t in present(g) {
+                all.extend(t.to_vec());
+            }
+            all
         };
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
-                let (out, saved) = p.run(true, true);
-                let g = Tensor::recurrent_sequence_backward(&out, &saved.unwrap(), needs).unwrap();
-                let mut all = out.to_vec();
-                for t in [g.x, g.w_ih, g.w_hh, g.b_ih, g.b_hh, g.h0, g.c0]
-                    .into_iter()
-                    .flatten()
-                {
-                    all.extend(t.to_vec());
-                }
-                all
-            })
-        };
-        assert_eq!(run(1), run(3), "{mode:?}");
+        assert_eq!(on_threads(1, run), on_threads(3, run), "{mode:?}");
     }
+}
+
+/// `f` run on a pool of `threads` threads.
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+/// The gradients that were computed, in the order of [`RecurrentGrads`]' fields.
+fn present<T: Element>(g: RecurrentGrads<T>) -> Vec<Tensor<T>> {
+    [g.x, g.w_ih, g.w_hh, g.b_ih, g.b_hh, g.h0, g.c0]
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Every gradient `recurrent_sequence_backward` can compute.
@@ -323,9 +309,8 @@ fn f32_run(p: &Problem, reverse: bool) -> Vec<Vec<f64>> {
     let up = out.map(|v| v.cos());
     let g = Tensor::recurrent_sequence_backward(&up, &saved.unwrap(), ALL_GRADS).unwrap();
     let f64s = |t: Tensor<f32>| t.to_vec().iter().map(|&v| f64::from(v)).collect();
-    let grads = [g.x, g.w_ih, g.w_hh, g.b_ih, g.b_hh, g.h0, g.c0];
     std::iter::once(f64s(out))
-        .chain(grads.into_iter().flatten().map(f64s))
+        .chain(present(g).into_iter().map(f64s))
         .collect()
 }
 
@@ -349,9 +334,8 @@ fn f32_agrees_with_f64() {
                 let up = out.map(|v| v.cos());
                 let g =
                     Tensor::recurrent_sequence_backward(&up, &saved.unwrap(), ALL_GRADS).unwrap();
-                let grads = [g.x, g.w_ih, g.w_hh, g.b_ih, g.b_hh, g.h0, g.c0];
                 let want: Vec<Vec<f64>> = std::iter::once(out.to_vec())
-                    .chain(grads.into_iter().flatten().map(|t| t.to_vec()))
+                    .chain(present(g).iter().map(Tensor::to_vec))
                     .collect();
                 let got = f32_run(&p, reverse);
                 assert_eq!(got.len(), want.len());
@@ -370,14 +354,8 @@ fn f32_results_do_not_depend_on_the_thread_count() {
     for mode in MODES {
         for size in [(3, 70, 4, 130), (40, 8, 20, 16)] {
             let p = Problem::new(mode, size, true, true, 9);
-            let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| f32_run(&p, false))
-            };
-            assert_eq!(run(1), run(3), "{mode:?} {size:?}");
+            let run = || f32_run(&p, false);
+            assert_eq!(on_threads(1, run), on_threads(3, run), "{mode:?} {size:?}");
         }
     }
 }
