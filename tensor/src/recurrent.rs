@@ -451,8 +451,9 @@ struct Tile<T> {
     un: usize,
     /// The tile's product with `W_hh` (forward `[rn, G·un]`, backward `[rn, un]`).
     prod: Vec<T>,
-    /// Per-unit state carried from step to step, `[rn, un]` (LSTM `c` when nothing is
-    /// saved; the gradient of `c` in backward).
+    /// Per-unit state carried from step to step, `[2, rn, un]` (forward: the LSTM's `c`
+    /// when nothing is saved, its two halves taking turns as `c_{t-1}` and `c_t`; backward:
+    /// the gradient of `c`, in the first half).
     state: Vec<T>,
     /// More per-step scratch, `[rn, 5·un]` (forward: activations not saved; backward: gate
     /// gradients).
@@ -481,7 +482,7 @@ fn tiles<T: Element>(d: &Dims) -> Vec<Tile<T>> {
                 u0,
                 un,
                 prod: vec![T::zero(); rn * d.g * un],
-                state: vec![T::zero(); rn * un],
+                state: vec![T::zero(); 2 * rn * un],
                 scratch: vec![T::zero(); rn * 5 * un],
                 carry: vec![T::zero(); rn * un],
             });
@@ -591,32 +592,6 @@ fn walk_tiles<T: Element>(
         }
         lane(0);
     });
-}
-
-/// A strided matrix inside a buffer: element `(i, j)` at `offset + i·stride + j`.
-#[derive(Clone, Copy, Debug)]
-struct Block {
-    offset: usize,
-    stride: usize,
-}
-
-/// Writes the transpose of the `rows × cols` matrix `src` into `dst` (`cols × rows`),
-/// tile by tile (see `crate::transpose`).
-fn transpose_into<T: Element>(
-    src: &[T],
-    s: Block,
-    dst: &mut [T],
-    d: Block,
-    (rows, cols): (usize, usize),
-) {
-    use crate::transpose::{Transfer, transpose_blocks};
-    let t = Transfer {
-        rows: cols,
-        cols: rows,
-        src_cs: s.stride,
-        dst_rs: d.stride,
-    };
-    transpose_blocks(src, dst, t, &[(s.offset, d.offset)], false);
 }
 
 /// `dst (m×n, row stride given, columns contiguous) = a (m×k) · b (k×n)`, the operands

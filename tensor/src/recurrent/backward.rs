@@ -48,8 +48,8 @@ struct Ctx<'a, T> {
     cells: Option<(&'a [T], &'a [T])>,
     h0: Option<&'a [T]>,
     c0: Option<&'a [T]>,
-    /// `W_hh` with its rows in tile-major order, packed per unit block: block `u0` is
-    /// `W_hh[rows, u0..u0 + un]`, `[G·H, un]` row-major at `G·H·u0`.
+    /// `W_hh` with its rows in tile-major order, per unit block: block `b` is
+    /// `W_hh[rows, u0..u0 + un]`, `[G·H, un]`.
     wq: &'a StepWeights<T>,
     zeros: &'a [T],
     /// The two chunk buffers of the hidden side's gate gradients, `[S·N, G·H]` each.
@@ -98,7 +98,15 @@ pub(super) fn run<T: Element>(
     let mut tiles = tiles::<T>(&d);
     let blocks = unit_blocks(&tiles);
     let block_cols: Vec<usize> = blocks.iter().map(|&(_, un)| un).collect();
-    let wq = StepWeights::new(pack_rows(&d, &blocks, w_hh, h, true), gh, &block_cols);
+    // `W_hh` with its rows in tile-major order, per unit block: block `b` is
+    // `W_hh[rows, u0..u0 + un]`.
+    let mut natural_row = vec![0; gh];
+    for (i, &p) in tile_major(&d, &blocks).iter().enumerate() {
+        natural_row[p] = i;
+    }
+    let wq = StepWeights::from_rows(gh, &block_cols, |b, kk| {
+        &w_hh[natural_row[kk] * h + blocks[b].0..]
+    });
     let (steps, _) = chunks(&d);
     let cols = steps * n;
     let mut dg = [alloc::<T>(cols * gh), alloc::<T>(cols * gh)];
@@ -114,7 +122,7 @@ pub(super) fn run<T: Element>(
     };
     // ∂x reads W_ih with its rows in tile-major order; the GRU's n rows are zero there,
     // their share comes from the input side's own ∂a_n.
-    let wx = needs.x.then(|| pack_rows(&d, &blocks, w_ih, input, false));
+    let wx = needs.x.then(|| pack_rows(&d, &blocks, w_ih, input));
     let mut dx = needs.x.then(|| alloc::<T>(l * n * input));
 
     if lstm {
@@ -438,41 +446,23 @@ fn add_column_sums<T: Element>(out: &mut [T], m: &[T], col: usize, width: usize,
     );
 }
 
-/// A weight `[G·H, cols]` with its rows in tile-major order and its columns packed per
-/// unit block (`per_block`, for `W_hh`: block `u0` is `[G·H, un]` at `G·H·u0`), or
-/// whole (`[G·H, cols]`, for `W_ih`, with the GRU's n rows zeroed).
-fn pack_rows<T: Element>(
-    d: &Dims,
-    blocks: &[(usize, usize)],
-    w: &[T],
-    cols: usize,
-    per_block: bool,
-) -> Vec<T> {
-    let (h, g, gh) = (d.h, d.g, d.gh());
-    // The tile-major position of each of W's rows.
-    let pos: Vec<usize> = (0..gh).map(|i| d.gate_col(blocks, i / h, i % h)).collect();
-    let mut out = alloc::<T>(gh * cols);
-    if per_block {
-        let mut parts = Vec::with_capacity(blocks.len());
-        let mut rest = &mut out[..];
-        for &(u0, un) in blocks {
-            let (part, tail) = rest.split_at_mut(gh * un);
-            parts.push((part, u0, un));
-            rest = tail;
-        }
-        parts.into_par_iter().for_each(|(part, u0, un)| {
-            for (src, &row) in w.chunks_exact(cols).zip(&pos) {
-                part[row * un..][..un].copy_from_slice(&src[u0..u0 + un]);
-            }
-        });
-    } else {
-        for (i, (src, &row)) in w.chunks_exact(cols).zip(&pos).enumerate() {
-            let dst = &mut out[row * cols..][..cols];
-            if g == 3 && i >= 2 * h {
-                dst.fill(T::zero());
-            } else {
-                dst.copy_from_slice(src);
-            }
+/// The tile-major position of each of a weight's `G·H` rows (see `Dims::gate_col`).
+fn tile_major(d: &Dims, blocks: &[(usize, usize)]) -> Vec<usize> {
+    (0..d.gh())
+        .map(|i| d.gate_col(blocks, i / d.h, i % d.h))
+        .collect()
+}
+
+/// A weight `[G·H, cols]` with its rows in tile-major order, the GRU's n rows zeroed.
+fn pack_rows<T: Element>(d: &Dims, blocks: &[(usize, usize)], w: &[T], cols: usize) -> Vec<T> {
+    let mut out = alloc::<T>(d.gh() * cols);
+    let pos = tile_major(d, blocks);
+    for (i, (src, &row)) in w.chunks_exact(cols).zip(&pos).enumerate() {
+        let dst = &mut out[row * cols..][..cols];
+        if d.g == 3 && i >= 2 * d.h {
+            dst.fill(T::zero());
+        } else {
+            dst.copy_from_slice(src);
         }
     }
     out

@@ -7,8 +7,7 @@ use rayon::prelude::*;
 
 use super::panels::StepWeights;
 use super::{
-    Block, Dims, RecurrentMode, SyncPtr, Tile, chunks, gates, recycle, tiles, transpose_into,
-    unit_blocks, walk_tiles,
+    Dims, RecurrentMode, SyncPtr, Tile, chunks, gates, recycle, tiles, unit_blocks, walk_tiles,
 };
 use crate::Element;
 use crate::matmul::parallelism;
@@ -59,10 +58,10 @@ struct Ctx<'a, T> {
     avx512_row: bool,
 }
 
-pub(super) fn run<T: Element>(
+pub(super) fn run<'a, T: Element>(
     mode: RecurrentMode,
     d: Dims,
-    inp: Inputs<'_, T>,
+    inp: Inputs<'a, T>,
     reverse: bool,
     save: bool,
 ) -> Output<T> {
@@ -71,12 +70,17 @@ pub(super) fn run<T: Element>(
     let mut tiles = tiles::<T>(&d);
     let blocks = unit_blocks(&tiles);
     let block_cols: Vec<usize> = blocks.iter().map(|&(_, un)| d.g * un).collect();
-    let wp = StepWeights::new(pack_transposed(&d, inp.w_hh, h, &blocks), h, &block_cols);
-    let wi = StepWeights::new(
-        pack_transposed(&d, inp.w_ih, input, &blocks),
-        input,
-        &block_cols,
-    );
+    // `Wᵀ` per unit block, for a weight `W` `[G·H, k]`: block `b` is `[k, G·un]`, its
+    // column `j` the row of `W` of gate `j / un` and unit `u0 + j % un`.
+    let row = |w: &'a [T], k: usize| {
+        let blocks = &blocks;
+        move |b: usize, j: usize| {
+            let (u0, un) = blocks[b];
+            &w[((j / un) * h + u0 + j % un) * k..]
+        }
+    };
+    let wp = StepWeights::from_cols(h, &block_cols, row(inp.w_hh, h));
+    let wi = StepWeights::from_cols(input, &block_cols, row(inp.w_ih, input));
     // Both biases are added in the gate pass, where they cost no extra sweep.
     let mut bx = vec![T::zero(); gh];
     let mut bhn = vec![T::zero(); h];
@@ -146,53 +150,13 @@ pub(super) fn run<T: Element>(
             // SAFETY: the tiles of a step write disjoint (row, unit) blocks of step t's
             // slabs (and of c_n's), and read only slabs of earlier steps, which
             // `walk_tiles` completed before this one.
-            unsafe { step(mode, &d, &ctx, (xp, row0), tile, (t, tp, last)) }
+            unsafe { step(mode, &d, &ctx, (xp, row0), tile, (s, t, tp, last)) }
         });
     }
     recycle(xp);
     wp.recycle();
     wi.recycle();
     Output { out, acts, cells }
-}
-
-/// `Wᵀ` packed per unit block, for a weight `W` `[G·H, cols]`: block `u0` is
-/// `[cols, G·un]` (row-major) at `cols·G·u0`, its columns the gates of units
-/// `u0..u0 + un`, gate-major.
-fn pack_transposed<T: Element>(
-    d: &Dims,
-    w: &[T],
-    cols: usize,
-    blocks: &[(usize, usize)],
-) -> Vec<T> {
-    let (h, g) = (d.h, d.g);
-    let mut wp = alloc::<T>(g * h * cols);
-    let mut parts = Vec::with_capacity(blocks.len());
-    let mut rest = &mut wp[..];
-    for &(u0, un) in blocks {
-        let (part, tail) = rest.split_at_mut(cols * g * un);
-        parts.push((part, u0, un));
-        rest = tail;
-    }
-    let one = |(part, u0, un): (&mut [T], usize, usize)| {
-        for gate in 0..g {
-            // Rows gate·H + u0.. of W, transposed into columns gate·un.. of the block.
-            let src = Block {
-                offset: (gate * h + u0) * cols,
-                stride: cols,
-            };
-            let dst = Block {
-                offset: gate * un,
-                stride: g * un,
-            };
-            transpose_into(w, src, part, dst, (un, cols));
-        }
-    };
-    if parts.len() > 1 {
-        parts.into_par_iter().for_each(one);
-    } else {
-        parts.into_iter().for_each(one);
-    }
-    wp
 }
 
 /// The input projection of the `len` steps from time `t_lo`, each unit block's columns
@@ -252,8 +216,8 @@ fn project<T: Element>(
         .for_each(|(out, x)| mul(0, out, x, g * un, par));
 }
 
-/// One step of one tile: `t` is the step, `tp` the one before it, `last` whether it is
-/// the final one; `xp` is the tile's block of the chunk's projection and `row0` the
+/// One step of one tile: `s` is the step's place in the walk, `t` its time, `tp` the time
+/// of the one before it, `last` whether it is the final one; `xp` is the tile's block of the chunk's projection and `row0` the
 /// step's first row in it.
 ///
 /// # Safety
@@ -265,7 +229,7 @@ unsafe fn step<T: Element>(
     c: &Ctx<'_, T>,
     (xp, row0): (&[T], usize),
     tile: &mut Tile<T>,
-    (t, tp, last): (usize, Option<usize>, bool),
+    (s, t, tp, last): (usize, usize, Option<usize>, bool),
 ) {
     let (h, n) = (d.h, d.n);
     let (r0, rn, u0, un) = (tile.r0, tile.rn, tile.u0, tile.un);
@@ -317,27 +281,25 @@ unsafe fn step<T: Element>(
                         false => rnn_row::<T, false>(mode, x, p, bx, hout),
                     },
                     RecurrentMode::Lstm => {
-                        let (acts, cell, tc) = match (acts, c.cells) {
+                        let (acts, c_prev, cell, tc) = match (acts, c.cells) {
                             (Some(a), Some((cp, tcp))) => unsafe {
+                                let c_prev = match (tp, c.c0) {
+                                    (Some(tp), _) => cp.slice((tp * n + r0 + r) * h + u0, un),
+                                    (None, Some(c0)) => &c0[(r0 + r) * h + u0..][..un],
+                                    (None, None) => &c.zeros[..un],
+                                };
                                 let cell = cp.slice_mut(row * h + u0, un);
-                                match tp {
-                                    Some(tp) => cell
-                                        .copy_from_slice(cp.slice((tp * n + r0 + r) * h + u0, un)),
-                                    None => match c.c0 {
-                                        Some(c0) => {
-                                            cell.copy_from_slice(&c0[(r0 + r) * h + u0..][..un])
-                                        }
-                                        None => cell.fill(T::zero()),
-                                    },
-                                }
-                                (a, cell, tcp.slice_mut(row * h + u0, un))
+                                (a, c_prev, cell, tcp.slice_mut(row * h + u0, un))
                             },
                             _ => {
                                 let (a, tc) = scratch[..5 * un].split_at_mut(4 * un);
                                 let mut parts = a.chunks_exact_mut(un);
                                 let a: [&mut [T]; 4] =
                                     std::array::from_fn(|_| parts.next().expect("4 gates"));
-                                (a, &mut state[r * un..][..un], tc)
+                                // c alternates between the two halves of the state.
+                                let (even, odd) = state.split_at_mut(rn * un);
+                                let (from, to) = if s % 2 == 0 { (even, odd) } else { (odd, even) };
+                                (a, &from[r * un..][..un], &mut to[r * un..][..un], tc)
                             }
                         };
                         let g4 = |s| [0, 1, 2, 3].map(|gate| gate_of(s, gate, un));
@@ -352,21 +314,22 @@ unsafe fn step<T: Element>(
                                     p.map(|s| as_f32(s)),
                                     b.map(|s| as_f32(s)),
                                     acts.map(|s| as_f32_mut(s)),
-                                    as_f32_mut(cell),
+                                    (as_f32(c_prev), as_f32_mut(cell)),
                                     as_f32_mut(tc),
                                     as_f32_mut(hout),
                                 )
                             },
-                            (_, true) => lstm_row::<T, true>(x, p, b, acts, cell, tc, hout),
-                            (_, false) => lstm_row::<T, false>(x, p, b, acts, cell, tc, hout),
+                            (_, true) => {
+                                lstm_row::<T, true>(x, p, b, acts, (c_prev, cell), tc, hout)
+                            }
+                            (_, false) => {
+                                lstm_row::<T, false>(x, p, b, acts, (c_prev, cell), tc, hout)
+                            }
                         }
                         if last {
                             // c_n goes to the packed output's extra step.
                             let c_n = unsafe { c.out.slice_mut((d.l * n + r0 + r) * h + u0, un) };
-                            c_n.copy_from_slice(match c.cells {
-                                Some((cp, _)) => unsafe { cp.slice(row * h + u0, un) },
-                                None => &state[r * un..][..un],
-                            });
+                            c_n.copy_from_slice(cell);
                         }
                     }
                     RecurrentMode::Gru => {
@@ -435,14 +398,14 @@ fn rnn_row<T: Element, const FMA: bool>(
     }
 }
 
-/// One row of an LSTM tile: `cell` holds `c_{t-1}` on entry and `c_t` on exit.
+/// One row of an LSTM tile: `c_t` into `cell` from `c_{t-1}` in `c_prev`.
 #[inline(always)]
 pub(super) fn lstm_row<T: Element, const FMA: bool>(
     x: [&[T]; 4],
     p: [&[T]; 4],
     b: [&[T]; 4],
     acts: [&mut [T]; 4],
-    cell: &mut [T],
+    (c_prev, cell): (&[T], &mut [T]),
     tc: &mut [T],
     h: &mut [T],
 ) {
@@ -452,13 +415,13 @@ pub(super) fn lstm_row<T: Element, const FMA: bool>(
     let [bi, bf, bg, bo] = b.map(|s| &s[..un]);
     let [ai, af, ag, ao] = acts;
     let (ai, af, ag, ao) = (&mut ai[..un], &mut af[..un], &mut ag[..un], &mut ao[..un]);
-    let (cell, tc) = (&mut cell[..un], &mut tc[..un]);
+    let (c_prev, cell, tc) = (&c_prev[..un], &mut cell[..un], &mut tc[..un]);
     for u in 0..un {
         let i = gates::sigmoid::<T, FMA>(xi[u] + pi[u] + bi[u]);
         let f = gates::sigmoid::<T, FMA>(xf[u] + pf[u] + bf[u]);
         let g = gates::tanh::<T, FMA>(xg[u] + pg[u] + bg[u]);
         let o = gates::sigmoid::<T, FMA>(xo[u] + po[u] + bo[u]);
-        let c = f * cell[u] + i * g;
+        let c = f * c_prev[u] + i * g;
         let t = gates::tanh::<T, FMA>(c);
         ai[u] = i;
         af[u] = f;

@@ -51,7 +51,7 @@ pub(super) unsafe fn lstm_row_avx512(
     p: [&[f32]; 4],
     b: [&[f32]; 4],
     acts: [&mut [f32]; 4],
-    cell: &mut [f32],
+    (c_prev, cell): (&[f32], &mut [f32]),
     tc: &mut [f32],
     h: &mut [f32],
 ) {
@@ -60,7 +60,8 @@ pub(super) unsafe fn lstm_row_avx512(
     for s in x.iter().chain(&p).chain(&b) {
         assert!(s.len() >= un);
     }
-    assert!(acts.iter().all(|a| a.len() >= un) && cell.len() >= un && tc.len() >= un);
+    assert!(acts.iter().all(|a| a.len() >= un) && c_prev.len() >= un);
+    assert!(cell.len() >= un && tc.len() >= un);
     let [ai, af, ag, ao] = acts;
     let mut u = 0;
     while u < un {
@@ -93,7 +94,7 @@ pub(super) unsafe fn lstm_row_avx512(
             let f = v_sigmoid(pre!(1));
             let g = v_tanh(pre!(2));
             let o = v_sigmoid(pre!(3));
-            let c = _mm512_fmadd_ps(f, ld!(cell), _mm512_mul_ps(i, g));
+            let c = _mm512_fmadd_ps(f, ld!(c_prev), _mm512_mul_ps(i, g));
             let t = v_tanh(c);
             st!(ai, i);
             st!(af, f);
@@ -263,7 +264,7 @@ mod tests {
             .collect();
         let run = |avx: bool| {
             let mut acts = vec![vec![0f32; un]; 4];
-            let (mut cell, mut tc, mut h) = (cell0.clone(), vec![0f32; un], vec![0f32; un]);
+            let (mut cell, mut tc, mut h) = (vec![0f32; un], vec![0f32; un], vec![0f32; un]);
             let [a0, a1, a2, a3] = &mut acts[..] else {
                 unreachable!()
             };
@@ -275,10 +276,16 @@ mod tests {
             );
             if avx {
                 // SAFETY: checked above; every slice holds `un` elements.
-                unsafe { lstm_row_avx512(xs, ps, bs, a, &mut cell, &mut tc, &mut h) };
+                unsafe { lstm_row_avx512(xs, ps, bs, a, (&cell0, &mut cell), &mut tc, &mut h) };
             } else {
                 crate::recurrent::forward::lstm_row::<f32, true>(
-                    xs, ps, bs, a, &mut cell, &mut tc, &mut h,
+                    xs,
+                    ps,
+                    bs,
+                    a,
+                    (&cell0, &mut cell),
+                    &mut tc,
+                    &mut h,
                 );
             }
             let mut all: Vec<f32> = acts.concat();

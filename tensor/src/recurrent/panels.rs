@@ -39,58 +39,109 @@ pub(super) struct StepWeights<T> {
 }
 
 impl<T: Element> StepWeights<T> {
-    /// Takes blocks laid out one after the other, each `[k, n_b]` row-major (`cols` holds
-    /// the `n_b`), and repacks them into panels when the AVX-512 kernel applies.
-    pub(super) fn new(plain: Vec<T>, k: usize, cols: &[usize]) -> Self {
-        let panels = super::f32_avx512::<T>();
-        let mut blocks = Vec::with_capacity(cols.len());
-        if !panels {
-            let mut at = 0;
-            for &n in cols {
-                blocks.push((at, n));
-                at += k * n;
-            }
-            return StepWeights {
-                data: plain,
-                blocks,
-                k,
-                panels,
-            };
-        }
-        let total: usize = cols.iter().map(|&n| k * n.div_ceil(NR) * NR).sum();
-        let mut data = crate::storage::alloc::<T>(total);
-        // Every panel is `k` rows of NR; each takes its columns from its block of `plain`.
-        let mut jobs = Vec::new();
-        let (mut src, mut rest) = (0, &mut data[..]);
-        for &n in cols {
-            blocks.push((total - rest.len(), n));
-            for p in 0..n.div_ceil(NR) {
-                let (panel, tail) = rest.split_at_mut(k * NR);
-                jobs.push((panel, src + p * NR, n, NR.min(n - p * NR)));
-                rest = tail;
-            }
-            src += k * n;
-        }
-        let fill = |(panel, at, n, width): (&mut [T], usize, usize, usize)| {
-            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-                let from = &plain[at + kk * n..];
+    /// Packs blocks given row by row: `row(b, kk)` starts row `kk` of block `b` (its
+    /// `cols[b]` columns are the slice's first elements).
+    pub(super) fn from_rows<'w>(
+        k: usize,
+        cols: &[usize],
+        row: impl Fn(usize, usize) -> &'w [T] + Sync,
+    ) -> Self
+    where
+        T: 'w,
+    {
+        Self::build(k, cols, |b, c0, width, dst, stride| {
+            for (kk, out) in dst.chunks_exact_mut(stride).enumerate() {
+                let src = &row(b, kk)[c0..c0 + width];
                 if width == NR {
                     // A constant-size copy, inlined rather than a `memcpy` call per row.
-                    let row: &mut [T; NR] = row.try_into().expect("NR wide");
-                    row.copy_from_slice(&from[..NR]);
+                    let out: &mut [T; NR] = (&mut out[..NR]).try_into().expect("NR wide");
+                    out.copy_from_slice(src);
                 } else {
-                    row[..width].copy_from_slice(&from[..width]);
+                    out[..width].copy_from_slice(src);
+                }
+            }
+        })
+    }
+
+    /// Packs blocks given column by column, i.e. from the rows of a weight they hold the
+    /// transpose of: `col(b, j)` starts column `j` of block `b` (its `k` rows are the
+    /// slice's first elements).
+    pub(super) fn from_cols<'w>(
+        k: usize,
+        cols: &[usize],
+        col: impl Fn(usize, usize) -> &'w [T] + Sync,
+    ) -> Self
+    where
+        T: 'w,
+    {
+        // Eight columns at a time: each row of the destination gets eight contiguous
+        // elements, read from eight columns (cache lines that stay in L1 for 16 rows).
+        const W: usize = 8;
+        Self::build(k, cols, |b, c0, width, dst, stride| {
+            for j0 in (0..width).step_by(W) {
+                let w = W.min(width - j0);
+                if w == W {
+                    let src: [&[T]; W] = std::array::from_fn(|j| &col(b, c0 + j0 + j)[..k]);
+                    for (kk, row) in dst.chunks_exact_mut(stride).enumerate() {
+                        let out: &mut [T; W] = (&mut row[j0..j0 + W]).try_into().expect("W");
+                        for j in 0..W {
+                            out[j] = src[j][kk];
+                        }
+                    }
+                } else {
+                    for j in 0..w {
+                        let src = &col(b, c0 + j0 + j)[..k];
+                        for (row, &v) in dst.chunks_exact_mut(stride).zip(src) {
+                            row[j0 + j] = v;
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Allocates the blocks (panels when the AVX-512 kernel applies, else row-major
+    /// `[k, n_b]` blocks) and has `fill(b, c0, width, dst, stride)` write columns
+    /// `c0..c0 + width` of block `b` into `dst`, `k` rows `stride` apart; panel columns
+    /// past a block's edge are zeroed here.
+    fn build(
+        k: usize,
+        cols: &[usize],
+        fill: impl Fn(usize, usize, usize, &mut [T], usize) + Sync,
+    ) -> Self {
+        let panels = super::f32_avx512::<T>();
+        let width_of = |n: usize| if panels { n.div_ceil(NR) * NR } else { n };
+        let total: usize = cols.iter().map(|&n| k * width_of(n)).sum();
+        let mut data = crate::storage::alloc::<T>(total);
+        let mut blocks = Vec::with_capacity(cols.len());
+        // One job per panel (or per block): (block, first column, width, destination).
+        let mut jobs = Vec::new();
+        let mut rest = &mut data[..];
+        for (b, &n) in cols.iter().enumerate() {
+            blocks.push((total - rest.len(), n));
+            let (step, stride) = if panels { (NR, NR) } else { (n.max(1), n) };
+            for c0 in (0..n).step_by(step) {
+                let (part, tail) = rest.split_at_mut(k * stride);
+                jobs.push((b, c0, step.min(n - c0), part));
+                rest = tail;
+            }
+        }
+        let stride = |n: usize| if panels { NR } else { n };
+        let one = |(b, c0, width, part): (usize, usize, usize, &mut [T])| {
+            let stride = stride(cols[b]);
+            fill(b, c0, width, part, stride);
+            if width < stride {
+                for row in part.chunks_exact_mut(stride) {
                     row[width..].fill(T::zero());
                 }
             }
         };
         if total >= PAR_PACK_MIN {
             use rayon::prelude::*;
-            jobs.into_par_iter().for_each(fill);
+            jobs.into_par_iter().for_each(one);
         } else {
-            jobs.into_iter().for_each(fill);
+            jobs.into_iter().for_each(one);
         }
-        super::recycle(plain);
         StepWeights {
             data,
             blocks,
@@ -273,7 +324,24 @@ mod tests {
             let plain: Vec<f32> = (0..k * cols.iter().sum::<usize>())
                 .map(|i| ((i * 7 % 11) as f32 - 5.0) / 8.0)
                 .collect();
-            let w = StepWeights::new(plain.clone(), k, &cols);
+            let starts: Vec<usize> = cols
+                .iter()
+                .scan(0, |at, &n| {
+                    *at += k * n;
+                    Some(*at - k * n)
+                })
+                .collect();
+            let w = StepWeights::from_rows(k, &cols, |b, kk| &plain[starts[b] + kk * cols[b]..]);
+            // The same blocks stored transposed, given column by column.
+            let mut plain_t = plain.clone();
+            for (b, &n) in cols.iter().enumerate() {
+                for kk in 0..k {
+                    for j in 0..n {
+                        plain_t[starts[b] + j * k + kk] = plain[starts[b] + kk * n + j];
+                    }
+                }
+            }
+            let wt = StepWeights::from_cols(k, &cols, |b, j| &plain_t[starts[b] + j * k..]);
             let lda = k + 3;
             let a: Vec<f32> = (0..m * lda)
                 .map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0)
@@ -281,22 +349,24 @@ mod tests {
             let mut start = 0;
             for (b, &n) in cols.iter().enumerate() {
                 let ldc = n + 2;
-                let mut c = vec![f32::NAN; m * ldc];
-                // SAFETY: the buffers hold m rows of lda and ldc.
-                unsafe { w.gemm(b, (c.as_mut_ptr(), ldc), (a.as_ptr(), lda), m, Par::Seq) };
-                for i in 0..m {
-                    for j in 0..n {
-                        let want: f32 = (0..k)
-                            .map(|kk| a[i * lda + kk] * plain[start + kk * n + j])
-                            .sum();
-                        let got = c[i * ldc + j];
-                        assert!(
-                            (got - want).abs() < 1e-3,
-                            "{m}x{n}x{k} [{i},{j}]: {got} vs {want}"
-                        );
+                for w in [&w, &wt] {
+                    let mut c = vec![f32::NAN; m * ldc];
+                    // SAFETY: the buffers hold m rows of lda and ldc.
+                    unsafe { w.gemm(b, (c.as_mut_ptr(), ldc), (a.as_ptr(), lda), m, Par::Seq) };
+                    for i in 0..m {
+                        for j in 0..n {
+                            let want: f32 = (0..k)
+                                .map(|kk| a[i * lda + kk] * plain[start + kk * n + j])
+                                .sum();
+                            let got = c[i * ldc + j];
+                            assert!(
+                                (got - want).abs() < 1e-3,
+                                "{m}x{n}x{k} [{i},{j}]: {got} vs {want}"
+                            );
+                        }
+                        // Columns past n are not written.
+                        assert!(c[i * ldc + n].is_nan() && c[i * ldc + n + 1].is_nan());
                     }
-                    // Columns past n are not written.
-                    assert!(c[i * ldc + n].is_nan() && c[i * ldc + n + 1].is_nan());
                 }
                 start += k * n;
             }
