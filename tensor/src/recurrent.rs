@@ -98,10 +98,11 @@ pub struct RecurrentSaved<T: Element> {
     c0: Option<Tensor<T>>,
     /// The packed output (see [`Tensor::recurrent_sequence`]).
     out: Tensor<T>,
-    /// Per step and row: LSTM `i, f, g, o`; GRU `r, z, n, W_hn h + b_hn` (`[L, N, 4H]`,
-    /// each row tile-major: unit block by unit block, the four arrays side by side).
+    /// Per step, row and unit: LSTM `i, f, g, o`; GRU `r, z, n, W_hn h + b_hn`
+    /// (`[L, N, 4H]`, blocked by tile, see `saved_at`; in a tile's row the four arrays
+    /// side by side).
     acts: Option<Tensor<T>>,
-    /// LSTM: `c_t` and `tanh(c_t)` of every step (`[L, N, H]` each).
+    /// LSTM: `c_t` and `tanh(c_t)` of every step (`[L, N, H]` each, blocked by tile).
     cells: Option<(Tensor<T>, Tensor<T>)>,
 }
 
@@ -489,6 +490,21 @@ fn tiles<T: Element>(d: &Dims) -> Vec<Tile<T>> {
         }
     }
     out
+}
+
+/// Where row `r` of the tile `(r0, rn, u0, un)` starts at step `t` in a saved array of `w`
+/// values per unit (activations, cells): each step's `[N, H]` is stored tile by tile, a
+/// tile's rows one after another, so that a tile reads and writes one contiguous run per
+/// step instead of a short segment of every row (which the prefetchers do not follow
+/// across rows `H·w` apart). Forward and backward tile the same way.
+fn saved_at(
+    d: &Dims,
+    (r0, rn, u0, un): (usize, usize, usize, usize),
+    t: usize,
+    r: usize,
+    w: usize,
+) -> usize {
+    (t * d.n * d.h + r0 * d.h + rn * u0 + r * un) * w
 }
 
 /// The unit blocks `(u0, un)` of a tiling, in order.

@@ -31,7 +31,7 @@ use rayon::prelude::*;
 use super::panels::StepWeights;
 use super::{
     Dims, RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, SyncPtr, Tile, chunks,
-    recycle, tiles, unit_blocks, walk_tiles,
+    recycle, saved_at, tiles, unit_blocks, walk_tiles,
 };
 use crate::matmul::{Operand, gemm, parallelism};
 use crate::simd::dispatch;
@@ -523,10 +523,7 @@ unsafe fn step<'a, T: Element>(
         Some(tp) => Some(&c.out[tp * n * h..][..n * h]),
         None => c.h0,
     };
-    let c_prev = match (prev, c.cells) {
-        (Some(tp), Some((cells, _))) => Some(&cells[tp * n * h..][..n * h]),
-        _ => c.c0,
-    };
+    let saved = |t: usize, r: usize, w: usize| saved_at(d, (r0, rn, u0, un), t, r, w);
     let (state, carry, scratch) = (&mut tile.state, &mut tile.carry, &mut tile.scratch);
     dispatch(
         #[inline(always)]
@@ -541,7 +538,7 @@ unsafe fn step<'a, T: Element>(
                 // buffer's row (tile-major: all its gates side by side).
                 // SAFETY: the tile's own block of step t.
                 let dg = unsafe { c.dg[at.buf].slice_mut((at.row + r0 + r) * gh + g * u0, gun) };
-                let acts = c.acts.map(|a| &a[row * 4 * h + 4 * u0..][..4 * un]);
+                let acts = c.acts.map(|a| &a[saved(t, r, 4)..][..4 * un]);
                 let act = |a: usize| &acts.expect("saved")[a * un..][..un];
                 let prev_seg = |src: Option<&'a [T]>| -> &'a [T] {
                     match src {
@@ -554,12 +551,16 @@ unsafe fn step<'a, T: Element>(
                         rnn_row(mode, dh, &c.out[row * h + u0..][..un], dg);
                     }
                     RecurrentMode::Lstm => {
-                        let (_, tcs) = c.cells.expect("saved");
+                        let (cells, tcs) = c.cells.expect("saved");
+                        let c_prev = match prev {
+                            Some(tp) => &cells[saved(tp, r, 1)..][..un],
+                            None => prev_seg(c.c0),
+                        };
                         lstm_row(
                             dh,
                             [act(0), act(1), act(2), act(3)],
-                            &tcs[row * h + u0..][..un],
-                            prev_seg(c_prev),
+                            &tcs[saved(t, r, 1)..][..un],
+                            c_prev,
                             &mut state[r * un..][..un],
                             dg,
                         );

@@ -7,7 +7,8 @@ use rayon::prelude::*;
 
 use super::panels::StepWeights;
 use super::{
-    Dims, RecurrentMode, SyncPtr, Tile, chunks, gates, recycle, tiles, unit_blocks, walk_tiles,
+    Dims, RecurrentMode, SyncPtr, Tile, chunks, gates, recycle, saved_at, tiles, unit_blocks,
+    walk_tiles,
 };
 use crate::Element;
 use crate::matmul::parallelism;
@@ -259,6 +260,7 @@ unsafe fn step<T: Element>(
     dispatch(
         #[inline(always)]
         || {
+            let saved = |t: usize, r: usize, w: usize| saved_at(d, (r0, rn, u0, un), t, r, w);
             for r in 0..rn {
                 let row = t * n + r0 + r;
                 let x = &xp[(row0 + r0 + r) * k..][..k];
@@ -269,9 +271,9 @@ unsafe fn step<T: Element>(
                     Some(hp) => &hp[(r0 + r) * h + u0..][..un],
                     None => &c.zeros[..un],
                 };
-                // The tile's activations of this row, tile-major (`4·u0..`).
+                // The tile's activations of this row.
                 let acts: Option<[&mut [T]; 4]> = c.acts.map(|a| {
-                    let seg = unsafe { a.slice_mut(row * 4 * h + 4 * u0, 4 * un) };
+                    let seg = unsafe { a.slice_mut(saved(t, r, 4), 4 * un) };
                     let mut parts = seg.chunks_exact_mut(un);
                     std::array::from_fn(|_| parts.next().expect("4 parts"))
                 });
@@ -284,12 +286,12 @@ unsafe fn step<T: Element>(
                         let (acts, c_prev, cell, tc) = match (acts, c.cells) {
                             (Some(a), Some((cp, tcp))) => unsafe {
                                 let c_prev = match (tp, c.c0) {
-                                    (Some(tp), _) => cp.slice((tp * n + r0 + r) * h + u0, un),
+                                    (Some(tp), _) => cp.slice(saved(tp, r, 1), un),
                                     (None, Some(c0)) => &c0[(r0 + r) * h + u0..][..un],
                                     (None, None) => &c.zeros[..un],
                                 };
-                                let cell = cp.slice_mut(row * h + u0, un);
-                                (a, c_prev, cell, tcp.slice_mut(row * h + u0, un))
+                                let cell = cp.slice_mut(saved(t, r, 1), un);
+                                (a, c_prev, cell, tcp.slice_mut(saved(t, r, 1), un))
                             },
                             _ => {
                                 let (a, tc) = scratch[..5 * un].split_at_mut(4 * un);
