@@ -13,8 +13,11 @@
 //!   gates of a unit side by side; for f32 on AVX-512 into the panels of this crate's own
 //!   small-product kernel, see `panels`), then applies the gate nonlinearities to the
 //!   result while it is still in cache. Tiles of one step run in parallel (one task per
-//!   thread walks a chunk's steps, each keeping its own tiles, see `walk_tiles`), with tile
-//!   bounds that depend only on the sizes, so results do not depend on the thread count.
+//!   thread walks a chunk's steps, each keeping its own tiles, see `walk_tiles`); a tile's
+//!   product starts with the part of `h_{t-1}` it made itself and waits for the other
+//!   tiles' parts only when it reaches them, so there is no barrier between steps. Tile
+//!   bounds and the order of each product depend only on the sizes, so results do not
+//!   depend on the thread count.
 //! - Backward walks the steps in reverse, per tile: `∂h` for its units from the next
 //!   step's gate gradients times `W_hh`, then the gate gradients. After each chunk,
 //!   `∂W_hh`, `∂W_ih`, the biases and `∂x` get the chunk's share in one GEMM (or column
@@ -528,36 +531,98 @@ fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// Runs `f(tile, s)` for every tile at each step `s` of `steps`, one step after another:
-/// step `s` starts only when every tile of the step before it is done.
+/// Lets a tile wait, in the middle of its step, for the unit blocks of the step before
+/// (see `walk_tiles`).
+pub(super) struct Wait<'a> {
+    /// Per unit block: tiles of the step before that are done (`None`: all are).
+    done: Option<&'a [std::sync::atomic::AtomicUsize]>,
+    /// Per unit block: its number of tiles.
+    need: &'a [usize],
+    failed: &'a std::sync::atomic::AtomicBool,
+}
+
+impl Wait<'_> {
+    /// Returns once every tile of unit block `b` of the step before is done.
+    ///
+    /// # Panics
+    /// When another tile of the walk panicked (the walk is then lost anyway).
+    pub(super) fn block(&self, b: usize) {
+        use std::sync::atomic::Ordering;
+        let Some(done) = self.done else { return };
+        let mut spins = 0u32;
+        while done[b].load(Ordering::Acquire) < self.need[b] {
+            assert!(
+                !self.failed.load(Ordering::Acquire),
+                "another tile of the recurrent walk panicked"
+            );
+            // Spin (a step's tiles finish within microseconds of each other), but give
+            // the core away if the other tasks' threads are not running.
+            spins = spins.saturating_add(1);
+            if spins < 1 << 14 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Returns once the unit blocks covering columns `k0..k1` of the step before are done,
+    /// block `b` covering `[w·u0, w·(u0 + un))` for `blocks[b] = (u0, un)`.
+    pub(super) fn columns(&self, blocks: &[(usize, usize)], w: usize, (k0, k1): (usize, usize)) {
+        for (b, &(u0, un)) in blocks.iter().enumerate() {
+            if w * u0 < k1 && k0 < w * (u0 + un) {
+                self.block(b);
+            }
+        }
+    }
+}
+
+/// Runs `f(tile, s, wait)` for every tile at each step `s` of `steps`, one step after
+/// another: a tile's step `s` reads the results of every unit block of step `s − 1`, but
+/// only as far as `wait` lets it, so it may start before that step is complete (its
+/// product over `k` starts with the columns it made itself, see `StepWeights::gemm`).
 ///
 /// One task per thread walks all the steps (one fork-join per call instead of one per
 /// step). Task `i` owns a contiguous share of the tiles and runs those first at every
 /// step, so a tile, and the block of the weights it reads, stays with one core; then it
-/// takes any tile of the step nobody has claimed yet, and finally waits for the step's
-/// done-count. A task waits only once every tile of the step is claimed by a running task,
-/// so if the pool's other threads are busy elsewhere the caller does all the tiles itself.
-/// Which thread runs a tile does not change its result.
+/// takes any tile of the step nobody has claimed yet, and moves on to the next step
+/// without waiting. A tile is claimed for step `i` only once it has finished step
+/// `i − 1`, and a task waits (inside `f`) only for tiles of the step before its own,
+/// each claimed by a running task or about to be claimed by the running task that
+/// finished its step before; so if the pool's other threads are busy elsewhere the
+/// caller does all the tiles itself. Which thread runs a tile does not change its result.
 fn walk_tiles<T: Element>(
     tiles: &mut [Tile<T>],
     steps: impl Iterator<Item = usize>,
-    f: impl Fn(&mut Tile<T>, usize) + Sync,
+    f: impl Fn(&mut Tile<T>, usize, &Wait<'_>) + Sync,
 ) {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let n = tiles.len();
+    let blocks = tiles.iter().map(|t| t.b + 1).max().unwrap_or(0);
+    let mut need = vec![0; blocks];
+    for tile in tiles.iter() {
+        need[tile.b] += 1;
+    }
+    let failed = AtomicBool::new(false);
     let lanes = rayon::current_num_threads().min(n);
     if lanes < 2 {
+        let wait = Wait {
+            done: None,
+            need: &need,
+            failed: &failed,
+        };
         for s in steps {
-            tiles.iter_mut().for_each(|tile| f(tile, s));
+            tiles.iter_mut().for_each(|tile| f(tile, s, &wait));
         }
         return;
     }
     let steps: Vec<usize> = steps.collect();
-    // Tile k may be claimed at step i when `next[k] == i` (claiming sets it to i + 1).
-    let next: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
-    let done: Vec<AtomicUsize> = steps.iter().map(|_| AtomicUsize::new(0)).collect();
-    // Set when a tile's work panics, so that the other tasks stop waiting for it.
-    let failed = AtomicBool::new(false);
+    // Tile k is free for step i at 2i, claimed for it at 2i + 1, done with it at 2i + 2.
+    let state: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+    // Per step and unit block, the tiles done.
+    let done: Vec<AtomicUsize> = (0..steps.len() * blocks)
+        .map(|_| AtomicUsize::new(0))
+        .collect();
     struct OnUnwind<'a>(&'a AtomicBool);
     impl Drop for OnUnwind<'_> {
         fn drop(&mut self) {
@@ -570,34 +635,31 @@ fn walk_tiles<T: Element>(
     let share = n.div_ceil(lanes);
     let lane = |me: usize| {
         for (i, &s) in steps.iter().enumerate() {
+            let wait = Wait {
+                done: i.checked_sub(1).map(|p| &done[p * blocks..][..blocks]),
+                need: &need,
+                failed: &failed,
+            };
             for k in (me * share..n).chain(0..(me * share).min(n)) {
-                if next[k]
-                    .compare_exchange(i, i + 1, Ordering::Relaxed, Ordering::Relaxed)
+                if state[k]
+                    .compare_exchange(2 * i, 2 * i + 1, Ordering::Acquire, Ordering::Relaxed)
                     .is_err()
                 {
                     continue;
                 }
-                let guard = OnUnwind(&failed);
-                // SAFETY: tile k of step i is claimed by this task alone, and every task
-                // that touched it at earlier steps published that work (Release on
-                // `done`) before this task saw those steps complete (Acquire below).
-                f(unsafe { &mut all.slice_mut(k, 1)[0] }, s);
-                std::mem::forget(guard);
-                done[i].fetch_add(1, Ordering::Release);
-            }
-            let mut spins = 0u32;
-            while done[i].load(Ordering::Acquire) < n {
                 if failed.load(Ordering::Acquire) {
                     return;
                 }
-                // Spin (a step's tiles finish within microseconds of each other), but
-                // give the core away if the other tasks' threads are not running.
-                spins = spins.saturating_add(1);
-                if spins < 1 << 14 {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
+                let guard = OnUnwind(&failed);
+                // SAFETY: tile k is claimed for step i by this task alone, and whoever ran
+                // its step i − 1 published that work (Release below) before this task
+                // claimed it (Acquire above).
+                let tile = unsafe { &mut all.slice_mut(k, 1)[0] };
+                let b = tile.b;
+                f(tile, s, &wait);
+                std::mem::forget(guard);
+                done[i * blocks + b].fetch_add(1, Ordering::Release);
+                state[k].store(2 * i + 2, Ordering::Release);
             }
         }
     };

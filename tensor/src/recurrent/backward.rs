@@ -30,8 +30,8 @@ use rayon::prelude::*;
 
 use super::panels::StepWeights;
 use super::{
-    Dims, RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, SyncPtr, Tile, chunks,
-    recycle, saved_at, tiles, unit_blocks, walk_tiles,
+    Dims, RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, SyncPtr, Tile, Wait,
+    chunks, recycle, saved_at, tiles, unit_blocks, walk_tiles,
 };
 use crate::matmul::{Operand, gemm, parallelism};
 use crate::simd::dispatch;
@@ -51,6 +51,8 @@ struct Ctx<'a, T> {
     /// `W_hh` with its rows in tile-major order, per unit block: block `b` is
     /// `W_hh[rows, u0..u0 + un]`, `[G·H, un]`.
     wq: &'a StepWeights<T>,
+    /// The unit blocks `(u0, un)`.
+    blocks: &'a [(usize, usize)],
     zeros: &'a [T],
     /// The two chunk buffers of the hidden side's gate gradients, `[S·N, G·H]` each.
     dg: [SyncPtr<T>; 2],
@@ -144,6 +146,7 @@ pub(super) fn run<T: Element>(
         h0,
         c0,
         wq: &wq,
+        blocks: &blocks,
         zeros: &zeros,
         dg: [SyncPtr::new(dg0), SyncPtr::new(dg1)],
         dpn: dpn
@@ -166,14 +169,14 @@ pub(super) fn run<T: Element>(
     };
     for c0 in (0..l).step_by(steps).rev() {
         let len = steps.min(l - c0);
-        walk_tiles(&mut tiles, (c0..c0 + len).rev(), |tile, s| {
+        walk_tiles(&mut tiles, (c0..c0 + len).rev(), |tile, s, wait| {
             let t = d.time(s, reverse);
             let next = (s + 1 < l).then(|| slot(s + 1));
             let prev = (s > 0).then(|| d.time(s - 1, reverse));
             // SAFETY: the tiles of a step write disjoint (row, unit) blocks of step t's
-            // gradients and read only step `next`'s, which `walk_tiles` completed before
-            // this one.
-            unsafe { step(mode, &d, &ctx, tile, t, slot(s), next, prev) }
+            // gradients and read only step `next`'s, each block once `wait` says it is
+            // complete.
+            unsafe { step(mode, &d, &ctx, tile, (t, slot(s)), next, prev, wait) }
         });
         // The chunk's share of the weight, bias and input gradients.
         let t_lo = d.chunk_start(c0, len, reverse);
@@ -219,6 +222,7 @@ pub(super) fn run<T: Element>(
                     (ctx.dg[first.buf].ptr.add(first.row * gh), gh),
                     n,
                     parallelism(n * un * gh),
+                    None,
                 );
             }
         }
@@ -494,10 +498,10 @@ unsafe fn step<'a, T: Element>(
     d: &Dims,
     c: &Ctx<'a, T>,
     tile: &mut Tile<T>,
-    t: usize,
-    at: Slot,
+    (t, at): (usize, Slot),
     next: Option<Slot>,
     prev: Option<usize>,
+    wait: &Wait<'_>,
 ) {
     let (h, n, g, gh) = (d.h, d.n, d.g, d.gh());
     let (r0, rn, u0, un) = (tile.r0, tile.rn, tile.u0, tile.un);
@@ -505,8 +509,9 @@ unsafe fn step<'a, T: Element>(
     let dh = &mut tile.prod[..rn * un];
     match next {
         // ∂h for our (rows, units) = ∂gates_h[next] · W_hh[:, units].
-        // SAFETY: step `next` is complete and nobody writes it now (other tiles write
-        // other rows of the same buffer, hence raw pointers); `dh` is ours.
+        // SAFETY: step `next` is read block by block once `wait` says that block is
+        // complete, and nobody writes it then (other tiles write other parts of the same
+        // buffer, hence raw pointers); `dh` is ours.
         Some(nx) => unsafe {
             c.wq.gemm(
                 tile.b,
@@ -514,6 +519,7 @@ unsafe fn step<'a, T: Element>(
                 (c.dg[nx.buf].ptr.add((nx.row + r0) * gh), gh),
                 rn,
                 c.par,
+                Some((g * u0, &|k0, k1| wait.columns(c.blocks, g, (k0, k1)))),
             )
         },
         None => dh.fill(T::zero()),

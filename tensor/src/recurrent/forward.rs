@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::panels::StepWeights;
 use super::{
-    Dims, RecurrentMode, SyncPtr, Tile, chunks, gates, recycle, saved_at, tiles, unit_blocks,
+    Dims, RecurrentMode, SyncPtr, Tile, Wait, chunks, gates, recycle, saved_at, tiles, unit_blocks,
     walk_tiles,
 };
 use crate::Element;
@@ -38,6 +38,8 @@ struct Ctx<'a, T> {
     /// `W_hhᵀ` per unit block: block `b` is `[H, G·un]`, its columns the gates of the
     /// block's units, gate-major.
     wp: &'a StepWeights<T>,
+    /// The unit blocks `(u0, un)`.
+    blocks: &'a [(usize, usize)],
     /// `b_ih + b_hh` in the tile-major order of the gates (see `Dims::gate_col`), except
     /// the GRU's `b_hn`, which goes inside `r ⊙ (…)`.
     bx: &'a [T],
@@ -119,6 +121,7 @@ pub(super) fn run<'a, T: Element>(
     let zeros = vec![T::zero(); h];
     let ctx = Ctx {
         wp: &wp,
+        blocks: &blocks,
         bx: &bx,
         bhn: &bhn,
         zeros: &zeros,
@@ -142,16 +145,16 @@ pub(super) fn run<'a, T: Element>(
         let t_lo = d.chunk_start(c0, len, reverse);
         project(&d, &blocks, (t_lo, len), inp.x, &wi, &mut xp);
         let xp = &xp;
-        walk_tiles(&mut tiles, c0..c0 + len, |tile, s| {
+        walk_tiles(&mut tiles, c0..c0 + len, |tile, s, wait| {
             let t = d.time(s, reverse);
             let tp = (s > 0).then(|| d.time(s - 1, reverse));
             let last = s + 1 == d.l;
             let row0 = (t - t_lo) * n;
             let xp = &xp[steps * n * d.g * tile.u0..][..steps * n * d.g * tile.un];
             // SAFETY: the tiles of a step write disjoint (row, unit) blocks of step t's
-            // slabs (and of c_n's), and read only slabs of earlier steps, which
-            // `walk_tiles` completed before this one.
-            unsafe { step(mode, &d, &ctx, (xp, row0), tile, (s, t, tp, last)) }
+            // slabs (and of c_n's), and read only slabs of earlier steps: their own, and
+            // the others' once `wait` says they are complete.
+            unsafe { step(mode, &d, &ctx, (xp, row0), tile, (s, t, tp, last), wait) }
         });
     }
     recycle(xp);
@@ -191,6 +194,7 @@ fn project<T: Element>(
                 (x.as_ptr(), input),
                 x.len() / input,
                 par,
+                None,
             )
         }
     };
@@ -223,7 +227,7 @@ fn project<T: Element>(
 ///
 /// # Safety
 /// No other thread touches the tile's (row, unit) block of step `t` (and of `c_n`) during
-/// the call, nor writes the slabs of step `tp`.
+/// the call, nor writes the slabs of step `tp` once `wait` has let the tile read them.
 unsafe fn step<T: Element>(
     mode: RecurrentMode,
     d: &Dims,
@@ -231,14 +235,17 @@ unsafe fn step<T: Element>(
     (xp, row0): (&[T], usize),
     tile: &mut Tile<T>,
     (s, t, tp, last): (usize, usize, Option<usize>, bool),
+    wait: &Wait<'_>,
 ) {
     let (h, n) = (d.h, d.n);
     let (r0, rn, u0, un) = (tile.r0, tile.rn, tile.u0, tile.un);
     let k = d.g * un;
-    // SAFETY: step tp is complete and nobody writes it now.
-    let h_prev = match tp {
-        Some(tp) => Some(unsafe { c.out.slice(tp * n * h, n * h) }),
-        None => c.h0,
+    // The state before step t, `[N, H]`: other tiles may still be writing their blocks of
+    // it (until `wait` says otherwise), so only a pointer.
+    let h_prev: Option<*const T> = match tp {
+        // SAFETY: step tp's slab lies inside the output.
+        Some(tp) => Some(unsafe { c.out.ptr.add(tp * n * h).cast_const() }),
+        None => c.h0.map(|h0| h0.as_ptr()),
     };
     let prod = &mut tile.prod[..rn * k];
     match h_prev {
@@ -247,9 +254,10 @@ unsafe fn step<T: Element>(
             c.wp.gemm(
                 tile.b,
                 (prod.as_mut_ptr(), k),
-                (hp.as_ptr().add(r0 * h), h),
+                (hp.add(r0 * h), h),
                 rn,
                 c.par,
+                Some((u0, &|k0, k1| wait.columns(c.blocks, 1, (k0, k1)))),
             )
         },
         None => prod.fill(T::zero()),
@@ -268,7 +276,11 @@ unsafe fn step<T: Element>(
                 // SAFETY (all slices below): the tile's own block of step t, or step tp.
                 let hout = unsafe { c.out.slice_mut(row * h + u0, un) };
                 let prev_row = match h_prev {
-                    Some(hp) => &hp[(r0 + r) * h + u0..][..un],
+                    // SAFETY: the tile's own block of the state before, which it wrote
+                    // itself (or h0).
+                    Some(hp) => unsafe {
+                        std::slice::from_raw_parts(hp.add((r0 + r) * h + u0), un)
+                    },
                     None => &c.zeros[..un],
                 };
                 // The tile's activations of this row.

@@ -28,6 +28,10 @@ const KC: usize = 128;
 /// Weights of at least this many elements are packed by several threads.
 const PAR_PACK_MIN: usize = 1 << 16;
 
+/// Where a product over `k` starts (the slice holding this column of `a`) and what it
+/// calls before reading columns `k0..k1` (see [`StepWeights::gemm`]).
+pub(super) type KOrder<'a> = (usize, &'a dyn Fn(usize, usize));
+
 /// The right operands of a walk's per-step products, one per unit block, each `[k, n_b]`.
 pub(super) struct StepWeights<T> {
     data: Vec<T>,
@@ -153,6 +157,12 @@ impl<T: Element> StepWeights<T> {
     /// `c (m × n_b, rows ldc apart) = a (m × k, rows lda apart) · B_block`, with faer's
     /// parallelism `par` on the faer path.
     ///
+    /// With `order = Some((first, ready))`, the columns of `a` may still be in the making:
+    /// the product runs over `k` in slices, starting with the one that holds column
+    /// `first` and going round, and calls `ready(k0, k1)` before it reads columns
+    /// `k0..k1` (on the faer path once, for all of them). The order of the slices depends
+    /// only on `first` and `k`, never on when they become ready.
+    ///
     /// # Safety
     /// `a` and `c` address `m` rows in bounds; no other thread writes those elements of
     /// `a` or touches those of `c` during the call.
@@ -163,6 +173,7 @@ impl<T: Element> StepWeights<T> {
         (a, lda): (*const T, usize),
         m: usize,
         par: Par,
+        order: Option<KOrder<'_>>,
     ) {
         let (at, n) = self.blocks[block];
         let k = self.k;
@@ -173,9 +184,20 @@ impl<T: Element> StepWeights<T> {
             #[cfg(target_arch = "x86_64")]
             unsafe {
                 let b = self.data.as_ptr().add(at).cast::<f32>();
-                gemm_avx512(c.cast::<f32>(), ldc, a.cast::<f32>(), lda, b, (m, n, k));
+                gemm_avx512(
+                    c.cast::<f32>(),
+                    ldc,
+                    a.cast::<f32>(),
+                    lda,
+                    b,
+                    (m, n, k),
+                    order,
+                );
             }
         } else {
+            if let Some((_, ready)) = order {
+                ready(0, k);
+            }
             // SAFETY: as above; the block is `[k, n]` row-major at `at`.
             unsafe {
                 let b = self.data.as_ptr().add(at);
@@ -208,6 +230,7 @@ unsafe fn gemm_avx512(
     lda: usize,
     b: *const f32,
     (m, n, k): (usize, usize, usize),
+    order: Option<KOrder<'_>>,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -219,8 +242,13 @@ unsafe fn gemm_avx512(
         }
         return;
     }
-    for k0 in (0..k).step_by(KC) {
+    let slices = k.div_ceil(KC);
+    let first = order.map_or(0, |(first, _)| first.min(k - 1) / KC);
+    for (i, k0) in (first..slices).chain(0..first).map(|s| s * KC).enumerate() {
         let kc = KC.min(k - k0);
+        if let Some((_, ready)) = order {
+            ready(k0, k0 + kc);
+        }
         for p in 0..n.div_ceil(NR) {
             let width = NR.min(n - p * NR);
             // SAFETY: rows k0..k0 + kc of panel p, inside the block.
@@ -228,7 +256,7 @@ unsafe fn gemm_avx512(
             let mut r0 = 0;
             while r0 < m {
                 let rows = MR.min(m - r0);
-                let add = k0 > 0;
+                let add = i > 0;
                 // SAFETY: rows r0.. of a (columns k0..) and of c (columns p·NR..), in
                 // bounds.
                 unsafe {
@@ -352,7 +380,16 @@ mod tests {
                 for w in [&w, &wt] {
                     let mut c = vec![f32::NAN; m * ldc];
                     // SAFETY: the buffers hold m rows of lda and ldc.
-                    unsafe { w.gemm(b, (c.as_mut_ptr(), ldc), (a.as_ptr(), lda), m, Par::Seq) };
+                    unsafe {
+                        w.gemm(
+                            b,
+                            (c.as_mut_ptr(), ldc),
+                            (a.as_ptr(), lda),
+                            m,
+                            Par::Seq,
+                            None,
+                        )
+                    };
                     for i in 0..m {
                         for j in 0..n {
                             let want: f32 = (0..k)
@@ -369,6 +406,56 @@ mod tests {
                     }
                 }
                 start += k * n;
+            }
+        }
+    }
+
+    /// A product that starts mid-way through `k` sums every slice once, in the rotated
+    /// order, and announces each slice before reading it.
+    #[test]
+    fn a_rotated_product_announces_every_slice_and_sums_them_all() {
+        let (m, k, n) = (9, 300, 40);
+        let plain: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 8.0)
+            .collect();
+        let w = StepWeights::from_rows(k, &[n], |_, kk| &plain[kk * n..]);
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0)
+            .collect();
+        for first in [0, 150, 299] {
+            let calls = std::sync::Mutex::new(Vec::new());
+            let ready = |k0: usize, k1: usize| calls.lock().unwrap().push((k0, k1));
+            let mut c = vec![f32::NAN; m * n];
+            // SAFETY: the buffers hold m rows of k and n.
+            unsafe {
+                w.gemm(
+                    0,
+                    (c.as_mut_ptr(), n),
+                    (a.as_ptr(), k),
+                    m,
+                    Par::Seq,
+                    Some((first, &ready)),
+                )
+            };
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f32 = (0..k).map(|kk| a[i * k + kk] * plain[kk * n + j]).sum();
+                    assert!(
+                        (c[i * n + j] - want).abs() < 1e-3,
+                        "first {first} [{i},{j}]"
+                    );
+                }
+            }
+            let calls = calls.into_inner().unwrap();
+            if w.panels() {
+                let want = match first {
+                    0 => vec![(0, 128), (128, 256), (256, 300)],
+                    150 => vec![(128, 256), (256, 300), (0, 128)],
+                    _ => vec![(256, 300), (0, 128), (128, 256)],
+                };
+                assert_eq!(calls, want);
+            } else {
+                assert_eq!(calls, vec![(0, k)]);
             }
         }
     }
