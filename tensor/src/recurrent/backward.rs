@@ -102,8 +102,9 @@ pub(super) fn run<T: Element>(
     let block_cols: Vec<usize> = blocks.iter().map(|&(_, un)| un).collect();
     // `W_hh` with its rows in tile-major order, per unit block: block `b` is
     // `W_hh[rows, u0..u0 + un]`.
+    let pos = tile_major(&d, &blocks);
     let mut natural_row = vec![0; gh];
-    for (i, &p) in tile_major(&d, &blocks).iter().enumerate() {
+    for (i, &p) in pos.iter().enumerate() {
         natural_row[p] = i;
     }
     let wq = StepWeights::from_rows(gh, &block_cols, |b, kk| {
@@ -124,7 +125,7 @@ pub(super) fn run<T: Element>(
     };
     // ∂x reads W_ih with its rows in tile-major order; the GRU's n rows are zero there,
     // their share comes from the input side's own ∂a_n.
-    let wx = needs.x.then(|| pack_rows(&d, &blocks, w_ih, input));
+    let wx = needs.x.then(|| pack_rows(&d, &pos, w_ih, input));
     let mut dx = needs.x.then(|| alloc::<T>(l * n * input));
 
     if lstm {
@@ -457,11 +458,11 @@ fn tile_major(d: &Dims, blocks: &[(usize, usize)]) -> Vec<usize> {
         .collect()
 }
 
-/// A weight `[G·H, cols]` with its rows in tile-major order, the GRU's n rows zeroed.
-fn pack_rows<T: Element>(d: &Dims, blocks: &[(usize, usize)], w: &[T], cols: usize) -> Vec<T> {
+/// A weight `[G·H, cols]` with its rows moved to their tile-major positions `pos`, the
+/// GRU's n rows zeroed.
+fn pack_rows<T: Element>(d: &Dims, pos: &[usize], w: &[T], cols: usize) -> Vec<T> {
     let mut out = alloc::<T>(d.gh() * cols);
-    let pos = tile_major(d, blocks);
-    for (i, (src, &row)) in w.chunks_exact(cols).zip(&pos).enumerate() {
+    for (i, (src, &row)) in w.chunks_exact(cols).zip(pos).enumerate() {
         let dst = &mut out[row * cols..][..cols];
         if d.g == 3 && i >= 2 * d.h {
             dst.fill(T::zero());
