@@ -22,13 +22,16 @@
 //! contiguous segment per row and each unit block finds its columns side by side. Two
 //! such buffers alternate between chunks (the first step of a chunk reads the last of
 //! the previous one): everything stays in cache and nothing of size `L·N·G·H` is ever
-//! written. The weight gradients read them through a transposed view, which costs faer
-//! little at this depth (`S·N ≈ 256`; at `L·N` it would be twice as slow).
+//! written. On the AVX-512 path (see `panels`) each unit block's columns are packed into
+//! the microkernel's groups once per chunk (summing the bias gradients on the way) and
+//! multiplied by the chunk's `h₋` and `x`, which are packed once for all blocks;
+//! elsewhere faer reads them through a transposed view, which costs it little at this
+//! depth (`S·N ≈ 256`; at `L·N` it would be twice as slow).
 
 use faer::Par;
 use rayon::prelude::*;
 
-use super::panels::StepWeights;
+use super::panels::{StepWeights, pack_groups};
 use super::{
     Dims, RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, SyncPtr, Tile, Wait,
     chunks, recycle, saved_at, tiles, unit_blocks, walk_tiles,
@@ -303,6 +306,27 @@ fn accumulate<T: Element>(
         (true, true) => (0, (t_lo + 1) * n, k - n),
         (true, false) => (0, (t_lo + 1) * n, k),
     };
+    // On the panel kernel, the right operands of every block's products packed once: block
+    // 0 the state before each row's step (an output, h0 or zeros), block 1 the inputs.
+    let zeros = vec![T::zero(); h];
+    let h_prev = |kk: usize| -> &[T] {
+        let (t, r) = (t_lo + kk / n, kk % n);
+        match (t == first, h0) {
+            (true, Some(h0)) => &h0[r * h..][..h],
+            (true, None) => &zeros,
+            (false, _) => {
+                let tp = if reverse { t + 1 } else { t - 1 };
+                &out[(tp * n + r) * h..][..h]
+            }
+        }
+    };
+    let rhs =
+        (super::f32_avx512::<T>() && (sums.w_hh.is_some() || sums.w_ih.is_some())).then(|| {
+            StepWeights::from_rows(k, &[h, input], |b, kk| match b {
+                0 => h_prev(kk),
+                _ => &x[(t_lo * n + kk) * input..][..input],
+            })
+        });
     let parts: Vec<BlockSums<'_, T>> = split(&mut sums.w_hh, blocks, g * h)
         .into_iter()
         .zip(split(&mut sums.b_hh, blocks, g))
@@ -322,7 +346,7 @@ fn accumulate<T: Element>(
     let one = |part: BlockSums<'_, T>| {
         let BlockSums {
             w_hh: dw,
-            b_hh: db,
+            b_hh: mut db,
             w_ih: dwi,
             b_ih: dbi,
             u0,
@@ -336,57 +360,76 @@ fn accumulate<T: Element>(
             col_stride: width,
         };
         let par = |macs: usize| if seq { Par::Seq } else { parallelism(macs) };
-        if let Some(dw) = dw {
-            let b = Operand::row_major(b_row * h, h);
-            let a = view(a_row, g * u0, gh);
-            gemm(
-                dw,
-                (gun, h, m_k),
-                chunk.dg,
-                a,
-                out,
-                b,
-                true,
-                par(gun * h * m_k),
-            );
-            if let (true, Some(h0)) = (has_first, h0) {
-                let a = view((first - t_lo) * n, g * u0, gh);
-                let b = Operand::row_major(0, h);
-                gemm(dw, (gun, h, n), chunk.dg, a, h0, b, true, par(gun * h * n));
-            }
-        }
-        if let Some(db) = db {
-            add_column_sums(db, chunk.dg, g * u0, gh, k);
-        }
         // The input side: the hidden side's gradients, except the GRU's n rows.
         let shared = if gru { 2 * un } else { gun };
-        let xs = Operand::row_major(t_lo * n * input, input);
-        if let Some(dwi) = dwi {
-            let (top, bottom) = dwi.split_at_mut(shared * input);
-            let a = view(0, g * u0, gh);
-            gemm(
-                top,
-                (shared, input, k),
-                chunk.dg,
-                a,
-                x,
-                xs,
-                true,
-                par(shared * input * k),
-            );
-            if let (true, Some(pn)) = (gru, chunk.dpn) {
-                let a = view(0, u0, h);
+        if let Some(rhs) = &rhs {
+            // The block's gate gradients transposed, in the microkernel's groups, and the
+            // hidden-side bias gradients summed on the way.
+            let a = pack_groups((chunk.dg, gh), (g * u0, gun, k), db.as_deref_mut());
+            if let Some(dw) = dw {
+                add_packed(rhs, 0, dw, &a, gun, !seq);
+            }
+            if let Some(dwi) = dwi {
+                let (top, bottom) = dwi.split_at_mut(shared * input);
+                add_packed(rhs, 1, top, &a, shared, !seq);
+                if let (true, Some(pn)) = (gru, chunk.dpn) {
+                    let a = pack_groups((pn, h), (u0, un, k), None);
+                    add_packed(rhs, 1, bottom, &a, un, !seq);
+                    recycle(a);
+                }
+            }
+            recycle(a);
+        } else {
+            if let Some(dw) = dw {
+                let b = Operand::row_major(b_row * h, h);
+                let a = view(a_row, g * u0, gh);
                 gemm(
-                    bottom,
-                    (un, input, k),
-                    pn,
+                    dw,
+                    (gun, h, m_k),
+                    chunk.dg,
+                    a,
+                    out,
+                    b,
+                    true,
+                    par(gun * h * m_k),
+                );
+                if let (true, Some(h0)) = (has_first, h0) {
+                    let a = view((first - t_lo) * n, g * u0, gh);
+                    let b = Operand::row_major(0, h);
+                    gemm(dw, (gun, h, n), chunk.dg, a, h0, b, true, par(gun * h * n));
+                }
+            }
+            let xs = Operand::row_major(t_lo * n * input, input);
+            if let Some(dwi) = dwi {
+                let (top, bottom) = dwi.split_at_mut(shared * input);
+                let a = view(0, g * u0, gh);
+                gemm(
+                    top,
+                    (shared, input, k),
+                    chunk.dg,
                     a,
                     x,
                     xs,
                     true,
-                    par(un * input * k),
+                    par(shared * input * k),
                 );
+                if let (true, Some(pn)) = (gru, chunk.dpn) {
+                    let a = view(0, u0, h);
+                    gemm(
+                        bottom,
+                        (un, input, k),
+                        pn,
+                        a,
+                        x,
+                        xs,
+                        true,
+                        par(un * input * k),
+                    );
+                }
             }
+        }
+        if let (None, Some(db)) = (&rhs, db) {
+            add_column_sums(db, chunk.dg, g * u0, gh, k);
         }
         if let Some(dbi) = dbi {
             let (top, bottom) = dbi.split_at_mut(shared);
@@ -400,6 +443,45 @@ fn accumulate<T: Element>(
         parts.into_par_iter().for_each(one);
     } else {
         parts.into_iter().for_each(one);
+    }
+    if let Some(rhs) = rhs {
+        rhs.recycle();
+    }
+}
+
+/// `c += a · rhs_block` for the first `m` rows of `c` (rows as wide as the block), `a`
+/// laid out by `pack_groups`; with `split`, the rows are shared out among the threads
+/// (for a lone unit block; several blocks run in parallel already).
+fn add_packed<T: Element>(
+    rhs: &StepWeights<T>,
+    block: usize,
+    c: &mut [T],
+    a: &[T],
+    m: usize,
+    split: bool,
+) {
+    use super::panels::MR;
+    if m == 0 {
+        return;
+    }
+    let width = c.len() / m;
+    let k = rhs.k();
+    let piece = match split {
+        true => m
+            .div_ceil(rayon::current_num_threads())
+            .next_multiple_of(MR),
+        false => m,
+    };
+    let one = |(i, c): (usize, &mut [T])| {
+        let rows = c.len() / width;
+        let a = &a[i * piece * k..];
+        // SAFETY: `c` holds `rows` rows of the block's width, and is this call's alone.
+        unsafe { rhs.add_packed(block, (c.as_mut_ptr(), width), a, rows) };
+    };
+    let c = &mut c[..m * width];
+    match split && piece < m {
+        true => c.par_chunks_mut(piece * width).enumerate().for_each(one),
+        false => one((0, c)),
     }
 }
 

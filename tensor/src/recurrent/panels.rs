@@ -12,7 +12,9 @@
 //! over it. Elsewhere (f64, other CPUs) the blocks stay row-major and faer multiplies.
 //!
 //! The forward walk's input projection of each chunk of steps, `x · W_ihᵀ`, runs on the
-//! same kernel, with `W_ihᵀ` packed the same way.
+//! same kernel, with `W_ihᵀ` packed the same way, and so do the backward's weight
+//! gradients, `∂gatesᵀ · [h₋ | x]` per chunk: their left operand is a transpose, packed
+//! by [`pack_groups`] so that the values one step of `k` broadcasts lie side by side.
 
 use faer::Par;
 
@@ -22,7 +24,7 @@ use crate::Element;
 /// Columns per panel.
 const NR: usize = 32;
 /// Rows per microkernel call.
-const MR: usize = 8;
+pub(super) const MR: usize = 8;
 /// The slice of `k` one pass of the row blocks covers.
 const KC: usize = 128;
 /// Weights of at least this many elements are packed by several threads.
@@ -206,6 +208,41 @@ impl<T: Element> StepWeights<T> {
         }
     }
 
+    /// `c (m × n_b, rows ldc apart) += a · B_block` for `a` (`m × k`) laid out by
+    /// [`pack_groups`]: the weight gradients' products, whose left operand is the
+    /// transpose of a row-major matrix. Only where the AVX-512 kernel applies
+    /// ([`StepWeights::panels`]).
+    ///
+    /// # Safety
+    /// `c` addresses `m` rows of `n_b` elements in bounds that no other thread touches
+    /// during the call.
+    pub(super) unsafe fn add_packed(
+        &self,
+        block: usize,
+        (c, ldc): (*mut T, usize),
+        a: &[T],
+        m: usize,
+    ) {
+        assert!(self.panels, "packed products run on the panel kernel only");
+        let (at, n) = self.blocks[block];
+        let k = self.k;
+        assert!(
+            a.len() >= m.div_ceil(MR) * MR * k,
+            "packed operand too short"
+        );
+        // SAFETY: as in `gemm`; `a` holds the groups of m rows (asserted).
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            let b = self.data.as_ptr().add(at).cast::<f32>();
+            add_packed_avx512(c.cast::<f32>(), ldc, a.as_ptr().cast::<f32>(), b, (m, n, k));
+        }
+    }
+
+    /// The rows of every block.
+    pub(super) fn k(&self) -> usize {
+        self.k
+    }
+
     /// Whether the AVX-512 kernel serves the products (else faer).
     pub(super) fn panels(&self) -> bool {
         self.panels
@@ -253,40 +290,135 @@ unsafe fn gemm_avx512(
             let width = NR.min(n - p * NR);
             // SAFETY: rows k0..k0 + kc of panel p, inside the block.
             let panel = unsafe { b.add((p * k + k0) * NR) };
-            let mut r0 = 0;
-            while r0 < m {
-                let rows = MR.min(m - r0);
-                let add = i > 0;
-                // SAFETY: rows r0.. of a (columns k0..) and of c (columns p·NR..), in
-                // bounds.
-                unsafe {
-                    let (a, c) = (a.add(r0 * lda + k0), (c.add(r0 * ldc + p * NR), ldc));
-                    match rows {
-                        8 => micro::<8>(kc, (a, lda), panel, c, width, add),
-                        7 => micro::<7>(kc, (a, lda), panel, c, width, add),
-                        6 => micro::<6>(kc, (a, lda), panel, c, width, add),
-                        5 => micro::<5>(kc, (a, lda), panel, c, width, add),
-                        4 => micro::<4>(kc, (a, lda), panel, c, width, add),
-                        3 => micro::<3>(kc, (a, lda), panel, c, width, add),
-                        2 => micro::<2>(kc, (a, lda), panel, c, width, add),
-                        _ => micro::<1>(kc, (a, lda), panel, c, width, add),
-                    }
-                }
-                r0 += rows;
+            // SAFETY: rows k0.. of a (its columns k0..) and of the panel, in bounds.
+            unsafe {
+                row_blocks::<false>(
+                    (m, kc),
+                    (a.add(k0), lda),
+                    panel,
+                    (c.add(p * NR), ldc),
+                    width,
+                    i > 0,
+                );
             }
         }
     }
 }
 
+/// `c += a · b` for f32, `a` laid out by [`pack_groups`], `b` in panels of [`NR`] columns.
+///
+/// # Safety
+/// The CPU supports AVX-512F; the views are in bounds and `c` is not shared.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+unsafe fn add_packed_avx512(
+    c: *mut f32,
+    ldc: usize,
+    a: *const f32,
+    b: *const f32,
+    (m, n, k): (usize, usize, usize),
+) {
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
+        for p in 0..n.div_ceil(NR) {
+            let width = NR.min(n - p * NR);
+            // SAFETY: rows k0..k0 + kc of panel p and of every group of a, in bounds.
+            unsafe {
+                let panel = b.add((p * k + k0) * NR);
+                let a = (a.add(k0 * MR), k * MR);
+                row_blocks::<true>((m, kc), a, panel, (c.add(p * NR), ldc), width, true);
+            }
+        }
+    }
+}
+
+/// Columns `col..col + m` of the first `k` rows of `src` (rows `ld` apart) transposed
+/// into groups of [`MR`] columns, group `j` `[k, MR]` at `j·k·MR` (the last one padded
+/// with zeros): the left operand of [`StepWeights::add_packed`], whose microkernel then
+/// finds the `MR` values it broadcasts at one step of `k` side by side. With `sums`, the
+/// columns' sums are added to it on the way (row after row).
+pub(super) fn pack_groups<T: Element>(
+    (src, ld): (&[T], usize),
+    (col, m, k): (usize, usize, usize),
+    mut sums: Option<&mut [T]>,
+) -> Vec<T> {
+    let groups = m.div_ceil(MR);
+    let mut out = crate::storage::alloc::<T>(groups * k * MR);
+    for kk in 0..k {
+        let row = &src[kk * ld + col..][..m];
+        if let Some(sums) = sums.as_deref_mut() {
+            for (s, &v) in sums[..m].iter_mut().zip(row) {
+                *s += v;
+            }
+        }
+        for (j, part) in row.chunks(MR).enumerate() {
+            let dst = &mut out[(j * k + kk) * MR..][..MR];
+            if let (Ok(dst), Ok(part)) = (
+                <&mut [T; MR]>::try_from(&mut *dst),
+                <&[T; MR]>::try_from(part),
+            ) {
+                *dst = *part;
+            } else {
+                dst[..part.len()].copy_from_slice(part);
+                dst[part.len()..].fill(T::zero());
+            }
+        }
+    }
+    out
+}
+
+/// `m` rows of `c` (columns of one panel) from `m` rows of `a` times a panel slice of `kc`
+/// rows, [`MR`] rows per microkernel call. `a` is row-major (rows `lda` apart), or with
+/// `PACKED` in groups of [`MR`] rows, each `[kc.., MR]` with groups `lda` apart (see
+/// [`pack_groups`]).
+///
+/// # Safety
+/// As [`micro`], for every row block.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn row_blocks<const PACKED: bool>(
+    (m, kc): (usize, usize),
+    (a, lda): (*const f32, usize),
+    panel: *const f32,
+    (c, ldc): (*mut f32, usize),
+    width: usize,
+    add: bool,
+) {
+    let mut r0 = 0;
+    while r0 < m {
+        let rows = MR.min(m - r0);
+        // SAFETY: rows r0.. of a and c, in bounds (the caller's promise).
+        unsafe {
+            let a = match PACKED {
+                true => a.add(r0 / MR * lda),
+                false => a.add(r0 * lda),
+            };
+            let (a, c) = ((a, lda), (c.add(r0 * ldc), ldc));
+            match rows {
+                8 => micro::<8, PACKED>(kc, a, panel, c, width, add),
+                7 => micro::<7, PACKED>(kc, a, panel, c, width, add),
+                6 => micro::<6, PACKED>(kc, a, panel, c, width, add),
+                5 => micro::<5, PACKED>(kc, a, panel, c, width, add),
+                4 => micro::<4, PACKED>(kc, a, panel, c, width, add),
+                3 => micro::<3, PACKED>(kc, a, panel, c, width, add),
+                2 => micro::<2, PACKED>(kc, a, panel, c, width, add),
+                _ => micro::<1, PACKED>(kc, a, panel, c, width, add),
+            }
+        }
+        r0 += rows;
+    }
+}
+
 /// `R` rows times one panel slice of `kc` rows: `R × 32` accumulators (two registers per
-/// row), one broadcast of `a` per row and step of `k`. Only the first `width` columns of
-/// `c` are written; with `add` the product is added to them.
+/// row), one broadcast of `a` per row and step of `k` (`a`'s element `(r, kk)` at
+/// `r·lda + kk`, or with `PACKED` at `kk·MR + r`). Only the first `width` columns of `c`
+/// are written; with `add` the product is added to them.
 ///
 /// # Safety
 /// As [`gemm_avx512`], for `R` rows and one panel.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn micro<const R: usize>(
+unsafe fn micro<const R: usize, const PACKED: bool>(
     kc: usize,
     (a, lda): (*const f32, usize),
     panel: *const f32,
@@ -320,7 +452,10 @@ unsafe fn micro<const R: usize>(
             let b0 = _mm512_loadu_ps(panel.add(kk * NR));
             let b1 = _mm512_loadu_ps(panel.add(kk * NR + 16));
             for (r, acc) in acc.iter_mut().enumerate() {
-                let ar = _mm512_set1_ps(*a.add(r * lda + kk));
+                let ar = match PACKED {
+                    true => _mm512_set1_ps(*a.add(kk * MR + r)),
+                    false => _mm512_set1_ps(*a.add(r * lda + kk)),
+                };
                 acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
                 acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
             }
@@ -454,6 +589,54 @@ mod tests {
                 assert_eq!(calls, want);
             } else {
                 assert_eq!(calls, vec![(0, k)]);
+            }
+        }
+    }
+
+    /// The weight gradients' products: `c += a · B` with `a` packed from the columns of a
+    /// row-major matrix (a partial last group of rows), `k` across several slices and a
+    /// partial panel, against a naive sum; and the column sums gathered while packing.
+    #[test]
+    fn packed_products_accumulate_onto_c_and_packing_sums_the_columns() {
+        let (k, ld, col, m, n) = (300, 50, 5, 19, 40);
+        let src: Vec<f32> = (0..k * ld)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) / 8.0)
+            .collect();
+        let plain: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 13) as f32 - 6.0) / 4.0)
+            .collect();
+        let w = StepWeights::from_rows(k, &[n], |_, kk| &plain[kk * n..]);
+        let mut sums = vec![1.0f32; m];
+        let a = pack_groups((&src, ld), (col, m, k), Some(&mut sums));
+        for j in 0..m {
+            let want = 1.0 + (0..k).map(|kk| src[kk * ld + col + j]).sum::<f32>();
+            assert!(
+                (sums[j] - want).abs() < 1e-3,
+                "sum {j}: {} vs {want}",
+                sums[j]
+            );
+        }
+        if !w.panels() {
+            return;
+        }
+        let ldc = n + 3;
+        let mut c: Vec<f32> = (0..m * ldc).map(|i| i as f32 * 0.01).collect();
+        let c0 = c.clone();
+        // SAFETY: c holds m rows of ldc ≥ n.
+        unsafe { w.add_packed(0, (c.as_mut_ptr(), ldc), &a, m) };
+        for i in 0..m {
+            for j in 0..ldc {
+                let want = match j < n {
+                    true => {
+                        c0[i * ldc + j]
+                            + (0..k)
+                                .map(|kk| src[kk * ld + col + i] * plain[kk * n + j])
+                                .sum::<f32>()
+                    }
+                    false => c0[i * ldc + j],
+                };
+                let got = c[i * ldc + j];
+                assert!((got - want).abs() < 1e-3, "[{i},{j}]: {got} vs {want}");
             }
         }
     }

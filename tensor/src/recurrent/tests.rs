@@ -317,10 +317,11 @@ fn f32_run(p: &Problem, reverse: bool) -> Vec<Vec<f64>> {
 /// f32 runs the per-step products through its own kernel where the CPU has AVX-512 (see
 /// `panels`): its outputs and gradients against f64's, on sizes with several tiles per
 /// step, ragged row and unit blocks, several chunks, and a single tile (the last one with
-/// an input projection large enough to be split between threads by rows).
+/// an input projection large enough to be split between threads by rows); with biases
+/// and initial states, and without either.
 #[test]
 fn f32_agrees_with_f64() {
-    for mode in MODES {
+    for (mode, given) in MODES.into_iter().flat_map(|m| [(m, true), (m, false)]) {
         let sizes = [
             (5, 3, 4, 6),
             (4, 67, 5, 70),
@@ -329,7 +330,7 @@ fn f32_agrees_with_f64() {
         ];
         for (i, &size) in sizes.iter().enumerate() {
             for reverse in [false, true] {
-                let p = Problem::new(mode, size, true, true, 3 + i as u64);
+                let p = Problem::new(mode, size, given, given, 3 + i as u64);
                 let (out, saved) = p.run(reverse, true);
                 let up = out.map(|v| v.cos());
                 let g =
@@ -340,7 +341,7 @@ fn f32_agrees_with_f64() {
                 let got = f32_run(&p, reverse);
                 assert_eq!(got.len(), want.len());
                 for (k, (got, want)) in got.iter().zip(&want).enumerate() {
-                    let what = format!("{mode:?} {size:?} reverse {reverse}, tensor {k}");
+                    let what = format!("{mode:?} {size:?} {given} reverse {reverse}, tensor {k}");
                     assert_close(got, want, 2e-4, &what);
                 }
             }
