@@ -31,6 +31,7 @@
 use faer::Par;
 use rayon::prelude::*;
 
+use super::gates;
 use super::panels::{StepWeights, pack_groups};
 use super::{
     Dims, RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, SyncPtr, Tile, Wait,
@@ -63,6 +64,9 @@ struct Ctx<'a, T> {
     /// wanted.
     dpn: Option<[SyncPtr<T>; 2]>,
     par: Par,
+    /// Whether the LSTM rows run on `gates::lstm_backward_row_avx512` (T is f32, the CPU
+    /// has AVX-512).
+    avx512_row: bool,
 }
 
 /// Where a step's gate gradients live: chunk buffer and first row.
@@ -161,6 +165,7 @@ pub(super) fn run<T: Element>(
         } else {
             Par::Seq
         },
+        avx512_row: super::f32_avx512::<T>(),
     };
     // The slot of the step taken `s`-th by the forward walk.
     let slot = |s: usize| {
@@ -620,8 +625,12 @@ unsafe fn step<'a, T: Element>(
             for r in 0..rn {
                 let row = t * n + r0 + r;
                 let dh = &mut dh[r * un..][..un];
-                for (o, &v) in dh.iter_mut().zip(&c.grad[row * h + u0..][..un]) {
-                    *o += v;
+                let grad = &c.grad[row * h + u0..][..un];
+                let fused = c.avx512_row && mode == RecurrentMode::Lstm;
+                if !fused {
+                    for (o, &v) in dh.iter_mut().zip(grad) {
+                        *o += v;
+                    }
                 }
                 // The tile's gate gradients go straight into its segment of the chunk
                 // buffer's row (tile-major: all its gates side by side).
@@ -645,14 +654,27 @@ unsafe fn step<'a, T: Element>(
                             Some(tp) => &cells[saved(tp, r, 1)..][..un],
                             None => prev_seg(c.c0),
                         };
-                        lstm_row(
-                            dh,
-                            [act(0), act(1), act(2), act(3)],
-                            &tcs[saved(t, r, 1)..][..un],
-                            c_prev,
-                            &mut state[r * un..][..un],
-                            dg,
-                        );
+                        let tc = &tcs[saved(t, r, 1)..][..un];
+                        let dc = &mut state[r * un..][..un];
+                        let acts = [act(0), act(1), act(2), act(3)];
+                        if fused {
+                            // SAFETY: T is f32 and the CPU has AVX-512 (`avx512_row`);
+                            // the slices hold `un` elements (`dg` 4·un).
+                            #[cfg(target_arch = "x86_64")]
+                            unsafe {
+                                use super::forward::{as_f32, as_f32_mut};
+                                gates::lstm_backward_row_avx512(
+                                    (as_f32(dh), as_f32(grad)),
+                                    acts.map(|a| as_f32(a)),
+                                    as_f32(tc),
+                                    as_f32(c_prev),
+                                    as_f32_mut(dc),
+                                    as_f32_mut(dg),
+                                )
+                            }
+                        } else {
+                            lstm_row(dh, acts, tc, c_prev, dc, dg);
+                        }
                     }
                     RecurrentMode::Gru => {
                         for (o, &v) in dh.iter_mut().zip(&carry[r * un..][..un]) {
@@ -700,7 +722,7 @@ fn rnn_row<T: Element>(mode: RecurrentMode, dh: &[T], h: &[T], da: &mut [T]) {
 /// The gate gradients of one LSTM row (`dg` gate-major); `dc` holds `∂c_t` from step
 /// `t + 1` on entry and `∂c_{t-1}` on exit.
 #[inline(always)]
-fn lstm_row<T: Element>(
+pub(super) fn lstm_row<T: Element>(
     dh: &[T],
     acts: [&[T]; 4],
     tc: &[T],

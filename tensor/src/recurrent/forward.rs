@@ -369,7 +369,7 @@ unsafe fn step<T: Element>(
 /// # Safety
 /// `T` is f32.
 #[cfg(target_arch = "x86_64")]
-unsafe fn as_f32<T>(s: &[T]) -> &[f32] {
+pub(super) unsafe fn as_f32<T>(s: &[T]) -> &[f32] {
     // SAFETY: T is f32 (the caller's promise): same layout, same length.
     unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) }
 }
@@ -379,7 +379,7 @@ unsafe fn as_f32<T>(s: &[T]) -> &[f32] {
 /// # Safety
 /// `T` is f32.
 #[cfg(target_arch = "x86_64")]
-unsafe fn as_f32_mut<T>(s: &mut [T]) -> &mut [f32] {
+pub(super) unsafe fn as_f32_mut<T>(s: &mut [T]) -> &mut [f32] {
     // SAFETY: as `as_f32`.
     unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) }
 }

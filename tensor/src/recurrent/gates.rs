@@ -108,6 +108,79 @@ pub(super) unsafe fn lstm_row_avx512(
     }
 }
 
+/// One row of the LSTM backward (see `backward::lstm_row`) for f32, written for AVX-512:
+/// the output's gradient `grad` is added to `∂h` on the way (the portable path adds it in
+/// a pass of its own), `tc` is `tanh c_t` and `dc` the running `∂c`.
+///
+/// # Safety
+/// The CPU supports AVX-512F/VL/BW/DQ, and every slice holds at least `dh.len()` elements
+/// (`dg` four times that).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+pub(super) unsafe fn lstm_backward_row_avx512(
+    (dh, grad): (&[f32], &[f32]),
+    acts: [&[f32]; 4],
+    tc: &[f32],
+    c_prev: &[f32],
+    dc: &mut [f32],
+    dg: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let un = dh.len();
+    assert!(grad.len() >= un && acts.iter().all(|a| a.len() >= un));
+    assert!(tc.len() >= un);
+    assert!(c_prev.len() >= un && dc.len() >= un && dg.len() >= 4 * un);
+    let (di, rest) = dg.split_at_mut(un);
+    let (df, rest) = rest.split_at_mut(un);
+    let (dgg, do_) = rest.split_at_mut(un);
+    let mut u = 0;
+    while u < un {
+        let mask: u16 = if un - u >= 16 {
+            0xffff
+        } else {
+            ((1u32 << (un - u)) - 1) as u16
+        };
+        // SAFETY: lanes u..u + 16 of each slice, those past `un` masked off (the lengths
+        // were asserted above); the CPU features are the caller's promise.
+        unsafe {
+            macro_rules! ld {
+                ($s:expr) => {
+                    _mm512_maskz_loadu_ps(mask, $s.as_ptr().add(u))
+                };
+            }
+            macro_rules! st {
+                ($s:expr, $v:expr) => {
+                    _mm512_mask_storeu_ps($s.as_mut_ptr().add(u), mask, $v)
+                };
+            }
+            let one = _mm512_set1_ps(1.0);
+            let dh = _mm512_add_ps(ld!(dh), ld!(grad));
+            let [i, f, g, o] = acts.map(|a| ld!(a));
+            let t = ld!(tc);
+            // ∂c = ∂c₊ f₊ + ∂h o (1 − tanh² c)
+            let dho = _mm512_mul_ps(dh, o);
+            let dcu = _mm512_fmadd_ps(dho, _mm512_fnmadd_ps(t, t, one), ld!(dc));
+            st!(
+                do_,
+                _mm512_mul_ps(_mm512_mul_ps(dho, t), _mm512_sub_ps(one, o))
+            );
+            let dci = _mm512_mul_ps(dcu, i);
+            st!(
+                di,
+                _mm512_mul_ps(_mm512_mul_ps(dci, g), _mm512_sub_ps(one, i))
+            );
+            st!(dgg, _mm512_mul_ps(dci, _mm512_fnmadd_ps(g, g, one)));
+            let dcf = _mm512_mul_ps(dcu, f);
+            st!(
+                df,
+                _mm512_mul_ps(_mm512_mul_ps(dcf, ld!(c_prev)), _mm512_sub_ps(one, f))
+            );
+            st!(dc, dcf);
+        }
+        u += 16;
+    }
+}
+
 /// `e^x` for `x` where it is finite (the callers clamp), 16 lanes: `math::exp_f32_with`'s
 /// range reduction and polynomial, `2^n` by `vscalefps`.
 #[cfg(target_arch = "x86_64")]
@@ -306,6 +379,56 @@ mod tests {
                 || (w - g).abs() <= 8.0 * f32::EPSILON * scale
                 || (w - g).abs() < 1e-37;
             assert!(ok, "element {k}: portable {w}, avx512 {g}");
+        }
+    }
+
+    /// The AVX-512 backward row against the portable one (with the output's gradient added
+    /// to `∂h` first), on activations in their ranges and a masked last block.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_lstm_backward_row_agrees_with_the_portable_one() {
+        if !super::super::f32_avx512::<f32>() {
+            return;
+        }
+        let un = 16 * 5 + 9;
+        let arr = |salt: usize, lo: f32, hi: f32| -> Vec<f32> {
+            (0..un)
+                .map(|i| {
+                    let k = (i * 7919 + salt * 104_729) % 1000;
+                    lo + (hi - lo) * k as f32 / 999.0
+                })
+                .collect()
+        };
+        let (dh, grad) = (arr(0, -2.0, 2.0), arr(1, -1.0, 1.0));
+        let acts = [
+            arr(2, 0.0, 1.0),
+            arr(3, 0.0, 1.0),
+            arr(4, -1.0, 1.0),
+            arr(5, 0.0, 1.0),
+        ];
+        let (tc, c_prev, dc0) = (arr(6, -1.0, 1.0), arr(7, -3.0, 3.0), arr(8, -2.0, 2.0));
+        let acts = acts.each_ref().map(|a| &a[..]);
+        let (mut dc_want, mut dg_want) = (dc0.clone(), vec![0f32; 4 * un]);
+        let summed: Vec<f32> = dh.iter().zip(&grad).map(|(a, b)| a + b).collect();
+        crate::recurrent::backward::lstm_row(
+            &summed,
+            acts,
+            &tc,
+            &c_prev,
+            &mut dc_want,
+            &mut dg_want,
+        );
+        let (mut dc, mut dg) = (dc0.clone(), vec![f32::NAN; 4 * un]);
+        // SAFETY: checked above; every slice holds `un` elements (`dg` 4·un).
+        unsafe {
+            lstm_backward_row_avx512((&dh, &grad), acts, &tc, &c_prev, &mut dc, &mut dg);
+        }
+        let got = dg.iter().chain(&dc);
+        for (k, (&g, &w)) in got.zip(dg_want.iter().chain(&dc_want)).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
+                "element {k}: portable {w}, avx512 {g}"
+            );
         }
     }
 }
