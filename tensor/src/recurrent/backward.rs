@@ -64,8 +64,8 @@ struct Ctx<'a, T> {
     /// wanted.
     dpn: Option<[SyncPtr<T>; 2]>,
     par: Par,
-    /// Whether the LSTM rows run on `gates::lstm_backward_row_avx512` (T is f32, the CPU
-    /// has AVX-512).
+    /// Whether the LSTM tiles run on `gates::lstm_backward_tile_avx512` (T is f32, the
+    /// CPU has AVX-512).
     avx512_row: bool,
 }
 
@@ -619,18 +619,41 @@ unsafe fn step<'a, T: Element>(
     };
     let saved = |t: usize, r: usize, w: usize| saved_at(d, (r0, rn, u0, un), t, r, w);
     let (state, carry, scratch) = (&mut tile.state, &mut tile.carry, &mut tile.scratch);
+    #[cfg(target_arch = "x86_64")]
+    if c.avx512_row && mode == RecurrentMode::Lstm {
+        use super::forward::{as_f32, as_f32_mut};
+        let (cells, tcs) = c.cells.expect("saved");
+        let acts = &c.acts.expect("saved")[saved(t, 0, 4)..][..4 * rn * un];
+        let (c_prev, ld_prev) = match (prev, c.c0) {
+            (Some(tp), _) => (&cells[saved(tp, 0, 1)..][..rn * un], un),
+            (None, Some(c0)) => (&c0[r0 * h + u0..], h),
+            (None, None) => (&c.zeros[..un], 0),
+        };
+        // SAFETY: T is f32 and the CPU has AVX-512 (`avx512_row`); the tile's rows of
+        // step t's gate gradients are its own (other tiles write other columns of the
+        // same rows, hence the raw pointer).
+        unsafe {
+            gates::lstm_backward_tile_avx512(
+                (rn, un),
+                as_f32(dh),
+                (as_f32(&c.grad[(t * n + r0) * h + u0..]), h),
+                as_f32(acts),
+                as_f32(&tcs[saved(t, 0, 1)..][..rn * un]),
+                (as_f32(c_prev), ld_prev),
+                as_f32_mut(&mut state[..rn * un]),
+                (c.dg[at.buf].ptr.add((at.row + r0) * gh + g * u0).cast(), gh),
+            );
+        }
+        return;
+    }
     dispatch(
         #[inline(always)]
         || {
             for r in 0..rn {
                 let row = t * n + r0 + r;
                 let dh = &mut dh[r * un..][..un];
-                let grad = &c.grad[row * h + u0..][..un];
-                let fused = c.avx512_row && mode == RecurrentMode::Lstm;
-                if !fused {
-                    for (o, &v) in dh.iter_mut().zip(grad) {
-                        *o += v;
-                    }
+                for (o, &v) in dh.iter_mut().zip(&c.grad[row * h + u0..][..un]) {
+                    *o += v;
                 }
                 // The tile's gate gradients go straight into its segment of the chunk
                 // buffer's row (tile-major: all its gates side by side).
@@ -654,27 +677,14 @@ unsafe fn step<'a, T: Element>(
                             Some(tp) => &cells[saved(tp, r, 1)..][..un],
                             None => prev_seg(c.c0),
                         };
-                        let tc = &tcs[saved(t, r, 1)..][..un];
-                        let dc = &mut state[r * un..][..un];
-                        let acts = [act(0), act(1), act(2), act(3)];
-                        if fused {
-                            // SAFETY: T is f32 and the CPU has AVX-512 (`avx512_row`);
-                            // the slices hold `un` elements (`dg` 4·un).
-                            #[cfg(target_arch = "x86_64")]
-                            unsafe {
-                                use super::forward::{as_f32, as_f32_mut};
-                                gates::lstm_backward_row_avx512(
-                                    (as_f32(dh), as_f32(grad)),
-                                    acts.map(|a| as_f32(a)),
-                                    as_f32(tc),
-                                    as_f32(c_prev),
-                                    as_f32_mut(dc),
-                                    as_f32_mut(dg),
-                                )
-                            }
-                        } else {
-                            lstm_row(dh, acts, tc, c_prev, dc, dg);
-                        }
+                        lstm_row(
+                            dh,
+                            [act(0), act(1), act(2), act(3)],
+                            &tcs[saved(t, r, 1)..][..un],
+                            c_prev,
+                            &mut state[r * un..][..un],
+                            dg,
+                        );
                     }
                     RecurrentMode::Gru => {
                         for (o, &v) in dh.iter_mut().zip(&carry[r * un..][..un]) {

@@ -108,76 +108,87 @@ pub(super) unsafe fn lstm_row_avx512(
     }
 }
 
-/// One row of the LSTM backward (see `backward::lstm_row`) for f32, written for AVX-512:
-/// the output's gradient `grad` is added to `∂h` on the way (the portable path adds it in
-/// a pass of its own), `tc` is `tanh c_t` and `dc` the running `∂c`.
+/// The LSTM backward's gate pass over one tile (see `backward::lstm_row`, row by row) for
+/// f32, written for AVX-512: `rows` rows of `un` units, the output's gradient `grad` added
+/// to `∂h` on the way (the portable path adds it in a pass of its own). `∂h`, the
+/// activations (`[rows, 4, un]`), `tanh c` and the running `∂c` are the tile's own
+/// contiguous blocks; `grad`, `c_{t-1}` and the gate gradients are rows `ld` apart (`c_{t-1}`
+/// may repeat one row of zeros, `ld = 0`). One call per tile rather than per row: with
+/// `un` = 64 a row is only four vectors.
 ///
 /// # Safety
-/// The CPU supports AVX-512F/VL/BW/DQ, and every slice holds at least `dh.len()` elements
-/// (`dg` four times that).
+/// The CPU supports AVX-512F/VL/BW/DQ; `dg` addresses `rows` rows of `4·un` elements, `ld`
+/// apart, that no other thread touches during the call.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-pub(super) unsafe fn lstm_backward_row_avx512(
-    (dh, grad): (&[f32], &[f32]),
-    acts: [&[f32]; 4],
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn lstm_backward_tile_avx512(
+    (rows, un): (usize, usize),
+    dh: &[f32],
+    (grad, ld_grad): (&[f32], usize),
+    acts: &[f32],
     tc: &[f32],
-    c_prev: &[f32],
+    (c_prev, ld_prev): (&[f32], usize),
     dc: &mut [f32],
-    dg: &mut [f32],
+    (dg, ld_dg): (*mut f32, usize),
 ) {
     use std::arch::x86_64::*;
-    let un = dh.len();
-    assert!(grad.len() >= un && acts.iter().all(|a| a.len() >= un));
-    assert!(tc.len() >= un);
-    assert!(c_prev.len() >= un && dc.len() >= un && dg.len() >= 4 * un);
-    let (di, rest) = dg.split_at_mut(un);
-    let (df, rest) = rest.split_at_mut(un);
-    let (dgg, do_) = rest.split_at_mut(un);
-    let mut u = 0;
-    while u < un {
-        let mask: u16 = if un - u >= 16 {
-            0xffff
-        } else {
-            ((1u32 << (un - u)) - 1) as u16
-        };
-        // SAFETY: lanes u..u + 16 of each slice, those past `un` masked off (the lengths
-        // were asserted above); the CPU features are the caller's promise.
-        unsafe {
-            macro_rules! ld {
-                ($s:expr) => {
-                    _mm512_maskz_loadu_ps(mask, $s.as_ptr().add(u))
-                };
+    if rows == 0 || un == 0 {
+        return;
+    }
+    let last = |ld: usize| (rows - 1) * ld + un;
+    assert!(dh.len() >= rows * un && tc.len() >= rows * un && dc.len() >= rows * un);
+    assert!(acts.len() >= rows * 4 * un);
+    assert!(grad.len() >= last(ld_grad) && c_prev.len() >= last(ld_prev));
+    for r in 0..rows {
+        let mut u = 0;
+        while u < un {
+            let mask: u16 = if un - u >= 16 {
+                0xffff
+            } else {
+                ((1u32 << (un - u)) - 1) as u16
+            };
+            // SAFETY: lanes u..u + 16 of row r of each operand, those past `un` masked
+            // off (the lengths were asserted above, `dg`'s are the caller's promise, as
+            // are the CPU features).
+            unsafe {
+                let ld = |p: *const f32| _mm512_maskz_loadu_ps(mask, p.add(u));
+                let st = |p: *mut f32, v| _mm512_mask_storeu_ps(p.add(u), mask, v);
+                let one = _mm512_set1_ps(1.0);
+                let own = r * un;
+                let a = acts.as_ptr().add(4 * own);
+                let dh =
+                    _mm512_add_ps(ld(dh.as_ptr().add(own)), ld(grad.as_ptr().add(r * ld_grad)));
+                let [i, f, g, o] = [0, 1, 2, 3].map(|k| ld(a.add(k * un)));
+                let t = ld(tc.as_ptr().add(own));
+                let d = dg.add(r * ld_dg);
+                // ∂c = ∂c₊ f₊ + ∂h o (1 − tanh² c)
+                let dho = _mm512_mul_ps(dh, o);
+                let dc_row = dc.as_mut_ptr().add(own);
+                let dcu = _mm512_fmadd_ps(dho, _mm512_fnmadd_ps(t, t, one), ld(dc_row));
+                st(
+                    d.add(3 * un),
+                    _mm512_mul_ps(_mm512_mul_ps(dho, t), _mm512_sub_ps(one, o)),
+                );
+                let dci = _mm512_mul_ps(dcu, i);
+                st(
+                    d,
+                    _mm512_mul_ps(_mm512_mul_ps(dci, g), _mm512_sub_ps(one, i)),
+                );
+                st(
+                    d.add(2 * un),
+                    _mm512_mul_ps(dci, _mm512_fnmadd_ps(g, g, one)),
+                );
+                let dcf = _mm512_mul_ps(dcu, f);
+                let cp = ld(c_prev.as_ptr().add(r * ld_prev));
+                st(
+                    d.add(un),
+                    _mm512_mul_ps(_mm512_mul_ps(dcf, cp), _mm512_sub_ps(one, f)),
+                );
+                st(dc_row, dcf);
             }
-            macro_rules! st {
-                ($s:expr, $v:expr) => {
-                    _mm512_mask_storeu_ps($s.as_mut_ptr().add(u), mask, $v)
-                };
-            }
-            let one = _mm512_set1_ps(1.0);
-            let dh = _mm512_add_ps(ld!(dh), ld!(grad));
-            let [i, f, g, o] = acts.map(|a| ld!(a));
-            let t = ld!(tc);
-            // ∂c = ∂c₊ f₊ + ∂h o (1 − tanh² c)
-            let dho = _mm512_mul_ps(dh, o);
-            let dcu = _mm512_fmadd_ps(dho, _mm512_fnmadd_ps(t, t, one), ld!(dc));
-            st!(
-                do_,
-                _mm512_mul_ps(_mm512_mul_ps(dho, t), _mm512_sub_ps(one, o))
-            );
-            let dci = _mm512_mul_ps(dcu, i);
-            st!(
-                di,
-                _mm512_mul_ps(_mm512_mul_ps(dci, g), _mm512_sub_ps(one, i))
-            );
-            st!(dgg, _mm512_mul_ps(dci, _mm512_fnmadd_ps(g, g, one)));
-            let dcf = _mm512_mul_ps(dcu, f);
-            st!(
-                df,
-                _mm512_mul_ps(_mm512_mul_ps(dcf, ld!(c_prev)), _mm512_sub_ps(one, f))
-            );
-            st!(dc, dcf);
+            u += 16;
         }
-        u += 16;
     }
 }
 
@@ -382,53 +393,80 @@ mod tests {
         }
     }
 
-    /// The AVX-512 backward row against the portable one (with the output's gradient added
-    /// to `∂h` first), on activations in their ranges and a masked last block.
+    /// The AVX-512 backward tile against the portable rows (with the output's gradient
+    /// added to `∂h` first), on activations in their ranges, a masked last block, rows of
+    /// `grad`, `c_{t-1}` and the gate gradients with strides of their own, and `c_{t-1}` one
+    /// repeated row.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn the_avx512_lstm_backward_row_agrees_with_the_portable_one() {
+    fn the_avx512_lstm_backward_tile_agrees_with_the_portable_rows() {
         if !super::super::f32_avx512::<f32>() {
             return;
         }
-        let un = 16 * 5 + 9;
-        let arr = |salt: usize, lo: f32, hi: f32| -> Vec<f32> {
-            (0..un)
+        let (rows, un) = (3, 16 * 5 + 9);
+        let arr = |salt: usize, len: usize, lo: f32, hi: f32| -> Vec<f32> {
+            (0..len)
                 .map(|i| {
                     let k = (i * 7919 + salt * 104_729) % 1000;
                     lo + (hi - lo) * k as f32 / 999.0
                 })
                 .collect()
         };
-        let (dh, grad) = (arr(0, -2.0, 2.0), arr(1, -1.0, 1.0));
-        let acts = [
-            arr(2, 0.0, 1.0),
-            arr(3, 0.0, 1.0),
-            arr(4, -1.0, 1.0),
-            arr(5, 0.0, 1.0),
-        ];
-        let (tc, c_prev, dc0) = (arr(6, -1.0, 1.0), arr(7, -3.0, 3.0), arr(8, -2.0, 2.0));
-        let acts = acts.each_ref().map(|a| &a[..]);
-        let (mut dc_want, mut dg_want) = (dc0.clone(), vec![0f32; 4 * un]);
-        let summed: Vec<f32> = dh.iter().zip(&grad).map(|(a, b)| a + b).collect();
-        crate::recurrent::backward::lstm_row(
-            &summed,
-            acts,
-            &tc,
-            &c_prev,
-            &mut dc_want,
-            &mut dg_want,
-        );
-        let (mut dc, mut dg) = (dc0.clone(), vec![f32::NAN; 4 * un]);
-        // SAFETY: checked above; every slice holds `un` elements (`dg` 4·un).
-        unsafe {
-            lstm_backward_row_avx512((&dh, &grad), acts, &tc, &c_prev, &mut dc, &mut dg);
-        }
-        let got = dg.iter().chain(&dc);
-        for (k, (&g, &w)) in got.zip(dg_want.iter().chain(&dc_want)).enumerate() {
-            assert!(
-                (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
-                "element {k}: portable {w}, avx512 {g}"
-            );
+        let (ld_grad, ld_dg) = (un + 5, 4 * un + 7);
+        let dh = arr(0, rows * un, -2.0, 2.0);
+        let grad = arr(1, rows * ld_grad, -1.0, 1.0);
+        let acts: Vec<f32> = (0..rows)
+            .flat_map(|r| {
+                let range = |k: usize| if k == 2 { (-1.0, 1.0) } else { (0.0, 1.0) };
+                (0..4).flat_map(move |k| arr(2 + 4 * r + k, un, range(k).0, range(k).1))
+            })
+            .collect();
+        let tc = arr(20, rows * un, -1.0, 1.0);
+        let dc0 = arr(21, rows * un, -2.0, 2.0);
+        for ld_prev in [0, un + 3] {
+            let c_prev = arr(22, (rows - 1) * ld_prev + un, -3.0, 3.0);
+            let mut want = vec![f32::NAN; rows * ld_dg];
+            let mut dc_want = dc0.clone();
+            for r in 0..rows {
+                let own = r * un..(r + 1) * un;
+                let summed: Vec<f32> = dh[own.clone()]
+                    .iter()
+                    .zip(&grad[r * ld_grad..])
+                    .map(|(a, b)| a + b)
+                    .collect();
+                let a = &acts[4 * r * un..];
+                crate::recurrent::backward::lstm_row(
+                    &summed,
+                    [0, 1, 2, 3].map(|k| &a[k * un..(k + 1) * un]),
+                    &tc[own.clone()],
+                    &c_prev[r * ld_prev..][..un],
+                    &mut dc_want[own],
+                    &mut want[r * ld_dg..][..4 * un],
+                );
+            }
+            let (mut dc, mut dg) = (dc0.clone(), vec![f32::NAN; rows * ld_dg]);
+            // SAFETY: checked above; `dg` holds `rows` rows of `ld_dg` ≥ 4·un.
+            unsafe {
+                lstm_backward_tile_avx512(
+                    (rows, un),
+                    &dh,
+                    (&grad, ld_grad),
+                    &acts,
+                    &tc,
+                    (&c_prev, ld_prev),
+                    &mut dc,
+                    (dg.as_mut_ptr(), ld_dg),
+                );
+            }
+            let pairs = dg.iter().zip(&want).chain(dc.iter().zip(&dc_want));
+            for (k, (&g, &w)) in pairs.enumerate() {
+                // Gaps between the rows of `dg` stay untouched.
+                let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-6 * (1.0 + w.abs());
+                assert!(
+                    ok,
+                    "ld_prev {ld_prev}, element {k}: portable {w}, avx512 {g}"
+                );
+            }
         }
     }
 }
