@@ -369,7 +369,7 @@ fn check<T: Element>(
 }
 
 /// Whether `T` is f32 and this CPU has AVX-512: where the walks use their hand-written
-/// kernels (`panels`, `gates::lstm_row_avx512`).
+/// kernels (`panels`, `gates::lstm_tile_avx512`).
 fn f32_avx512<T: Element>() -> bool {
     T::DTYPE == crate::DType::F32 && crate::simd_level() == "avx512"
 }

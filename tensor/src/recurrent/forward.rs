@@ -56,7 +56,7 @@ struct Ctx<'a, T> {
     par: Par,
     /// Whether the gate functions may use fused multiply-adds.
     fma: bool,
-    /// Whether the LSTM rows run on `gates::lstm_row_avx512` (T is f32, the CPU has
+    /// Whether the LSTM tiles run on `gates::lstm_tile_avx512` (T is f32, the CPU has
     /// AVX-512).
     avx512_row: bool,
 }
@@ -265,6 +265,14 @@ unsafe fn step<T: Element>(
     let prod = &tile.prod[..rn * k];
     let bx = &c.bx[d.g * u0..][..k];
     let (state, scratch) = (&mut tile.state, &mut tile.scratch);
+    #[cfg(target_arch = "x86_64")]
+    if c.avx512_row && mode == RecurrentMode::Lstm {
+        // SAFETY: T is f32 and the CPU has AVX-512 (`avx512_row`); the blocks are the
+        // tile's own (saved: its rows of step t; else its scratch and state), `c_{t-1}` a
+        // block of step tp or h0's rows, and the rows of h_t the tile's columns of them.
+        unsafe { lstm_tile(d, c, (xp, row0), tile, (s, t, tp, last)) };
+        return;
+    }
     dispatch(
         #[inline(always)]
         || {
@@ -318,27 +326,9 @@ unsafe fn step<T: Element>(
                         };
                         let g4 = |s| [0, 1, 2, 3].map(|gate| gate_of(s, gate, un));
                         let (x, p, b) = (g4(x), g4(p), g4(bx));
-                        match (c.avx512_row, c.fma) {
-                            // SAFETY: T is f32 and the CPU has AVX-512 (`avx512_row`); the
-                            // slices hold `un` elements each.
-                            #[cfg(target_arch = "x86_64")]
-                            (true, _) => unsafe {
-                                gates::lstm_row_avx512(
-                                    x.map(|s| as_f32(s)),
-                                    p.map(|s| as_f32(s)),
-                                    b.map(|s| as_f32(s)),
-                                    acts.map(|s| as_f32_mut(s)),
-                                    (as_f32(c_prev), as_f32_mut(cell)),
-                                    as_f32_mut(tc),
-                                    as_f32_mut(hout),
-                                )
-                            },
-                            (_, true) => {
-                                lstm_row::<T, true>(x, p, b, acts, (c_prev, cell), tc, hout)
-                            }
-                            (_, false) => {
-                                lstm_row::<T, false>(x, p, b, acts, (c_prev, cell), tc, hout)
-                            }
+                        match c.fma {
+                            true => lstm_row::<T, true>(x, p, b, acts, (c_prev, cell), tc, hout),
+                            false => lstm_row::<T, false>(x, p, b, acts, (c_prev, cell), tc, hout),
                         }
                         if last {
                             // c_n goes to the packed output's extra step.
@@ -362,6 +352,94 @@ unsafe fn step<T: Element>(
             }
         },
     );
+}
+
+/// The LSTM gate pass of one tile on `gates::lstm_tile_avx512` (see `step`, whose
+/// arguments these are; the tile's product with `W_hh` is in `tile.prod`).
+///
+/// # Safety
+/// As `step`; besides, T is f32 and the CPU has AVX-512.
+#[cfg(target_arch = "x86_64")]
+unsafe fn lstm_tile<T: Element>(
+    d: &Dims,
+    c: &Ctx<'_, T>,
+    (xp, row0): (&[T], usize),
+    tile: &mut Tile<T>,
+    (s, t, tp, last): (usize, usize, Option<usize>, bool),
+) {
+    let (h, n) = (d.h, d.n);
+    let (r0, rn, u0, un) = (tile.r0, tile.rn, tile.u0, tile.un);
+    let k = d.g * un;
+    let saved = |t: usize, w: usize| saved_at(d, (r0, rn, u0, un), t, 0, w);
+    // SAFETY: T is f32 (the caller's promise).
+    let (x, p, b) = unsafe {
+        (
+            (as_f32(&xp[(row0 + r0) * k..]), k),
+            (as_f32(&tile.prod[..rn * k]), k),
+            as_f32(&c.bx[d.g * u0..][..k]),
+        )
+    };
+    // SAFETY (the slices and the pointer): the caller's promise.
+    let h_t = (
+        unsafe { c.out.ptr.add((t * n + r0) * h + u0) }.cast::<f32>(),
+        h,
+    );
+    let (state, scratch) = (&mut tile.state, &mut tile.scratch);
+    match (c.acts, c.cells) {
+        (Some(a), Some((cp, tcp))) => unsafe {
+            let c_prev = match (tp, c.c0) {
+                (Some(tp), _) => (cp.slice(saved(tp, 1), rn * un), un),
+                (None, Some(c0)) => (&c0[r0 * h + u0..], h),
+                (None, None) => (&c.zeros[..un], 0),
+            };
+            gates::lstm_tile_avx512(
+                (rn, un),
+                x,
+                p,
+                b,
+                (as_f32_mut(a.slice_mut(saved(t, 4), 4 * rn * un)), 4 * un),
+                (as_f32(c_prev.0), c_prev.1),
+                (as_f32_mut(cp.slice_mut(saved(t, 1), rn * un)), un),
+                (as_f32_mut(tcp.slice_mut(saved(t, 1), rn * un)), un),
+                h_t,
+            );
+        },
+        _ => {
+            // Nothing kept but c, which alternates between the two halves of the state;
+            // the activations and tanh c go to one row of scratch, rewritten row by row.
+            let (a, tc) = scratch[..5 * un].split_at_mut(4 * un);
+            let (even, odd) = state.split_at_mut(rn * un);
+            let (from, to) = if s % 2 == 0 { (even, odd) } else { (odd, even) };
+            // SAFETY: as above.
+            unsafe {
+                gates::lstm_tile_avx512(
+                    (rn, un),
+                    x,
+                    p,
+                    b,
+                    (as_f32_mut(a), 0),
+                    (as_f32(from), un),
+                    (as_f32_mut(to), un),
+                    (as_f32_mut(tc), 0),
+                    h_t,
+                );
+            }
+        }
+    }
+    if last {
+        // c_n goes to the packed output's extra step.
+        for r in 0..rn {
+            let cell = match (c.cells, s % 2 == 0) {
+                // SAFETY: the tile's own block of step t.
+                (Some((cp, _)), _) => unsafe { cp.slice(saved(t, 1) + r * un, un) },
+                (None, true) => &tile.state[(rn + r) * un..][..un],
+                (None, false) => &tile.state[r * un..][..un],
+            };
+            // SAFETY: the tile's own block of the extra step.
+            let c_n = unsafe { c.out.slice_mut((d.l * n + r0 + r) * h + u0, un) };
+            c_n.copy_from_slice(cell);
+        }
+    }
 }
 
 /// `s` as f32.

@@ -35,76 +35,85 @@ pub(super) fn tanh<T: Element, const FMA: bool>(x: T) -> T {
 
 pub(super) use crate::simd::has_fma;
 
-/// One LSTM row (see `forward::lstm_row`, whose arguments these are) for f32, written for
-/// AVX-512: 16 units at a time (the last block masked), σ and tanh from the same
-/// polynomials as the portable path, with `2^n` applied by `vscalefps` and each division
-/// by a reciprocal estimate refined by one Newton step (exact to about an ulp). The
-/// auto-vectorised loop spends ~210 cycles per 16 units, most of them in its five vector
-/// divisions; this takes ~150.
+/// The LSTM forward's gate pass over one tile (see `forward::lstm_row`, row by row) for
+/// f32, written for AVX-512: 16 units at a time (the last block masked), σ and tanh from
+/// the same polynomials as the portable path, with `2^n` applied by `vscalefps` and each
+/// division by a reciprocal estimate refined by one Newton step (exact to about an ulp).
+/// The auto-vectorised loop spends ~210 cycles per 16 units, most of them in its five
+/// vector divisions; this takes ~150.
+///
+/// Every operand is given as its first row and the distance `ld` between rows: the input
+/// projection `x` and the recurrent product `p` (gate `k` of a row at `k·un`), the
+/// activations (`i, f, g, o`, likewise), `c_{t-1}`, `c_t`, `tanh c_t` and `h_t`; a
+/// distance of 0 reuses one row (zeros for `c_{t-1}`, scratch for what is not kept). `b`
+/// is one row of biases. One call per tile rather than per row: with `un` = 64 a row is
+/// only four vectors.
 ///
 /// # Safety
-/// The CPU supports AVX-512F/VL/BW/DQ, and every slice holds at least `h.len()` elements.
+/// The CPU supports AVX-512F/VL/BW/DQ; `h` addresses `rows` rows of `un` elements, `ld`
+/// apart, that no other thread touches during the call.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-pub(super) unsafe fn lstm_row_avx512(
-    x: [&[f32]; 4],
-    p: [&[f32]; 4],
-    b: [&[f32]; 4],
-    acts: [&mut [f32]; 4],
-    (c_prev, cell): (&[f32], &mut [f32]),
-    tc: &mut [f32],
-    h: &mut [f32],
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn lstm_tile_avx512(
+    (rows, un): (usize, usize),
+    (x, ld_x): (&[f32], usize),
+    (p, ld_p): (&[f32], usize),
+    b: &[f32],
+    (acts, ld_a): (&mut [f32], usize),
+    (c_prev, ld_prev): (&[f32], usize),
+    (cell, ld_c): (&mut [f32], usize),
+    (tc, ld_tc): (&mut [f32], usize),
+    (h, ld_h): (*mut f32, usize),
 ) {
     use std::arch::x86_64::*;
-    let un = h.len();
-    for s in x.iter().chain(&p).chain(&b) {
-        assert!(s.len() >= un);
+    if rows == 0 || un == 0 {
+        return;
     }
-    assert!(acts.iter().all(|a| a.len() >= un) && c_prev.len() >= un);
-    assert!(cell.len() >= un && tc.len() >= un);
-    let [ai, af, ag, ao] = acts;
-    let mut u = 0;
-    while u < un {
-        let mask: u16 = if un - u >= 16 {
-            0xffff
-        } else {
-            ((1u32 << (un - u)) - 1) as u16
-        };
-        // SAFETY: lanes u..u + 16 of each slice, those past `un` masked off (the lengths
-        // were asserted above); the CPU features are the caller's promise.
-        unsafe {
-            // Macros rather than closures, so that everything inlines into this function
-            // and is compiled with its target features.
-            macro_rules! ld {
-                ($s:expr) => {
-                    _mm512_maskz_loadu_ps(mask, $s.as_ptr().add(u))
+    let last = |ld: usize, width: usize| (rows - 1) * ld + width;
+    assert!(x.len() >= last(ld_x, 4 * un) && p.len() >= last(ld_p, 4 * un));
+    assert!(b.len() >= 4 * un && acts.len() >= last(ld_a, 4 * un));
+    assert!(c_prev.len() >= last(ld_prev, un) && cell.len() >= last(ld_c, un));
+    assert!(tc.len() >= last(ld_tc, un));
+    for r in 0..rows {
+        let mut u = 0;
+        while u < un {
+            let mask: u16 = if un - u >= 16 {
+                0xffff
+            } else {
+                ((1u32 << (un - u)) - 1) as u16
+            };
+            // SAFETY: lanes u..u + 16 of row r of each operand, those past `un` masked
+            // off (the lengths were asserted above, `h`'s is the caller's promise, as are
+            // the CPU features).
+            unsafe {
+                let ld = |p: *const f32| _mm512_maskz_loadu_ps(mask, p.add(u));
+                let st = |p: *mut f32, v| _mm512_mask_storeu_ps(p.add(u), mask, v);
+                let (x, p) = (x.as_ptr().add(r * ld_x), p.as_ptr().add(r * ld_p));
+                let pre = |k: usize| {
+                    let at = k * un;
+                    _mm512_add_ps(
+                        _mm512_add_ps(ld(x.add(at)), ld(p.add(at))),
+                        ld(b.as_ptr().add(at)),
+                    )
                 };
+                let i = v_sigmoid(pre(0));
+                let f = v_sigmoid(pre(1));
+                let g = v_tanh(pre(2));
+                let o = v_sigmoid(pre(3));
+                let c_prev = ld(c_prev.as_ptr().add(r * ld_prev));
+                let c = _mm512_fmadd_ps(f, c_prev, _mm512_mul_ps(i, g));
+                let t = v_tanh(c);
+                let a = acts.as_mut_ptr().add(r * ld_a);
+                for (k, v) in [i, f, g, o].into_iter().enumerate() {
+                    st(a.add(k * un), v);
+                }
+                st(cell.as_mut_ptr().add(r * ld_c), c);
+                st(tc.as_mut_ptr().add(r * ld_tc), t);
+                st(h.add(r * ld_h), _mm512_mul_ps(o, t));
             }
-            macro_rules! pre {
-                ($g:expr) => {
-                    _mm512_add_ps(_mm512_add_ps(ld!(x[$g]), ld!(p[$g])), ld!(b[$g]))
-                };
-            }
-            macro_rules! st {
-                ($s:expr, $v:expr) => {
-                    _mm512_mask_storeu_ps($s.as_mut_ptr().add(u), mask, $v)
-                };
-            }
-            let i = v_sigmoid(pre!(0));
-            let f = v_sigmoid(pre!(1));
-            let g = v_tanh(pre!(2));
-            let o = v_sigmoid(pre!(3));
-            let c = _mm512_fmadd_ps(f, ld!(c_prev), _mm512_mul_ps(i, g));
-            let t = v_tanh(c);
-            st!(ai, i);
-            st!(af, f);
-            st!(ag, g);
-            st!(ao, o);
-            st!(cell, c);
-            st!(tc, t);
-            st!(h, _mm512_mul_ps(o, t));
+            u += 16;
         }
-        u += 16;
     }
 }
 
@@ -310,12 +319,12 @@ mod tests {
         assert_eq!(sigmoid::<f64, true>(0.5), 1.0 / (1.0 + (-0.5f64).exp()));
     }
 
-    /// The AVX-512 row against the portable one on values across every branch (σ's clamp,
-    /// tanh's polynomial and exponential sides, both signs), infinities and NaN, with a
-    /// masked last block.
+    /// The AVX-512 tile (one row) against the portable row on values across every branch
+    /// (σ's clamp, tanh's polynomial and exponential sides, both signs), infinities and
+    /// NaN, with a masked last block.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn the_avx512_lstm_row_agrees_with_the_portable_one() {
+    fn the_avx512_lstm_tile_agrees_with_the_portable_row() {
         if !super::super::f32_avx512::<f32>() {
             return;
         }
@@ -359,8 +368,26 @@ mod tests {
                 b.each_ref().map(|v| &v[..]),
             );
             if avx {
-                // SAFETY: checked above; every slice holds `un` elements.
-                unsafe { lstm_row_avx512(xs, ps, bs, a, (&cell0, &mut cell), &mut tc, &mut h) };
+                // One row of a tile: the gates of each operand side by side.
+                let (xr, pr, br) = (xs.concat(), ps.concat(), bs.concat());
+                let mut ar = vec![0f32; 4 * un];
+                // SAFETY: checked above; every row holds `un` elements per gate.
+                unsafe {
+                    lstm_tile_avx512(
+                        (1, un),
+                        (&xr, 0),
+                        (&pr, 0),
+                        &br,
+                        (&mut ar, 0),
+                        (&cell0, 0),
+                        (&mut cell, 0),
+                        (&mut tc, 0),
+                        (h.as_mut_ptr(), 0),
+                    );
+                }
+                for (k, a) in a.into_iter().enumerate() {
+                    a.copy_from_slice(&ar[k * un..][..un]);
+                }
             } else {
                 crate::recurrent::forward::lstm_row::<f32, true>(
                     xs,
@@ -390,6 +417,84 @@ mod tests {
                 || (w - g).abs() <= 8.0 * f32::EPSILON * scale
                 || (w - g).abs() < 1e-37;
             assert!(ok, "element {k}: portable {w}, avx512 {g}");
+        }
+    }
+
+    /// The AVX-512 tile over several rows, each operand with a row distance of its own:
+    /// kept activations, cells and `tanh c` (and `c_{t-1}` one repeated row or rows of
+    /// its own) against the portable rows; and with the activations and `tanh c` sent to one
+    /// row of scratch, the same cells and outputs.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx512_lstm_tile_walks_rows_with_their_own_strides() {
+        if !super::super::f32_avx512::<f32>() {
+            return;
+        }
+        let (rows, un) = (3, 16 * 2 + 5);
+        let arr = |salt: usize, len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * 7919 + salt * 104_729) % 1000) as f32 / 125.0 - 4.0)
+                .collect()
+        };
+        let (ld_x, ld_p, ld_a, ld_h) = (4 * un + 3, 4 * un + 1, 4 * un + 2, un + 4);
+        let (x, p, b) = (arr(0, rows * ld_x), arr(1, rows * ld_p), arr(2, 4 * un));
+        for ld_prev in [0, un + 1] {
+            let c_prev = arr(3, (rows - 1) * ld_prev + un);
+            // The portable rows.
+            let mut want = (vec![f32::NAN; rows * ld_a], vec![0f32; rows * un]);
+            let mut want_tc = vec![0f32; rows * un];
+            let mut want_h = vec![f32::NAN; rows * ld_h];
+            for r in 0..rows {
+                fn gates(s: &[f32], at: usize, un: usize) -> [&[f32]; 4] {
+                    [0, 1, 2, 3].map(|k| &s[at + k * un..][..un])
+                }
+                let mut parts = want.0[r * ld_a..][..4 * un].chunks_exact_mut(un);
+                let acts = std::array::from_fn(|_| parts.next().expect("4 gates"));
+                crate::recurrent::forward::lstm_row::<f32, true>(
+                    gates(&x, r * ld_x, un),
+                    gates(&p, r * ld_p, un),
+                    gates(&b, 0, un),
+                    acts,
+                    (&c_prev[r * ld_prev..][..un], &mut want.1[r * un..][..un]),
+                    &mut want_tc[r * un..][..un],
+                    &mut want_h[r * ld_h..][..un],
+                );
+            }
+            let close = |got: &[f32], want: &[f32], what: &str| {
+                for (k, (&g, &w)) in got.iter().zip(want).enumerate() {
+                    let ok = (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-6 * (1.0 + w.abs());
+                    assert!(
+                        ok,
+                        "ld_prev {ld_prev}, {what} {k}: portable {w}, avx512 {g}"
+                    );
+                }
+            };
+            for keep in [true, false] {
+                let mut acts = vec![f32::NAN; if keep { rows * ld_a } else { 4 * un }];
+                let (mut cell, mut tc) = (vec![0f32; rows * un], vec![0f32; rows * un]);
+                let mut h = vec![f32::NAN; rows * ld_h];
+                let (ld_a, ld_tc) = if keep { (ld_a, un) } else { (0, 0) };
+                // SAFETY: checked above; every operand holds its rows.
+                unsafe {
+                    lstm_tile_avx512(
+                        (rows, un),
+                        (&x, ld_x),
+                        (&p, ld_p),
+                        &b,
+                        (&mut acts, ld_a),
+                        (&c_prev, ld_prev),
+                        (&mut cell, un),
+                        (&mut tc, ld_tc),
+                        (h.as_mut_ptr(), ld_h),
+                    );
+                }
+                close(&cell, &want.1, "cell");
+                close(&h, &want_h, "h");
+                if keep {
+                    close(&acts, &want.0, "activation");
+                    close(&tc, &want_tc, "tanh c");
+                }
+            }
         }
     }
 
