@@ -31,7 +31,6 @@
 use faer::Par;
 use rayon::prelude::*;
 
-use super::gates;
 use super::panels::{StepWeights, pack_groups};
 use super::{
     Dims, RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, SyncPtr, Tile, Wait,
@@ -633,7 +632,7 @@ unsafe fn step<'a, T: Element>(
         // step t's gate gradients are its own (other tiles write other columns of the
         // same rows, hence the raw pointer).
         unsafe {
-            gates::lstm_backward_tile_avx512(
+            super::gates::lstm_backward_tile_avx512(
                 (rn, un),
                 as_f32(dh),
                 (as_f32(&c.grad[(t * n + r0) * h + u0..]), h),

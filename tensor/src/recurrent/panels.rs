@@ -216,6 +216,7 @@ impl<T: Element> StepWeights<T> {
     /// # Safety
     /// `c` addresses `m` rows of `n_b` elements in bounds that no other thread touches
     /// during the call.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     pub(super) unsafe fn add_packed(
         &self,
         block: usize,
