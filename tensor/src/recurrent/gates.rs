@@ -75,46 +75,37 @@ pub(super) unsafe fn lstm_tile_avx512(
     assert!(b.len() >= 4 * un && acts.len() >= last(ld_a, 4 * un));
     assert!(c_prev.len() >= last(ld_prev, un) && cell.len() >= last(ld_c, un));
     assert!(tc.len() >= last(ld_tc, un));
-    for r in 0..rows {
-        let mut u = 0;
-        while u < un {
-            let mask: u16 = if un - u >= 16 {
-                0xffff
-            } else {
-                ((1u32 << (un - u)) - 1) as u16
+    lane_blocks(rows, un, |r, u, mask| {
+        // SAFETY: lanes u..u + 16 of row r of each operand, those past `un` masked
+        // off (the lengths were asserted above, `h`'s is the caller's promise, as are
+        // the CPU features).
+        unsafe {
+            let ld = |p: *const f32| _mm512_maskz_loadu_ps(mask, p.add(u));
+            let st = |p: *mut f32, v| _mm512_mask_storeu_ps(p.add(u), mask, v);
+            let (x, p) = (x.as_ptr().add(r * ld_x), p.as_ptr().add(r * ld_p));
+            let pre = |k: usize| {
+                let at = k * un;
+                _mm512_add_ps(
+                    _mm512_add_ps(ld(x.add(at)), ld(p.add(at))),
+                    ld(b.as_ptr().add(at)),
+                )
             };
-            // SAFETY: lanes u..u + 16 of row r of each operand, those past `un` masked
-            // off (the lengths were asserted above, `h`'s is the caller's promise, as are
-            // the CPU features).
-            unsafe {
-                let ld = |p: *const f32| _mm512_maskz_loadu_ps(mask, p.add(u));
-                let st = |p: *mut f32, v| _mm512_mask_storeu_ps(p.add(u), mask, v);
-                let (x, p) = (x.as_ptr().add(r * ld_x), p.as_ptr().add(r * ld_p));
-                let pre = |k: usize| {
-                    let at = k * un;
-                    _mm512_add_ps(
-                        _mm512_add_ps(ld(x.add(at)), ld(p.add(at))),
-                        ld(b.as_ptr().add(at)),
-                    )
-                };
-                let i = v_sigmoid(pre(0));
-                let f = v_sigmoid(pre(1));
-                let g = v_tanh(pre(2));
-                let o = v_sigmoid(pre(3));
-                let c_prev = ld(c_prev.as_ptr().add(r * ld_prev));
-                let c = _mm512_fmadd_ps(f, c_prev, _mm512_mul_ps(i, g));
-                let t = v_tanh(c);
-                let a = acts.as_mut_ptr().add(r * ld_a);
-                for (k, v) in [i, f, g, o].into_iter().enumerate() {
-                    st(a.add(k * un), v);
-                }
-                st(cell.as_mut_ptr().add(r * ld_c), c);
-                st(tc.as_mut_ptr().add(r * ld_tc), t);
-                st(h.add(r * ld_h), _mm512_mul_ps(o, t));
+            let i = v_sigmoid(pre(0));
+            let f = v_sigmoid(pre(1));
+            let g = v_tanh(pre(2));
+            let o = v_sigmoid(pre(3));
+            let c_prev = ld(c_prev.as_ptr().add(r * ld_prev));
+            let c = _mm512_fmadd_ps(f, c_prev, _mm512_mul_ps(i, g));
+            let t = v_tanh(c);
+            let a = acts.as_mut_ptr().add(r * ld_a);
+            for (k, v) in [i, f, g, o].into_iter().enumerate() {
+                st(a.add(k * un), v);
             }
-            u += 16;
+            st(cell.as_mut_ptr().add(r * ld_c), c);
+            st(tc.as_mut_ptr().add(r * ld_tc), t);
+            st(h.add(r * ld_h), _mm512_mul_ps(o, t));
         }
-    }
+    });
 }
 
 /// The LSTM backward's gate pass over one tile (see `backward::lstm_row`, row by row) for
@@ -149,54 +140,60 @@ pub(super) unsafe fn lstm_backward_tile_avx512(
     assert!(dh.len() >= rows * un && tc.len() >= rows * un && dc.len() >= rows * un);
     assert!(acts.len() >= rows * 4 * un);
     assert!(grad.len() >= last(ld_grad) && c_prev.len() >= last(ld_prev));
+    lane_blocks(rows, un, |r, u, mask| {
+        // SAFETY: lanes u..u + 16 of row r of each operand, those past `un` masked
+        // off (the lengths were asserted above, `dg`'s are the caller's promise, as
+        // are the CPU features).
+        unsafe {
+            let ld = |p: *const f32| _mm512_maskz_loadu_ps(mask, p.add(u));
+            let st = |p: *mut f32, v| _mm512_mask_storeu_ps(p.add(u), mask, v);
+            let one = _mm512_set1_ps(1.0);
+            let own = r * un;
+            let a = acts.as_ptr().add(4 * own);
+            let dh = _mm512_add_ps(ld(dh.as_ptr().add(own)), ld(grad.as_ptr().add(r * ld_grad)));
+            let [i, f, g, o] = [0, 1, 2, 3].map(|k| ld(a.add(k * un)));
+            let t = ld(tc.as_ptr().add(own));
+            let d = dg.add(r * ld_dg);
+            // ∂c = ∂c₊ f₊ + ∂h o (1 − tanh² c)
+            let dho = _mm512_mul_ps(dh, o);
+            let dc_row = dc.as_mut_ptr().add(own);
+            let dcu = _mm512_fmadd_ps(dho, _mm512_fnmadd_ps(t, t, one), ld(dc_row));
+            st(
+                d.add(3 * un),
+                _mm512_mul_ps(_mm512_mul_ps(dho, t), _mm512_sub_ps(one, o)),
+            );
+            let dci = _mm512_mul_ps(dcu, i);
+            st(
+                d,
+                _mm512_mul_ps(_mm512_mul_ps(dci, g), _mm512_sub_ps(one, i)),
+            );
+            st(
+                d.add(2 * un),
+                _mm512_mul_ps(dci, _mm512_fnmadd_ps(g, g, one)),
+            );
+            let dcf = _mm512_mul_ps(dcu, f);
+            let cp = ld(c_prev.as_ptr().add(r * ld_prev));
+            st(
+                d.add(un),
+                _mm512_mul_ps(_mm512_mul_ps(dcf, cp), _mm512_sub_ps(one, f)),
+            );
+            st(dc_row, dcf);
+        }
+    });
+}
+
+/// Calls `f(r, u, mask)` for every row `r < rows` and block of 16 units from `u`, `mask`
+/// holding the block's lanes below `un` (all but the last block are full).
+#[inline(always)]
+fn lane_blocks(rows: usize, un: usize, mut f: impl FnMut(usize, usize, u16)) {
     for r in 0..rows {
-        let mut u = 0;
-        while u < un {
-            let mask: u16 = if un - u >= 16 {
+        for u in (0..un).step_by(16) {
+            let mask = if un - u >= 16 {
                 0xffff
             } else {
                 ((1u32 << (un - u)) - 1) as u16
             };
-            // SAFETY: lanes u..u + 16 of row r of each operand, those past `un` masked
-            // off (the lengths were asserted above, `dg`'s are the caller's promise, as
-            // are the CPU features).
-            unsafe {
-                let ld = |p: *const f32| _mm512_maskz_loadu_ps(mask, p.add(u));
-                let st = |p: *mut f32, v| _mm512_mask_storeu_ps(p.add(u), mask, v);
-                let one = _mm512_set1_ps(1.0);
-                let own = r * un;
-                let a = acts.as_ptr().add(4 * own);
-                let dh =
-                    _mm512_add_ps(ld(dh.as_ptr().add(own)), ld(grad.as_ptr().add(r * ld_grad)));
-                let [i, f, g, o] = [0, 1, 2, 3].map(|k| ld(a.add(k * un)));
-                let t = ld(tc.as_ptr().add(own));
-                let d = dg.add(r * ld_dg);
-                // ∂c = ∂c₊ f₊ + ∂h o (1 − tanh² c)
-                let dho = _mm512_mul_ps(dh, o);
-                let dc_row = dc.as_mut_ptr().add(own);
-                let dcu = _mm512_fmadd_ps(dho, _mm512_fnmadd_ps(t, t, one), ld(dc_row));
-                st(
-                    d.add(3 * un),
-                    _mm512_mul_ps(_mm512_mul_ps(dho, t), _mm512_sub_ps(one, o)),
-                );
-                let dci = _mm512_mul_ps(dcu, i);
-                st(
-                    d,
-                    _mm512_mul_ps(_mm512_mul_ps(dci, g), _mm512_sub_ps(one, i)),
-                );
-                st(
-                    d.add(2 * un),
-                    _mm512_mul_ps(dci, _mm512_fnmadd_ps(g, g, one)),
-                );
-                let dcf = _mm512_mul_ps(dcu, f);
-                let cp = ld(c_prev.as_ptr().add(r * ld_prev));
-                st(
-                    d.add(un),
-                    _mm512_mul_ps(_mm512_mul_ps(dcf, cp), _mm512_sub_ps(one, f)),
-                );
-                st(dc_row, dcf);
-            }
-            u += 16;
+            f(r, u, mask);
         }
     }
 }
