@@ -3,7 +3,7 @@
 //! Every input comes in a random layout (see `common`), binary operands in shapes that
 //! broadcast (e.g. `[3, 1, 4]` with `[2, 4]`).
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

@@ -2,7 +2,7 @@
 //! conv2d → relu → max_pool2d → flatten → matmul chain, and a value used several times
 //! in one graph (the backward walk must add up every path).
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

@@ -3,7 +3,7 @@
 //! triu. All are linear in their tensor inputs, so any values do; indices repeat, so
 //! gradients must accumulate.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::collection::vec;

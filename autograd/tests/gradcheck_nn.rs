@@ -3,7 +3,7 @@
 //! pooling ops. Inputs come in random layouts; convolution inputs stay tiny, since
 //! gradcheck runs two forward passes per input element.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

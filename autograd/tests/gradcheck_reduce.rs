@@ -2,7 +2,7 @@
 //! indices, in any order, empty for all dims), with and without `keepdim`, on inputs of
 //! rank 0 to 4 in random layouts.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

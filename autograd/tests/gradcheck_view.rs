@@ -2,7 +2,7 @@
 //! permute, narrow, slice with a step, select, broadcast_to, expand, contiguous), each
 //! applied on top of a random layout of its input. All are linear, so any values do.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::collection::vec;

@@ -2,7 +2,7 @@
 //! succeed and write what they document; every error is one line on stderr starting with
 //! `error:` and a non-zero exit status.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -3,7 +3,7 @@
 //! descent approaches the closed form, which recovers known coefficients exactly; and
 //! checkpoints round-trip.
 
-mod common;
+use crate::common;
 
 use common::{TempDir, data_dir};
 use strata_autograd::Var;

@@ -4,7 +4,7 @@
 //! Every broken file must give a `ModelsError::Data` naming the file and saying what is
 //! wrong: never a panic, never silently fewer samples.
 
-mod common;
+use crate::common;
 
 use common::{TempDir, assert_data_error, cifar_bytes, cifar_pixel, data_dir, gzip, idx_bytes};
 use strata_models::ModelsError;

@@ -1,7 +1,7 @@
 //! The sequence reference models train in CI: each model's loss falls in a few steps on
 //! the bundled data; checkpoints evaluate, predict and generate; errors are clear.
 
-mod common;
+use crate::common;
 
 use common::TempDir;
 use strata_models::data::bundled;

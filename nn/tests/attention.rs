@@ -2,7 +2,7 @@
 //! with respect to the inputs and every parameter), comparisons with PyTorch on the
 //! fixtures of `tests/fixtures/generate_attention.py`, state-dict interop and errors.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -11,7 +11,7 @@
 //!
 //! Inputs stay tiny: gradcheck runs two forward passes per input element.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

@@ -4,7 +4,7 @@
 //! definition, and the loss struct (`MSELoss`, `CrossEntropyLoss`, …) against the
 //! function.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

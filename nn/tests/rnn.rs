@@ -8,7 +8,7 @@
 //! flattened into one vector, which gradcheck projects on random weights: the gradient
 //! of `Σ r₁ ⊙ out + Σ r₂ ⊙ h_n + Σ r₃ ⊙ c_n`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

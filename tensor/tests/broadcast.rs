@@ -1,7 +1,7 @@
 //! Broadcasting binary ops equal the same op on explicitly expanded operands and a naive
 //! index loop; in-place updates equal their out-of-place versions.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

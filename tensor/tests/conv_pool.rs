@@ -4,7 +4,7 @@
 //! (values and indices) and its backward, average pooling (ceil_mode, count_include_pad,
 //! divisor_override) and its backward, adaptive average pooling and its backward.
 
-mod common;
+use crate::common;
 
 use common::reference::{self, ConvGeom, pool_out_size};
 use common::*;

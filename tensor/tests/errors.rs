@@ -4,7 +4,7 @@
 //! do not fit, buffers of the wrong length, `item` of a non-scalar. Where the API documents
 //! the message, the message names the op and the shapes.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

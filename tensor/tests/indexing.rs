@@ -3,7 +3,7 @@
 //! pad (constant, negative amounts crop), repeat, tril/triu with diagonal offsets.
 //! Out-of-range indices are `TensorError::Index` errors, never panics.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

@@ -3,7 +3,7 @@
 //! dimensions), on transposed, strided and permuted operands, in f64 and f32; shapes that
 //! do not fit give `TensorError::Matmul` naming both shapes.
 
-mod common;
+use crate::common;
 
 use common::reference;
 use common::*;

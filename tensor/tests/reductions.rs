@@ -3,7 +3,7 @@
 //! unbiased), amax/amin, logsumexp; max_dim/min_dim and argmax/argmin follow PyTorch (first
 //! index of the extreme, NaN propagates); empty and all-dimension reductions.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

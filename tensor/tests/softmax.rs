@@ -2,7 +2,7 @@
 //! one, softmax is exp(log_softmax), both equal the shifted naive formula and stay finite
 //! for inputs around 1000; the fused backward kernels equal their naive formulas.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

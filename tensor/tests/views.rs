@@ -2,7 +2,7 @@
 //! op (narrow, slice, select, squeeze, unsqueeze, expand, flatten) equals a naive index
 //! map; `contiguous()` of any view equals its `to_vec`; views share storage, copies do not.
 
-mod common;
+use crate::common;
 
 use common::*;
 use proptest::prelude::*;

@@ -2,7 +2,7 @@
 //! `python3 bench/torch_bench.py --filter W6 --peak-rss 10`:
 //!
 //! ```sh
-//! cargo run --release -p strata-models --example peak_rss -- W6 10
+//! cargo run --release -p strata-bench --bin peak_rss -- W6 10
 //! ```
 //!
 //! Workloads: `W5` (LSTM forward + backward) and `W6` (one AdamW step of a transformer

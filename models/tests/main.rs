@@ -1,0 +1,10 @@
+//! The integration tests of strata-models, one test binary (one link, one instantiation of
+//! the generic kernels) for all of them; each module is one area.
+
+mod common;
+
+mod cli;
+mod data;
+mod models;
+mod readers;
+mod sequence;

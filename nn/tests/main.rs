@@ -1,0 +1,12 @@
+//! The integration tests of strata-nn, one test binary (one link, one instantiation of
+//! the generic kernels) for all of them; each module is one area.
+
+mod common;
+
+mod attention;
+mod gradcheck_layers;
+mod gradcheck_losses;
+mod init;
+mod interop;
+mod pytorch_fixtures;
+mod rnn;

@@ -1,0 +1,14 @@
+//! The integration tests of strata-tensor, one test binary (one link, one instantiation of
+//! the generic kernels) for all of them; each module is one area.
+
+#[macro_use]
+mod common;
+
+mod broadcast;
+mod conv_pool;
+mod errors;
+mod indexing;
+mod matmul;
+mod reductions;
+mod softmax;
+mod views;
