@@ -22,57 +22,30 @@
 //! depend on the thread count.
 #![warn(missing_docs)]
 
-mod activation_grad;
-mod attention;
-mod binary;
-mod construct;
-mod conv;
-mod dims;
-mod display;
-mod element;
+mod engine;
 mod error;
-mod index;
-mod inplace;
-mod iter;
-mod kernels;
-mod layout;
-mod linalg;
-mod map;
-mod math;
-mod matmul;
-mod norm;
-mod par;
-mod pool;
-mod random;
-mod recurrent;
-mod reduce;
-mod shape_ops;
-mod simd;
-mod softmax;
-mod storage;
-mod tensor;
-mod transpose;
-mod unary;
-mod view;
+mod fused;
+mod handle;
+mod ops;
 
-pub use attention::{HeadInputs, HeadLayout, SdpaMask, SdpaParams};
-pub use conv::{Conv1dParams, Conv2dParams};
-pub use dims::Dims;
-pub use element::{DType, Element};
+pub use engine::simd::simd_level;
 pub use error::{Result, TensorError};
-pub use index::IndexTensor;
-pub use layout::{Layout, broadcast_shapes, contiguous_strides};
-pub use norm::LayerNormStats;
-pub use pool::Pool2dParams;
-pub use random::seeded_rng;
-pub use recurrent::{RecurrentGradNeeds, RecurrentGrads, RecurrentMode};
-pub use recurrent::{RecurrentSaved, RecurrentWeights};
-pub use simd::simd_level;
-pub use storage::{
+pub use fused::attention::{HeadInputs, HeadLayout, SdpaMask, SdpaParams};
+pub use fused::conv::{Conv1dParams, Conv2dParams};
+pub use fused::norm::LayerNormStats;
+pub use fused::pool::Pool2dParams;
+pub use fused::recurrent::{RecurrentGradNeeds, RecurrentGrads, RecurrentMode};
+pub use fused::recurrent::{RecurrentSaved, RecurrentWeights};
+pub use handle::dims::Dims;
+pub use handle::element::{DType, Element};
+pub use handle::layout::{Layout, broadcast_shapes, contiguous_strides};
+pub use handle::storage::{
     buffer_cache_bytes, buffer_cache_limit, clear_buffer_cache, set_buffer_cache_limit,
 };
-pub use tensor::Tensor;
-pub use view::ShapeArg;
+pub use handle::tensor::Tensor;
+pub use ops::index::IndexTensor;
+pub use ops::random::seeded_rng;
+pub use ops::view::ShapeArg;
 
 /// The `rand` crate strata's random constructors take their RNGs from.
 pub use rand;

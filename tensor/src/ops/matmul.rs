@@ -1,0 +1,439 @@
+//! Matrix products through faer: 2-d, matrix–vector, and batched with broadcast batch
+//! dimensions.
+//!
+//! Operands reach faer as strided views (`MatRef::from_raw_parts`), so transposed and
+//! sliced operands are multiplied without a copy; faer packs them as its kernels need.
+//! A stack of matrices times one matrix (`[.., m, k] @ [k, n]`, the shape of every linear
+//! layer) is folded into a single tall product when the stack's rows are evenly strided.
+
+use std::num::NonZeroUsize;
+
+use faer::linalg::matmul::matmul as faer_matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+use crate::handle::layout::{broadcast_shapes, numel};
+use crate::handle::storage::{alloc, alloc_zeroed};
+use crate::{Element, Result, Tensor, TensorError};
+
+/// Products below this many multiply-adds run on one thread: faer's threading overhead
+/// outweighs the gain (measured: a 48³ product takes ~15 µs on one core).
+pub(crate) const PAR_MIN_MACS: usize = 48 * 48 * 48;
+
+/// Products at least this large whose left operand is column-major (a transposed view,
+/// as in every weight gradient `dyᵀ · x`) are computed into a column-major scratch and
+/// transposed into place when that suits faer better (see `gemm`).
+const COL_DST_MIN_MACS: usize = 1 << 22;
+
+/// A strided matrix operand inside a storage buffer.
+#[derive(Clone, Copy)]
+pub(crate) struct Operand {
+    pub offset: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl Operand {
+    /// A row-major `[rows, cols]` matrix starting at `offset`.
+    pub(crate) fn row_major(offset: usize, cols: usize) -> Self {
+        Operand {
+            offset,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns starting at `offset`.
+    pub(crate) fn transposed(offset: usize, cols: usize) -> Self {
+        Operand {
+            offset,
+            row_stride: 1,
+            col_stride: cols,
+        }
+    }
+}
+
+/// `out = a @ b` (or `out += a @ b` with `accumulate`) for one `[m, k] @ [k, n]` product;
+/// `out` is a contiguous `[m, n]` buffer.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm<T: Element>(
+    out: &mut [T],
+    (m, n, k): (usize, usize, usize),
+    a: &[T],
+    la: Operand,
+    b: &[T],
+    lb: Operand,
+    accumulate: bool,
+    par: Par,
+) {
+    debug_assert_eq!(out.len(), m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            out.fill(T::zero());
+        }
+        return;
+    }
+    // Bounds: the largest index each view can reach lies inside its slice.
+    assert!(la.offset + (m - 1) * la.row_stride + (k - 1) * la.col_stride < a.len());
+    assert!(lb.offset + (k - 1) * lb.row_stride + (n - 1) * lb.col_stride < b.len());
+    // SAFETY: the asserts above keep every element of both views inside their slices, which
+    // are borrowed (immutably) for the whole call; `out` is a distinct, exclusively borrowed
+    // m×n row-major buffer, so the mutable view has no aliasing and no overlapping elements.
+    unsafe {
+        let lhs = MatRef::<T>::from_raw_parts(
+            a.as_ptr().add(la.offset),
+            m,
+            k,
+            la.row_stride as isize,
+            la.col_stride as isize,
+        );
+        let rhs = MatRef::<T>::from_raw_parts(
+            b.as_ptr().add(lb.offset),
+            k,
+            n,
+            lb.row_stride as isize,
+            lb.col_stride as isize,
+        );
+        // faer computes a row-major destination as `dstᵀ = bᵀ · aᵀ`, so a column-major `a`
+        // (a transposed view, as in every weight gradient `dyᵀ · x`) becomes a right
+        // operand strided along k, which its kernels read at a loss: [1024, 2048] ·
+        // [2048, 256] ran at half speed, its reads 4 KiB apart. Either copy `a` into a
+        // row-major scratch (m·k elements, when 2k ≤ n), or, when b is column-major too or
+        // m > n, compute into a column-major scratch, where `a` stays faer's left operand,
+        // and transpose the m·n result into place.
+        let a_col_major = la.row_stride == 1 && la.col_stride != 1 && m > 1;
+        let b_col_major = lb.row_stride == 1 && n > 1;
+        let macs = m.saturating_mul(n).saturating_mul(k);
+        if a_col_major && macs >= COL_DST_MIN_MACS {
+            use crate::engine::transpose::{Transfer, transpose_blocks, transpose_into};
+            if 2 * k <= n {
+                let mut a_rows = alloc::<T>(m * k);
+                let t = Transfer {
+                    rows: m,
+                    cols: k,
+                    src_cs: la.col_stride,
+                    dst_rs: k,
+                };
+                transpose_blocks(a, &mut a_rows, t, &[(la.offset, 0)], false);
+                gemm(
+                    out,
+                    (m, n, k),
+                    &a_rows,
+                    Operand::row_major(0, k),
+                    b,
+                    lb,
+                    accumulate,
+                    par,
+                );
+                drop(Tensor::from_contiguous(a_rows, &[m * k]));
+                return;
+            }
+            if b_col_major || m > n {
+                let mut tmp = alloc::<T>(m * n);
+                let dst = MatMut::<T>::from_raw_parts_mut(tmp.as_mut_ptr(), m, n, 1, m as isize);
+                faer_matmul(dst, Accum::Replace, lhs, rhs, T::one(), par);
+                transpose_into(&tmp, out, (m, n), accumulate);
+                drop(Tensor::from_contiguous(tmp, &[m * n]));
+                return;
+            }
+        }
+        let accum = if accumulate {
+            Accum::Add
+        } else {
+            Accum::Replace
+        };
+        let dst = MatMut::<T>::from_raw_parts_mut(out.as_mut_ptr(), m, n, n as isize, 1);
+        faer_matmul(dst, accum, lhs, rhs, T::one(), par);
+    }
+}
+
+pub(crate) fn parallelism(macs: usize) -> Par {
+    let threads = rayon::current_num_threads();
+    if macs < PAR_MIN_MACS || threads < 2 {
+        Par::Seq
+    } else {
+        Par::Rayon(NonZeroUsize::new(threads).expect("threads >= 2"))
+    }
+}
+
+impl<T: Element> Tensor<T> {
+    /// The matrix product with PyTorch's `torch.matmul` rules: 1-d × 1-d is a dot product
+    /// (0-d result), a 1-d operand is treated as a row (left) or column (right) vector and
+    /// that dimension removed, and leading batch dimensions broadcast.
+    ///
+    /// Transposed and strided operands are read in place. The one exception: a large
+    /// product (≥ 4 Mi multiply-adds) whose left operand is a transposed view uses one
+    /// scratch buffer per matrix product, of `m·k` (a row-major copy of it) or `m·n`
+    /// elements (the result, transposed into place), where faer would read it at half speed.
+    ///
+    /// ```
+    /// use strata_tensor::Tensor;
+    /// let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2])?;
+    /// let v = Tensor::from_vec(vec![1.0f32, 1.0], &[2])?;
+    /// assert_eq!(a.matmul(&v)?.to_vec(), vec![3.0, 7.0]);
+    /// let batch = Tensor::<f32>::ones(&[5, 3, 2]);
+    /// assert_eq!(batch.matmul(&a)?.shape(), &[5, 3, 2]);
+    /// # Ok::<(), strata_tensor::TensorError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`TensorError::Matmul`] when the inner dimensions differ, the batch dimensions do not
+    /// broadcast, or an operand is 0-d.
+    pub fn matmul(&self, other: &Tensor<T>) -> Result<Tensor<T>> {
+        let err = || TensorError::Matmul {
+            op: "matmul",
+            lhs: self.shape().to_vec(),
+            rhs: other.shape().to_vec(),
+        };
+        if self.ndim() == 0 || other.ndim() == 0 {
+            return Err(err());
+        }
+        let a = if self.ndim() == 1 {
+            self.unsqueeze(0)?
+        } else {
+            self.clone()
+        };
+        let b = if other.ndim() == 1 {
+            other.unsqueeze(1)?
+        } else {
+            other.clone()
+        };
+        let (ra, rb) = (a.ndim(), b.ndim());
+        let (m, k) = (a.shape()[ra - 2], a.shape()[ra - 1]);
+        let (k2, n) = (b.shape()[rb - 2], b.shape()[rb - 1]);
+        if k != k2 {
+            return Err(err());
+        }
+        let batch = broadcast_shapes("matmul", &a.shape()[..ra - 2], &b.shape()[..rb - 2])
+            .map_err(|_| err())?;
+        let mut out_shape = batch.clone();
+        if self.ndim() > 1 {
+            out_shape.push(m);
+        }
+        if other.ndim() > 1 {
+            out_shape.push(n);
+        }
+        let batch_n = numel(&batch);
+        if batch_n * m * n == 0 {
+            return Ok(Tensor::zeros(&out_shape));
+        }
+        if k == 0 {
+            return Ok(Tensor::from_contiguous(
+                alloc_zeroed(batch_n * m * n),
+                &out_shape,
+            ));
+        }
+        let mut out = alloc::<T>(batch_n * m * n);
+        let sa = a.strides();
+        let sb = b.strides();
+
+        // [.., m, k] @ [k, n] with evenly strided rows: one tall [(batch * m), k] product.
+        if rb == 2
+            && ra > 2
+            && let Some(strides) = a.layout().view_strides(&[batch_n * m, k])
+        {
+            let la = Operand {
+                offset: a.layout().offset(),
+                row_stride: strides[0],
+                col_stride: strides[1],
+            };
+            let lb = Operand {
+                offset: b.layout().offset(),
+                row_stride: sb[0],
+                col_stride: sb[1],
+            };
+            let macs = batch_n * m * n * k;
+            gemm(
+                &mut out,
+                (batch_n * m, n, k),
+                a.storage(),
+                la,
+                b.storage(),
+                lb,
+                false,
+                parallelism(macs),
+            );
+            return Ok(Tensor::from_contiguous(out, &out_shape));
+        }
+
+        // General case: one product per batch index, the operands' batch strides broadcast.
+        let la_batch = a.layout().broadcast_batch(&batch, ra);
+        let lb_batch = b.layout().broadcast_batch(&batch, rb);
+        let operand = |i: usize, base: usize, strides: &[usize], rs: usize, cs: usize| {
+            let mut rem = i;
+            let mut offset = base;
+            for (d, &size) in batch.iter().enumerate().rev() {
+                offset += (rem % size) * strides[d];
+                rem /= size;
+            }
+            Operand {
+                offset,
+                row_stride: rs,
+                col_stride: cs,
+            }
+        };
+        let (a_off, b_off) = (a.layout().offset(), b.layout().offset());
+        let (ad, bd) = (a.storage(), b.storage());
+        let job = |i: usize, o: &mut [T], par: Par| {
+            let la = operand(i, a_off, &la_batch, sa[ra - 2], sa[ra - 1]);
+            let lb = operand(i, b_off, &lb_batch, sb[rb - 2], sb[rb - 1]);
+            gemm(o, (m, n, k), ad, la, bd, lb, false, par);
+        };
+        let macs = m * n * k;
+        if batch_n > 1 && macs < PAR_MIN_MACS && batch_n * macs >= PAR_MIN_MACS {
+            out.par_chunks_mut(m * n)
+                .enumerate()
+                .for_each(|(i, o)| job(i, o, Par::Seq));
+        } else {
+            let par = parallelism(macs);
+            for (i, o) in out.chunks_mut(m * n).enumerate() {
+                job(i, o, par);
+            }
+        }
+        Ok(Tensor::from_contiguous(out, &out_shape))
+    }
+}
+
+impl crate::Layout {
+    /// Strides of this layout's leading (batch) dimensions broadcast to `batch`; the last two
+    /// dimensions of a rank-`rank` layout are the matrix.
+    fn broadcast_batch(&self, batch: &[usize], rank: usize) -> Vec<usize> {
+        let own = &self.shape()[..rank - 2];
+        let lead = batch.len() - own.len();
+        (0..batch.len())
+            .map(|d| {
+                if d < lead || own[d - lead] == 1 {
+                    0
+                } else {
+                    self.strides()[d - lead]
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{COL_DST_MIN_MACS, Operand, gemm, parallelism};
+    use crate::{Tensor, TensorError};
+
+    fn t(data: &[f64], shape: &[usize]) -> Tensor<f64> {
+        Tensor::from_slice(data, shape).unwrap()
+    }
+
+    #[test]
+    fn products_by_hand() {
+        let a = t(&[1., 2., 3., 4., 5., 6.], &[2, 3]);
+        let b = t(&[1., 0., 0., 1., 1., 1.], &[3, 2]);
+        assert_eq!(a.matmul(&b).unwrap().to_vec(), vec![4., 5., 10., 11.]);
+        // transposed operands, no copy: a @ a^T
+        let at = a.transpose(0, 1).unwrap();
+        assert_eq!(a.matmul(&at).unwrap().to_vec(), vec![14., 32., 32., 77.]);
+        // vector cases
+        let v = t(&[1., 1., 1.], &[3]);
+        assert_eq!(a.matmul(&v).unwrap().shape(), &[2]);
+        assert_eq!(v.matmul(&b).unwrap().to_vec(), vec![2., 2.]);
+        let dot = v.matmul(&v).unwrap();
+        assert_eq!(dot.shape(), &[] as &[usize]);
+        assert_eq!(dot.item().unwrap(), 3.0);
+    }
+
+    #[test]
+    fn batched_with_broadcast() {
+        let a = Tensor::<f64>::arange(0.0, 12.0, 1.0)
+            .unwrap()
+            .reshape([2, 1, 2, 3])
+            .unwrap();
+        let b = Tensor::<f64>::ones(&[3, 3, 1]);
+        let c = a.matmul(&b).unwrap();
+        assert_eq!(c.shape(), &[2, 3, 2, 1]);
+        assert_eq!(c.get(&[1, 2, 1, 0]).unwrap(), 9. + 10. + 11.);
+        // [.., m, k] @ [k, n] folded into one product
+        let w = t(&[1., 2., 3.], &[3, 1]);
+        let c = a.matmul(&w).unwrap();
+        assert_eq!(c.shape(), &[2, 1, 2, 1]);
+        assert_eq!(c.to_vec(), vec![8., 26., 44., 62.]);
+    }
+
+    #[test]
+    fn shape_errors() {
+        let a = Tensor::<f32>::zeros(&[2, 3]);
+        let b = Tensor::<f32>::zeros(&[4, 5]);
+        let e = a.matmul(&b).unwrap_err();
+        assert_eq!(e.to_string(), "matmul: cannot multiply [2, 3] by [4, 5]");
+        assert!(matches!(
+            Tensor::<f32>::zeros(&[2, 2, 3]).matmul(&Tensor::zeros(&[3, 3, 4])),
+            Err(TensorError::Matmul { .. })
+        ));
+        assert!(Tensor::<f32>::scalar(1.0).matmul(&a).is_err());
+        // empty inner dimension gives zeros
+        let z = Tensor::<f32>::ones(&[2, 0])
+            .matmul(&Tensor::ones(&[0, 3]))
+            .unwrap();
+        assert_eq!(z.to_vec(), vec![0.0; 6]);
+    }
+
+    /// Products past `COL_DST_MIN_MACS` with a column-major left operand take the
+    /// scratch paths (a copied `a`, or a column-major result transposed into place), with
+    /// and without accumulation; they equal the triple loop.
+    #[test]
+    fn column_major_left_operands_past_the_threshold() {
+        // (m, k, n, b column-major): copy path, column-major result (m > n), column-major
+        // result (b column-major), direct.
+        for (m, k, n, bt) in [
+            (200, 60, 400, false),
+            (300, 200, 90, false),
+            (128, 256, 160, true),
+            (100, 300, 150, false),
+        ] {
+            assert!(m * n * k >= COL_DST_MIN_MACS);
+            let a: Vec<f64> = (0..m * k)
+                .map(|i| ((i * 37 % 101) as f64 - 50.0) / 64.0)
+                .collect();
+            let b: Vec<f64> = (0..k * n)
+                .map(|i| ((i * 53 % 89) as f64 - 44.0) / 32.0)
+                .collect();
+            // a is stored [k, m] (column-major [m, k]); b [k, n] or stored [n, k].
+            let av = |i: usize, kk: usize| a[kk * m + i];
+            let bv = |kk: usize, j: usize| if bt { b[j * k + kk] } else { b[kk * n + j] };
+            let lb = if bt {
+                Operand::transposed(0, k)
+            } else {
+                Operand::row_major(0, n)
+            };
+            for accumulate in [false, true] {
+                let mut out: Vec<f64> = (0..m * n).map(|i| (i % 7) as f64).collect();
+                let par = parallelism(m * n * k);
+                gemm(
+                    &mut out,
+                    (m, n, k),
+                    &a,
+                    Operand::transposed(0, m),
+                    &b,
+                    lb,
+                    accumulate,
+                    par,
+                );
+                for i in (0..m).step_by(7) {
+                    for j in 0..n {
+                        let dot: f64 = (0..k).map(|kk| av(i, kk) * bv(kk, j)).sum();
+                        let want = dot
+                            + if accumulate {
+                                ((i * n + j) % 7) as f64
+                            } else {
+                                0.0
+                            };
+                        let got = out[i * n + j];
+                        assert!(
+                            (got - want).abs() < 1e-9,
+                            "{m}x{k}x{n} [{i},{j}] {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
