@@ -6,6 +6,7 @@
 //! one type through which tasks write disjoint parts of a buffer. Every `unsafe` block
 //! that shares memory between threads goes through `par` and `gemm`.
 
+pub(crate) mod gemm;
 pub(crate) mod iter;
 pub(crate) mod lanes;
 pub(crate) mod map;

@@ -11,11 +11,10 @@
 
 use crate::engine::iter::Coalesced;
 use crate::engine::lanes::sum_contiguous;
-use crate::engine::par::PAR_MIN_WORK;
+use crate::engine::par::{self, PAR_MIN_WORK};
 use crate::engine::simd::dispatch;
 use crate::handle::layout::{contiguous_dims, numel};
 use crate::{Dims, Element, Tensor};
-use rayon::prelude::*;
 
 /// A reduction: how to start, fold a run of inputs into one accumulator, fold one input
 /// into each of a row of accumulators, and merge two partial accumulators.
@@ -85,31 +84,26 @@ pub(crate) fn reduce<T: Element, R: Reducer<T>>(
     };
     let rows_per_chunk = PAR_MIN_WORK.div_ceil(inner).max(n0 / 64).max(1);
     let chunks = n0.div_ceil(rows_per_chunk);
-    if chunks < 2 || rayon::current_num_threads() < 2 {
+    if chunks < 2 || par::threads() < 2 {
         run_range(&mut acc, 0, 0, total);
         return (acc, out_shape);
     }
     let outer_kept = walk.strides[1].first().is_some_and(|&s| s != 0);
     if outer_kept {
         let block = walk.strides[1][0] * rows_per_chunk;
-        acc.par_chunks_mut(block)
-            .enumerate()
-            .for_each(|(c, acc_chunk)| {
-                let start = c * rows_per_chunk * inner;
-                let end = ((c + 1) * rows_per_chunk).min(n0) * inner;
-                run_range(acc_chunk, c * block, start, end);
-            });
+        par::chunks_mut(&mut acc, block, true, |c, acc_chunk| {
+            let start = c * rows_per_chunk * inner;
+            let end = ((c + 1) * rows_per_chunk).min(n0) * inner;
+            run_range(acc_chunk, c * block, start, end);
+        });
     } else {
-        let partials: Vec<Vec<R::Acc>> = (0..chunks)
-            .into_par_iter()
-            .map(|c| {
-                let mut part = vec![r.init(); out_n];
-                let start = c * rows_per_chunk * inner;
-                let end = ((c + 1) * rows_per_chunk).min(n0) * inner;
-                run_range(&mut part, 0, start, end);
-                part
-            })
-            .collect();
+        let partials: Vec<Vec<R::Acc>> = par::map(chunks, true, |c| {
+            let mut part = vec![r.init(); out_n];
+            let start = c * rows_per_chunk * inner;
+            let end = ((c + 1) * rows_per_chunk).min(n0) * inner;
+            run_range(&mut part, 0, start, end);
+            part
+        });
         for part in partials {
             for (a, p) in acc.iter_mut().zip(part) {
                 *a = r.merge(*a, p);

@@ -5,10 +5,8 @@
 //! `t().contiguous()` ran at ~1.5 GB/s that way. Copying square tiles keeps both the rows
 //! read and the rows written in L1.
 
-use rayon::prelude::*;
-
 use crate::Element;
-use crate::engine::par::PAR_MIN_WORK;
+use crate::engine::par::{self, Disjoint, PAR_MIN_WORK};
 
 /// Tile edge, in elements: 32 rows of 32 f32 are 4 KiB on each side.
 const TILE: usize = 32;
@@ -24,23 +22,16 @@ pub(crate) struct Transfer {
     pub dst_rs: usize,
 }
 
-/// Raw base pointers shared by the tasks of one transfer; they touch disjoint elements.
-#[derive(Clone, Copy)]
-struct Ptrs<T> {
-    src: *const T,
-    dst: *mut T,
-}
-// SAFETY: the tasks write disjoint elements of `dst` and only read `src` (see `run`).
-unsafe impl<T: Send> Send for Ptrs<T> {}
-// SAFETY: as above.
-unsafe impl<T: Sync> Sync for Ptrs<T> {}
-
 /// Runs the transfer `t` once for every `(src offset, dst offset)` pair of `blocks`, in
 /// parallel when large.
 ///
+/// # Safety
+/// The blocks do not share elements of `dst` (their rows are written from different
+/// tasks; see `engine::par`).
+///
 /// # Panics
-/// When a block reaches outside `src` or `dst`. Blocks must not overlap in `dst`.
-pub(crate) fn transpose_blocks<T: Element>(
+/// When a block reaches outside `src` or `dst`.
+pub(crate) unsafe fn transpose_blocks<T: Element>(
     src: &[T],
     dst: &mut [T],
     t: Transfer,
@@ -50,64 +41,50 @@ pub(crate) fn transpose_blocks<T: Element>(
     if t.rows == 0 || t.cols == 0 || blocks.is_empty() {
         return;
     }
-    let src_span = (t.rows - 1) + (t.cols - 1) * t.src_cs + 1;
-    let dst_span = (t.rows - 1) * t.dst_rs + t.cols;
-    for &(s, d) in blocks {
-        assert!(s + src_span <= src.len() && d + dst_span <= dst.len());
-    }
-    let p = Ptrs {
-        src: src.as_ptr(),
-        dst: dst.as_mut_ptr(),
+    let span = |last_row: Option<usize>, last_col: Option<usize>| {
+        last_row?.checked_add(last_col?)?.checked_add(1)
     };
+    let src_span = span(Some(t.rows - 1), (t.cols - 1).checked_mul(t.src_cs));
+    let dst_span = span((t.rows - 1).checked_mul(t.dst_rs), Some(t.cols - 1));
+    for &(s, d) in blocks {
+        let fits = |start: usize, span: Option<usize>, len: usize| {
+            span.and_then(|n| start.checked_add(n))
+                .is_some_and(|end| end <= len)
+        };
+        assert!(
+            fits(s, src_span, src.len()) && fits(d, dst_span, dst.len()),
+            "transpose: a block reaches outside its buffer"
+        );
+    }
+    let shared = Disjoint::new(dst);
     // One task per band of TILE rows of one block.
     let bands = t.rows.div_ceil(TILE);
-    let task = move |task: usize| {
+    let task = |task: usize| {
         let (s, d) = blocks[task / bands];
         let r0 = (task % bands) * TILE;
-        // SAFETY: the asserts above keep every block in bounds; tasks write disjoint rows
-        // of disjoint blocks, and `src` is only read.
-        unsafe { band(p, (s, d), t, r0, accumulate) }
-    };
-    let tasks = blocks.len() * bands;
-    let work = blocks.len() * t.rows * t.cols;
-    if work >= PAR_MIN_WORK && rayon::current_num_threads() > 1 && tasks > 1 {
-        (0..tasks).into_par_iter().for_each(task);
-    } else {
-        (0..tasks).for_each(task);
-    }
-}
-
-/// Rows `r0..r0 + TILE` of one block, tile by tile along the columns.
-///
-/// # Safety
-/// The block lies inside both buffers; nobody else touches these rows of `dst`.
-unsafe fn band<T: Element>(
-    p: Ptrs<T>,
-    (s, d): (usize, usize),
-    t: Transfer,
-    r0: usize,
-    accumulate: bool,
-) {
-    let r1 = (r0 + TILE).min(t.rows);
-    for c0 in (0..t.cols).step_by(TILE) {
-        let c1 = (c0 + TILE).min(t.cols);
-        for i in r0..r1 {
-            // SAFETY: row i of the block, columns c0..c1, in bounds (caller).
-            unsafe {
-                let out = p.dst.add(d + i * t.dst_rs);
-                let inp = p.src.add(s + i);
+        let r1 = (r0 + TILE).min(t.rows);
+        for c0 in (0..t.cols).step_by(TILE) {
+            let c1 = (c0 + TILE).min(t.cols);
+            for i in r0..r1 {
+                // SAFETY: row i of this block, which only this task writes (the blocks are
+                // disjoint in dst, the caller says; bands split a block's rows).
+                let out = unsafe { shared.slice_mut(d + i * t.dst_rs + c0, c1 - c0) };
+                let inp = &src[s + i..];
                 if accumulate {
-                    for j in c0..c1 {
-                        *out.add(j) += *inp.add(j * t.src_cs);
+                    for (o, j) in out.iter_mut().zip(c0..c1) {
+                        *o += inp[j * t.src_cs];
                     }
                 } else {
-                    for j in c0..c1 {
-                        *out.add(j) = *inp.add(j * t.src_cs);
+                    for (o, j) in out.iter_mut().zip(c0..c1) {
+                        *o = inp[j * t.src_cs];
                     }
                 }
             }
         }
-    }
+    };
+    let tasks = blocks.len() * bands;
+    let work = blocks.len() * t.rows * t.cols;
+    par::run(tasks, work >= PAR_MIN_WORK, task);
 }
 
 /// `dst` (`[rows, cols]` row-major, contiguous) `=` (or `+=`) the transpose of `src`
@@ -124,7 +101,8 @@ pub(crate) fn transpose_into<T: Element>(
         src_cs: rows,
         dst_rs: cols,
     };
-    transpose_blocks(src, dst, t, &[(0, 0)], accumulate);
+    // SAFETY: a single block.
+    unsafe { transpose_blocks(src, dst, t, &[(0, 0)], accumulate) };
 }
 
 /// A contiguous copy of the strided view (`shape`, `strides`, `offset`) of `src`, when one
@@ -171,7 +149,9 @@ pub(crate) fn contiguous_copy<T: Element>(
         }
     }
     let mut out = crate::handle::storage::alloc::<T>(crate::handle::layout::numel(shape));
-    transpose_blocks(src, &mut out, t, &blocks, false);
+    // SAFETY: each block is a distinct index of the other dimensions of the contiguous
+    // output, so the blocks share no element of it.
+    unsafe { transpose_blocks(src, &mut out, t, &blocks, false) };
     Some(out)
 }
 

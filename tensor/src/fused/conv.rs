@@ -10,10 +10,10 @@
 //! partials in a fixed order, so results do not depend on the thread count.
 
 use faer::Par;
-use rayon::prelude::*;
 
+use crate::engine::gemm::{PAR_MIN_MACS, Strided as Operand, parallelism, product as gemm};
+use crate::engine::par;
 use crate::handle::storage::{alloc, alloc_zeroed};
-use crate::ops::matmul::{Operand, PAR_MIN_MACS, gemm, parallelism};
 use crate::{Element, Result, Tensor, TensorError};
 
 /// Settings of a 2-d convolution; the defaults are PyTorch's (stride 1, no padding,
@@ -305,16 +305,19 @@ fn for_each_sample<T: Element>(
     per_sample: usize,
     scratch_len: usize,
     macs_per_sample: usize,
-    f: impl Fn(usize, &mut [T], &mut Vec<T>, Par) + Sync + Send,
+    f: impl Fn(usize, &mut [T], &mut Vec<T>, Par) + Sync,
 ) {
     let n = out.len() / per_sample.max(1);
     if per_sample == 0 {
         return;
     }
-    if n > 1 && rayon::current_num_threads() > 1 && n * macs_per_sample >= PAR_MIN_MACS {
-        out.par_chunks_mut(per_sample).enumerate().for_each_init(
+    if n > 1 && par::threads() > 1 && n * macs_per_sample >= PAR_MIN_MACS {
+        par::chunks_mut_init(
+            out,
+            per_sample,
+            true,
             || alloc::<T>(scratch_len),
-            |scratch, (i, o)| f(i, o, scratch, Par::Seq),
+            |scratch, i, o| f(i, o, scratch, Par::Seq),
         );
     } else {
         let mut scratch = alloc::<T>(scratch_len);
@@ -548,12 +551,9 @@ impl<T: Element> Tensor<T> {
             }
             dw
         };
-        let parallel = chunks > 1 && rayon::current_num_threads() > 1 && g.n * macs >= PAR_MIN_MACS;
+        let parallel = chunks > 1 && par::threads() > 1 && g.n * macs >= PAR_MIN_MACS;
         let partials: Vec<Vec<T>> = if parallel {
-            (0..chunks)
-                .into_par_iter()
-                .map(|ci| partial(ci, Par::Seq))
-                .collect()
+            par::map(chunks, true, |ci| partial(ci, Par::Seq))
         } else {
             let par = parallelism(macs);
             (0..chunks).map(|ci| partial(ci, par)).collect()

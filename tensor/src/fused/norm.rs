@@ -1,8 +1,7 @@
 //! Fused layer normalisation over the last dimension, forward and backward.
 
-use rayon::prelude::*;
-
 use crate::engine::lanes::{dot_contiguous, sum_contiguous};
+use crate::engine::par::{self, Disjoint};
 use crate::engine::simd::dispatch;
 use crate::handle::storage::alloc;
 use crate::{Element, Result, Tensor, TensorError};
@@ -123,14 +122,23 @@ impl<T: Element> Tensor<T> {
                 },
             )
         };
-        out.par_chunks_mut(ROWS_PER_TASK * d)
-            .zip(
-                mean.par_chunks_mut(ROWS_PER_TASK)
-                    .zip(rstd.par_chunks_mut(ROWS_PER_TASK)),
-            )
-            .enumerate()
-            .map(|(i, parts)| (i * ROWS_PER_TASK, parts))
-            .for_each(job);
+        let (so, sm, sr) = (
+            Disjoint::new(&mut out),
+            Disjoint::new(&mut mean),
+            Disjoint::new(&mut rstd),
+        );
+        par::run(rows.div_ceil(ROWS_PER_TASK), true, |i| {
+            let r0 = i * ROWS_PER_TASK;
+            let nr = ROWS_PER_TASK.min(rows - r0);
+            // SAFETY: task i alone takes rows r0..r0 + nr of the three buffers.
+            let parts = unsafe {
+                (
+                    so.slice_mut(r0 * d, nr * d),
+                    (sm.slice_mut(r0, nr), sr.slice_mut(r0, nr)),
+                )
+            };
+            job((r0, parts));
+        });
         let stats = LayerNormStats {
             mean: Tensor::from_vec(mean, &[rows])?,
             rstd: Tensor::from_vec(rstd, &[rows])?,
@@ -244,14 +252,16 @@ impl<T: Element> Tensor<T> {
             )
         };
         if weight_grads {
-            gx.par_chunks_mut(ROWS_PER_TASK * d)
-                .zip(partial.par_chunks_mut(2 * d))
-                .enumerate()
-                .for_each(job);
+            par::chunk_pairs_mut(
+                (&mut gx, ROWS_PER_TASK * d),
+                (&mut partial, 2 * d),
+                true,
+                |t, gx, part| job((t, (gx, part))),
+            );
         } else {
-            gx.par_chunks_mut(ROWS_PER_TASK * d)
-                .enumerate()
-                .for_each(|(t, gx)| job((t, (gx, &mut []))));
+            par::chunks_mut(&mut gx, ROWS_PER_TASK * d, true, |t, gx| {
+                job((t, (gx, &mut [])))
+            });
         }
         let param_grads = if weight_grads {
             let mut gw = vec![T::zero(); d];

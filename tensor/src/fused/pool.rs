@@ -4,9 +4,7 @@
 //! padding rules, `ceil_mode`, `count_include_pad` and the NaN behaviour follow PyTorch's
 //! CPU kernels.
 
-use rayon::prelude::*;
-
-use crate::engine::par::PAR_MIN_WORK;
+use crate::engine::par::{self, PAR_MIN_WORK};
 use crate::handle::storage::alloc;
 use crate::{Element, IndexTensor, Result, Tensor, TensorError};
 
@@ -166,21 +164,13 @@ fn for_each_plane<U: Send>(
     out: &mut [U],
     plane_len: usize,
     work_per_plane: usize,
-    f: impl Fn(usize, &mut [U]) + Sync + Send,
+    f: impl Fn(usize, &mut [U]) + Sync,
 ) {
     if plane_len == 0 {
         return;
     }
     let n = out.len() / plane_len;
-    if n > 1 && n * work_per_plane >= PAR_MIN_WORK && rayon::current_num_threads() > 1 {
-        out.par_chunks_mut(plane_len)
-            .enumerate()
-            .for_each(|(i, o)| f(i, o));
-    } else {
-        out.chunks_mut(plane_len)
-            .enumerate()
-            .for_each(|(i, o)| f(i, o));
-    }
+    par::chunks_mut(out, plane_len, n * work_per_plane >= PAR_MIN_WORK, f);
 }
 
 impl<T: Element> Tensor<T> {
@@ -264,19 +254,12 @@ impl<T: Element> Tensor<T> {
                 }
             }
         };
-        if np > 1 && np * work >= PAR_MIN_WORK && rayon::current_num_threads() > 1 {
-            let planes = values
-                .par_chunks_mut(oh * ow)
-                .zip(indices.par_chunks_mut(oh * ow));
-            planes
-                .enumerate()
-                .for_each(|(pl, pair)| plane_job(pl, pair));
-        } else {
-            let planes = values.chunks_mut(oh * ow).zip(indices.chunks_mut(oh * ow));
-            planes
-                .enumerate()
-                .for_each(|(pl, pair)| plane_job(pl, pair));
-        }
+        par::chunk_pairs_mut(
+            (&mut values, oh * ow),
+            (&mut indices, oh * ow),
+            np * work >= PAR_MIN_WORK,
+            |pl, v, i| plane_job(pl, (v, i)),
+        );
         let shape = out_shape(self.shape(), oh, ow);
         Ok((
             Tensor::from_contiguous(values, &shape),

@@ -33,6 +33,7 @@ mod panels;
 #[cfg(test)]
 mod tests;
 
+use crate::engine::par::{self, Disjoint};
 use crate::{Element, Result, Tensor, TensorError};
 
 /// Which recurrence a fused sequence kernel runs; the gate order of the weights is
@@ -258,7 +259,7 @@ impl<T: Element> Tensor<T> {
             h0: h0.as_ref().map(slice),
             c0: c0.as_ref().map(slice),
         };
-        let result = in_pool(|| forward::run(mode, dims, inputs, reverse, save));
+        let result = par::in_pool(|| forward::run(mode, dims, inputs, reverse, save));
         let out = Tensor::from_contiguous(result.out, &[dims.out_steps(mode), dims.n, dims.h]);
         let saved = save.then(|| RecurrentSaved {
             mode,
@@ -309,7 +310,7 @@ impl<T: Element> Tensor<T> {
         }
         let grad = grad.contiguous();
         let grad = grad.as_slice().expect("contiguous");
-        Ok(in_pool(|| backward::run(saved, grad, needs)))
+        Ok(par::in_pool(|| backward::run(saved, grad, needs)))
     }
 }
 
@@ -375,60 +376,6 @@ fn f32_avx512<T: Element>() -> bool {
     T::DTYPE == crate::DType::F32 && crate::simd_level() == "avx512"
 }
 
-/// A raw pointer that may cross threads: each tile writes a disjoint set of elements.
-struct SyncPtr<T> {
-    ptr: *mut T,
-    len: usize,
-}
-
-// Copyable whatever `T` is (a derive would require `T: Copy`).
-impl<T> Clone for SyncPtr<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T> Copy for SyncPtr<T> {}
-
-// SAFETY: the pointer is only dereferenced through `slice`/`slice_mut` over ranges that no
-// other thread writes while the slice lives (see their contracts).
-unsafe impl<T: Send> Send for SyncPtr<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for SyncPtr<T> {}
-
-impl<T> SyncPtr<T> {
-    fn new(buf: &mut [T]) -> Self {
-        SyncPtr {
-            ptr: buf.as_mut_ptr(),
-            len: buf.len(),
-        }
-    }
-
-    /// `len` elements from `start`, shared.
-    ///
-    /// # Safety
-    /// No thread writes these elements while the slice lives, and the buffer outlives it.
-    #[track_caller]
-    unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a [T] {
-        assert!(start + len <= self.len);
-        // SAFETY: in bounds (asserted); the caller rules out concurrent writes.
-        unsafe { std::slice::from_raw_parts(self.ptr.add(start), len) }
-    }
-
-    /// `len` elements from `start`, exclusively.
-    ///
-    /// # Safety
-    /// No other thread reads or writes these elements while the slice lives, and the
-    /// buffer outlives it.
-    #[track_caller]
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice_mut<'a>(self, start: usize, len: usize) -> &'a mut [T] {
-        assert!(start + len <= self.len);
-        // SAFETY: in bounds (asserted); the caller guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
-    }
-}
-
 /// Rows (steps × batch) per chunk: the walks project the inputs, and backward computes
 /// the weight gradients, this many rows at a time, so that the buffers in between stay
 /// in cache.
@@ -471,7 +418,7 @@ struct Tile<T> {
 /// sizes, never on the thread count, so results are the same on any machine.
 fn tiles<T: Element>(d: &RecurrentShape) -> Vec<Tile<T>> {
     let step_macs = d.n * d.gh() * d.h;
-    let (rows, units) = if step_macs < crate::ops::matmul::PAR_MIN_MACS {
+    let (rows, units) = if step_macs < crate::engine::gemm::PAR_MIN_MACS {
         (d.n.max(1), d.h.max(1))
     } else {
         (ROWS_PER_TILE.min(d.n), UNITS_PER_TILE.min(d.h))
@@ -518,18 +465,6 @@ fn unit_blocks<T>(tiles: &[Tile<T>]) -> Vec<(usize, usize)> {
         .filter(|t| t.r0 == 0)
         .map(|t| (t.u0, t.un))
         .collect()
-}
-
-/// Runs `f` on a thread of rayon's pool. A walk forks and joins many times (per chunk of
-/// steps, and in its GEMMs); from a thread outside the pool each fork-join would hand a job
-/// to the pool and sleep until it is done, while from inside it the other workers steal the
-/// work directly.
-fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
-        f()
-    } else {
-        rayon::scope(|_| f())
-    }
 }
 
 /// Lets a tile wait, in the middle of its step, for the unit blocks of the step before
@@ -605,7 +540,7 @@ fn walk_tiles<T: Element>(
         need[tile.b] += 1;
     }
     let failed = AtomicBool::new(false);
-    let lanes = rayon::current_num_threads().min(n);
+    let lanes = par::threads().min(n);
     if lanes < 2 {
         let wait = Wait {
             done: None,
@@ -632,7 +567,7 @@ fn walk_tiles<T: Element>(
             }
         }
     }
-    let all = SyncPtr::new(tiles);
+    let all = Disjoint::new(tiles);
     let share = n.div_ceil(lanes);
     let lane = |me: usize| {
         for (i, &s) in steps.iter().enumerate() {
@@ -664,43 +599,7 @@ fn walk_tiles<T: Element>(
             }
         }
     };
-    let lane = &lane;
-    rayon::scope(|scope| {
-        for me in 1..lanes {
-            scope.spawn(move |_| lane(me));
-        }
-        lane(0);
-    });
-}
-
-/// `dst (m×n, row stride given, columns contiguous) = a (m×k) · b (k×n)`, the operands
-/// given as (pointer, row stride, column stride).
-///
-/// # Safety
-/// Every element of the three views lies inside its allocation; no other thread writes
-/// the elements of `a` and `b` or touches those of `dst` during the call.
-unsafe fn gemm_raw<T: Element>(
-    (dst, dst_row_stride): (*mut T, usize),
-    (m, n, k): (usize, usize, usize),
-    (a, a_rs, a_cs): (*const T, usize, usize),
-    (b, b_rs, b_cs): (*const T, usize, usize),
-    par: faer::Par,
-) {
-    use faer::{Accum, MatMut, MatRef};
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the caller keeps the views in bounds and free of concurrent writes.
-    unsafe {
-        let mut dst = MatMut::<T>::from_raw_parts_mut(dst, m, n, dst_row_stride as isize, 1);
-        if k == 0 {
-            dst.fill(T::zero());
-            return;
-        }
-        let lhs = MatRef::<T>::from_raw_parts(a, m, k, a_rs as isize, a_cs as isize);
-        let rhs = MatRef::<T>::from_raw_parts(b, k, n, b_rs as isize, b_cs as isize);
-        faer::linalg::matmul::matmul(dst, Accum::Replace, lhs, rhs, T::one(), par);
-    }
+    par::lanes(lanes, &lane);
 }
 
 /// Hands a scratch buffer back to the cache of freed buffers (see `storage`), so the next

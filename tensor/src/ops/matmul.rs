@@ -1,163 +1,18 @@
 //! Matrix products through faer: 2-d, matrix–vector, and batched with broadcast batch
 //! dimensions.
 //!
-//! Operands reach faer as strided views (`MatRef::from_raw_parts`), so transposed and
-//! sliced operands are multiplied without a copy; faer packs them as its kernels need.
+//! Operands reach the GEMM (see `engine::gemm`) as strided views, so transposed and
+//! sliced operands are multiplied without a copy; the kernel packs them as it needs.
 //! A stack of matrices times one matrix (`[.., m, k] @ [k, n]`, the shape of every linear
 //! layer) is folded into a single tall product when the stack's rows are evenly strided.
 
-use std::num::NonZeroUsize;
+use faer::Par;
 
-use faer::linalg::matmul::matmul as faer_matmul;
-use faer::{Accum, MatMut, MatRef, Par};
-use rayon::prelude::*;
-
+use crate::engine::gemm::{PAR_MIN_MACS, Strided, parallelism, product};
+use crate::engine::par;
 use crate::handle::layout::{broadcast_shapes, numel};
 use crate::handle::storage::{alloc, alloc_zeroed};
 use crate::{Element, Result, Tensor, TensorError};
-
-/// Products below this many multiply-adds run on one thread: faer's threading overhead
-/// outweighs the gain (measured: a 48³ product takes ~15 µs on one core).
-pub(crate) const PAR_MIN_MACS: usize = 48 * 48 * 48;
-
-/// Products at least this large whose left operand is column-major (a transposed view,
-/// as in every weight gradient `dyᵀ · x`) are computed into a column-major scratch and
-/// transposed into place when that suits faer better (see `gemm`).
-const COL_DST_MIN_MACS: usize = 1 << 22;
-
-/// A strided matrix operand inside a storage buffer.
-#[derive(Clone, Copy)]
-pub(crate) struct Operand {
-    pub offset: usize,
-    pub row_stride: usize,
-    pub col_stride: usize,
-}
-
-impl Operand {
-    /// A row-major `[rows, cols]` matrix starting at `offset`.
-    pub(crate) fn row_major(offset: usize, cols: usize) -> Self {
-        Operand {
-            offset,
-            row_stride: cols,
-            col_stride: 1,
-        }
-    }
-
-    /// The transpose of a row-major matrix with `cols` columns starting at `offset`.
-    pub(crate) fn transposed(offset: usize, cols: usize) -> Self {
-        Operand {
-            offset,
-            row_stride: 1,
-            col_stride: cols,
-        }
-    }
-}
-
-/// `out = a @ b` (or `out += a @ b` with `accumulate`) for one `[m, k] @ [k, n]` product;
-/// `out` is a contiguous `[m, n]` buffer.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm<T: Element>(
-    out: &mut [T],
-    (m, n, k): (usize, usize, usize),
-    a: &[T],
-    la: Operand,
-    b: &[T],
-    lb: Operand,
-    accumulate: bool,
-    par: Par,
-) {
-    debug_assert_eq!(out.len(), m * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            out.fill(T::zero());
-        }
-        return;
-    }
-    // Bounds: the largest index each view can reach lies inside its slice.
-    assert!(la.offset + (m - 1) * la.row_stride + (k - 1) * la.col_stride < a.len());
-    assert!(lb.offset + (k - 1) * lb.row_stride + (n - 1) * lb.col_stride < b.len());
-    // SAFETY: the asserts above keep every element of both views inside their slices, which
-    // are borrowed (immutably) for the whole call; `out` is a distinct, exclusively borrowed
-    // m×n row-major buffer, so the mutable view has no aliasing and no overlapping elements.
-    unsafe {
-        let lhs = MatRef::<T>::from_raw_parts(
-            a.as_ptr().add(la.offset),
-            m,
-            k,
-            la.row_stride as isize,
-            la.col_stride as isize,
-        );
-        let rhs = MatRef::<T>::from_raw_parts(
-            b.as_ptr().add(lb.offset),
-            k,
-            n,
-            lb.row_stride as isize,
-            lb.col_stride as isize,
-        );
-        // faer computes a row-major destination as `dstᵀ = bᵀ · aᵀ`, so a column-major `a`
-        // (a transposed view, as in every weight gradient `dyᵀ · x`) becomes a right
-        // operand strided along k, which its kernels read at a loss: [1024, 2048] ·
-        // [2048, 256] ran at half speed, its reads 4 KiB apart. Either copy `a` into a
-        // row-major scratch (m·k elements, when 2k ≤ n), or, when b is column-major too or
-        // m > n, compute into a column-major scratch, where `a` stays faer's left operand,
-        // and transpose the m·n result into place.
-        let a_col_major = la.row_stride == 1 && la.col_stride != 1 && m > 1;
-        let b_col_major = lb.row_stride == 1 && n > 1;
-        let macs = m.saturating_mul(n).saturating_mul(k);
-        if a_col_major && macs >= COL_DST_MIN_MACS {
-            use crate::engine::transpose::{Transfer, transpose_blocks, transpose_into};
-            if 2 * k <= n {
-                let mut a_rows = alloc::<T>(m * k);
-                let t = Transfer {
-                    rows: m,
-                    cols: k,
-                    src_cs: la.col_stride,
-                    dst_rs: k,
-                };
-                transpose_blocks(a, &mut a_rows, t, &[(la.offset, 0)], false);
-                gemm(
-                    out,
-                    (m, n, k),
-                    &a_rows,
-                    Operand::row_major(0, k),
-                    b,
-                    lb,
-                    accumulate,
-                    par,
-                );
-                drop(Tensor::from_contiguous(a_rows, &[m * k]));
-                return;
-            }
-            if b_col_major || m > n {
-                let mut tmp = alloc::<T>(m * n);
-                let dst = MatMut::<T>::from_raw_parts_mut(tmp.as_mut_ptr(), m, n, 1, m as isize);
-                faer_matmul(dst, Accum::Replace, lhs, rhs, T::one(), par);
-                transpose_into(&tmp, out, (m, n), accumulate);
-                drop(Tensor::from_contiguous(tmp, &[m * n]));
-                return;
-            }
-        }
-        let accum = if accumulate {
-            Accum::Add
-        } else {
-            Accum::Replace
-        };
-        let dst = MatMut::<T>::from_raw_parts_mut(out.as_mut_ptr(), m, n, n as isize, 1);
-        faer_matmul(dst, accum, lhs, rhs, T::one(), par);
-    }
-}
-
-pub(crate) fn parallelism(macs: usize) -> Par {
-    let threads = rayon::current_num_threads();
-    if macs < PAR_MIN_MACS || threads < 2 {
-        Par::Seq
-    } else {
-        Par::Rayon(NonZeroUsize::new(threads).expect("threads >= 2"))
-    }
-}
 
 impl<T: Element> Tensor<T> {
     /// The matrix product with PyTorch's `torch.matmul` rules: 1-d × 1-d is a dot product
@@ -235,18 +90,18 @@ impl<T: Element> Tensor<T> {
             && ra > 2
             && let Some(strides) = a.layout().view_strides(&[batch_n * m, k])
         {
-            let la = Operand {
+            let la = Strided {
                 offset: a.layout().offset(),
-                row_stride: strides[0],
-                col_stride: strides[1],
+                rs: strides[0],
+                cs: strides[1],
             };
-            let lb = Operand {
+            let lb = Strided {
                 offset: b.layout().offset(),
-                row_stride: sb[0],
-                col_stride: sb[1],
+                rs: sb[0],
+                cs: sb[1],
             };
             let macs = batch_n * m * n * k;
-            gemm(
+            product(
                 &mut out,
                 (batch_n * m, n, k),
                 a.storage(),
@@ -269,10 +124,10 @@ impl<T: Element> Tensor<T> {
                 offset += (rem % size) * strides[d];
                 rem /= size;
             }
-            Operand {
+            Strided {
                 offset,
-                row_stride: rs,
-                col_stride: cs,
+                rs,
+                cs,
             }
         };
         let (a_off, b_off) = (a.layout().offset(), b.layout().offset());
@@ -280,13 +135,11 @@ impl<T: Element> Tensor<T> {
         let job = |i: usize, o: &mut [T], par: Par| {
             let la = operand(i, a_off, &la_batch, sa[ra - 2], sa[ra - 1]);
             let lb = operand(i, b_off, &lb_batch, sb[rb - 2], sb[rb - 1]);
-            gemm(o, (m, n, k), ad, la, bd, lb, false, par);
+            product(o, (m, n, k), ad, la, bd, lb, false, par);
         };
         let macs = m * n * k;
         if batch_n > 1 && macs < PAR_MIN_MACS && batch_n * macs >= PAR_MIN_MACS {
-            out.par_chunks_mut(m * n)
-                .enumerate()
-                .for_each(|(i, o)| job(i, o, Par::Seq));
+            par::chunks_mut(&mut out, m * n, true, |i, o| job(i, o, Par::Seq));
         } else {
             let par = parallelism(macs);
             for (i, o) in out.chunks_mut(m * n).enumerate() {
@@ -317,7 +170,7 @@ impl crate::Layout {
 
 #[cfg(test)]
 mod tests {
-    use super::{COL_DST_MIN_MACS, Operand, gemm, parallelism};
+    use crate::engine::gemm::{COL_DST_MIN_MACS, Strided as Operand, parallelism, product as gemm};
     use crate::{Tensor, TensorError};
 
     fn t(data: &[f64], shape: &[usize]) -> Tensor<f64> {

@@ -19,14 +19,13 @@
 //!   place over `dP`;
 //! - `dq = dZ·k·scale` and `dk = dZᵀ·q·scale` (the scale is folded into `dZ` once).
 
-use faer::linalg::matmul::matmul as faer_matmul;
-use faer::{Accum, MatMut, MatRef, Par};
-use rayon::prelude::*;
+use faer::Par;
 
 use crate::Element;
+use crate::engine::gemm::{self, PAR_MIN_MACS, RawMat, Strided, parallelism};
 use crate::engine::lanes::{dot_contiguous, max_contiguous};
+use crate::engine::par::{self, Disjoint};
 use crate::engine::simd::dispatch;
-use crate::ops::matmul::{PAR_MIN_MACS, parallelism};
 
 /// A batch of strided matrices inside a buffer: matrix `b`, element `(i, j)` is at
 /// `offsets[b] + i·rs + j·cs`.
@@ -51,37 +50,11 @@ impl Mats {
             .unwrap_or(0)
     }
 
-    fn at(&self, b: usize) -> Mat {
-        Mat {
+    fn at(&self, b: usize) -> Strided {
+        Strided {
             offset: self.offsets[b],
             rs: self.rs,
             cs: self.cs,
-        }
-    }
-}
-
-/// One strided matrix.
-#[derive(Clone, Copy, Debug)]
-struct Mat {
-    offset: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl Mat {
-    fn row_major(cols: usize) -> Mat {
-        Mat {
-            offset: 0,
-            rs: cols,
-            cs: 1,
-        }
-    }
-
-    fn t(self) -> Mat {
-        Mat {
-            offset: self.offset,
-            rs: self.cs,
-            cs: self.rs,
         }
     }
 }
@@ -129,65 +102,12 @@ pub(super) struct Settings {
     pub zero_masked_rows: bool,
 }
 
-/// A raw pointer that may cross threads: each thread writes a disjoint set of elements.
-#[derive(Clone, Copy)]
-struct SyncPtr<T>(*mut T);
-// SAFETY: the pointer is only dereferenced through `gemm`/row writes to elements that no
-// other thread touches during the call (the batch matrices of a `Dst` are disjoint).
-unsafe impl<T: Send> Send for SyncPtr<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for SyncPtr<T> {}
-
-/// `dst (m×n) = a (m×k) · b (k×n)`, every operand strided; `dst` is overwritten.
-///
-/// # Safety
-/// Every element of the three views lies inside its allocation, and no other thread reads
-/// or writes `dst`'s elements during the call.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm<T: Element>(
-    dst: *mut T,
-    dm: Mat,
-    (m, n, k): (usize, usize, usize),
-    a: *const T,
-    am: Mat,
-    b: *const T,
-    bm: Mat,
-    par: Par,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the caller guarantees the views are in bounds and `dst` is exclusively ours.
-    unsafe {
-        if k == 0 {
-            for i in 0..m {
-                for j in 0..n {
-                    *dst.add(dm.offset + i * dm.rs + j * dm.cs) = T::zero();
-                }
-            }
-            return;
-        }
-        let out = MatMut::<T>::from_raw_parts_mut(
-            dst.add(dm.offset),
-            m,
-            n,
-            dm.rs as isize,
-            dm.cs as isize,
-        );
-        let lhs =
-            MatRef::<T>::from_raw_parts(a.add(am.offset), m, k, am.rs as isize, am.cs as isize);
-        let rhs =
-            MatRef::<T>::from_raw_parts(b.add(bm.offset), k, n, bm.rs as isize, bm.cs as isize);
-        faer_matmul(out, Accum::Replace, lhs, rhs, T::one(), par);
-    }
-}
-
 /// How a batch of problems is spread over threads: problems in parallel (each GEMM on one
 /// thread), or one after another with faer threading each GEMM.
 fn plan(d: AttentionShape) -> (bool, Par) {
     let per_problem = d.l * d.s * (d.e + d.ev.max(d.e));
     let total = per_problem.saturating_mul(d.b);
-    let threads = rayon::current_num_threads();
+    let threads = par::threads();
     if threads < 2 || total < PAR_MIN_MACS {
         (false, Par::Seq)
     } else if d.b >= threads {
@@ -203,7 +123,7 @@ fn for_each_problem<T: Element>(
     d: AttentionShape,
     parallel: bool,
     probs: Option<&mut [T]>,
-    body: impl Fn(usize, &mut [T], &mut Scratch<T>) + Sync + Send,
+    body: impl Fn(usize, &mut [T], &mut Scratch<T>) + Sync,
 ) {
     let ls = d.l * d.s;
     if ls == 0 {
@@ -214,27 +134,20 @@ fn for_each_problem<T: Element>(
         }
         return;
     }
-    match (probs, parallel) {
-        (Some(buf), true) => buf
-            .par_chunks_mut(ls)
-            .enumerate()
-            .for_each_init(|| Scratch::new(0), |sc, (b, p)| body(b, p, sc)),
-        (Some(buf), false) => {
-            let mut sc = Scratch::new(0);
-            for (b, p) in buf.chunks_mut(ls).enumerate() {
-                body(b, p, &mut sc);
-            }
-        }
-        (None, true) => (0..d.b).into_par_iter().for_each_init(
+    match probs {
+        Some(buf) => par::chunks_mut_init(
+            buf,
+            ls,
+            parallel,
+            || Scratch::new(0),
+            |sc, b, p| body(b, p, sc),
+        ),
+        None => par::run_init(
+            d.b,
+            parallel,
             || (vec![T::zero(); ls], Scratch::new(0)),
             |(p, sc), b| body(b, p, sc),
         ),
-        (None, false) => {
-            let (mut p, mut sc) = (vec![T::zero(); ls], Scratch::new(0));
-            for b in 0..d.b {
-                body(b, &mut p, &mut sc);
-            }
-        }
     }
 }
 
@@ -410,23 +323,18 @@ pub(super) fn forward<T: Element>(
             "attention kernel: output out of bounds"
         );
     }
-    let out_ptr = out.map(|o| SyncPtr(o.data.as_mut_ptr()));
+    let out_buf = out.map(|o| Disjoint::new(o.data));
     let (parallel, par) = plan(d);
     let ls = d.l * d.s;
     for_each_problem(d, parallel, probs, |b, p, sc| {
-        // SAFETY: `check_src` bounded q and k; `p` is this problem's own [L, S] block.
-        unsafe {
-            gemm(
-                p.as_mut_ptr(),
-                Mat::row_major(d.s),
-                (d.l, d.s, d.e),
-                q.data.as_ptr(),
-                q.mats.at(b),
-                k.data.as_ptr(),
-                k.mats.at(b).t(),
-                par,
-            );
-        }
+        gemm::slices(
+            (p, Strided::row_major(0, d.s)),
+            (d.l, d.s, d.e),
+            (q.data, q.mats.at(b)),
+            (k.data, k.mats.at(b).t()),
+            false,
+            par,
+        );
         dispatch(
             #[inline(always)]
             || {
@@ -436,7 +344,7 @@ pub(super) fn forward<T: Element>(
                 }
             },
         );
-        let (Some(v), Some(ptr), Some(om)) = (v, out_ptr, &out_mats) else {
+        let (Some(v), Some(out_buf), Some(om)) = (v, &out_buf, &out_mats) else {
             return;
         };
         let weights: &[T] = match dropout {
@@ -449,17 +357,15 @@ pub(super) fn forward<T: Element>(
             }
             None => p,
         };
-        // SAFETY: v is bounded by `check_src`, the output matrix of problem b by the assert
-        // above, and no other problem writes its elements.
+        // SAFETY: only problem b writes its output matrix (the matrices of a `Dst` are
+        // disjoint); bounds are checked by `gemm::raw`.
         unsafe {
-            gemm(
-                ptr.0,
-                om.at(b),
+            gemm::raw(
+                RawMat::of_shared(out_buf, om.at(b)),
                 (d.l, d.ev, d.s),
-                weights.as_ptr(),
-                Mat::row_major(d.s),
-                v.data.as_ptr(),
-                v.mats.at(b),
+                RawMat::of(weights, Strided::row_major(0, d.s)),
+                RawMat::of(v.data, v.mats.at(b)),
+                false,
                 par,
             );
         }
@@ -520,17 +426,14 @@ pub(super) fn backward<T: Element>(
     }
     let mut buffers = grads.buffers;
     let lens: Vec<usize> = buffers.iter().map(|b| b.len()).collect();
-    let ptrs: Vec<SyncPtr<T>> = buffers
-        .iter_mut()
-        .map(|b| SyncPtr(b.as_mut_ptr()))
-        .collect();
+    let shared: Vec<Disjoint<'_, T>> = buffers.iter_mut().map(|b| Disjoint::new(b)).collect();
     let bounded = |g: Option<(usize, Mats)>, rows: usize, cols: usize| {
         g.map(|(i, mats)| {
             assert!(
                 mats.extent(rows, cols) <= lens[i],
                 "attention kernel: gradient out of bounds"
             );
-            (ptrs[i], mats)
+            (shared[i], mats)
         })
     };
     let dq = bounded(grads.dq, d.l, d.e);
@@ -544,7 +447,7 @@ pub(super) fn backward<T: Element>(
         let ds = sc.block(ls);
         match v {
             Some(v) => {
-                if let Some((ptr, m)) = &dv {
+                if let Some((buf, m)) = &dv {
                     // dv = P̃ᵀ·dO, with P̃ = P ⊙ M formed in `ds` first.
                     let weights: &[T] = match drop_b {
                         Some(mk) => {
@@ -555,35 +458,27 @@ pub(super) fn backward<T: Element>(
                         }
                         None => p,
                     };
-                    // SAFETY: bounded above; problem b's dv matrix is written by this
-                    // thread only.
+                    // SAFETY: problem b's dv matrix is written by this task only.
                     unsafe {
-                        gemm(
-                            ptr.0,
-                            m.at(b),
+                        gemm::raw(
+                            RawMat::of_shared(buf, m.at(b)),
                             (d.s, d.ev, d.l),
-                            weights.as_ptr(),
-                            Mat::row_major(d.s).t(),
-                            grad.data.as_ptr(),
-                            grad.mats.at(b),
+                            RawMat::of(weights, Strided::row_major(0, d.s).t()),
+                            RawMat::of(grad.data, grad.mats.at(b)),
+                            false,
                             par,
                         );
                     }
                 }
                 // dP̃ = dO·vᵀ
-                // SAFETY: `ds` is this thread's scratch; grad and v are bounded above.
-                unsafe {
-                    gemm(
-                        ds.as_mut_ptr(),
-                        Mat::row_major(d.s),
-                        (d.l, d.s, d.ev),
-                        grad.data.as_ptr(),
-                        grad.mats.at(b),
-                        v.data.as_ptr(),
-                        v.mats.at(b).t(),
-                        par,
-                    );
-                }
+                gemm::slices(
+                    (ds, Strided::row_major(0, d.s)),
+                    (d.l, d.s, d.ev),
+                    (grad.data, grad.mats.at(b)),
+                    (v.data, v.mats.at(b).t()),
+                    false,
+                    par,
+                );
                 if let Some(mk) = drop_b {
                     for (x, &m) in ds.iter_mut().zip(mk) {
                         *x *= m;
@@ -626,45 +521,32 @@ pub(super) fn backward<T: Element>(
                 }
             },
         );
-        if let Some((ptr, m)) = &dq {
+        if let Some((buf, m)) = &dq {
             // SAFETY: as for dv.
             unsafe {
-                gemm(
-                    ptr.0,
-                    m.at(b),
+                gemm::raw(
+                    RawMat::of_shared(buf, m.at(b)),
                     (d.l, d.e, d.s),
-                    ds.as_ptr(),
-                    Mat::row_major(d.s),
-                    k.data.as_ptr(),
-                    k.mats.at(b),
+                    RawMat::of(ds, Strided::row_major(0, d.s)),
+                    RawMat::of(k.data, k.mats.at(b)),
+                    false,
                     par,
                 );
             }
         }
-        if let Some((ptr, m)) = &dk {
+        if let Some((buf, m)) = &dk {
             // SAFETY: as for dv.
             unsafe {
-                gemm(
-                    ptr.0,
-                    m.at(b),
+                gemm::raw(
+                    RawMat::of_shared(buf, m.at(b)),
                     (d.s, d.e, d.l),
-                    ds.as_ptr(),
-                    Mat::row_major(d.s).t(),
-                    q.data.as_ptr(),
-                    q.mats.at(b),
+                    RawMat::of(ds, Strided::row_major(0, d.s).t()),
+                    RawMat::of(q.data, q.mats.at(b)),
+                    false,
                     par,
                 );
             }
         }
     };
-    if parallel {
-        (0..d.b)
-            .into_par_iter()
-            .for_each_init(|| Scratch::new(ls), |sc, b| body(b, sc));
-    } else {
-        let mut sc = Scratch::new(ls);
-        for b in 0..d.b {
-            body(b, &mut sc);
-        }
-    }
+    par::run_init(d.b, parallel, || Scratch::new(ls), |sc, b| body(b, sc));
 }

@@ -29,16 +29,16 @@
 //! depth (`S·N ≈ 256`; at `L·N` it would be twice as slow).
 
 use faer::Par;
-use rayon::prelude::*;
 
 use super::panels::{StepWeights, pack_groups};
 use super::{
-    RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, RecurrentShape, SyncPtr,
-    Tile, Wait, chunks, recycle, saved_at, tiles, unit_blocks, walk_tiles,
+    RecurrentGradNeeds, RecurrentGrads, RecurrentMode, RecurrentSaved, RecurrentShape, Tile, Wait,
+    chunks, recycle, saved_at, tiles, unit_blocks, walk_tiles,
 };
+use crate::engine::gemm::{RawMat, Strided, Strided as Operand, parallelism, product as gemm};
+use crate::engine::par::{self, Disjoint};
 use crate::engine::simd::dispatch;
 use crate::handle::storage::{alloc, alloc_zeroed};
-use crate::ops::matmul::{Operand, gemm, parallelism};
 use crate::{Element, Tensor};
 
 /// What every tile of every step reads or writes.
@@ -58,10 +58,10 @@ struct Ctx<'a, T> {
     blocks: &'a [(usize, usize)],
     zeros: &'a [T],
     /// The two chunk buffers of the hidden side's gate gradients, `[S·N, G·H]` each.
-    dg: [SyncPtr<T>; 2],
+    dg: [Disjoint<'a, T>; 2],
     /// GRU: the input side's `∂a_n`, `[S·N, H]` each, when an input-side gradient is
     /// wanted.
-    dpn: Option<[SyncPtr<T>; 2]>,
+    dpn: Option<[Disjoint<'a, T>; 2]>,
     par: Par,
     /// Whether the LSTM tiles run on `gates::lstm_backward_tile_avx512` (T is f32, the
     /// CPU has AVX-512).
@@ -155,10 +155,10 @@ pub(super) fn run<T: Element>(
         wq: &wq,
         blocks: &blocks,
         zeros: &zeros,
-        dg: [SyncPtr::new(dg0), SyncPtr::new(dg1)],
+        dg: [Disjoint::new(dg0), Disjoint::new(dg1)],
         dpn: dpn
             .as_mut()
-            .map(|[a, b]| [SyncPtr::new(a), SyncPtr::new(b)]),
+            .map(|[a, b]| [Disjoint::new(a), Disjoint::new(b)]),
         par: if tiles.len() == 1 {
             parallelism(n * gh * h)
         } else {
@@ -226,8 +226,8 @@ pub(super) fn run<T: Element>(
             unsafe {
                 wq.gemm(
                     b,
-                    (dh0.as_mut_ptr().add(u0), h),
-                    (ctx.dg[first.buf].ptr.add(first.row * gh), gh),
+                    RawMat::of_mut(&mut dh0, Strided::row_major(u0, h)),
+                    RawMat::of_shared(&ctx.dg[first.buf], Strided::row_major(first.row * gh, gh)),
                     n,
                     parallelism(n * un * gh),
                     None,
@@ -360,8 +360,8 @@ fn accumulate<T: Element>(
         // The block's gate gradients transposed, `[G·un, k]`: a column-major view.
         let view = |row: usize, col: usize, width: usize| Operand {
             offset: row * width + col,
-            row_stride: 1,
-            col_stride: width,
+            rs: 1,
+            cs: width,
         };
         let par = |macs: usize| if seq { Par::Seq } else { parallelism(macs) };
         // The input side: the hidden side's gradients, except the GRU's n rows.
@@ -443,11 +443,11 @@ fn accumulate<T: Element>(
             }
         }
     };
-    if seq {
-        parts.into_par_iter().for_each(one);
-    } else {
-        parts.into_iter().for_each(one);
-    }
+    // With `seq`, the blocks run in parallel (each product on one thread).
+    let mut parts: Vec<Option<BlockSums<'_, T>>> = parts.into_iter().map(Some).collect();
+    par::chunks_mut(&mut parts, 1, seq, |_, part| {
+        one(part[0].take().expect("each block is taken once"))
+    });
     if let Some(rhs) = rhs {
         rhs.recycle();
     }
@@ -471,20 +471,25 @@ fn add_packed<T: Element>(
     let width = c.len() / m;
     let k = rhs.k();
     let piece = match split {
-        true => m
-            .div_ceil(rayon::current_num_threads())
-            .next_multiple_of(MR),
+        true => m.div_ceil(par::threads()).next_multiple_of(MR),
         false => m,
     };
     let one = |(i, c): (usize, &mut [T])| {
         let rows = c.len() / width;
         let a = &a[i * piece * k..];
         // SAFETY: `c` holds `rows` rows of the block's width, and is this call's alone.
-        unsafe { rhs.add_packed(block, (c.as_mut_ptr(), width), a, rows) };
+        unsafe {
+            rhs.add_packed(
+                block,
+                RawMat::of_mut(c, Strided::row_major(0, width)),
+                a,
+                rows,
+            )
+        };
     };
     let c = &mut c[..m * width];
     match split && piece < m {
-        true => c.par_chunks_mut(piece * width).enumerate().for_each(one),
+        true => par::chunks_mut(c, piece * width, true, |i, c| one((i, c))),
         false => one((0, c)),
     }
 }
@@ -607,8 +612,8 @@ unsafe fn step<'a, T: Element>(
         Some(nx) => unsafe {
             c.wq.gemm(
                 tile.b,
-                (dh.as_mut_ptr(), un),
-                (c.dg[nx.buf].ptr.add((nx.row + r0) * gh), gh),
+                RawMat::of_mut(dh, Strided::row_major(0, un)),
+                RawMat::of_shared(&c.dg[nx.buf], Strided::row_major((nx.row + r0) * gh, gh)),
                 rn,
                 c.par,
                 Some((g * u0, &|k0, k1| wait.columns(c.blocks, g, (k0, k1)))),
@@ -645,7 +650,15 @@ unsafe fn step<'a, T: Element>(
                 as_f32(&tcs[saved(t, 0, 1)..][..rn * un]),
                 (as_f32(c_prev), ld_prev),
                 as_f32_mut(&mut state[..rn * un]),
-                (c.dg[at.buf].ptr.add((at.row + r0) * gh + g * u0).cast(), gh),
+                (
+                    RawMat::of_shared(
+                        &c.dg[at.buf],
+                        Strided::row_major((at.row + r0) * gh + g * u0, gh),
+                    )
+                    .checked_ptr(rn, gun)
+                    .cast(),
+                    gh,
+                ),
             );
         }
         return;

@@ -3,17 +3,17 @@
 //! tile one GEMM with the packed `W_hhᵀ` and a fused pass over the gates.
 
 use faer::Par;
-use rayon::prelude::*;
 
 use super::panels::StepWeights;
 use super::{
-    RecurrentMode, RecurrentShape, SyncPtr, Tile, Wait, chunks, gates, recycle, saved_at, tiles,
+    RecurrentMode, RecurrentShape, Tile, Wait, chunks, gates, recycle, saved_at, tiles,
     unit_blocks, walk_tiles,
 };
 use crate::Element;
+use crate::engine::gemm::{RawMat, Strided, parallelism};
+use crate::engine::par::{self, Disjoint};
 use crate::engine::simd::dispatch;
 use crate::handle::storage::alloc;
-use crate::ops::matmul::parallelism;
 
 /// The validated, contiguous inputs of one call.
 pub(super) struct Inputs<'a, T> {
@@ -49,9 +49,9 @@ struct Ctx<'a, T> {
     zeros: &'a [T],
     h0: Option<&'a [T]>,
     c0: Option<&'a [T]>,
-    out: SyncPtr<T>,
-    acts: Option<SyncPtr<T>>,
-    cells: Option<(SyncPtr<T>, SyncPtr<T>)>,
+    out: Disjoint<'a, T>,
+    acts: Option<Disjoint<'a, T>>,
+    cells: Option<(Disjoint<'a, T>, Disjoint<'a, T>)>,
     /// The parallelism of each tile's GEMM (only a lone tile gets threads).
     par: Par,
     /// Whether the gate functions may use fused multiply-adds.
@@ -127,11 +127,11 @@ pub(super) fn run<'a, T: Element>(
         zeros: &zeros,
         h0: inp.h0,
         c0: inp.c0,
-        out: SyncPtr::new(&mut out),
-        acts: acts.as_deref_mut().map(SyncPtr::new),
+        out: Disjoint::new(&mut out),
+        acts: acts.as_deref_mut().map(Disjoint::new),
         cells: cells
             .as_mut()
-            .map(|(c, tc)| (SyncPtr::new(c), SyncPtr::new(tc))),
+            .map(|(c, tc)| (Disjoint::new(c), Disjoint::new(tc))),
         par: if tiles.len() == 1 {
             parallelism(n * gh * h)
         } else {
@@ -186,12 +186,12 @@ fn project<T: Element>(
     let x = &x[t_lo * n * input..][..rows * input];
     // `out = x · W_ihᵀ[:, block b]` for the `x.len() / input` rows of `x`.
     let mul = |b: usize, out: &mut [T], x: &[T], width: usize, par: Par| {
-        // SAFETY: `out` and `x` hold the same number of rows, `width` and `input` wide.
+        // SAFETY: both are borrowed for the call (bounds are checked by `gemm`).
         unsafe {
             wi.gemm(
                 b,
-                (out.as_mut_ptr(), width),
-                (x.as_ptr(), input),
+                RawMat::of_mut(out, Strided::row_major(0, width)),
+                RawMat::of(x, Strided::row_major(0, input)),
                 x.len() / input,
                 par,
                 None,
@@ -199,10 +199,10 @@ fn project<T: Element>(
         }
     };
     if blocks.len() > 1 {
-        parts
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(b, (part, un))| mul(b, &mut part[..rows * g * un], x, g * un, Par::Seq));
+        par::chunks_mut(&mut parts, 1, true, |b, part| {
+            let (part, un) = &mut part[0];
+            mul(b, &mut part[..rows * g * *un], x, g * *un, Par::Seq)
+        });
         return;
     }
     // One block: faer threads inside; the panel kernel's rows are split between the threads
@@ -210,15 +210,18 @@ fn project<T: Element>(
     let (part, un) = parts.pop().expect("one block");
     let par = parallelism(rows * g * un * input);
     let piece = match par {
-        Par::Rayon(_) if wi.panels() => rows
-            .div_ceil(rayon::current_num_threads())
-            .next_multiple_of(8),
+        Par::Rayon(_) if wi.panels() => rows.div_ceil(par::threads()).next_multiple_of(8),
         _ => rows,
     };
-    part[..rows * g * un]
-        .par_chunks_mut(piece * g * un)
-        .zip(x.par_chunks(piece * input))
-        .for_each(|(out, x)| mul(0, out, x, g * un, par));
+    par::chunks_mut(
+        &mut part[..rows * g * un],
+        piece * g * un,
+        true,
+        |i, out| {
+            let x = &x[i * piece * input..][..out.len() / (g * un) * input];
+            mul(0, out, x, g * un, par)
+        },
+    );
 }
 
 /// One step of one tile: `s` is the step's place in the walk, `t` its time, `tp` the time
@@ -242,10 +245,9 @@ unsafe fn step<T: Element>(
     let k = d.g * un;
     // The state before step t, `[N, H]`: other tiles may still be writing their blocks of
     // it (until `wait` says otherwise), so only a pointer.
-    let h_prev: Option<*const T> = match tp {
-        // SAFETY: step tp's slab lies inside the output.
-        Some(tp) => Some(unsafe { c.out.ptr.add(tp * n * h).cast_const() }),
-        None => c.h0.map(|h0| h0.as_ptr()),
+    let h_prev: Option<RawMat<T>> = match tp {
+        Some(tp) => Some(RawMat::of_shared(&c.out, Strided::row_major(tp * n * h, h))),
+        None => c.h0.map(|h0| RawMat::of(h0, Strided::row_major(0, h))),
     };
     let prod = &mut tile.prod[..rn * k];
     match h_prev {
@@ -253,8 +255,8 @@ unsafe fn step<T: Element>(
         Some(hp) => unsafe {
             c.wp.gemm(
                 tile.b,
-                (prod.as_mut_ptr(), k),
-                (hp.add(r0 * h), h),
+                RawMat::of_mut(prod, Strided::row_major(0, k)),
+                hp.down(r0),
                 rn,
                 c.par,
                 Some((u0, &|k0, k1| wait.columns(c.blocks, 1, (k0, k1)))),
@@ -287,7 +289,10 @@ unsafe fn step<T: Element>(
                     // SAFETY: the tile's own block of the state before, which it wrote
                     // itself (or h0).
                     Some(hp) => unsafe {
-                        std::slice::from_raw_parts(hp.add((r0 + r) * h + u0), un)
+                        std::slice::from_raw_parts(
+                            hp.down(r0 + r).checked_ptr(1, u0 + un).add(u0),
+                            un,
+                        )
                     },
                     None => &c.zeros[..un],
                 };
@@ -381,7 +386,9 @@ unsafe fn lstm_tile<T: Element>(
     };
     // SAFETY (the slices and the pointer): the caller's promise.
     let h_t = (
-        unsafe { c.out.ptr.add((t * n + r0) * h + u0) }.cast::<f32>(),
+        RawMat::of_shared(&c.out, Strided::row_major((t * n + r0) * h + u0, h))
+            .checked_ptr(rn, un)
+            .cast::<f32>(),
         h,
     );
     let (state, scratch) = (&mut tile.state, &mut tile.scratch);

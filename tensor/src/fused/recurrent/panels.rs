@@ -18,8 +18,8 @@
 
 use faer::Par;
 
-use super::gemm_raw;
 use crate::Element;
+use crate::engine::gemm::{self, RawMat, Strided};
 
 /// Columns per panel.
 const NR: usize = 32;
@@ -142,12 +142,10 @@ impl<T: Element> StepWeights<T> {
                 }
             }
         };
-        if total >= PAR_PACK_MIN {
-            use rayon::prelude::*;
-            jobs.into_par_iter().for_each(one);
-        } else {
-            jobs.into_iter().for_each(one);
-        }
+        crate::engine::par::chunks_mut(&mut jobs, 1, total >= PAR_PACK_MIN, |_, job| {
+            let (b, c0, width, part) = &mut job[0];
+            one((*b, *c0, *width, part));
+        });
         StepWeights {
             data,
             blocks,
@@ -166,13 +164,18 @@ impl<T: Element> StepWeights<T> {
     /// only on `first` and `k`, never on when they become ready.
     ///
     /// # Safety
-    /// `a` and `c` address `m` rows in bounds; no other thread writes those elements of
-    /// `a` or touches those of `c` during the call.
+    /// No other thread writes the `m × k` elements of `a` or touches the `m × n_b` ones of
+    /// `c` during the call (the contract of `engine::par`). Bounds are checked here.
+    ///
+    /// # Panics
+    /// When a view reaches outside its buffer, or (on the panel kernel) has columns that
+    /// are not contiguous.
+    #[track_caller]
     pub(super) unsafe fn gemm(
         &self,
         block: usize,
-        (c, ldc): (*mut T, usize),
-        (a, lda): (*const T, usize),
+        c: RawMat<T>,
+        a: RawMat<T>,
         m: usize,
         par: Par,
         order: Option<KOrder<'_>>,
@@ -180,6 +183,12 @@ impl<T: Element> StepWeights<T> {
         let (at, n) = self.blocks[block];
         let k = self.k;
         if self.panels {
+            assert!(
+                c.view.cs == 1 && a.view.cs == 1,
+                "panel kernel: strided columns"
+            );
+            let (c, ldc) = (c.checked_ptr(m, n), c.view.rs);
+            let (a, lda) = (a.checked_ptr(m, k).cast_const(), a.view.rs);
             // SAFETY: T is f32 (checked in `new`), the CPU has AVX-512 (likewise), the
             // block's panels are in bounds, and the caller keeps `a` and `c` in bounds and
             // unshared.
@@ -200,11 +209,9 @@ impl<T: Element> StepWeights<T> {
             if let Some((_, ready)) = order {
                 ready(0, k);
             }
+            let b = RawMat::of(&self.data, Strided::row_major(at, n));
             // SAFETY: as above; the block is `[k, n]` row-major at `at`.
-            unsafe {
-                let b = self.data.as_ptr().add(at);
-                gemm_raw((c, ldc), (m, n, k), (a, lda, 1), (b, n, 1), par);
-            }
+            unsafe { gemm::raw(c, (m, n, k), a, b, false, par) };
         }
     }
 
@@ -214,19 +221,16 @@ impl<T: Element> StepWeights<T> {
     /// ([`StepWeights::panels`]).
     ///
     /// # Safety
-    /// `c` addresses `m` rows of `n_b` elements in bounds that no other thread touches
-    /// during the call.
+    /// No other thread touches the `m × n_b` elements of `c` during the call. Bounds are
+    /// checked here.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    pub(super) unsafe fn add_packed(
-        &self,
-        block: usize,
-        (c, ldc): (*mut T, usize),
-        a: &[T],
-        m: usize,
-    ) {
+    #[track_caller]
+    pub(super) unsafe fn add_packed(&self, block: usize, c: RawMat<T>, a: &[T], m: usize) {
         assert!(self.panels, "packed products run on the panel kernel only");
         let (at, n) = self.blocks[block];
         let k = self.k;
+        assert_eq!(c.view.cs, 1, "panel kernel: strided columns");
+        let (c, ldc) = (c.checked_ptr(m, n), c.view.rs);
         assert!(
             a.len() >= m.div_ceil(MR) * MR * k,
             "packed operand too short"
@@ -518,8 +522,8 @@ mod tests {
                     unsafe {
                         w.gemm(
                             b,
-                            (c.as_mut_ptr(), ldc),
-                            (a.as_ptr(), lda),
+                            RawMat::of_mut(&mut c, Strided::row_major(0, ldc)),
+                            RawMat::of(&a, Strided::row_major(0, lda)),
                             m,
                             Par::Seq,
                             None,
@@ -564,8 +568,8 @@ mod tests {
             unsafe {
                 w.gemm(
                     0,
-                    (c.as_mut_ptr(), n),
-                    (a.as_ptr(), k),
+                    RawMat::of_mut(&mut c, Strided::row_major(0, n)),
+                    RawMat::of(&a, Strided::row_major(0, k)),
                     m,
                     Par::Seq,
                     Some((first, &ready)),
@@ -624,7 +628,7 @@ mod tests {
         let mut c: Vec<f32> = (0..m * ldc).map(|i| i as f32 * 0.01).collect();
         let c0 = c.clone();
         // SAFETY: c holds m rows of ldc ≥ n.
-        unsafe { w.add_packed(0, (c.as_mut_ptr(), ldc), &a, m) };
+        unsafe { w.add_packed(0, RawMat::of_mut(&mut c, Strided::row_major(0, ldc)), &a, m) };
         for i in 0..m {
             for j in 0..ldc {
                 let want = match j < n {

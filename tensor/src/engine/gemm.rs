@@ -1,0 +1,479 @@
+//! The one strided GEMM wrapper: every general matrix product of strata-tensor (matmul,
+//! convolution, the recurrent and attention kernels) reaches its kernel through [`raw`] or
+//! its safe form [`slices`], with each operand described as a [`RawMat`]: a buffer (start
+//! and length) and a [`Strided`] view into it. Extents are computed with checked
+//! arithmetic and checked against the buffers before any pointer is formed.
+//!
+//! faer's `matmul` is the kernel here; a faster one for strata's shapes replaces it in this
+//! file alone.
+
+use std::num::NonZeroUsize;
+
+use faer::linalg::matmul::matmul as faer_matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+
+use crate::Element;
+use crate::engine::par::{Disjoint, threads};
+
+/// Products below this many multiply-adds run on one thread: faer's threading overhead
+/// outweighs the gain (measured: a 48³ product takes ~15 µs on one core).
+pub(crate) const PAR_MIN_MACS: usize = 48 * 48 * 48;
+
+/// The parallelism for one product of `macs` multiply-adds.
+pub(crate) fn parallelism(macs: usize) -> Par {
+    let threads = threads();
+    if macs < PAR_MIN_MACS || threads < 2 {
+        Par::Seq
+    } else {
+        Par::Rayon(NonZeroUsize::new(threads).expect("threads >= 2"))
+    }
+}
+
+/// A strided matrix inside a buffer: element `(i, j)` lies at `offset + i·rs + j·cs`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Strided {
+    pub offset: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl Strided {
+    /// A row-major matrix with `cols` columns starting at `offset`.
+    pub(crate) fn row_major(offset: usize, cols: usize) -> Self {
+        Strided {
+            offset,
+            rs: cols,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns starting at `offset` (a
+    /// column-major matrix with `cols` rows).
+    pub(crate) fn transposed(offset: usize, cols: usize) -> Self {
+        Strided {
+            offset,
+            rs: 1,
+            cs: cols,
+        }
+    }
+
+    /// The transposed view of the same elements.
+    pub(crate) fn t(self) -> Self {
+        Strided {
+            offset: self.offset,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
+    /// One past the largest index a `rows × cols` view reaches (0 when it is empty), or
+    /// `None` when that does not fit in `usize`.
+    pub(crate) fn extent(&self, rows: usize, cols: usize) -> Option<usize> {
+        if rows == 0 || cols == 0 {
+            return Some(0);
+        }
+        let last_row = (rows - 1).checked_mul(self.rs)?;
+        let last_col = (cols - 1).checked_mul(self.cs)?;
+        self.offset
+            .checked_add(last_row)?
+            .checked_add(last_col)?
+            .checked_add(1)
+    }
+}
+
+/// A matrix operand behind a raw pointer: its buffer (start and length) and where the
+/// matrix lies in it. Made from a slice, or from a [`Disjoint`] whose contract then governs
+/// what other tasks may do with the elements meanwhile.
+pub(crate) struct RawMat<T> {
+    ptr: *mut T,
+    len: usize,
+    pub view: Strided,
+}
+
+impl<T> Clone for RawMat<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for RawMat<T> {}
+
+impl<T> RawMat<T> {
+    /// A matrix in a slice, to be read.
+    pub(crate) fn of(buf: &[T], view: Strided) -> Self {
+        RawMat {
+            ptr: buf.as_ptr().cast_mut(),
+            len: buf.len(),
+            view,
+        }
+    }
+
+    /// A matrix in a slice, to be written.
+    pub(crate) fn of_mut(buf: &mut [T], view: Strided) -> Self {
+        RawMat {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            view,
+        }
+    }
+
+    /// A matrix in a buffer shared by parallel tasks.
+    pub(crate) fn of_shared(buf: &Disjoint<'_, T>, view: Strided) -> Self {
+        RawMat {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            view,
+        }
+    }
+
+    /// The same buffer with the matrix moved `rows` rows down.
+    pub(crate) fn down(self, rows: usize) -> Self {
+        let offset = rows
+            .checked_mul(self.view.rs)
+            .and_then(|d| d.checked_add(self.view.offset))
+            .expect("RawMat::down: offset overflows");
+        RawMat {
+            view: Strided {
+                offset,
+                ..self.view
+            },
+            ..self
+        }
+    }
+
+    /// The address of element `(0, 0)` once a `rows × cols` view is known to lie inside
+    /// the buffer.
+    ///
+    /// # Panics
+    /// When it does not (or its extent overflows).
+    #[track_caller]
+    pub(crate) fn checked_ptr(&self, rows: usize, cols: usize) -> *mut T {
+        let extent = self.view.extent(rows, cols);
+        assert!(
+            extent.is_some_and(|e| e <= self.len),
+            "gemm: a {rows}×{cols} view {:?} reaches outside a buffer of {}",
+            self.view,
+            self.len
+        );
+        if rows == 0 || cols == 0 {
+            return self.ptr;
+        }
+        // SAFETY: the view is non-empty and its extent lies inside the buffer, so its first
+        // element does too.
+        unsafe { self.ptr.add(self.view.offset) }
+    }
+}
+
+/// `dst = a · b` (or `dst += a · b` when `accumulate`) for `dst` `m × n`, `a` `m × k`, `b`
+/// `k × n`, with parallelism `par`.
+///
+/// # Safety
+/// The three buffers are live for the call, `dst`'s was made from a mutable source, and the
+/// contract of [`Disjoint`] holds: no other thread writes the elements of `a` and `b`, or
+/// touches those of `dst`, during the call. (Bounds are checked here.)
+///
+/// # Panics
+/// When a view reaches outside its buffer.
+#[track_caller]
+pub(crate) unsafe fn raw<T: Element>(
+    dst: RawMat<T>,
+    (m, n, k): (usize, usize, usize),
+    a: RawMat<T>,
+    b: RawMat<T>,
+    accumulate: bool,
+    par: Par,
+) {
+    let d = dst.checked_ptr(m, n);
+    let pa = a.checked_ptr(m, k);
+    let pb = b.checked_ptr(k, n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (dv, av, bv) = (dst.view, a.view, b.view);
+    // SAFETY: every view lies inside its buffer (checked above) and the caller rules out
+    // concurrent writes to `a`, `b` and any access to `dst`'s elements.
+    unsafe {
+        let mut out = MatMut::<T>::from_raw_parts_mut(d, m, n, dv.rs as isize, dv.cs as isize);
+        if k == 0 {
+            if !accumulate {
+                out.fill(T::zero());
+            }
+            return;
+        }
+        let lhs = MatRef::<T>::from_raw_parts(pa, m, k, av.rs as isize, av.cs as isize);
+        let rhs = MatRef::<T>::from_raw_parts(pb, k, n, bv.rs as isize, bv.cs as isize);
+        let accum = if accumulate {
+            Accum::Add
+        } else {
+            Accum::Replace
+        };
+        faer_matmul(out, accum, lhs, rhs, T::one(), par);
+    }
+}
+
+/// [`raw`] on borrowed slices, where the borrow checker provides the contract.
+///
+/// # Panics
+/// When a view reaches outside its slice.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+pub(crate) fn slices<T: Element>(
+    (dst, dv): (&mut [T], Strided),
+    shape: (usize, usize, usize),
+    (a, av): (&[T], Strided),
+    (b, bv): (&[T], Strided),
+    accumulate: bool,
+    par: Par,
+) {
+    // SAFETY: `dst` is borrowed mutably and `a`, `b` immutably for the call, so nothing else
+    // touches them.
+    unsafe {
+        raw(
+            RawMat::of_mut(dst, dv),
+            shape,
+            RawMat::of(a, av),
+            RawMat::of(b, bv),
+            accumulate,
+            par,
+        );
+    }
+}
+
+/// Products at least this large whose left operand is column-major (a transposed view,
+/// as in every weight gradient `dyᵀ · x`) are computed into a column-major scratch and
+/// transposed into place when that suits the kernel better (see [`product`]).
+pub(crate) const COL_DST_MIN_MACS: usize = 1 << 22;
+
+/// `out = a @ b` (or `out += a @ b` with `accumulate`) for one `[m, k] @ [k, n]` product
+/// into a contiguous row-major `[m, n]` buffer: matmul's, convolution's and the recurrent
+/// weight gradients' product.
+///
+/// faer computes a row-major destination as `dstᵀ = bᵀ · aᵀ`, so a column-major `a` (a
+/// transposed view, as in every weight gradient `dyᵀ · x`) becomes a right operand strided
+/// along k, which its kernels read at a loss: [1024, 2048] · [2048, 256] ran at half
+/// speed, its reads 4 KiB apart. Past [`COL_DST_MIN_MACS`] this either copies `a` into a
+/// row-major scratch (m·k elements, when 2k ≤ n), or, when b is column-major too or m > n,
+/// computes into a column-major scratch, where `a` stays faer's left operand, and
+/// transposes the m·n result into place.
+///
+/// # Panics
+/// When `out` is not `m·n` long or a view reaches outside its slice.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+pub(crate) fn product<T: Element>(
+    out: &mut [T],
+    (m, n, k): (usize, usize, usize),
+    a: &[T],
+    la: Strided,
+    b: &[T],
+    lb: Strided,
+    accumulate: bool,
+    par: Par,
+) {
+    use crate::Tensor;
+    use crate::engine::transpose::{Transfer, transpose_blocks, transpose_into};
+    use crate::handle::storage::alloc;
+
+    assert_eq!(Some(out.len()), m.checked_mul(n), "gemm: output size");
+    let a_col_major = la.rs == 1 && la.cs != 1 && m > 1;
+    let b_col_major = lb.rs == 1 && n > 1;
+    let macs = m.saturating_mul(n).saturating_mul(k);
+    if a_col_major && macs >= COL_DST_MIN_MACS {
+        if 2 * k <= n {
+            let mut a_rows = alloc::<T>(m * k);
+            assert!(
+                la.extent(m, k).is_some_and(|e| e <= a.len()),
+                "gemm: lhs out of bounds"
+            );
+            let t = Transfer {
+                rows: m,
+                cols: k,
+                src_cs: la.cs,
+                dst_rs: k,
+            };
+            // SAFETY: a single block.
+            unsafe { transpose_blocks(a, &mut a_rows, t, &[(la.offset, 0)], false) };
+            product(
+                out,
+                (m, n, k),
+                &a_rows,
+                Strided::row_major(0, k),
+                b,
+                lb,
+                accumulate,
+                par,
+            );
+            drop(Tensor::from_contiguous(a_rows, &[m * k]));
+            return;
+        }
+        if b_col_major || m > n {
+            let mut tmp = alloc::<T>(m * n);
+            slices(
+                (&mut tmp, Strided::transposed(0, m)),
+                (m, n, k),
+                (a, la),
+                (b, lb),
+                false,
+                par,
+            );
+            transpose_into(&tmp, out, (m, n), accumulate);
+            drop(Tensor::from_contiguous(tmp, &[m * n]));
+            return;
+        }
+    }
+    slices(
+        (out, Strided::row_major(0, n)),
+        (m, n, k),
+        (a, la),
+        (b, lb),
+        accumulate,
+        par,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::par;
+
+    fn naive(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f64],
+        av: Strided,
+        b: &[f64],
+        bv: Strided,
+    ) -> Vec<f64> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                for l in 0..k {
+                    out[i * n + j] +=
+                        a[av.offset + i * av.rs + l * av.cs] * b[bv.offset + l * bv.rs + j * bv.cs];
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn extents_are_checked_arithmetic() {
+        let v = Strided::row_major(3, 4);
+        assert_eq!(v.extent(2, 4), Some(3 + 4 + 3 + 1));
+        assert_eq!(v.extent(0, 4), Some(0));
+        assert_eq!(Strided::row_major(0, usize::MAX).extent(3, 1), None);
+        assert_eq!(Strided::row_major(usize::MAX, 1).extent(1, 1), None);
+    }
+
+    #[test]
+    fn strided_products_match_a_naive_one() {
+        let (m, n, k) = (5, 7, 3);
+        let a: Vec<f64> = (0..40).map(|x| x as f64 * 0.5 - 3.0).collect();
+        let b: Vec<f64> = (0..50).map(|x| (x as f64).sin()).collect();
+        // a transposed (column-major) with an offset, b row-major with a wide row stride.
+        let (av, bv) = (
+            Strided::transposed(2, m),
+            Strided {
+                offset: 1,
+                rs: 9,
+                cs: 1,
+            },
+        );
+        let want = naive(m, n, k, &a, av, &b, bv);
+        let mut out = vec![1.0; m * n];
+        slices(
+            (&mut out, Strided::row_major(0, n)),
+            (m, n, k),
+            (&a, av),
+            (&b, bv),
+            false,
+            Par::Seq,
+        );
+        assert!(out.iter().zip(&want).all(|(o, w)| (o - w).abs() < 1e-12));
+        slices(
+            (&mut out, Strided::row_major(0, n)),
+            (m, n, k),
+            (&a, av),
+            (&b, bv),
+            true,
+            Par::Seq,
+        );
+        assert!(
+            out.iter()
+                .zip(&want)
+                .all(|(o, w)| (o - 2.0 * w).abs() < 1e-12)
+        );
+        // k = 0 gives zeros (or leaves the accumulator alone).
+        slices(
+            (&mut out, Strided::row_major(0, n)),
+            (m, n, 0),
+            (&a, av),
+            (&b, bv),
+            false,
+            Par::Seq,
+        );
+        assert!(out.iter().all(|&o| o == 0.0));
+    }
+
+    #[test]
+    #[should_panic(expected = "reaches outside")]
+    fn out_of_bounds_views_panic_before_any_access() {
+        let a = vec![0.0f64; 6];
+        let mut out = vec![0.0f64; 4];
+        slices(
+            (&mut out, Strided::row_major(0, 2)),
+            (2, 2, 3),
+            (&a, Strided::row_major(1, 3)),
+            (&a, Strided::row_major(0, 2)),
+            false,
+            Par::Seq,
+        );
+    }
+
+    /// Tasks writing disjoint row blocks of one output through a shared buffer give the
+    /// same result on any number of threads.
+    #[test]
+    fn disjoint_row_blocks_on_any_thread_count() {
+        let (m, n, k) = (37, 11, 13);
+        let a: Vec<f64> = (0..m * k).map(|x| ((x * 7) % 13) as f64 - 6.0).collect();
+        let b: Vec<f64> = (0..k * n).map(|x| ((x * 5) % 11) as f64 * 0.25).collect();
+        let want = naive(
+            m,
+            n,
+            k,
+            &a,
+            Strided::row_major(0, k),
+            &b,
+            Strided::row_major(0, n),
+        );
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut out = vec![0.0; m * n];
+            pool.install(|| {
+                let shared = par::Disjoint::new(&mut out);
+                par::run(m.div_ceil(8), true, |t| {
+                    let rows = 8.min(m - 8 * t);
+                    let dst = RawMat::of_shared(&shared, Strided::row_major(8 * t * n, n));
+                    let lhs = RawMat::of(&a, Strided::row_major(8 * t * k, k));
+                    // SAFETY: task t writes only rows 8t..8t + rows of `out`.
+                    unsafe {
+                        raw(
+                            dst,
+                            (rows, n, k),
+                            lhs,
+                            RawMat::of(&b, Strided::row_major(0, n)),
+                            false,
+                            Par::Seq,
+                        )
+                    };
+                });
+            });
+            let close = out.iter().zip(&want).all(|(o, w)| (o - w).abs() < 1e-12);
+            assert!(close, "{threads} threads");
+        }
+    }
+}
