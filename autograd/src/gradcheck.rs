@@ -87,6 +87,18 @@ pub fn gradcheck<F>(
 where
     F: Fn(&[Var<f64>]) -> crate::Result<Var<f64>>,
 {
+    gradcheck_dyn(&f, inputs, options)
+}
+
+/// The function under check.
+type CheckedFn<'a> = dyn Fn(&[Var<f64>]) -> crate::Result<Var<f64>> + 'a;
+
+/// [`gradcheck`]'s body, compiled once rather than once per closure.
+fn gradcheck_dyn(
+    f: &CheckedFn<'_>,
+    inputs: &[Tensor<f64>],
+    options: &GradcheckOptions,
+) -> Result<(), GradcheckError> {
     let vars: Vec<Var<f64>> = inputs
         .iter()
         .map(|t| Var::parameter(t.contiguous()))

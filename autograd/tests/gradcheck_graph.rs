@@ -34,7 +34,7 @@ fn mlp_case() -> BoxedStrategy<(Arg, Arg, Arg, Arg, IndexTensor)> {
                 arg(vec![d, h], smooth, true),
                 arg(vec![h], smooth, true),
                 arg(vec![h, classes], smooth, true),
-                indices(vec![batch, 1], classes),
+                index_values(vec![batch, 1], classes),
             )
         })
         .boxed()

@@ -96,7 +96,7 @@ proptest! {
         (a, d, idx) in with_dim(1..=3).prop_flat_map(|(a, d)| {
             let n = size(&a, d);
             (Just(a), Just(d), 1..=5usize).prop_flat_map(move |(a, d, k)| {
-                (Just(a), Just(d), indices(vec![k], n))
+                (Just(a), Just(d), index_values(vec![k], n))
             })
         }),
     ) {
@@ -115,7 +115,7 @@ proptest! {
                 .collect();
             let n = a.shape[dd];
             (Just(a), Just(d), sizes).prop_flat_map(move |(a, d, s)| {
-                (Just(a), Just(d), indices(s, n))
+                (Just(a), Just(d), index_values(s, n))
             })
         }),
     ) {
@@ -136,7 +136,7 @@ proptest! {
         .prop_flat_map(|(a, d, s, extra)| {
             let n = size(&a, d);
             let src: Vec<usize> = s.iter().zip(&extra).map(|(i, e)| i + e).collect();
-            (Just(a), Just(d), indices(s, n), arg(src, smooth, true))
+            (Just(a), Just(d), index_values(s, n), arg(src, smooth, true))
         }),
         t in tracked(),
     ) {
@@ -153,7 +153,7 @@ proptest! {
             let mut s = a.shape.clone();
             let dd = resolve(d, s.len());
             s[dd] = k;
-            (Just(a), Just(d), indices(vec![k], n), arg(s, smooth, true))
+            (Just(a), Just(d), index_values(vec![k], n), arg(s, smooth, true))
         }),
         t in tracked(),
     ) {

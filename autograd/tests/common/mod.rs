@@ -20,60 +20,19 @@ use std::ops::RangeInclusive;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::TestCaseError;
-use strata_autograd::{GradcheckOptions, Result, Var, gradcheck};
-use strata_tensor::{IndexTensor, Tensor};
+use strata_autograd::{Result, Var};
+use strata_tensor::Tensor;
+pub use strata_testing::*;
 
 /// Cases per property: every op is checked on at least this many random draws.
 pub const CASES: u32 = 64;
 
-/// What a property body returns.
-pub type TestResult = std::result::Result<(), TestCaseError>;
-
 /// A value strategy for `n` elements.
 pub type Values = fn(usize) -> BoxedStrategy<Vec<f64>>;
-
-/// Number of elements of `shape` (1 for `[]`).
-pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
-}
-
-/// `dim` (possibly negative) as an index into a rank-`rank` shape.
-pub fn resolve(dim: isize, rank: usize) -> usize {
-    if dim < 0 {
-        (dim + rank as isize) as usize
-    } else {
-        dim as usize
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Running gradcheck.
 // ---------------------------------------------------------------------------------------
-
-/// Gradchecks `f` at `inputs` with PyTorch's tolerances (eps 1e-6, atol 1e-5, rtol 1e-3).
-pub fn check<F>(f: F, inputs: &[Tensor<f64>]) -> TestResult
-where
-    F: Fn(&[Var<f64>]) -> Result<Var<f64>>,
-{
-    check_with(f, inputs, GradcheckOptions::default())
-}
-
-/// [`check`] with other options. The seed of the output projection is replaced by a hash
-/// of the inputs, so each case projects with other weights, reproducibly.
-pub fn check_with<F>(f: F, inputs: &[Tensor<f64>], options: GradcheckOptions) -> TestResult
-where
-    F: Fn(&[Var<f64>]) -> Result<Var<f64>>,
-{
-    let seed = inputs
-        .iter()
-        .flat_map(Tensor::to_vec)
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
-            (h ^ x.to_bits()).wrapping_mul(0x0100_0000_01b3)
-        });
-    gradcheck(f, inputs, &GradcheckOptions { seed, ..options })
-        .map_err(|e| TestCaseError::fail(e.to_string()))
-}
 
 /// Which inputs of a two-input op are tracked: both, or one of them with the other a
 /// constant (`Var::new`), so the op's backward also runs with a "needs no gradient" flag.
@@ -118,121 +77,6 @@ where
     }
 }
 
-/// A tensor from test data whose length is known to fit.
-pub fn tensor(data: Vec<f64>, shape: &[usize]) -> Tensor<f64> {
-    Tensor::from_vec(data, shape).expect("test data fits its shape")
-}
-
-/// An index tensor from test data whose length is known to fit.
-pub fn index(data: Vec<i64>, shape: &[usize]) -> IndexTensor {
-    IndexTensor::from_vec(data, shape).expect("test indices fit their shape")
-}
-
-// ---------------------------------------------------------------------------------------
-// Values.
-// ---------------------------------------------------------------------------------------
-
-/// Uniform in [-2, 2]: for ops that are smooth everywhere.
-pub fn smooth(n: usize) -> BoxedStrategy<Vec<f64>> {
-    vec(-2.0..2.0f64, n).boxed()
-}
-
-/// `|x|` in [0.1, 2] with either sign: for ops with a kink or a pole at 0 (relu, abs,
-/// leaky_relu, sign, recip, a denominator).
-pub fn nonzero(n: usize) -> BoxedStrategy<Vec<f64>> {
-    vec(
-        (0.1..2.0f64, any::<bool>()).prop_map(|(m, neg)| if neg { -m } else { m }),
-        n,
-    )
-    .boxed()
-}
-
-/// In [0.1, 3]: for ops defined (or smooth) only for positive inputs (log, sqrt, rsqrt,
-/// the base of pow).
-pub fn positive(n: usize) -> BoxedStrategy<Vec<f64>> {
-    vec(0.1..3.0f64, n).boxed()
-}
-
-/// In [-0.9, 2]: log1p has its pole at -1.
-pub fn above_minus_one(n: usize) -> BoxedStrategy<Vec<f64>> {
-    vec(-0.9..2.0f64, n).boxed()
-}
-
-/// Pairwise at least 0.05 apart (a shuffled grid of step 0.1, each point moved by less
-/// than 0.05): for ops that pick one element among several (amax, amin, max_dim,
-/// max_pool2d), whose gradient is split or arbitrary on ties, and for std, whose gradient
-/// has a pole at zero spread.
-pub fn distinct(n: usize) -> BoxedStrategy<Vec<f64>> {
-    (
-        Just((0..n).collect::<Vec<usize>>()).prop_shuffle(),
-        vec(0.0..0.05f64, n),
-        -0.5..0.5f64,
-    )
-        .prop_map(move |(order, jitter, shift)| {
-            order
-                .iter()
-                .zip(jitter)
-                .map(|(&k, j)| (k as f64 - n as f64 / 2.0) * 0.1 + j + shift)
-                .collect()
-        })
-        .boxed()
-}
-
-/// On the grid `0.1·k` in [-2, 2], each point moved up by less than 0.02. Paired with
-/// [`grid_high`] (the same grid shifted by 0.05) the two never come closer than 0.03, so
-/// `maximum`/`minimum` of the two have no ties; bounds at `0.1·k + 0.05` (clamp,
-/// softplus's threshold) are never closer than 0.03 either.
-pub fn grid_low(n: usize) -> BoxedStrategy<Vec<f64>> {
-    grid(n, 0.0)
-}
-
-/// [`grid_low`] shifted by 0.05.
-pub fn grid_high(n: usize) -> BoxedStrategy<Vec<f64>> {
-    grid(n, 0.05)
-}
-
-fn grid(n: usize, offset: f64) -> BoxedStrategy<Vec<f64>> {
-    vec(
-        (-20i32..20, 0.0..0.02f64).prop_map(move |(k, j)| f64::from(k) * 0.1 + offset + j),
-        n,
-    )
-    .boxed()
-}
-
-/// Uniform in [-1.5, 1.5] with exact zeros about one time in four: prod's gradient must
-/// stay exact when the product has a zero factor (prod is multilinear, so the central
-/// difference is exact there too).
-pub fn with_zeros(n: usize) -> BoxedStrategy<Vec<f64>> {
-    vec(prop_oneof![1 => Just(0.0), 3 => -1.5..1.5f64], n).boxed()
-}
-
-/// An integer plus a fraction in [0.1, 0.4] or [0.6, 0.9]: floor, ceil and round jump at
-/// integers and halves, and their zero gradient holds only away from the jumps.
-pub fn fractional(n: usize) -> BoxedStrategy<Vec<f64>> {
-    vec(
-        (-3i32..3, 0.1..0.4f64, any::<bool>())
-            .prop_map(|(i, f, upper)| f64::from(i) + f + if upper { 0.5 } else { 0.0 }),
-        n,
-    )
-    .boxed()
-}
-
-/// A 0/1 mask (for where_, masked_fill).
-pub fn mask(shape: Vec<usize>) -> BoxedStrategy<Tensor<f64>> {
-    let n = numel(&shape);
-    vec(any::<bool>(), n)
-        .prop_map(move |bits| tensor(bits.into_iter().map(f64::from).collect(), &shape))
-        .boxed()
-}
-
-/// Indices in `0..bound` (repeats allowed) for an index tensor of `shape`.
-pub fn indices(shape: Vec<usize>, bound: usize) -> BoxedStrategy<IndexTensor> {
-    let n = numel(&shape);
-    vec(0..bound as i64, n)
-        .prop_map(move |data| index(data, &shape))
-        .boxed()
-}
-
 // ---------------------------------------------------------------------------------------
 // Shapes and dims.
 // ---------------------------------------------------------------------------------------
@@ -264,18 +108,6 @@ pub fn empty_shape(ranks: RangeInclusive<usize>) -> BoxedStrategy<Vec<usize>> {
             s
         })
         .boxed()
-}
-
-/// Lowers the largest dimensions of `s` until it has at most `max_numel` elements.
-pub fn fit(s: &mut [usize], max_numel: usize) {
-    while numel(s) > max_numel.max(1) {
-        let (i, _) = s
-            .iter()
-            .enumerate()
-            .max_by_key(|&(_, &d)| d)
-            .expect("a shape with too many elements has a dimension");
-        s[i] -= 1;
-    }
 }
 
 /// `out` with `lead` leading dimensions dropped and the dimensions flagged in `ones` set

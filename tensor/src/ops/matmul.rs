@@ -124,11 +124,7 @@ impl<T: Element> Tensor<T> {
                 offset += (rem % size) * strides[d];
                 rem /= size;
             }
-            Strided {
-                offset,
-                rs,
-                cs,
-            }
+            Strided { offset, rs, cs }
         };
         let (a_off, b_off) = (a.layout().offset(), b.layout().offset());
         let (ad, bd) = (a.storage(), b.storage());

@@ -10,52 +10,19 @@
 //! of the view are known without reading them back through the library.
 #![allow(dead_code)]
 
-pub mod reference;
+#[allow(unused_imports)]
+pub use strata_testing::{
+    TestResult, broadcast_shape, broadcast_source, indices, numel, ravel, reference, resolve,
+    strides, unravel,
+};
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use strata_tensor::{Element, Tensor};
 
-/// What a property body returns.
-pub type TestResult = Result<(), TestCaseError>;
-
 // ---------------------------------------------------------------------------------------
 // Row-major index arithmetic.
 // ---------------------------------------------------------------------------------------
-
-/// Number of elements of `shape` (1 for `[]`).
-pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
-}
-
-/// Row-major strides of `shape`.
-pub fn strides(shape: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; shape.len()];
-    for d in (0..shape.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * shape[d + 1];
-    }
-    s
-}
-
-/// The multi-index of row-major position `flat` in `shape`.
-pub fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for d in (0..shape.len()).rev() {
-        idx[d] = flat % shape[d];
-        flat /= shape[d];
-    }
-    idx
-}
-
-/// The row-major position of multi-index `idx` in `shape`.
-pub fn ravel(idx: &[usize], shape: &[usize]) -> usize {
-    idx.iter().zip(shape).fold(0, |acc, (&i, &d)| acc * d + i)
-}
-
-/// Every multi-index of `shape`, in row-major order.
-pub fn indices(shape: &[usize]) -> impl Iterator<Item = Vec<usize>> + '_ {
-    (0..numel(shape)).map(move |k| unravel(k, shape))
-}
 
 /// The permutation that sorts `keys[..n]` (stable), so equal keys still give a permutation.
 pub fn perm_from_keys(keys: &[u32], n: usize) -> Vec<usize> {
@@ -102,55 +69,11 @@ pub fn naive_map(
         .collect()
 }
 
-/// The NumPy broadcast of two shapes, or `None`.
-pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
-    let n = a.len().max(b.len());
-    (0..n)
-        .map(|i| {
-            let x = if i + a.len() >= n {
-                a[i + a.len() - n]
-            } else {
-                1
-            };
-            let y = if i + b.len() >= n {
-                b[i + b.len() - n]
-            } else {
-                1
-            };
-            match (x, y) {
-                _ if x == y => Some(x),
-                (1, _) => Some(y),
-                (_, 1) => Some(x),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-/// The source position in `shape` (right-aligned, size-1 dimensions repeated) of output
-/// index `o` of a broadcast to a larger shape.
-pub fn broadcast_source(o: &[usize], shape: &[usize]) -> usize {
-    let lead = o.len() - shape.len();
-    let i: Vec<usize> = shape
-        .iter()
-        .enumerate()
-        .map(|(k, &d)| if d == 1 { 0 } else { o[k + lead] })
-        .collect();
-    ravel(&i, shape)
-}
-
 /// `data` of `shape` broadcast to `out_shape` and written out row-major.
 pub fn naive_broadcast(data: &[f64], shape: &[usize], out_shape: &[usize]) -> Vec<f64> {
     indices(out_shape)
         .map(|o| data[broadcast_source(&o, shape)])
         .collect()
-}
-
-/// Resolves a possibly negative dimension against `ndim` (PyTorch: a 0-d tensor takes 0
-/// and -1).
-pub fn resolve(dim: isize, ndim: usize) -> usize {
-    let n = ndim.max(1) as isize;
-    (if dim < 0 { dim + n } else { dim }) as usize
 }
 
 /// Picks a dimension in `0..ndim` from `key`, then writes it as negative half the time.

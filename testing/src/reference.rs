@@ -3,7 +3,7 @@
 //!
 //! Each takes and returns row-major `f64` vectors; shapes are passed alongside.
 
-use super::{broadcast_shape, broadcast_source, indices, numel, ravel};
+use crate::{broadcast_shape, broadcast_source, indices, numel, ravel};
 use strata_tensor::{Conv2dParams, Pool2dParams};
 
 /// `torch.matmul(a, b)`: 1-d operands promoted (and their dimension removed), batch
