@@ -47,5 +47,14 @@ pub use ops::index::IndexTensor;
 pub use ops::random::seeded_rng;
 pub use ops::view::ShapeArg;
 
+/// The derivatives of the unary elementwise ops, one module per op (`elementwise::exp`,
+/// …) with the formula and its fused kernel, for strata-autograd (see
+/// [`for_each_unary_op!`]); not a stable API.
+#[doc(hidden)]
+pub mod elementwise {
+    pub use crate::ops::unary::generated::*;
+    pub use crate::ops::unary::{Algebra, Scalar};
+}
+
 /// The `rand` crate strata's random constructors take their RNGs from.
 pub use rand;

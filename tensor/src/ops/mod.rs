@@ -1,9 +1,8 @@
 //! The tensor ops, one family per file: constructors and random tensors, views and shape
-//! ops, elementwise binary and unary ops and the derivative kernels of activations,
+//! ops, elementwise binary and unary ops, each declared once with its derivative,
 //! reductions, softmax, indexing, in-place updates for optimizers, matrix products, least
 //! squares, and printing.
 
-pub(crate) mod activation_grad;
 pub(crate) mod binary;
 pub(crate) mod construct;
 pub(crate) mod display;
@@ -13,6 +12,7 @@ pub(crate) mod linalg;
 pub(crate) mod matmul;
 pub(crate) mod random;
 pub(crate) mod reduce;
+pub(crate) mod scalar;
 pub(crate) mod shape_ops;
 pub(crate) mod softmax;
 pub(crate) mod unary;
