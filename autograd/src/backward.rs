@@ -5,7 +5,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use strata_tensor::{Element, Tensor};
 
-use crate::var::{Origin, lock};
+use crate::var::{Needs, Origin, lock};
 use crate::{AutogradError, Result, Var};
 
 impl<T: Element> Var<T> {
@@ -92,7 +92,7 @@ impl<T: Element> Var<T> {
                 needs_vec = node.inputs.iter().map(Option::is_some).collect();
                 &needs_vec
             };
-            let input_grads = (node.backward)(&grad, needs)?;
+            let input_grads = (node.backward)(&grad, Needs::new(needs))?;
             drop(grad);
             for (k, (input, g)) in node.inputs.iter().zip(input_grads).enumerate() {
                 let (Some(input), Some(g)) = (input, g) else {

@@ -49,4 +49,4 @@ pub use error::{AutogradError, Result};
 pub use grad_mode::{enable_grad, is_grad_enabled, no_grad};
 pub use gradcheck::{GradcheckError, GradcheckOptions, gradcheck};
 pub use ops::RecurrentParams;
-pub use var::{InputGrads, Var};
+pub use var::{InputGrads, Needs, Var};

@@ -24,7 +24,61 @@ pub type InputGrads<T> = Vec<Option<Tensor<T>>>;
 /// The backward rule of an op: given the gradient of the op's output and, per input,
 /// whether that input needs a gradient, the gradient of each input.
 pub(crate) type BackwardFn<T> =
-    Box<dyn Fn(&Tensor<T>, &[bool]) -> Result<InputGrads<T>> + Send + Sync + 'static>;
+    Box<dyn Fn(&Tensor<T>, Needs<'_>) -> Result<InputGrads<T>> + Send + Sync + 'static>;
+
+/// Which inputs of an op need a gradient in this backward, by their position in the op's
+/// input list: an input that does not require grad, or an optional input that is absent
+/// (see [`Var::from_op_with`]), never does. `needs[i]` reads one flag; [`grad`](Needs::grad)
+/// computes one input's gradient only when it is needed.
+#[derive(Clone, Copy, Debug)]
+pub struct Needs<'a>(&'a [bool]);
+
+impl<'a> Needs<'a> {
+    pub(crate) fn new(flags: &'a [bool]) -> Self {
+        Needs(flags)
+    }
+
+    /// Whether input `i` needs a gradient (false past the end).
+    pub fn get(&self, i: usize) -> bool {
+        self.0.get(i).copied().unwrap_or(false)
+    }
+
+    /// The flags, input by input.
+    pub fn iter(&self) -> impl Iterator<Item = bool> + 'a {
+        self.0.iter().copied()
+    }
+
+    /// Whether any input needs a gradient.
+    pub fn any(&self) -> bool {
+        self.0.iter().any(|&n| n)
+    }
+
+    /// `Some(f())` when input `i` needs a gradient, `None` (without calling `f`) otherwise.
+    ///
+    /// # Errors
+    /// Whatever `f` returns.
+    pub fn grad<T: Element, E>(
+        &self,
+        i: usize,
+        f: impl FnOnce() -> std::result::Result<Tensor<T>, E>,
+    ) -> Result<Option<Tensor<T>>>
+    where
+        AutogradError: From<E>,
+    {
+        if self.get(i) {
+            Ok(Some(f()?))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+impl std::ops::Index<usize> for Needs<'_> {
+    type Output = bool;
+    fn index(&self, i: usize) -> &bool {
+        &self.0[i]
+    }
+}
 
 /// The node that made a var: the op's name, its tracked inputs (`None` for inputs that
 /// need no grad) and its backward rule, which owns whatever the op saved.
@@ -360,7 +414,7 @@ impl<T: Element> Var<T> {
     /// ```
     pub fn from_op<F>(op: &'static str, value: Tensor<T>, inputs: &[&Var<T>], backward: F) -> Self
     where
-        F: Fn(&Tensor<T>, &[bool]) -> Result<InputGrads<T>> + Send + Sync + 'static,
+        F: Fn(&Tensor<T>, Needs<'_>) -> Result<InputGrads<T>> + Send + Sync + 'static,
     {
         if !is_grad_enabled() || !inputs.iter().any(|v| v.needs_grad()) {
             return Var::new(value);
@@ -371,10 +425,55 @@ impl<T: Element> Var<T> {
             [a, b] => Inputs::Two([tracked(a), tracked(b)]),
             _ => Inputs::Many(inputs.iter().map(|v| tracked(v)).collect()),
         };
+        Self::with_node(op, value, inputs, Box::new(backward))
+    }
+
+    /// [`from_op`](Var::from_op) for an op with optional inputs (a bias, a weight): each
+    /// input keeps its position whether or not it is given, so the backward reads
+    /// `needs[i]` (false for an absent input) and returns one entry per position, without
+    /// remapping indices by hand.
+    ///
+    /// ```
+    /// use strata_autograd::Var;
+    /// use strata_tensor::Tensor;
+    ///
+    /// // y = x + b, with b optional.
+    /// let x = Var::parameter(Tensor::from_vec(vec![1.0f64, 2.0], &[2])?);
+    /// let b: Option<&Var<f64>> = None;
+    /// let y = Var::from_op_with("add_bias", x.value(), &[Some(&x), b], |g, needs| {
+    ///     Ok(vec![needs.grad(0, || Ok::<_, strata_autograd::AutogradError>(g.clone()))?, None])
+    /// });
+    /// y.sum_all().backward()?;
+    /// assert_eq!(x.grad().unwrap().to_vec(), vec![1.0, 1.0]);
+    /// # Ok::<(), strata_autograd::AutogradError>(())
+    /// ```
+    pub fn from_op_with<F>(
+        op: &'static str,
+        value: Tensor<T>,
+        inputs: &[Option<&Var<T>>],
+        backward: F,
+    ) -> Self
+    where
+        F: Fn(&Tensor<T>, Needs<'_>) -> Result<InputGrads<T>> + Send + Sync + 'static,
+    {
+        let tracked = |v: &Option<&Var<T>>| v.filter(|v| v.needs_grad()).cloned();
+        if !is_grad_enabled() || !inputs.iter().any(|v| tracked(v).is_some()) {
+            return Var::new(value);
+        }
+        let inputs = Inputs::Many(inputs.iter().map(tracked).collect());
+        Self::with_node(op, value, inputs, Box::new(backward))
+    }
+
+    fn with_node(
+        op: &'static str,
+        value: Tensor<T>,
+        inputs: Inputs<T>,
+        backward: BackwardFn<T>,
+    ) -> Self {
         let node = Node {
             op,
             inputs,
-            backward: Box::new(backward),
+            backward,
         };
         Self::make(value, true, Origin::Op(node))
     }

@@ -40,10 +40,11 @@ mod module;
 mod state_dict;
 
 pub use error::{NnError, Result, StateDictMismatch};
+pub use functional::{AttnMask, SdpaOptions};
 pub use layers::activation::{
     GELU, Identity, LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh,
 };
-pub use layers::attention::{AttnMask, MhaConfig, MhaForward, MultiheadAttention, SdpaOptions};
+pub use layers::attention::{MhaConfig, MhaForward, MultiheadAttention};
 pub use layers::conv::{Conv1d, Conv2d, ConvConfig, Padding};
 pub use layers::dropout::Dropout;
 pub use layers::embedding::Embedding;

@@ -443,7 +443,7 @@ pub fn binary_cross_entropy<T: Element>(
     const LOSS: &str = "binary_cross_entropy";
     same_shape(LOSS, input, target)?;
     check_weight_broadcast(LOSS, weight, input)?;
-    let (x, y) = (input.value(), target.value());
+    let x = input.value();
     if x.to_vec()
         .iter()
         .any(|&v| !(v >= T::zero() && v <= T::one()))
@@ -453,37 +453,7 @@ pub fn binary_cross_entropy<T: Element>(
             "all elements of the input should be between 0 and 1",
         ));
     }
-    let floor = T::from_f64(-100.0);
-    let log_x = x.log().maximum_scalar(floor);
-    let log_1mx = x.rsub_scalar(T::one()).log().maximum_scalar(floor);
-    let w = weight
-        .map(|w| w.broadcast_to(x.shape()))
-        .transpose()?
-        .map(|w| w.contiguous());
-    let apply_w = move |t: Tensor<T>| -> strata_tensor::Result<Tensor<T>> {
-        Ok(match &w {
-            Some(w) => t.mul(w)?,
-            None => t,
-        })
-    };
-    // -(y·log x + (1 - y)·log(1 - x)) = -(log(1 - x) + y·(log x - log(1 - x)))
-    let value = apply_w(log_1mx.add(&y.mul(&log_x.sub(&log_1mx)?)?)?.neg())?;
-    let losses = Var::from_op(LOSS, value, &[input, target], move |g, n| {
-        let gx = if n[0] {
-            let d = x.zip_with(&y, |x, y| {
-                (x - y) / (x * (T::one() - x)).max(T::from_f64(1e-12))
-            })?;
-            Some(apply_w(d.mul(g)?)?)
-        } else {
-            None
-        };
-        let gy = if n[1] {
-            Some(apply_w(log_1mx.sub(&log_x)?.mul(g)?)?)
-        } else {
-            None
-        };
-        Ok(vec![gx, gy])
-    });
+    let losses = input.binary_cross_entropy_terms(target, weight)?;
     Ok(reduce(losses, reduction))
 }
 
@@ -504,51 +474,7 @@ pub fn binary_cross_entropy_with_logits<T: Element>(
     same_shape(LOSS, input, target)?;
     check_weight_broadcast(LOSS, weight, input)?;
     check_weight_broadcast(LOSS, pos_weight, input)?;
-    let (x, y) = (input.value(), target.value());
-    let shape = x.shape().to_vec();
-    let w = weight
-        .map(|w| w.broadcast_to(&shape))
-        .transpose()?
-        .map(|w| w.contiguous());
-    let p = pos_weight
-        .map(|p| p.broadcast_to(&shape))
-        .transpose()?
-        .map(|p| p.contiguous());
-    // softplus(-x) = log1p(e^-|x|) + max(-x, 0), without overflow.
-    let sp = x.map(|v| (-v.abs()).exp().ln_1p() + (-v).max(T::zero()));
-    // 1 + (p - 1)·y
-    let lw = match &p {
-        Some(p) => p.sub_scalar(T::one()).mul(&y)?.add_scalar(T::one()),
-        None => Tensor::ones(&shape),
-    };
-    let apply_w = move |t: Tensor<T>| -> strata_tensor::Result<Tensor<T>> {
-        Ok(match &w {
-            Some(w) => t.mul(w)?,
-            None => t,
-        })
-    };
-    let value = apply_w(y.rsub_scalar(T::one()).mul(&x)?.add(&lw.mul(&sp)?)?)?;
-    let losses = Var::from_op(LOSS, value, &[input, target], move |g, n| {
-        let gx = if n[0] {
-            // ∂/∂x = (1 - y) - lw·σ(-x) = lw·σ(x) - (lw - 1 + y)
-            let sig = x.sigmoid();
-            let d = lw.mul(&sig)?.sub(&lw.sub_scalar(T::one()).add(&y)?)?;
-            Some(apply_w(d.mul(g)?)?)
-        } else {
-            None
-        };
-        let gy = if n[1] {
-            // ∂/∂y = -x + (p - 1)·softplus(-x)
-            let d = match &p {
-                Some(p) => p.sub_scalar(T::one()).mul(&sp)?.sub(&x)?,
-                None => x.neg(),
-            };
-            Some(apply_w(d.mul(g)?)?)
-        } else {
-            None
-        };
-        Ok(vec![gx, gy])
-    });
+    let losses = input.binary_cross_entropy_with_logits_terms(target, weight, pos_weight)?;
     Ok(reduce(losses, reduction))
 }
 
@@ -582,41 +508,7 @@ pub fn kl_div<T: Element>(
 ) -> Result<Var<T>> {
     const LOSS: &str = "kl_div";
     same_shape(LOSS, input, target)?;
-    let (x, t) = (input.value(), target.value());
-    let value = if log_target {
-        t.exp().mul(&t.sub(&x)?)?
-    } else {
-        t.zip_with(&x, |t, x| {
-            if t == T::zero() {
-                T::zero() - t * x
-            } else {
-                t * (t.ln() - x)
-            }
-        })?
-    };
-    let terms = Var::from_op(LOSS, value, &[input, target], move |g, n| {
-        let gx = if n[0] {
-            let d = if log_target { t.exp().neg() } else { t.neg() };
-            Some(d.mul(g)?)
-        } else {
-            None
-        };
-        let gt = if n[1] {
-            let d = if log_target {
-                t.exp().mul(&t.sub(&x)?.add_scalar(T::one()))?
-            } else {
-                // xlogy's gradient log t + t/t, which PyTorch evaluates to NaN at t = 0.
-                t.zip_with(&x, |t, x| {
-                    let one = if t == T::zero() { T::nan() } else { T::one() };
-                    t.ln() + one - x
-                })?
-            };
-            Some(d.mul(g)?)
-        } else {
-            None
-        };
-        Ok(vec![gx, gt])
-    });
+    let terms = input.kl_div_terms(target, log_target)?;
     Ok(match reduction {
         KlReduction::None => terms,
         KlReduction::Mean => terms.mean_all(),

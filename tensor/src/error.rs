@@ -125,14 +125,16 @@ pub enum TensorError {
 pub type Result<T, E = TensorError> = std::result::Result<T, E>;
 
 impl TensorError {
-    pub(crate) fn shape(op: &'static str, msg: impl Into<String>) -> Self {
+    /// A [`TensorError::Shape`] for `op`.
+    pub fn shape(op: &'static str, msg: impl Into<String>) -> Self {
         TensorError::Shape {
             op,
             msg: msg.into(),
         }
     }
 
-    pub(crate) fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
+    /// A [`TensorError::Invalid`] for `op`.
+    pub fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
         TensorError::Invalid {
             op,
             msg: msg.into(),

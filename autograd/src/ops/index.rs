@@ -109,7 +109,7 @@ impl<T: Element> Var<T> {
         Ok(Var::from_op("cat", value, &inputs, move |g, n| {
             let mut offset = 0;
             let mut grads = Vec::with_capacity(shapes.len());
-            for (shape, &need) in shapes.iter().zip(n) {
+            for (shape, need) in shapes.iter().zip(n.iter()) {
                 // As in PyTorch, 1-d empty inputs took no part.
                 if shape.as_slice() == [0] && out_nd != 1 {
                     grads.push(need.then(|| Tensor::zeros(&[0])));
@@ -139,7 +139,7 @@ impl<T: Element> Var<T> {
         Ok(Var::from_op("stack", value, &inputs, move |g, n| {
             n.iter()
                 .enumerate()
-                .map(|(i, &need)| {
+                .map(|(i, need)| {
                     Ok(if need {
                         Some(g.select(d, i as isize)?)
                     } else {

@@ -8,6 +8,7 @@ mod attention;
 mod elementwise;
 mod index;
 mod linalg;
+mod loss;
 mod nn;
 mod overload;
 mod recurrent;

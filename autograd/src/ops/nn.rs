@@ -1,7 +1,10 @@
-//! The fused kernels layers build on: softmax, convolution and pooling, each with the
-//! backward kernel strata-tensor provides.
+//! The fused ops layers build on: softmax, linear, embedding, layer norm, convolution
+//! and pooling, each wired to the backward kernel strata-tensor provides. strata-nn's
+//! functional layer validates its arguments and calls these.
 
-use strata_tensor::{Conv1dParams, Conv2dParams, Dims, Element, IndexTensor, Pool2dParams, Tensor};
+use strata_tensor::{
+    Conv1dParams, Conv2dParams, Dims, Element, IndexTensor, Pool2dParams, Tensor, TensorError,
+};
 
 use crate::{Result, Var};
 
@@ -47,28 +50,17 @@ impl<T: Element> Var<T> {
         let b = bias.map(Var::value);
         let value = x.conv2d(&w, b.as_ref(), params)?;
         let channel = usize::from(x.ndim() == 4);
-        let mut inputs = vec![self, weight];
-        inputs.extend(bias);
-        Ok(Var::from_op("conv2d", value, &inputs, move |g, n| {
-            let gx = if n[0] {
-                Some(Tensor::conv2d_backward_input(g, &w, x.shape(), params)?)
-            } else {
-                None
-            };
-            let gw = if n[1] {
-                Some(Tensor::conv2d_backward_weight(g, &x, w.shape(), params)?)
-            } else {
-                None
-            };
-            let mut grads = vec![gx, gw];
-            if n.len() == 3 {
-                grads.push(if n[2] {
-                    Some(bias_grad(g, channel)?)
-                } else {
-                    None
-                });
-            }
-            Ok(grads)
+        let inputs = [Some(self), Some(weight), bias];
+        Ok(Var::from_op_with("conv2d", value, &inputs, move |g, n| {
+            Ok(vec![
+                n.grad(0, || {
+                    Tensor::conv2d_backward_input(g, &w, x.shape(), params)
+                })?,
+                n.grad(1, || {
+                    Tensor::conv2d_backward_weight(g, &x, w.shape(), params)
+                })?,
+                n.grad(2, || bias_grad(g, channel))?,
+            ])
         }))
     }
 
@@ -87,28 +79,154 @@ impl<T: Element> Var<T> {
         let b = bias.map(Var::value);
         let value = x.conv1d(&w, b.as_ref(), params)?;
         let channel = usize::from(x.ndim() == 3);
-        let mut inputs = vec![self, weight];
-        inputs.extend(bias);
-        Ok(Var::from_op("conv1d", value, &inputs, move |g, n| {
-            let gx = if n[0] {
-                Some(Tensor::conv1d_backward_input(g, &w, x.shape(), params)?)
-            } else {
-                None
-            };
-            let gw = if n[1] {
-                Some(Tensor::conv1d_backward_weight(g, &x, w.shape(), params)?)
-            } else {
-                None
-            };
-            let mut grads = vec![gx, gw];
-            if n.len() == 3 {
-                grads.push(if n[2] {
-                    Some(bias_grad(g, channel)?)
-                } else {
-                    None
-                });
+        let inputs = [Some(self), Some(weight), bias];
+        Ok(Var::from_op_with("conv1d", value, &inputs, move |g, n| {
+            Ok(vec![
+                n.grad(0, || {
+                    Tensor::conv1d_backward_input(g, &w, x.shape(), params)
+                })?,
+                n.grad(1, || {
+                    Tensor::conv1d_backward_weight(g, &x, w.shape(), params)
+                })?,
+                n.grad(2, || bias_grad(g, channel))?,
+            ])
+        }))
+    }
+
+    /// `x·Wᵀ + b` for `x` `[*, in]`, `weight` `[out, in]` and an optional `bias` `[out]`,
+    /// like `F.linear`.
+    ///
+    /// One fused op: the forward is one GEMM (batch dimensions folded into rows) plus the
+    /// bias, and the backward computes `∂x = g·W`, `∂W = gᵀ·x` (already `[out, in]`, no
+    /// transposed copy) and `∂b = Σ g` directly.
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] when the weight is not 2-d, `x` does not end in `in`, or the
+    /// bias is not `[out]`.
+    pub fn linear(&self, weight: &Var<T>, bias: Option<&Var<T>>) -> Result<Var<T>> {
+        let shape_error = |msg: String| TensorError::shape("linear", msg);
+        let &[out_f, in_f] = weight.shape() else {
+            return Err(shape_error(format!(
+                "the weight must be [out, in], got {:?}",
+                weight.shape()
+            ))
+            .into());
+        };
+        if self.shape().last() != Some(&in_f) {
+            return Err(shape_error(format!(
+                "the input {:?} must end in {in_f} features",
+                self.shape()
+            ))
+            .into());
+        }
+        if let Some(b) = bias
+            && b.shape() != [out_f]
+        {
+            return Err(
+                shape_error(format!("the bias must be [{out_f}], got {:?}", b.shape())).into(),
+            );
+        }
+        let x_shape = self.shape().to_vec();
+        let mut y_shape = x_shape.clone();
+        *y_shape.last_mut().expect("checked non-empty") = out_f;
+        let rows = self.numel() / in_f.max(1);
+        let x2 = self.value().reshape([rows as isize, in_f as isize])?;
+        let w = weight.value();
+        let mut y2 = x2.matmul(&w.t()?)?;
+        if let Some(b) = bias {
+            y2.add_(&b.value())?;
+        }
+        let y = y2.reshape(y_shape.as_slice())?;
+        let inputs = [Some(self), Some(weight), bias];
+        Ok(Var::from_op_with("linear", y, &inputs, move |g, n| {
+            let g2 = g.reshape([rows as isize, out_f as isize])?;
+            Ok(vec![
+                n.grad(0, || g2.matmul(&w)?.reshape(x_shape.as_slice()))?,
+                n.grad(1, || g2.t()?.matmul(&x2))?,
+                n.grad(2, || g2.sum(&[0], false))?,
+            ])
+        }))
+    }
+
+    /// The rows of `weight` `[num, dim]` at `indices`, like `F.embedding`: shape
+    /// `indices.shape() + [dim]`; the `padding_idx` row gets no gradient.
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] when the weight is not 2-d, [`TensorError::Index`] for an
+    /// index out of range.
+    pub fn embedding(
+        indices: &IndexTensor,
+        weight: &Var<T>,
+        padding_idx: Option<usize>,
+    ) -> Result<Var<T>> {
+        let &[num, dim] = weight.shape() else {
+            return Err(TensorError::shape(
+                "embedding",
+                format!("the weight must be 2-d, got {:?}", weight.shape()),
+            )
+            .into());
+        };
+        if padding_idx.is_some_and(|p| p >= num) {
+            return Err(TensorError::invalid(
+                "embedding",
+                "padding_idx must be within num_embeddings",
+            )
+            .into());
+        }
+        let flat = indices.reshape(&[indices.numel()])?;
+        let mut out_shape = indices.shape().to_vec();
+        out_shape.push(dim);
+        let value = weight
+            .value()
+            .index_select(0, &flat)?
+            .reshape(out_shape.as_slice())?;
+        Ok(Var::from_op("embedding", value, &[weight], move |g, _| {
+            let rows = g.reshape([-1, dim as isize])?;
+            let mut grad = Tensor::zeros(&[num, dim]);
+            grad.index_add_(0, &flat, &rows)?;
+            if let Some(p) = padding_idx {
+                grad.as_mut_slice()[p * dim..(p + 1) * dim].fill(T::zero());
             }
-            Ok(grads)
+            Ok(vec![Some(grad)])
+        }))
+    }
+
+    /// Layer normalisation over the trailing `d` elements of each row, like
+    /// `F.layer_norm`: `(x − mean) / √(var + eps) · weight + bias` with the biased variance;
+    /// `weight` and `bias` (optional) have `d` elements, in any shape.
+    ///
+    /// # Errors
+    /// As [`Tensor::layer_norm`].
+    pub fn layer_norm(
+        &self,
+        d: usize,
+        weight: Option<&Var<T>>,
+        bias: Option<&Var<T>>,
+        eps: f64,
+    ) -> Result<Var<T>> {
+        let xv = self.value();
+        let (w, b) = (weight.map(Var::value), bias.map(Var::value));
+        let (y, stats) = xv.layer_norm(d, w.as_ref(), b.as_ref(), eps)?;
+        let pshape = weight
+            .or(bias)
+            .map(|p| p.shape().to_vec())
+            .unwrap_or_default();
+        let inputs = [Some(self), weight, bias];
+        Ok(Var::from_op_with("layer_norm", y, &inputs, move |g, n| {
+            let params_needed = n.get(1) || n.get(2);
+            let (gx, pg) = xv.layer_norm_backward(g, &stats, w.as_ref(), params_needed)?;
+            let (gw, gb) = match pg {
+                Some((gw, gb)) => (
+                    Some(gw.reshape(pshape.as_slice())?),
+                    Some(gb.reshape(pshape.as_slice())?),
+                ),
+                None => (None, None),
+            };
+            Ok(vec![
+                n.get(0).then_some(gx),
+                gw.filter(|_| n.get(1)),
+                gb.filter(|_| n.get(2)),
+            ])
         }))
     }
 

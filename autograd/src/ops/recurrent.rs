@@ -60,11 +60,16 @@ impl<T: Element> Var<T> {
         let (w_ih, w_hh) = (params.w_ih.value(), params.w_hh.value());
         let (b_ih, b_hh) = (params.b_ih.map(Var::value), params.b_hh.map(Var::value));
         let (h0_t, c0_t) = (h0.map(Var::value), c0.map(Var::value));
-        // The node's inputs: x, w_ih, w_hh, then whichever of b_ih, b_hh, h0, c0 exist.
-        let optional = [params.b_ih, params.b_hh, h0, c0];
-        let mut inputs = vec![self, params.w_ih, params.w_hh];
-        inputs.extend(optional.iter().flatten());
-        let track = Var::tracking(&inputs);
+        let inputs = [
+            Some(self),
+            Some(params.w_ih),
+            Some(params.w_hh),
+            params.b_ih,
+            params.b_hh,
+            h0,
+            c0,
+        ];
+        let track = Var::tracking(&inputs.iter().flatten().copied().collect::<Vec<_>>());
         let weights = RecurrentWeights {
             w_ih: &w_ih,
             w_hh: &w_hh,
@@ -79,30 +84,26 @@ impl<T: Element> Var<T> {
             reverse,
             track,
         )?;
-        let present = optional.map(|v| v.is_some());
-        Ok(Var::from_op(mode.name(), value, &inputs, move |g, n| {
-            let saved = saved.as_ref().expect("saved when tracking");
-            // Map the per-input flags back to the kernel's named gradients.
-            let mut flags = n[3..].iter().copied();
-            let mut flag = |is: bool| is && flags.next().unwrap_or(false);
-            let needs = RecurrentGradNeeds {
-                x: n[0],
-                w_ih: n[1],
-                w_hh: n[2],
-                b_ih: flag(present[0]),
-                b_hh: flag(present[1]),
-                h0: flag(present[2]),
-                c0: flag(present[3]),
-            };
-            let grads = Tensor::recurrent_sequence_backward(g, saved, needs)?;
-            let mut out = vec![grads.x, grads.w_ih, grads.w_hh];
-            let rest = [grads.b_ih, grads.b_hh, grads.h0, grads.c0];
-            out.extend(
-                rest.into_iter()
-                    .zip(present)
-                    .filter_map(|(grad, is)| is.then_some(grad)),
-            );
-            Ok(out)
-        }))
+        Ok(Var::from_op_with(
+            mode.name(),
+            value,
+            &inputs,
+            move |g, n| {
+                let saved = saved.as_ref().expect("saved when tracking");
+                let needs = RecurrentGradNeeds {
+                    x: n.get(0),
+                    w_ih: n.get(1),
+                    w_hh: n.get(2),
+                    b_ih: n.get(3),
+                    b_hh: n.get(4),
+                    h0: n.get(5),
+                    c0: n.get(6),
+                };
+                let grads = Tensor::recurrent_sequence_backward(g, saved, needs)?;
+                Ok(vec![
+                    grads.x, grads.w_ih, grads.w_hh, grads.b_ih, grads.b_hh, grads.h0, grads.c0,
+                ])
+            },
+        ))
     }
 }

@@ -4,7 +4,6 @@ use strata_autograd::Var;
 use strata_tensor::Element;
 use strata_tensor::rand::Rng;
 
-use crate::error::input_error;
 use crate::init::default_layer_init;
 use crate::{Forward, Module, Result, StateKind};
 
@@ -87,18 +86,4 @@ impl<T: Element> Forward<T> for Linear<T> {
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
         crate::functional::linear(x, &self.weight, self.bias.as_ref())
     }
-}
-
-/// Checks that `x` ends in `in_features`.
-pub(crate) fn check_linear_input<T: Element>(x: &Var<T>, in_features: usize) -> Result<()> {
-    if x.shape().last() != Some(&in_features) {
-        return Err(input_error(
-            "Linear",
-            format!(
-                "expected input [*, {in_features}] (in_features = {in_features}), got {:?}",
-                x.shape()
-            ),
-        ));
-    }
-    Ok(())
 }

@@ -5,7 +5,8 @@ use strata_tensor::rand::Rng;
 use strata_tensor::{Element, Tensor};
 
 use crate::error::{config_error, input_error};
-use crate::layers::attention::{AttnMask, MhaConfig, MhaForward, MultiheadAttention};
+use crate::functional::AttnMask;
+use crate::layers::attention::{MhaConfig, MhaForward, MultiheadAttention};
 use crate::{Dropout, Forward, LayerNorm, Linear, Module, Result, StateKind, visit_child};
 
 /// The activation of a transformer layer's feed-forward block.

@@ -8,15 +8,16 @@ use strata_tensor::{Element, IndexTensor, Tensor};
 
 use crate::Result;
 use crate::error::{config_error, input_error};
-use crate::layers::linear::check_linear_input;
 
-pub use crate::layers::attention::scaled_dot_product_attention;
+mod attention;
+
+pub(crate) use attention::dropout_multiplier;
+pub use attention::{AttnMask, SdpaOptions, scaled_dot_product_attention};
 
 /// `x·Wᵀ + b` (`F.linear`), for `x` `[*, in]`, `weight` `[out, in]`, `bias` `[out]`.
 ///
-/// One fused op: the forward is one GEMM (batch dimensions folded into rows) plus the bias,
-/// and the backward computes `∂x = g·W`, `∂W = gᵀ·x` (already `[out, in]`, no transposed
-/// copy) and `∂b = Σ g` directly.
+/// One fused op ([`Var::linear`]): the forward is one GEMM plus the bias, the backward
+/// computes `∂x = g·W`, `∂W = gᵀ·x` and `∂b = Σ g` directly.
 ///
 /// # Errors
 /// [`NnError::Input`](crate::NnError::Input) when `x` does not end in `in`.
@@ -39,41 +40,21 @@ pub fn linear<T: Element>(x: &Var<T>, weight: &Var<T>, bias: Option<&Var<T>>) ->
             format!("the bias must be [{out_f}], got {:?}", b.shape()),
         ));
     }
-    let x_shape = x.shape().to_vec();
-    let mut y_shape = x_shape.clone();
-    *y_shape.last_mut().expect("checked non-empty") = out_f;
-    let rows = x.numel() / in_f.max(1);
-    let x2 = x.value().reshape([rows as isize, in_f as isize])?;
-    let w = weight.value();
-    let mut y2 = x2.matmul(&w.t()?)?;
-    if let Some(b) = bias {
-        y2.add_(&b.value())?;
+    Ok(x.linear(weight, bias)?)
+}
+
+/// Checks that `x` ends in `in_features`.
+pub(crate) fn check_linear_input<T: Element>(x: &Var<T>, in_features: usize) -> Result<()> {
+    if x.shape().last() != Some(&in_features) {
+        return Err(input_error(
+            "Linear",
+            format!(
+                "expected input [*, {in_features}] (in_features = {in_features}), got {:?}",
+                x.shape()
+            ),
+        ));
     }
-    let y = y2.reshape(y_shape.as_slice())?;
-    let mut inputs = vec![x, weight];
-    inputs.extend(bias);
-    Ok(Var::from_op("linear", y, &inputs, move |g, needs| {
-        let g2 = g.reshape([rows as isize, out_f as isize])?;
-        let gx = if needs[0] {
-            Some(g2.matmul(&w)?.reshape(x_shape.as_slice())?)
-        } else {
-            None
-        };
-        let gw = if needs[1] {
-            Some(g2.t()?.matmul(&x2)?)
-        } else {
-            None
-        };
-        let mut grads = vec![gx, gw];
-        if needs.len() == 3 {
-            grads.push(if needs[2] {
-                Some(g2.sum(&[0], false)?)
-            } else {
-                None
-            });
-        }
-        Ok(grads)
-    }))
+    Ok(())
 }
 
 /// Dropout with probability `p` when `training` (`F.dropout`), the kept elements scaled by
@@ -114,8 +95,8 @@ pub fn embedding<T: Element>(
     weight: &Var<T>,
     padding_idx: Option<usize>,
 ) -> Result<Var<T>> {
-    let (num, dim) = match weight.shape() {
-        [n, d] => (*n, *d),
+    let num = match weight.shape() {
+        [n, _] => *n,
         s => {
             return Err(input_error(
                 "Embedding",
@@ -133,22 +114,7 @@ pub fn embedding<T: Element>(
             format!("index {bad} is out of range for {num} embeddings"),
         ));
     }
-    let flat = indices.reshape(&[indices.numel()])?;
-    let mut out_shape = indices.shape().to_vec();
-    out_shape.push(dim);
-    let value = weight
-        .value()
-        .index_select(0, &flat)?
-        .reshape(out_shape.as_slice())?;
-    Ok(Var::from_op("embedding", value, &[weight], move |g, _| {
-        let rows = g.reshape([-1, dim as isize])?;
-        let mut grad = Tensor::zeros(&[num, dim]);
-        grad.index_add_(0, &flat, &rows)?;
-        if let Some(p) = padding_idx {
-            grad.as_mut_slice()[p * dim..(p + 1) * dim].fill(T::zero());
-        }
-        Ok(vec![Some(grad)])
-    }))
+    Ok(Var::embedding(indices, weight, padding_idx)?)
 }
 
 /// Checks that `x` ends in `normalized_shape` and returns the dims to normalise over.
@@ -195,33 +161,7 @@ pub fn layer_norm<T: Element>(
         }
     }
     let d: usize = normalized_shape.iter().product();
-    let xv = x.value();
-    let (w, b) = (weight.map(Var::value), bias.map(Var::value));
-    let (y, stats) = xv.layer_norm(d, w.as_ref(), b.as_ref(), eps)?;
-    let mut inputs = vec![x];
-    let (has_w, has_b) = (weight.is_some(), bias.is_some());
-    inputs.extend(weight);
-    inputs.extend(bias);
-    let pshape = normalized_shape.to_vec();
-    Ok(Var::from_op("layer_norm", y, &inputs, move |g, needs| {
-        let params_needed = needs[1..].iter().any(|&n| n);
-        let (gx, pg) = xv.layer_norm_backward(g, &stats, w.as_ref(), params_needed)?;
-        let mut grads = vec![needs[0].then_some(gx)];
-        let (gw, gb) = match pg {
-            Some((gw, gb)) => (
-                Some(gw.reshape(pshape.as_slice())?),
-                Some(gb.reshape(pshape.as_slice())?),
-            ),
-            None => (None, None),
-        };
-        if has_w {
-            grads.push(if needs[1] { gw } else { None });
-        }
-        if has_b {
-            grads.push(if needs[grads.len()] { gb } else { None });
-        }
-        Ok(grads)
-    }))
+    Ok(x.layer_norm(d, weight, bias, eps)?)
 }
 
 /// RMS normalisation (`F.rms_norm`): `x / √(mean(x²) + eps) · weight`; `eps = None` is the
