@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use serde_json::Value;
 use strata_nn::Module;
 use strata_optim::{Optimizer, OptimizerState};
@@ -24,15 +25,16 @@ fn checkpoint_error(dir: &Path, msg: impl Into<String>) -> ModelsError {
     }
 }
 
-/// Writes `model`, `optimizer` and `record` into `dir` (created if needed).
+/// Writes `model`, `optimizer` and `record` (any serde record, such as a
+/// [`Record`](crate::reference::Record)) into `dir` (created if needed).
 ///
 /// # Errors
 /// [`ModelsError::Checkpoint`] when a file cannot be written.
-pub fn save(
+pub fn save<M: Module + ?Sized>(
     dir: &Path,
-    model: &dyn Module,
+    model: &M,
     optimizer: &dyn Optimizer,
-    record: &Value,
+    record: &impl Serialize,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| checkpoint_error(dir, e.to_string()))?;
     model.save_safetensors(&dir.join(MODEL_FILE))?;
@@ -63,7 +65,7 @@ pub fn read_record(dir: &Path) -> Result<Value> {
 ///
 /// # Errors
 /// [`ModelsError::Checkpoint`] naming the mismatch when the checkpoint is of another model.
-pub fn load_model(dir: &Path, model: &dyn Module) -> Result<()> {
+pub fn load_model<M: Module + ?Sized>(dir: &Path, model: &M) -> Result<()> {
     model
         .load_safetensors(&dir.join(MODEL_FILE), true)
         .map(drop)

@@ -1,5 +1,5 @@
-//! Character-level language modelling: the corpus and its batches, the training loop,
-//! the held-out loss, and sampling text from a trained model.
+//! Character-level language modelling: the corpus and its random windows, the held-out
+//! loss, training through the one loop ([`fit`]), and sampling text from a trained model.
 //!
 //! ```
 //! use strata_models::language::TextCorpus;
@@ -11,20 +11,16 @@
 //! # Ok::<(), strata_models::ModelsError>(())
 //! ```
 
-use std::time::Instant;
-
-use indicatif::{ProgressBar, ProgressStyle};
 use strata_autograd::{Var, no_grad};
 use strata_nn::Module;
 use strata_nn::loss::{ClassLossOptions, cross_entropy};
-use strata_optim::schedule::OneCycleLR;
-use strata_optim::{Optimizer, clip_grad_norm};
+use strata_optim::Optimizer;
 use strata_tensor::IndexTensor;
 use strata_tensor::rand::{Rng, RngExt};
 
 use crate::data::readers::CharVocab;
 use crate::models::{CharRnn, CharTransformer, RecurrentState};
-use crate::train::{EpochRecord, Evaluation};
+use crate::train::{Batches, EpochRecord, Evaluation, Learner, LoopConfig, StepLoss, Unit, run};
 use crate::{ModelsError, Result};
 
 /// A text as character indices, split into a training part and a held-out tail.
@@ -249,11 +245,142 @@ pub struct LmTrainConfig {
     pub progress: bool,
 }
 
+/// Random windows of a corpus's training text, cut into periods of `eval_every` steps (the
+/// loop's epochs: the model is evaluated after each); the last period may be shorter.
+pub struct Windows<'a, R: Rng + ?Sized> {
+    corpus: &'a TextCorpus,
+    batch_size: usize,
+    seq_len: usize,
+    steps: usize,
+    eval_every: usize,
+    rng: &'a mut R,
+}
+
+impl<'a, R: Rng + ?Sized> Windows<'a, R> {
+    /// `steps` batches of `batch_size` windows of `seq_len` characters drawn with `rng`
+    /// from `corpus.train`, in periods of `eval_every` steps.
+    ///
+    /// # Errors
+    /// [`ModelsError::Config`] for zero steps or `eval_every`.
+    pub fn new(
+        corpus: &'a TextCorpus,
+        batch_size: usize,
+        seq_len: usize,
+        steps: usize,
+        eval_every: usize,
+        rng: &'a mut R,
+    ) -> Result<Self> {
+        if steps == 0 || eval_every == 0 {
+            return Err(ModelsError::Config(
+                "steps and eval_every must be positive".into(),
+            ));
+        }
+        Ok(Windows {
+            corpus,
+            batch_size,
+            seq_len,
+            steps,
+            eval_every,
+            rng,
+        })
+    }
+}
+
+impl<R: Rng + ?Sized> Batches for Windows<'_, R> {
+    type Batch = (IndexTensor, IndexTensor);
+
+    fn epochs(&self) -> usize {
+        self.steps.div_ceil(self.eval_every)
+    }
+
+    fn steps_in(&self, epoch: usize) -> usize {
+        let done = (epoch - 1) * self.eval_every;
+        self.steps.saturating_sub(done).min(self.eval_every)
+    }
+
+    fn epoch(&mut self, epoch: usize) -> Box<dyn Iterator<Item = Result<Self::Batch>> + '_> {
+        let n = self.steps_in(epoch);
+        let (corpus, batch, len) = (self.corpus, self.batch_size, self.seq_len);
+        let rng = &mut *self.rng;
+        Box::new((0..n).map(move |_| corpus.random_batch(batch, len, rng)))
+    }
+
+    fn unit(&self) -> Unit {
+        Unit::Step
+    }
+}
+
+/// A character model trained to predict each next character of its windows, evaluated on
+/// the held-out text.
+pub struct NextCharacter<'a> {
+    model: &'a mut CharModel,
+    held_out: &'a [usize],
+    seq_len: usize,
+    eval_chars: usize,
+}
+
+impl<'a> NextCharacter<'a> {
+    /// `model` evaluated on windows of `seq_len` of `held_out`: on `eval_chars` characters
+    /// during training, on all of them after the last period.
+    pub fn new(
+        model: &'a mut CharModel,
+        held_out: &'a [usize],
+        seq_len: usize,
+        eval_chars: usize,
+    ) -> Self {
+        NextCharacter {
+            model,
+            held_out,
+            seq_len,
+            eval_chars,
+        }
+    }
+}
+
+impl Learner for NextCharacter<'_> {
+    type Batch = (IndexTensor, IndexTensor);
+
+    fn module(&mut self) -> &mut dyn Module {
+        self.model
+    }
+
+    fn loss(&self, (x, y): &Self::Batch) -> Result<StepLoss> {
+        let logits = self
+            .model
+            .logits(x)?
+            .reshape([-1, self.model.vocab() as isize])?;
+        Ok(StepLoss {
+            loss: cross_entropy(&logits, y, &ClassLossOptions::default())?,
+            weight: 1.0,
+            items: y.numel(),
+        })
+    }
+
+    fn evaluate(&self, last: bool) -> Result<Evaluation> {
+        let chars = if last { usize::MAX } else { self.eval_chars };
+        held_out_loss(self.model, self.held_out, self.seq_len, chars)
+    }
+
+    fn describe(&self, r: &EpochRecord) -> String {
+        format!(
+            "train loss {:.4}, held-out loss {:.4} nats/char, accuracy {:.2}%",
+            r.train_loss,
+            r.test.loss,
+            100.0 * r.test.accuracy.unwrap_or(0.0)
+        )
+    }
+
+    fn items(&self) -> &'static str {
+        "chars"
+    }
+}
+
 /// Trains `model` on random windows of `corpus.train` with `optimizer` under a one-cycle
 /// schedule; evaluates on the held-out text (in eval mode) every `eval_every` steps and
 /// at the end (on all of it). One record per evaluation: `epoch` counts evaluations,
 /// `train_loss` is the mean loss since the previous one, `samples_per_s` counts
-/// characters. The model is left in eval mode.
+/// characters. The model is left in eval mode. [`run`] with [`Windows`] and
+/// [`NextCharacter`].
 ///
 /// # Errors
 /// Configuration, model and optimizer errors; a non-finite loss (training diverged).
@@ -264,11 +391,14 @@ pub fn fit<R: Rng + ?Sized>(
     config: &LmTrainConfig,
     rng: &mut R,
 ) -> Result<Vec<EpochRecord>> {
-    if config.steps == 0 || config.eval_every == 0 {
-        return Err(ModelsError::Config(
-            "steps and eval_every must be positive".into(),
-        ));
-    }
+    let mut windows = Windows::new(
+        corpus,
+        config.batch_size,
+        config.seq_len,
+        config.steps,
+        config.eval_every,
+        rng,
+    )?;
     if config.seq_len > model.context() {
         return Err(ModelsError::Config(format!(
             "seq_len {} exceeds the model's context {}",
@@ -276,77 +406,20 @@ pub fn fit<R: Rng + ?Sized>(
             model.context()
         )));
     }
-    let params = model.parameters();
-    let mut schedule = OneCycleLR::new(config.max_lr, config.steps).scheduler(optimizer)?;
-    let bar = if config.progress {
-        let bar = ProgressBar::new(config.steps as u64);
-        bar.set_style(
-            ProgressStyle::with_template("step [{bar:30}] {pos}/{len} {msg} (ETA {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
+    let mut learner =
+        NextCharacter::new(model, &corpus.held_out, config.seq_len, config.eval_chars);
+    let loop_config = LoopConfig {
+        one_cycle_max_lr: Some(config.max_lr),
+        clip_grad_norm: config.clip,
+        progress: config.progress,
     };
-    let mut history = Vec::new();
-    let (mut loss_sum, mut since) = (0.0f64, 0usize);
-    let mut start = Instant::now();
-    model.train();
-    for step in 1..=config.steps {
-        let (x, y) = corpus.random_batch(config.batch_size, config.seq_len, rng)?;
-        optimizer.zero_grad();
-        let logits = model.logits(&x)?.reshape([-1, model.vocab() as isize])?;
-        let loss = cross_entropy(&logits, &y, &ClassLossOptions::default())?;
-        loss.backward()?;
-        if let Some(max_norm) = config.clip {
-            clip_grad_norm(&params, max_norm, 2.0, false)?;
-        }
-        optimizer.step()?;
-        if step < config.steps {
-            schedule.step(optimizer);
-        }
-        let l = loss.item()? as f64;
-        if !l.is_finite() {
-            return Err(ModelsError::Config(format!(
-                "training diverged: loss {l} at step {step}; try a smaller learning rate"
-            )));
-        }
-        loss_sum += l;
-        since += 1;
-        bar.set_message(format!("loss {:.4}", loss_sum / since as f64));
-        bar.inc(1);
-        if step % config.eval_every == 0 || step == config.steps {
-            let seconds = start.elapsed().as_secs_f64();
-            let chars = if step == config.steps {
-                usize::MAX
-            } else {
-                config.eval_chars
-            };
-            model.eval();
-            let test = held_out_loss(model, &corpus.held_out, config.seq_len, chars)?;
-            model.train();
-            history.push(EpochRecord {
-                epoch: history.len() + 1,
-                train_loss: loss_sum / since as f64,
-                test,
-                seconds,
-                samples_per_s: (since * config.batch_size * config.seq_len) as f64
-                    / seconds.max(1e-9),
-            });
-            bar.println(format!(
-                "step {step}: train loss {:.4}, held-out loss {:.4} nats/char, accuracy {:.2}%",
-                loss_sum / since as f64,
-                test.loss,
-                100.0 * test.accuracy.unwrap_or(0.0)
-            ));
-            (loss_sum, since) = (0.0, 0);
-            start = Instant::now();
-        }
-    }
-    bar.finish_and_clear();
-    model.eval();
-    Ok(history)
+    run(
+        &mut learner,
+        &mut windows,
+        optimizer,
+        &loop_config,
+        &mut |_| Ok(()),
+    )
 }
 
 /// Continues `prompt` by `length` characters sampled from `model` at `temperature`
@@ -470,6 +543,23 @@ mod tests {
             }
         }
         assert!(c.random_batch(1, 30, &mut seeded_rng(1)).is_err());
+    }
+
+    #[test]
+    fn windows_come_in_periods_of_eval_every_steps() {
+        let c = TextCorpus::new("abcdefghijklmnopqrstuvwxyz", 0.2).unwrap();
+        let mut rng = seeded_rng(1);
+        let mut w = Windows::new(&c, 2, 4, 45, 20, &mut rng).unwrap();
+        assert_eq!(w.epochs(), 3);
+        assert_eq!(
+            (1..=3).map(|e| w.steps_in(e)).collect::<Vec<_>>(),
+            [20, 20, 5]
+        );
+        assert_eq!(w.epoch(3).count(), 5);
+        assert_eq!(w.unit(), Unit::Step);
+        let mut rng = seeded_rng(1);
+        assert!(Windows::new(&c, 2, 4, 0, 20, &mut rng).is_err());
+        assert!(Windows::new(&c, 2, 4, 10, 0, &mut rng).is_err());
     }
 
     #[test]

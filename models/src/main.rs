@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use strata_models::models::RecurrentKind;
-use strata_models::reference::{self, ModelKind, TrainOptions};
+use strata_models::reference::{self, Model, TrainOptions};
 
 /// Train, evaluate and inspect strata's reference models on the data bundled with the repo.
 #[derive(Parser)]
@@ -18,17 +18,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a reference model; writes OUT/metrics.json, OUT/checkpoint/ and OUT/curves.svg.
+    #[command(after_long_help = reference::defaults_help())]
     Train {
         /// The model.
-        model: ModelKind,
-        /// Passes over the training data (default: the model's; not for char-rnn and
-        /// char-transformer, which train in --steps).
-        #[arg(long)]
+        model: Model,
+        #[arg(long, help = reference::epochs_help())]
         epochs: Option<usize>,
-        /// Optimizer steps of char-rnn and char-transformer (default: the model's).
+        /// Optimizer steps of the models that train in steps (default: the model's).
         #[arg(long)]
         steps: Option<usize>,
-        /// Learning rate (default: the model's); for mlp and cnn the peak of their one-cycle schedule.
+        /// Learning rate (default: the model's); the peak of the model's one-cycle schedule
+        /// where it has one (see the defaults below).
         #[arg(long)]
         lr: Option<f64>,
         /// Samples per batch (default: the model's).
@@ -51,9 +51,7 @@ enum Command {
         /// char-rnn and char-transformer.
         #[arg(long)]
         data: Option<PathBuf>,
-        /// Another bundled data set: digits (cnn, mlp, seq-classifier), iris or wine
-        /// (logreg), sunspots-yearly or airline (forecast).
-        #[arg(long)]
+        #[arg(long, help = reference::datasets_help())]
         dataset: Option<String>,
         /// Train on only the first N samples (quick runs); for the character models, the
         /// first N characters of the text.

@@ -14,7 +14,7 @@ use strata_models::data::{Dataset, InMemoryDataset, Labels, Standardizer};
 use strata_models::models::{
     Cnn, CnnConfig, LinearRegression, LogisticRegression, Mlp, PolynomialRegression, r2_score,
 };
-use strata_models::reference::{self, ModelKind, TrainOptions};
+use strata_models::reference::{self, Model, TrainOptions};
 use strata_models::train::{self, EpochRecord, Evaluation, Objective, TrainConfig};
 use strata_nn::{Forward, Module};
 use strata_optim::{Adam, AdamConfig, Optimizer, OptimizerState, Sgd, SgdConfig};
@@ -463,7 +463,7 @@ fn same_seed_same_metrics_through_the_reference_training() {
         dataset: Some("digits".into()),
         limit: Some(200),
         progress: false,
-        ..TrainOptions::new(ModelKind::Cnn, dir.join(out))
+        ..TrainOptions::new(Model::named("cnn").unwrap(), dir.join(out))
     };
     let a = reference::train(&opts("a", 4)).unwrap();
     let b = reference::train(&opts("b", 4)).unwrap();

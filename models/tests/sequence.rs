@@ -10,7 +10,7 @@ use strata_models::language::{self, CharModel, LmTrainConfig, TextCorpus};
 use strata_models::models::{
     CharRnn, CharRnnConfig, CharTransformer, CharTransformerConfig, RecurrentKind,
 };
-use strata_models::reference::{self, ModelKind, TrainOptions};
+use strata_models::reference::{self, Model, TrainOptions};
 use strata_nn::Module;
 use strata_optim::{AdamW, AdamWConfig};
 use strata_tensor::seeded_rng;
@@ -158,10 +158,10 @@ fn the_transformer_is_causal() {
     );
 }
 
-fn quick(model: ModelKind, out: &std::path::Path) -> TrainOptions {
+fn quick(model: &str, out: &std::path::Path) -> TrainOptions {
     TrainOptions {
         progress: false,
-        ..TrainOptions::new(model, out)
+        ..TrainOptions::new(Model::named(model).unwrap(), out)
     }
 }
 
@@ -169,10 +169,10 @@ fn quick(model: ModelKind, out: &std::path::Path) -> TrainOptions {
 fn char_models_train_save_eval_and_generate() {
     let dir = TempDir::new("char-models");
     for (kind, cell) in [
-        (ModelKind::CharRnn, Some(RecurrentKind::Gru)),
-        (ModelKind::CharTransformer, None),
+        ("char-rnn", Some(RecurrentKind::Gru)),
+        ("char-transformer", None),
     ] {
-        let out = dir.join(kind.name());
+        let out = dir.join(kind);
         let metrics = reference::train(&TrainOptions {
             steps: Some(4),
             batch_size: Some(4),
@@ -206,7 +206,7 @@ fn char_models_train_save_eval_and_generate() {
     // Epochs are refused for step-trained models.
     let err = reference::train(&TrainOptions {
         epochs: Some(1),
-        ..quick(ModelKind::CharRnn, &dir.join("x"))
+        ..quick("char-rnn", &dir.join("x"))
     })
     .unwrap_err();
     assert!(err.to_string().contains("--steps"), "{err}");
@@ -218,7 +218,7 @@ fn forecaster_beats_the_mean_on_sunspots() {
     let out = dir.join("f");
     let metrics = reference::train(&TrainOptions {
         epochs: Some(3),
-        ..quick(ModelKind::Forecast, &out)
+        ..quick("forecast", &out)
     })
     .unwrap();
     let r2 = metrics["test_r2"].as_f64().unwrap();
@@ -253,7 +253,7 @@ fn sequence_classifier_learns_digits() {
     let metrics = reference::train(&TrainOptions {
         epochs: Some(8),
         dataset: Some("digits".into()),
-        ..quick(ModelKind::SeqClassifier, &out)
+        ..quick("seq-classifier", &out)
     })
     .unwrap();
     let acc = metrics["test_accuracy"].as_f64().unwrap();

@@ -204,7 +204,8 @@ impl Dataset for InMemoryDataset {
 /// Per-feature standardisation `(x - mean) / std`, fitted on training data and applied to
 /// every split, as scikit-learn's `StandardScaler` (population std; constant features are
 /// left centred, not divided by zero).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Standardizer {
     /// Each feature's mean.
     pub mean: Vec<f32>,

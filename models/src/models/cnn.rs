@@ -1,19 +1,33 @@
-//! The reference CNN.
+//! The reference CNN, and the `cnn` reference training.
 
+use std::path::Path;
+
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 use strata_autograd::Var;
 use strata_nn::{
     Conv2d, ConvConfig, Forward, Linear, MaxPool2d, Module, Padding, StateKind, visit_child,
 };
 use strata_tensor::rand::Rng;
+use strata_tensor::rand::rngs::StdRng;
 
+use crate::data::Dataset;
+use crate::reference::{
+    Defaults, Length, NoExtra, OptimizerKind, Prepared, Record, ReferenceModel, Schedule,
+    SupervisedTask, TrainOptions, image_input, images, outputs,
+};
+use crate::train::Objective;
 use crate::{ModelsError, Result};
 
-/// The input and output sizes of a [`Cnn`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The input and output sizes of a [`Cnn`], and the architecture record of `cnn`
+/// checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CnnConfig {
     /// Image channels (1 for MNIST, 3 for CIFAR-10).
     pub in_channels: usize,
     /// Image height and width (even).
+    #[serde(deserialize_with = "image_size")]
     pub image_size: [usize; 2],
     /// The number of classes.
     pub classes: usize,
@@ -111,5 +125,98 @@ impl Forward for Cnn {
         let h = MaxPool2d::new(2).forward(&self.conv1.forward(x)?.relu())?;
         let h = self.fc1.forward(&h.flatten(1, -1)?)?.relu();
         self.fc2.forward(&h)
+    }
+}
+
+/// `[height, width]`, with an error that names the image size.
+fn image_size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<[usize; 2], D::Error> {
+    let sizes = Vec::<usize>::deserialize(d)?;
+    <[usize; 2]>::try_from(sizes.as_slice())
+        .map_err(|_| D::Error::custom(format!("the image size is [height, width], got {sizes:?}")))
+}
+
+/// `strata train cnn`: the [`Cnn`] on MNIST (or `--dataset digits`, or a folder of IDX
+/// or CIFAR-10 files); 1 epoch of Adam under a one-cycle schedule peaking at 3e-3, batch
+/// 64.
+pub struct CnnSpec;
+
+impl ReferenceModel for CnnSpec {
+    type Architecture = CnnConfig;
+    type Extra = NoExtra;
+    type Task = SupervisedTask;
+
+    const NAME: &'static str = "cnn";
+    const ABOUT: &'static str =
+        "The reference CNN on MNIST (or the 8×8 digits, Fashion-MNIST, CIFAR-10).";
+    const DATASETS: &'static [&'static str] = &["digits"];
+
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            length: Length::Epochs(1),
+            lr: 3e-3,
+            batch_size: Some(64),
+            optimizer: OptimizerKind::Adam,
+            schedule: Schedule::OneCycle,
+            clip_grad_norm: None,
+        }
+    }
+
+    fn prepare(&self, opts: &TrainOptions) -> Result<Prepared<Self>> {
+        let (data, dataset) = images(opts)?;
+        let shape = data.train.sample_shape().to_vec();
+        let architecture = CnnConfig {
+            in_channels: shape[0],
+            image_size: [shape[1], shape[2]],
+            classes: data.train.classes().unwrap_or(10),
+        };
+        Ok(Prepared {
+            data,
+            architecture,
+            extra: NoExtra {},
+            dataset,
+        })
+    }
+
+    fn build(&self, config: &CnnConfig, rng: &mut StdRng) -> Result<Box<dyn Forward>> {
+        Ok(Box::new(Cnn::new(*config, rng)?))
+    }
+
+    fn task(&self, _: &CnnConfig) -> SupervisedTask {
+        SupervisedTask::new(Objective::CrossEntropy)
+    }
+
+    /// The class of each image of an IDX file.
+    fn predict(
+        &self,
+        net: &dyn Forward,
+        record: &Record<CnnConfig, NoExtra>,
+        input: &Path,
+    ) -> Result<Vec<String>> {
+        let a = &record.architecture;
+        let shape = [a.in_channels, a.image_size[0], a.image_size[1]];
+        outputs(
+            net,
+            Objective::CrossEntropy,
+            image_input(input, &shape, &record.dataset)?,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::assert_round_trip;
+    use serde_json::json;
+
+    #[test]
+    fn the_architecture_round_trips_and_names_a_bad_image_size() {
+        let keys = json!({ "in_channels": 3, "image_size": [32, 32], "classes": 10 });
+        assert_round_trip(&CnnConfig::CIFAR10, keys);
+        let short = json!({ "in_channels": 1, "image_size": [8], "classes": 10 });
+        let err = serde_json::from_value::<CnnConfig>(short).unwrap_err();
+        assert!(err.to_string().contains("image size"), "{err}");
+        let extra = json!({ "in_channels": 1, "image_size": [8, 8], "classes": 10, "depth": 2 });
+        let err = serde_json::from_value::<CnnConfig>(extra).unwrap_err();
+        assert!(err.to_string().contains("depth"), "{err}");
     }
 }

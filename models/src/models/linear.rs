@@ -1,10 +1,23 @@
-//! Linear and polynomial regression, with the closed-form least-squares fit.
+//! Linear and polynomial regression, with the closed-form least-squares fit, and the
+//! `linreg` and `polyreg` reference trainings.
 
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
 use strata_autograd::Var;
 use strata_nn::{Forward, Linear, Module, StateKind, visit_child};
-use strata_tensor::Tensor;
 use strata_tensor::rand::Rng;
+use strata_tensor::rand::rngs::StdRng;
+use strata_tensor::{Tensor, seeded_rng};
 
+use crate::data::bundled;
+use crate::data::{Dataset, InMemoryDataset, Labels};
+use crate::reference::{
+    Defaults, Figures, Length, NoExtra, OptimizerKind, Prepared, Record, ReferenceModel, Schedule,
+    Split, Standardized, SupervisedTask, TrainOptions, data_root, figures, outputs, row_input,
+    tabular,
+};
+use crate::train::{self, Objective};
 use crate::{ModelsError, Result};
 
 /// Linear regression `y = θ0 + θ·x`, trained by gradient descent or solved in closed form
@@ -190,5 +203,226 @@ pub fn r2_score(predictions: &[f32], targets: &[f32]) -> f64 {
         0.0
     } else {
         1.0 - ss_res / ss_tot
+    }
+}
+
+/// The architecture record of `linreg` checkpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinregArchitecture {
+    /// Input features.
+    pub features: usize,
+}
+
+/// `strata train linreg`: [`LinearRegression`] of diabetes progression on the ten
+/// standardised features (80/20 split), by full-batch gradient descent (SGD, lr 0.1, 5000
+/// epochs); the metrics compare it with the least-squares solution.
+pub struct LinregSpec;
+
+/// The closed-form comparison in `linreg`'s metrics.
+#[derive(Serialize)]
+struct ClosedForm {
+    /// The least-squares coefficients on the training data, the intercept last.
+    coefficients: Vec<f64>,
+    /// The largest difference of a trained coefficient from them, relative to the largest.
+    max_relative_difference: f64,
+    /// Their test R².
+    test_r2: Option<f64>,
+}
+
+impl ReferenceModel for LinregSpec {
+    type Architecture = LinregArchitecture;
+    type Extra = Standardized;
+    type Task = SupervisedTask;
+
+    const NAME: &'static str = "linreg";
+    const ABOUT: &'static str =
+        "Linear regression on the diabetes data (gradient descent, checked against least squares).";
+
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            length: Length::Epochs(5000),
+            lr: 0.1,
+            batch_size: None,
+            optimizer: OptimizerKind::Sgd,
+            schedule: Schedule::Constant,
+            clip_grad_norm: None,
+        }
+    }
+
+    fn prepare(&self, opts: &TrainOptions) -> Result<Prepared<Self>> {
+        let (data, extra) = tabular(bundled::diabetes(&data_root(opts))?, opts.seed)?;
+        Ok(Prepared {
+            architecture: LinregArchitecture {
+                features: data.train.sample_shape()[0],
+            },
+            data,
+            extra,
+            dataset: bundled::uci_provenance("diabetes"),
+        })
+    }
+
+    fn build(&self, a: &LinregArchitecture, rng: &mut StdRng) -> Result<Box<dyn Forward>> {
+        Ok(Box::new(LinearRegression::new(a.features, rng)))
+    }
+
+    fn task(&self, _: &LinregArchitecture) -> SupervisedTask {
+        SupervisedTask::new(Objective::Mse)
+    }
+
+    /// The least-squares coefficients on the training data beside the trained ones, their
+    /// largest relative difference, and their test R².
+    fn report(&self, net: &dyn Forward, prepared: &Prepared<Self>) -> Result<Figures> {
+        let Split { train, test } = &prepared.data;
+        let (n, features) = (train.len(), prepared.architecture.features);
+        let x = Tensor::from_vec(train.features().to_vec(), &[n, features])?;
+        let Labels::Values(y) = train.labels() else {
+            return Err(ModelsError::Config("linreg trains on values".into()));
+        };
+        let y = Tensor::from_vec(y.clone(), &[n])?;
+        let (w, b) = LinearRegression::closed_form(&x, &y)?;
+        let trained: Vec<f64> = net
+            .named_parameters()
+            .iter()
+            .flat_map(|(_, p)| p.to_vec())
+            .map(f64::from)
+            .collect();
+        let exact: Vec<f64> = w.iter().copied().chain(std::iter::once(b)).collect();
+        let scale = exact.iter().map(|v| v.abs()).fold(0.0, f64::max);
+        let rel = trained
+            .iter()
+            .zip(&exact)
+            .map(|(t, e)| (t - e).abs() / scale)
+            .fold(0.0, f64::max);
+        let cf = LinearRegression::new(features, &mut seeded_rng(0));
+        cf.fit_closed_form(&x, &y)?;
+        let eval = train::evaluate(&cf, test, Objective::Mse, 256)?;
+        #[derive(Serialize)]
+        struct Report {
+            closed_form: ClosedForm,
+        }
+        figures(&Report {
+            closed_form: ClosedForm {
+                coefficients: exact,
+                max_relative_difference: rel,
+                test_r2: eval.r2,
+            },
+        })
+    }
+
+    /// The progression predicted for each CSV row of raw features.
+    fn predict(
+        &self,
+        net: &dyn Forward,
+        record: &Record<LinregArchitecture, Standardized>,
+        input: &Path,
+    ) -> Result<Vec<String>> {
+        let x = row_input(input, Some(&record.extra.standardizer))?;
+        outputs(net, Objective::Mse, x)
+    }
+}
+
+/// The architecture record of `polyreg` checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolyregArchitecture {
+    /// The polynomial's degree.
+    pub degree: usize,
+    /// The input variable (`"bmi"`).
+    pub input: String,
+}
+
+/// `strata train polyreg`: cubic [`PolynomialRegression`] of diabetes progression on
+/// body-mass index (80/20 split), by full-batch gradient descent (SGD, lr 0.1, 2000
+/// epochs).
+pub struct PolyregSpec;
+
+impl ReferenceModel for PolyregSpec {
+    type Architecture = PolyregArchitecture;
+    type Extra = NoExtra;
+    type Task = SupervisedTask;
+
+    const NAME: &'static str = "polyreg";
+    const ABOUT: &'static str = "Cubic regression of diabetes progression on body-mass index.";
+
+    fn defaults(&self) -> Defaults {
+        Defaults {
+            length: Length::Epochs(2000),
+            lr: 0.1,
+            batch_size: None,
+            optimizer: OptimizerKind::Sgd,
+            schedule: Schedule::Constant,
+            clip_grad_norm: None,
+        }
+    }
+
+    fn prepare(&self, opts: &TrainOptions) -> Result<Prepared<Self>> {
+        let all = bundled::diabetes(&data_root(opts))?;
+        let bmi: Vec<f32> = all.features().chunks(10).map(|r| r[2]).collect();
+        let Labels::Values(y) = all.labels().clone() else {
+            return Err(ModelsError::Config("diabetes is regression data".into()));
+        };
+        let one = InMemoryDataset::new(bmi, &[1], Labels::Values(y))?;
+        Ok(Prepared {
+            data: Split::of(&one, opts.seed)?,
+            architecture: PolyregArchitecture {
+                degree: 3,
+                input: "bmi".into(),
+            },
+            extra: NoExtra {},
+            dataset: bundled::uci_provenance("diabetes"),
+        })
+    }
+
+    fn build(&self, a: &PolyregArchitecture, rng: &mut StdRng) -> Result<Box<dyn Forward>> {
+        Ok(Box::new(PolynomialRegression::new(a.degree, rng)?))
+    }
+
+    /// The model with the standardisation of the powers fitted on the training data.
+    fn init(&self, prepared: &Prepared<Self>, rng: &mut StdRng) -> Result<Box<dyn Forward>> {
+        let model = PolynomialRegression::new(prepared.architecture.degree, rng)?;
+        let train = &prepared.data.train;
+        model.fit_standardization(&Tensor::from_vec(
+            train.features().to_vec(),
+            &[train.len(), 1],
+        )?)?;
+        Ok(Box::new(model))
+    }
+
+    fn task(&self, _: &PolyregArchitecture) -> SupervisedTask {
+        SupervisedTask::new(Objective::Mse)
+    }
+
+    /// The progression predicted for each CSV row of one raw body-mass index.
+    fn predict(
+        &self,
+        net: &dyn Forward,
+        _record: &Record<PolyregArchitecture, NoExtra>,
+        input: &Path,
+    ) -> Result<Vec<String>> {
+        outputs(net, Objective::Mse, row_input(input, None)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reference::assert_round_trip;
+    use serde_json::json;
+
+    #[test]
+    fn the_architectures_round_trip() {
+        assert_round_trip(
+            &LinregArchitecture { features: 10 },
+            json!({ "features": 10 }),
+        );
+        let poly = PolyregArchitecture {
+            degree: 3,
+            input: "bmi".into(),
+        };
+        assert_round_trip(&poly, json!({ "degree": 3, "input": "bmi" }));
+        let err =
+            serde_json::from_value::<LinregArchitecture>(json!({ "features": -1 })).unwrap_err();
+        assert!(err.to_string().contains("-1"), "{err}");
     }
 }

@@ -1,16 +1,42 @@
-//! The reference models of the strata reference material, built only from strata-nn.
+//! The reference models of the strata reference material, built only from strata-nn, each
+//! with its reference training ([`ReferenceModel`](crate::reference::ReferenceModel)), and
+//! the [`REGISTRY`] that lists them.
 
+mod char_rnn;
+mod char_transformer;
 mod cnn;
+mod forecast;
 mod linear;
 mod logistic;
 mod mlp;
-mod sequence;
+mod recurrent;
+mod seq_classifier;
 
-pub use cnn::{Cnn, CnnConfig};
-pub use linear::{LinearRegression, PolynomialRegression, r2_score};
-pub use logistic::LogisticRegression;
-pub use mlp::Mlp;
-pub use sequence::{
-    CharRnn, CharRnnConfig, CharTransformer, CharTransformerConfig, Forecaster, Recurrent,
-    RecurrentKind, RecurrentState, SequenceClassifier, SequenceClassifierConfig,
+use crate::reference::Model;
+
+pub use char_rnn::{CharRnn, CharRnnConfig, CharRnnSpec};
+pub use char_transformer::{CharTransformer, CharTransformerConfig, CharTransformerSpec};
+pub use cnn::{Cnn, CnnConfig, CnnSpec};
+pub use forecast::{ForecastArchitecture, ForecastExtra, ForecastSpec, Forecaster};
+pub use linear::{
+    LinearRegression, LinregArchitecture, LinregSpec, PolynomialRegression, PolyregArchitecture,
+    PolyregSpec, r2_score,
 };
+pub use logistic::{LogisticRegression, LogregArchitecture, LogregSpec};
+pub use mlp::{Mlp, MlpArchitecture, MlpSpec};
+pub use recurrent::{Recurrent, RecurrentKind, RecurrentState};
+pub use seq_classifier::{SeqClassifierSpec, SequenceClassifier, SequenceClassifierConfig};
+
+/// Every reference model of the `strata` command, once, in the order of `strata train
+/// --help`. A new model is its file above and one line here.
+pub static REGISTRY: &[Model] = &[
+    Model::new(&LinregSpec),
+    Model::new(&PolyregSpec),
+    Model::new(&LogregSpec),
+    Model::new(&MlpSpec),
+    Model::new(&CnnSpec),
+    Model::new(&CharRnnSpec),
+    Model::new(&CharTransformerSpec),
+    Model::new(&ForecastSpec),
+    Model::new(&SeqClassifierSpec),
+];

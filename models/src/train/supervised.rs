@@ -1,15 +1,14 @@
-//! The training loop: fit and evaluate a model on in-memory data, with a progress bar,
-//! metrics and a per-epoch history.
+//! Training on a data set in memory: the objectives, the loss of a batch, evaluation,
+//! shuffled epochs of batches, and [`fit`], the loop of [`run`](super::run) for a network
+//! and its targets.
 
-use std::time::Instant;
-
-use indicatif::{ProgressBar, ProgressStyle};
 use strata_autograd::{Var, no_grad};
 use strata_nn::Forward;
+use strata_nn::Module;
 use strata_nn::loss::{self, ClassLossOptions, Reduction};
 use strata_optim::Optimizer;
-use strata_optim::schedule::OneCycleLR;
 
+use super::{Batches, EpochRecord, Evaluation, Learner, LoopConfig, StepLoss, run};
 use crate::data::{Batch, DataLoader, InMemoryDataset};
 use crate::models::r2_score;
 use crate::{ModelsError, Result};
@@ -40,32 +39,6 @@ pub struct TrainConfig {
     /// Follow a one-cycle schedule (`OneCycleLR` with PyTorch's defaults) peaking at this
     /// learning rate, stepped after every batch; `None` keeps the optimizer's lr.
     pub one_cycle_max_lr: Option<f64>,
-}
-
-/// The metrics of one evaluation.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Evaluation {
-    /// The mean loss.
-    pub loss: f64,
-    /// The accuracy, for classification.
-    pub accuracy: Option<f64>,
-    /// The coefficient of determination, for regression.
-    pub r2: Option<f64>,
-}
-
-/// The record of one epoch.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct EpochRecord {
-    /// The epoch, from 1.
-    pub epoch: usize,
-    /// The mean training loss over the epoch's batches (weighted by batch size).
-    pub train_loss: f64,
-    /// The evaluation on the test data after the epoch.
-    pub test: Evaluation,
-    /// Wall-clock seconds of the epoch's training (without evaluation).
-    pub seconds: f64,
-    /// Training samples per second.
-    pub samples_per_s: f64,
 }
 
 /// The loss of `output` on `batch` for `objective`.
@@ -160,16 +133,128 @@ pub fn evaluate(
     })
 }
 
-/// Trains `model` with `optimizer` for `config.epochs` epochs of shuffled batches,
-/// evaluating on `test` after each; `on_epoch` sees every record as it is made (for
-/// checkpoints and logs).
+/// Shuffled passes over a data set: epoch `e` is the data in an order drawn from the seed
+/// and `e` (so any epoch can be drawn again, to resume), cut into batches.
+pub struct Epochs<'a> {
+    loader: DataLoader<'a, InMemoryDataset>,
+    epochs: usize,
+}
+
+impl<'a> Epochs<'a> {
+    /// `epochs` passes over `data` in batches of `batch_size`, shuffled with `seed`.
+    ///
+    /// # Errors
+    /// [`ModelsError::Config`] for zero epochs or a zero batch size.
+    pub fn new(
+        data: &'a InMemoryDataset,
+        batch_size: usize,
+        epochs: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        if batch_size == 0 || epochs == 0 {
+            return Err(ModelsError::Config(
+                "epochs and batch size must be positive".into(),
+            ));
+        }
+        Ok(Epochs {
+            loader: DataLoader::new(data, batch_size).shuffle(seed),
+            epochs,
+        })
+    }
+}
+
+impl Batches for Epochs<'_> {
+    type Batch = Batch;
+
+    fn epochs(&self) -> usize {
+        self.epochs
+    }
+
+    fn steps_in(&self, _epoch: usize) -> usize {
+        self.loader.num_batches()
+    }
+
+    fn epoch(&mut self, epoch: usize) -> Box<dyn Iterator<Item = Result<Batch>> + '_> {
+        Box::new(self.loader.epoch(epoch as u64).map(Ok))
+    }
+}
+
+/// A network trained on batches of a data set against their targets with an
+/// [`Objective`], and evaluated on held-out data.
+pub struct Supervised<'a> {
+    model: &'a mut dyn Forward,
+    objective: Objective,
+    test: &'a InMemoryDataset,
+    eval_batch_size: usize,
+}
+
+impl<'a> Supervised<'a> {
+    /// `model` trained for `objective`, evaluated on `test` in batches of at least 256
+    /// (`eval_batch_size` when larger).
+    pub fn new(
+        model: &'a mut dyn Forward,
+        objective: Objective,
+        test: &'a InMemoryDataset,
+        eval_batch_size: usize,
+    ) -> Self {
+        Supervised {
+            model,
+            objective,
+            test,
+            eval_batch_size,
+        }
+    }
+}
+
+impl Learner for Supervised<'_> {
+    type Batch = Batch;
+
+    fn module(&mut self) -> &mut dyn Module {
+        self.model
+    }
+
+    fn loss(&self, batch: &Batch) -> Result<StepLoss> {
+        let out = self.model.forward(&Var::new(batch.x.clone()))?;
+        Ok(StepLoss {
+            loss: batch_loss(self.objective, &out, batch)?,
+            weight: batch.len() as f64,
+            items: batch.len(),
+        })
+    }
+
+    fn evaluate(&self, _last: bool) -> Result<Evaluation> {
+        evaluate(
+            &*self.model,
+            self.test,
+            self.objective,
+            self.eval_batch_size,
+        )
+    }
+
+    fn describe(&self, r: &EpochRecord) -> String {
+        let metric = match (r.test.accuracy, r.test.r2) {
+            (Some(a), _) => format!("test accuracy {:.2}%", 100.0 * a),
+            (_, Some(r2)) => format!("test R² {r2:.4}"),
+            _ => String::new(),
+        };
+        format!(
+            "train loss {:.4}, test loss {:.4}, {metric}, {:.0} samples/s",
+            r.train_loss, r.test.loss, r.samples_per_s
+        )
+    }
+}
+
+/// Trains `model` with `optimizer` for `config.epochs` epochs of shuffled batches of
+/// `train`, evaluating on `test` after each; `on_epoch` sees every record as it is made
+/// (for logs; an error stops training). [`run`](super::run) with [`Epochs`] and
+/// [`Supervised`].
 ///
 /// Like a PyTorch loop, the model trains in training mode (dropout active) and is
 /// evaluated in evaluation mode; it is left in evaluation mode, ready for inference.
 ///
 /// # Errors
-/// As [`batch_loss`], errors of the model and optimizer, and a non-finite loss (training
-/// diverged).
+/// As [`batch_loss`], errors of the model and optimizer, zero epochs or batch size, and a
+/// non-finite loss (training diverged).
 pub fn fit(
     model: &mut dyn Forward,
     optimizer: &mut dyn Optimizer,
@@ -179,82 +264,18 @@ pub fn fit(
     config: &TrainConfig,
     mut on_epoch: impl FnMut(&EpochRecord) -> Result<()>,
 ) -> Result<Vec<EpochRecord>> {
-    if config.batch_size == 0 || config.epochs == 0 {
-        return Err(ModelsError::Config(
-            "epochs and batch size must be positive".into(),
-        ));
-    }
-    let loader = DataLoader::new(train, config.batch_size).shuffle(config.seed);
-    let total_steps = config.epochs * loader.num_batches();
-    let mut schedule = match config.one_cycle_max_lr {
-        Some(max_lr) => Some(OneCycleLR::new(max_lr, total_steps.max(1)).scheduler(optimizer)?),
-        None => None,
+    let mut batches = Epochs::new(train, config.batch_size, config.epochs, config.seed)?;
+    let mut learner = Supervised::new(model, objective, test, config.batch_size);
+    let loop_config = LoopConfig {
+        one_cycle_max_lr: config.one_cycle_max_lr,
+        clip_grad_norm: None,
+        progress: config.progress,
     };
-    let mut steps = 0;
-    let mut history = Vec::with_capacity(config.epochs);
-    for epoch in 1..=config.epochs {
-        let bar = progress_bar(
-            config.progress,
-            loader.num_batches() as u64,
-            epoch,
-            config.epochs,
-        );
-        let start = Instant::now();
-        model.train();
-        let (mut loss_sum, mut seen) = (0.0f64, 0usize);
-        for batch in loader.epoch(epoch as u64) {
-            optimizer.zero_grad();
-            let out = model.forward(&Var::new(batch.x.clone()))?;
-            let loss = batch_loss(objective, &out, &batch)?;
-            loss.backward()?;
-            optimizer.step()?;
-            steps += 1;
-            if let Some(s) = &mut schedule
-                && steps < total_steps
-            {
-                s.step(optimizer);
-            }
-            let l = loss.item()? as f64;
-            if !l.is_finite() {
-                return Err(ModelsError::Config(format!(
-                    "training diverged: loss {l} in epoch {epoch}; try a smaller learning rate"
-                )));
-            }
-            loss_sum += l * batch.len() as f64;
-            seen += batch.len();
-            bar.set_message(format!(
-                "loss {:.4}  {:.0} samples/s",
-                loss_sum / seen as f64,
-                seen as f64 / start.elapsed().as_secs_f64()
-            ));
-            bar.inc(1);
-        }
-        let seconds = start.elapsed().as_secs_f64();
-        bar.finish_and_clear();
-        model.eval();
-        let record = EpochRecord {
-            epoch,
-            train_loss: loss_sum / seen.max(1) as f64,
-            test: evaluate(&*model, test, objective, config.batch_size)?,
-            seconds,
-            samples_per_s: seen as f64 / seconds.max(1e-9),
-        };
-        on_epoch(&record)?;
-        history.push(record);
-    }
-    Ok(history)
-}
-
-fn progress_bar(show: bool, batches: u64, epoch: usize, epochs: usize) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(batches);
-    let style =
-        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} (ETA {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
-    bar.set_style(style);
-    bar.set_prefix(format!("{epoch}/{epochs}"));
-    bar
+    run(
+        &mut learner,
+        &mut batches,
+        optimizer,
+        &loop_config,
+        &mut |end| on_epoch(end.record),
+    )
 }

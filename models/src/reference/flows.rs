@@ -1,0 +1,247 @@
+//! The trainings, evaluations, predictions and text generation of `strata`, written once
+//! for every [`ReferenceModel`], behind [`Flows`], the object-safe face a registry entry
+//! shows.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::Value;
+use strata_nn::Module;
+use strata_tensor::seeded_rng;
+
+use super::TrainOptions;
+use super::record::{self, DatasetRecord, Hyperparameters, Metrics, Record};
+use super::registry::Model;
+use super::spec::{Defaults, Length, Network, Plan, ReferenceModel, Schedule, Task};
+use crate::train::{Evaluation, LoopConfig};
+use crate::{ModelsError, Result, checkpoint, plot};
+
+/// A reference model with its types erased: what [`Model`] calls.
+pub trait Flows: Sync {
+    /// [`ReferenceModel::NAME`].
+    fn name(&self) -> &'static str;
+    /// [`ReferenceModel::ABOUT`].
+    fn about(&self) -> &'static str;
+    /// [`ReferenceModel::defaults`].
+    fn defaults(&self) -> Defaults;
+    /// [`ReferenceModel::DATASETS`].
+    fn datasets(&self) -> &'static [&'static str];
+    /// Trains the model as `opts` says; see [`train`](super::train).
+    fn train(&self, opts: &TrainOptions) -> Result<Value>;
+    /// Evaluates the checkpoint in `dir`, whose record is `record`.
+    fn eval(&'static self, record: Record, dir: &Path) -> Result<Evaluation>;
+    /// Predicts with the checkpoint in `dir` for the samples in `input`.
+    fn predict(&self, record: Record, dir: &Path, input: &Path) -> Result<Vec<String>>;
+    /// Samples text from the checkpoint in `dir`.
+    fn generate(&self, record: Record, dir: &Path, request: &Generate<'_>) -> Result<String>;
+}
+
+/// What to generate: see [`generate`](super::generate).
+pub struct Generate<'a> {
+    /// The text to continue.
+    pub prompt: &'a str,
+    /// Characters to add.
+    pub length: usize,
+    /// Sampling temperature.
+    pub temperature: f64,
+    /// Seed of the sampling.
+    pub seed: u64,
+}
+
+fn write_error(out: &Path, e: impl std::fmt::Display) -> ModelsError {
+    ModelsError::Config(format!("{}: {e}", out.display()))
+}
+
+impl<S: ReferenceModel> Flows for S {
+    fn name(&self) -> &'static str {
+        S::NAME
+    }
+
+    fn about(&self) -> &'static str {
+        S::ABOUT
+    }
+
+    fn defaults(&self) -> Defaults {
+        ReferenceModel::defaults(self)
+    }
+
+    fn datasets(&self) -> &'static [&'static str] {
+        S::DATASETS
+    }
+
+    fn train(&self, opts: &TrainOptions) -> Result<Value> {
+        let defaults = ReferenceModel::defaults(self);
+        let length = match defaults.length {
+            Length::Epochs(n) => Length::Epochs(opts.epochs.unwrap_or(n)),
+            Length::Steps(_) if opts.epochs.is_some() => {
+                return Err(ModelsError::Config(format!(
+                    "{} trains in steps: use --steps instead of --epochs",
+                    S::NAME
+                )));
+            }
+            Length::Steps(n) => Length::Steps(opts.steps.unwrap_or(n)),
+        };
+        let mut prepared = self.prepare(opts)?;
+        let mut task = self.task(&prepared.architecture);
+        let mut net = self.init(&prepared, &mut seeded_rng(opts.seed))?;
+        // The whole training set, before --limit, for full-batch training.
+        let batch_size = opts
+            .batch_size
+            .or(defaults.batch_size)
+            .unwrap_or_else(|| task.train_len(&prepared.data));
+        if let Some(n) = opts.limit {
+            task.limit(&mut prepared.data, n);
+        }
+        let lr = opts.lr.unwrap_or(defaults.lr);
+        let mut optimizer = defaults.optimizer.build(net.parameters(), lr)?;
+        let plan = Plan {
+            length,
+            batch_size,
+            seed: opts.seed,
+            loop_config: LoopConfig {
+                one_cycle_max_lr: (defaults.schedule == Schedule::OneCycle).then_some(lr),
+                clip_grad_norm: defaults.clip_grad_norm,
+                progress: opts.progress,
+            },
+        };
+        let start = Instant::now();
+        let history = task.fit(
+            &mut net,
+            &prepared.data,
+            optimizer.as_mut(),
+            &plan,
+            &mut |_| Ok(()),
+        )?;
+        let seconds = start.elapsed().as_secs_f64();
+        let last = history
+            .last()
+            .ok_or_else(|| ModelsError::Config("the training made no evaluation".into()))?;
+        let mut figures = task.metrics(&net, &prepared.data, &history, &plan)?;
+        figures.extend(self.report(&net, &prepared)?);
+        let (epochs, steps) = match length {
+            Length::Epochs(n) => (Some(n), None),
+            Length::Steps(n) => (None, Some(n)),
+        };
+        let metrics = Metrics {
+            model: S::NAME.into(),
+            dataset: prepared.dataset.name.clone(),
+            epochs,
+            steps,
+            train_loss: last.train_loss,
+            seconds,
+            figures,
+        };
+        let mut hyperparameters = Hyperparameters {
+            epochs,
+            steps,
+            lr,
+            batch_size,
+            seq_len: None,
+            optimizer: defaults.optimizer,
+            schedule: defaults.schedule,
+            clip_grad_norm: defaults.clip_grad_norm,
+            limit: opts.limit,
+            held_out_fraction: None,
+        };
+        task.record_settings(&mut hyperparameters);
+        let data = opts.data.as_ref().map(|d| d.display().to_string());
+        let is_file = opts.data.as_ref().is_some_and(|d| d.is_file());
+        let record = Record {
+            model: S::NAME.into(),
+            architecture: &prepared.architecture,
+            hyperparameters,
+            dataset: DatasetRecord {
+                name: prepared.dataset.name.clone(),
+                source: prepared.dataset.source.clone(),
+                license: prepared.dataset.license.clone(),
+                data_dir: data.clone().filter(|_| !is_file),
+                data_file: data.filter(|_| is_file),
+                variant: opts.dataset.clone(),
+            },
+            seed: opts.seed,
+            threads: rayon::current_num_threads(),
+            strata_version: env!("CARGO_PKG_VERSION").into(),
+            metrics,
+            extra: &prepared.extra,
+        };
+        std::fs::create_dir_all(&opts.out).map_err(|e| write_error(&opts.out, e))?;
+        checkpoint::save(
+            &opts.out.join("checkpoint"),
+            &*net,
+            optimizer.as_ref(),
+            &record,
+        )?;
+        let metrics =
+            serde_json::to_value(&record.metrics).map_err(|e| write_error(&opts.out, e))?;
+        let text = serde_json::to_string_pretty(&metrics).map_err(|e| write_error(&opts.out, e))?;
+        std::fs::write(opts.out.join("metrics.json"), text + "\n")
+            .map_err(|e| write_error(&opts.out, e))?;
+        plot::training_curves(&history, S::NAME, &opts.out.join("curves.svg"))?;
+        Ok(metrics)
+    }
+
+    fn eval(&'static self, record: Record, dir: &Path) -> Result<Evaluation> {
+        let (architecture, net) = rebuild(self, &record, dir)?;
+        let extra: S::Extra = record::section(&record.extra, "extra record", S::NAME, dir)?;
+        let prepared = self.prepare(&options_from(Model::new(self), &record))?;
+        self.check_reloaded(&extra, &prepared.extra)
+            .map_err(|msg| ModelsError::Checkpoint {
+                path: dir.to_path_buf(),
+                msg,
+            })?;
+        let mut task = self.task(&architecture);
+        task.restore_settings(&record.hyperparameters);
+        task.evaluate(&net, &prepared.data)
+    }
+
+    fn predict(&self, record: Record, dir: &Path, input: &Path) -> Result<Vec<String>> {
+        let (architecture, net) = rebuild(self, &record, dir)?;
+        let extra: S::Extra = record::section(&record.extra, "extra record", S::NAME, dir)?;
+        ReferenceModel::predict(self, &net, &record.typed(architecture, extra), input)
+    }
+
+    fn generate(&self, record: Record, dir: &Path, request: &Generate<'_>) -> Result<String> {
+        let (_, net) = rebuild(self, &record, dir)?;
+        let extra: S::Extra = record::section(&record.extra, "extra record", S::NAME, dir)?;
+        ReferenceModel::generate(
+            self,
+            &net,
+            &extra,
+            request.prompt,
+            request.length,
+            request.temperature,
+            &mut seeded_rng(request.seed),
+        )
+    }
+}
+
+/// The network of a checkpoint with its weights, in evaluation mode, and its architecture.
+fn rebuild<S: ReferenceModel>(
+    spec: &S,
+    record: &Record,
+    dir: &Path,
+) -> Result<(S::Architecture, Box<Network<S>>)> {
+    let architecture: S::Architecture =
+        record::section(&record.architecture, "architecture", S::NAME, dir)?;
+    let mut net = spec.build(&architecture, &mut seeded_rng(0))?;
+    checkpoint::load_model(dir, &*net)?;
+    net.eval();
+    Ok((architecture, net))
+}
+
+/// The options a checkpoint of `model` was trained with, to load its data again.
+fn options_from(model: Model, record: &Record) -> TrainOptions {
+    let data = record
+        .dataset
+        .data_dir
+        .as_ref()
+        .or(record.dataset.data_file.as_ref());
+    TrainOptions {
+        seed: record.seed,
+        data: data.map(PathBuf::from),
+        dataset: record.dataset.variant.clone(),
+        limit: record.hyperparameters.limit,
+        progress: false,
+        ..TrainOptions::new(model, PathBuf::new())
+    }
+}

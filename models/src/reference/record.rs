@@ -1,0 +1,270 @@
+//! The provenance record of a reference checkpoint (`provenance.json`) and the metrics of a
+//! training (`metrics.json`), as serde structs: written with `serde_json::to_*`, read with
+//! `from_*`, and every missing, unknown or mistyped field is a [`ModelsError`] naming the
+//! checkpoint.
+
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::spec::{Figures, OptimizerKind, Schedule};
+use crate::checkpoint::{self, RECORD_FILE};
+use crate::{ModelsError, Result};
+
+/// The provenance record of a checkpoint: which model with which architecture, trained
+/// how, on what, with which outcome. `A` and `E` are the model's architecture and extra
+/// records ([`ReferenceModel::Architecture`](super::ReferenceModel::Architecture),
+/// [`ReferenceModel::Extra`](super::ReferenceModel::Extra)); [`Value`] while the model is
+/// not known yet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record<A = Value, E = Value> {
+    /// The model's name (`"cnn"`).
+    pub model: String,
+    /// Its architecture.
+    pub architecture: A,
+    /// How it trained.
+    pub hyperparameters: Hyperparameters,
+    /// What it trained on.
+    pub dataset: DatasetRecord,
+    /// The seed of initialisation, splits, shuffling and sampling.
+    pub seed: u64,
+    /// Worker threads.
+    pub threads: usize,
+    /// The strata version that trained it.
+    pub strata_version: String,
+    /// The metrics of the training (as in `metrics.json`).
+    pub metrics: Metrics,
+    /// What inference needs besides the weights and the architecture.
+    pub extra: E,
+}
+
+impl Record {
+    /// The record with its architecture and extra record replaced by typed ones.
+    pub fn typed<A, E>(self, architecture: A, extra: E) -> Record<A, E> {
+        Record {
+            model: self.model,
+            architecture,
+            hyperparameters: self.hyperparameters,
+            dataset: self.dataset,
+            seed: self.seed,
+            threads: self.threads,
+            strata_version: self.strata_version,
+            metrics: self.metrics,
+            extra,
+        }
+    }
+}
+
+/// How a model trained. Fields that do not apply to it are left out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hyperparameters {
+    /// Passes over the training data (models trained in epochs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// Optimizer steps (models trained in steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// The learning rate (the peak of a one-cycle schedule).
+    pub lr: f64,
+    /// Samples (or windows) per batch.
+    pub batch_size: usize,
+    /// Characters per window, for the character models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq_len: Option<usize>,
+    /// The optimizer.
+    pub optimizer: OptimizerKind,
+    /// The learning-rate schedule.
+    pub schedule: Schedule,
+    /// The gradient norm was clipped to this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip_grad_norm: Option<f64>,
+    /// Only the first samples (characters, for the character models) were used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// The share of the text held out, for the character models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_fraction: Option<f64>,
+}
+
+/// What a model trained on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetRecord {
+    /// The data set's name.
+    pub name: String,
+    /// Where it comes from.
+    pub source: String,
+    /// Its licence.
+    pub license: String,
+    /// The folder given with `--data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    /// The file given with `--data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_file: Option<String>,
+    /// The bundled set given with `--dataset`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+/// The metrics of a training: the common ones, then the figures of its task and model
+/// (`test_accuracy`, `held_out_loss`, `closed_form`, …).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// The model's name.
+    pub model: String,
+    /// The data set's name.
+    pub dataset: String,
+    /// Epochs trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<usize>,
+    /// Steps trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// The mean training loss of the last epoch (or evaluation period).
+    pub train_loss: f64,
+    /// Wall-clock seconds of the training.
+    pub seconds: f64,
+    /// The task's and the model's own figures.
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+fn checkpoint_error(dir: &Path, msg: String) -> ModelsError {
+    ModelsError::Checkpoint {
+        path: dir.to_path_buf(),
+        msg,
+    }
+}
+
+/// The record of the checkpoint in `dir`, with its architecture and extra record left as
+/// JSON, and the name of its model.
+///
+/// # Errors
+/// [`ModelsError::Checkpoint`] for a missing, unreadable or malformed record.
+pub fn read(dir: &Path) -> Result<Record> {
+    let value = checkpoint::read_record(dir)?;
+    // The model first, so that a record of an unknown model says so.
+    #[derive(Deserialize)]
+    struct Head {
+        model: String,
+    }
+    let head = Head::deserialize(&value)
+        .map_err(|e| checkpoint_error(dir, format!("{RECORD_FILE} names no model: {e}")))?;
+    if super::Model::named(&head.model).is_err() {
+        return Err(checkpoint_error(
+            dir,
+            format!("the record names no known model ({:?})", head.model),
+        ));
+    }
+    Record::deserialize(&value).map_err(|e| {
+        checkpoint_error(
+            dir,
+            format!("{RECORD_FILE} is not a record of {}: {e}", head.model),
+        )
+    })
+}
+
+/// `section` of the record in `dir` (`"architecture"`, `"extra"`) as the model `model`'s
+/// type for it.
+///
+/// # Errors
+/// [`ModelsError::Checkpoint`] naming the section, the model and the field at fault.
+pub fn section<T: DeserializeOwned>(
+    value: &Value,
+    section: &str,
+    model: &str,
+    dir: &Path,
+) -> Result<T> {
+    T::deserialize(value).map_err(|e| {
+        checkpoint_error(
+            dir,
+            format!("its {section} does not describe a {model}: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Record {
+        Record {
+            model: "cnn".into(),
+            architecture: serde_json::json!({ "in_channels": 1 }),
+            hyperparameters: Hyperparameters {
+                epochs: Some(1),
+                steps: None,
+                lr: 3e-3,
+                batch_size: 64,
+                seq_len: None,
+                optimizer: OptimizerKind::Adam,
+                schedule: Schedule::OneCycle,
+                clip_grad_norm: None,
+                limit: Some(300),
+                held_out_fraction: None,
+            },
+            dataset: DatasetRecord {
+                name: "digits".into(),
+                source: "UCI".into(),
+                license: "CC BY 4.0".into(),
+                data_dir: None,
+                data_file: None,
+                variant: Some("digits".into()),
+            },
+            seed: 0,
+            threads: 2,
+            strata_version: "0.1.0".into(),
+            metrics: Metrics {
+                model: "cnn".into(),
+                dataset: "digits".into(),
+                epochs: Some(1),
+                steps: None,
+                train_loss: 0.5,
+                seconds: 1.25,
+                figures: serde_json::json!({ "test_accuracy": 0.9 })
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            },
+            extra: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn records_round_trip_with_the_keys_of_the_readme() {
+        let r = record();
+        let text = serde_json::to_string_pretty(&r).unwrap();
+        let back: Record = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["hyperparameters"]["optimizer"], "adam");
+        assert_eq!(v["hyperparameters"]["schedule"], "one-cycle");
+        assert_eq!(v["metrics"]["test_accuracy"], 0.9);
+        assert!(v["hyperparameters"].get("steps").is_none(), "{v}");
+        assert!(v["dataset"].get("data_dir").is_none(), "{v}");
+    }
+
+    #[test]
+    fn unknown_missing_and_mistyped_fields_are_errors() {
+        let good = serde_json::to_value(record()).unwrap();
+        let mut unknown = good.clone();
+        unknown["hyperparameters"]["momentum"] = 0.9.into();
+        let mut missing = good.clone();
+        missing.as_object_mut().unwrap().remove("seed");
+        let mut mistyped = good.clone();
+        mistyped["hyperparameters"]["optimizer"] = "adagrad".into();
+        for (bad, needle) in [
+            (unknown, "momentum"),
+            (missing, "seed"),
+            (mistyped, "adagrad"),
+        ] {
+            let err = <Record>::deserialize(&bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The training loop: one loop for every model, over optimizer steps grouped into epochs,
+//! with a progress bar, an optional one-cycle schedule and gradient clipping, an evaluation
+//! after each epoch and a per-epoch history.
+//!
+//! [`run`] sees a training through two small traits: [`Batches`], the training data as
+//! epochs of batches, and [`Learner`], what one step computes and how the model is
+//! evaluated. An epoch is whatever the data source says: a shuffled pass over a data set
+//! ([`Epochs`]), or a period of steps over random windows of a text between two
+//! evaluations ([`Windows`](crate::language::Windows)). Two ready-made pairs wrap it:
+//! [`fit`] for data sets in memory and [`language::fit`](crate::language::fit) for text;
+//! the reference trainings of [`reference`](crate::reference) go through the same [`run`].
+//!
+//! ```
+//! use strata_models::data::{InMemoryDataset, Labels};
+//! use strata_models::models::LinearRegression;
+//! use strata_models::train::{self, Objective, TrainConfig};
+//! use strata_nn::Module;
+//! use strata_optim::{Sgd, SgdConfig};
+//! use strata_tensor::seeded_rng;
+//!
+//! // y = 2x + 1 from eight points.
+//! let x: Vec<f32> = (0..8).map(|i| i as f32 / 4.0).collect();
+//! let y = x.iter().map(|v| 2.0 * v + 1.0).collect();
+//! let data = InMemoryDataset::new(x, &[1], Labels::Values(y))?;
+//! let mut model = LinearRegression::new(1, &mut seeded_rng(0));
+//! let mut opt = Sgd::new(model.parameters(), SgdConfig { lr: 0.1, ..SgdConfig::default() })?;
+//! let config = TrainConfig { epochs: 200, batch_size: 8, seed: 0, progress: false, one_cycle_max_lr: None };
+//! let history = train::fit(&mut model, &mut opt, &data, &data, Objective::Mse, &config, |_| Ok(()))?;
+//! assert!(history.last().unwrap().test.r2.unwrap() > 0.99);
+//! # Ok::<(), strata_models::ModelsError>(())
+//! ```
+//!
+//! Between two epochs the whole state of a training is the model, the optimizer (whose
+//! learning rate the schedule has set), the step count and the data source; `on_epoch`
+//! sees the first three (to write checkpoints), and [`Epochs`] draws epoch `e` from the
+//! seed and `e` alone, so a later resume needs only the optimizer's state and the epoch.
+
+mod supervised;
+
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use strata_autograd::Var;
+use strata_nn::Module;
+use strata_optim::schedule::OneCycleLR;
+use strata_optim::{Optimizer, clip_grad_norm};
+
+use crate::{ModelsError, Result};
+
+pub use supervised::{Epochs, Objective, Supervised, TrainConfig, batch_loss, evaluate, fit};
+
+/// The metrics of one evaluation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Evaluation {
+    /// The mean loss.
+    pub loss: f64,
+    /// The accuracy, for classification.
+    pub accuracy: Option<f64>,
+    /// The coefficient of determination, for regression.
+    pub r2: Option<f64>,
+}
+
+/// The record of one epoch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochRecord {
+    /// The epoch, from 1.
+    pub epoch: usize,
+    /// The optimizer steps taken so far, over all epochs.
+    pub step: usize,
+    /// The mean training loss over the epoch's batches (weighted by
+    /// [`StepLoss::weight`]: samples for data sets, one per batch of text windows).
+    pub train_loss: f64,
+    /// The evaluation after the epoch.
+    pub test: Evaluation,
+    /// Wall-clock seconds of the epoch's training (without evaluation).
+    pub seconds: f64,
+    /// Training items per second: samples, or characters for the character models.
+    pub samples_per_s: f64,
+}
+
+/// How a data source counts its progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Passes over a data set: the bar reads "epoch 2/3", the log "epoch 2: …".
+    Epoch,
+    /// A stream of batches evaluated every so many steps: the log reads "step 300: …".
+    Step,
+}
+
+/// The training data as the loop sees it: epochs of batches.
+pub trait Batches {
+    /// One batch.
+    type Batch;
+
+    /// The number of epochs.
+    fn epochs(&self) -> usize;
+
+    /// The steps (batches) of epoch `epoch`, from 1.
+    fn steps_in(&self, epoch: usize) -> usize;
+
+    /// The batches of epoch `epoch`, from 1, [`steps_in`](Batches::steps_in) of them.
+    /// Drawing them may advance state (an RNG) that the next epoch continues from.
+    fn epoch(&mut self, epoch: usize) -> Box<dyn Iterator<Item = Result<Self::Batch>> + '_>;
+
+    /// How progress is counted.
+    fn unit(&self) -> Unit {
+        Unit::Epoch
+    }
+}
+
+/// The loss of one training step, as the loop records it.
+pub struct StepLoss {
+    /// The batch's mean loss, recorded for `backward`.
+    pub loss: Var,
+    /// Its weight in the epoch's mean training loss.
+    pub weight: f64,
+    /// Items it trains on, for the throughput (samples, or characters).
+    pub items: usize,
+}
+
+/// What the loop trains: a model, what one step computes on a batch, and how the model is
+/// evaluated after each epoch.
+pub trait Learner {
+    /// The batches it trains on.
+    type Batch;
+
+    /// The model, to switch between training and evaluation and to list its parameters.
+    fn module(&mut self) -> &mut dyn Module;
+
+    /// The loss of `batch`, recorded for `backward`.
+    ///
+    /// # Errors
+    /// Model and loss errors, and data the objective cannot use.
+    fn loss(&self, batch: &Self::Batch) -> Result<StepLoss>;
+
+    /// Evaluates the model (already in evaluation mode) after an epoch; `last` after the
+    /// last one.
+    ///
+    /// # Errors
+    /// Model and loss errors.
+    fn evaluate(&self, last: bool) -> Result<Evaluation>;
+
+    /// One line about an epoch's record, for the log.
+    fn describe(&self, record: &EpochRecord) -> String;
+
+    /// What [`StepLoss::items`] counts, for the progress bar.
+    fn items(&self) -> &'static str {
+        "samples"
+    }
+}
+
+/// How [`run`] trains, besides the data and the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LoopConfig {
+    /// Follow a one-cycle schedule (`OneCycleLR` with PyTorch's defaults) peaking at this
+    /// learning rate, stepped after every optimizer step; `None` keeps the optimizer's lr.
+    pub one_cycle_max_lr: Option<f64>,
+    /// Clip the gradients' global 2-norm to this before each step (`None`: no clipping).
+    pub clip_grad_norm: Option<f64>,
+    /// Draw a progress bar on stderr (hidden when stderr is not a terminal) and log a line
+    /// per epoch (per tenth of the run beyond 50 epochs).
+    pub progress: bool,
+}
+
+/// What `on_epoch` sees after each epoch: its record, and the model and optimizer as they
+/// are (to write a checkpoint).
+pub struct EpochEnd<'a> {
+    /// The epoch's record.
+    pub record: &'a EpochRecord,
+    /// The model, in evaluation mode.
+    pub model: &'a dyn Module,
+    /// The optimizer.
+    pub optimizer: &'a dyn Optimizer,
+}
+
+/// Trains `learner` with `optimizer` over `batches`: per step zero the gradients, compute
+/// the loss, backward, clip, step the optimizer and the schedule; after each epoch evaluate
+/// (in evaluation mode) and hand the record to `on_epoch`. Like a PyTorch loop, the model
+/// trains in training mode (dropout active) and is left in evaluation mode.
+///
+/// # Errors
+/// Errors of the data, the learner, the optimizer and `on_epoch` (which stop training),
+/// and a non-finite loss (training diverged).
+pub fn run<B>(
+    learner: &mut dyn Learner<Batch = B>,
+    batches: &mut dyn Batches<Batch = B>,
+    optimizer: &mut dyn Optimizer,
+    config: &LoopConfig,
+    on_epoch: &mut dyn FnMut(&EpochEnd<'_>) -> Result<()>,
+) -> Result<Vec<EpochRecord>> {
+    let epochs = batches.epochs();
+    let total: usize = (1..=epochs).map(|e| batches.steps_in(e)).sum();
+    let params = learner.module().parameters();
+    let mut schedule = match config.one_cycle_max_lr {
+        Some(max_lr) => Some(OneCycleLR::new(max_lr, total.max(1)).scheduler(optimizer)?),
+        None => None,
+    };
+    let unit = batches.unit();
+    let bar = progress_bar(config.progress, total, unit);
+    let log_every = if epochs <= 50 { 1 } else { epochs / 10 };
+    let mut step = 0;
+    let mut history = Vec::with_capacity(epochs);
+    for epoch in 1..=epochs {
+        if unit == Unit::Epoch {
+            bar.set_prefix(format!("epoch {epoch}/{epochs}"));
+        }
+        learner.module().train();
+        let start = Instant::now();
+        let (mut loss_sum, mut weight, mut items) = (0.0f64, 0.0f64, 0usize);
+        for batch in batches.epoch(epoch) {
+            let batch = batch?;
+            optimizer.zero_grad();
+            let out = learner.loss(&batch)?;
+            out.loss.backward()?;
+            if let Some(max_norm) = config.clip_grad_norm {
+                clip_grad_norm(&params, max_norm, 2.0, false)?;
+            }
+            optimizer.step()?;
+            step += 1;
+            if let Some(s) = &mut schedule
+                && step < total
+            {
+                s.step(optimizer);
+            }
+            let l = out.loss.item()? as f64;
+            if !l.is_finite() {
+                return Err(ModelsError::Config(format!(
+                    "training diverged: loss {l} at step {step} (epoch {epoch}); try a smaller learning rate"
+                )));
+            }
+            loss_sum += l * out.weight;
+            weight += out.weight;
+            items += out.items;
+            bar.set_message(format!(
+                "loss {:.4}  {:.0} {}/s",
+                loss_sum / weight,
+                items as f64 / start.elapsed().as_secs_f64(),
+                learner.items()
+            ));
+            bar.inc(1);
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        learner.module().eval();
+        let record = EpochRecord {
+            epoch,
+            step,
+            train_loss: if weight > 0.0 { loss_sum / weight } else { 0.0 },
+            test: learner.evaluate(epoch == epochs)?,
+            seconds,
+            samples_per_s: items as f64 / seconds.max(1e-9),
+        };
+        if config.progress && epoch % log_every == 0 {
+            let at = match unit {
+                Unit::Epoch => format!("epoch {epoch}"),
+                Unit::Step => format!("step {step}"),
+            };
+            let line = format!("{at}: {}", learner.describe(&record));
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+        }
+        on_epoch(&EpochEnd {
+            record: &record,
+            model: learner.module(),
+            optimizer,
+        })?;
+        history.push(record);
+    }
+    bar.finish_and_clear();
+    learner.module().eval();
+    Ok(history)
+}
+
+fn progress_bar(show: bool, steps: usize, unit: Unit) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps as u64);
+    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} (ETA {eta})")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    if unit == Unit::Step {
+        bar.set_prefix("step");
+    }
+    bar
+}
