@@ -154,7 +154,7 @@ fn conv1d_case() -> BoxedStrategy<ConvCase<Conv1dParams>> {
                 let x: Vec<usize> = n.into_iter().chain([groups * c, l]).collect();
                 let params = Conv1dParams {
                     stride,
-                    padding,
+                    padding: padding.into(),
                     dilation,
                     groups,
                 };
@@ -199,7 +199,7 @@ fn conv2d_case() -> BoxedStrategy<ConvCase<Conv2dParams>> {
                 let x: Vec<usize> = n.into_iter().chain([groups * c, hw[0], hw[1]]).collect();
                 let params = Conv2dParams {
                     stride,
-                    padding,
+                    padding: padding.into(),
                     dilation,
                     groups,
                 };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use strata_autograd::Var;
-use strata_nn::{Conv2d, ConvConfig, Forward, LayerNorm, Padding};
+use strata_nn::{Conv2d, Conv2dParams, Forward, LayerNorm};
 use strata_tensor::{Tensor, seeded_rng};
 
 fn w2_conv2d_backward(c: &mut Criterion) {
@@ -14,11 +14,12 @@ fn w2_conv2d_backward(c: &mut Criterion) {
         .sample_size(20)
         .measurement_time(Duration::from_secs(4));
     let mut rng = seeded_rng(2);
-    let conv = Conv2d::<f32>::with_config(
+    let conv = Conv2d::<f32>::with_params(
         3,
         32,
         [3, 3],
-        ConvConfig::default().padding(Padding::Explicit([1, 1])),
+        Conv2dParams::default().padding(1),
+        true,
         &mut rng,
     )
     .unwrap();

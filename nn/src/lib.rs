@@ -45,7 +45,7 @@ pub use layers::activation::{
     GELU, Identity, LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh,
 };
 pub use layers::attention::{MhaConfig, MhaForward, MultiheadAttention};
-pub use layers::conv::{Conv1d, Conv2d, ConvConfig, Padding};
+pub use layers::conv::{Conv1d, Conv2d};
 pub use layers::dropout::Dropout;
 pub use layers::embedding::Embedding;
 pub use layers::linear::Linear;
@@ -59,3 +59,4 @@ pub use layers::transformer::{
 };
 pub use module::{Forward, Module, Sequential, StateKind, visit_child};
 pub use state_dict::StateDict;
+pub use strata_tensor::{Conv1dParams, Conv2dParams, Padding};

@@ -18,8 +18,8 @@ use proptest::prelude::*;
 use strata_autograd::Var;
 use strata_nn::{
     AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, BatchNormConfig, Conv1d, Conv2d,
-    ConvConfig, Dropout, Embedding, Flatten, Forward, GELU, Identity, LayerNorm, LeakyReLU, Linear,
-    LogSoftmax, MaxPool2d, Padding, RMSNorm, ReLU, SiLU, Sigmoid, Softmax, Tanh, functional,
+    Dropout, Embedding, Flatten, Forward, GELU, Identity, LayerNorm, LeakyReLU, Linear, LogSoftmax,
+    MaxPool2d, Padding, RMSNorm, ReLU, SiLU, Sigmoid, Softmax, Tanh, functional,
 };
 use strata_tensor::{Conv1dParams, Conv2dParams, IndexTensor, Pool2dParams, Tensor, seeded_rng};
 
@@ -104,6 +104,41 @@ proptest! {
 // Convolutions.
 // ---------------------------------------------------------------------------------------
 
+/// The settings a conv case draws, before they become a layer's params (a Conv1d takes
+/// the second entries).
+#[derive(Clone, Copy, Debug)]
+struct ConvConfig {
+    stride: [usize; 2],
+    padding: Padding<2>,
+    dilation: [usize; 2],
+    groups: usize,
+    bias: bool,
+}
+
+impl ConvConfig {
+    fn params2(&self) -> Conv2dParams {
+        Conv2dParams {
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            groups: self.groups,
+        }
+    }
+
+    fn params1(&self) -> Conv1dParams {
+        Conv1dParams {
+            stride: self.stride[1],
+            padding: match self.padding {
+                Padding::Explicit([_, p]) => Padding::Explicit([p]),
+                Padding::Valid => Padding::Valid,
+                Padding::Same => Padding::Same,
+            },
+            dilation: self.dilation[1],
+            groups: self.groups,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct ConvCase {
     x: Tensor<f64>,
@@ -129,7 +164,7 @@ impl ConvCase {
 
 /// The padding of a layer: kind 0 and 1 explicit `pads`, 2 `Valid`, 3 `Same` (which
 /// forces stride 1, as PyTorch refuses `same` with strides).
-fn padding_of(kind: usize, pads: [usize; 2]) -> Padding {
+fn padding_of(kind: usize, pads: [usize; 2]) -> Padding<2> {
     match kind {
         0 | 1 => Padding::Explicit(pads),
         2 => Padding::Valid,
@@ -138,7 +173,13 @@ fn padding_of(kind: usize, pads: [usize; 2]) -> Padding {
 }
 
 /// The smallest input size along a dim that gives at least one output, plus `extra`.
-fn conv_size(padding: Padding, axis: usize, kernel: usize, dilation: usize, extra: usize) -> usize {
+fn conv_size(
+    padding: Padding<2>,
+    axis: usize,
+    kernel: usize,
+    dilation: usize,
+    extra: usize,
+) -> usize {
     let span = dilation * (kernel - 1) + 1;
     let min = match padding {
         Padding::Explicit(p) => span.saturating_sub(2 * p[axis]),
@@ -150,7 +191,12 @@ fn conv_size(padding: Padding, axis: usize, kernel: usize, dilation: usize, extr
 
 /// The explicit `(before, after)` padding PyTorch applies along one dim: `same` pads
 /// `d·(k-1)` in total, the odd zero at the end.
-fn explicit_pads(padding: Padding, axis: usize, kernel: usize, dilation: usize) -> (usize, usize) {
+fn explicit_pads(
+    padding: Padding<2>,
+    axis: usize,
+    kernel: usize,
+    dilation: usize,
+) -> (usize, usize) {
     match padding {
         Padding::Explicit(p) => (p[axis], p[axis]),
         Padding::Valid => (0, 0),
@@ -229,11 +275,12 @@ fn conv2d_case() -> impl Strategy<Value = ConvCase> {
 /// A Conv2d of the case's config holding gradcheck's vars as its parameters.
 fn conv2d_layer(c: &ConvCase, v: &[Var<f64>]) -> strata_nn::Result<Conv2d<f64>> {
     let kernel = [c.weight.shape()[2], c.weight.shape()[3]];
-    let mut layer = Conv2d::with_config(
+    let mut layer = Conv2d::with_params(
         c.in_channels,
         c.out_channels,
         kernel,
-        c.config,
+        c.config.params2(),
+        c.config.bias,
         &mut seeded_rng(0),
     )?;
     layer.weight = v[1].clone();
@@ -307,11 +354,12 @@ fn conv1d_case() -> impl Strategy<Value = ConvCase> {
 /// A Conv1d of the case's config holding gradcheck's vars as its parameters.
 fn conv1d_layer(c: &ConvCase, v: &[Var<f64>]) -> strata_nn::Result<Conv1d<f64>> {
     let kernel = c.weight.shape()[2];
-    let mut layer = Conv1d::with_config(
+    let mut layer = Conv1d::with_params(
         c.in_channels,
         c.out_channels,
         kernel,
-        c.config,
+        c.config.params1(),
+        c.config.bias,
         &mut seeded_rng(0),
     )?;
     layer.weight = v[1].clone();
@@ -336,7 +384,7 @@ proptest! {
         let (top, bottom) = explicit_pads(cfg.padding, 0, k[0], d[0]);
         let (left, right) = explicit_pads(cfg.padding, 1, k[1], d[1]);
         let padded = v[0].pad(&[left as isize, right as isize, top as isize, bottom as isize], 0.0)?;
-        let params = Conv2dParams { stride: cfg.stride, padding: [0, 0], dilation: d, groups: cfg.groups };
+        let params = Conv2dParams { stride: cfg.stride, padding: Padding::Explicit([0, 0]), dilation: d, groups: cfg.groups };
         let reference = padded.conv2d(&v[1], v.get(2), params)?;
         assert_close(&y.value(), &reference.value(), "Conv2d output")?;
         if cfg.padding == Padding::Same {
@@ -359,7 +407,7 @@ proptest! {
         let padded = v[0].pad(&[before as isize, after as isize], 0.0)?;
         let params = Conv1dParams {
             stride: cfg.stride[1],
-            padding: 0,
+            padding: Padding::Explicit([0]),
             dilation: cfg.dilation[1],
             groups: cfg.groups,
         };

@@ -26,9 +26,9 @@ fn formula(n: usize, seed: u64, scale: f64) -> Vec<f64> {
 
 fn interop_net() -> Sequential<f32> {
     let mut rng = seeded_rng(11);
-    let conv = ConvConfig::default().padding(Padding::Explicit([1, 1]));
+    let conv = Conv2dParams::default().padding(1);
     Sequential::new()
-        .push(Conv2d::with_config(3, 4, [3, 3], conv, &mut rng).unwrap())
+        .push(Conv2d::with_params(3, 4, [3, 3], conv, true, &mut rng).unwrap())
         .push(BatchNorm2d::new(4))
         .push(ReLU)
         .push(MaxPool2d::new(2))
@@ -217,15 +217,23 @@ fn bad_inputs_name_the_layer_and_the_shapes() {
     .to_string();
     assert!(err.contains("expected a target of shape [2]"), "{err}");
     assert!(
-        Conv2d::<f32>::with_config(3, 8, [3, 3], ConvConfig::default().groups(2), &mut rng)
-            .is_err()
-    );
-    assert!(
-        Conv2d::<f32>::with_config(
+        Conv2d::<f32>::with_params(
             3,
             8,
             [3, 3],
-            ConvConfig::default().stride(2).padding(Padding::Same),
+            Conv2dParams::default().groups(2),
+            true,
+            &mut rng
+        )
+        .is_err()
+    );
+    assert!(
+        Conv2d::<f32>::with_params(
+            3,
+            8,
+            [3, 3],
+            Conv2dParams::default().stride(2).padding(Padding::Same),
+            true,
             &mut rng
         )
         .is_err()
@@ -284,9 +292,9 @@ fn load(path: &Path) -> StateDict<f64> {
 #[test]
 fn the_reference_cnn_matches_pytorch() {
     let mut rng = seeded_rng(0);
-    let conv = ConvConfig::default().padding(Padding::Explicit([1, 1]));
+    let conv = Conv2dParams::default().padding(1);
     let model = ReferenceCnn {
-        conv1: Conv2d::with_config(3, 32, [3, 3], conv, &mut rng).unwrap(),
+        conv1: Conv2d::with_params(3, 32, [3, 3], conv, true, &mut rng).unwrap(),
         fc1: Linear::new(32 * 16 * 16, 128, true, &mut rng),
         fc2: Linear::new(128, 10, true, &mut rng),
     };

@@ -95,47 +95,38 @@ fn linear() {
 
 #[test]
 fn conv2d() {
-    let c = ConvConfig::default()
-        .stride(2)
-        .padding(Padding::Explicit([1, 1]))
-        .groups(2);
+    let c = Conv2dParams::default().stride(2).padding(1).groups(2);
     check_layer(
         "conv2d",
-        &Conv2d::<f64>::with_config(4, 6, [3, 3], c, &mut rng()).unwrap(),
+        &Conv2d::<f64>::with_params(4, 6, [3, 3], c, true, &mut rng()).unwrap(),
     );
-    let c = ConvConfig::default()
-        .padding(Padding::Same)
-        .dilation(2)
-        .bias(false);
+    let c = Conv2dParams::default().padding(Padding::Same).dilation(2);
     check_layer(
         "conv2d_same",
-        &Conv2d::<f64>::with_config(3, 4, [2, 3], c, &mut rng()).unwrap(),
+        &Conv2d::<f64>::with_params(3, 4, [2, 3], c, false, &mut rng()).unwrap(),
     );
-    let c = ConvConfig {
+    let c = Conv2dParams {
         stride: [1, 2],
         padding: Padding::Explicit([2, 1]),
-        ..ConvConfig::default()
+        ..Conv2dParams::default()
     };
     check_layer(
         "conv2d_unbatched",
-        &Conv2d::<f64>::with_config(2, 3, [3, 3], c, &mut rng()).unwrap(),
+        &Conv2d::<f64>::with_params(2, 3, [3, 3], c, true, &mut rng()).unwrap(),
     );
 }
 
 #[test]
 fn conv1d() {
-    let c = ConvConfig::default()
-        .stride(2)
-        .padding(Padding::Explicit([1, 1]))
-        .groups(2);
+    let c = Conv1dParams::default().stride(2).padding(1).groups(2);
     check_layer(
         "conv1d",
-        &Conv1d::<f64>::with_config(4, 6, 3, c, &mut rng()).unwrap(),
+        &Conv1d::<f64>::with_params(4, 6, 3, c, true, &mut rng()).unwrap(),
     );
-    let c = ConvConfig::default().padding(Padding::Same);
+    let c = Conv1dParams::default().padding(Padding::Same);
     check_layer(
         "conv1d_same",
-        &Conv1d::<f64>::with_config(3, 2, 4, c, &mut rng()).unwrap(),
+        &Conv1d::<f64>::with_params(3, 2, 4, c, true, &mut rng()).unwrap(),
     );
 }
 

@@ -31,7 +31,7 @@ mod ops;
 pub use engine::simd::simd_level;
 pub use error::{Result, TensorError};
 pub use fused::attention::{HeadInputs, HeadLayout, SdpaMask, SdpaParams};
-pub use fused::conv::{Conv1dParams, Conv2dParams};
+pub use fused::conv::{Conv1dParams, Conv2dParams, Padding};
 pub use fused::norm::LayerNormStats;
 pub use fused::pool::Pool2dParams;
 pub use fused::recurrent::{RecurrentGradNeeds, RecurrentGrads, RecurrentMode};

@@ -9,7 +9,7 @@ use crate::common;
 use common::reference::{self, ConvGeom, pool_out_size};
 use common::*;
 use proptest::prelude::*;
-use strata_tensor::{Conv1dParams, Conv2dParams, Pool2dParams, Tensor, TensorError};
+use strata_tensor::{Conv1dParams, Conv2dParams, Padding, Pool2dParams, Tensor, TensorError};
 
 /// A convolution: geometry (possibly one whose kernel does not fit), whether the input is
 /// unbatched, whether there is a bias, and a seed for the values.
@@ -53,16 +53,18 @@ fn conv_case(one_d: bool) -> impl Strategy<Value = ConvCase> {
                 (stride, padding, dilation),
                 (unbatched, bias, seed, kx, kwk),
             )| {
+                let mut padding = padding;
                 let mut p = Conv2dParams {
                     stride,
-                    padding,
+                    padding: Padding::Explicit(padding),
                     dilation,
                     groups,
                 };
                 let (mut h, mut kh) = (h, kh);
                 if one_d {
                     (h, kh) = (1, 1);
-                    (p.stride[0], p.padding[0], p.dilation[0]) = (1, 0, 1);
+                    padding[0] = 0;
+                    (p.stride[0], p.padding, p.dilation[0]) = (1, Padding::Explicit(padding), 1);
                 }
                 let unbatched = unbatched && n == 1;
                 ConvCase {
@@ -127,7 +129,7 @@ fn check_conv(case: &ConvCase, one_d: bool) -> TestResult {
     let bias = case.bias.then_some(&b);
     let p1 = Conv1dParams {
         stride: g.p.stride[1],
-        padding: g.p.padding[1],
+        padding: Padding::Explicit([g.pads()[1]]),
         dilation: g.p.dilation[1],
         groups: g.p.groups,
     };
@@ -375,7 +377,7 @@ proptest! {
         stride in 1..=2usize,
         seed in any::<u64>(),
     ) {
-        let p = Conv2dParams { stride: [stride, stride], padding: [k / 2, k / 2], dilation: [1, 1], groups };
+        let p = Conv2dParams { stride: [stride, stride], padding: Padding::Explicit([k / 2, k / 2]), dilation: [1, 1], groups };
         let g = ConvGeom { n, c: cg * groups, h: hw, w: hw, o: og * groups, kh: k, kw: k, p };
         let case = ConvCase { g, unbatched: false, bias: true, seed, kx: ViewKind::Contiguous, kw: ViewKind::Transposed };
         check_conv(&case, false)?;
@@ -446,7 +448,7 @@ fn kernel_columns_in_padding_only() {
     let x = Tensor::<f64>::from_vec(vec![3.0], &[1, 1, 1, 1]).unwrap();
     let w = Tensor::<f64>::from_vec(vec![1.0, 10.0, 100.0], &[1, 1, 1, 3]).unwrap();
     let p = Conv2dParams {
-        padding: [0, 2],
+        padding: Padding::Explicit([0, 2]),
         dilation: [1, 2],
         ..Conv2dParams::default()
     };
@@ -457,7 +459,7 @@ fn kernel_columns_in_padding_only() {
     let dw = Tensor::conv2d_backward_weight(&g, &x, w.shape(), p).unwrap();
     assert_eq!(dw.to_vec(), vec![0.0, 3.0, 0.0]);
     let p1 = Conv1dParams {
-        padding: 2,
+        padding: Padding::Explicit([2]),
         dilation: 2,
         ..Conv1dParams::default()
     };

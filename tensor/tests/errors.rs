@@ -297,7 +297,7 @@ proptest! {
         let gy = Tensor::<f64>::zeros(&[1, 2, hw, hw]);
         assert_err!(Tensor::conv2d_backward_input(&gy, &w, x.shape(), p), TensorError::Invalid { .. });
         assert_err!(Tensor::conv2d_backward_weight(&gy, &x, w.shape(), p), TensorError::Invalid { .. });
-        let p1 = Conv1dParams { stride: if which == 0 { 0 } else { 1 }, dilation: if which == 1 { 0 } else { 1 }, groups: if which == 2 { 0 } else { 1 }, padding: 0 };
+        let p1 = Conv1dParams { stride: if which == 0 { 0 } else { 1 }, dilation: if which == 1 { 0 } else { 1 }, groups: if which == 2 { 0 } else { 1 }, padding: strata_tensor::Padding::Explicit([0]) };
         let x1 = Tensor::<f64>::zeros(&[1, 2, hw]);
         assert_err!(x1.conv1d(&Tensor::zeros(&[2, 2, 1]), None, p1), TensorError::Invalid { .. });
         // pooling: zero sizes

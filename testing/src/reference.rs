@@ -4,7 +4,7 @@
 //! Each takes and returns row-major `f64` vectors; shapes are passed alongside.
 
 use crate::{broadcast_shape, broadcast_source, indices, numel, ravel};
-use strata_tensor::{Conv2dParams, Pool2dParams};
+use strata_tensor::{Conv2dParams, Padding, Pool2dParams};
 
 /// `torch.matmul(a, b)`: 1-d operands promoted (and their dimension removed), batch
 /// dimensions broadcast, then one triple loop per batch entry. `None` when the shapes do
@@ -69,11 +69,19 @@ pub struct ConvGeom {
 }
 
 impl ConvGeom {
+    /// The explicit padding (the reference takes no `Same`/`Valid`).
+    pub fn pads(&self) -> [usize; 2] {
+        match self.p.padding {
+            Padding::Explicit(p) => p,
+            other => panic!("the reference convolution takes explicit padding, got {other:?}"),
+        }
+    }
+
     /// `(Ho, Wo)` from `F.conv2d`'s formula, or `None` when the dilated kernel is larger
     /// than the padded input.
     pub fn out_size(&self) -> Option<(usize, usize)> {
         let one = |size: usize, k: usize, i: usize| {
-            let padded = size + 2 * self.p.padding[i];
+            let padded = size + 2 * self.pads()[i];
             let span = self.p.dilation[i] * (k - 1) + 1;
             (padded >= span).then(|| (padded - span) / self.p.stride[i] + 1)
         };
@@ -96,7 +104,7 @@ impl ConvGeom {
     pub fn for_each_tap(&self, mut f: impl FnMut(usize, usize, usize)) {
         let (oh_n, ow_n) = self.out_size().expect("a valid convolution");
         let (cg, og) = (self.c / self.p.groups, self.o / self.p.groups);
-        let ([s0, s1], [p0, p1], [d0, d1]) = (self.p.stride, self.p.padding, self.p.dilation);
+        let ([s0, s1], [p0, p1], [d0, d1]) = (self.p.stride, self.pads(), self.p.dilation);
         for n in 0..self.n {
             for o in 0..self.o {
                 let grp = o / og;

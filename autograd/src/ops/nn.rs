@@ -3,7 +3,8 @@
 //! functional layer validates its arguments and calls these.
 
 use strata_tensor::{
-    Conv1dParams, Conv2dParams, Dims, Element, IndexTensor, Pool2dParams, Tensor, TensorError,
+    Conv1dParams, Conv2dParams, Dims, Element, IndexTensor, Padding, Pool2dParams, Tensor,
+    TensorError,
 };
 
 use crate::{Result, Var};
@@ -46,6 +47,15 @@ impl<T: Element> Var<T> {
         bias: Option<&Var<T>>,
         params: Conv2dParams,
     ) -> Result<Var<T>> {
+        // `Same` padding with an odd total pads the input's end first (a differentiable
+        // op), then runs with the symmetric part.
+        if let (Padding::Same, &[_, _, kh, kw]) = (params.padding, weight.shape()) {
+            let (explicit, [eh, ew]) = params.resolve([kh, kw]);
+            if eh + ew > 0 && params.stride == [1, 1] {
+                let padded = self.pad(&[0, ew as isize, 0, eh as isize], T::zero())?;
+                return padded.conv2d(weight, bias, explicit);
+            }
+        }
         let (x, w) = (self.value(), weight.value());
         let b = bias.map(Var::value);
         let value = x.conv2d(&w, b.as_ref(), params)?;
@@ -75,6 +85,17 @@ impl<T: Element> Var<T> {
         bias: Option<&Var<T>>,
         params: Conv1dParams,
     ) -> Result<Var<T>> {
+        if let (Padding::Same, &[_, _, k]) = (params.padding, weight.shape()) {
+            let ([p], [extra]) = params.padding.resolve([k], [params.dilation]);
+            if extra > 0 && params.stride == 1 {
+                let padded = self.pad(&[0, extra as isize], T::zero())?;
+                let explicit = Conv1dParams {
+                    padding: Padding::Explicit([p]),
+                    ..params
+                };
+                return padded.conv1d(weight, bias, explicit);
+            }
+        }
         let (x, w) = (self.value(), weight.value());
         let b = bias.map(Var::value);
         let value = x.conv1d(&w, b.as_ref(), params)?;

@@ -5,9 +5,7 @@ use std::path::Path;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
 use strata_autograd::Var;
-use strata_nn::{
-    Conv2d, ConvConfig, Forward, Linear, MaxPool2d, Module, Padding, StateKind, visit_child,
-};
+use strata_nn::{Conv2d, Conv2dParams, Forward, Linear, MaxPool2d, Module, StateKind, visit_child};
 use strata_tensor::rand::Rng;
 use strata_tensor::rand::rngs::StdRng;
 
@@ -97,9 +95,9 @@ impl Cnn {
                 "the CNN needs even image sizes, channels and classes, got {config:?}"
             )));
         }
-        let conv = ConvConfig::default().padding(Padding::Explicit([1, 1]));
+        let conv = Conv2dParams::default().padding(1);
         Ok(Cnn {
-            conv1: Conv2d::with_config(config.in_channels, 32, [3, 3], conv, rng)?,
+            conv1: Conv2d::with_params(config.in_channels, 32, [3, 3], conv, true, rng)?,
             fc1: Linear::new(32 * (h / 2) * (w / 2), 128, true, rng),
             fc2: Linear::new(128, config.classes, true, rng),
             config,

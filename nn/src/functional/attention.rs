@@ -13,7 +13,7 @@ use crate::error::{config_error, input_error};
 /// A boolean mask is held as a tensor of `T` whose nonzero elements are `true`. **What
 /// `true` means depends on the API, exactly as in PyTorch:** for
 /// [`scaled_dot_product_attention`] `true` means the key *takes part* in the attention;
-/// for [`MultiheadAttention`] (and the transformer layers) `true` means the key is *not
+/// for [`MultiheadAttention`](crate::MultiheadAttention) (and the transformer layers) `true` means the key is *not
 /// allowed* (masked out). An additive mask is added to the attention scores in both
 /// (`-inf` masks a key out, `0` leaves it alone).
 ///

@@ -2,139 +2,59 @@
 
 use strata_autograd::Var;
 use strata_tensor::rand::Rng;
-use strata_tensor::{Conv1dParams, Conv2dParams, Element};
+use strata_tensor::{Conv1dParams, Conv2dParams, Element, Padding};
 
 use crate::error::{config_error, input_error};
 use crate::init::default_layer_init;
 use crate::{Forward, Module, Result, StateKind};
 
-/// Zero padding of a convolution, like the `padding` argument of `nn.Conv2d`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Padding {
-    /// The same padding on both sides of each spatial dimension, (height, width) for
-    /// Conv2d (Conv1d uses the second entry).
-    Explicit([usize; 2]),
-    /// No padding (`padding="valid"`).
-    Valid,
-    /// Enough padding that the output has the input's size (`padding="same"`, stride 1
-    /// only); an odd total puts the extra zero at the end, as PyTorch does.
-    Same,
-}
-
-/// The settings of a convolution layer besides its channel counts and kernel; the
-/// defaults are PyTorch's (stride 1, no padding, dilation 1, one group, with bias).
-///
-/// ```
-/// use strata_nn::{ConvConfig, Padding};
-/// let c = ConvConfig::default().stride(2).padding(Padding::Explicit([1, 1]));
-/// assert_eq!(c.stride, [2, 2]);
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConvConfig {
-    /// Stride, (height, width).
-    pub stride: [usize; 2],
-    /// Padding.
-    pub padding: Padding,
-    /// Dilation, (height, width).
-    pub dilation: [usize; 2],
-    /// Groups.
-    pub groups: usize,
-    /// Whether the layer has a bias.
-    pub bias: bool,
-}
-
-impl Default for ConvConfig {
-    fn default() -> Self {
-        ConvConfig {
-            stride: [1, 1],
-            padding: Padding::Explicit([0, 0]),
-            dilation: [1, 1],
-            groups: 1,
-            bias: true,
-        }
-    }
-}
-
-impl ConvConfig {
-    /// The same stride in every dimension.
-    pub fn stride(mut self, s: usize) -> Self {
-        self.stride = [s, s];
-        self
-    }
-    /// The padding.
-    pub fn padding(mut self, p: Padding) -> Self {
-        self.padding = p;
-        self
-    }
-    /// The same dilation in every dimension.
-    pub fn dilation(mut self, d: usize) -> Self {
-        self.dilation = [d, d];
-        self
-    }
-    /// The number of groups.
-    pub fn groups(mut self, g: usize) -> Self {
-        self.groups = g;
-        self
-    }
-    /// With or without bias.
-    pub fn bias(mut self, b: bool) -> Self {
-        self.bias = b;
-        self
-    }
-}
-
-/// Checks channel counts, groups and the config, as `nn.Conv2d.__init__` does.
+/// Checks channel counts, groups and the settings, as `nn.Conv2d.__init__` does.
 fn check_config(
     layer: &'static str,
-    cin: usize,
-    cout: usize,
+    (cin, cout): (usize, usize),
     kernel: &[usize],
-    c: &ConvConfig,
+    (stride, dilation, groups): (&[usize], &[usize], usize),
+    same: bool,
 ) -> Result<()> {
     let fail = |msg: String| Err(config_error(layer, msg));
-    if c.groups == 0 {
+    if groups == 0 {
         return fail("groups must be a positive integer".into());
     }
-    if !cin.is_multiple_of(c.groups) || !cout.is_multiple_of(c.groups) {
+    if !cin.is_multiple_of(groups) || !cout.is_multiple_of(groups) {
         return fail(format!(
-            "in_channels ({cin}) and out_channels ({cout}) must be divisible by groups ({})",
-            c.groups
+            "in_channels ({cin}) and out_channels ({cout}) must be divisible by groups ({groups})"
         ));
     }
-    if kernel.contains(&0) || c.stride.contains(&0) || c.dilation.contains(&0) {
+    if kernel.contains(&0) || stride.contains(&0) || dilation.contains(&0) {
         return fail(format!(
-            "kernel {kernel:?}, stride {:?} and dilation {:?} must be positive",
-            c.stride, c.dilation
+            "kernel {kernel:?}, stride {stride:?} and dilation {dilation:?} must be positive"
         ));
     }
-    if c.padding == Padding::Same && c.stride.iter().any(|&s| s != 1) {
+    if same && stride.iter().any(|&s| s != 1) {
         return fail("padding=\"same\" is not supported for strided convolutions".into());
     }
     Ok(())
 }
 
-/// The symmetric padding of a spatial dimension, and the extra zeros at its end that
-/// `Same` needs when the total is odd.
-fn resolve_padding(p: Padding, axis: usize, kernel: usize, dilation: usize) -> (usize, usize) {
-    match p {
-        Padding::Explicit(pads) => (pads[axis], 0),
-        Padding::Valid => (0, 0),
-        Padding::Same => {
-            let total = dilation * (kernel - 1);
-            (total / 2, total - 2 * (total / 2))
-        }
-    }
-}
-
 /// A 2-d convolution layer, like `nn.Conv2d(in, out, kernel_size, stride, padding,
 /// dilation, groups, bias)`: weight `[out, in/groups, kh, kw]`, bias `[out]`, initialised
-/// as PyTorch does (uniform in `±1/√fan_in`). Input `[N, C, H, W]` or `[C, H, W]`.
+/// as PyTorch does (uniform in `±1/√fan_in`). Input `[N, C, H, W]` or `[C, H, W]`. Its
+/// settings are the kernel's own [`Conv2dParams`].
+///
+/// ```
+/// use strata_nn::{Conv2d, Conv2dParams, Padding};
+/// let mut rng = strata_tensor::seeded_rng(0);
+/// let params = Conv2dParams::default().stride(2).padding(1);
+/// let conv = Conv2d::<f32>::with_params(3, 8, [3, 3], params, true, &mut rng)?;
+/// assert_eq!(conv.params().padding, Padding::Explicit([1, 1]));
+/// # Ok::<(), strata_nn::NnError>(())
+/// ```
 pub struct Conv2d<T: Element = f32> {
     /// `[out_channels, in_channels / groups, kh, kw]`.
     pub weight: Var<T>,
     /// `[out_channels]`, when the layer has a bias.
     pub bias: Option<Var<T>>,
-    config: ConvConfig,
+    params: Conv2dParams,
     in_channels: usize,
 }
 
@@ -142,53 +62,63 @@ impl<T: Element> Conv2d<T> {
     /// A square `kernel` with the default config (`nn.Conv2d(in, out, kernel)`).
     ///
     /// # Errors
-    /// As [`with_config`](Conv2d::with_config).
+    /// As [`with_params`](Conv2d::with_params).
     pub fn new<R: Rng + ?Sized>(
         in_channels: usize,
         out_channels: usize,
         kernel: usize,
         rng: &mut R,
     ) -> Result<Self> {
-        Self::with_config(
+        Self::with_params(
             in_channels,
             out_channels,
             [kernel, kernel],
-            ConvConfig::default(),
+            Conv2dParams::default(),
+            true,
             rng,
         )
     }
 
-    /// A layer with a (height, width) kernel and the given config.
+    /// A layer with a (height, width) kernel, the given settings, and a bias when `bias`.
     ///
     /// # Errors
     /// [`NnError::Config`](crate::NnError::Config) when the channels are not divisible by
     /// the groups, a size is zero, or `Same` padding meets a stride above 1.
-    pub fn with_config<R: Rng + ?Sized>(
+    pub fn with_params<R: Rng + ?Sized>(
         in_channels: usize,
         out_channels: usize,
         kernel: [usize; 2],
-        config: ConvConfig,
+        params: Conv2dParams,
+        bias: bool,
         rng: &mut R,
     ) -> Result<Self> {
-        check_config("Conv2d", in_channels, out_channels, &kernel, &config)?;
+        let settings = (&params.stride[..], &params.dilation[..], params.groups);
+        let same = params.padding == Padding::Same;
+        check_config(
+            "Conv2d",
+            (in_channels, out_channels),
+            &kernel,
+            settings,
+            same,
+        )?;
         let shape = [
             out_channels,
-            in_channels / config.groups,
+            in_channels / params.groups,
             kernel[0],
             kernel[1],
         ];
-        let (weight, bias) = default_layer_init(&shape, config.bias, rng);
+        let (weight, bias) = default_layer_init(&shape, bias, rng);
         Ok(Conv2d {
             weight,
             bias,
-            config,
+            params,
             in_channels,
         })
     }
 
-    /// The config.
-    pub fn config(&self) -> ConvConfig {
-        self.config
+    /// The settings.
+    pub fn params(&self) -> Conv2dParams {
+        self.params
     }
 }
 
@@ -218,34 +148,19 @@ impl<T: Element> Forward<T> for Conv2d<T> {
                 ),
             ));
         }
-        let k = &self.weight.shape()[2..];
-        let c = &self.config;
-        let (ph, eh) = resolve_padding(c.padding, 0, k[0], c.dilation[0]);
-        let (pw, ew) = resolve_padding(c.padding, 1, k[1], c.dilation[1]);
-        let x = if eh + ew > 0 {
-            x.pad(&[0, ew as isize, 0, eh as isize], T::zero())?
-        } else {
-            x.clone()
-        };
-        let params = Conv2dParams {
-            stride: c.stride,
-            padding: [ph, pw],
-            dilation: c.dilation,
-            groups: c.groups,
-        };
-        Ok(x.conv2d(&self.weight, self.bias.as_ref(), params)?)
+        Ok(x.conv2d(&self.weight, self.bias.as_ref(), self.params)?)
     }
 }
 
 /// A 1-d convolution layer, like `nn.Conv1d(in, out, kernel_size, ...)`: weight
-/// `[out, in/groups, k]`, bias `[out]`. Input `[N, C, L]` or `[C, L]`. The config's
-/// second entries (`stride[1]`, `dilation[1]`, `Explicit([_, p])`) apply.
+/// `[out, in/groups, k]`, bias `[out]`. Input `[N, C, L]` or `[C, L]`. Its settings are
+/// the kernel's own [`Conv1dParams`].
 pub struct Conv1d<T: Element = f32> {
     /// `[out_channels, in_channels / groups, k]`.
     pub weight: Var<T>,
     /// `[out_channels]`, when the layer has a bias.
     pub bias: Option<Var<T>>,
-    config: ConvConfig,
+    params: Conv1dParams,
     in_channels: usize,
 }
 
@@ -253,45 +168,57 @@ impl<T: Element> Conv1d<T> {
     /// The default config (`nn.Conv1d(in, out, kernel)`).
     ///
     /// # Errors
-    /// As [`with_config`](Conv1d::with_config).
+    /// As [`with_params`](Conv1d::with_params).
     pub fn new<R: Rng + ?Sized>(
         in_channels: usize,
         out_channels: usize,
         kernel: usize,
         rng: &mut R,
     ) -> Result<Self> {
-        Self::with_config(
+        Self::with_params(
             in_channels,
             out_channels,
             kernel,
-            ConvConfig::default(),
+            Conv1dParams::default(),
+            true,
             rng,
         )
     }
 
-    /// A layer with the given config (`ConvConfig::stride(s)` etc. set both entries).
+    /// A layer with the given settings, and a bias when `bias`.
     ///
     /// # Errors
-    /// As [`Conv2d::with_config`].
-    pub fn with_config<R: Rng + ?Sized>(
+    /// As [`Conv2d::with_params`].
+    pub fn with_params<R: Rng + ?Sized>(
         in_channels: usize,
         out_channels: usize,
         kernel: usize,
-        config: ConvConfig,
+        params: Conv1dParams,
+        bias: bool,
         rng: &mut R,
     ) -> Result<Self> {
-        let mut config = config;
-        config.stride[0] = 1;
-        config.dilation[0] = 1;
-        check_config("Conv1d", in_channels, out_channels, &[kernel], &config)?;
-        let shape = [out_channels, in_channels / config.groups, kernel];
-        let (weight, bias) = default_layer_init(&shape, config.bias, rng);
+        let settings = (&[params.stride][..], &[params.dilation][..], params.groups);
+        let same = params.padding == Padding::Same;
+        check_config(
+            "Conv1d",
+            (in_channels, out_channels),
+            &[kernel],
+            settings,
+            same,
+        )?;
+        let shape = [out_channels, in_channels / params.groups, kernel];
+        let (weight, bias) = default_layer_init(&shape, bias, rng);
         Ok(Conv1d {
             weight,
             bias,
-            config,
+            params,
             in_channels,
         })
+    }
+
+    /// The settings.
+    pub fn params(&self) -> Conv1dParams {
+        self.params
     }
 }
 
@@ -321,20 +248,6 @@ impl<T: Element> Forward<T> for Conv1d<T> {
                 ),
             ));
         }
-        let c = &self.config;
-        let k = self.weight.shape()[2];
-        let (p, extra) = resolve_padding(c.padding, 1, k, c.dilation[1]);
-        let x = if extra > 0 {
-            x.pad(&[0, extra as isize], T::zero())?
-        } else {
-            x.clone()
-        };
-        let params = Conv1dParams {
-            stride: c.stride[1],
-            padding: p,
-            dilation: c.dilation[1],
-            groups: c.groups,
-        };
-        Ok(x.conv1d(&self.weight, self.bias.as_ref(), params)?)
+        Ok(x.conv1d(&self.weight, self.bias.as_ref(), self.params)?)
     }
 }

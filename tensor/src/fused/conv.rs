@@ -16,20 +16,65 @@ use crate::engine::par;
 use crate::handle::storage::{alloc, alloc_zeroed};
 use crate::{Element, Result, Tensor, TensorError};
 
-/// Settings of a 2-d convolution; the defaults are PyTorch's (stride 1, no padding,
-/// dilation 1, one group).
+/// Zero padding of a convolution over `D` spatial dimensions, like the `padding` argument
+/// of `nn.Conv2d`: explicit sizes (the same on both sides of a dimension), `"valid"` (none)
+/// or `"same"` (an output of the input's size, stride 1 only; an odd total puts the extra
+/// zero at the end, as PyTorch does). A number or an array converts into `Explicit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Padding<const D: usize> {
+    /// Zeros on both sides of each spatial dimension.
+    Explicit([usize; D]),
+    /// No padding (`padding="valid"`).
+    Valid,
+    /// Enough padding that the output has the input's size (`padding="same"`).
+    Same,
+}
+
+impl<const D: usize> From<usize> for Padding<D> {
+    fn from(p: usize) -> Self {
+        Padding::Explicit([p; D])
+    }
+}
+
+impl<const D: usize> From<[usize; D]> for Padding<D> {
+    fn from(p: [usize; D]) -> Self {
+        Padding::Explicit(p)
+    }
+}
+
+impl<const D: usize> Padding<D> {
+    /// The symmetric padding of each dimension and the extra zeros at its end (only `Same`
+    /// with an odd total has any), for a kernel of `kernel` taps `dilation` apart.
+    pub fn resolve(self, kernel: [usize; D], dilation: [usize; D]) -> ([usize; D], [usize; D]) {
+        match self {
+            Padding::Explicit(p) => (p, [0; D]),
+            Padding::Valid => ([0; D], [0; D]),
+            Padding::Same => {
+                let total: [usize; D] = std::array::from_fn(|i| {
+                    dilation[i].saturating_mul(kernel[i].saturating_sub(1))
+                });
+                (total.map(|t| t / 2), total.map(|t| t % 2))
+            }
+        }
+    }
+}
+
+/// The settings of a 2-d convolution, used from the `Conv2d` layer down to the kernel; the
+/// defaults are PyTorch's (stride 1, no padding, dilation 1, one group).
 ///
 /// ```
-/// use strata_tensor::Conv2dParams;
+/// use strata_tensor::{Conv2dParams, Padding};
 /// let p = Conv2dParams::default().stride(2).padding(1);
-/// assert_eq!(p.stride, [2, 2]);
+/// assert_eq!((p.stride, p.padding), ([2, 2], Padding::Explicit([1, 1])));
+/// let same = Conv2dParams::default().padding(Padding::Same);
+/// # let _ = same;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2dParams {
     /// Step between kernel applications, (height, width).
     pub stride: [usize; 2],
-    /// Zeros added on both sides, (height, width).
-    pub padding: [usize; 2],
+    /// Zero padding, (height, width).
+    pub padding: Padding<2>,
     /// Spacing between kernel taps, (height, width).
     pub dilation: [usize; 2],
     /// Number of groups: input and output channels are split into this many independent
@@ -41,7 +86,7 @@ impl Default for Conv2dParams {
     fn default() -> Self {
         Conv2dParams {
             stride: [1, 1],
-            padding: [0, 0],
+            padding: Padding::Explicit([0, 0]),
             dilation: [1, 1],
             groups: 1,
         }
@@ -54,9 +99,9 @@ impl Conv2dParams {
         self.stride = [s, s];
         self
     }
-    /// The same padding in both dimensions.
-    pub fn padding(mut self, p: usize) -> Self {
-        self.padding = [p, p];
+    /// The padding: a number (both dimensions), `[h, w]`, or [`Padding::Same`]/`Valid`.
+    pub fn padding(mut self, p: impl Into<Padding<2>>) -> Self {
+        self.padding = p.into();
         self
     }
     /// The same dilation in both dimensions.
@@ -69,15 +114,28 @@ impl Conv2dParams {
         self.groups = g;
         self
     }
+    /// These settings with `Same`/`Valid` padding made explicit for a `kernel`
+    /// (height, width), and the extra zeros `Same` needs at the end of each dimension.
+    pub fn resolve(self, kernel: [usize; 2]) -> (Self, [usize; 2]) {
+        let (pad, extra) = self.padding.resolve(kernel, self.dilation);
+        (
+            Conv2dParams {
+                padding: Padding::Explicit(pad),
+                ..self
+            },
+            extra,
+        )
+    }
 }
 
-/// Settings of a 1-d convolution; the defaults are PyTorch's.
+/// The settings of a 1-d convolution, used from the `Conv1d` layer down to the kernel; the
+/// defaults are PyTorch's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv1dParams {
     /// Step between kernel applications.
     pub stride: usize,
-    /// Zeros added on both sides.
-    pub padding: usize,
+    /// Zero padding.
+    pub padding: Padding<1>,
     /// Spacing between kernel taps.
     pub dilation: usize,
     /// Number of groups.
@@ -88,7 +146,7 @@ impl Default for Conv1dParams {
     fn default() -> Self {
         Conv1dParams {
             stride: 1,
-            padding: 0,
+            padding: Padding::Explicit([0]),
             dilation: 1,
             groups: 1,
         }
@@ -96,10 +154,35 @@ impl Default for Conv1dParams {
 }
 
 impl Conv1dParams {
-    fn to_2d(self) -> Conv2dParams {
+    /// The stride.
+    pub fn stride(mut self, s: usize) -> Self {
+        self.stride = s;
+        self
+    }
+    /// The padding: a number, or [`Padding::Same`]/`Valid`.
+    pub fn padding(mut self, p: impl Into<Padding<1>>) -> Self {
+        self.padding = p.into();
+        self
+    }
+    /// The dilation.
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = d;
+        self
+    }
+    /// The number of groups.
+    pub fn groups(mut self, g: usize) -> Self {
+        self.groups = g;
+        self
+    }
+    /// The same convolution as a 2-d one over a height of 1.
+    pub fn to_2d(self) -> Conv2dParams {
         Conv2dParams {
             stride: [1, self.stride],
-            padding: [0, self.padding],
+            padding: match self.padding {
+                Padding::Explicit([p]) => Padding::Explicit([0, p]),
+                Padding::Valid => Padding::Valid,
+                Padding::Same => Padding::Same,
+            },
             dilation: [1, self.dilation],
             groups: self.groups,
         }
@@ -119,6 +202,8 @@ struct Geometry {
     oh: usize,
     ow: usize,
     p: Conv2dParams,
+    /// The symmetric padding, (height, width).
+    pad: [usize; 2],
 }
 
 impl Geometry {
@@ -154,9 +239,27 @@ impl Geometry {
                 ),
             ));
         }
+        let (pad, extra) = p.padding.resolve([kh, kw], p.dilation);
+        if extra != [0, 0] {
+            return Err(TensorError::invalid(
+                op,
+                format!(
+                    "padding=\"same\" with kernel {:?} and dilation {:?} needs one more zero at \
+                     the end of a dimension: pad the input first (Var::conv2d and the layers do)",
+                    [kh, kw],
+                    p.dilation
+                ),
+            ));
+        }
+        if p.padding == Padding::Same && p.stride != [1, 1] {
+            return Err(TensorError::invalid(
+                op,
+                "padding=\"same\" is not supported for strided convolutions",
+            ));
+        }
         let out = |size: usize, k: usize, i: usize| -> Option<usize> {
-            let span = p.dilation[i] * (k.max(1) - 1) + 1;
-            let padded = size + 2 * p.padding[i];
+            let span = p.dilation[i].checked_mul(k.max(1) - 1)?.checked_add(1)?;
+            let padded = pad[i].checked_mul(2)?.checked_add(size)?;
             (k > 0 && padded >= span).then(|| (padded - span) / p.stride[i] + 1)
         };
         match (out(h, kh, 0), out(w, kw, 1)) {
@@ -171,6 +274,7 @@ impl Geometry {
                 oh,
                 ow,
                 p,
+                pad,
             }),
             _ => Err(TensorError::shape(
                 op,
@@ -179,7 +283,7 @@ impl Geometry {
                      (padding {:?})",
                     [kh, kw],
                     p.dilation,
-                    p.padding
+                    pad
                 ),
             )),
         }
@@ -200,12 +304,12 @@ impl Geometry {
     }
     /// 1×1 kernel, stride 1, no padding: the input plane is the im2col matrix.
     fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.p.stride == [1, 1] && self.p.padding == [0, 0]
+        self.kh == 1 && self.kw == 1 && self.p.stride == [1, 1] && self.pad == [0, 0]
     }
     /// For kernel column `j`: the range of output columns whose input column is inside the
     /// image, and the input column of output column 0.
     fn valid_cols(&self, j: usize) -> (usize, usize, isize) {
-        let (s, d, pad) = (self.p.stride[1], self.p.dilation[1], self.p.padding[1]);
+        let (s, d, pad) = (self.p.stride[1], self.p.dilation[1], self.pad[1]);
         let shift = (j * d) as isize - pad as isize; // iw = ow * s + shift
         let lo = if shift >= 0 {
             0
@@ -225,7 +329,7 @@ impl Geometry {
 
 /// Fills `col` ([C/g·kh·kw, Ho·Wo]) from one sample-group plane stack `x` ([C/g, H, W]).
 fn im2col<T: Element>(x: &[T], col: &mut [T], g: &Geometry) {
-    let (s0, d0, p0) = (g.p.stride[0], g.p.dilation[0], g.p.padding[0] as isize);
+    let (s0, d0, p0) = (g.p.stride[0], g.p.dilation[0], g.pad[0] as isize);
     let s1 = g.p.stride[1];
     let ncol = g.col_cols();
     for c in 0..g.cg() {
@@ -264,7 +368,7 @@ fn im2col<T: Element>(x: &[T], col: &mut [T], g: &Geometry) {
 /// Adds `col` ([C/g·kh·kw, Ho·Wo]) back into the planes `dx` ([C/g, H, W]): the adjoint of
 /// [`im2col`].
 fn col2im<T: Element>(col: &[T], dx: &mut [T], g: &Geometry) {
-    let (s0, d0, p0) = (g.p.stride[0], g.p.dilation[0], g.p.padding[0] as isize);
+    let (s0, d0, p0) = (g.p.stride[0], g.p.dilation[0], g.pad[0] as isize);
     let s1 = g.p.stride[1];
     let ncol = g.col_cols();
     for c in 0..g.cg() {
@@ -365,6 +469,18 @@ impl<T: Element> Tensor<T> {
     ) -> Result<Tensor<T>> {
         const OP: &str = "conv2d";
         let (x, unbatched) = batched(self, 4)?;
+        let (x, params) = match weight.shape() {
+            &[_, _, kh, kw] if params.padding == Padding::Same && params.stride == [1, 1] => {
+                let (explicit, [eh, ew]) = params.resolve([kh, kw]);
+                let x = if eh + ew > 0 {
+                    x.pad(&[0, ew as isize, 0, eh as isize], T::zero())?
+                } else {
+                    x
+                };
+                (x, explicit)
+            }
+            _ => (x, params),
+        };
         let g = Geometry::new(OP, x.shape(), weight.shape(), params)?;
         if let Some(b) = bias
             && b.shape() != [g.o]
