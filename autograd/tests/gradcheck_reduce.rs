@@ -42,6 +42,36 @@ proptest! {
         check(|v| Ok(a.apply(&v[0])?.sum_all()), &[a.tensor()])?;
     }
 
+    /// cumsum in any layout and along any dim; its forward against running sums written
+    /// out by hand.
+    #[test]
+    fn cumsum((a, dim, _) in along_dim(smooth, true)) {
+        check(|v| a.apply(&v[0])?.cumsum(dim), &[a.tensor()])?;
+        let x = a.apply(&Var::new(a.tensor()))?;
+        let got = x.cumsum(dim)?.to_vec();
+        let shape = a.shape.clone();
+        let d = resolve(dim, shape.len());
+        let data = a.logical();
+        let want: Vec<f64> = (0..data.len())
+            .map(|flat| {
+                if shape.is_empty() {
+                    return data[0];
+                }
+                let idx = unravel(flat, &shape);
+                (0..=idx[d])
+                    .map(|k| {
+                        let mut j = idx.clone();
+                        j[d] = k;
+                        data[ravel(&j, &shape)]
+                    })
+                    .sum()
+            })
+            .collect();
+        for (g, w) in got.iter().zip(&want) {
+            prop_assert!((g - w).abs() < 1e-12, "cumsum {:?} along {}: {:?} vs {:?}", shape, dim, got, want);
+        }
+    }
+
     #[test]
     fn mean((a, dims, keepdim) in reduction(smooth, true)) {
         check(|v| a.apply(&v[0])?.mean(&dims, keepdim), &[a.tensor()])?;

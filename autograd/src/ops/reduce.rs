@@ -33,6 +33,18 @@ impl<T: Element> Var<T> {
         })
     }
 
+    /// The cumulative sum along `dim`, like `torch.cumsum(x, dim)`; its gradient is the
+    /// cumulative sum of the output gradient from the other end.
+    ///
+    /// # Errors
+    /// As [`Tensor::cumsum`].
+    pub fn cumsum(&self, dim: isize) -> Result<Var<T>> {
+        let value = self.value().cumsum(dim)?;
+        Ok(self.unary_op("cumsum", value, move |g| {
+            Ok(Tensor::cumsum_backward(g, dim)?)
+        }))
+    }
+
     /// The mean over `dims` (all when empty), like `torch.mean(x, dims, keepdim)`.
     ///
     /// # Errors

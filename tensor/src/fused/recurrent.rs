@@ -25,6 +25,28 @@
 //!
 //! The reverse direction of a bidirectional layer walks time backwards inside the kernel;
 //! nothing is flipped or copied.
+//!
+//! # Glossary
+//!
+//! - **L, N, in, H, G**: sequence length, batch size, input features, hidden units, gates
+//!   (1 for RNN, 4 for LSTM `i, f, g, o`, 3 for GRU `r, z, n`); [`RecurrentShape`] holds them.
+//! - **step** `s`: the `s`-th step the walk takes; its **time** `t = time(s, reverse)` is
+//!   the position in the sequence (`L − 1 − s` walking backwards).
+//! - **chunk**: `S` consecutive steps (`chunks`), so that `S·N ≈ 256` rows; the input
+//!   projection (forward) and the weight gradients (backward) run once per chunk.
+//! - **unit block** `b`: the hidden units `u0..u0 + un` a tile owns (`unit_blocks`); the
+//!   weights are packed per block, all gates of a unit side by side (`gate_col`).
+//! - **tile**: one block of a step's work, batch rows `r0..r0 + rn` × units `u0..u0 + un`,
+//!   with its own scratch (`Tile`); tiles of one step are independent.
+//! - **lane**: one task of the walk's scheduler (`walk_tiles`), one per thread; it owns a
+//!   share of the tiles and takes unclaimed ones; lanes run concurrently (`par::lanes`).
+//! - **tile state** in `walk_tiles`: tile `k` is free for step `i` at `2i`, claimed at
+//!   `2i + 1`, done at `2i + 2`; per step and unit block a count of done tiles lets a tile
+//!   of the next step **wait** (`Wait`) for exactly the columns it reads.
+//! - **saved arrays**: activations and cells kept for the backward, stored tile by tile
+//!   (`saved_at`); **packed output**: `[L, N, H]` hidden states, plus `c_n` for the LSTM.
+//! - **panels**: weights packed for the AVX-512 f32 kernel (`panels::StepWeights`),
+//!   `MR × NR` microkernel tiles; faer serves f64 and other CPUs.
 
 mod backward;
 mod forward;

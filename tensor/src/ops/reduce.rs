@@ -150,6 +150,60 @@ impl<T: Element> Tensor<T> {
         self.reduce_with("amin", dims, keepdim, &Extreme::<false>, |a, _| a)
     }
 
+    /// The cumulative sum along `dim`, like `torch.cumsum(x, dim)`: element `i` of the
+    /// output along `dim` is the sum of elements `0..=i` of the input (accumulated in f64,
+    /// as PyTorch's CPU kernel accumulates floats in double).
+    ///
+    /// ```
+    /// use strata_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2])?;
+    /// assert_eq!(x.cumsum(1)?.to_vec(), vec![1.0, 3.0, 3.0, 7.0]);
+    /// assert_eq!(x.cumsum(-2)?.to_vec(), vec![1.0, 2.0, 4.0, 6.0]);
+    /// # Ok::<(), strata_tensor::TensorError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`TensorError::Dim`] for a dim out of range.
+    pub fn cumsum(&self, dim: isize) -> Result<Tensor<T>> {
+        self.scan_sum("cumsum", dim, false)
+    }
+
+    /// The gradient of [`cumsum`](Tensor::cumsum): the cumulative sum of `grad` from the
+    /// end of `dim`.
+    ///
+    /// # Errors
+    /// As [`cumsum`](Tensor::cumsum).
+    #[doc(hidden)]
+    pub fn cumsum_backward(grad: &Tensor<T>, dim: isize) -> Result<Tensor<T>> {
+        grad.scan_sum("cumsum_backward", dim, true)
+    }
+
+    /// Running sums along `dim`, from its start or (`reverse`) from its end.
+    fn scan_sum(&self, op: &'static str, dim: isize, reverse: bool) -> Result<Tensor<T>> {
+        let d = resolve_dim(op, dim, self.shape())?;
+        let x = self.contiguous();
+        let xs = x.as_slice().expect("contiguous");
+        if self.ndim() == 0 {
+            return Ok(x);
+        }
+        let shape = self.shape();
+        let (n, inner) = (shape[d], shape[d + 1..].iter().product::<usize>());
+        let mut out = vec![T::zero(); xs.len()];
+        let mut acc = vec![0.0f64; inner];
+        for (src, dst) in xs.chunks(n * inner).zip(out.chunks_mut(n * inner)) {
+            acc.fill(0.0);
+            for k in 0..n {
+                let i = if reverse { n - 1 - k } else { k };
+                let row = i * inner..(i + 1) * inner;
+                for ((a, &v), o) in acc.iter_mut().zip(&src[row.clone()]).zip(&mut dst[row]) {
+                    *a += v.to_f64();
+                    *o = T::from_f64(*a);
+                }
+            }
+        }
+        Ok(Tensor::from_contiguous(out, shape))
+    }
+
     /// `log(sum(exp(x)))` over `dims`, computed stably (shifted by the maximum), like
     /// `torch.logsumexp`. All `-inf` gives `-inf`; an empty set gives `-inf`.
     ///
