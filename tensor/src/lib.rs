@@ -16,6 +16,15 @@
 //! # Ok::<(), strata_tensor::TensorError>(())
 //! ```
 //!
+//! The source tree shows the layers: `handle/` (the `Tensor` handle, its storage and the
+//! cache of freed buffers, layouts, [`Element`]), `engine/` (the engines every op runs on:
+//! elementwise maps over any layout, reductions, runtime SIMD dispatch, the one strided
+//! GEMM wrapper, and the parallel toolkit whose `Disjoint` type is the only way parallel
+//! tasks share a buffer), `ops/` (the op families; each unary op is declared once, with its
+//! derivative, in [`for_each_unary_op!`]) and `fused/` (convolution, pooling, layer norm,
+//! recurrent and attention kernels with their backward). The backward kernels
+//! (`*_backward`) exist for strata-autograd and are hidden from these docs.
+//!
 //! Ops that can fail on shapes, dimensions or indices return [`Result`] with a
 //! [`TensorError`] naming the op and the shapes. Large ops run on rayon's global pool (its
 //! size follows `RAYON_NUM_THREADS`); small ones stay on the calling thread. Results do not

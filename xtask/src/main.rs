@@ -5,7 +5,7 @@
 //!   `<target>/bench/results.json` (+ `meta.json`), optionally runs the PyTorch side
 //!   (`bench/torch_bench.py`) and prints a comparison table. See [`bench`](mod@bench) for the naming
 //!   convention the benches follow.
-//! - `ci`: what CI runs (fmt, clippy with warnings as errors, release tests), stopping at the
+//! - `ci`: what CI runs (fmt, clippy and docs with warnings as errors, the tests), stopping at the
 //!   first failure.
 //!
 //! Deliberately dependency-light: std and serde_json only, arguments parsed by hand.
@@ -34,7 +34,8 @@ commands:
       STRATA_TORCH_PYTHON (default `python3`) and compare against it.
   ci
       Run what CI runs: cargo fmt --all --check; cargo clippy --workspace --all-targets
-      -- -D warnings; cargo test --workspace --release. Stops at the first failure.
+      -- -D warnings; cargo doc (warnings denied); cargo test --workspace. Stops at the
+      first failure.
   help
       Print this message.
 ";
@@ -152,24 +153,36 @@ fn parse_bench_args(args: &[String]) -> Result<bench::BenchOptions, String> {
     Ok(options)
 }
 
-/// Runs fmt, clippy and the release tests in order, stopping at the first failure.
+/// Runs fmt, clippy, the docs and the tests in order (what `.ci/run` runs), stopping at
+/// the first failure.
 fn ci() -> Result<(), String> {
-    let steps: [&[&str]; 3] = [
-        &["fmt", "--all", "--check"],
-        &[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ],
-        &["test", "--workspace", "--release"],
+    let steps: [(&[&str], Option<(&str, &str)>); 4] = [
+        (&["fmt", "--all", "--check"], None),
+        (
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            None,
+        ),
+        (
+            &["doc", "--workspace", "--no-deps"],
+            Some(("RUSTDOCFLAGS", "-D warnings")),
+        ),
+        (&["test", "--workspace"], None),
     ];
     let root = workspace_root();
-    for step in steps {
+    for (step, env) in steps {
         eprintln!("xtask ci: cargo {}", step.join(" "));
-        let status = cargo()
+        let mut command = cargo();
+        if let Some((key, value)) = env {
+            command.env(key, value);
+        }
+        let status = command
             .args(step)
             .current_dir(&root)
             .status()
