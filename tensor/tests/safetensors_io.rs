@@ -140,127 +140,116 @@ fn f64_tensors_and_counters_round_trip_bit_for_bit() {
     );
 }
 
+/// One dtype's case: its bytes as the safetensors crate writes them, and their values.
+struct Case {
+    name: &'static str,
+    dtype: Dtype,
+    bytes: Vec<u8>,
+    values: Vec<f64>,
+    stored: StoredDType,
+}
+
+fn case<const N: usize>(
+    name: &'static str,
+    (dtype, stored): (Dtype, StoredDType),
+    elements: &[[u8; N]],
+    values: &[f64],
+) -> Case {
+    Case {
+        name,
+        dtype,
+        bytes: elements.concat(),
+        values: values.to_vec(),
+        stored,
+    }
+}
+
 #[test]
 fn every_readable_dtype_decodes_and_says_what_it_was() {
-    // Each dtype's bytes, written by the safetensors crate, and the values they hold.
-    let cases: Vec<(&str, Dtype, Vec<u8>, Vec<f64>, StoredDType)> = vec![
-        // f16 0x3c00 = 1, 0xc000 = -2, 0x0001 = 2^-24.
-        (
+    use StoredDType as S;
+    let cases = [
+        // f16 0x3c00 = 1, 0xc000 = -2, 0x0001 = 2^-24 (the smallest subnormal).
+        case(
             "f16",
-            Dtype::F16,
-            [0x3c00u16, 0xc000, 0x0001]
-                .iter()
-                .flat_map(|h| h.to_le_bytes())
-                .collect(),
-            vec![1.0, -2.0, 2f64.powi(-24)],
-            StoredDType::F16,
+            (Dtype::F16, S::F16),
+            &[0x3c00u16, 0xc000, 0x0001].map(u16::to_le_bytes),
+            &[1.0, -2.0, 2f64.powi(-24)],
         ),
         // bf16 is f32's top half: 0x3f80 = 1.0, 0xc040 = -3.0.
-        (
+        case(
             "bf16",
-            Dtype::BF16,
-            [0x3f80u16, 0xc040]
-                .iter()
-                .flat_map(|h| h.to_le_bytes())
-                .collect(),
-            vec![1.0, -3.0],
-            StoredDType::BF16,
+            (Dtype::BF16, S::BF16),
+            &[0x3f80u16, 0xc040].map(u16::to_le_bytes),
+            &[1.0, -3.0],
         ),
-        (
+        case(
             "f32",
-            Dtype::F32,
-            [0.5f32, -7.25]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-            vec![0.5, -7.25],
-            StoredDType::F32,
+            (Dtype::F32, S::F32),
+            &[0.5f32, -7.25].map(f32::to_le_bytes),
+            &[0.5, -7.25],
         ),
-        (
-            "f64",
-            Dtype::F64,
-            [0.1f64].iter().flat_map(|v| v.to_le_bytes()).collect(),
-            vec![0.1],
-            StoredDType::F64,
-        ),
-        (
+        case("f64", (Dtype::F64, S::F64), &[0.1f64.to_le_bytes()], &[0.1]),
+        case(
             "i8",
-            Dtype::I8,
-            vec![0x80, 0x7f],
-            vec![-128.0, 127.0],
-            StoredDType::I8,
+            (Dtype::I8, S::I8),
+            &[i8::MIN, 127].map(i8::to_le_bytes),
+            &[-128.0, 127.0],
         ),
-        (
+        case(
             "i16",
-            Dtype::I16,
-            [i16::MIN, 3].iter().flat_map(|v| v.to_le_bytes()).collect(),
-            vec![-32768.0, 3.0],
-            StoredDType::I16,
+            (Dtype::I16, S::I16),
+            &[i16::MIN, 3].map(i16::to_le_bytes),
+            &[-32768.0, 3.0],
         ),
-        (
+        case(
             "i32",
-            Dtype::I32,
-            [i32::MIN, 9].iter().flat_map(|v| v.to_le_bytes()).collect(),
-            vec![i32::MIN as f64, 9.0],
-            StoredDType::I32,
+            (Dtype::I32, S::I32),
+            &[i32::MIN, 9].map(i32::to_le_bytes),
+            &[i32::MIN as f64, 9.0],
         ),
-        (
+        case(
             "i64",
-            Dtype::I64,
-            [i64::MIN, 42]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-            vec![i64::MIN as f64, 42.0],
-            StoredDType::I64,
+            (Dtype::I64, S::I64),
+            &[i64::MIN, 42].map(i64::to_le_bytes),
+            &[i64::MIN as f64, 42.0],
         ),
-        (
-            "u8",
-            Dtype::U8,
-            vec![0, 255],
-            vec![0.0, 255.0],
-            StoredDType::U8,
-        ),
-        (
+        case("u8", (Dtype::U8, S::U8), &[[0], [255]], &[0.0, 255.0]),
+        case(
             "u16",
-            Dtype::U16,
-            [u16::MAX].iter().flat_map(|v| v.to_le_bytes()).collect(),
-            vec![65535.0],
-            StoredDType::U16,
+            (Dtype::U16, S::U16),
+            &[u16::MAX.to_le_bytes()],
+            &[65535.0],
         ),
-        (
+        case(
             "u32",
-            Dtype::U32,
-            [u32::MAX].iter().flat_map(|v| v.to_le_bytes()).collect(),
-            vec![u32::MAX as f64],
-            StoredDType::U32,
+            (Dtype::U32, S::U32),
+            &[u32::MAX.to_le_bytes()],
+            &[u32::MAX as f64],
         ),
-        (
+        case(
             "u64",
-            Dtype::U64,
-            [u64::MAX].iter().flat_map(|v| v.to_le_bytes()).collect(),
-            vec![u64::MAX as f64],
-            StoredDType::U64,
+            (Dtype::U64, S::U64),
+            &[u64::MAX.to_le_bytes()],
+            &[u64::MAX as f64],
         ),
     ];
     let views: Vec<(&str, TensorView<'_>)> = cases
         .iter()
-        .map(|(name, dtype, bytes, values, _)| {
-            (
-                *name,
-                TensorView::new(*dtype, vec![values.len()], bytes).unwrap(),
-            )
+        .map(|c| {
+            let view = TensorView::new(c.dtype, vec![c.values.len()], &c.bytes).unwrap();
+            (c.name, view)
         })
         .collect();
     let bytes = safetensors::serialize(views, None).unwrap();
     let file = TensorFile::<f64>::from_bytes(&bytes).unwrap();
     assert_eq!(file.tensors.len(), cases.len());
-    for (name, _, _, values, dtype) in &cases {
-        let t = file.get(name).unwrap();
-        assert_eq!(t.dtype, *dtype, "{name}");
-        assert_eq!(t.dtype.is_integer(), name.starts_with(['i', 'u']), "{name}");
-        assert_eq!(bits(&t.tensor.to_vec()), bits(values), "{name}");
-        assert_eq!(t.dtype.name(), name.to_uppercase());
+    for c in &cases {
+        let t = file.get(c.name).unwrap();
+        assert_eq!(t.dtype, c.stored, "{}", c.name);
+        assert_eq!(t.dtype.name(), c.name.to_uppercase());
+        let integer = c.name.starts_with(['i', 'u']);
+        assert_eq!(t.dtype.is_integer(), integer, "{}", c.name);
+        assert_eq!(bits(&t.tensor.to_vec()), bits(&c.values), "{}", c.name);
     }
 }
 
@@ -454,7 +443,10 @@ fn a_header_that_lies_about_sizes_is_refused() {
         (
             "overlapping tensors",
             raw(
-                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+                concat!(
+                    r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"#,
+                    r#""b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#
+                ),
                 &f32x2,
             ),
         ),
@@ -506,7 +498,10 @@ fn huge_shapes_are_refused_before_anything_is_allocated() {
 fn repeated_names_are_refused() {
     // Two entries named `w` over the same 4 bytes: the safetensors crate keeps the last
     // and reads an I32 where the first said F32, a silently wrong result.
-    let header = r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}}"#;
+    let header = concat!(
+        r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"#,
+        r#""w":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}}"#
+    );
     let bytes = raw(header, &1.5f32.to_le_bytes());
     assert!(safetensors::SafeTensors::deserialize(&bytes).is_ok());
     let kind = kind_of(TensorFile::<f32>::from_bytes(&bytes));
@@ -541,7 +536,10 @@ fn unsupported_dtypes_are_named() {
     );
     let kind = kind_of(TensorFile::<f32>::from_bytes(&bytes));
     assert!(
-        matches!(&kind, Kind::UnsupportedDType { name, dtype } if name == "mask" && dtype == "BOOL"),
+        matches!(
+            &kind,
+            Kind::UnsupportedDType { name, dtype } if name == "mask" && dtype == "BOOL"
+        ),
         "{kind}"
     );
 }

@@ -94,7 +94,10 @@ pub enum SafetensorsErrorKind {
         name: String,
     },
     /// A tensor whose shape does not fit its data: the element or byte count overflows,
-    /// or differs from the number of bytes stored.
+    /// or differs from the number of bytes stored. The codec checks this itself, after the
+    /// `safetensors` crate has checked the same (and reported it as
+    /// [`Header`](SafetensorsErrorKind::Header)): a second line, should the crate's check
+    /// ever change.
     #[error("tensor {name:?}: shape {shape:?} of {dtype} does not fit its {bytes} bytes")]
     Size {
         /// The tensor.

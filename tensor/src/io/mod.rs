@@ -18,7 +18,7 @@
 //!   the previous file is left as it was. The metadata is written sorted by key and the
 //!   tensors ordered as the `safetensors` crate orders them (dtype, then name), so equal
 //!   contents give byte-identical files, and files without metadata are byte-identical to
-//!   `safetensors.torch.save_file`'s.
+//!   the crate's own (which `safetensors.torch.save_file` calls).
 //!
 //! ```
 //! use strata_tensor::Tensor;

@@ -259,7 +259,8 @@ impl<T: Element> TensorFile<T> {
     /// [`Header`](Kind::Header) for a malformed header or one whose sizes and offsets do
     /// not agree with the data, [`DuplicateName`](Kind::DuplicateName) and
     /// [`DuplicateMetadataKey`](Kind::DuplicateMetadataKey) for a repeated name,
-    /// [`Size`](Kind::Size) for a shape that does not fit its bytes,
+    /// [`Size`](Kind::Size) for a shape that does not fit its bytes (the codec's own
+    /// check, after the `safetensors` crate's, which reports such shapes as `Header`),
     /// [`UnsupportedDType`](Kind::UnsupportedDType), and [`Overflow`](Kind::Overflow) for a
     /// finite value beyond `T`'s range.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SafetensorsError> {
