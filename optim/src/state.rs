@@ -1,11 +1,11 @@
-//! [`OptimizerState`]: an optimizer's state dict, and its safetensors file.
+//! [`OptimizerState`]: an optimizer's state dict, and its safetensors file (through
+//! strata-tensor's codec, [`strata_tensor::io`]).
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, View};
-use strata_tensor::{DType, Element, Tensor};
+use strata_tensor::io::{FileTensor, StoredDType, TensorFile};
+use strata_tensor::{Element, Tensor};
 
 use crate::{OptimError, Result};
 
@@ -35,44 +35,54 @@ impl<T: Element> OptimizerState<T> {
         self.tensors.iter().find(|(k, _)| k == key).map(|(_, t)| t)
     }
 
-    /// Writes a safetensors file: the tensors in `T`'s dtype (exactly, so a resumed run
-    /// continues bit for bit), everything else in the file's metadata.
+    /// Writes a safetensors file: the state tensors in `T`'s dtype (exactly, so a resumed
+    /// run continues bit for bit), the step counts (`state.{index}.step`) as int64,
+    /// everything else in the file's metadata, sorted by key. The write is atomic (a new
+    /// file renamed over `path`), and equal states give byte-identical files.
     ///
     /// # Errors
-    /// [`OptimError::File`] when the file cannot be written.
+    /// [`OptimError::File`] when the file cannot be written, or a step count is not an
+    /// integer.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut meta = HashMap::new();
-        meta.insert("optimizer".to_string(), self.optimizer.clone());
-        meta.insert("group_lrs".to_string(), join(&self.group_lrs));
-        meta.insert(
+        let mut metadata = BTreeMap::new();
+        metadata.insert("optimizer".to_string(), self.optimizer.clone());
+        metadata.insert("group_lrs".to_string(), join(&self.group_lrs));
+        metadata.insert(
             "group_weight_decays".to_string(),
             join(&self.group_weight_decays),
         );
         let sizes: Vec<f64> = self.group_sizes.iter().map(|&s| s as f64).collect();
-        meta.insert("group_sizes".to_string(), join(&sizes));
+        metadata.insert("group_sizes".to_string(), join(&sizes));
         for (k, v) in &self.hyper {
-            meta.insert(format!("hyper.{k}"), format!("{v:?}"));
+            metadata.insert(format!("hyper.{k}"), format!("{v:?}"));
         }
-        let raws: Vec<(&str, Raw)> = self
+        let tensors = self
             .tensors
             .iter()
-            .map(|(k, t)| (k.as_str(), Raw::new(t)))
+            .map(|(k, t)| {
+                if is_step(k) {
+                    FileTensor::counter(k.as_str(), t.clone())
+                } else {
+                    FileTensor::new(k.as_str(), t.clone())
+                }
+            })
             .collect();
-        safetensors::serialize_to_file(raws, Some(meta), path)
-            .map_err(|e| file_error(path, e.to_string()))
+        TensorFile { tensors, metadata }
+            .write(path)
+            .map_err(|e| file_error(path, e.kind.to_string()))
     }
 
-    /// Reads a file written by [`save`](OptimizerState::save).
+    /// Reads a file written by [`save`](OptimizerState::save), or by strata before step
+    /// counts were stored as integers (they were stored in `T`'s dtype).
     ///
     /// # Errors
-    /// [`OptimError::File`] for an unreadable file, a dtype other than `T`'s, or missing
-    /// metadata.
+    /// [`OptimError::File`] for an unreadable or malformed file (see
+    /// [`TensorFile::read`]), a state tensor whose dtype is not `T`'s (a step count may
+    /// also be an integer), or metadata that is missing, unparsable, or whose group lists
+    /// differ in length.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| file_error(path, e.to_string()))?;
-        let (_, metadata) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| file_error(path, e.to_string()))?;
-        let file = SafeTensors::deserialize(&bytes).map_err(|e| file_error(path, e.to_string()))?;
-        let meta = metadata.metadata().clone().unwrap_or_default();
+        let file = TensorFile::<T>::read(path).map_err(|e| file_error(path, e.kind.to_string()))?;
+        let meta = &file.metadata;
         let field = |k: &str| {
             meta.get(k)
                 .cloned()
@@ -82,7 +92,7 @@ impl<T: Element> OptimizerState<T> {
             split(&field(k)?).ok_or_else(|| file_error(path, format!("bad {k}")))
         };
         let mut hyper = BTreeMap::new();
-        for (k, v) in &meta {
+        for (k, v) in meta {
             if let Some(name) = k.strip_prefix("hyper.") {
                 let v = v
                     .parse()
@@ -90,45 +100,59 @@ impl<T: Element> OptimizerState<T> {
                 hyper.insert(name.to_string(), v);
             }
         }
-        let mut names: Vec<String> = file.names().into_iter().map(String::from).collect();
-        names.sort();
-        let mut tensors = Vec::with_capacity(names.len());
-        for name in names {
-            let view = file
-                .tensor(&name)
-                .map_err(|e| file_error(path, e.to_string()))?;
-            let values: Vec<T> = match (view.dtype(), T::DTYPE) {
-                (Dtype::F32, DType::F32) => view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| T::from_f64(f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64))
-                    .collect(),
-                (Dtype::F64, DType::F64) => view
-                    .data()
-                    .chunks_exact(8)
-                    .map(|b| T::from_f64(f64::from_le_bytes(b.try_into().expect("8 bytes"))))
-                    .collect(),
-                (d, _) => {
-                    return Err(file_error(
-                        path,
-                        format!("{name} has dtype {d:?}, expected {:?}", T::DTYPE),
-                    ));
-                }
-            };
-            tensors.push((name, Tensor::from_vec(values, view.shape())?));
+        let own = StoredDType::of(T::DTYPE);
+        let mut tensors = Vec::with_capacity(file.tensors.len());
+        for FileTensor {
+            name,
+            tensor,
+            dtype,
+        } in file.tensors
+        {
+            if dtype != own && !(is_step(&name) && dtype.is_integer()) {
+                return Err(file_error(
+                    path,
+                    format!("{name} has dtype {dtype}, expected {own}"),
+                ));
+            }
+            tensors.push((name, tensor));
+        }
+        let group_lrs = numbers("group_lrs")?;
+        let group_weight_decays = numbers("group_weight_decays")?;
+        let group_sizes = numbers("group_sizes")?
+            .into_iter()
+            .map(count)
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| file_error(path, "bad group_sizes: not counts".to_string()))?;
+        if group_lrs.len() != group_sizes.len() || group_weight_decays.len() != group_sizes.len() {
+            return Err(file_error(
+                path,
+                format!(
+                    "the metadata lists {} learning rates and {} weight decays for {} groups",
+                    group_lrs.len(),
+                    group_weight_decays.len(),
+                    group_sizes.len()
+                ),
+            ));
         }
         Ok(OptimizerState {
             optimizer: field("optimizer")?,
-            group_lrs: numbers("group_lrs")?,
-            group_weight_decays: numbers("group_weight_decays")?,
-            group_sizes: numbers("group_sizes")?
-                .into_iter()
-                .map(|v| v as usize)
-                .collect(),
+            group_lrs,
+            group_weight_decays,
+            group_sizes,
             hyper,
             tensors,
         })
     }
+}
+
+/// Whether `key` is a step count (`state.{index}.step`), saved as int64.
+fn is_step(key: &str) -> bool {
+    key.starts_with("state.") && key.ends_with(".step")
+}
+
+/// `v` as a count, when it is a whole number f64 represents exactly (below 2^53).
+fn count(v: f64) -> Option<usize> {
+    (v.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&v)).then_some(v as usize)
 }
 
 fn file_error(path: &Path, msg: String) -> OptimError {
@@ -154,50 +178,143 @@ fn split(text: &str) -> Option<Vec<f64>> {
     text.split(',').map(|v| v.parse().ok()).collect()
 }
 
-struct Raw {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Raw {
-    fn new<T: Element>(t: &Tensor<T>) -> Raw {
-        let values = t.to_vec();
-        let (dtype, bytes) = match T::DTYPE {
-            DType::F32 => (
-                Dtype::F32,
-                values
-                    .iter()
-                    .flat_map(|v| (Element::to_f64(*v) as f32).to_le_bytes())
-                    .collect(),
-            ),
-            DType::F64 => (
-                Dtype::F64,
-                values
-                    .iter()
-                    .flat_map(|v| Element::to_f64(*v).to_le_bytes())
-                    .collect(),
-            ),
-        };
-        Raw {
-            dtype,
-            shape: t.shape().to_vec(),
-            bytes,
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("strata-optim-state-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn adam_state<T: Element>(step: f64) -> OptimizerState<T> {
+        let v = |x: &[f64]| Tensor::from_vec(x.iter().map(|&x| T::from_f64(x)).collect(), &[2]);
+        OptimizerState {
+            optimizer: "Adam".to_string(),
+            group_lrs: vec![1e-3, 0.1],
+            group_weight_decays: vec![0.0, 1e-2],
+            group_sizes: vec![1, 0],
+            hyper: [
+                ("beta1", 0.9),
+                ("beta2", 0.999),
+                ("eps", 1e-8),
+                ("amsgrad", 0.0),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            tensors: vec![
+                (
+                    "state.0.step".to_string(),
+                    Tensor::scalar(T::from_f64(step)),
+                ),
+                ("state.0.exp_avg".to_string(), v(&[0.25, -1.5]).unwrap()),
+                ("state.0.exp_avg_sq".to_string(), v(&[1e-9, 3.0]).unwrap()),
+            ],
         }
     }
-}
 
-impl View for Raw {
-    fn dtype(&self) -> Dtype {
-        self.dtype
+    #[test]
+    fn equal_states_give_byte_identical_files() {
+        // The metadata used to be a HashMap, written in a different order on every run.
+        let dir = scratch("identical");
+        let (a, b) = (dir.join("a.safetensors"), dir.join("b.safetensors"));
+        adam_state::<f32>(7.0).save(&a).unwrap();
+        let mut reordered = adam_state::<f32>(7.0);
+        reordered.tensors.reverse();
+        reordered.save(&b).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+        std::fs::remove_dir_all(dir).unwrap();
     }
-    fn shape(&self) -> &[usize] {
-        &self.shape
+
+    #[test]
+    fn the_step_is_stored_as_int64_and_loads_back_exactly() {
+        // 2^40 + 1 needs 41 bits: exact in f64 and int64, not in f32.
+        let dir = scratch("step");
+        let path = dir.join("opt.safetensors");
+        let step = 1_099_511_627_777.0;
+        adam_state::<f64>(step).save(&path).unwrap();
+        let file = TensorFile::<f64>::read(&path).unwrap();
+        let dtype = |k: &str| file.get(k).unwrap().dtype;
+        assert_eq!(dtype("state.0.step"), StoredDType::I64);
+        assert_eq!(dtype("state.0.exp_avg"), StoredDType::F64);
+        let back = OptimizerState::<f64>::load(&path).unwrap();
+        assert_eq!(back.get("state.0.step").unwrap().to_vec(), [step]);
+        assert_eq!(back.hyper, adam_state::<f64>(step).hyper);
+        assert_eq!(back.group_sizes, [1, 0]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
+
+    #[test]
+    fn files_with_the_step_in_the_element_type_still_load() {
+        // The layout before the shared codec: every tensor in T's dtype.
+        let dir = scratch("old-layout");
+        let path = dir.join("opt.safetensors");
+        let state = adam_state::<f32>(3.0);
+        let mut file = TensorFile::<f32>::new();
+        for (k, t) in &state.tensors {
+            file.tensors.push(FileTensor::new(k.as_str(), t.clone()));
+        }
+        file.metadata = [
+            ("optimizer", "Adam"),
+            ("group_lrs", "0.001,0.1"),
+            ("group_weight_decays", "0.0,0.01"),
+            ("group_sizes", "1.0,0.0"),
+            ("hyper.beta1", "0.9"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        file.write(&path).unwrap();
+        let back = OptimizerState::<f32>::load(&path).unwrap();
+        assert_eq!(back.get("state.0.step").unwrap().to_vec(), [3.0]);
+        assert_eq!(back.group_sizes, [1, 0]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
+
+    #[test]
+    fn integer_state_other_than_the_step_and_bad_group_lists_are_refused() {
+        let dir = scratch("refused");
+        let path = dir.join("opt.safetensors");
+        let write = |edit: &dyn Fn(&mut TensorFile<f32>)| {
+            let mut file = TensorFile::<f32>::new();
+            for (k, t) in &adam_state::<f32>(1.0).tensors {
+                file.tensors.push(FileTensor::new(k.as_str(), t.clone()));
+            }
+            file.metadata = [
+                ("optimizer", "Adam"),
+                ("group_lrs", "0.001"),
+                ("group_weight_decays", "0.0"),
+                ("group_sizes", "1.0"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            edit(&mut file);
+            file.write(&path).unwrap();
+            OptimizerState::<f32>::load(&path).unwrap_err().to_string()
+        };
+        let err = write(&|f| {
+            let ints = Tensor::from_vec(vec![1.0, 2.0], &[2]).unwrap();
+            f.tensors[1] = FileTensor::counter("state.0.exp_avg", ints);
+        });
+        assert!(
+            err.contains("state.0.exp_avg has dtype I64, expected F32"),
+            "{err}"
+        );
+        let err = write(&|f| {
+            f.metadata.insert("group_lrs".into(), "0.001,0.1".into());
+        });
+        assert!(
+            err.contains("2 learning rates and 1 weight decays for 1 groups"),
+            "{err}"
+        );
+        let err = write(&|f| {
+            f.metadata.insert("group_sizes".into(), "1.5".into());
+        });
+        assert!(err.contains("bad group_sizes"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

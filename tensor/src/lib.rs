@@ -4,7 +4,8 @@
 //! [`Layout`] (shape, strides, offset), and every kernel the rest of strata runs on —
 //! broadcasting elementwise ops, reductions, softmax, matrix products (faer), convolution and
 //! pooling with their backward kernels, indexing, and in-place updates for optimizers. It
-//! knows nothing of gradients: `strata-autograd` builds on it.
+//! also owns the one safetensors codec ([`io`]) that state dicts and optimizer state are
+//! saved with. It knows nothing of gradients: `strata-autograd` builds on it.
 //!
 //! ```
 //! use strata_tensor::{Tensor, seeded_rng};
@@ -35,6 +36,7 @@ mod engine;
 mod error;
 mod fused;
 mod handle;
+pub mod io;
 mod ops;
 
 pub use engine::simd::simd_level;

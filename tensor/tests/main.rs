@@ -10,5 +10,6 @@ mod errors;
 mod indexing;
 mod matmul;
 mod reductions;
+mod safetensors_io;
 mod softmax;
 mod views;
