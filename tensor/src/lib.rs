@@ -23,7 +23,8 @@
 //! GEMM wrapper, and the parallel toolkit whose `Disjoint` type is the only way parallel
 //! tasks share a buffer), `ops/` (the op families; each unary op is declared once, with its
 //! derivative, in [`for_each_unary_op!`]) and `fused/` (convolution, pooling, layer norm,
-//! recurrent and attention kernels with their backward). The backward kernels
+//! recurrent and attention kernels with their backward), and `io/` (the safetensors codec).
+//! The backward kernels
 //! (`*_backward`) exist for strata-autograd and are hidden from these docs.
 //!
 //! Ops that can fail on shapes, dimensions or indices return [`Result`] with a

@@ -156,7 +156,9 @@ fn parse_bench_args(args: &[String]) -> Result<bench::BenchOptions, String> {
 /// Runs fmt, clippy, the docs and the tests in order (what `.ci/run` runs), stopping at
 /// the first failure.
 fn ci() -> Result<(), String> {
-    let steps: [(&[&str], Option<(&str, &str)>); 4] = [
+    /// A cargo command line and an environment variable it needs.
+    type Step<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>);
+    let steps: [Step; 4] = [
         (&["fmt", "--all", "--check"], None),
         (
             &[
