@@ -59,11 +59,12 @@ pub use ops::index::IndexTensor;
 pub use ops::random::seeded_rng;
 pub use ops::view::ShapeArg;
 
-/// The derivatives of the unary elementwise ops, one module per op (`elementwise::exp`,
-/// …) with the formula and its fused kernel, for strata-autograd (see
-/// [`for_each_unary_op!`]); not a stable API.
+/// The derivatives of the elementwise ops, one module per op (`elementwise::exp`,
+/// `elementwise::mul`, …) with the formulas and their fused kernels, for strata-autograd
+/// (see [`for_each_unary_op!`] and [`for_each_binary_op!`]); not a stable API.
 #[doc(hidden)]
 pub mod elementwise {
+    pub use crate::ops::binary::generated::*;
     pub use crate::ops::unary::generated::*;
     pub use crate::ops::unary::{Algebra, Scalar};
 }

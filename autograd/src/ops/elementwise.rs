@@ -1,7 +1,10 @@
-//! Binary elementwise ops with broadcasting (the gradient summed back to each input's
-//! shape), tensor–scalar ops, `where_` and `masked_fill`.
+//! Binary elementwise ops with broadcasting, expanded from strata-tensor's table
+//! [`for_each_binary_op!`](strata_tensor::for_each_binary_op) (each op's forward is the
+//! `Tensor` method, its backward the fused kernel `elementwise::<op>::backward`, the
+//! gradients summed back to each input's shape); tensor–scalar ops, `where_` and
+//! `masked_fill`.
 
-use strata_tensor::{Dims, Element, Tensor};
+use strata_tensor::{Dims, Element, Tensor, elementwise};
 
 use crate::{Result, Var};
 
@@ -30,163 +33,6 @@ impl<T: Element> Var<T> {
             let gb = gb.map(|t| t.sum_to_shape(&sb)).transpose()?;
             Ok(vec![ga, gb])
         })
-    }
-
-    /// `self + other` with broadcasting, like `torch.add`.
-    ///
-    /// # Errors
-    /// [`TensorError::Broadcast`](strata_tensor::TensorError::Broadcast) when the shapes
-    /// do not broadcast.
-    pub fn add(&self, other: &Var<T>) -> Result<Var<T>> {
-        let value = self.value().add(&other.value())?;
-        Ok(self.binary_op(other, "add", value, |g, n| {
-            Ok((n[0].then(|| g.clone()), n[1].then(|| g.clone())))
-        }))
-    }
-
-    /// `self - other` with broadcasting, like `torch.sub`.
-    ///
-    /// # Errors
-    /// As [`add`](Var::add).
-    pub fn sub(&self, other: &Var<T>) -> Result<Var<T>> {
-        let value = self.value().sub(&other.value())?;
-        Ok(self.binary_op(other, "sub", value, |g, n| {
-            Ok((n[0].then(|| g.clone()), n[1].then(|| g.neg())))
-        }))
-    }
-
-    /// `self * other` with broadcasting, like `torch.mul`.
-    ///
-    /// # Errors
-    /// As [`add`](Var::add).
-    pub fn mul(&self, other: &Var<T>) -> Result<Var<T>> {
-        let (a, b) = (self.value(), other.value());
-        let value = a.mul(&b)?;
-        let track = Var::tracking(&[self, other]);
-        // Save each operand only when the other one needs its gradient.
-        let a = (track && other.needs_grad()).then_some(a);
-        let b = (track && self.needs_grad()).then_some(b);
-        Ok(self.binary_op(other, "mul", value, move |g, n| {
-            let ga = match (&b, n[0]) {
-                (Some(b), true) => Some(g.mul(b)?),
-                _ => None,
-            };
-            let gb = match (&a, n[1]) {
-                (Some(a), true) => Some(g.mul(a)?),
-                _ => None,
-            };
-            Ok((ga, gb))
-        }))
-    }
-
-    /// `self / other` with broadcasting, like `torch.div`.
-    ///
-    /// # Errors
-    /// As [`add`](Var::add).
-    pub fn div(&self, other: &Var<T>) -> Result<Var<T>> {
-        let (a, b) = (self.value(), other.value());
-        let value = a.div(&b)?;
-        let a = other.needs_grad().then_some(a);
-        Ok(self.binary_op(other, "div", value, move |g, n| {
-            let ga = if n[0] { Some(g.div(&b)?) } else { None };
-            let gb = match (&a, n[1]) {
-                // -g · a / b², as PyTorch computes it.
-                (Some(a), true) => Some(g.mul(a)?.div(&b.square())?.neg()),
-                _ => None,
-            };
-            Ok((ga, gb))
-        }))
-    }
-
-    /// `self ^ other` with broadcasting, like `torch.pow`. As in PyTorch, the gradient
-    /// for the base is 0 where the exponent is 0, and the gradient for the exponent is 0
-    /// where the base is 0 and the exponent is non-negative.
-    ///
-    /// # Errors
-    /// As [`add`](Var::add).
-    pub fn pow(&self, other: &Var<T>) -> Result<Var<T>> {
-        let (a, b) = (self.value(), other.value());
-        let value = a.pow(&b)?;
-        Ok(self.binary_op(other, "pow", value, move |g, n| {
-            let ga = if n[0] {
-                let d = a.zip_with(&b, |x, e| {
-                    if e == T::zero() {
-                        T::zero()
-                    } else {
-                        e * x.powf(e - T::one())
-                    }
-                })?;
-                Some(g.mul(&d)?)
-            } else {
-                None
-            };
-            let gb = if n[1] {
-                let d = a.zip_with(&b, |x, e| {
-                    if x == T::zero() && e >= T::zero() {
-                        T::zero()
-                    } else {
-                        x.powf(e) * x.ln()
-                    }
-                })?;
-                Some(g.mul(&d)?)
-            } else {
-                None
-            };
-            Ok((ga, gb))
-        }))
-    }
-
-    /// The elementwise maximum with broadcasting, like `torch.maximum`; ties split the
-    /// gradient evenly, as in PyTorch.
-    ///
-    /// # Errors
-    /// As [`add`](Var::add).
-    pub fn maximum(&self, other: &Var<T>) -> Result<Var<T>> {
-        self.extremum(other, "maximum", |a, b| a.maximum(b), |x, y| x < y)
-    }
-
-    /// The elementwise minimum with broadcasting, like `torch.minimum`; ties split the
-    /// gradient evenly, as in PyTorch.
-    ///
-    /// # Errors
-    /// As [`add`](Var::add).
-    pub fn minimum(&self, other: &Var<T>) -> Result<Var<T>> {
-        self.extremum(other, "minimum", |a, b| a.minimum(b), |x, y| x > y)
-    }
-
-    /// `maximum`/`minimum`: `loses(x, y)` tells when `x` is not chosen over `y`. With
-    /// NaN both sides receive the gradient, as PyTorch's rule does.
-    fn extremum(
-        &self,
-        other: &Var<T>,
-        op: &'static str,
-        forward: fn(&Tensor<T>, &Tensor<T>) -> strata_tensor::Result<Tensor<T>>,
-        loses: fn(T, T) -> bool,
-    ) -> Result<Var<T>> {
-        let (a, b) = (self.value(), other.value());
-        let value = forward(&a, &b)?;
-        Ok(self.binary_op(other, op, value, move |g, n| {
-            let weight = |x: T, y: T| {
-                if x == y {
-                    T::from_f64(0.5)
-                } else if loses(x, y) {
-                    T::zero()
-                } else {
-                    T::one()
-                }
-            };
-            let ga = if n[0] {
-                Some(g.mul(&a.zip_with(&b, weight)?)?)
-            } else {
-                None
-            };
-            let gb = if n[1] {
-                Some(g.mul(&b.zip_with(&a, weight)?)?)
-            } else {
-                None
-            };
-            Ok((ga, gb))
-        }))
     }
 
     /// `self + value`, like `x + 1.0`.
@@ -272,3 +118,55 @@ impl<T: Element> Var<T> {
         }))
     }
 }
+
+macro_rules! define_var_binary_ops {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident, $cost:ident, |$a:ident, $b:ident| $fwd:expr, $kind:ident $( ( $($formula:tt)* ) )? ;
+    )*) => {
+        impl<T: Element> Var<T> {
+            $(
+                define_var_binary_ops!(@method $(#[$doc])* $name, $kind);
+            )*
+        }
+    };
+    (@method $(#[$doc:meta])* $name:ident, sum) => {
+        define_var_binary_ops!(@linear $(#[$doc])* $name);
+    };
+    (@method $(#[$doc:meta])* $name:ident, difference) => {
+        define_var_binary_ops!(@linear $(#[$doc])* $name);
+    };
+    (@linear $(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Errors
+        /// [`TensorError::Broadcast`](strata_tensor::TensorError::Broadcast) when the
+        /// shapes do not broadcast.
+        pub fn $name(&self, other: &Var<T>) -> Result<Var<T>> {
+            let value = self.value().$name(&other.value())?;
+            let (sa, sb) = (Dims::from_slice(self.shape()), Dims::from_slice(other.shape()));
+            Ok(Var::from_op(stringify!($name), value, &[self, other], move |g, n| {
+                let (ga, gb) = elementwise::$name::backward(g, (&sa, &sb), [n[0], n[1]])?;
+                Ok(vec![ga, gb])
+            }))
+        }
+    };
+    (@method $(#[$doc:meta])* $name:ident, pointwise) => {
+        $(#[$doc])*
+        ///
+        /// # Errors
+        /// [`TensorError::Broadcast`](strata_tensor::TensorError::Broadcast) when the
+        /// shapes do not broadcast.
+        pub fn $name(&self, other: &Var<T>) -> Result<Var<T>> {
+            let (a, b) = (self.value(), other.value());
+            let value = a.$name(&b)?;
+            Ok(Var::from_op(stringify!($name), value, &[self, other], move |g, n| {
+                let (ga, gb) = elementwise::$name::backward(&a, &b, g, [n[0], n[1]])?;
+                Ok(vec![ga, gb])
+            }))
+        }
+    };
+    (@method $(#[$doc:meta])* $name:ident, nograd) => {};
+}
+
+strata_tensor::for_each_binary_op!(define_var_binary_ops);

@@ -153,3 +153,44 @@ mod tests {
         assert_eq!(max_contiguous(&[f64::NEG_INFINITY; 40]), f64::NEG_INFINITY);
     }
 }
+
+/// Calls `f(r, u, mask)` for every row `r < rows` and block of 16 units from `u`, `mask`
+/// holding the block's lanes below `un` (all but the last block are full): the walk of
+/// the hand-written 16-lane (AVX-512 f32) kernels, whose masked loads and stores then
+/// never touch an element past `un`.
+#[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn lane_blocks(rows: usize, un: usize, mut f: impl FnMut(usize, usize, u16)) {
+    for r in 0..rows {
+        for u in (0..un).step_by(16) {
+            let mask = if un - u >= 16 {
+                0xffff
+            } else {
+                ((1u32 << (un - u)) - 1) as u16
+            };
+            f(r, u, mask);
+        }
+    }
+}
+
+#[cfg(test)]
+mod lane_block_tests {
+    use super::lane_blocks;
+
+    /// Every lane below `un` of every row is visited exactly once, none above it.
+    #[test]
+    fn blocks_cover_each_row_exactly() {
+        for un in [1, 15, 16, 17, 33, 64] {
+            let mut seen = vec![0u8; 3 * un];
+            lane_blocks(3, un, |r, u, mask| {
+                for lane in 0..16 {
+                    if mask >> lane & 1 == 1 {
+                        assert!(u + lane < un);
+                        seen[r * un + u + lane] += 1;
+                    }
+                }
+            });
+            assert!(seen.iter().all(|&c| c == 1), "un = {un}");
+        }
+    }
+}

@@ -231,13 +231,17 @@ impl<T: Element> Tensor<T> {
                 |pos, [oc, oa, ob], len| {
                     let o = &mut chunk[pos - start..pos - start + len];
                     if (sc, sa, sb) == (1, 1, 1) {
-                        let it = xc[oc..oc + len]
-                            .iter()
-                            .zip(&xa[oa..oa + len])
-                            .zip(&xb[ob..ob + len]);
-                        for (o, ((&c, &a), &b)) in o.iter_mut().zip(it) {
-                            *o = f(c, a, b);
-                        }
+                        let (xc, xa, xb) =
+                            (&xc[oc..oc + len], &xa[oa..oa + len], &xb[ob..ob + len]);
+                        dispatch(
+                            #[inline(always)]
+                            || {
+                                let it = xc.iter().zip(xa).zip(xb);
+                                for (o, ((&c, &a), &b)) in o.iter_mut().zip(it) {
+                                    *o = f(c, a, b);
+                                }
+                            },
+                        )
                     } else {
                         for (i, o) in o.iter_mut().enumerate() {
                             *o = f(xc[oc + i * sc], xa[oa + i * sa], xb[ob + i * sb]);

@@ -4,10 +4,85 @@
 use crate::engine::par::Cost;
 use crate::{Element, Result, Tensor};
 
-/// The broadcasting binary ops: name, cost class, body. Each becomes a method returning
-/// `Result`, failing only when the shapes do not broadcast.
-macro_rules! binary_ops {
-    ($( $(#[$doc:meta])* $name:ident, $cost:ident, |$a:ident, $b:ident| $body:expr; )*) => {
+#[inline(always)]
+fn mask<T: Element>(c: bool) -> T {
+    if c { T::one() } else { T::zero() }
+}
+
+/// The table of broadcasting binary ops: calls `$callback! { … }` with one entry per op,
+///
+/// ```text
+/// /// doc
+/// name, Cost, |a, b| forward, kind;
+/// ```
+///
+/// where `kind` is `sum` (both gradients are `g`), `difference` (`g` and `-g`),
+/// `pointwise(|a, b, g| ∂a, |a, b, g| ∂b)` (formulas in [`Algebra`](crate::elementwise::Algebra)
+/// over the broadcast inputs and the output gradient) or `nograd` (comparisons: no `Var`
+/// method). The gradients are summed back to each input's shape. strata-tensor expands it
+/// into the `Tensor` methods and `elementwise::<op>` modules (`da`, `db`, `backward`),
+/// strata-autograd into the `Var` methods.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! for_each_binary_op {
+    ($callback:path) => {
+        $callback! {
+            /// `a + b` with broadcasting, like `torch.add`.
+            add, Cheap, |a, b| a + b, sum;
+            /// `a - b` with broadcasting, like `torch.sub`.
+            sub, Cheap, |a, b| a - b, difference;
+            /// `a * b` with broadcasting, like `torch.mul`.
+            mul, Cheap, |a, b| a * b, pointwise(|a, b, g| g.mul(b), |a, b, g| g.mul(a));
+            /// `a / b` with broadcasting (IEEE: `x / 0` is ±inf or NaN), like `torch.div`.
+            div, Cheap, |a, b| a / b,
+                // ∂b = -g·a / b², as PyTorch computes it.
+                pointwise(|a, b, g| g.div(b), |a, b, g| g.mul(a).div(&b.mul(b)).neg());
+            /// `a^b` with broadcasting, like `torch.pow`. As in PyTorch, the gradient for the
+            /// base is 0 where the exponent is 0, and the gradient for the exponent is 0 where
+            /// the base is 0 and the exponent is non-negative.
+            pow, Transcendental, |a, b| a.powf(b),
+                pointwise(
+                    |a, b, g| {
+                        let zero = b.k(0.0);
+                        let d = b.mul(&a.pow(&b.sub(&b.k(1.0))));
+                        b.eq(&zero).select(&zero, &g.mul(&d))
+                    },
+                    |a, b, g| {
+                        let zero = a.k(0.0);
+                        let at_zero = a.eq(&zero).mul(&b.k(1.0).sub(&b.lt(&zero)));
+                        at_zero.select(&zero, &g.mul(&a.pow(b).mul(&a.ln())))
+                    }
+                );
+            /// The larger of `a` and `b`, NaN if either is NaN, like `torch.maximum`; ties
+            /// split the gradient evenly, as in PyTorch.
+            maximum, Cheap, |a, b| if a > b || a.is_nan() { a } else { b },
+                pointwise(|a, b, g| g.mul(&a.share_of(b, true)), |a, b, g| g.mul(&b.share_of(a, true)));
+            /// The smaller of `a` and `b`, NaN if either is NaN, like `torch.minimum`; ties
+            /// split the gradient evenly, as in PyTorch.
+            minimum, Cheap, |a, b| if a < b || a.is_nan() { a } else { b },
+                pointwise(|a, b, g| g.mul(&a.share_of(b, false)), |a, b, g| g.mul(&b.share_of(a, false)));
+            /// 1 where `a == b`, else 0, like `torch.eq` (as a 0/1 mask of the element type).
+            eq, Cheap, |a, b| mask(a == b), nograd;
+            /// 1 where `a != b` (and where either is NaN), else 0, like `torch.ne`.
+            ne, Cheap, |a, b| mask(a != b), nograd;
+            /// 1 where `a < b`, else 0, like `torch.lt`.
+            lt, Cheap, |a, b| mask(a < b), nograd;
+            /// 1 where `a <= b`, else 0, like `torch.le`.
+            le, Cheap, |a, b| mask(a <= b), nograd;
+            /// 1 where `a > b`, else 0, like `torch.gt`.
+            gt, Cheap, |a, b| mask(a > b), nograd;
+            /// 1 where `a >= b`, else 0, like `torch.ge`.
+            ge, Cheap, |a, b| mask(a >= b), nograd;
+        }
+    };
+}
+
+/// Expands the table into `Tensor` methods and the `elementwise::<op>` modules.
+macro_rules! define_binary_ops {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident, $cost:ident, |$a:ident, $b:ident| $fwd:expr, $kind:ident $( ( $($formula:tt)* ) )? ;
+    )*) => {
         impl<T: Element> Tensor<T> {
             $(
                 $(#[$doc])*
@@ -16,46 +91,96 @@ macro_rules! binary_ops {
                 /// [`TensorError::Broadcast`](crate::TensorError::Broadcast) when the shapes
                 /// do not broadcast.
                 pub fn $name(&self, other: &Tensor<T>) -> Result<Tensor<T>> {
-                    self.zip_map(other, stringify!($name), Cost::$cost, #[inline(always)] |$a: T, $b: T| $body)
+                    self.zip_map(other, stringify!($name), Cost::$cost, #[inline(always)] |$a: T, $b: T| $fwd)
                 }
             )*
         }
+
+        /// Per binary op, its derivatives: the formulas and their fused kernel (see
+        /// [`for_each_binary_op!`](crate::for_each_binary_op)).
+        pub mod generated {
+            #![allow(unused_imports)]
+            use crate::ops::unary::{Algebra, Scalar};
+            use crate::{Element, Result, Tensor};
+            $(
+                define_binary_ops!(@module $name, $kind $( ( $($formula)* ) )?);
+            )*
+        }
     };
+    (@module $name:ident, sum) => {
+        define_binary_ops!(@linear $name, "Both gradients are `g`, summed to each input's shape.", false);
+    };
+    (@module $name:ident, difference) => {
+        define_binary_ops!(@linear $name, "The gradients `g` and `-g`, summed to each input's shape.", true);
+    };
+    (@linear $name:ident, $doc:literal, $negate:expr) => {
+        #[doc = concat!("The derivatives of `", stringify!($name), "`.")]
+        pub mod $name {
+            use super::*;
+            #[doc = $doc]
+            ///
+            /// # Errors
+            /// When `g` does not reduce to the shapes.
+            pub fn backward<T: Element>(
+                g: &Tensor<T>,
+                (a_shape, b_shape): (&[usize], &[usize]),
+                needs: [bool; 2],
+            ) -> Result<(Option<Tensor<T>>, Option<Tensor<T>>)> {
+                let ga = needs[0].then(|| g.sum_to_shape(a_shape)).transpose()?;
+                let gb = needs[1].then(|| g.sum_to_shape(b_shape)).transpose()?;
+                let gb = if $negate { gb.map(|t| t.neg()) } else { gb };
+                Ok((ga, gb))
+            }
+        }
+    };
+    (@module $name:ident, pointwise (|$a1:ident, $b1:ident, $g1:ident| $da:expr, |$a2:ident, $b2:ident, $g2:ident| $db:expr $(,)?)) => {
+        #[doc = concat!("The derivatives of `", stringify!($name), "`.")]
+        pub mod $name {
+            use super::*;
+            /// The gradient for `a` at one broadcast position.
+            #[inline(always)]
+            #[allow(unused_variables)]
+            pub fn da<N: Algebra>($a1: &N, $b1: &N, $g1: &N) -> N {
+                $da
+            }
+            /// The gradient for `b` at one broadcast position.
+            #[inline(always)]
+            #[allow(unused_variables)]
+            pub fn db<N: Algebra>($a2: &N, $b2: &N, $g2: &N) -> N {
+                $db
+            }
+            /// The fused kernel: [`da`] and [`db`] in one pass each over the broadcast
+            /// inputs and `g`, summed back to the inputs' shapes.
+            ///
+            /// # Errors
+            /// When the shapes do not broadcast to `g`'s.
+            pub fn backward<T: Element>(
+                a: &Tensor<T>,
+                b: &Tensor<T>,
+                g: &Tensor<T>,
+                needs: [bool; 2],
+            ) -> Result<(Option<Tensor<T>>, Option<Tensor<T>>)> {
+                let op = concat!(stringify!($name), "_backward");
+                let ga = if needs[0] {
+                    let full = Tensor::zip3_map(a, b, g, op, |a, b, g| da(&Scalar(a), &Scalar(b), &Scalar(g)).0)?;
+                    Some(full.sum_to_shape(a.shape())?)
+                } else {
+                    None
+                };
+                let gb = if needs[1] {
+                    let full = Tensor::zip3_map(a, b, g, op, |a, b, g| db(&Scalar(a), &Scalar(b), &Scalar(g)).0)?;
+                    Some(full.sum_to_shape(b.shape())?)
+                } else {
+                    None
+                };
+                Ok((ga, gb))
+            }
+        }
+    };
+    (@module $name:ident, nograd) => {};
 }
 
-#[inline(always)]
-fn mask<T: Element>(c: bool) -> T {
-    if c { T::one() } else { T::zero() }
-}
-
-binary_ops! {
-    /// `a + b` with broadcasting, like `torch.add`.
-    add, Cheap, |a, b| a + b;
-    /// `a - b` with broadcasting, like `torch.sub`.
-    sub, Cheap, |a, b| a - b;
-    /// `a * b` with broadcasting, like `torch.mul`.
-    mul, Cheap, |a, b| a * b;
-    /// `a / b` with broadcasting (IEEE: `x / 0` is ±inf or NaN), like `torch.div`.
-    div, Cheap, |a, b| a / b;
-    /// `a^b` with broadcasting, like `torch.pow`.
-    pow, Transcendental, |a, b| a.powf(b);
-    /// The larger of `a` and `b`, NaN if either is NaN, like `torch.maximum`.
-    maximum, Cheap, |a, b| if a > b || a.is_nan() { a } else { b };
-    /// The smaller of `a` and `b`, NaN if either is NaN, like `torch.minimum`.
-    minimum, Cheap, |a, b| if a < b || a.is_nan() { a } else { b };
-    /// 1 where `a == b`, else 0, like `torch.eq` (as a 0/1 mask of the element type).
-    eq, Cheap, |a, b| mask(a == b);
-    /// 1 where `a != b` (and where either is NaN), else 0, like `torch.ne`.
-    ne, Cheap, |a, b| mask(a != b);
-    /// 1 where `a < b`, else 0, like `torch.lt`.
-    lt, Cheap, |a, b| mask(a < b);
-    /// 1 where `a <= b`, else 0, like `torch.le`.
-    le, Cheap, |a, b| mask(a <= b);
-    /// 1 where `a > b`, else 0, like `torch.gt`.
-    gt, Cheap, |a, b| mask(a > b);
-    /// 1 where `a >= b`, else 0, like `torch.ge`.
-    ge, Cheap, |a, b| mask(a >= b);
-}
+for_each_binary_op!(define_binary_ops);
 
 macro_rules! compare_scalar_ops {
     ($( $(#[$doc:meta])* $name:ident, |$a:ident, $b:ident| $body:expr; )*) => {

@@ -54,6 +54,22 @@ pub trait Algebra: Sized {
     /// `mask · a + (1 − mask) · b` for a 0/1 `mask` (`self`), without evaluating the
     /// unselected side into the result (a NaN there does not leak).
     fn select(&self, a: &Self, b: &Self) -> Self;
+    /// `self^e`.
+    fn pow(&self, e: &Self) -> Self;
+    /// The natural logarithm.
+    fn ln(&self) -> Self;
+    /// 1 where `self < o`, else 0.
+    fn lt(&self, o: &Self) -> Self;
+    /// 1 where `self == o`, else 0.
+    fn eq(&self, o: &Self) -> Self;
+
+    /// The share of the gradient of `maximum(self, o)` (`max`) or `minimum(self, o)` that
+    /// goes to `self`: 1 where it wins (or is NaN), 0 where it loses, ½ on a tie, as in
+    /// PyTorch.
+    fn share_of(&self, o: &Self, max: bool) -> Self {
+        let loses = if max { self.lt(o) } else { o.lt(self) };
+        self.eq(o).select(&self.k(0.5), &self.k(1.0).sub(&loses))
+    }
 }
 
 /// One element, as the fused kernels evaluate a derivative formula (a newtype, so that
@@ -141,6 +157,22 @@ impl<T: Element> Algebra for Scalar<T> {
     #[inline(always)]
     fn select(&self, a: &Self, b: &Self) -> Self {
         if self.0 != T::zero() { *a } else { *b }
+    }
+    #[inline(always)]
+    fn pow(&self, e: &Self) -> Self {
+        Scalar(num_traits::Float::powf(self.0, e.0))
+    }
+    #[inline(always)]
+    fn ln(&self) -> Self {
+        Scalar(num_traits::Float::ln(self.0))
+    }
+    #[inline(always)]
+    fn lt(&self, o: &Self) -> Self {
+        Scalar(if self.0 < o.0 { T::one() } else { T::zero() })
+    }
+    #[inline(always)]
+    fn eq(&self, o: &Self) -> Self {
+        Scalar(if self.0 == o.0 { T::one() } else { T::zero() })
     }
 }
 

@@ -7,6 +7,8 @@
 //! FMA, use the crate's own functions.
 
 #[cfg(target_arch = "x86_64")]
+use crate::engine::lanes::lane_blocks;
+#[cfg(target_arch = "x86_64")]
 use crate::engine::math::{EXP_LN2, EXP_POLY, TANH_POLY, TANH_SMALL};
 use crate::engine::math::{exp_f32_with as exp_f32, tanh_f32_with as tanh_f32};
 use crate::{DType, Element};
@@ -180,22 +182,6 @@ pub(super) unsafe fn lstm_backward_tile_avx512(
             st(dc_row, dcf);
         }
     });
-}
-
-/// Calls `f(r, u, mask)` for every row `r < rows` and block of 16 units from `u`, `mask`
-/// holding the block's lanes below `un` (all but the last block are full).
-#[inline(always)]
-fn lane_blocks(rows: usize, un: usize, mut f: impl FnMut(usize, usize, u16)) {
-    for r in 0..rows {
-        for u in (0..un).step_by(16) {
-            let mask = if un - u >= 16 {
-                0xffff
-            } else {
-                ((1u32 << (un - u)) - 1) as u16
-            };
-            f(r, u, mask);
-        }
-    }
 }
 
 /// `e^x` for `x` where it is finite (the callers clamp), 16 lanes: `math::exp_f32_with`'s
