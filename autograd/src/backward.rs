@@ -68,11 +68,13 @@ impl<T: Element> Var<T> {
             let Some(grad) = grads[pos].take() else {
                 continue;
             };
+            let grad = var.run_grad_hooks(grad)?;
             let mut origin = lock(&var.inner.origin);
             let node = match &*origin {
                 Origin::Leaf => {
                     drop(origin);
                     accumulate_into_slot(&var, grad);
+                    var.run_post_accumulate_hooks();
                     continue;
                 }
                 Origin::Freed(op) => return Err(AutogradError::GraphFreed { op }),

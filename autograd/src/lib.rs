@@ -42,11 +42,13 @@ mod backward;
 mod error;
 mod grad_mode;
 mod gradcheck;
+mod hooks;
 mod ops;
 mod var;
 
 pub use error::{AutogradError, Result};
 pub use grad_mode::{enable_grad, is_grad_enabled, no_grad};
 pub use gradcheck::{GradcheckError, GradcheckOptions, gradcheck};
+pub use hooks::HookHandle;
 pub use ops::RecurrentParams;
 pub use var::{InputGrads, Needs, Var};

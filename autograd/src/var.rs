@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use strata_tensor::{DType, Dims, Element, Tensor};
 
 use crate::grad_mode::is_grad_enabled;
+use crate::hooks::Hooks;
 use crate::{AutogradError, Result};
 
 /// The gradients an op's backward rule returns: one entry per input, `None` where the
@@ -120,6 +121,7 @@ pub(crate) struct Inner<T: Element> {
     retains_grad: AtomicBool,
     pub(crate) grad: Mutex<Option<Tensor<T>>>,
     pub(crate) origin: Mutex<Origin<T>>,
+    pub(crate) hooks: Hooks<T>,
 }
 
 /// A tensor in a dynamic graph: the value plus, when it requires grad, the node that made
@@ -172,6 +174,7 @@ impl<T: Element> Var<T> {
                 retains_grad: AtomicBool::new(false),
                 grad: Mutex::new(None),
                 origin: Mutex::new(origin),
+                hooks: Hooks::default(),
             }),
         }
     }

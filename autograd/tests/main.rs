@@ -10,3 +10,4 @@ mod gradcheck_index;
 mod gradcheck_nn;
 mod gradcheck_reduce;
 mod gradcheck_view;
+mod hooks;

@@ -33,6 +33,7 @@
 
 mod error;
 pub mod functional;
+mod hooks;
 pub mod init;
 mod layers;
 pub mod loss;
@@ -41,6 +42,7 @@ mod state_dict;
 
 pub use error::{NnError, Result, StateDictMismatch};
 pub use functional::{AttnMask, SdpaOptions};
+pub use hooks::Hooked;
 pub use layers::activation::{
     GELU, Identity, LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh,
 };
@@ -59,4 +61,5 @@ pub use layers::transformer::{
 };
 pub use module::{Forward, Module, Sequential, StateKind, visit_child};
 pub use state_dict::StateDict;
+pub use strata_autograd::HookHandle;
 pub use strata_tensor::{Conv1dParams, Conv2dParams, Padding};

@@ -6,6 +6,7 @@ mod common;
 mod attention;
 mod gradcheck_layers;
 mod gradcheck_losses;
+mod hooks;
 mod init;
 mod interop;
 mod pytorch_fixtures;
