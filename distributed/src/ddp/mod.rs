@@ -133,7 +133,10 @@ impl<M: Module<T>, T: Element> DistributedDataParallel<M, T> {
     /// # let micro = vec![Var::new(Tensor::<f32>::ones(&[4, 2])); 3];
     /// // Accumulate three micro-batches, communicate once.
     /// for x in &micro[..2] {
-    ///     ddp.no_sync(|| ddp.forward(x)?.sum_all().backward().map_err(Into::into))?;
+    ///     ddp.no_sync(|| -> Result<(), Box<dyn std::error::Error>> {
+    ///         ddp.forward(x)?.sum_all().backward()?;
+    ///         Ok(())
+    ///     })?;
     /// }
     /// ddp.forward(&micro[2])?.sum_all().backward()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
