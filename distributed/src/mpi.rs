@@ -8,12 +8,15 @@
 //! that thread is also the one that called `MPI_Init_thread`, MPI only needs
 //! `MPI_THREAD_FUNNELED`, which every MPI library provides.
 //!
-//! Waiting: the engine tests a request in a tight loop for a short while, then sleeps in
-//! short steps between tests, so that an idle wait for a slower rank leaves the cores to
-//! the backward. Between tests it checks two things: an abort asked for by another thread
-//! of the process ([`Engine::abort`]), and the collective timeout, after which it aborts
-//! the job rather than hang (`STRATA_COLLECTIVE_TIMEOUT`, in seconds, default 1800 as
-//! PyTorch's process groups).
+//! Waiting: the engine tests a request in a tight loop for a few microseconds, then yields
+//! the core between tests (to the backward, when it shares the core; at once back to the
+//! test when the core is free), and after a few milliseconds, which means waiting for a
+//! slower rank, sleeps in short steps between tests. Each test is also what moves the
+//! bytes along (TCP and shared-memory transports progress only inside MPI calls), so the
+//! engine never blocks inside MPI. Between tests it checks two things: an abort asked for
+//! by another thread of the process ([`Engine::abort`]), and the collective timeout, after
+//! which it aborts the job rather than hang (`STRATA_COLLECTIVE_TIMEOUT`, in seconds,
+//! default 1800 as PyTorch's process groups).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -197,10 +200,12 @@ struct Mpi {
     rank: usize,
 }
 
-/// How long a wait tests in a tight loop before it starts sleeping between tests.
-const SPIN: Duration = Duration::from_micros(50);
+/// How long a wait tests in a tight loop before it yields the core between tests.
+const SPIN: Duration = Duration::from_micros(20);
+/// How long it yields between tests before it sleeps between them.
+const YIELD: Duration = Duration::from_millis(5);
 /// The sleep between two tests after that.
-const NAP: Duration = Duration::from_micros(20);
+const NAP: Duration = Duration::from_micros(50);
 
 impl Mpi {
     fn comm(&self, id: usize) -> Result<&SimpleCommunicator> {
@@ -217,8 +222,8 @@ impl Mpi {
         }
     }
 
-    /// Tests `request` until it completes, spinning briefly and then napping; aborts the
-    /// job on request or after the timeout.
+    /// Tests `request` until it completes (spinning, then yielding, then napping between
+    /// tests); aborts the job on request or after the timeout.
     fn wait<'a, D: ?Sized, S: Scope<'a>>(&self, mut request: Request<'a, D, S>) {
         let start = Instant::now();
         loop {
@@ -239,6 +244,8 @@ impl Mpi {
             }
             if waited < SPIN {
                 std::hint::spin_loop();
+            } else if waited < YIELD {
+                std::thread::yield_now();
             } else {
                 std::thread::sleep(NAP);
             }

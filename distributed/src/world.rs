@@ -35,9 +35,9 @@ impl World {
     /// process.
     ///
     /// # Errors
-    /// [`DistributedError::NotBuiltWithMpi`] when a launcher started several processes but
+    /// [`DistributedError::NotBuiltWithMpi`](crate::DistributedError::NotBuiltWithMpi) when a launcher started several processes but
     /// this build has no MPI (the processes would otherwise each train alone and overwrite
-    /// each other's files); [`DistributedError::Init`] when MPI fails to start or was
+    /// each other's files); [`DistributedError::Init`](crate::DistributedError::Init) when MPI fails to start or was
     /// initialised before in this process.
     pub fn init() -> Result<World> {
         let Some(launch) = launcher::detect() else {

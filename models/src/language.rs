@@ -124,7 +124,7 @@ impl TextCorpus {
         rank: usize,
         ranks: usize,
     ) -> Result<(IndexTensor, IndexTensor)> {
-        if ranks == 0 || rank >= ranks || batch % ranks != 0 {
+        if ranks == 0 || rank >= ranks || !batch.is_multiple_of(ranks) {
             return Err(ModelsError::Config(format!(
                 "a batch of {batch} windows does not divide among {ranks} ranks (rank {rank})"
             )));

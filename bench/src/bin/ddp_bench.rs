@@ -47,12 +47,15 @@ struct Workload {
     param: &'static str,
     batch: usize,
     sample: &'static [usize],
-    build: fn() -> Result<(Box<dyn Forward>, BuildOpt), Error>,
+    build: fn() -> Result<Built, Error>,
 }
+
+/// A model and how to build its optimizer.
+type Built = (Box<dyn Forward>, BuildOpt);
 
 type BuildOpt = fn(Vec<Var>) -> Result<Box<dyn Optimizer>, Error>;
 
-fn cnn() -> Result<(Box<dyn Forward>, BuildOpt), Error> {
+fn cnn() -> Result<Built, Error> {
     let model = Cnn::new(CnnConfig::CIFAR10, &mut seeded_rng(3))?;
     let opt: BuildOpt = |p| {
         Ok(Box::new(Sgd::new(
@@ -66,7 +69,7 @@ fn cnn() -> Result<(Box<dyn Forward>, BuildOpt), Error> {
     Ok((Box::new(model), opt))
 }
 
-fn mlp() -> Result<(Box<dyn Forward>, BuildOpt), Error> {
+fn mlp() -> Result<Built, Error> {
     let model = Mlp::new(&[784, 512, 256, 10], &mut seeded_rng(4))?;
     let opt: BuildOpt = |p| {
         Ok(Box::new(Adam::new(
@@ -142,7 +145,7 @@ fn run(w: &Workload, comm: &Communicator, o: &Options) -> Result<Vec<String>, Er
     let (rank, size) = (comm.rank(), comm.size());
     let threads = rayon::current_num_threads();
     let mode = format!("{size}x{threads}");
-    if w.batch % size != 0 {
+    if !w.batch.is_multiple_of(size) {
         return Err(format!("batch {} does not divide among {size} ranks", w.batch).into());
     }
     let local = w.batch / size;

@@ -26,7 +26,7 @@ pub fn relative_difference<T: Element>(
     let mut worst = 0.0f64;
     for (i, (a, b)) in g.iter().zip(&w).enumerate() {
         let d = (Element::to_f64(*a) - Element::to_f64(*b)).abs() / scale;
-        if !(d <= tolerance) {
+        if d.is_nan() || d > tolerance {
             return Err(format!(
                 "{what}: element {i} is {a:e}, expected {b:e} (relative difference {d:.3e} > {tolerance:e})"
             ));

@@ -53,7 +53,7 @@ fn optimizer<T: Element>(kind: Opt, params: Vec<Var<T>>) -> Result<Box<dyn Optim
 
 /// The global batch: 24 (divides among 1, 2, 3, 4, 6 and 8 ranks), else 6 per rank.
 fn global_batch(n: usize) -> usize {
-    if 24 % n == 0 { 24 } else { 6 * n }
+    if 24usize.is_multiple_of(n) { 24 } else { 6 * n }
 }
 
 const STEPS: u64 = 4;

@@ -48,7 +48,9 @@ use strata_optim::{Optimizer, clip_grad_norm};
 
 use crate::{ModelsError, Result};
 
-pub use supervised::{Epochs, Objective, Supervised, TrainConfig, batch_loss, evaluate, fit};
+pub use supervised::{
+    Epochs, Objective, Supervised, TrainConfig, batch_loss, evaluate, evaluate_on, fit,
+};
 
 /// The metrics of one evaluation.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -224,7 +224,7 @@ impl<'a> Epochs<'a> {
         if size == 1 {
             return Self::new(data, batch_size, epochs, seed);
         }
-        if batch_size == 0 || epochs == 0 || batch_size % size != 0 {
+        if batch_size == 0 || epochs == 0 || !batch_size.is_multiple_of(size) {
             return Err(ModelsError::Config(format!(
                 "epochs and batch size must be positive, and the batch size ({batch_size}) a \
                  multiple of the number of ranks ({size})"
