@@ -40,6 +40,7 @@
 
 mod backward;
 mod error;
+mod functional;
 mod grad_mode;
 mod gradcheck;
 mod hooks;
@@ -47,8 +48,9 @@ mod ops;
 mod var;
 
 pub use error::{AutogradError, Result};
+pub use functional::{GradOptions, Products, grad, hessian_vector_product, jvp, vjp};
 pub use grad_mode::{enable_grad, is_grad_enabled, no_grad};
-pub use gradcheck::{GradcheckError, GradcheckOptions, gradcheck};
+pub use gradcheck::{GradcheckError, GradcheckOptions, gradcheck, gradgradcheck};
 pub use hooks::HookHandle;
 pub use ops::RecurrentParams;
 pub use var::{InputGrads, Needs, Var};
