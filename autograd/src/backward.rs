@@ -196,10 +196,14 @@ pub(crate) fn walk_tensors<T: Element>(
         };
         let input_grads = (node.backward)(&grad, Needs::new(needs))?;
         drop(grad);
+        let anomaly = crate::anomaly::is_anomaly_enabled();
         for (k, (input, g)) in node.inputs.iter().zip(input_grads).enumerate() {
             let (Some(input), Some(g)) = (input, g) else {
                 continue;
             };
+            if anomaly {
+                crate::anomaly::check(node.op, k, &g, node.trace.as_ref())?;
+            }
             if g.shape() != input.shape() {
                 return Err(AutogradError::BackwardShape {
                     op: node.op,
@@ -285,10 +289,14 @@ pub(crate) fn walk_vars<T: Element>(
                 None => &buf[..node.inputs.len()],
             };
             let input_grads = graph(&grad, &node.inputs, Needs::new(needs))?;
+            let anomaly = crate::anomaly::is_anomaly_enabled();
             for (k, (input, g)) in node.inputs.iter().zip(input_grads).enumerate() {
                 let (Some(input), Some(g)) = (input, g) else {
                     continue;
                 };
+                if anomaly {
+                    crate::anomaly::check(node.op, k, &g.value(), node.trace.as_ref())?;
+                }
                 if g.shape() != input.shape() {
                     return Err(AutogradError::BackwardShape {
                         op: node.op,

@@ -52,6 +52,21 @@ pub enum AutogradError {
         /// The op whose saved state is gone.
         op: &'static str,
     },
+    /// Anomaly mode: an op's backward produced a NaN or an infinity.
+    #[error(
+        "anomaly: the backward of {op} produced {value} in the gradient of its input {input}; \
+         {op} was recorded at:\n{recorded}"
+    )]
+    Anomaly {
+        /// The op whose backward produced it.
+        op: &'static str,
+        /// Which of its inputs.
+        input: usize,
+        /// The first non-finite value.
+        value: f64,
+        /// Where the op's forward was called (a backtrace).
+        recorded: String,
+    },
     /// A walk with `create_graph` reached an op without a differentiable backward.
     #[error(
         "{op} has no differentiable backward, so its gradient cannot be differentiated again \

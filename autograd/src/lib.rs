@@ -38,7 +38,9 @@
 //! them (pass `retain_graph` to [`Var::backward_with_options`] to walk twice).
 #![warn(missing_docs)]
 
+mod anomaly;
 mod backward;
+mod checkpoint;
 mod error;
 mod functional;
 mod grad_mode;
@@ -47,6 +49,8 @@ mod hooks;
 mod ops;
 mod var;
 
+pub use anomaly::{detect_anomaly, is_anomaly_enabled};
+pub use checkpoint::{CheckpointFn, checkpoint, replayable};
 pub use error::{AutogradError, Result};
 pub use functional::{GradOptions, Products, grad, hessian_vector_product, jvp, vjp};
 pub use grad_mode::{enable_grad, is_grad_enabled, no_grad};

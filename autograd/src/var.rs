@@ -119,6 +119,8 @@ pub(crate) struct Node<T: Element> {
     /// The backward as differentiable ops, for walks that build a graph of their own
     /// (`create_graph`); `None` for ops without one.
     pub(crate) graph: Option<GraphBackwardFn<T>>,
+    /// Where the op was called, when anomaly mode was on.
+    pub(crate) trace: Option<std::sync::Arc<std::backtrace::Backtrace>>,
 }
 
 /// A node's inputs: one or two (almost every op) held inline, more on the heap.
@@ -560,6 +562,7 @@ impl<T: Element> Var<T> {
             inputs,
             backward,
             graph: None,
+            trace: crate::anomaly::trace(),
         };
         Self::make(value, true, Origin::Op(node))
     }

@@ -171,6 +171,5 @@ where
         fast: true,
         ..options
     };
-    gradgradcheck(f, inputs, &second)
-        .map_err(|e| TestCaseError::fail(format!("second order: {e}")))
+    gradgradcheck(f, inputs, &second).map_err(|e| TestCaseError::fail(format!("second order: {e}")))
 }
