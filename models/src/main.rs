@@ -176,7 +176,12 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Eval { checkpoint } => {
             let e = reference::eval(&checkpoint).map_err(|e| e.to_string())?;
-            let mut line = format!("test loss {:.6}", e.loss);
+            // Small losses (a PDE residual, a near-perfect regression) keep their digits.
+            let mut line = if e.loss != 0.0 && e.loss.abs() < 1e-3 {
+                format!("test loss {:.4e}", e.loss)
+            } else {
+                format!("test loss {:.6}", e.loss)
+            };
             if let Some(a) = e.accuracy {
                 line += &format!(", test accuracy {:.4}", a);
             }
