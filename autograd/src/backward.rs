@@ -354,7 +354,7 @@ impl<T: Element> Var<T> {
         if !self.needs_grad() {
             return Ok(Vec::new());
         }
-        let (order, _) = topological_order(self)?;
+        let (order, _) = topological_order(std::slice::from_ref(self))?;
         Ok(order
             .into_iter()
             .flatten()
