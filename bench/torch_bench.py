@@ -40,6 +40,8 @@ Naming convention (shared with xtask/src/bench.rs and the criterion benches):
                                           gloo on 2 processes of 1 thread (16 each) us/step
     W10 mlp adam_b128 1x2 | 2x1           W4's step at a global batch of 128, the same
                                           two ways                                us/step
+    W10 deep adam_b128 1x2 | 2x1          an MLP 1024-1024x4-10, Adam, batch 128, DDP
+                                          buckets of 4 MB (overlap companion)     us/step
   median_s is the median time of one call (for linreg: one call = 1000 steps; for the
   2x1 rows of W10: one step on rank 0, timed inside the worker processes).
 
@@ -148,10 +150,21 @@ def make_mlp(torch):
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
 
 
-# W10: (group, param, global batch, sample shape, model factory).
+def make_deep(torch):
+    """W10's overlap companion: an MLP 1024-1024x4-10 and its Adam(lr 1e-3)."""
+    nn = torch.nn
+    layers = []
+    for _ in range(4):
+        layers += [nn.Linear(1024, 1024), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(1024, 10))
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+# W10: (group, param, global batch, sample shape, model factory, DDP bucket_cap_mb).
 DDP_WORKLOADS = (
-    ("cnn", "sgd_b32", 32, (3, 32, 32), make_cnn),
-    ("mlp", "adam_b128", 128, (784,), make_mlp),
+    ("cnn", "sgd_b32", 32, (3, 32, 32), make_cnn, 25),
+    ("mlp", "adam_b128", 128, (784,), make_mlp, 25),
+    ("deep", "adam_b128", 128, (1024,), make_deep, 4),
 )
 
 
@@ -163,10 +176,10 @@ def ddp_worker(rank, world, index, steps, warmup, port, queue):
     torch.set_num_interop_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                             world_size=world)
-    _, _, batch, sample, make = DDP_WORKLOADS[index]
+    _, _, batch, sample, make, cap = DDP_WORKLOADS[index]
     torch.manual_seed(0)
     model, opt = make(torch)  # DDP wraps the module: its parameters are the optimizer's
-    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=cap)
     local = batch // world
     x = torch.randn(batch, *sample)[rank * local:(rank + 1) * local]
     y = (torch.arange(batch) % 10)[rank * local:(rank + 1) * local]
@@ -195,7 +208,7 @@ def ddp_rows(args):
     import torch.multiprocessing as mp
     F = torch.nn.functional
     rows = []
-    for index, (group, param, batch, sample, make) in enumerate(DDP_WORKLOADS):
+    for index, (group, param, batch, sample, make, _) in enumerate(DDP_WORKLOADS):
         for mode in ("1x2", "2x1"):
             bench_id = f"W10_{group}/torch/{param} {mode}"
             if not matches(args.filter, "W10", bench_id):

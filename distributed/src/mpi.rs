@@ -16,7 +16,9 @@
 //! engine never blocks inside MPI. Between tests it checks two things: an abort asked for
 //! by another thread of the process ([`Engine::abort`]), and the collective timeout, after
 //! which it aborts the job rather than hang (`STRATA_COLLECTIVE_TIMEOUT`, in seconds,
-//! default 1800 as PyTorch's process groups).
+//! default 1800 as PyTorch's process groups). `STRATA_MPI_WAIT=spin` keeps testing without
+//! yielding (the lowest latency, when every rank's engine has a core of its own),
+//! `STRATA_MPI_WAIT=sleep` naps from the start (the least CPU).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -171,6 +173,7 @@ fn run(
         abort,
         timeout,
         rank,
+        wait: wait_strategy(),
     };
     while let Ok(message) = receiver.recv() {
         match message {
@@ -198,6 +201,7 @@ struct Mpi {
     abort: Arc<AtomicI32>,
     timeout: Duration,
     rank: usize,
+    wait: Wait,
 }
 
 /// How long a wait tests in a tight loop before it yields the core between tests.
@@ -206,6 +210,25 @@ const SPIN: Duration = Duration::from_micros(20);
 const YIELD: Duration = Duration::from_millis(5);
 /// The sleep between two tests after that.
 const NAP: Duration = Duration::from_micros(50);
+
+/// How the engine waits between two tests of a request (`STRATA_MPI_WAIT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// Spin, then yield, then nap (the default).
+    Yield,
+    /// Spin throughout.
+    Spin,
+    /// Nap throughout.
+    Sleep,
+}
+
+fn wait_strategy() -> Wait {
+    match std::env::var("STRATA_MPI_WAIT").as_deref().map(str::trim) {
+        Ok("spin") => Wait::Spin,
+        Ok("sleep") => Wait::Sleep,
+        _ => Wait::Yield,
+    }
+}
 
 impl Mpi {
     fn comm(&self, id: usize) -> Result<&SimpleCommunicator> {
@@ -242,12 +265,12 @@ impl Mpi {
                 );
                 SimpleCommunicator::world().abort(1);
             }
-            if waited < SPIN {
-                std::hint::spin_loop();
-            } else if waited < YIELD {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(NAP);
+            match self.wait {
+                Wait::Spin => std::hint::spin_loop(),
+                Wait::Sleep => std::thread::sleep(NAP),
+                Wait::Yield if waited < SPIN => std::hint::spin_loop(),
+                Wait::Yield if waited < YIELD => std::thread::yield_now(),
+                Wait::Yield => std::thread::sleep(NAP),
             }
         }
     }

@@ -4,7 +4,12 @@
 //! - W10a, `cnn sgd_b32`: W3's step (the reference CNN on 3×32×32, cross-entropy, SGD lr
 //!   0.01) at a global batch of 32;
 //! - W10b, `mlp adam_b128`: W4's step (MLP 784→512→256→10, Adam lr 1e-3) at a global batch
-//!   of 128.
+//!   of 128;
+//! - `deep adam_b128`, a companion that shows what the overlap can do when the model lets
+//!   it: an MLP of four 1024×1024 layers (1024→1024×4→10, Adam lr 1e-3, batch 128) with
+//!   buckets of 4 MiB, one per layer. In W10a and W10b most of the gradient bytes belong to
+//!   the first layer, whose gradient is final only at the very end of the backward, so no
+//!   bucketing can hide their all-reduce behind it.
 //!
 //! Run alone it is one process (with `RAYON_NUM_THREADS` threads) training plainly, the
 //! baseline; under `mpirun -np N` every rank takes `batch / N` samples through a
@@ -48,6 +53,8 @@ struct Workload {
     batch: usize,
     sample: &'static [usize],
     build: fn() -> Result<Built, Error>,
+    /// Bucket caps in MiB (bucket, first bucket): PyTorch's defaults but for `deep`.
+    buckets: (f64, f64),
 }
 
 /// A model and how to build its optimizer.
@@ -83,6 +90,20 @@ fn mlp() -> Result<Built, Error> {
     Ok((Box::new(model), opt))
 }
 
+fn deep() -> Result<Built, Error> {
+    let model = Mlp::new(&[1024, 1024, 1024, 1024, 1024, 10], &mut seeded_rng(5))?;
+    let opt: BuildOpt = |p| {
+        Ok(Box::new(Adam::new(
+            p,
+            AdamConfig {
+                lr: 1e-3,
+                ..AdamConfig::default()
+            },
+        )?))
+    };
+    Ok((Box::new(model), opt))
+}
+
 const WORKLOADS: &[Workload] = &[
     Workload {
         group: "cnn",
@@ -90,6 +111,7 @@ const WORKLOADS: &[Workload] = &[
         batch: 32,
         sample: &[3, 32, 32],
         build: cnn,
+        buckets: (25.0, 1.0),
     },
     Workload {
         group: "mlp",
@@ -97,6 +119,15 @@ const WORKLOADS: &[Workload] = &[
         batch: 128,
         sample: &[784],
         build: mlp,
+        buckets: (25.0, 1.0),
+    },
+    Workload {
+        group: "deep",
+        param: "adam_b128",
+        batch: 128,
+        sample: &[1024],
+        build: deep,
+        buckets: (4.0, 4.0),
     },
 ];
 
@@ -165,7 +196,12 @@ fn run(w: &Workload, comm: &Communicator, o: &Options) -> Result<Vec<String>, Er
     // Data-parallel: rank 0's weights everywhere, gradients averaged in buckets during the
     // backward (what DistributedDataParallel does, without owning the model).
     let reducer = if size > 1 {
-        Some(Reducer::new(&*model, comm, &DdpConfig::default())?)
+        let config = DdpConfig {
+            bucket_cap_mb: w.buckets.0,
+            first_bucket_cap_mb: w.buckets.1,
+            ..DdpConfig::default()
+        };
+        Some(Reducer::new(&*model, comm, &config)?)
     } else {
         None
     };

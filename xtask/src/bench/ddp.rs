@@ -19,10 +19,13 @@ use crate::report::{self, Record};
 const IDS: &[&str] = &[
     "W10_cnn/strata/sgd_b32",
     "W10_mlp/strata/adam_b128",
+    "W10_deep/strata/adam_b128",
     "W10_overlap/strata/cnn",
     "W10_overlap/strata/mlp",
+    "W10_overlap/strata/deep",
     "W10_allreduce/mpi/cnn_grads",
     "W10_allreduce/mpi/mlp_grads",
+    "W10_allreduce/mpi/deep_grads",
 ];
 
 /// Whether `filter` selects W10 (the same rule as for the criterion benches).
