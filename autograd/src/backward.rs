@@ -45,7 +45,12 @@ impl<T: Element> Var<T> {
         if !self.needs_grad() {
             return Err(AutogradError::NoGraph);
         }
-        walk_tensors(vec![(self.clone(), seed)], retain_graph, Sink::Leaves)?;
+        walk_tensors(
+            std::slice::from_ref(self),
+            [seed],
+            retain_graph,
+            Sink::Leaves,
+        )?;
         Ok(())
     }
 
@@ -82,7 +87,7 @@ impl<T: Element> Var<T> {
         if !self.needs_grad() {
             return Err(AutogradError::NoGraph);
         }
-        walk_vars(vec![(self.clone(), seed)], Sink::Leaves)?;
+        walk_vars(std::slice::from_ref(self), [seed], Sink::Leaves)?;
         Ok(())
     }
 }
@@ -146,14 +151,14 @@ fn flags_of<T: Element>(inputs: &[Option<Var<T>>], buf: &mut [bool; 8]) -> Optio
 
 /// The first-order walk: gradients as tensors, each op's backward kernel.
 pub(crate) fn walk_tensors<T: Element>(
-    roots: Vec<(Var<T>, Tensor<T>)>,
+    roots: &[Var<T>],
+    seeds: impl IntoIterator<Item = Tensor<T>>,
     retain_graph: bool,
     sink: Sink<'_, T>,
 ) -> Result<Vec<Option<Tensor<T>>>> {
-    let root_vars: Vec<Var<T>> = roots.iter().map(|(v, _)| v.clone()).collect();
-    let (mut order, index) = topological_order(&root_vars)?;
+    let (mut order, index) = topological_order(roots)?;
     let mut grads: Vec<Option<Tensor<T>>> = vec![None; order.len()];
-    for (root, seed) in roots {
+    for (root, seed) in roots.iter().zip(seeds) {
         let pos = index.get(root.id()).expect("roots are ordered");
         match &mut grads[pos] {
             slot @ None => *slot = Some(seed),
@@ -232,14 +237,14 @@ pub(crate) fn walk_tensors<T: Element>(
 /// The walk with `create_graph`: gradients as vars, each op's differentiable backward run
 /// with grad mode on, so the gradients have graphs of their own. The graph walked is kept.
 pub(crate) fn walk_vars<T: Element>(
-    roots: Vec<(Var<T>, Var<T>)>,
+    roots: &[Var<T>],
+    seeds: impl IntoIterator<Item = Var<T>>,
     sink: Sink<'_, T>,
 ) -> Result<Vec<Option<Var<T>>>> {
-    let root_vars: Vec<Var<T>> = roots.iter().map(|(v, _)| v.clone()).collect();
-    let (mut order, index) = topological_order(&root_vars)?;
+    let (mut order, index) = topological_order(roots)?;
     let mut grads: Vec<Option<Var<T>>> = vec![None; order.len()];
     crate::grad_mode::enable_grad(|| -> Result<Vec<Option<Var<T>>>> {
-        for (root, seed) in roots {
+        for (root, seed) in roots.iter().zip(seeds) {
             let pos = index.get(root.id()).expect("roots are ordered");
             grads[pos] = Some(match grads[pos].take() {
                 None => seed,
