@@ -11,12 +11,17 @@ mod index;
 mod linalg;
 mod loss;
 mod nn;
+mod norm;
 mod overload;
+mod rearrange;
 mod recurrent;
 mod reduce;
+mod scan;
+mod sorting;
 mod unary;
 mod view;
 
+pub use rearrange::einsum;
 pub use recurrent::RecurrentParams;
 
 use strata_tensor::{Element, Tensor};
