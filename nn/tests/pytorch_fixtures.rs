@@ -42,7 +42,7 @@ pub(crate) fn assert_close(got: &Tensor<f64>, want: &Tensor<f64>, what: &str) {
 
 /// Loads the fixture's parameters into `module`, runs it, and compares the output, the
 /// gradients of `sum(y · proj)` and the buffers after the step.
-fn check_layer(name: &str, module: &dyn Forward<f64>) {
+pub(crate) fn check_layer(name: &str, module: &dyn Forward<f64>) {
     let sd = load(name);
     let mut params = StateDict::new();
     for (k, t) in sd.iter() {
