@@ -67,5 +67,5 @@ pub use functional::{GradOptions, Products, grad, hessian_vector_product, jvp, v
 pub use grad_mode::{enable_grad, is_grad_enabled, no_grad};
 pub use gradcheck::{GradcheckError, GradcheckOptions, gradcheck, gradgradcheck};
 pub use hooks::HookHandle;
-pub use ops::{RecurrentParams, einsum};
+pub use ops::{ConvTransposeParams, RecurrentParams, einsum};
 pub use var::{InputGrads, Needs, Var};

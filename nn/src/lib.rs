@@ -49,6 +49,7 @@ pub use layers::activation::{
 pub use layers::attention::{MhaConfig, MhaForward, MultiheadAttention};
 pub use layers::bilinear::Bilinear;
 pub use layers::conv::{Conv1d, Conv2d};
+pub use layers::conv_transpose::{ConvTranspose1d, ConvTranspose2d};
 pub use layers::dropout::Dropout;
 pub use layers::embedding::Embedding;
 pub use layers::group_norm::{GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNormConfig};

@@ -79,3 +79,33 @@ fn parameters_get_gradients() {
         gn.weight.as_ref().unwrap().grad().is_some() && gn.bias.as_ref().unwrap().grad().is_some()
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// Transposed convolutions in input, weight and bias: strides, paddings, output
+    /// paddings, dilations and groups.
+    #[test]
+    fn conv_transpose(stride in 1..=3usize, pad in 0..=1usize, dil in 1..=2usize, groups in 1..=2usize,
+                      k in 1..=3usize, x in smooth(32), w in smooth(36), b in smooth(4), one_d in any::<bool>()) {
+        let op = stride.max(dil) - 1;
+        let params2 = strata_autograd::ConvTransposeParams {
+            stride: [1, stride], padding: [0, pad], output_padding: [0, op], dilation: [1, dil], groups,
+        };
+        let (cin, cout) = (2 * groups, 2);
+        let xs = tensor(x[..cin * 3 * 2].to_vec(), &[2, cin, 3]);
+        let wn = cin * (cout / groups).max(1) * k;
+        let ws = tensor(w[..wn].to_vec(), &[cin, (cout / groups).max(1), k]);
+        let bs = tensor(b[..(cout / groups).max(1) * groups].to_vec(), &[(cout / groups).max(1) * groups]);
+        if one_d {
+            let params1 = strata_autograd::ConvTransposeParams {
+                stride: [stride], padding: [pad], output_padding: [op], dilation: [dil], groups,
+            };
+            check(|v| Ok(v[0].conv_transpose1d(&v[1], Some(&v[2]), params1)?), &[xs, ws, bs])?;
+        } else {
+            let xs = xs.reshape(&[2, cin, 1, 3][..]).unwrap();
+            let ws = ws.reshape(&[cin, (cout / groups).max(1), 1, k][..]).unwrap();
+            check(|v| Ok(v[0].conv_transpose2d(&v[1], Some(&v[2]), params2)?), &[xs, ws, bs])?;
+        }
+    }
+}

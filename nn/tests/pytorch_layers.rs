@@ -155,3 +155,67 @@ fn configuration_and_input_errors() {
     };
     assert!(Forward::<f32>::forward(&up, &Var::new(Tensor::zeros(&[1, 1, 4]))).is_err());
 }
+
+#[test]
+fn transposed_convolutions() {
+    let mut rng = seeded_rng(0);
+    let p2 = strata_autograd::ConvTransposeParams {
+        stride: [2, 1],
+        padding: [1, 0],
+        output_padding: [1, 0],
+        dilation: [1, 2],
+        groups: 2,
+    };
+    check_layer(
+        "conv_transpose2d",
+        &ConvTranspose2d::<f64>::new(4, 6, [3, 2], p2, true, &mut rng).unwrap(),
+    );
+    let p = strata_autograd::ConvTransposeParams {
+        stride: [3, 3],
+        ..Default::default()
+    };
+    let layer = ConvTranspose2d::<f64>::new(3, 2, [3, 3], p, false, &mut rng).unwrap();
+    check_layer("conv_transpose2d_unbatched", &layer);
+    let p1 = strata_autograd::ConvTransposeParams {
+        stride: [3],
+        padding: [2],
+        output_padding: [2],
+        ..Default::default()
+    };
+    check_layer(
+        "conv_transpose1d",
+        &ConvTranspose1d::<f64>::new(2, 3, [4], p1, true, &mut rng).unwrap(),
+    );
+    let p1 = strata_autograd::ConvTransposeParams {
+        stride: [2],
+        padding: [1],
+        output_padding: [2],
+        dilation: [3],
+        groups: 1,
+    };
+    let dilated = ConvTranspose1d::<f64>::new(2, 3, [3], p1, true, &mut rng).unwrap();
+    check_layer("conv_transpose1d_dilated_op", &dilated);
+    // Output padding must stay below the stride or the dilation; groups must divide.
+    let bad = strata_autograd::ConvTransposeParams {
+        stride: [2, 2],
+        output_padding: [2, 0],
+        ..Default::default()
+    };
+    let l = ConvTranspose2d::<f64>::new(2, 2, [3, 3], bad, true, &mut rng).unwrap();
+    assert!(
+        l.forward(&Var::new(Tensor::zeros(&[1, 2, 3, 3])))
+            .unwrap_err()
+            .to_string()
+            .contains("output padding")
+    );
+    let g3 = strata_autograd::ConvTransposeParams {
+        groups: 3,
+        ..Default::default()
+    };
+    assert!(ConvTranspose2d::<f64>::new(4, 6, [3, 3], g3, true, &mut rng).is_err());
+    assert!(
+        layer
+            .forward(&Var::new(Tensor::zeros(&[1, 2, 3, 3])))
+            .is_err()
+    ); // 2 channels, not 3
+}

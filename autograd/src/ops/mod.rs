@@ -6,11 +6,12 @@
 
 mod algebra;
 mod attention;
+mod conv_transpose;
 mod elementwise;
 mod index;
 mod linalg;
 mod loss;
-mod nn;
+pub(crate) mod nn;
 mod norm;
 mod overload;
 mod rearrange;
@@ -21,6 +22,7 @@ mod sorting;
 mod unary;
 mod view;
 
+pub use conv_transpose::ConvTransposeParams;
 pub use rearrange::einsum;
 pub use recurrent::RecurrentParams;
 
