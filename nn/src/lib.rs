@@ -55,7 +55,10 @@ pub use layers::embedding::Embedding;
 pub use layers::group_norm::{GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNormConfig};
 pub use layers::linear::Linear;
 pub use layers::norm::{BatchNorm1d, BatchNorm2d, BatchNormConfig, LayerNorm, RMSNorm};
-pub use layers::pool::{AdaptiveAvgPool2d, AvgPool2d, Flatten, MaxPool2d};
+pub use layers::pool::{
+    AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d, Flatten, MaxPool1d, MaxPool2d,
+    Pool1dParams,
+};
 pub use layers::reshape::{PixelShuffle, PixelUnshuffle, Unflatten};
 pub use layers::rnn::{GRU, GRUCell, LSTM, LSTMCell, RNN, RNNCell};
 pub use layers::rnn::{RnnConfig, RnnNonlinearity, RnnParams};

@@ -109,3 +109,19 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// MaxPool1d, AvgPool1d and AdaptiveMaxPool2d in their input (distinct values, so
+    /// maxima have no ties).
+    #[test]
+    fn pools(x in distinct(40), k in 1..=3usize, stride in 1..=2usize, out in (1..=3usize, 1..=3usize)) {
+        let params = Pool1dParams { stride, padding: k / 2, ..Pool1dParams::new(k) };
+        let line = tensor(x[..16].to_vec(), &[2, 2, 4]);
+        check(|v| MaxPool1d { params }.forward(&v[0]), std::slice::from_ref(&line))?;
+        check(|v| AvgPool1d { params }.forward(&v[0]), &[line])?;
+        let plane = tensor(x[..40].to_vec(), &[2, 4, 5]);
+        check(|v| AdaptiveMaxPool2d { output_size: [out.0, out.1] }.forward(&v[0]), &[plane])?;
+    }
+}

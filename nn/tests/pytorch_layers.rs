@@ -219,3 +219,42 @@ fn transposed_convolutions() {
             .is_err()
     ); // 2 channels, not 3
 }
+
+#[test]
+fn one_dimensional_and_adaptive_max_pools() {
+    let max = Pool1dParams {
+        stride: 2,
+        padding: 1,
+        dilation: 2,
+        ceil_mode: true,
+        ..Pool1dParams::new(3)
+    };
+    check_layer("max_pool1d", &MaxPool1d { params: max });
+    let avg = Pool1dParams {
+        stride: 3,
+        padding: 2,
+        count_include_pad: false,
+        ..Pool1dParams::new(4)
+    };
+    check_layer("avg_pool1d", &AvgPool1d { params: avg });
+    check_layer(
+        "avg_pool1d_unbatched",
+        &AvgPool1d {
+            params: Pool1dParams::new(2),
+        },
+    );
+    check_layer(
+        "adaptive_max_pool2d",
+        &AdaptiveMaxPool2d {
+            output_size: [3, 2],
+        },
+    );
+    let bad = AdaptiveMaxPool2d {
+        output_size: [0, 2],
+    };
+    assert!(Forward::<f32>::forward(&bad, &Var::new(Tensor::zeros(&[1, 2, 3, 3]))).is_err());
+    let pool = MaxPool1d {
+        params: Pool1dParams::new(2),
+    };
+    assert!(Forward::<f32>::forward(&pool, &Var::new(Tensor::zeros(&[1, 2, 3, 3]))).is_err());
+}
