@@ -50,6 +50,10 @@ pub use layers::attention::{MhaConfig, MhaForward, MultiheadAttention};
 pub use layers::bilinear::Bilinear;
 pub use layers::conv::{Conv1d, Conv2d};
 pub use layers::conv_transpose::{ConvTranspose1d, ConvTranspose2d};
+pub use layers::decoder::{
+    DecoderMasks, Transformer, TransformerDecoder, TransformerDecoderLayer,
+    generate_square_subsequent_mask,
+};
 pub use layers::dropout::Dropout;
 pub use layers::embedding::Embedding;
 pub use layers::group_norm::{GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNormConfig};

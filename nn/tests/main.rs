@@ -5,6 +5,7 @@ mod common;
 
 mod attention;
 mod checkpoint;
+mod decoder;
 mod gradcheck_layers;
 mod gradcheck_losses;
 mod gradcheck_parity_layers;

@@ -5,6 +5,7 @@ pub(crate) mod attention;
 pub(crate) mod bilinear;
 pub(crate) mod conv;
 pub(crate) mod conv_transpose;
+pub(crate) mod decoder;
 pub(crate) mod dropout;
 pub(crate) mod embedding;
 pub(crate) mod group_norm;
