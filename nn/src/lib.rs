@@ -46,13 +46,13 @@ pub use hooks::Hooked;
 pub use layers::activation::{
     GELU, Identity, LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh,
 };
-pub use layers::attention::{MhaConfig, MhaForward, MultiheadAttention};
+pub use layers::attention::{KvCache, MhaConfig, MhaForward, MultiheadAttention};
 pub use layers::bilinear::Bilinear;
 pub use layers::conv::{Conv1d, Conv2d};
 pub use layers::conv_transpose::{ConvTranspose1d, ConvTranspose2d};
 pub use layers::decoder::{
-    DecoderMasks, Transformer, TransformerDecoder, TransformerDecoderLayer,
-    generate_square_subsequent_mask,
+    DecoderCache, DecoderLayerCache, DecoderMasks, Transformer, TransformerDecoder,
+    TransformerDecoderLayer, generate_square_subsequent_mask,
 };
 pub use layers::dropout::Dropout;
 pub use layers::embedding::Embedding;

@@ -126,3 +126,77 @@ proptest::proptest! {
         )?;
     }
 }
+
+/// Incremental decoding with the key/value cache equals the full causal run: a prompt of
+/// two positions, then one position at a time, in both norm orders and both layouts.
+#[test]
+fn kv_cache_decoding_is_exact() {
+    use strata_tensor::{Tensor, seeded_rng};
+    for (norm_first, batch_first) in [(false, true), (true, false), (true, true)] {
+        let config = TransformerEncoderLayerConfig::new(8, 2)
+            .dim_feedforward(12)
+            .norm_first(norm_first)
+            .batch_first(batch_first);
+        let mut rng = seeded_rng(7);
+        let mut decoder = TransformerDecoder::<f64>::new(config, 2, true, &mut rng).unwrap();
+        decoder.eval();
+        let (t, n, s) = (5, 2, 4);
+        let (tgt, memory) = if batch_first {
+            (
+                Tensor::randn(&[n, t, 8], &mut rng),
+                Tensor::randn(&[n, s, 8], &mut rng),
+            )
+        } else {
+            (
+                Tensor::randn(&[t, n, 8], &mut rng),
+                Tensor::randn(&[s, n, 8], &mut rng),
+            )
+        };
+        let seq_dim: isize = if batch_first { 1 } else { 0 };
+        let (tgt, memory) = (Var::new(tgt), Var::new(memory));
+        let causal = generate_square_subsequent_mask::<f64>(t);
+        let masks = DecoderMasks {
+            tgt_mask: Some(&causal),
+            ..Default::default()
+        };
+        let full = decoder.forward_with(&tgt, &memory, &masks).unwrap();
+        let mut cache = DecoderCache::new();
+        let mut pieces = vec![
+            decoder
+                .forward_incremental(
+                    &tgt.narrow(seq_dim, 0, 2).unwrap(),
+                    &memory,
+                    &mut cache,
+                    None,
+                )
+                .unwrap(),
+        ];
+        for p in 2..t {
+            let step = tgt.narrow(seq_dim, p, 1).unwrap();
+            pieces.push(
+                decoder
+                    .forward_incremental(&step, &memory, &mut cache, None)
+                    .unwrap(),
+            );
+        }
+        let stepped = Var::cat(&pieces, seq_dim).unwrap();
+        let (a, b) = (full.to_vec(), stepped.to_vec());
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst < 1e-12,
+            "norm_first {norm_first}, batch_first {batch_first}: {worst}"
+        );
+    }
+    // A layer in train mode with dropout refuses the cache.
+    let config = TransformerEncoderLayerConfig::new(8, 2)
+        .dim_feedforward(12)
+        .batch_first(true);
+    let layer = TransformerDecoderLayer::<f64>::new(config, &mut seeded_rng(0)).unwrap();
+    let x = Var::new(Tensor::zeros(&[1, 1, 8]));
+    let err = layer.forward_incremental(&x, &x, &mut DecoderLayerCache::default(), None);
+    assert!(err.unwrap_err().to_string().contains("eval"));
+}

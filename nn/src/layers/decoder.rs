@@ -7,7 +7,7 @@ use strata_tensor::rand::Rng;
 use strata_tensor::{Element, Tensor};
 
 use crate::functional::AttnMask;
-use crate::layers::attention::{MhaConfig, MhaForward, MultiheadAttention};
+use crate::layers::attention::{KvCache, MhaConfig, MhaForward, MultiheadAttention};
 use crate::layers::transformer::{
     TransformerActivation, TransformerEncoder, TransformerEncoderLayerConfig,
 };
@@ -173,7 +173,7 @@ impl<T: Element> TransformerDecoderLayer<T> {
         memory: &Var<T>,
         masks: &DecoderMasks<'_, T>,
     ) -> Result<Var<T>> {
-        let sa = |x: &Var<T>| -> Result<Var<T>> {
+        let mut sa = |x: &Var<T>| -> Result<Var<T>> {
             let options = MhaForward {
                 key_padding_mask: masks.tgt_key_padding_mask,
                 need_weights: false,
@@ -184,7 +184,7 @@ impl<T: Element> TransformerDecoderLayer<T> {
             let (y, _) = self.self_attn.forward(x, x, x, &options)?;
             self.dropout1.forward(&y)
         };
-        let mha = |x: &Var<T>| -> Result<Var<T>> {
+        let mut mha = |x: &Var<T>| -> Result<Var<T>> {
             let options = MhaForward {
                 key_padding_mask: masks.memory_key_padding_mask,
                 need_weights: false,
@@ -195,6 +195,68 @@ impl<T: Element> TransformerDecoderLayer<T> {
             let (y, _) = self.multihead_attn.forward(x, memory, memory, &options)?;
             self.dropout2.forward(&y)
         };
+        self.blocks(tgt, &mut sa, &mut mha)
+    }
+
+    /// The layer on the newest target positions `tgt` (one or more), with the keys and
+    /// values of the earlier positions and of the memory taken from `cache`, for
+    /// incremental (autoregressive) decoding: each position attends causally to every
+    /// position so far. Equal to the last positions of [`forward_with`] on the whole
+    /// target with the causal mask, computing only the new ones. For eval mode (no
+    /// dropout).
+    ///
+    /// # Errors
+    /// As [`MultiheadAttention::forward_cached`].
+    ///
+    /// [`forward_with`]: TransformerDecoderLayer::forward_with
+    pub fn forward_incremental(
+        &self,
+        tgt: &Var<T>,
+        memory: &Var<T>,
+        cache: &mut DecoderLayerCache<T>,
+        memory_key_padding_mask: Option<&AttnMask<T>>,
+    ) -> Result<Var<T>> {
+        let bf = self.config.batch_first;
+        let past = cache.self_attn.len(bf);
+        let new = if tgt.ndim() == 3 && bf {
+            tgt.shape()[1]
+        } else {
+            tgt.shape()[0]
+        };
+        let causal = block_causal_mask::<T>(past, new);
+        let DecoderLayerCache {
+            self_attn,
+            cross_attn,
+        } = cache;
+        let mut sa = |x: &Var<T>| -> Result<Var<T>> {
+            let options = MhaForward {
+                attn_mask: Some(&causal),
+                need_weights: false,
+                ..MhaForward::default()
+            };
+            self.self_attn
+                .forward_cached(x, Some(x), self_attn, &options)
+        };
+        let mut mha = |x: &Var<T>| -> Result<Var<T>> {
+            let options = MhaForward {
+                key_padding_mask: memory_key_padding_mask,
+                need_weights: false,
+                ..MhaForward::default()
+            };
+            let fresh = cross_attn.is_empty().then_some(memory);
+            self.multihead_attn
+                .forward_cached(x, fresh, cross_attn, &options)
+        };
+        self.blocks(tgt, &mut sa, &mut mha)
+    }
+
+    /// The three residual blocks around the given attentions, in the layer's norm order.
+    fn blocks(
+        &self,
+        tgt: &Var<T>,
+        sa: &mut dyn FnMut(&Var<T>) -> Result<Var<T>>,
+        mha: &mut dyn FnMut(&Var<T>) -> Result<Var<T>>,
+    ) -> Result<Var<T>> {
         let ff = |x: &Var<T>| -> Result<Var<T>> {
             let h = self.linear1.forward(x)?;
             let h = match self.config.activation {
@@ -213,6 +275,47 @@ impl<T: Element> TransformerDecoderLayer<T> {
             let x = self.norm2.forward(&x.add(&mha(&x)?)?)?;
             self.norm3.forward(&x.add(&ff(&x)?)?)
         }
+    }
+}
+
+/// The additive mask of `new` positions after `past` cached ones: `[new, past + new]`,
+/// position `i` of the new ones sees keys `0..=past + i`.
+fn block_causal_mask<T: Element>(past: usize, new: usize) -> AttnMask<T> {
+    let total = past + new;
+    let values = (0..new * total)
+        .map(|k| {
+            if k % total > past + k / total {
+                T::neg_infinity()
+            } else {
+                T::zero()
+            }
+        })
+        .collect();
+    AttnMask::Additive(Tensor::from_vec(values, &[new, total]).expect("new × total values"))
+}
+
+/// The keys and values a decoder layer keeps between incremental steps: those of its
+/// self-attention (growing by the new positions each step) and of its cross-attention
+/// (the memory's, computed at the first step).
+#[derive(Clone, Default)]
+pub struct DecoderLayerCache<T: Element = f32> {
+    /// The self-attention's keys and values.
+    pub self_attn: KvCache<T>,
+    /// The cross-attention's keys and values (of the memory).
+    pub cross_attn: KvCache<T>,
+}
+
+/// One [`DecoderLayerCache`] per layer of a [`TransformerDecoder`]; start a new one for
+/// each sequence (or batch of sequences) decoded.
+#[derive(Clone, Default)]
+pub struct DecoderCache<T: Element = f32> {
+    layers: Vec<DecoderLayerCache<T>>,
+}
+
+impl<T: Element> DecoderCache<T> {
+    /// An empty cache.
+    pub fn new() -> Self {
+        DecoderCache { layers: Vec::new() }
     }
 }
 
@@ -289,6 +392,34 @@ impl<T: Element> TransformerDecoder<T> {
         let mut x = tgt.clone();
         for layer in &self.layers {
             x = layer.forward_with(&x, memory, masks)?;
+        }
+        match &self.norm {
+            Some(norm) => norm.forward(&x),
+            None => Ok(x),
+        }
+    }
+}
+
+impl<T: Element> TransformerDecoder<T> {
+    /// The decoder on the newest target positions, every layer with its cache (see
+    /// [`TransformerDecoderLayer::forward_incremental`]): greedy or beam decoding calls it
+    /// once per generated token with a fresh [`DecoderCache`] per sequence.
+    ///
+    /// # Errors
+    /// As [`TransformerDecoderLayer::forward_incremental`].
+    pub fn forward_incremental(
+        &self,
+        tgt: &Var<T>,
+        memory: &Var<T>,
+        cache: &mut DecoderCache<T>,
+        memory_key_padding_mask: Option<&AttnMask<T>>,
+    ) -> Result<Var<T>> {
+        cache
+            .layers
+            .resize_with(self.layers.len(), DecoderLayerCache::default);
+        let mut x = tgt.clone();
+        for (layer, c) in self.layers.iter().zip(&mut cache.layers) {
+            x = layer.forward_incremental(&x, memory, c, memory_key_padding_mask)?;
         }
         match &self.norm {
             Some(norm) => norm.forward(&x),
