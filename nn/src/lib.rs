@@ -56,6 +56,7 @@ pub use layers::decoder::{
 };
 pub use layers::dropout::Dropout;
 pub use layers::embedding::Embedding;
+pub use layers::embedding_bag::{BagMode, EmbeddingBag};
 pub use layers::group_norm::{GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNormConfig};
 pub use layers::linear::Linear;
 pub use layers::norm::{BatchNorm1d, BatchNorm2d, BatchNormConfig, LayerNorm, RMSNorm};

@@ -125,3 +125,21 @@ proptest! {
         check(|v| AdaptiveMaxPool2d { output_size: [out.0, out.1] }.forward(&v[0]), &[plane])?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// EmbeddingBag (Sum) in its per-index weights, with random bags (empty ones too).
+    #[test]
+    fn embedding_bag(ids in proptest::collection::vec(0..5i64, 1..8), cut in proptest::collection::vec(any::<bool>(), 8),
+                     w in smooth(8), seed in any::<u64>()) {
+        let bag = EmbeddingBag::<f64>::new(5, 3, BagMode::Sum, Some(4), &mut seeded_rng(seed)).unwrap();
+        let n = ids.len();
+        let mut offsets = vec![0i64];
+        offsets.extend((1..n).filter(|&k| cut[k]).map(|k| k as i64));
+        let input = strata_tensor::IndexTensor::from_vec(ids, &[n]).unwrap();
+        let k = offsets.len();
+        let offsets = strata_tensor::IndexTensor::from_vec(offsets, &[k]).unwrap();
+        check(|v| bag.forward(&input, Some(&offsets), Some(&v[0])), &[tensor(w[..n].to_vec(), &[n])])?;
+    }
+}

@@ -258,3 +258,61 @@ fn one_dimensional_and_adaptive_max_pools() {
     };
     assert!(Forward::<f32>::forward(&pool, &Var::new(Tensor::zeros(&[1, 2, 3, 3]))).is_err());
 }
+
+#[test]
+fn embedding_bags() {
+    use crate::pytorch_fixtures::indices;
+    let mut rng = seeded_rng(0);
+    for (name, mode, padding, last) in [
+        ("bag_sum_weighted", BagMode::Sum, None, false),
+        ("bag_mean_padding_2d", BagMode::Mean, Some(2), false),
+        ("bag_max_empty", BagMode::Max, None, false),
+        ("bag_mean_last_offset", BagMode::Mean, None, true),
+    ] {
+        let sd = load(name);
+        let mut bag = EmbeddingBag::<f64>::new(6, 3, mode, padding, &mut rng).unwrap();
+        bag.include_last_offset = last;
+        bag.weight.set_value(get(&sd, "p.weight")).unwrap();
+        let input = indices(&get(&sd, "input"));
+        let offsets = sd.get("offsets").map(indices);
+        let psw = sd.get("psw").map(|w| Var::parameter(w.clone()));
+        let y = bag.forward(&input, offsets.as_ref(), psw.as_ref()).unwrap();
+        assert_close(&y.value(), &get(&sd, "y"), &format!("{name} output"));
+        y.mul(&Var::new(get(&sd, "proj")))
+            .unwrap()
+            .sum_all()
+            .backward()
+            .unwrap();
+        assert_close(
+            &bag.weight.grad().unwrap(),
+            &get(&sd, "g.weight"),
+            &format!("{name} weight gradient"),
+        );
+        if let Some(w) = psw {
+            assert_close(
+                &w.grad().unwrap(),
+                &get(&sd, "grad_psw"),
+                &format!("{name} weight-per-index gradient"),
+            );
+        }
+    }
+    let bag = EmbeddingBag::<f64>::new(6, 3, BagMode::Mean, None, &mut rng).unwrap();
+    let input = strata_tensor::IndexTensor::from_vec(vec![1, 2, 9], &[3]).unwrap();
+    let offsets = strata_tensor::IndexTensor::from_vec(vec![0, 2], &[2]).unwrap();
+    assert!(bag.forward(&input, Some(&offsets), None).is_err()); // index 9 of 6
+    let backwards = strata_tensor::IndexTensor::from_vec(vec![0, 2, 1], &[3]).unwrap();
+    let input = strata_tensor::IndexTensor::from_vec(vec![1, 2, 3], &[3]).unwrap();
+    assert!(
+        bag.forward(&input, Some(&backwards), None)
+            .unwrap_err()
+            .to_string()
+            .contains("non-decreasing")
+    );
+    let w = Var::new(Tensor::ones(&[3]));
+    assert!(
+        bag.forward(&input, Some(&offsets), Some(&w))
+            .unwrap_err()
+            .to_string()
+            .contains("Sum mode")
+    );
+}

@@ -8,6 +8,7 @@ pub(crate) mod conv_transpose;
 pub(crate) mod decoder;
 pub(crate) mod dropout;
 pub(crate) mod embedding;
+pub(crate) mod embedding_bag;
 pub(crate) mod group_norm;
 pub(crate) mod linear;
 pub(crate) mod norm;
