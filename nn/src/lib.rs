@@ -71,6 +71,7 @@ pub use layers::transformer::{
     LearnedPositionalEncoding, SinusoidalPositionalEncoding, TransformerActivation,
     TransformerEncoder, TransformerEncoderLayer, TransformerEncoderLayerConfig,
 };
+pub use layers::volume::{AvgPool3d, Conv3d, Conv3dParams, MaxPool3d, Pool3dParams};
 pub use module::{Forward, Module, Sequential, StateKind, checkpoint_sequential, visit_child};
 pub use state_dict::StateDict;
 pub use strata_autograd::HookHandle;

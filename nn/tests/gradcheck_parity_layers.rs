@@ -143,3 +143,19 @@ proptest! {
         check(|v| bag.forward(&input, Some(&offsets), Some(&v[0])), &[tensor(w[..n].to_vec(), &[n])])?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Conv3d in input, weight and bias; MaxPool3d and AvgPool3d in their input.
+    #[test]
+    fn volumetric(x in distinct(54), w in smooth(16), b in smooth(2), stride in 1..=2usize, pad in 0..=1usize) {
+        let p = Conv3dParams { stride: [stride, 1, stride], padding: [pad, pad, 0], ..Default::default() };
+        let input = tensor(x[..54].to_vec(), &[1, 2, 3, 3, 3]);
+        check(|v| functional::conv3d(&v[0], &v[1], Some(&v[2]), p),
+              &[input.clone(), tensor(w, &[2, 2, 2, 2, 1]), tensor(b, &[2])])?;
+        let pool = Pool3dParams { stride: [stride; 3], padding: [pad; 3], count_include_pad: pad == 0, ..Pool3dParams::new(2) };
+        check(|v| MaxPool3d { params: pool }.forward(&v[0]), std::slice::from_ref(&input))?;
+        check(|v| AvgPool3d { params: pool }.forward(&v[0]), &[input])?;
+    }
+}

@@ -316,3 +316,68 @@ fn embedding_bags() {
             .contains("Sum mode")
     );
 }
+
+#[test]
+fn volumetric_layers() {
+    let mut rng = seeded_rng(0);
+    let p = Conv3dParams {
+        stride: [2, 1, 1],
+        padding: [1, 0, 1],
+        dilation: [1, 1, 2],
+        groups: 1,
+    };
+    check_layer(
+        "conv3d",
+        &Conv3d::<f64>::new(2, 4, [2, 3, 2], p, true, &mut rng).unwrap(),
+    );
+    let g = Conv3dParams {
+        groups: 2,
+        ..Default::default()
+    };
+    check_layer(
+        "conv3d_groups_unbatched",
+        &Conv3d::<f64>::new(4, 2, [2, 2, 2], g, false, &mut rng).unwrap(),
+    );
+    let max = Pool3dParams {
+        kernel: [3, 2, 2],
+        stride: [1, 2, 1],
+        padding: [1, 1, 0],
+        dilation: [2, 1, 1],
+        count_include_pad: true,
+    };
+    check_layer("max_pool3d", &MaxPool3d { params: max });
+    let avg = Pool3dParams {
+        stride: [2; 3],
+        padding: [1; 3],
+        count_include_pad: false,
+        ..Pool3dParams::new(3)
+    };
+    check_layer("avg_pool3d", &AvgPool3d { params: avg });
+    check_layer(
+        "avg_pool3d_default",
+        &AvgPool3d {
+            params: Pool3dParams::new(2),
+        },
+    );
+    assert!(
+        Conv3d::<f64>::new(
+            3,
+            2,
+            [1, 1, 1],
+            Conv3dParams {
+                groups: 2,
+                ..Default::default()
+            },
+            true,
+            &mut rng
+        )
+        .is_err()
+    );
+    let bad = MaxPool3d {
+        params: Pool3dParams {
+            padding: [2, 0, 0],
+            ..Pool3dParams::new(2)
+        },
+    };
+    assert!(Forward::<f64>::forward(&bad, &Var::new(Tensor::zeros(&[1, 1, 4, 4, 4]))).is_err());
+}

@@ -16,3 +16,4 @@ pub(crate) mod pool;
 pub(crate) mod reshape;
 pub(crate) mod rnn;
 pub(crate) mod transformer;
+pub(crate) mod volume;
