@@ -39,6 +39,7 @@ mod layers;
 pub mod loss;
 mod module;
 mod state_dict;
+mod torch_load;
 
 pub use error::{NnError, Result, StateDictMismatch};
 pub use functional::{AttnMask, InterpolateMode, Resize, SdpaOptions, Upsample};
@@ -76,3 +77,4 @@ pub use module::{Forward, Module, Sequential, StateKind, checkpoint_sequential, 
 pub use state_dict::StateDict;
 pub use strata_autograd::HookHandle;
 pub use strata_tensor::{Conv1dParams, Conv2dParams, Padding};
+pub use torch_load::{load_pytorch, load_pytorch_bytes};

@@ -13,6 +13,7 @@ mod gradcheck_parity_losses;
 mod hooks;
 mod init;
 mod interop;
+mod pytorch_checkpoints;
 mod pytorch_fixtures;
 mod pytorch_layers;
 mod pytorch_losses;
