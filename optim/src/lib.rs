@@ -28,6 +28,7 @@
 
 mod adagrad;
 mod adam;
+mod adaptive;
 mod clip;
 mod error;
 mod lion;
@@ -39,6 +40,9 @@ mod state;
 
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
+pub use adaptive::{
+    Adamax, AdamaxConfig, Asgd, AsgdConfig, NAdam, NAdamConfig, RAdam, RAdamConfig,
+};
 pub use clip::{clip_grad_norm, clip_grad_value};
 pub use error::{OptimError, Result};
 pub use lion::{Lion, LionConfig};

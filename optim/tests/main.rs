@@ -2,4 +2,5 @@
 //! the generic kernels) for all of them; each module is one area.
 
 mod behaviour;
+mod parity_optimizers;
 mod pytorch_trajectories;

@@ -1,0 +1,265 @@
+//! Adamax, NAdam, RAdam and ASGD against PyTorch trajectories of 12 steps
+//! (`parity_trajectories` in tests/fixtures/generate.py), and their state round trips.
+
+use std::path::PathBuf;
+
+use strata_autograd::Var;
+use strata_nn::StateDict;
+use strata_optim::*;
+use strata_tensor::Tensor;
+
+const STEPS: usize = 12;
+
+fn load(name: &str) -> StateDict<f64> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(format!("{name}.safetensors"));
+    StateDict::load_safetensors(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn get(sd: &StateDict<f64>, key: &str) -> Tensor<f64> {
+    sd.get(key)
+        .unwrap_or_else(|| panic!("fixture lacks {key}"))
+        .clone()
+}
+
+#[track_caller]
+fn assert_close(got: &[f64], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= 1e-12 + 1e-10 * w.abs(),
+            "{what}[{i}]: strata {g}, PyTorch {w}"
+        );
+    }
+}
+
+/// Feeds the fixture's gradients and compares the parameters after each step; halfway,
+/// the optimizer is rebuilt from its state dict, which must continue identically.
+fn check<O: Optimizer<f64>>(
+    name: &str,
+    make: impl Fn(Vec<Var<f64>>) -> O,
+    after: impl Fn(&O, usize),
+) {
+    let sd = load(name);
+    let ps: Vec<Var<f64>> = (0..2)
+        .map(|i| Var::parameter(get(&sd, &format!("init.{i}"))))
+        .collect();
+    let mut opt = make(ps.clone());
+    for t in 0..STEPS {
+        if t == STEPS / 2 {
+            let state = opt.state_dict();
+            opt = make(ps.clone());
+            opt.load_state_dict(&state).unwrap();
+        }
+        for (i, p) in ps.iter().enumerate() {
+            p.set_grad(Some(get(&sd, &format!("grad.{t}.{i}"))))
+                .unwrap();
+        }
+        opt.step().unwrap();
+        for (i, p) in ps.iter().enumerate() {
+            let want = get(&sd, &format!("param.{t}.{i}")).to_vec();
+            assert_close(&p.to_vec(), &want, &format!("{name} step {t} param {i}"));
+        }
+        after(&opt, t);
+    }
+}
+
+#[test]
+fn adamax() {
+    check(
+        "adamax",
+        |p| {
+            Adamax::new(
+                p,
+                AdamaxConfig {
+                    lr: 0.02,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        },
+        |_, _| {},
+    );
+    let cfg = AdamaxConfig {
+        lr: 0.02,
+        betas: (0.8, 0.95),
+        weight_decay: 0.1,
+        maximize: true,
+        ..Default::default()
+    };
+    check(
+        "adamax_wd_maximize",
+        |p| Adamax::new(p, cfg).unwrap(),
+        |_, _| {},
+    );
+}
+
+#[test]
+fn nadam() {
+    check(
+        "nadam",
+        |p| {
+            NAdam::new(
+                p,
+                NAdamConfig {
+                    lr: 0.01,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        },
+        |_, _| {},
+    );
+    let cfg = NAdamConfig {
+        lr: 0.01,
+        weight_decay: 0.1,
+        decoupled_weight_decay: true,
+        momentum_decay: 0.01,
+        ..Default::default()
+    };
+    check(
+        "nadam_decoupled",
+        |p| NAdam::new(p, cfg).unwrap(),
+        |_, _| {},
+    );
+    let cfg = NAdamConfig {
+        lr: 0.01,
+        weight_decay: 0.05,
+        ..Default::default()
+    };
+    check("nadam_l2", |p| NAdam::new(p, cfg).unwrap(), |_, _| {});
+}
+
+#[test]
+fn radam() {
+    check(
+        "radam",
+        |p| {
+            RAdam::new(
+                p,
+                RAdamConfig {
+                    lr: 0.01,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        },
+        |_, _| {},
+    );
+    let cfg = RAdamConfig {
+        lr: 0.01,
+        betas: (0.9, 0.9),
+        weight_decay: 0.05,
+        ..Default::default()
+    };
+    check(
+        "radam_rectified",
+        |p| RAdam::new(p, cfg).unwrap(),
+        |_, _| {},
+    );
+    let cfg = RAdamConfig {
+        lr: 0.01,
+        betas: (0.8, 0.7),
+        weight_decay: 0.1,
+        decoupled_weight_decay: true,
+        ..Default::default()
+    };
+    check(
+        "radam_decoupled",
+        |p| RAdam::new(p, cfg).unwrap(),
+        |_, _| {},
+    );
+}
+
+#[test]
+fn asgd() {
+    check(
+        "asgd",
+        |p| {
+            Asgd::new(
+                p,
+                AsgdConfig {
+                    lr: 0.05,
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+        },
+        |_, _| {},
+    );
+    let sd = load("asgd_averaging");
+    let cfg = AsgdConfig {
+        lr: 0.05,
+        lambd: 0.01,
+        alpha: 0.5,
+        t0: 3.0,
+        weight_decay: 0.02,
+        ..Default::default()
+    };
+    check(
+        "asgd_averaging",
+        |p| Asgd::new(p, cfg).unwrap(),
+        |opt, t| {
+            for (i, ax) in opt.averaged().iter().enumerate() {
+                let want = get(&sd, &format!("ax.{t}.{i}")).to_vec();
+                assert_close(
+                    &ax.as_ref().unwrap().to_vec(),
+                    &want,
+                    &format!("ax step {t} param {i}"),
+                );
+            }
+        },
+    );
+}
+
+#[test]
+fn settings_are_checked() {
+    let p = || vec![Var::parameter(Tensor::<f64>::zeros(&[2]))];
+    assert!(
+        Adamax::new(
+            p(),
+            AdamaxConfig {
+                betas: (1.0, 0.9),
+                ..Default::default()
+            }
+        )
+        .is_err()
+    );
+    assert!(
+        NAdam::new(
+            p(),
+            NAdamConfig {
+                momentum_decay: -1.0,
+                ..Default::default()
+            }
+        )
+        .is_err()
+    );
+    assert!(
+        RAdam::new(
+            p(),
+            RAdamConfig {
+                eps: -1.0,
+                ..Default::default()
+            }
+        )
+        .is_err()
+    );
+    assert!(
+        Asgd::new(
+            p(),
+            AsgdConfig {
+                lr: f64::NAN,
+                ..Default::default()
+            }
+        )
+        .is_err()
+    );
+    assert!(Asgd::<f64>::new(Vec::new(), AsgdConfig::default()).is_err());
+    // A loaded state with a flag that is not 0 or 1 is refused.
+    let mut opt = NAdam::new(p(), NAdamConfig::default()).unwrap();
+    let mut state = opt.state_dict();
+    state.hyper.insert("maximize".into(), 0.5);
+    assert!(opt.load_state_dict(&state).is_err());
+}
