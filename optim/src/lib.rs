@@ -35,6 +35,7 @@ mod lion;
 mod optimizer;
 mod rmsprop;
 pub mod schedule;
+mod schedules_more;
 mod sgd;
 mod state;
 

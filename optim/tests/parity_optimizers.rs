@@ -263,3 +263,128 @@ fn settings_are_checked() {
     state.hyper.insert("maximize".into(), 0.5);
     assert!(opt.load_state_dict(&state).is_err());
 }
+
+/// 30 steps of a schedule against `parity_schedules.safetensors`: the lr (and momentum)
+/// before each step, and a scheduler rebuilt from its state at step 13 continues the same.
+fn check_schedule<S: strata_optim::schedule::Schedule>(
+    name: &str,
+    momentum: f64,
+    make: impl Fn(&mut Sgd<f64>) -> strata_optim::schedule::Scheduler<S>,
+) {
+    let sd = load("parity_schedules");
+    let want_lr = get(&sd, &format!("{name}.lr")).to_vec();
+    let want_m = get(&sd, &format!("{name}.momentum")).to_vec();
+    let p = Var::parameter(Tensor::<f64>::zeros(&[1]));
+    let cfg = SgdConfig {
+        lr: 0.1,
+        momentum,
+        ..Default::default()
+    };
+    let mut opt = Sgd::new(vec![p], cfg).unwrap();
+    let mut sched = make(&mut opt);
+    let (mut lrs, mut ms) = (Vec::new(), Vec::new());
+    for t in 0..want_lr.len() {
+        if t == 13 {
+            let state = sched.state();
+            sched = make(&mut opt);
+            sched.load_state(&state, &mut opt).unwrap();
+        }
+        lrs.push(opt.lr());
+        ms.push(opt.momentum().unwrap());
+        let _ = sched.step(&mut opt);
+    }
+    assert_close(&lrs, &want_lr, &format!("{name} lr"));
+    assert_close(&ms, &want_m, &format!("{name} momentum"));
+}
+
+#[test]
+fn parity_schedules() {
+    use strata_optim::schedule::*;
+    check_schedule("lambda", 0.0, |o| {
+        Scheduler::new(
+            LambdaLR {
+                lr_lambda: Box::new(|e| 1.0 / (1.0 + 0.1 * e as f64)),
+            },
+            o,
+        )
+    });
+    check_schedule("multiplicative", 0.0, |o| {
+        let f: LrLambda = Box::new(|e| if e % 2 == 1 { 0.9 } else { 0.97 });
+        Scheduler::new(MultiplicativeLR::new(f), o)
+    });
+    check_schedule("polynomial", 0.0, |o| {
+        Scheduler::new(
+            PolynomialLR {
+                total_iters: 12,
+                power: 2.0,
+            },
+            o,
+        )
+    });
+    check_schedule("warm_restarts", 0.0, |o| {
+        Scheduler::new(CosineAnnealingWarmRestarts::new(4, 2, 0.01).unwrap(), o)
+    });
+    check_schedule("warm_restarts_flat", 0.0, |o| {
+        Scheduler::new(CosineAnnealingWarmRestarts::new(5, 1, 0.0).unwrap(), o)
+    });
+    check_schedule("cyclic", 0.9, |o| {
+        CyclicLR {
+            step_size_up: 4,
+            ..CyclicLR::new(0.01, 0.1)
+        }
+        .scheduler(o)
+        .unwrap()
+    });
+    check_schedule("cyclic_triangular2", 0.9, |o| {
+        CyclicLR {
+            step_size_up: 3,
+            step_size_down: Some(5),
+            mode: CyclicMode::Triangular2,
+            ..CyclicLR::new(0.01, 0.1)
+        }
+        .scheduler(o)
+        .unwrap()
+    });
+    check_schedule("cyclic_exp_range", 0.0, |o| {
+        CyclicLR {
+            step_size_up: 5,
+            mode: CyclicMode::ExpRange { gamma: 0.97 },
+            cycle_momentum: false,
+            ..CyclicLR::new(0.02, 0.2)
+        }
+        .scheduler(o)
+        .unwrap()
+    });
+    check_schedule("chained", 0.0, |o| {
+        let schedules: Vec<Box<dyn Schedule>> = vec![
+            Box::new(StepLR {
+                step_size: 5,
+                gamma: 0.5,
+            }),
+            Box::new(ExponentialLR { gamma: 0.95 }),
+        ];
+        Scheduler::new(ChainedScheduler { schedules }, o)
+    });
+    // Settings PyTorch refuses.
+    assert!(CosineAnnealingWarmRestarts::new(0, 1, 0.0).is_err());
+    let mut adam = Adam::new(
+        vec![Var::parameter(Tensor::<f64>::zeros(&[1]))],
+        AdamConfig::default(),
+    )
+    .unwrap();
+    assert!(
+        CyclicLR {
+            step_size_up: 0,
+            step_size_down: Some(0),
+            ..CyclicLR::new(0.01, 0.1)
+        }
+        .scheduler(&mut adam)
+        .is_err()
+    );
+    let mut plain = Sgd::new(
+        vec![Var::parameter(Tensor::<f64>::zeros(&[1]))],
+        SgdConfig::default(),
+    )
+    .unwrap();
+    assert!(CyclicLR::new(0.01, 0.1).scheduler(&mut plain).is_ok()); // SGD has a momentum (0)
+}
