@@ -31,6 +31,7 @@ mod adam;
 mod adaptive;
 mod clip;
 mod error;
+mod lbfgs;
 mod lion;
 mod optimizer;
 mod rmsprop;
@@ -46,6 +47,7 @@ pub use adaptive::{
 };
 pub use clip::{clip_grad_norm, clip_grad_value};
 pub use error::{OptimError, Result};
+pub use lbfgs::{Lbfgs, LbfgsConfig};
 pub use lion::{Lion, LionConfig};
 pub use optimizer::{Optimizer, ParamGroup};
 pub use rmsprop::{RmsProp, RmsPropConfig};
