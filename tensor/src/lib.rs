@@ -50,7 +50,7 @@ pub use fused::recurrent::{RecurrentGradNeeds, RecurrentGrads, RecurrentMode};
 pub use fused::recurrent::{RecurrentSaved, RecurrentWeights};
 pub use handle::dims::Dims;
 pub use handle::element::{DType, Element};
-pub use handle::layout::{Layout, broadcast_shapes, contiguous_strides};
+pub use handle::layout::{Layout, broadcast_shapes, checked_numel, contiguous_strides};
 pub use handle::storage::{
     buffer_cache_bytes, buffer_cache_limit, clear_buffer_cache, set_buffer_cache_limit,
 };

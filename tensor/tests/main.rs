@@ -7,6 +7,7 @@ mod common;
 mod broadcast;
 mod conv_pool;
 mod errors;
+mod hostile;
 mod indexing;
 mod matmul;
 mod reductions;

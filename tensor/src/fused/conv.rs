@@ -13,6 +13,7 @@ use faer::Par;
 
 use crate::engine::gemm::{PAR_MIN_MACS, Strided as Operand, parallelism, product as gemm};
 use crate::engine::par;
+use crate::handle::layout::check_shape;
 use crate::handle::storage::{alloc, alloc_zeroed};
 use crate::{Element, Result, Tensor, TensorError};
 
@@ -228,14 +229,14 @@ impl Geometry {
         }
         let (n, c, h, w) = (x[0], x[1], x[2], x[3]);
         let (o, cg, kh, kw) = (wt[0], wt[1], wt[2], wt[3]);
-        if cg * p.groups != c || o % p.groups != 0 {
+        if cg.checked_mul(p.groups) != Some(c) || o % p.groups != 0 {
             return Err(TensorError::shape(
                 op,
                 format!(
                     "input {x:?} and weight {wt:?} do not fit groups = {}: expected {} input \
                      channels and out channels divisible by groups",
                     p.groups,
-                    cg * p.groups
+                    cg.saturating_mul(p.groups)
                 ),
             ));
         }
@@ -263,19 +264,26 @@ impl Geometry {
             (k > 0 && padded >= span).then(|| (padded - span) / p.stride[i] + 1)
         };
         match (out(h, kh, 0), out(w, kw, 1)) {
-            (Some(oh), Some(ow)) => Ok(Geometry {
-                n,
-                c,
-                h,
-                w,
-                o,
-                kh,
-                kw,
-                oh,
-                ow,
-                p,
-                pad,
-            }),
+            (Some(oh), Some(ow)) => {
+                // The output and the im2col scratch (`C/g·kh·kw × oh·ow`) must be countable
+                // and allocatable before any kernel computes an index (a huge padding gives
+                // a huge output from a small input). Counted as f64, the larger element.
+                check_shape::<f64>(op, &[n, o, oh, ow])?;
+                check_shape::<f64>(op, &[cg, kh, kw, oh, ow])?;
+                Ok(Geometry {
+                    n,
+                    c,
+                    h,
+                    w,
+                    o,
+                    kh,
+                    kw,
+                    oh,
+                    ow,
+                    p,
+                    pad,
+                })
+            }
             _ => Err(TensorError::shape(
                 op,
                 format!(

@@ -13,8 +13,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::Element;
 use crate::handle::element::Kernels as _;
+use crate::handle::layout::check_shape;
+use crate::{Element, Result, TensorError};
 
 /// Buffers smaller than this go straight to the system allocator, which recycles small
 /// blocks well on its own.
@@ -127,37 +128,103 @@ impl<T: Element> BufferPool<T> {
 
 /// A buffer of `len` elements whose contents are unspecified (stale values of a recycled
 /// buffer, or zeros): the caller must write every element before reading it.
+///
+/// # Panics
+/// When the allocator refuses the memory: an infallible op's result that cannot be held.
+/// (The global allocator's default would abort the process instead; a panic unwinds, and
+/// names the size.) Ops that return a `Result` allocate with [`try_alloc`].
+#[track_caller]
 pub(crate) fn alloc<T: Element>(len: usize) -> Vec<T> {
-    if len * size_of::<T>() >= CACHE_MIN_BYTES
-        && let Some(buf) = T::buffer_pool().take(len)
-    {
+    if let Some(buf) = cached(len) {
         return buf;
     }
-    zeros(len)
+    try_zeros(len).unwrap_or_else(|| refused::<T>(len))
 }
 
-/// `len` zeros from the system allocator. `vec![0.0; len]` would go through `calloc`,
-/// which glibc serves without its per-thread cache of small blocks: for the tiny tensors
-/// of a training loop, `malloc` and a short fill cost about half as much.
-fn zeros<T: Element>(len: usize) -> Vec<T> {
-    if len * size_of::<T>() >= CACHE_MIN_BYTES {
-        // Large zeroed blocks come from fresh pages through `calloc` without a fill.
-        return vec![T::zero(); len];
+/// A buffer for a result of `shape` (contents unspecified, as [`alloc`]), or
+/// [`TensorError::TooLarge`] / [`TensorError::OutOfMemory`] naming `op` and the shape.
+pub(crate) fn try_alloc<T: Element>(op: &'static str, shape: &[usize]) -> Result<Vec<T>> {
+    let len = check_shape::<T>(op, shape)?;
+    if let Some(buf) = cached(len) {
+        return Ok(buf);
     }
-    let mut v = Vec::with_capacity(len);
+    try_zeros(len).ok_or_else(|| TensorError::OutOfMemory {
+        op,
+        shape: shape.to_vec(),
+        bytes: len.saturating_mul(size_of::<T>()),
+    })
+}
+
+/// [`try_alloc`], filled with zeros.
+pub(crate) fn try_alloc_zeroed<T: Element>(op: &'static str, shape: &[usize]) -> Result<Vec<T>> {
+    let len = check_shape::<T>(op, shape)?;
+    if let Some(mut buf) = cached(len) {
+        crate::engine::par::fill(&mut buf, T::zero());
+        return Ok(buf);
+    }
+    try_zeros(len).ok_or_else(|| TensorError::OutOfMemory {
+        op,
+        shape: shape.to_vec(),
+        bytes: len.saturating_mul(size_of::<T>()),
+    })
+}
+
+#[cold]
+#[track_caller]
+fn refused<T>(len: usize) -> ! {
+    panic!(
+        "strata-tensor: the allocator refused {} bytes ({len} elements of {} bytes)",
+        len.saturating_mul(size_of::<T>()),
+        size_of::<T>()
+    )
+}
+
+/// A cached buffer of exactly `len` elements, if the cache has one.
+fn cached<T: Element>(len: usize) -> Option<Vec<T>> {
+    if len.saturating_mul(size_of::<T>()) >= CACHE_MIN_BYTES {
+        T::buffer_pool().take(len)
+    } else {
+        None
+    }
+}
+
+/// `len` zeros from the system allocator, or `None` when it refuses the memory.
+/// `vec![0.0; len]` would go through `calloc`, which glibc serves without its per-thread
+/// cache of small blocks: for the tiny tensors of a training loop, `malloc` and a short
+/// fill cost about half as much. Large blocks do come from `calloc` (fresh pages, no
+/// fill), through `alloc_zeroed`, since `vec!` has no fallible form.
+fn try_zeros<T: Element>(len: usize) -> Option<Vec<T>> {
+    let layout = std::alloc::Layout::array::<T>(len).ok()?;
+    if layout.size() >= CACHE_MIN_BYTES {
+        // SAFETY: `layout.size()` is non-zero (at least CACHE_MIN_BYTES), as `alloc_zeroed`
+        // requires.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: `ptr` comes from the global allocator with the layout of `[T; len]`,
+        // which is the allocation a `Vec<T>` of capacity `len` owns and frees; `T` is f32
+        // or f64 (`Element` is sealed), whose all-zero bytes are the value 0.0, so all
+        // `len` elements are initialised.
+        return Some(unsafe { Vec::from_raw_parts(ptr, len, len) });
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).ok()?;
     v.resize(len, T::zero());
-    v
+    Some(v)
 }
 
 /// A buffer of `len` zeros.
+///
+/// # Panics
+/// As [`alloc`].
+#[track_caller]
 pub(crate) fn alloc_zeroed<T: Element>(len: usize) -> Vec<T> {
-    if len * size_of::<T>() >= CACHE_MIN_BYTES
-        && let Some(mut buf) = T::buffer_pool().take(len)
-    {
+    if let Some(mut buf) = cached(len) {
         crate::engine::par::fill(&mut buf, T::zero());
         return buf;
     }
-    zeros(len)
+    try_zeros(len).unwrap_or_else(|| refused::<T>(len))
 }
 
 /// The elements behind one or more tensors. Shared through an `Arc`; mutated only when the
@@ -213,5 +280,28 @@ mod tests {
             alloc_zeroed::<f64>(len)
         };
         assert!(zeroed.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn fresh_buffers_are_zero_and_refusals_are_errors() {
+        for len in [0, 3, 1 << 14, (1 << 17) + 5] {
+            let v = try_zeros::<f32>(len).unwrap();
+            assert_eq!(v.len(), len);
+            assert!(v.iter().all(|&x| x == 0.0));
+        }
+        // More bytes than any allocation may hold: refused, not aborted.
+        assert!(try_zeros::<f64>(usize::MAX / 4).is_none());
+        assert!(matches!(
+            try_alloc::<f32>("zeros", &[1 << 61]),
+            Err(TensorError::TooLarge { op: "zeros", .. })
+        ));
+        // Representable, but far beyond any machine's memory: the allocator says no.
+        assert!(matches!(
+            try_alloc::<f32>("zeros", &[1 << 50]),
+            Err(TensorError::OutOfMemory { op: "zeros", .. })
+        ));
+        let panic = std::panic::catch_unwind(|| alloc::<f32>(1 << 50)).unwrap_err();
+        let msg = panic.downcast_ref::<String>().unwrap();
+        assert!(msg.contains("refused 4503599627370496 bytes"), "{msg}");
     }
 }

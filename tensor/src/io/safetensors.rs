@@ -16,7 +16,7 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::SafetensorsErrorKind as Kind;
 use super::{SafetensorsError, fs};
-use crate::{DType, Element, Tensor};
+use crate::{DType, Element, Tensor, checked_numel};
 
 /// The header key of the string metadata; no tensor may have this name.
 const METADATA_KEY: &str = "__metadata__";
@@ -475,11 +475,6 @@ fn decode<T: Element>(bytes: &[u8]) -> Result<TensorFile<T>, Kind> {
     Ok(TensorFile { tensors, metadata })
 }
 
-/// The product of `shape`, or `None` when it overflows `usize`.
-fn checked_numel(shape: &[usize]) -> Option<usize> {
-    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
-}
-
 /// The header's JSON text: the 8-byte little-endian length, checked against the bytes
 /// that follow it before it is used.
 fn header_slice(bytes: &[u8]) -> Result<&[u8], Kind> {
@@ -644,7 +639,9 @@ mod tests {
     #[test]
     fn numel_overflow_is_caught() {
         assert_eq!(checked_numel(&[]), Some(1));
-        assert_eq!(checked_numel(&[3, 0, usize::MAX]), Some(0));
+        assert_eq!(checked_numel(&[3, 0, 1 << 40]), Some(0));
+        // A zero does not excuse the other sizes: no tensor has this shape, so no file may.
+        assert_eq!(checked_numel(&[3, 0, usize::MAX]), None);
         assert_eq!(checked_numel(&[1 << 32, 1 << 32]), None);
         assert_eq!(checked_numel(&[usize::MAX, 2]), None);
     }
