@@ -37,6 +37,7 @@
 //! on; the graph and the intermediate gradients are freed as the backward walk passes
 //! them (pass `retain_graph` to [`Var::backward_with_options`] to walk twice).
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod backward;
 mod error;

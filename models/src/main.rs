@@ -1,4 +1,5 @@
 //! `strata`: train, evaluate and inspect the reference models.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -6,6 +6,7 @@
 //! Each crate's `tests/common` keeps only what is its own (case counts, the view layouts
 //! autograd draws, the layer shapes nn draws) and re-exports the rest from here.
 #![allow(clippy::missing_panics_doc)]
+#![forbid(unsafe_code)]
 
 pub mod reference;
 mod values;

@@ -9,6 +9,7 @@
 //!   first failure.
 //!
 //! Deliberately dependency-light: std and serde_json only, arguments parsed by hand.
+#![forbid(unsafe_code)]
 
 mod bench;
 mod meta;
@@ -34,8 +35,9 @@ commands:
       STRATA_TORCH_PYTHON (default `python3`) and compare against it.
   ci
       Run what CI runs: cargo fmt --all --check; cargo clippy --workspace --all-targets
-      -- -D warnings; cargo doc (warnings denied); cargo test --workspace. Stops at the
-      first failure.
+      -- -D warnings; cargo doc (warnings denied); cargo test --workspace; the tensor
+      and autograd tests again with STRATA_PORTABLE=1 (the portable kernels). Stops at
+      the first failure.
   help
       Print this message.
 ";
@@ -153,12 +155,12 @@ fn parse_bench_args(args: &[String]) -> Result<bench::BenchOptions, String> {
     Ok(options)
 }
 
-/// Runs fmt, clippy, the docs and the tests in order (what `.ci/run` runs), stopping at
-/// the first failure.
+/// Runs fmt, clippy, the docs, the tests and the portable-kernel tests in order (what
+/// `.ci/run` runs), stopping at the first failure.
 fn ci() -> Result<(), String> {
     /// A cargo command line and an environment variable it needs.
     type Step<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>);
-    let steps: [Step; 4] = [
+    let steps: [Step; 5] = [
         (&["fmt", "--all", "--check"], None),
         (
             &[
@@ -176,6 +178,10 @@ fn ci() -> Result<(), String> {
             Some(("RUSTDOCFLAGS", "-D warnings")),
         ),
         (&["test", "--workspace"], None),
+        (
+            &["test", "-p", "strata-tensor", "-p", "strata-autograd"],
+            Some(("STRATA_PORTABLE", "1")),
+        ),
     ];
     let root = workspace_root();
     for (step, env) in steps {

@@ -7,6 +7,7 @@
 //!
 //! Workloads: `W5` (LSTM forward + backward) and `W6` (one AdamW step of a transformer
 //! encoder layer), set up exactly as their criterion benches.
+#![forbid(unsafe_code)]
 
 use strata_autograd::Var;
 use strata_nn::{
