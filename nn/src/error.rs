@@ -73,12 +73,20 @@ pub struct StateDictMismatch {
     pub unexpected: Vec<String>,
     /// Keys present in both with different shapes: (key, in the state dict, in the module).
     pub shape_mismatch: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// Keys whose entry in the state dict holds integers (it was stored as an integer
+    /// dtype: a counter such as `num_batches_tracked`) where the module has a
+    /// floating-point parameter or buffer. Loading them would turn a counter into weights
+    /// without a word.
+    pub dtype_mismatch: Vec<String>,
 }
 
 impl StateDictMismatch {
     /// Whether nothing is wrong.
     pub fn is_empty(&self) -> bool {
-        self.missing.is_empty() && self.unexpected.is_empty() && self.shape_mismatch.is_empty()
+        self.missing.is_empty()
+            && self.unexpected.is_empty()
+            && self.shape_mismatch.is_empty()
+            && self.dtype_mismatch.is_empty()
     }
 }
 
@@ -96,6 +104,13 @@ impl fmt::Display for StateDictMismatch {
                 f,
                 "\n  size mismatch for {key}: the state dict has shape {got:?}, \
                  the module has shape {want:?}"
+            )?;
+        }
+        for key in &self.dtype_mismatch {
+            write!(
+                f,
+                "\n  dtype mismatch for {key}: the state dict holds integers, the module a \
+                 floating-point tensor"
             )?;
         }
         Ok(())

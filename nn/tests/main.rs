@@ -8,6 +8,7 @@ mod attention;
 mod gradcheck_layers;
 mod gradcheck_losses;
 mod hooks;
+mod hostile;
 mod init;
 mod interop;
 mod pytorch_fixtures;

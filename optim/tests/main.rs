@@ -3,4 +3,5 @@
 #![forbid(unsafe_code)]
 
 mod behaviour;
+mod hostile;
 mod pytorch_trajectories;

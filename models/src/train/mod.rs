@@ -220,7 +220,7 @@ pub fn run<B>(
             if let Some(s) = &mut schedule
                 && step < total
             {
-                s.step(optimizer);
+                s.step(optimizer)?;
             }
             let l = out.loss.item()? as f64;
             if !l.is_finite() {
