@@ -41,65 +41,262 @@ impl<T: Element> Var<T> {
         grad: Option<&Tensor<T>>,
         retain_graph: bool,
     ) -> Result<()> {
+        let seed = seed_for(self, grad)?;
+        if !self.needs_grad() {
+            return Err(AutogradError::NoGraph);
+        }
+        walk_tensors(vec![(self.clone(), seed)], retain_graph, Sink::Leaves)?;
+        Ok(())
+    }
+
+    /// [`backward`](Var::backward) with `create_graph`: the walk runs each op's backward
+    /// as differentiable ops, so each leaf's gradient is also kept as a var with a graph
+    /// of its own ([`grad_var`](Var::grad_var)), which can be differentiated again (a
+    /// gradient penalty, a Hessian-vector product). The graph is kept. `grad` defaults to
+    /// one for a one-element output.
+    ///
+    /// ```
+    /// use strata_autograd::Var;
+    /// use strata_tensor::Tensor;
+    ///
+    /// let x = Var::parameter(Tensor::from_vec(vec![3.0f64], &[1])?);
+    /// x.pow_scalar(3.0).sum_all().backward_create_graph(None)?; // dy/dx = 3x² = 27
+    /// let dx = x.grad_var().unwrap();
+    /// x.zero_grad();
+    /// dx.sum_all().backward()?; // d²y/dx² = 6x = 18
+    /// assert_eq!(x.grad().unwrap().to_vec(), vec![18.0]);
+    /// # Ok::<(), strata_autograd::AutogradError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`backward_with`](Var::backward_with), and [`AutogradError::NoDoubleBackward`]
+    /// when an op on the way has no differentiable backward.
+    pub fn backward_create_graph(&self, grad: Option<&Var<T>>) -> Result<()> {
         let seed = match grad {
-            Some(g) if g.shape() != self.shape() => {
-                return Err(AutogradError::GradShape {
-                    grad: g.shape().to_vec(),
-                    output: self.shape().to_vec(),
-                });
+            Some(g) => {
+                seed_for(self, Some(&g.value()))?;
+                g.clone()
             }
-            Some(g) => g.clone(),
-            None if self.numel() != 1 => {
-                return Err(AutogradError::NonScalarOutput {
-                    shape: self.shape().to_vec(),
-                });
-            }
-            None => Tensor::ones(self.shape()),
+            None => Var::new(seed_for(self, None)?),
         };
         if !self.needs_grad() {
             return Err(AutogradError::NoGraph);
         }
-        let (mut order, index) = topological_order(self)?;
-        let mut grads: Vec<Option<Tensor<T>>> = vec![None; order.len()];
-        grads[order.len() - 1] = Some(seed);
+        walk_vars(vec![(self.clone(), seed)], Sink::Leaves)?;
+        Ok(())
+    }
+}
 
-        for pos in (0..order.len()).rev() {
-            let var = order[pos].take().expect("each position is visited once");
-            let Some(grad) = grads[pos].take() else {
+/// The seed of a backward from `out`: `grad` (checked against its shape), or one for a
+/// one-element output.
+pub(crate) fn seed_for<T: Element>(out: &Var<T>, grad: Option<&Tensor<T>>) -> Result<Tensor<T>> {
+    match grad {
+        Some(g) if g.shape() != out.shape() => Err(AutogradError::GradShape {
+            grad: g.shape().to_vec(),
+            output: out.shape().to_vec(),
+        }),
+        Some(g) => Ok(g.clone()),
+        None if out.numel() != 1 => Err(AutogradError::NonScalarOutput {
+            shape: out.shape().to_vec(),
+        }),
+        None => Ok(Tensor::ones(out.shape())),
+    }
+}
+
+/// Where a walk's gradients go: the leaves' `.grad` (a backward), or only the gradients
+/// of the given vars, returned in their order (a functional `grad`), leaving `.grad`
+/// alone.
+pub(crate) enum Sink<'a, T: Element> {
+    Leaves,
+    Capture(&'a [Var<T>]),
+}
+
+impl<T: Element> Sink<'_, T> {
+    /// The positions in the capture list of the var with this id.
+    fn targets(&self, id: u64) -> impl Iterator<Item = usize> + '_ {
+        let list: &[Var<T>] = match self {
+            Sink::Leaves => &[],
+            Sink::Capture(t) => t,
+        };
+        list.iter()
+            .enumerate()
+            .filter(move |(_, v)| v.id() == id)
+            .map(|(i, _)| i)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Sink::Leaves => 0,
+            Sink::Capture(t) => t.len(),
+        }
+    }
+}
+
+/// The flags of a node's inputs: which are tracked.
+fn flags_of<T: Element>(inputs: &[Option<Var<T>>], buf: &mut [bool; 8]) -> Option<Vec<bool>> {
+    if inputs.len() <= buf.len() {
+        for (f, i) in buf.iter_mut().zip(inputs) {
+            *f = i.is_some();
+        }
+        None
+    } else {
+        Some(inputs.iter().map(Option::is_some).collect())
+    }
+}
+
+/// The first-order walk: gradients as tensors, each op's backward kernel.
+pub(crate) fn walk_tensors<T: Element>(
+    roots: Vec<(Var<T>, Tensor<T>)>,
+    retain_graph: bool,
+    sink: Sink<'_, T>,
+) -> Result<Vec<Option<Tensor<T>>>> {
+    let root_vars: Vec<Var<T>> = roots.iter().map(|(v, _)| v.clone()).collect();
+    let (mut order, index) = topological_order(&root_vars)?;
+    let mut grads: Vec<Option<Tensor<T>>> = vec![None; order.len()];
+    for (root, seed) in roots {
+        let pos = index.get(root.id()).expect("roots are ordered");
+        match &mut grads[pos] {
+            slot @ None => *slot = Some(seed),
+            Some(acc) => acc.add_(&seed)?,
+        }
+    }
+    let mut captured: Vec<Option<Tensor<T>>> = vec![None; sink.len()];
+    let capture = matches!(sink, Sink::Capture(_));
+
+    for pos in (0..order.len()).rev() {
+        let var = order[pos].take().expect("each position is visited once");
+        let Some(grad) = grads[pos].take() else {
+            continue;
+        };
+        let (grad, _) = var.run_grad_hooks(grad)?;
+        for i in sink.targets(var.id()) {
+            captured[i] = Some(grad.clone());
+        }
+        let mut origin = lock(&var.inner.origin);
+        let node = match &*origin {
+            Origin::Leaf => {
+                drop(origin);
+                if !capture {
+                    accumulate_into_slot(&var, grad);
+                    var.run_post_accumulate_hooks();
+                }
+                continue;
+            }
+            Origin::Freed(op) => return Err(AutogradError::GraphFreed { op }),
+            Origin::Op(node) => node,
+        };
+        if var.retains_grad() && !capture {
+            accumulate_into_slot(&var, grad.clone());
+        }
+        let mut buf = [false; 8];
+        let many = flags_of(&node.inputs, &mut buf);
+        let needs: &[bool] = match &many {
+            Some(v) => v,
+            None => &buf[..node.inputs.len()],
+        };
+        let input_grads = (node.backward)(&grad, Needs::new(needs))?;
+        drop(grad);
+        let anomaly = crate::anomaly::is_anomaly_enabled();
+        for (k, (input, g)) in node.inputs.iter().zip(input_grads).enumerate() {
+            let (Some(input), Some(g)) = (input, g) else {
                 continue;
             };
-            let grad = var.run_grad_hooks(grad)?;
-            let mut origin = lock(&var.inner.origin);
+            if anomaly {
+                crate::anomaly::check(node.op, k, &g, node.trace.as_ref())?;
+            }
+            if g.shape() != input.shape() {
+                return Err(AutogradError::BackwardShape {
+                    op: node.op,
+                    input: k,
+                    got: g.shape().to_vec(),
+                    expected: input.shape().to_vec(),
+                });
+            }
+            let pos = index
+                .get(input.id())
+                .expect("every tracked input was ordered before its consumer");
+            let slot = &mut grads[pos];
+            match slot {
+                None => *slot = Some(g),
+                Some(acc) => acc.add_(&g)?,
+            }
+        }
+        if !retain_graph {
+            let op = node.op;
+            *origin = Origin::Freed(op);
+        }
+    }
+    Ok(captured)
+}
+
+/// The walk with `create_graph`: gradients as vars, each op's differentiable backward run
+/// with grad mode on, so the gradients have graphs of their own. The graph walked is kept.
+pub(crate) fn walk_vars<T: Element>(
+    roots: Vec<(Var<T>, Var<T>)>,
+    sink: Sink<'_, T>,
+) -> Result<Vec<Option<Var<T>>>> {
+    let root_vars: Vec<Var<T>> = roots.iter().map(|(v, _)| v.clone()).collect();
+    let (mut order, index) = topological_order(&root_vars)?;
+    let mut grads: Vec<Option<Var<T>>> = vec![None; order.len()];
+    crate::grad_mode::enable_grad(|| -> Result<Vec<Option<Var<T>>>> {
+        for (root, seed) in roots {
+            let pos = index.get(root.id()).expect("roots are ordered");
+            grads[pos] = Some(match grads[pos].take() {
+                None => seed,
+                Some(acc) => acc.add(&seed)?,
+            });
+        }
+        let mut captured: Vec<Option<Var<T>>> = vec![None; sink.len()];
+        let capture = matches!(sink, Sink::Capture(_));
+        for pos in (0..order.len()).rev() {
+            let var = order[pos].take().expect("each position is visited once");
+            let Some(mut grad) = grads[pos].take() else {
+                continue;
+            };
+            // Hooks see the gradient's value; a replacement enters as a constant.
+            let (value, replaced) = var.run_grad_hooks(grad.value())?;
+            if replaced {
+                grad = Var::new(value);
+            }
+            for i in sink.targets(var.id()) {
+                captured[i] = Some(grad.clone());
+            }
+            let origin = lock(&var.inner.origin);
             let node = match &*origin {
                 Origin::Leaf => {
                     drop(origin);
-                    accumulate_into_slot(&var, grad);
-                    var.run_post_accumulate_hooks();
+                    if !capture {
+                        accumulate_into_slot(&var, grad.value());
+                        accumulate_graph_grad(&var, grad)?;
+                        var.run_post_accumulate_hooks();
+                    }
                     continue;
                 }
                 Origin::Freed(op) => return Err(AutogradError::GraphFreed { op }),
                 Origin::Op(node) => node,
             };
-            if var.retains_grad() {
-                accumulate_into_slot(&var, grad.clone());
+            if var.retains_grad() && !capture {
+                accumulate_into_slot(&var, grad.value());
             }
-            let mut flags = [false; 8];
-            let needs_vec: Vec<bool>;
-            let needs: &[bool] = if node.inputs.len() <= flags.len() {
-                for (f, i) in flags.iter_mut().zip(node.inputs.iter()) {
-                    *f = i.is_some();
-                }
-                &flags[..node.inputs.len()]
-            } else {
-                needs_vec = node.inputs.iter().map(Option::is_some).collect();
-                &needs_vec
+            let graph = node
+                .graph
+                .as_ref()
+                .ok_or(AutogradError::NoDoubleBackward { op: node.op })?;
+            let mut buf = [false; 8];
+            let many = flags_of(&node.inputs, &mut buf);
+            let needs: &[bool] = match &many {
+                Some(v) => v,
+                None => &buf[..node.inputs.len()],
             };
-            let input_grads = (node.backward)(&grad, Needs::new(needs))?;
-            drop(grad);
+            let input_grads = graph(&grad, &node.inputs, Needs::new(needs))?;
+            let anomaly = crate::anomaly::is_anomaly_enabled();
             for (k, (input, g)) in node.inputs.iter().zip(input_grads).enumerate() {
                 let (Some(input), Some(g)) = (input, g) else {
                     continue;
                 };
+                if anomaly {
+                    crate::anomaly::check(node.op, k, &g.value(), node.trace.as_ref())?;
+                }
                 if g.shape() != input.shape() {
                     return Err(AutogradError::BackwardShape {
                         op: node.op,
@@ -111,19 +308,24 @@ impl<T: Element> Var<T> {
                 let pos = index
                     .get(input.id())
                     .expect("every tracked input was ordered before its consumer");
-                let slot = &mut grads[pos];
-                match slot {
-                    None => *slot = Some(g),
-                    Some(acc) => acc.add_(&g)?,
-                }
-            }
-            if !retain_graph {
-                let op = node.op;
-                *origin = Origin::Freed(op);
+                grads[pos] = Some(match grads[pos].take() {
+                    None => g,
+                    Some(acc) => acc.add(&g)?,
+                });
             }
         }
-        Ok(())
-    }
+        Ok(captured)
+    })
+}
+
+/// Adds `grad` to a leaf's differentiable gradient ([`Var::grad_var`]).
+fn accumulate_graph_grad<T: Element>(var: &Var<T>, grad: Var<T>) -> Result<()> {
+    let mut slot = lock(&var.inner.grad_var);
+    *slot = Some(match slot.take() {
+        None => grad,
+        Some(acc) => acc.add(&grad)?,
+    });
+    Ok(())
 }
 
 /// Adds `grad` into a var's gradient slot (the first gradient is stored as is, made
@@ -209,16 +411,16 @@ impl IdIndex {
 /// Marks a var whose inputs are being visited (its position is not known yet).
 const VISITING: usize = usize::MAX;
 
-/// The vars reachable from `root` through tracked inputs, in topological order (every var
-/// after all of its inputs; `root` last), and each var's position by id.
+/// The vars reachable from `roots` through tracked inputs, in topological order (every var
+/// after all of its inputs), and each var's position by id.
 ///
 /// Fails on a freed node before anything has been accumulated.
 #[allow(clippy::type_complexity)]
-fn topological_order<T: Element>(root: &Var<T>) -> Result<(Vec<Option<Var<T>>>, IdIndex)> {
+fn topological_order<T: Element>(roots: &[Var<T>]) -> Result<(Vec<Option<Var<T>>>, IdIndex)> {
     let mut order: Vec<Option<Var<T>>> = Vec::with_capacity(16);
     let mut index = IdIndex::new();
     let mut stack: Vec<(Var<T>, bool)> = Vec::with_capacity(16);
-    stack.push((root.clone(), false));
+    stack.extend(roots.iter().rev().map(|r| (r.clone(), false)));
     while let Some((var, expanded)) = stack.pop() {
         if expanded {
             index.set(var.id(), order.len());

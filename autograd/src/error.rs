@@ -52,6 +52,40 @@ pub enum AutogradError {
         /// The op whose saved state is gone.
         op: &'static str,
     },
+    /// Anomaly mode: an op's backward produced a NaN or an infinity.
+    #[error(
+        "anomaly: the backward of {op} produced {value} in the gradient of its input {input}; \
+         {op} was recorded at:\n{recorded}"
+    )]
+    Anomaly {
+        /// The op whose backward produced it.
+        op: &'static str,
+        /// Which of its inputs.
+        input: usize,
+        /// The first non-finite value.
+        value: f64,
+        /// Where the op's forward was called (a backtrace).
+        recorded: String,
+    },
+    /// A walk with `create_graph` reached an op without a differentiable backward.
+    #[error(
+        "{op} has no differentiable backward, so its gradient cannot be differentiated again \
+         (create_graph); custom ops give one with Var::double_backward"
+    )]
+    NoDoubleBackward {
+        /// The op.
+        op: &'static str,
+    },
+    /// `grad` was asked for the gradient of a var the outputs do not depend on (pass
+    /// `allow_unused` to get `None` instead).
+    #[error(
+        "grad: input {index} was not used to compute the outputs (set allow_unused to get \
+         None for it)"
+    )]
+    UnusedInput {
+        /// Its position in the inputs.
+        index: usize,
+    },
     /// An op's backward produced a gradient of the wrong shape (a bug in that op's rule).
     #[error("{op} backward: gradient for input {input} has shape {got:?}, expected {expected:?}")]
     BackwardShape {

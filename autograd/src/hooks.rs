@@ -165,10 +165,11 @@ impl<T: Element> Var<T> {
         Ok(handle(&self.inner, id, true))
     }
 
-    /// Runs the gradient hooks on `grad` (step 1 of the module docs).
-    pub(crate) fn run_grad_hooks(&self, grad: Tensor<T>) -> Result<Tensor<T>> {
+    /// Runs the gradient hooks on `grad` (step 1 of the module docs); the flag says
+    /// whether one of them replaced it.
+    pub(crate) fn run_grad_hooks(&self, grad: Tensor<T>) -> Result<(Tensor<T>, bool)> {
         if !self.inner.hooks.any.load(Ordering::Acquire) {
-            return Ok(grad);
+            return Ok((grad, false));
         }
         // Called outside the lock, so a hook may register or remove hooks.
         let hooks: Vec<GradHook<T>> = lock(&self.inner.hooks.grad)
@@ -176,6 +177,7 @@ impl<T: Element> Var<T> {
             .map(|(_, h)| h.clone())
             .collect();
         let mut grad = grad;
+        let mut replaced = false;
         for hook in hooks {
             if let Some(replacement) = hook(&grad) {
                 if replacement.shape() != grad.shape() {
@@ -189,9 +191,10 @@ impl<T: Element> Var<T> {
                     });
                 }
                 grad = replacement;
+                replaced = true;
             }
         }
-        Ok(grad)
+        Ok((grad, replaced))
     }
 
     /// Runs the post-accumulate-grad hooks (step 3 of the module docs).

@@ -39,17 +39,23 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod anomaly;
 mod backward;
+mod checkpoint;
 mod error;
+mod functional;
 mod grad_mode;
 mod gradcheck;
 mod hooks;
 mod ops;
 mod var;
 
+pub use anomaly::{detect_anomaly, is_anomaly_enabled};
+pub use checkpoint::{CheckpointFn, checkpoint, replayable};
 pub use error::{AutogradError, Result};
+pub use functional::{GradOptions, Products, grad, hessian_vector_product, jvp, vjp};
 pub use grad_mode::{enable_grad, is_grad_enabled, no_grad};
-pub use gradcheck::{GradcheckError, GradcheckOptions, gradcheck};
+pub use gradcheck::{GradcheckError, GradcheckOptions, gradcheck, gradgradcheck};
 pub use hooks::HookHandle;
 pub use ops::RecurrentParams;
 pub use var::{InputGrads, Needs, Var};

@@ -27,6 +27,17 @@ pub type InputGrads<T> = Vec<Option<Tensor<T>>>;
 pub(crate) type BackwardFn<T> =
     Box<dyn Fn(&Tensor<T>, Needs<'_>) -> Result<InputGrads<T>> + Send + Sync + 'static>;
 
+/// The backward rule of an op written with differentiable ops: given the gradient of the
+/// output as a var, the op's tracked inputs (`None` for untracked ones) and the flags, the
+/// gradient of each input as a var. Used by walks with `create_graph`, so the gradients
+/// can be differentiated again.
+pub(crate) type GraphBackwardFn<T> = Box<
+    dyn Fn(&Var<T>, &[Option<Var<T>>], Needs<'_>) -> Result<Vec<Option<Var<T>>>>
+        + Send
+        + Sync
+        + 'static,
+>;
+
 /// Which inputs of an op need a gradient in this backward, by their position in the op's
 /// input list: an input that does not require grad, or an optional input that is absent
 /// (see [`Var::from_op_with`]), never does. `needs[i]` reads one flag; [`grad`](Needs::grad)
@@ -74,6 +85,24 @@ impl<'a> Needs<'a> {
     }
 }
 
+impl Needs<'_> {
+    /// [`grad`](Needs::grad) for the differentiable backward (`Var` gradients).
+    ///
+    /// # Errors
+    /// Whatever `f` returns.
+    pub fn grad_var<T: Element>(
+        &self,
+        i: usize,
+        f: impl FnOnce() -> Result<Var<T>>,
+    ) -> Result<Option<Var<T>>> {
+        if self.get(i) {
+            Ok(Some(f()?))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
 impl std::ops::Index<usize> for Needs<'_> {
     type Output = bool;
     fn index(&self, i: usize) -> &bool {
@@ -87,6 +116,11 @@ pub(crate) struct Node<T: Element> {
     pub(crate) op: &'static str,
     pub(crate) inputs: Inputs<T>,
     pub(crate) backward: BackwardFn<T>,
+    /// The backward as differentiable ops, for walks that build a graph of their own
+    /// (`create_graph`); `None` for ops without one.
+    pub(crate) graph: Option<GraphBackwardFn<T>>,
+    /// Where the op was called, when anomaly mode was on.
+    pub(crate) trace: Option<std::sync::Arc<std::backtrace::Backtrace>>,
 }
 
 /// A node's inputs: one or two (almost every op) held inline, more on the heap.
@@ -122,6 +156,8 @@ pub(crate) struct Inner<T: Element> {
     pub(crate) grad: Mutex<Option<Tensor<T>>>,
     pub(crate) origin: Mutex<Origin<T>>,
     pub(crate) hooks: Hooks<T>,
+    /// The differentiable gradient left by [`Var::backward_create_graph`].
+    pub(crate) grad_var: Mutex<Option<Var<T>>>,
 }
 
 /// A tensor in a dynamic graph: the value plus, when it requires grad, the node that made
@@ -175,6 +211,7 @@ impl<T: Element> Var<T> {
                 grad: Mutex::new(None),
                 origin: Mutex::new(origin),
                 hooks: Hooks::default(),
+                grad_var: Mutex::new(None),
             }),
         }
     }
@@ -282,9 +319,18 @@ impl<T: Element> Var<T> {
         lock(&self.inner.grad).clone()
     }
 
-    /// Clears the gradient (to `None`, like PyTorch's default `set_to_none=True`).
+    /// Clears the gradient (to `None`, like PyTorch's default `set_to_none=True`), and
+    /// the differentiable one of [`grad_var`](Var::grad_var).
     pub fn zero_grad(&self) {
         *lock(&self.inner.grad) = None;
+        *lock(&self.inner.grad_var) = None;
+    }
+
+    /// The gradient accumulated by [`backward_create_graph`](Var::backward_create_graph)
+    /// as a var with a graph of its own (PyTorch's `.grad` after
+    /// `backward(create_graph=True)`), to differentiate again; `None` before one.
+    pub fn grad_var(&self) -> Option<Var<T>> {
+        lock(&self.inner.grad_var).clone()
     }
 
     /// Replaces the gradient, e.g. after clipping or all-reducing it.
@@ -467,6 +513,44 @@ impl<T: Element> Var<T> {
         Self::with_node(op, value, inputs, Box::new(backward))
     }
 
+    /// Gives the op that made this var a differentiable backward (`f(g, inputs, needs)`
+    /// written with ops on vars), so that walks with `create_graph` can go through it and
+    /// its gradients can be differentiated again, like a `torch.autograd.Function` whose
+    /// backward is itself differentiable. `inputs` are the op's inputs that require grad
+    /// (`None` for the others), to differentiate through. A no-op on untracked vars.
+    ///
+    /// ```
+    /// use strata_autograd::{GradOptions, Var, grad};
+    /// use strata_tensor::Tensor;
+    ///
+    /// // y = x³ with a hand-written first and second derivative.
+    /// let x = Var::parameter(Tensor::from_vec(vec![2.0f64], &[1])?);
+    /// let x3 = x.value().pow_scalar(3.0);
+    /// let saved = x.value();
+    /// let y = Var::from_op("cube", x3, &[&x], move |g, _| Ok(vec![Some(g.mul(&saved.square().mul_scalar(3.0))?)]))
+    ///     .double_backward(|g, inputs, _| {
+    ///         let x = inputs[0].as_ref().expect("x is tracked");
+    ///         Ok(vec![Some(g.mul(&x.square().mul_scalar(3.0))?)])
+    ///     });
+    /// let opts = GradOptions { create_graph: true, ..GradOptions::default() };
+    /// let dy = grad(&[y], &[x.clone()], None, opts)?[0].clone().unwrap(); // 3x² = 12
+    /// let d2y = grad(&[dy.sum_all()], &[x], None, GradOptions::default())?[0].clone().unwrap();
+    /// assert_eq!(d2y.to_vec(), vec![12.0]); // 6x
+    /// # Ok::<(), strata_autograd::AutogradError>(())
+    /// ```
+    pub fn double_backward<F>(self, f: F) -> Self
+    where
+        F: Fn(&Var<T>, &[Option<Var<T>>], Needs<'_>) -> Result<Vec<Option<Var<T>>>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        if let Origin::Op(node) = &mut *lock(&self.inner.origin) {
+            node.graph = Some(Box::new(f));
+        }
+        self
+    }
+
     fn with_node(
         op: &'static str,
         value: Tensor<T>,
@@ -477,6 +561,8 @@ impl<T: Element> Var<T> {
             op,
             inputs,
             backward,
+            graph: None,
+            trace: crate::anomaly::trace(),
         };
         Self::make(value, true, Origin::Op(node))
     }

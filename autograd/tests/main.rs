@@ -11,4 +11,5 @@ mod gradcheck_index;
 mod gradcheck_nn;
 mod gradcheck_reduce;
 mod gradcheck_view;
+mod higher_order;
 mod hooks;

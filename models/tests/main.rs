@@ -7,5 +7,6 @@ mod common;
 mod cli;
 mod data;
 mod models;
+mod pinn;
 mod readers;
 mod sequence;

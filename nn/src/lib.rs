@@ -60,7 +60,7 @@ pub use layers::transformer::{
     LearnedPositionalEncoding, SinusoidalPositionalEncoding, TransformerActivation,
     TransformerEncoder, TransformerEncoderLayer, TransformerEncoderLayerConfig,
 };
-pub use module::{Forward, Module, Sequential, StateKind, visit_child};
+pub use module::{Forward, Module, Sequential, StateKind, checkpoint_sequential, visit_child};
 pub use state_dict::StateDict;
 pub use strata_autograd::HookHandle;
 pub use strata_tensor::{Conv1dParams, Conv2dParams, Padding};

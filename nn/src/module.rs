@@ -270,6 +270,100 @@ impl<T: Element> Sequential<T> {
     pub fn get(&self, index: usize) -> Option<&dyn Forward<T>> {
         self.layers.get(index).map(|b| b.as_ref())
     }
+
+    /// Runs only the layers in `range` (a piece of the sequence).
+    ///
+    /// # Errors
+    /// [`NnError::Config`](crate::NnError::Config) for a range outside the sequence, and the
+    /// layers' errors.
+    pub fn forward_range(&self, range: std::ops::Range<usize>, x: &Var<T>) -> Result<Var<T>> {
+        let layers = self.layers.get(range.clone()).ok_or_else(|| {
+            crate::error::config_error(
+                "Sequential",
+                format!("layers {range:?} of a sequence of {}", self.layers.len()),
+            )
+        })?;
+        let mut h = x.clone();
+        for layer in layers {
+            h = layer.forward(&h)?;
+        }
+        Ok(h)
+    }
+}
+
+/// Runs `model` in `segments` checkpointed pieces, like
+/// `torch.utils.checkpoint.checkpoint_sequential`: each piece but the last keeps only its
+/// input and recomputes its intermediates during backward (see
+/// [`strata_autograd::checkpoint`]); the result and every gradient equal those of
+/// `model.forward(x)`, bit for bit, dropout included. The model is shared (`Arc`) because
+/// the backward runs it again.
+///
+/// ```
+/// use std::sync::Arc;
+/// use strata_autograd::Var;
+/// use strata_nn::{Forward, Linear, Module, ReLU, Sequential, checkpoint_sequential};
+/// use strata_tensor::{Tensor, seeded_rng};
+///
+/// let mut rng = seeded_rng(0);
+/// let model = Arc::new(
+///     Sequential::<f64>::new()
+///         .push(Linear::new(4, 8, true, &mut rng))
+///         .push(ReLU)
+///         .push(Linear::new(8, 2, true, &mut rng)),
+/// );
+/// let x = Var::new(Tensor::randn(&[3, 4], &mut rng));
+/// let y = checkpoint_sequential(&model, 2, &x)?;
+/// y.sum_all().backward()?;
+/// let checkpointed = model.parameters()[0].grad().unwrap();
+/// model.zero_grad();
+/// model.forward(&x)?.sum_all().backward()?;
+/// assert_eq!(model.parameters()[0].grad().unwrap().to_vec(), checkpointed.to_vec());
+/// # Ok::<(), strata_nn::NnError>(())
+/// ```
+///
+/// # Errors
+/// [`NnError::Config`](crate::NnError::Config) for zero segments; the layers' errors.
+pub fn checkpoint_sequential<T: Element>(
+    model: &std::sync::Arc<Sequential<T>>,
+    segments: usize,
+    x: &Var<T>,
+) -> Result<Var<T>> {
+    if segments == 0 {
+        return Err(crate::error::config_error(
+            "checkpoint_sequential",
+            "segments must be at least 1",
+        ));
+    }
+    let n = model.len();
+    let per = n.div_ceil(segments).max(1);
+    let mut h = x.clone();
+    let mut start = 0;
+    while start < n {
+        let end = (start + per).min(n);
+        if end == n {
+            // The last piece runs plainly: its output is needed for the backward anyway.
+            h = model.forward_range(start..end, &h)?;
+        } else {
+            let m = model.clone();
+            let f: strata_autograd::CheckpointFn<T> = std::sync::Arc::new(move |xs| {
+                m.forward_range(start..end, &xs[0]).map_err(to_autograd)
+            });
+            h = strata_autograd::checkpoint(f, &[h])?;
+        }
+        start = end;
+    }
+    Ok(h)
+}
+
+/// A strata-nn error as the autograd error a checkpointed function returns.
+fn to_autograd(e: crate::NnError) -> strata_autograd::AutogradError {
+    match e {
+        crate::NnError::Autograd(e) => e,
+        other => strata_autograd::AutogradError::Invalid {
+            op: "checkpoint",
+            msg: other.to_string(),
+        },
+    }
 }
 
 impl<T: Element> Module<T> for Sequential<T> {

@@ -5,6 +5,7 @@
 mod common;
 
 mod attention;
+mod checkpoint;
 mod gradcheck_layers;
 mod gradcheck_losses;
 mod hooks;

@@ -14,7 +14,7 @@ mod values;
 pub use values::*;
 
 use proptest::test_runner::TestCaseError;
-use strata_autograd::{AutogradError, GradcheckOptions, Var, gradcheck};
+use strata_autograd::{AutogradError, GradcheckOptions, Var, gradcheck, gradgradcheck};
 use strata_tensor::{IndexTensor, Tensor};
 
 /// What a property body returns.
@@ -142,8 +142,11 @@ where
     check_with(f, inputs, GradcheckOptions::default())
 }
 
-/// [`check_any`] with other options. The seed of the output projection is replaced by a
-/// hash of the inputs, so each case projects with other weights, reproducibly.
+/// [`check_any`] with other options: the first-order check ([`gradcheck`]) and the
+/// second-order one ([`gradgradcheck`]: the differentiable backward that `create_graph`
+/// walks, checked against central differences of the first-order backward). The seed of
+/// the output projection is replaced by a hash of the inputs, so each case projects with
+/// other weights, reproducibly.
 pub fn check_with<F, E>(f: F, inputs: &[Tensor<f64>], options: GradcheckOptions) -> TestResult
 where
     F: Fn(&[Var<f64>]) -> Result<Var<f64>, E>,
@@ -161,6 +164,13 @@ where
             msg: e.to_string(),
         })
     };
-    gradcheck(f, inputs, &GradcheckOptions { seed, ..options })
-        .map_err(|e| TestCaseError::fail(e.to_string()))
+    let options = GradcheckOptions { seed, ..options };
+    gradcheck(f, inputs, &options).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    // The second order along a random direction (PyTorch's fast mode): every element would
+    // cost two create_graph backwards each, minutes for a transformer layer.
+    let second = GradcheckOptions {
+        fast: true,
+        ..options
+    };
+    gradgradcheck(f, inputs, &second).map_err(|e| TestCaseError::fail(format!("second order: {e}")))
 }

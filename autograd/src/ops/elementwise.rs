@@ -6,6 +6,7 @@
 
 use strata_tensor::{Dims, Element, Tensor, elementwise};
 
+use crate::ops::{input_or, linear_unary, tracked};
 use crate::{Result, Var};
 
 type PairGrads<T> = (Option<Tensor<T>>, Option<Tensor<T>>);
@@ -37,37 +38,57 @@ impl<T: Element> Var<T> {
 
     /// `self + value`, like `x + 1.0`.
     pub fn add_scalar(&self, value: T) -> Var<T> {
-        self.unary_op("add_scalar", self.value().add_scalar(value), |g| {
-            Ok(g.clone())
-        })
+        linear_unary!(
+            self,
+            "add_scalar",
+            self.value().add_scalar(value),
+            [],
+            |g| g.clone()
+        )
     }
 
     /// `self - value`.
     pub fn sub_scalar(&self, value: T) -> Var<T> {
-        self.unary_op("sub_scalar", self.value().sub_scalar(value), |g| {
-            Ok(g.clone())
-        })
+        linear_unary!(
+            self,
+            "sub_scalar",
+            self.value().sub_scalar(value),
+            [],
+            |g| g.clone()
+        )
     }
 
     /// `value - self`, like `1.0 - x`.
     pub fn rsub_scalar(&self, value: T) -> Var<T> {
-        self.unary_op("rsub_scalar", self.value().rsub_scalar(value), |g| {
-            Ok(g.neg())
-        })
+        linear_unary!(
+            self,
+            "rsub_scalar",
+            self.value().rsub_scalar(value),
+            [],
+            |g| g.neg()
+        )
     }
 
     /// `self * value`.
     pub fn mul_scalar(&self, value: T) -> Var<T> {
-        self.unary_op("mul_scalar", self.value().mul_scalar(value), move |g| {
-            Ok(g.mul_scalar(value))
-        })
+        linear_unary!(
+            self,
+            "mul_scalar",
+            self.value().mul_scalar(value),
+            [],
+            |g| g.mul_scalar(value)
+        )
     }
 
     /// `self / value`.
     pub fn div_scalar(&self, value: T) -> Var<T> {
-        self.unary_op("div_scalar", self.value().div_scalar(value), move |g| {
-            Ok(g.div_scalar(value))
-        })
+        linear_unary!(
+            self,
+            "div_scalar",
+            self.value().div_scalar(value),
+            [],
+            |g| g.div_scalar(value)
+        )
     }
 
     /// `self ^ exponent`, like `torch.pow(x, 2.0)`; the gradient is 0 for exponent 0.
@@ -76,6 +97,14 @@ impl<T: Element> Var<T> {
         let value = x.pow_scalar(exponent);
         self.unary_op("pow_scalar", value, move |g| {
             Ok(x.pow_scalar_backward(g, exponent)?)
+        })
+        .double_backward(move |g, inputs, _| {
+            if exponent == T::zero() {
+                return Ok(vec![Some(Var::new(Tensor::zeros(g.shape())))]);
+            }
+            let x = tracked(inputs, 0);
+            let d = x.pow_scalar(exponent - T::one()).mul_scalar(exponent);
+            Ok(vec![Some(g.mul(&d)?)])
         })
     }
 
@@ -88,20 +117,30 @@ impl<T: Element> Var<T> {
     pub fn where_(condition: &Tensor<T>, on_true: &Var<T>, on_false: &Var<T>) -> Result<Var<T>> {
         let value = Tensor::where_(condition, &on_true.value(), &on_false.value())?;
         let cond = condition.clone();
-        Ok(on_true.binary_op(on_false, "where", value, move |g, n| {
-            let zero = Tensor::scalar(T::zero());
-            let ga = if n[0] {
-                Some(Tensor::where_(&cond, g, &zero)?)
-            } else {
-                None
-            };
-            let gb = if n[1] {
-                Some(Tensor::where_(&cond, &zero, g)?)
-            } else {
-                None
-            };
-            Ok((ga, gb))
-        }))
+        let cond2 = condition.clone();
+        let (sa, sb) = (on_true.shape().to_vec(), on_false.shape().to_vec());
+        Ok(on_true
+            .binary_op(on_false, "where", value, move |g, n| {
+                let zero = Tensor::scalar(T::zero());
+                let ga = if n[0] {
+                    Some(Tensor::where_(&cond, g, &zero)?)
+                } else {
+                    None
+                };
+                let gb = if n[1] {
+                    Some(Tensor::where_(&cond, &zero, g)?)
+                } else {
+                    None
+                };
+                Ok((ga, gb))
+            })
+            .double_backward(move |g, _, n| {
+                let zero = Var::new(Tensor::scalar(T::zero()));
+                Ok(vec![
+                    n.grad_var(0, || Var::where_(&cond2, g, &zero)?.sum_to_shape(&sa))?,
+                    n.grad_var(1, || Var::where_(&cond2, &zero, g)?.sum_to_shape(&sb))?,
+                ])
+            }))
     }
 
     /// `value` where `mask` is non-zero, `self` elsewhere, like `Tensor.masked_fill`; no
@@ -113,9 +152,8 @@ impl<T: Element> Var<T> {
     pub fn masked_fill(&self, mask: &Tensor<T>, value: T) -> Result<Var<T>> {
         let out = self.value().masked_fill(mask, value)?;
         let mask = mask.clone();
-        Ok(self.unary_op("masked_fill", out, move |g| {
-            Ok(g.masked_fill(&mask, T::zero())?)
-        }))
+        Ok(linear_unary!(self, "masked_fill", out, [mask], |g| g
+            .masked_fill(&mask, T::zero())?))
     }
 }
 
@@ -145,9 +183,18 @@ macro_rules! define_var_binary_ops {
         pub fn $name(&self, other: &Var<T>) -> Result<Var<T>> {
             let value = self.value().$name(&other.value())?;
             let (sa, sb) = (Dims::from_slice(self.shape()), Dims::from_slice(other.shape()));
+            let negate = stringify!($name) == "sub";
+            let (sa2, sb2) = (sa.clone(), sb.clone());
             Ok(Var::from_op(stringify!($name), value, &[self, other], move |g, n| {
                 let (ga, gb) = elementwise::$name::backward(g, (&sa, &sb), [n[0], n[1]])?;
                 Ok(vec![ga, gb])
+            })
+            .double_backward(move |g, _, n| {
+                let gb = if negate { g.neg() } else { g.clone() };
+                Ok(vec![
+                    n.get(0).then(|| g.sum_to_shape(&sa2)).transpose()?,
+                    n.get(1).then(|| gb.sum_to_shape(&sb2)).transpose()?,
+                ])
             }))
         }
     };
@@ -160,9 +207,17 @@ macro_rules! define_var_binary_ops {
         pub fn $name(&self, other: &Var<T>) -> Result<Var<T>> {
             let (a, b) = (self.value(), other.value());
             let value = a.$name(&b)?;
+            let (a2, b2) = (a.clone(), b.clone());
             Ok(Var::from_op(stringify!($name), value, &[self, other], move |g, n| {
                 let (ga, gb) = elementwise::$name::backward(&a, &b, g, [n[0], n[1]])?;
                 Ok(vec![ga, gb])
+            })
+            .double_backward(move |g, inputs, n| {
+                let (a, b) = (input_or(inputs, 0, &a2), input_or(inputs, 1, &b2));
+                Ok(vec![
+                    n.get(0).then(|| elementwise::$name::da(&a, &b, g).sum_to_shape(a.shape())).transpose()?,
+                    n.get(1).then(|| elementwise::$name::db(&a, &b, g).sum_to_shape(b.shape())).transpose()?,
+                ])
             }))
         }
     };

@@ -5,7 +5,7 @@ use std::borrow::Borrow;
 
 use strata_tensor::{Dims, Element, IndexTensor, Tensor};
 
-use super::{pad_along, resolve};
+use super::{linear_unary, pads_along, resolve};
 use crate::{Result, Var};
 
 impl<T: Element> Var<T> {
@@ -19,11 +19,17 @@ impl<T: Element> Var<T> {
         let value = self.value().index_select(dim, index)?;
         let shape = Dims::from_slice(self.shape());
         let index = index.clone();
-        Ok(self.unary_op("index_select", value, move |g| {
-            let mut grad = Tensor::zeros(&shape);
-            grad.index_add_(dim, &index, g)?;
-            Ok(grad)
-        }))
+        let (index2, shape2) = (index.clone(), shape.clone());
+        Ok(self
+            .unary_op("index_select", value, move |g| {
+                let mut grad = Tensor::zeros(&shape);
+                grad.index_add_(dim, &index, g)?;
+                Ok(grad)
+            })
+            .double_backward(move |g, _, _| {
+                let zeros = Var::new(Tensor::zeros(&shape2));
+                Ok(vec![Some(zeros.index_add(dim, &index2, g)?)])
+            }))
     }
 
     /// `out[i][j] = self[index[i][j]][j]` (for `dim = 0`), like `torch.gather`.
@@ -35,11 +41,17 @@ impl<T: Element> Var<T> {
         let value = self.value().gather(dim, index)?;
         let shape = Dims::from_slice(self.shape());
         let index = index.clone();
-        Ok(self.unary_op("gather", value, move |g| {
-            let mut grad = Tensor::zeros(&shape);
-            grad.scatter_add_(dim, &index, g)?;
-            Ok(grad)
-        }))
+        let (index2, shape2) = (index.clone(), shape.clone());
+        Ok(self
+            .unary_op("gather", value, move |g| {
+                let mut grad = Tensor::zeros(&shape);
+                grad.scatter_add_(dim, &index, g)?;
+                Ok(grad)
+            })
+            .double_backward(move |g, _, _| {
+                let zeros = Var::new(Tensor::zeros(&shape2));
+                Ok(vec![Some(zeros.scatter_add(dim, &index2, g)?)])
+            }))
     }
 
     /// `self` with `src` added at the positions `index` names along `dim`, like
@@ -51,25 +63,24 @@ impl<T: Element> Var<T> {
         let value = self.value().scatter_add(dim, index, &src.value())?;
         let index = index.clone();
         let src_shape = src.shape().to_vec();
-        Ok(Var::from_op(
-            "scatter_add",
-            value,
-            &[self, src],
-            move |g, n| {
-                let gs = if n[1] {
-                    // `index` may be smaller than `src`; the rest of `src` got nothing.
-                    let part = g.gather(dim, &index)?;
-                    let mut pads = Vec::with_capacity(2 * src_shape.len());
-                    for (s, p) in src_shape.iter().zip(part.shape()).rev() {
-                        pads.extend([0, (s - p) as isize]);
-                    }
-                    Some(part.pad(&pads, T::zero())?)
-                } else {
-                    None
-                };
+        // `index` may be smaller than `src`; the rest of `src` got nothing.
+        let mut pads = Vec::with_capacity(2 * src_shape.len());
+        for (s, p) in src_shape.iter().zip(index.shape()).rev() {
+            pads.extend([0, (s - p) as isize]);
+        }
+        let (index2, pads2) = (index.clone(), pads.clone());
+        Ok(
+            Var::from_op("scatter_add", value, &[self, src], move |g, n| {
+                let gs = n.grad(1, || g.gather(dim, &index)?.pad(&pads, T::zero()))?;
                 Ok(vec![n[0].then(|| g.clone()), gs])
-            },
-        ))
+            })
+            .double_backward(move |g, _, n| {
+                Ok(vec![
+                    n.get(0).then(|| g.clone()),
+                    n.grad_var(1, || g.gather(dim, &index2)?.pad(&pads2, T::zero()))?,
+                ])
+            }),
+        )
     }
 
     /// `self` with the slices of `source` added at the entries `index` names along `dim`,
@@ -80,19 +91,19 @@ impl<T: Element> Var<T> {
     pub fn index_add(&self, dim: isize, index: &IndexTensor, source: &Var<T>) -> Result<Var<T>> {
         let value = self.value().index_add(dim, index, &source.value())?;
         let index = index.clone();
-        Ok(Var::from_op(
-            "index_add",
-            value,
-            &[self, source],
-            move |g, n| {
-                let gs = if n[1] {
-                    Some(g.index_select(dim, &index)?)
-                } else {
-                    None
-                };
+        let index2 = index.clone();
+        Ok(
+            Var::from_op("index_add", value, &[self, source], move |g, n| {
+                let gs = n.grad(1, || g.index_select(dim, &index))?;
                 Ok(vec![n[0].then(|| g.clone()), gs])
-            },
-        ))
+            })
+            .double_backward(move |g, _, n| {
+                Ok(vec![
+                    n.get(0).then(|| g.clone()),
+                    n.grad_var(1, || g.index_select(dim, &index2))?,
+                ])
+            }),
+        )
     }
 
     /// The vars joined along `dim`, like `torch.cat`.
@@ -106,6 +117,7 @@ impl<T: Element> Var<T> {
         let out_nd = value.ndim();
         let d = resolve(dim, out_nd);
         let inputs: Vec<&Var<T>> = vars.iter().map(Borrow::borrow).collect();
+        let shapes2 = shapes.clone();
         Ok(Var::from_op("cat", value, &inputs, move |g, n| {
             let mut offset = 0;
             let mut grads = Vec::with_capacity(shapes.len());
@@ -113,6 +125,24 @@ impl<T: Element> Var<T> {
                 // As in PyTorch, 1-d empty inputs took no part.
                 if shape.as_slice() == [0] && out_nd != 1 {
                     grads.push(need.then(|| Tensor::zeros(&[0])));
+                    continue;
+                }
+                let len = shape[d];
+                grads.push(if need {
+                    Some(g.narrow(d as isize, offset, len)?)
+                } else {
+                    None
+                });
+                offset += len;
+            }
+            Ok(grads)
+        })
+        .double_backward(move |g, _, n| {
+            let mut offset = 0;
+            let mut grads = Vec::with_capacity(shapes2.len());
+            for (shape, need) in shapes2.iter().zip(n.iter()) {
+                if shape.as_slice() == [0] && out_nd != 1 {
+                    grads.push(need.then(|| Var::new(Tensor::zeros(&[0]))));
                     continue;
                 }
                 let len = shape[d];
@@ -146,6 +176,12 @@ impl<T: Element> Var<T> {
                         None
                     })
                 })
+                .collect()
+        })
+        .double_backward(move |g, _, n| {
+            n.iter()
+                .enumerate()
+                .map(|(i, need)| need.then(|| g.select(d, i as isize)).transpose())
                 .collect()
         }))
     }
@@ -189,7 +225,8 @@ impl<T: Element> Var<T> {
             let len = piece.shape().get(d).copied().unwrap_or(1);
             let after = total - start - len;
             let before = start;
-            out.push(self.unary_op("split", piece, move |g| pad_along(g, nd, d, before, after)));
+            let pads = pads_along(nd, d, before, after);
+            out.push(linear_unary!(self, "split", piece, [pads], |g| g.pad(&pads, T::zero())?));
             start += len;
         }
         Ok(out)
@@ -203,7 +240,7 @@ impl<T: Element> Var<T> {
     pub fn pad(&self, pads: &[isize], value: T) -> Result<Var<T>> {
         let out = self.value().pad(pads, value)?;
         let back: Vec<isize> = pads.iter().map(|p| -p).collect();
-        Ok(self.unary_op("pad", out, move |g| Ok(g.pad(&back, T::zero())?)))
+        Ok(linear_unary!(self, "pad", out, [back], |g| g.pad(&back, T::zero())?))
     }
 
     /// Tiled along each dimension, like `Tensor.repeat`; the gradient sums the tiles.
@@ -221,15 +258,21 @@ impl<T: Element> Var<T> {
             .flat_map(|(&r, s)| [r, s])
             .collect();
         let tile_dims: Vec<isize> = (0..repeats.len()).map(|k| 2 * k as isize).collect();
-        Ok(self.unary_op("repeat", value, move |g| {
-            let g = g.reshape(interleaved.as_slice())?;
-            let g = if tile_dims.is_empty() {
-                g
-            } else {
-                g.sum(&tile_dims, false)?
-            };
-            Ok(g.reshape(shape.as_slice())?)
-        }))
+        Ok(linear_unary!(
+            self,
+            "repeat",
+            value,
+            [interleaved, tile_dims, shape],
+            |g| {
+                let g = g.reshape(interleaved.as_slice())?;
+                let g = if tile_dims.is_empty() {
+                    g
+                } else {
+                    g.sum(&tile_dims, false)?
+                };
+                g.reshape(shape.as_slice())?
+            }
+        ))
     }
 
     /// The lower triangle of the last two dimensions, like `torch.tril`.
@@ -238,7 +281,7 @@ impl<T: Element> Var<T> {
     /// As [`Tensor::tril`].
     pub fn tril(&self, diagonal: isize) -> Result<Var<T>> {
         let value = self.value().tril(diagonal)?;
-        Ok(self.unary_op("tril", value, move |g| Ok(g.tril(diagonal)?)))
+        Ok(linear_unary!(self, "tril", value, [], |g| g.tril(diagonal)?))
     }
 
     /// The upper triangle of the last two dimensions, like `torch.triu`.
@@ -247,6 +290,6 @@ impl<T: Element> Var<T> {
     /// As [`Tensor::triu`].
     pub fn triu(&self, diagonal: isize) -> Result<Var<T>> {
         let value = self.value().triu(diagonal)?;
-        Ok(self.unary_op("triu", value, move |g| Ok(g.triu(diagonal)?)))
+        Ok(linear_unary!(self, "triu", value, [], |g| g.triu(diagonal)?))
     }
 }

@@ -5,6 +5,7 @@
 
 use strata_tensor::{Element, Tensor};
 
+use crate::ops::decomposed;
 use crate::{Result, Var};
 
 /// `t · w` when a weight is given.
@@ -37,6 +38,7 @@ impl<T: Element> Var<T> {
             .map(|w| w.contiguous());
         // -(y·log x + (1 - y)·log(1 - x)) = -(log(1 - x) + y·(log x - log(1 - x)))
         let value = weighted(log_1mx.add(&y.mul(&log_x.sub(&log_1mx)?)?)?.neg(), &w)?;
+        let (values, w2) = ([Some(x.clone()), Some(y.clone())], w.clone());
         Ok(Var::from_op(
             "binary_cross_entropy",
             value,
@@ -52,7 +54,17 @@ impl<T: Element> Var<T> {
                     n.grad(1, || weighted(log_1mx.sub(&log_x)?.mul(g)?, &w))?,
                 ])
             },
-        ))
+        )
+        .double_backward(move |g, inputs, _| {
+            decomposed(g, inputs, &values, |xs| {
+                let (x, y) = (xs[0].clone().expect("given"), xs[1].clone().expect("given"));
+                let floor = Var::new(Tensor::scalar(T::from_f64(-100.0)));
+                let log_x = x.log().maximum(&floor)?;
+                let log_1mx = x.rsub_scalar(T::one()).log().maximum(&floor)?;
+                let terms = log_1mx.add(&y.mul(&log_x.sub(&log_1mx)?)?)?.neg();
+                weighted_var(terms, &w2)
+            })
+        }))
     }
 
     /// The terms of `F.binary_cross_entropy_with_logits` for logits `self` and targets
@@ -86,6 +98,7 @@ impl<T: Element> Var<T> {
         };
         let value = weighted(y.rsub_scalar(T::one()).mul(&x)?.add(&lw.mul(&sp)?)?, &w)?;
         let op = "binary_cross_entropy_with_logits";
+        let (values, w2, p2) = ([Some(x.clone()), Some(y.clone())], w.clone(), p.clone());
         Ok(Var::from_op(op, value, &[self, target], move |g, n| {
             Ok(vec![
                 // ∂/∂x = (1 - y) - lw·σ(-x) = lw·σ(x) - (lw - 1 + y)
@@ -104,6 +117,21 @@ impl<T: Element> Var<T> {
                     weighted(d.mul(g)?, &w)
                 })?,
             ])
+        })
+        .double_backward(move |g, inputs, _| {
+            decomposed(g, inputs, &values, |xs| {
+                let (x, y) = (xs[0].clone().expect("given"), xs[1].clone().expect("given"));
+                // softplus(-x) = max(-x, 0) + log1p(e^-|x|)
+                let sp = x.neg().relu().add(&x.abs().neg().exp().log1p())?;
+                let lw = match &p2 {
+                    Some(p) => y
+                        .mul(&Var::new(p.sub_scalar(T::one())))?
+                        .add_scalar(T::one()),
+                    None => Var::new(Tensor::ones(x.shape())),
+                };
+                let terms = y.rsub_scalar(T::one()).mul(&x)?.add(&lw.mul(&sp)?)?;
+                weighted_var(terms, &w2)
+            })
         }))
     }
 
@@ -126,31 +154,51 @@ impl<T: Element> Var<T> {
                 }
             })?
         };
-        Ok(Var::from_op(
-            "kl_div",
-            value,
-            &[self, target],
-            move |g, n| {
-                Ok(vec![
-                    n.grad(0, || {
-                        let d = if log_target { t.exp().neg() } else { t.neg() };
-                        d.mul(g)
-                    })?,
-                    n.grad(1, || {
-                        let d = if log_target {
-                            t.exp().mul(&t.sub(&x)?.add_scalar(T::one()))?
-                        } else {
-                            // xlogy's gradient log t + t/t, which PyTorch evaluates to NaN at
-                            // t = 0.
-                            t.zip_with(&x, |t, x| {
-                                let one = if t == T::zero() { T::nan() } else { T::one() };
-                                t.ln() + one - x
-                            })?
-                        };
-                        d.mul(g)
-                    })?,
-                ])
-            },
-        ))
+        let values = [Some(x.clone()), Some(t.clone())];
+        Ok(Var::from_op("kl_div", value, &[self, target], move |g, n| {
+            Ok(vec![
+                n.grad(0, || {
+                    let d = if log_target { t.exp().neg() } else { t.neg() };
+                    d.mul(g)
+                })?,
+                n.grad(1, || {
+                    let d = if log_target {
+                        t.exp().mul(&t.sub(&x)?.add_scalar(T::one()))?
+                    } else {
+                        // xlogy's gradient log t + t/t, which PyTorch evaluates to NaN at
+                        // t = 0.
+                        t.zip_with(&x, |t, x| {
+                            let one = if t == T::zero() { T::nan() } else { T::one() };
+                            t.ln() + one - x
+                        })?
+                    };
+                    d.mul(g)
+                })?,
+            ])
+        })
+        .double_backward(move |g, inputs, _| {
+            decomposed(g, inputs, &values, |xs| {
+                let (x, t) = (xs[0].clone().expect("given"), xs[1].clone().expect("given"));
+                if log_target {
+                    return t.exp().mul(&t.sub(&x)?);
+                }
+                // xlogy: a zero target gives a zero term (a safe log there keeps NaN out
+                // of the graph).
+                let zero_t = t.value().eq_scalar(T::zero());
+                let one = Var::new(Tensor::scalar(T::one()));
+                let safe = Var::where_(&zero_t, &one, &t)?;
+                let terms = t.mul(&safe.log().sub(&x)?)?;
+                let zero = Var::new(Tensor::scalar(T::zero()));
+                Var::where_(&zero_t, &zero.sub(&t.mul(&x)?)?, &terms)
+            })
+        }))
+    }
+}
+
+/// [`weighted`] on vars.
+fn weighted_var<T: Element>(t: Var<T>, w: &Option<Tensor<T>>) -> Result<Var<T>> {
+    match w {
+        Some(w) => t.mul(&Var::new(w.clone())),
+        None => Ok(t),
     }
 }

@@ -7,6 +7,7 @@ use strata_tensor::{
     TensorError,
 };
 
+use crate::ops::{decomposed, input_or, tracked};
 use crate::{Result, Var};
 
 impl<T: Element> Var<T> {
@@ -17,10 +18,17 @@ impl<T: Element> Var<T> {
     pub fn softmax(&self, dim: isize) -> Result<Var<T>> {
         let y = self.value().softmax(dim)?;
         let saved = Var::tracking(&[self]).then(|| y.clone());
-        Ok(self.unary_op("softmax", y, move |g| {
-            let y = saved.as_ref().expect("saved when tracking");
-            Ok(y.softmax_backward(g, dim)?)
-        }))
+        Ok(self
+            .unary_op("softmax", y, move |g| {
+                let y = saved.as_ref().expect("saved when tracking");
+                Ok(y.softmax_backward(g, dim)?)
+            })
+            .double_backward(move |g, inputs, _| {
+                // ∂x = y ⊙ (g − Σ g ⊙ y), with y recomputed from x.
+                let y = tracked(inputs, 0).softmax(dim)?;
+                let inner = g.mul(&y)?.sum(&[dim], true)?;
+                Ok(vec![Some(y.mul(&g.sub(&inner)?)?)])
+            }))
     }
 
     /// Log-softmax along `dim`, like `torch.log_softmax(x, dim)`.
@@ -30,10 +38,16 @@ impl<T: Element> Var<T> {
     pub fn log_softmax(&self, dim: isize) -> Result<Var<T>> {
         let y = self.value().log_softmax(dim)?;
         let saved = Var::tracking(&[self]).then(|| y.clone());
-        Ok(self.unary_op("log_softmax", y, move |g| {
-            let y = saved.as_ref().expect("saved when tracking");
-            Ok(y.log_softmax_backward(g, dim)?)
-        }))
+        Ok(self
+            .unary_op("log_softmax", y, move |g| {
+                let y = saved.as_ref().expect("saved when tracking");
+                Ok(y.log_softmax_backward(g, dim)?)
+            })
+            .double_backward(move |g, inputs, _| {
+                // ∂x = g − e^y ⊙ Σ g, with y recomputed from x.
+                let y = tracked(inputs, 0).log_softmax(dim)?;
+                Ok(vec![Some(g.sub(&y.exp().mul(&g.sum(&[dim], true)?)?)?)])
+            }))
     }
 
     /// 2-d convolution (cross-correlation) of an input `[N, C, H, W]` (or `[C, H, W]`) with
@@ -61,6 +75,7 @@ impl<T: Element> Var<T> {
         let value = x.conv2d(&w, b.as_ref(), params)?;
         let channel = usize::from(x.ndim() == 4);
         let inputs = [Some(self), Some(weight), bias];
+        let (x2, w2) = (x.clone(), w.clone());
         Ok(Var::from_op_with("conv2d", value, &inputs, move |g, n| {
             Ok(vec![
                 n.grad(0, || {
@@ -70,6 +85,14 @@ impl<T: Element> Var<T> {
                     Tensor::conv2d_backward_weight(g, &x, w.shape(), params)
                 })?,
                 n.grad(2, || bias_grad(g, channel))?,
+            ])
+        })
+        .double_backward(move |g, inputs, n| {
+            let (x, w) = (input_or(inputs, 0, &x2), input_or(inputs, 1, &w2));
+            Ok(vec![
+                n.grad_var(0, || conv2d_input_grad(g, &w, x.shape(), params))?,
+                n.grad_var(1, || conv2d_weight_grad(g, &x, w.shape(), params))?,
+                n.grad_var(2, || bias_grad_var(g, channel))?,
             ])
         }))
     }
@@ -101,6 +124,7 @@ impl<T: Element> Var<T> {
         let value = x.conv1d(&w, b.as_ref(), params)?;
         let channel = usize::from(x.ndim() == 3);
         let inputs = [Some(self), Some(weight), bias];
+        let (x2, w2, b2) = (x.clone(), w.clone(), b.clone());
         Ok(Var::from_op_with("conv1d", value, &inputs, move |g, n| {
             Ok(vec![
                 n.grad(0, || {
@@ -111,6 +135,20 @@ impl<T: Element> Var<T> {
                 })?,
                 n.grad(2, || bias_grad(g, channel))?,
             ])
+        })
+        .double_backward(move |g, inputs, _| {
+            // As the 2-d convolution over a height of 1.
+            decomposed(
+                g,
+                inputs,
+                &[Some(x2.clone()), Some(w2.clone()), b2.clone()],
+                |xs| {
+                    let (x, w) = (xs[0].clone().expect("given"), xs[1].clone().expect("given"));
+                    x.unsqueeze(-2)?
+                        .conv2d(&w.unsqueeze(-2)?, xs[2].as_ref(), params.to_2d())?
+                        .squeeze(-2)
+                },
+            )
         }))
     }
 
@@ -159,12 +197,26 @@ impl<T: Element> Var<T> {
         }
         let y = y2.reshape(y_shape.as_slice())?;
         let inputs = [Some(self), Some(weight), bias];
+        let (w_val, x_val, x_shape2) = (w.clone(), x2.clone(), x_shape.clone());
         Ok(Var::from_op_with("linear", y, &inputs, move |g, n| {
             let g2 = g.reshape([rows as isize, out_f as isize])?;
             Ok(vec![
                 n.grad(0, || g2.matmul(&w)?.reshape(x_shape.as_slice()))?,
                 n.grad(1, || g2.t()?.matmul(&x2))?,
                 n.grad(2, || g2.sum(&[0], false))?,
+            ])
+        })
+        .double_backward(move |g, inputs, n| {
+            let g2 = g.reshape([rows as isize, out_f as isize])?;
+            let w = input_or(inputs, 1, &w_val);
+            let x = match &inputs[0] {
+                Some(x) => x.reshape([rows as isize, in_f as isize])?,
+                None => Var::new(x_val.clone()),
+            };
+            Ok(vec![
+                n.grad_var(0, || g2.matmul(&w)?.reshape(x_shape2.as_slice()))?,
+                n.grad_var(1, || g2.t()?.matmul(&x))?,
+                n.grad_var(2, || g2.sum(&[0], false))?,
             ])
         }))
     }
@@ -201,6 +253,7 @@ impl<T: Element> Var<T> {
             .value()
             .index_select(0, &flat)?
             .reshape(out_shape.as_slice())?;
+        let flat2 = flat.clone();
         Ok(Var::from_op("embedding", value, &[weight], move |g, _| {
             let rows = g.reshape([-1, dim as isize])?;
             let mut grad = Tensor::zeros(&[num, dim]);
@@ -208,6 +261,19 @@ impl<T: Element> Var<T> {
             if let Some(p) = padding_idx {
                 grad.as_mut_slice()[p * dim..(p + 1) * dim].fill(T::zero());
             }
+            Ok(vec![Some(grad)])
+        })
+        .double_backward(move |g, _, _| {
+            let rows = g.reshape([-1, dim as isize])?;
+            let grad = Var::new(Tensor::zeros(&[num, dim])).index_add(0, &flat2, &rows)?;
+            let grad = match padding_idx {
+                Some(p) => {
+                    let mut keep = Tensor::ones(&[num, 1]);
+                    keep.as_mut_slice()[p] = T::zero();
+                    grad.mul(&Var::new(keep))?
+                }
+                None => grad,
+            };
             Ok(vec![Some(grad)])
         }))
     }
@@ -233,6 +299,25 @@ impl<T: Element> Var<T> {
             .map(|p| p.shape().to_vec())
             .unwrap_or_default();
         let inputs = [Some(self), weight, bias];
+        let values = [Some(xv.clone()), w.clone(), b.clone()];
+        let graph = move |g: &Var<T>, inputs: &[Option<Var<T>>], _: crate::Needs<'_>| {
+            // Mean and biased variance over each row of d, as differentiable ops.
+            decomposed(g, inputs, &values, |xs| {
+                let x = xs[0].clone().expect("given");
+                let shape = x.shape().to_vec();
+                let rows = x.reshape([-1, d as isize])?;
+                let centred = rows.sub(&rows.mean(&[1], true)?)?;
+                let var = centred.square().mean(&[1], true)?;
+                let mut y = centred.div(&var.add_scalar(T::from_f64(eps)).sqrt())?;
+                if let Some(w) = &xs[1] {
+                    y = y.mul(&w.reshape([d as isize])?)?;
+                }
+                if let Some(b) = &xs[2] {
+                    y = y.add(&b.reshape([d as isize])?)?;
+                }
+                y.reshape(shape.as_slice())
+            })
+        };
         Ok(Var::from_op_with("layer_norm", y, &inputs, move |g, n| {
             let params_needed = n.get(1) || n.get(2);
             let (gx, pg) = xv.layer_norm_backward(g, &stats, w.as_ref(), params_needed)?;
@@ -248,7 +333,8 @@ impl<T: Element> Var<T> {
                 gw.filter(|_| n.get(1)),
                 gb.filter(|_| n.get(2)),
             ])
-        }))
+        })
+        .double_backward(graph))
     }
 
     /// 2-d max pooling over `[N, C, H, W]` (or `[C, H, W]`), like `F.max_pool2d`; the
@@ -269,9 +355,12 @@ impl<T: Element> Var<T> {
         let (value, index) = self.value().max_pool2d(params)?;
         let shape = Dims::from_slice(self.shape());
         let saved = index.clone();
-        let out = self.unary_op("max_pool2d", value, move |g| {
-            Ok(Tensor::max_pool2d_backward(g, &saved, &shape)?)
-        });
+        let (saved2, shape2) = (saved.clone(), shape.clone());
+        let out = self
+            .unary_op("max_pool2d", value, move |g| {
+                Ok(Tensor::max_pool2d_backward(g, &saved, &shape)?)
+            })
+            .double_backward(move |g, _, _| Ok(vec![Some(max_pool_scatter(g, &saved2, &shape2)?)]));
         Ok((out, index))
     }
 
@@ -283,9 +372,12 @@ impl<T: Element> Var<T> {
     pub fn avg_pool2d(&self, params: Pool2dParams) -> Result<Var<T>> {
         let value = self.value().avg_pool2d(params)?;
         let shape = Dims::from_slice(self.shape());
-        Ok(self.unary_op("avg_pool2d", value, move |g| {
-            Ok(Tensor::avg_pool2d_backward(g, &shape, params)?)
-        }))
+        let shape2 = shape.clone();
+        Ok(self
+            .unary_op("avg_pool2d", value, move |g| {
+                Ok(Tensor::avg_pool2d_backward(g, &shape, params)?)
+            })
+            .double_backward(move |g, _, _| Ok(vec![Some(g.avg_pool2d_adjoint(&shape2, params)?)])))
     }
 
     /// Adaptive average pooling to `output_size` `[h, w]`, like
@@ -296,10 +388,138 @@ impl<T: Element> Var<T> {
     pub fn adaptive_avg_pool2d(&self, output_size: [usize; 2]) -> Result<Var<T>> {
         let value = self.value().adaptive_avg_pool2d(output_size)?;
         let shape = Dims::from_slice(self.shape());
-        Ok(self.unary_op("adaptive_avg_pool2d", value, move |g| {
-            Ok(Tensor::adaptive_avg_pool2d_backward(g, &shape)?)
-        }))
+        let shape2 = shape.clone();
+        Ok(self
+            .unary_op("adaptive_avg_pool2d", value, move |g| {
+                Ok(Tensor::adaptive_avg_pool2d_backward(g, &shape)?)
+            })
+            .double_backward(move |g, _, _| {
+                Ok(vec![Some(g.adaptive_avg_pool2d_adjoint(&shape2)?)])
+            }))
     }
+
+    /// The adjoint of [`avg_pool2d`](Var::avg_pool2d) (its backward as an op of its own,
+    /// whose backward is the pooling again), for differentiable backwards.
+    fn avg_pool2d_adjoint(&self, input_shape: &[usize], params: Pool2dParams) -> Result<Var<T>> {
+        let value = Tensor::avg_pool2d_backward(&self.value(), input_shape, params)?;
+        Ok(self
+            .unary_op("avg_pool2d_backward", value, move |h| {
+                Ok(h.avg_pool2d(params)?)
+            })
+            .double_backward(move |h, _, _| Ok(vec![Some(h.avg_pool2d(params)?)])))
+    }
+
+    /// The adjoint of [`adaptive_avg_pool2d`](Var::adaptive_avg_pool2d).
+    fn adaptive_avg_pool2d_adjoint(&self, input_shape: &[usize]) -> Result<Var<T>> {
+        let value = Tensor::adaptive_avg_pool2d_backward(&self.value(), input_shape)?;
+        let out = [self.shape()[self.ndim() - 2], self.shape()[self.ndim() - 1]];
+        Ok(self
+            .unary_op("adaptive_avg_pool2d_backward", value, move |h| {
+                Ok(h.adaptive_avg_pool2d(out)?)
+            })
+            .double_backward(move |h, _, _| Ok(vec![Some(h.adaptive_avg_pool2d(out)?)])))
+    }
+}
+
+/// [`bias_grad`] on vars.
+fn bias_grad_var<T: Element>(g: &Var<T>, channel: usize) -> Result<Var<T>> {
+    let dims: Vec<isize> = (0..g.ndim())
+        .filter(|&d| d != channel)
+        .map(|d| d as isize)
+        .collect();
+    g.sum(&dims, false)
+}
+
+/// The input gradient of a 2-d convolution as a differentiable op: `C_wᵀ g`, bilinear in
+/// `g` and `w`. Its backward with `h` (shaped like the input): `C_w h` for `g` (the
+/// convolution of `h`), and the weight gradient of that convolution for `w`.
+fn conv2d_input_grad<T: Element>(
+    g: &Var<T>,
+    w: &Var<T>,
+    x_shape: &[usize],
+    params: Conv2dParams,
+) -> Result<Var<T>> {
+    let value = Tensor::conv2d_backward_input(&g.value(), &w.value(), x_shape, params)?;
+    let (gv, wv) = (g.value(), w.value());
+    let (gv2, wv2) = (gv.clone(), wv.clone());
+    Ok(
+        Var::from_op("conv2d_backward_input", value, &[g, w], move |h, n| {
+            Ok(vec![
+                n.grad(0, || h.conv2d(&wv, None, params))?,
+                n.grad(1, || {
+                    Tensor::conv2d_backward_weight(&gv, h, wv.shape(), params)
+                })?,
+            ])
+        })
+        .double_backward(move |h, inputs, n| {
+            let (g, w) = (input_or(inputs, 0, &gv2), input_or(inputs, 1, &wv2));
+            Ok(vec![
+                n.grad_var(0, || h.conv2d(&w, None, params))?,
+                n.grad_var(1, || conv2d_weight_grad(&g, h, w.shape(), params))?,
+            ])
+        }),
+    )
+}
+
+/// The weight gradient of a 2-d convolution as a differentiable op, bilinear in `g` and
+/// `x`. Its backward with `k` (shaped like the weight): the convolution of `x` with `k`
+/// for `g`, and the input gradient of that convolution for `x`.
+fn conv2d_weight_grad<T: Element>(
+    g: &Var<T>,
+    x: &Var<T>,
+    w_shape: &[usize],
+    params: Conv2dParams,
+) -> Result<Var<T>> {
+    let value = Tensor::conv2d_backward_weight(&g.value(), &x.value(), w_shape, params)?;
+    let (gv, xv) = (g.value(), x.value());
+    let (gv2, xv2) = (gv.clone(), xv.clone());
+    Ok(
+        Var::from_op("conv2d_backward_weight", value, &[g, x], move |k, n| {
+            Ok(vec![
+                n.grad(0, || xv.conv2d(k, None, params))?,
+                n.grad(1, || {
+                    Tensor::conv2d_backward_input(&gv, k, xv.shape(), params)
+                })?,
+            ])
+        })
+        .double_backward(move |k, inputs, n| {
+            let (g, x) = (input_or(inputs, 0, &gv2), input_or(inputs, 1, &xv2));
+            Ok(vec![
+                n.grad_var(0, || x.conv2d(k, None, params))?,
+                n.grad_var(1, || conv2d_input_grad(&g, k, x.shape(), params))?,
+            ])
+        }),
+    )
+}
+
+/// The backward of max pooling as a differentiable op: `g` scattered to the positions
+/// `indices` name in planes of `input_shape` (a window without any input element, index
+/// -1, sends nothing). Its own backward gathers at the same positions.
+fn max_pool_scatter<T: Element>(
+    g: &Var<T>,
+    indices: &IndexTensor,
+    input_shape: &[usize],
+) -> Result<Var<T>> {
+    let nd = input_shape.len();
+    let (h, w) = (input_shape[nd - 2], input_shape[nd - 1]);
+    let planes: usize = input_shape[..nd - 2].iter().product();
+    let per_plane = g.numel() / planes.max(1);
+    let idx: Vec<i64> = indices.as_slice().to_vec();
+    let valid = Tensor::from_vec(
+        idx.iter()
+            .map(|&i| if i < 0 { T::zero() } else { T::one() })
+            .collect(),
+        g.shape(),
+    )?;
+    let idx = IndexTensor::from_vec(
+        idx.iter().map(|&i| i.max(0)).collect(),
+        &[planes, per_plane],
+    )?;
+    let rows = g
+        .mul(&Var::new(valid))?
+        .reshape([planes as isize, per_plane as isize])?;
+    let zeros = Var::new(Tensor::zeros(&[planes, h * w]));
+    zeros.scatter_add(1, &idx, &rows)?.reshape(input_shape)
 }
 
 /// The bias gradient of a convolution: `g` summed over every dimension but the

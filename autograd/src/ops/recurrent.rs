@@ -7,6 +7,7 @@
 
 use strata_tensor::{Element, RecurrentGradNeeds, RecurrentMode, RecurrentWeights, Tensor};
 
+use crate::ops::decomposed;
 use crate::{Result, Var};
 
 /// The parameters of one recurrent layer and direction, in PyTorch's layouts: `w_ih`
@@ -84,26 +85,89 @@ impl<T: Element> Var<T> {
             reverse,
             track,
         )?;
-        Ok(Var::from_op_with(
-            mode.name(),
-            value,
-            &inputs,
-            move |g, n| {
-                let saved = saved.as_ref().expect("saved when tracking");
-                let needs = RecurrentGradNeeds {
-                    x: n.get(0),
-                    w_ih: n.get(1),
-                    w_hh: n.get(2),
-                    b_ih: n.get(3),
-                    b_hh: n.get(4),
-                    h0: n.get(5),
-                    c0: n.get(6),
-                };
-                let grads = Tensor::recurrent_sequence_backward(g, saved, needs)?;
-                Ok(vec![
-                    grads.x, grads.w_ih, grads.w_hh, grads.b_ih, grads.b_hh, grads.h0, grads.c0,
-                ])
-            },
-        ))
+        let values = [
+            Some(self.value()),
+            Some(w_ih.clone()),
+            Some(w_hh.clone()),
+            b_ih.clone(),
+            b_hh.clone(),
+            h0_t.clone(),
+            c0_t.clone(),
+        ];
+        Ok(Var::from_op_with(mode.name(), value, &inputs, move |g, n| {
+            let saved = saved.as_ref().expect("saved when tracking");
+            let needs = RecurrentGradNeeds {
+                x: n.get(0),
+                w_ih: n.get(1),
+                w_hh: n.get(2),
+                b_ih: n.get(3),
+                b_hh: n.get(4),
+                h0: n.get(5),
+                c0: n.get(6),
+            };
+            let grads = Tensor::recurrent_sequence_backward(g, saved, needs)?;
+            Ok(vec![
+                grads.x, grads.w_ih, grads.w_hh, grads.b_ih, grads.b_hh, grads.h0, grads.c0,
+            ])
+        })
+        .double_backward(move |g, inputs, _| {
+            decomposed(g, inputs, &values, |xs| unrolled(mode, xs, reverse))
+        }))
     }
+}
+
+/// The recurrence step by step with differentiable ops (the decomposition behind the fused
+/// kernel's differentiable backward): `xs` are x `[L, N, in]`, `w_ih`, `w_hh`, and the
+/// optional `b_ih`, `b_hh`, `h0`, `c0`; the result is the packed output
+/// ([`Tensor::recurrent_sequence`]).
+fn unrolled<T: Element>(
+    mode: RecurrentMode,
+    xs: &[Option<Var<T>>],
+    reverse: bool,
+) -> Result<Var<T>> {
+    let given = |i: usize| xs[i].clone().expect("x and the weights are given");
+    let (x, w_ih, w_hh) = (given(0), given(1).t()?, given(2).t()?);
+    let (l, n) = (x.shape()[0], x.shape()[1]);
+    let hidden = xs[2].as_ref().expect("given").shape()[1];
+    let zeros = || Var::new(Tensor::zeros(&[n, hidden]));
+    let mut h = xs[5].clone().unwrap_or_else(zeros);
+    let mut c = xs[6].clone().unwrap_or_else(zeros);
+    let mut outputs: Vec<Option<Var<T>>> = vec![None; l];
+    let with_bias = |v: Var<T>, b: &Option<Var<T>>| match b {
+        Some(b) => v.add(b),
+        None => Ok(v),
+    };
+    for s in 0..l {
+        let t = if reverse { l - 1 - s } else { s };
+        let gi = with_bias(x.select(0, t as isize)?.matmul(&w_ih)?, &xs[3])?;
+        let gh = with_bias(h.matmul(&w_hh)?, &xs[4])?;
+        let gate = |v: &Var<T>, k: usize| v.narrow(1, k * hidden, hidden);
+        h = match mode {
+            RecurrentMode::RnnTanh => gi.add(&gh)?.tanh(),
+            RecurrentMode::RnnRelu => gi.add(&gh)?.relu(),
+            RecurrentMode::Lstm => {
+                let a = gi.add(&gh)?;
+                let (i, f) = (gate(&a, 0)?.sigmoid(), gate(&a, 1)?.sigmoid());
+                let (gg, o) = (gate(&a, 2)?.tanh(), gate(&a, 3)?.sigmoid());
+                c = f.mul(&c)?.add(&i.mul(&gg)?)?;
+                o.mul(&c.tanh())?
+            }
+            RecurrentMode::Gru => {
+                let r = gate(&gi, 0)?.add(&gate(&gh, 0)?)?.sigmoid();
+                let z = gate(&gi, 1)?.add(&gate(&gh, 1)?)?.sigmoid();
+                let cand = gate(&gi, 2)?.add(&r.mul(&gate(&gh, 2)?)?)?.tanh();
+                // h' = (1 − z) ⊙ n + z ⊙ h
+                z.rsub_scalar(T::one()).mul(&cand)?.add(&z.mul(&h)?)?
+            }
+        };
+        outputs[t] = Some(h.clone());
+    }
+    let mut steps: Vec<Var<T>> = outputs
+        .into_iter()
+        .map(|o| o.expect("every step ran"))
+        .collect();
+    if mode == RecurrentMode::Lstm {
+        steps.push(c);
+    }
+    Var::stack(&steps, 0)
 }

@@ -8,6 +8,7 @@ use strata_tensor::elementwise;
 use strata_tensor::{Element, Tensor};
 
 use crate::Var;
+use crate::ops::tracked;
 
 macro_rules! define_var_unary_ops {
     ($(
@@ -29,6 +30,10 @@ macro_rules! define_var_unary_ops {
             self.unary_op(stringify!($name), y, move |g| {
                 Ok(elementwise::$name::backward(&x, g $(, $p)*)?)
             })
+            .double_backward(move |g, inputs, _| {
+                let x = tracked(inputs, 0);
+                Ok(vec![Some(elementwise::$name::derivative::<Var<T>, T>(&x, g $(, $p)*))])
+            })
         }
     };
     (@method $(#[$doc:meta])* $name:ident ( $($p:ident : $pt:ty),* ), output) => {
@@ -40,6 +45,12 @@ macro_rules! define_var_unary_ops {
                 let y = saved.as_ref().expect("saved when tracking");
                 Ok(elementwise::$name::backward(y, g $(, $p)*)?)
             })
+            .double_backward(move |g, inputs, _| {
+                // The output again, as a function of the input, so that it is
+                // differentiated too.
+                let y = tracked(inputs, 0).$name($($p),*);
+                Ok(vec![Some(elementwise::$name::derivative::<Var<T>, T>(&y, g $(, $p)*))])
+            })
         }
     };
     (@method $(#[$doc:meta])* $name:ident ( $($p:ident : $pt:ty),* ), grad_only) => {
@@ -47,6 +58,7 @@ macro_rules! define_var_unary_ops {
         pub fn $name(&self $(, $p: $pt)*) -> Var<T> {
             let y = self.value().$name($($p),*);
             self.unary_op(stringify!($name), y, |g| Ok(elementwise::$name::backward(g)))
+                .double_backward(|g, _, _| Ok(vec![Some(elementwise::$name::derivative(g))]))
         }
     };
     (@method $(#[$doc:meta])* $name:ident ( $($p:ident : $pt:ty),* ), zero) => {
@@ -54,6 +66,7 @@ macro_rules! define_var_unary_ops {
         pub fn $name(&self $(, $p: $pt)*) -> Var<T> {
             let y = self.value().$name($($p),*);
             self.unary_op(stringify!($name), y, |g| Ok(Tensor::zeros(g.shape())))
+                .double_backward(|g, _, _| Ok(vec![Some(Var::new(Tensor::zeros(g.shape())))]))
         }
     };
     (@method $(#[$doc:meta])* $name:ident ( $($p:ident : $pt:ty),* ), nograd) => {};

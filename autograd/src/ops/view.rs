@@ -4,7 +4,7 @@
 
 use strata_tensor::{Dims, Element, IndexTensor, ShapeArg, Tensor};
 
-use super::{pad_along, resolve};
+use super::{linear_unary, pads_along, resolve};
 use crate::{Result, Var};
 
 impl<T: Element> Var<T> {
@@ -65,7 +65,7 @@ impl<T: Element> Var<T> {
     /// A shape-only op: the gradient is reshaped back to the input's shape.
     fn reshaped(&self, op: &'static str, value: Tensor<T>) -> Var<T> {
         let shape = Dims::from_slice(self.shape());
-        self.unary_op(op, value, move |g| Ok(g.reshape(shape.as_slice())?))
+        linear_unary!(self, op, value, [shape], |g| g.reshape(shape.as_slice())?)
     }
 
     /// Dimensions `dim0` and `dim1` swapped, like `Tensor.transpose`.
@@ -74,7 +74,7 @@ impl<T: Element> Var<T> {
     /// [`TensorError::Dim`](strata_tensor::TensorError::Dim) for bad dims.
     pub fn transpose(&self, dim0: isize, dim1: isize) -> Result<Var<T>> {
         let value = self.value().transpose(dim0, dim1)?;
-        Ok(self.unary_op("transpose", value, move |g| Ok(g.transpose(dim0, dim1)?)))
+        Ok(linear_unary!(self, "transpose", value, [], |g| g.transpose(dim0, dim1)?))
     }
 
     /// The transpose of a matrix (a 0-d or 1-d var is returned as is), like `Tensor.t`.
@@ -83,7 +83,7 @@ impl<T: Element> Var<T> {
     /// [`TensorError::Shape`](strata_tensor::TensorError::Shape) for more than 2 dims.
     pub fn t(&self) -> Result<Var<T>> {
         let value = self.value().t()?;
-        Ok(self.unary_op("t", value, |g| Ok(g.t()?)))
+        Ok(linear_unary!(self, "t", value, [], |g| g.t()?))
     }
 
     /// Dimensions reordered, like `Tensor.permute`.
@@ -98,7 +98,8 @@ impl<T: Element> Var<T> {
         for (k, &d) in dims.iter().enumerate() {
             inverse[resolve(d, nd)] = k as isize;
         }
-        Ok(self.unary_op("permute", value, move |g| Ok(g.permute(&inverse)?)))
+        Ok(linear_unary!(self, "permute", value, [inverse], |g| g
+            .permute(&inverse)?))
     }
 
     /// `length` elements of `dim` from `start`, like `Tensor.narrow`.
@@ -111,9 +112,9 @@ impl<T: Element> Var<T> {
         let shape = Dims::from_slice(self.shape());
         let d = resolve(dim, shape.len());
         let after = shape[d] - start - length;
-        Ok(self.unary_op("narrow", value, move |g| {
-            pad_along(g, shape.len(), d, start, after)
-        }))
+        let pads = pads_along(shape.len(), d, start, after);
+        Ok(linear_unary!(self, "narrow", value, [pads], |g| g
+            .pad(&pads, T::zero())?))
     }
 
     /// Every `step`-th element of `dim` in `start..end` (negative bounds count from the
@@ -131,11 +132,16 @@ impl<T: Element> Var<T> {
         let positions: Tensor<f64> =
             Tensor::arange(0.0, n as f64, 1.0)?.slice(0, start, end, step)?;
         let index = IndexTensor::from_tensor(&positions)?;
-        Ok(self.unary_op("slice", value, move |g| {
-            let mut grad = Tensor::zeros(&shape);
-            grad.index_add_(d as isize, &index, g)?;
-            Ok(grad)
-        }))
+        let zeros = Tensor::zeros(&shape);
+        Ok(self
+            .unary_op("slice", value, {
+                let (index, zeros) = (index.clone(), zeros.clone());
+                move |g| Ok(zeros.index_add(d as isize, &index, g)?)
+            })
+            .double_backward(move |g, _, _| {
+                let grad = Var::new(zeros.clone()).index_add(d as isize, &index, g)?;
+                Ok(vec![Some(grad)])
+            }))
     }
 
     /// The slice at `index` of `dim`, with that dimension removed, like `x.select(dim, i)`.
@@ -152,15 +158,10 @@ impl<T: Element> Var<T> {
         } else {
             index
         } as usize;
-        Ok(self.unary_op("select", value, move |g| {
-            pad_along(
-                &g.unsqueeze(d as isize)?,
-                shape.len(),
-                d,
-                i,
-                shape[d] - i - 1,
-            )
-        }))
+        let pads = pads_along(shape.len(), d, i, shape[d] - i - 1);
+        Ok(linear_unary!(self, "select", value, [pads], |g| g
+            .unsqueeze(d as isize)?
+            .pad(&pads, T::zero())?))
     }
 
     /// Broadcast to `shape` without copying, like `torch.broadcast_to`.
@@ -184,12 +185,26 @@ impl<T: Element> Var<T> {
 
     fn summed_back(&self, op: &'static str, value: Tensor<T>) -> Var<T> {
         let shape = Dims::from_slice(self.shape());
-        self.unary_op(op, value, move |g| Ok(g.sum_to_shape(&shape)?))
+        linear_unary!(self, op, value, [shape], |g| g.sum_to_shape(&shape)?)
+    }
+
+    /// The sum of this var down to `shape` (dimensions it broadcasts along are summed,
+    /// like the gradient of a broadcast), the adjoint of
+    /// [`broadcast_to`](Var::broadcast_to).
+    ///
+    /// # Errors
+    /// As [`Tensor::sum_to_shape`].
+    pub fn sum_to_shape(&self, shape: &[usize]) -> Result<Var<T>> {
+        let value = self.value().sum_to_shape(shape)?;
+        let from = Dims::from_slice(self.shape());
+        Ok(linear_unary!(self, "sum_to_shape", value, [from], |g| g
+            .broadcast_to(&from)?))
     }
 
     /// The value laid out contiguously (a copy only when needed), like
     /// `Tensor.contiguous`; the gradient passes unchanged.
     pub fn contiguous(&self) -> Var<T> {
-        self.unary_op("contiguous", self.value().contiguous(), |g| Ok(g.clone()))
+        linear_unary!(self, "contiguous", self.value().contiguous(), [], |g| g
+            .clone())
     }
 }

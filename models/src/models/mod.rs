@@ -9,6 +9,7 @@ mod forecast;
 mod linear;
 mod logistic;
 mod mlp;
+mod pinn;
 mod recurrent;
 mod seq_classifier;
 
@@ -24,6 +25,9 @@ pub use linear::{
 };
 pub use logistic::{LogisticRegression, LogregArchitecture, LogregSpec};
 pub use mlp::{Mlp, MlpArchitecture, MlpSpec};
+pub use pinn::{
+    Collocation, PinnArchitecture, PinnNet, PinnProblem, PinnSpec, pinn_loss, solution,
+};
 pub use recurrent::{Recurrent, RecurrentKind, RecurrentState};
 pub use seq_classifier::{SeqClassifierSpec, SequenceClassifier, SequenceClassifierConfig};
 
@@ -39,4 +43,5 @@ pub static REGISTRY: &[Model] = &[
     Model::new(&CharTransformerSpec),
     Model::new(&ForecastSpec),
     Model::new(&SeqClassifierSpec),
+    Model::new(&PinnSpec),
 ];

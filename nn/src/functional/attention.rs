@@ -236,6 +236,6 @@ pub(crate) fn dropout_multiplier<T: Element, R: Rng + ?Sized>(
     if p == 1.0 {
         return Ok(Some(Tensor::zeros(scores)));
     }
-    let keep = Tensor::<T>::bernoulli(scores, 1.0 - p, rng)?;
+    let keep = strata_autograd::replayable(|| Tensor::<T>::bernoulli(scores, 1.0 - p, rng))?;
     Ok(Some(keep.mul_scalar(T::from_f64(1.0 / (1.0 - p)))))
 }

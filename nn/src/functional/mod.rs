@@ -80,7 +80,8 @@ pub fn dropout<T: Element, R: Rng + ?Sized>(
     if p == 1.0 {
         return Ok(x.mul(&Var::new(Tensor::zeros(x.shape())))?);
     }
-    let keep = Tensor::<T>::bernoulli(x.shape(), 1.0 - p, rng)?;
+    // Replayable, so a checkpointed dropout recomputes the same mask.
+    let keep = strata_autograd::replayable(|| Tensor::<T>::bernoulli(x.shape(), 1.0 - p, rng))?;
     let mask = keep.mul_scalar(T::from_f64(1.0 / (1.0 - p)));
     Ok(x.mul(&Var::new(mask))?)
 }

@@ -215,6 +215,13 @@ macro_rules! for_each_unary_op {
             recip(), Cheap, |x| x.recip(), output(|y, g| g.neg().mul(y).mul(y));
             /// `x * x`, like `torch.square`.
             square(), Cheap, |x| x * x, input(|x, g| g.mul(&x.add(x)));
+            /// The error function, like `torch.erf`.
+            erf(), Transcendental, |x| x.erf(),
+                // ∂ = 2/√π · e^(-x²)
+                input(|x, g| g.mul(&x.mul(x).neg().exp()).mul(&x.k(std::f64::consts::FRAC_2_SQRT_PI)));
+            /// The complementary error function `1 - erf(x)`, like `torch.erfc`.
+            erfc(), Transcendental, |x| x.erfc_v(),
+                input(|x, g| g.mul(&x.mul(x).neg().exp()).mul(&x.k(-std::f64::consts::FRAC_2_SQRT_PI)));
             /// Sine, like `torch.sin`.
             sin(), Transcendental, |x| x.sin(), input(|x, g| g.mul(&x.cos()));
             /// Cosine, like `torch.cos`.
