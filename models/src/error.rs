@@ -39,6 +39,15 @@ pub enum ModelsError {
     /// A graph op failed.
     #[error(transparent)]
     Autograd(#[from] AutogradError),
+    /// A training stopped as asked (`--stop-after`) after `epochs_done` of its `epochs`
+    /// epochs (evaluation periods); its checkpoint resumes it.
+    #[error("the training stopped after {epochs_done} of {epochs} epochs, as asked")]
+    Stopped {
+        /// Epochs (periods) done.
+        epochs_done: usize,
+        /// Epochs (periods) of the whole training.
+        epochs: usize,
+    },
 }
 
 impl From<TensorError> for ModelsError {

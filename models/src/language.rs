@@ -96,23 +96,66 @@ impl TextCorpus {
         len: usize,
         rng: &mut R,
     ) -> Result<(IndexTensor, IndexTensor)> {
+        self.check_windows(batch, len)?;
+        // Both tensors are reserved before the first draw: `--batch-size 1e9` is an error
+        // here, not an abort after a billion draws.
+        let n = batch.saturating_mul(len);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        x.try_reserve_exact(n)
+            .and_then(|()| y.try_reserve_exact(n))
+            .map_err(|_| {
+                ModelsError::Config(format!(
+                    "{batch} windows of {len} characters are more than memory can hold"
+                ))
+            })?;
+        for _ in 0..batch {
+            let s = rng.random_range(0..self.train.len() - len);
+            x.extend(self.train[s..s + len].iter().map(|&i| i as i64));
+            y.extend(self.train[s + 1..=s + len].iter().map(|&i| i as i64));
+        }
+        Ok((
+            IndexTensor::from_vec(x, &[batch, len])?,
+            IndexTensor::from_vec(y, &[n])?,
+        ))
+    }
+
+    /// Makes exactly the draws from `rng` that [`random_batch`](TextCorpus::random_batch)
+    /// makes, without building the batch: a resumed training replays the windows of the
+    /// steps it skips with it.
+    ///
+    /// # Errors
+    /// As [`random_batch`](TextCorpus::random_batch).
+    pub fn skip_batch<R: Rng + ?Sized>(&self, batch: usize, len: usize, rng: &mut R) -> Result<()> {
+        self.check_windows(batch, len)?;
+        for _ in 0..batch {
+            rng.random_range(0..self.train.len() - len);
+        }
+        Ok(())
+    }
+
+    fn check_windows(&self, batch: usize, len: usize) -> Result<()> {
         if self.train.len() <= len || batch == 0 || len == 0 {
             return Err(ModelsError::Config(format!(
                 "cannot draw {batch} windows of {len} characters from a training text of {}",
                 self.train.len()
             )));
         }
-        let starts: Vec<usize> = (0..batch)
-            .map(|_| rng.random_range(0..self.train.len() - len))
-            .collect();
-        windows(&self.train, &starts, len)
+        Ok(())
     }
 }
 
 /// Inputs `[n, len]` and targets `[n * len]` of the windows starting at `starts`.
 fn windows(ids: &[usize], starts: &[usize], len: usize) -> Result<(IndexTensor, IndexTensor)> {
-    let mut x = Vec::with_capacity(starts.len() * len);
-    let mut y = Vec::with_capacity(starts.len() * len);
+    let n = starts.len().saturating_mul(len);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    x.try_reserve_exact(n)
+        .and_then(|()| y.try_reserve_exact(n))
+        .map_err(|_| {
+            ModelsError::Config(format!(
+                "{} windows of {len} characters are more than memory can hold",
+                starts.len()
+            ))
+        })?;
     for &s in starts {
         x.extend(ids[s..s + len].iter().map(|&i| i as i64));
         y.extend(ids[s + 1..=s + len].iter().map(|&i| i as i64));
@@ -307,6 +350,17 @@ impl<R: Rng + ?Sized> Batches for Windows<'_, R> {
 
     fn unit(&self) -> Unit {
         Unit::Step
+    }
+
+    /// Replays the window draws of a period already trained, so that the RNG stands where
+    /// it stood after it (a resumed training then draws the same windows, and the sample of
+    /// the metrics the same text, as one that never stopped).
+    fn skip_epoch(&mut self, epoch: usize) -> Result<()> {
+        for _ in 0..self.steps_in(epoch) {
+            self.corpus
+                .skip_batch(self.batch_size, self.seq_len, &mut *self.rng)?;
+        }
+        Ok(())
     }
 }
 

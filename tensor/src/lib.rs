@@ -56,7 +56,8 @@ pub use handle::dims::Dims;
 pub use handle::element::{DType, Element};
 pub use handle::layout::{Layout, broadcast_shapes, checked_numel, contiguous_strides};
 pub use handle::storage::{
-    buffer_cache_bytes, buffer_cache_limit, clear_buffer_cache, set_buffer_cache_limit,
+    AllocationLimitExceeded, buffer_cache_bytes, buffer_cache_limit, clear_buffer_cache,
+    set_buffer_cache_limit, with_allocation_limit,
 };
 pub use handle::tensor::Tensor;
 pub use ops::index::IndexTensor;

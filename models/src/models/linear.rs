@@ -270,6 +270,14 @@ impl ReferenceModel for LinregSpec {
         SupervisedTask::new(Objective::Mse)
     }
 
+    fn check_extra(
+        &self,
+        a: &LinregArchitecture,
+        extra: &Standardized,
+    ) -> std::result::Result<(), String> {
+        extra.check(a.features)
+    }
+
     /// The least-squares coefficients on the training data beside the trained ones, their
     /// largest relative difference, and their test R².
     fn report(&self, net: &dyn Forward, prepared: &Prepared<Self>) -> Result<Figures> {

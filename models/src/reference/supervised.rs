@@ -53,6 +53,39 @@ pub struct Standardized {
     pub standardizer: Standardizer,
 }
 
+impl Standardized {
+    /// Checks a standardiser read from a record for `features` inputs: one finite mean and
+    /// one finite, positive deviation per feature (a hand-edited 0 would divide by zero, a
+    /// list of another length standardise the wrong columns).
+    ///
+    /// # Errors
+    /// A message saying what does not fit.
+    pub fn check(&self, features: usize) -> std::result::Result<(), String> {
+        let st = &self.standardizer;
+        if st.mean.len() != features || st.std.len() != features {
+            return Err(format!(
+                "its standardizer has {} means and {} deviations for {features} features",
+                st.mean.len(),
+                st.std.len()
+            ));
+        }
+        if let Some((i, m)) = st.mean.iter().enumerate().find(|(_, m)| !m.is_finite()) {
+            return Err(format!("its standardizer's mean {i} is {m}"));
+        }
+        if let Some((i, s)) = st
+            .std
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !(s.is_finite() && **s > 0.0))
+        {
+            return Err(format!(
+                "its standardizer's deviation {i} is {s}, not a finite number above 0"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The task of the supervised models: epochs of shuffled batches of the training set, the
 /// loss of an [`Objective`], an evaluation on the test set after each epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,11 +143,12 @@ impl Task for SupervisedTask {
         };
         let mut batches = Epochs::new(&data.train, plan.batch_size, epochs, plan.seed)?;
         let mut learner = Supervised::new(net, self.objective, &data.test, plan.batch_size);
-        train::run(
+        train::run_from(
             &mut learner,
             &mut batches,
             optimizer,
             &plan.loop_config,
+            plan.start,
             on_epoch,
         )
     }
@@ -175,7 +209,8 @@ pub fn images(opts: &TrainOptions) -> Result<(Split, Provenance)> {
         (Some(other), _) if other != "mnist" => Err(ModelsError::Config(format!(
             "unknown image data set {other:?} (mnist or digits)"
         ))),
-        (_, Some(dir)) if dir.join("data_batch_1.bin").is_file() => {
+        // CIFAR-10's batches, gzipped or not (`data_batch_1.bin.gz` is found too).
+        (_, Some(dir)) if bundled::find(dir, "data_batch_1.bin").is_ok() => {
             let (train, test) = bundled::cifar10(dir)?;
             let p = Provenance {
                 name: "CIFAR-10".into(),
@@ -210,7 +245,11 @@ pub fn image_input(input: &Path, shape: &[usize], dataset: &DatasetRecord) -> Re
     let img = read_idx(input)?;
     let per: usize = shape.iter().product();
     let n = img.dims[0];
-    if img.dims[1..].iter().product::<usize>() != per {
+    // The images must have the model's shape, not merely as many pixels: [n, 14, 56] read
+    // as [n, 28, 28] would predict from scrambled images. Leading sizes of 1 (a channel of
+    // a grey image) may be left out.
+    let trim = |s: &[usize]| -> Vec<usize> { s.iter().copied().skip_while(|&d| d == 1).collect() };
+    if trim(&img.dims[1..]) != trim(shape) {
         return Err(data_error(
             input,
             format!(
@@ -250,7 +289,11 @@ pub fn image_input(input: &Path, shape: &[usize], dataset: &DatasetRecord) -> Re
 /// width.
 pub fn row_input(input: &Path, standardizer: Option<&Standardizer>) -> Result<Tensor<f32>> {
     let table = read_csv(input, false, Some(','))?;
+    // `read_csv` gives at least one row, each with at least one field.
     let cols = table.rows.first().map_or(0, Vec::len);
+    if cols == 0 {
+        return Err(data_error(input, "the rows have no fields"));
+    }
     let mut values: Vec<f32> = table
         .rows
         .iter()

@@ -9,6 +9,7 @@
 //! [`buffer_cache_limit`] bytes (128 MiB by default, so a process never holds more than
 //! that in freed buffers) and evicts the oldest buffers first.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -126,6 +127,101 @@ impl<T: Element> BufferPool<T> {
     }
 }
 
+thread_local! {
+    /// The bytes this thread may still allocate for tensors inside
+    /// [`with_allocation_limit`], or `None` outside it.
+    static BUDGET: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The panic payload (and error) of an allocation beyond the limit of
+/// [`with_allocation_limit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocationLimitExceeded {
+    /// The bytes of the allocation that went past the limit.
+    pub requested: usize,
+    /// The limit, in bytes.
+    pub limit: usize,
+}
+
+impl std::fmt::Display for AllocationLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "an allocation of {} bytes goes past the limit of {} bytes",
+            self.requested, self.limit
+        )
+    }
+}
+
+impl std::error::Error for AllocationLimitExceeded {}
+
+/// Runs `f` with at most `limit` bytes of tensor allocations on this thread: an
+/// allocation past the limit is refused before it is made, and `f` stops with
+/// [`AllocationLimitExceeded`].
+///
+/// For building something whose size comes from untrusted input (a network from a
+/// checkpoint's architecture record, whose sizes could ask for 160 GB before the weights
+/// file is even read): the limit bounds what the input can make strata allocate, however
+/// deep in infallible constructors the allocation happens. Ops that return a `Result`
+/// refuse with [`TensorError::OutOfMemory`]; infallible ones (`Tensor::zeros`, a layer's
+/// constructor) panic with an [`AllocationLimitExceeded`] payload, which this function
+/// catches and returns. (That panic goes through the panic hook like any other: a program
+/// that must print nothing installs a hook that skips this payload, as the `strata` CLI
+/// does.) Other panics propagate. Allocations of other threads (rayon's) are not counted.
+///
+/// ```
+/// use strata_tensor::{Tensor, with_allocation_limit};
+/// let small = with_allocation_limit(1 << 20, || Tensor::<f32>::zeros(&[100]).numel());
+/// assert_eq!(small, Ok(100));
+/// let big = with_allocation_limit(1 << 20, || Tensor::<f32>::zeros(&[1 << 20]).numel());
+/// assert_eq!(big.unwrap_err().requested, 4 << 20);
+/// ```
+///
+/// # Errors
+/// [`AllocationLimitExceeded`] when `f` allocated past the limit.
+pub fn with_allocation_limit<R>(
+    limit: usize,
+    f: impl FnOnce() -> R,
+) -> std::result::Result<R, AllocationLimitExceeded> {
+    let outer = BUDGET.with(|b| b.replace(Some(limit)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    BUDGET.with(|b| b.set(outer));
+    match result {
+        Ok(r) => Ok(r),
+        Err(payload) => match payload.downcast::<AllocationLimitExceeded>() {
+            Ok(exceeded) => Err(*exceeded),
+            Err(other) => std::panic::resume_unwind(other),
+        },
+    }
+}
+
+/// Counts `len` elements of `T` against this thread's limit, if it has one; the limit
+/// exceeded otherwise.
+fn charge<T>(len: usize) -> std::result::Result<(), AllocationLimitExceeded> {
+    BUDGET.with(|b| match b.get() {
+        None => Ok(()),
+        Some(left) => {
+            let requested = len.saturating_mul(size_of::<T>());
+            if requested > left {
+                return Err(AllocationLimitExceeded {
+                    requested,
+                    limit: left,
+                });
+            }
+            b.set(Some(left - requested));
+            Ok(())
+        }
+    })
+}
+
+/// [`charge`] for an infallible allocation: past the limit, a panic with the payload that
+/// [`with_allocation_limit`] catches.
+fn charge_or_panic<T>(len: usize) {
+    if let Err(exceeded) = charge::<T>(len) {
+        std::panic::panic_any(exceeded);
+    }
+}
+
 /// A buffer of `len` elements whose contents are unspecified (stale values of a recycled
 /// buffer, or zeros): the caller must write every element before reading it.
 ///
@@ -135,6 +231,7 @@ impl<T: Element> BufferPool<T> {
 /// names the size.) Ops that return a `Result` allocate with [`try_alloc`].
 #[track_caller]
 pub(crate) fn alloc<T: Element>(len: usize) -> Vec<T> {
+    charge_or_panic::<T>(len);
     if let Some(buf) = cached(len) {
         return buf;
     }
@@ -145,6 +242,11 @@ pub(crate) fn alloc<T: Element>(len: usize) -> Vec<T> {
 /// [`TensorError::TooLarge`] / [`TensorError::OutOfMemory`] naming `op` and the shape.
 pub(crate) fn try_alloc<T: Element>(op: &'static str, shape: &[usize]) -> Result<Vec<T>> {
     let len = check_shape::<T>(op, shape)?;
+    charge::<T>(len).map_err(|e| TensorError::OutOfMemory {
+        op,
+        shape: shape.to_vec(),
+        bytes: e.requested,
+    })?;
     if let Some(buf) = cached(len) {
         return Ok(buf);
     }
@@ -158,6 +260,11 @@ pub(crate) fn try_alloc<T: Element>(op: &'static str, shape: &[usize]) -> Result
 /// [`try_alloc`], filled with zeros.
 pub(crate) fn try_alloc_zeroed<T: Element>(op: &'static str, shape: &[usize]) -> Result<Vec<T>> {
     let len = check_shape::<T>(op, shape)?;
+    charge::<T>(len).map_err(|e| TensorError::OutOfMemory {
+        op,
+        shape: shape.to_vec(),
+        bytes: e.requested,
+    })?;
     if let Some(mut buf) = cached(len) {
         crate::engine::par::fill(&mut buf, T::zero());
         return Ok(buf);
@@ -220,6 +327,7 @@ fn try_zeros<T: Element>(len: usize) -> Option<Vec<T>> {
 /// As [`alloc`].
 #[track_caller]
 pub(crate) fn alloc_zeroed<T: Element>(len: usize) -> Vec<T> {
+    charge_or_panic::<T>(len);
     if let Some(mut buf) = cached(len) {
         crate::engine::par::fill(&mut buf, T::zero());
         return buf;
