@@ -19,6 +19,7 @@ use strata_tensor::IndexTensor;
 use strata_tensor::rand::{Rng, RngExt};
 
 use crate::data::readers::CharVocab;
+use crate::error::finite_outputs;
 use crate::models::{CharRnn, CharTransformer, RecurrentState};
 use crate::train::{Batches, EpochRecord, Evaluation, Learner, LoopConfig, StepLoss, Unit, run};
 use crate::{ModelsError, Result};
@@ -524,7 +525,7 @@ pub fn generate<R: Rng + ?Sized>(
                     y.select(1, -1)?.squeeze(0)?.to_vec()
                 }
             };
-            let next = sample(&logits, temperature, rng);
+            let next = sample(finite_outputs("logit", &logits)?, temperature, rng);
             ids.push(next);
             pending = vec![next];
         }

@@ -6,6 +6,7 @@ mod common;
 
 mod cli;
 mod data;
+mod fuzz;
 mod models;
 mod pinn;
 mod readers;

@@ -316,9 +316,36 @@ pub(crate) fn default_layer_init<T: Element, R: Rng + ?Sized>(
         0.0
     };
     let b = T::from_f64(bound);
-    let weight = Tensor::uniform(weight_shape, -b, b, rng).expect("finite bounds");
-    let bias = bias.then(|| {
-        Var::parameter(Tensor::uniform(&[weight_shape[0]], -b, b, rng).expect("finite bounds"))
-    });
-    (Var::parameter(weight), bias)
+    let weight = uniform_parameter(weight_shape, b, rng);
+    let bias = bias.then(|| uniform_parameter(&[weight_shape[0]], b, rng));
+    (weight, bias)
+}
+
+/// A parameter uniform in `±bound` for an infallible layer constructor: what
+/// `Tensor::uniform` draws, failing as `Tensor::zeros` does.
+///
+/// `bound` is finite by construction, so `Tensor::uniform` can only refuse the shape
+/// (too large to count, or to allocate). A constructor that returns `Self` must then
+/// panic, and the panic must be the one an infallible allocation makes: naming the
+/// shape, and inside `strata_tensor::with_allocation_limit` carrying the payload that
+/// function catches, so that building a network from an untrusted record is refused
+/// instead of crashing. `Tensor::zeros` on the same shape makes exactly that panic (the
+/// limit charged nothing for the refused allocation); should it succeed after all (memory
+/// freed meanwhile), the error is reported as it is.
+///
+/// # Panics
+/// When the shape cannot be allocated.
+#[track_caller]
+pub(crate) fn uniform_parameter<T: Element, R: Rng + ?Sized>(
+    shape: &[usize],
+    bound: T,
+    rng: &mut R,
+) -> Var<T> {
+    match Tensor::uniform(shape, -bound, bound, rng) {
+        Ok(t) => Var::parameter(t),
+        Err(e) => {
+            drop(Tensor::<T>::zeros(shape));
+            panic!("{e}")
+        }
+    }
 }

@@ -5,9 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use strata_nn::{BatchNorm1d, Linear, Module, NnError, Sequential, StateDict};
+use strata_nn::{
+    BatchNorm1d, Conv2d, LSTM, Linear, Module, NnError, RnnConfig, Sequential, StateDict,
+};
 use strata_tensor::io::{FileTensor, TensorFile};
-use strata_tensor::{Tensor, seeded_rng};
+use strata_tensor::{Tensor, seeded_rng, with_allocation_limit};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("strata-nn-hostile-{name}-{}", std::process::id()));
@@ -141,6 +143,47 @@ fn special_files_are_refused_without_reading() {
         .to_string();
     assert!(err.contains("a directory, not a regular file"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Layers built from sizes in an untrusted record (a checkpoint's architecture), under
+/// an allocation limit: too large, or so large that the shape's count wraps, is refused
+/// (the limit's error, or a configuration error), never a crash or a wrapped shape.
+#[test]
+fn hostile_layer_sizes_are_refused_under_a_limit() {
+    let limit = 1 << 20;
+    let mut rng = seeded_rng(0);
+    for (input, output) in [
+        (1 << 20, 1),
+        (1, 1 << 20),
+        (3, usize::MAX / 3 + 1),
+        (1 << 40, 1 << 40),
+    ] {
+        let built =
+            with_allocation_limit(limit, || Linear::<f32>::new(input, output, true, &mut rng));
+        assert!(
+            built.is_err(),
+            "Linear({input}, {output}) built under a 1 MiB limit"
+        );
+    }
+    let conv = with_allocation_limit(limit, || Conv2d::<f32>::new(1 << 30, 1 << 30, 3, &mut rng));
+    assert!(!matches!(conv, Ok(Ok(_))), "a 2^60-weight Conv2d built");
+    for hidden in [1 << 20, usize::MAX / 4 + 1, usize::MAX] {
+        let built = with_allocation_limit(limit, || {
+            LSTM::<f32>::new(RnnConfig::new(4, hidden), &mut rng)
+        });
+        match built {
+            Err(_) | Ok(Err(NnError::Config { .. })) => {}
+            Ok(other) => panic!("LSTM with hidden_size {hidden}: {:?}", other.map(|_| ())),
+        }
+    }
+    let mut wide = RnnConfig::new(4, 8);
+    wide.num_layers = usize::MAX;
+    wide.bidirectional = true;
+    let err = LSTM::<f32>::new(wide, &mut rng).map(|_| ()).unwrap_err();
+    assert!(err.to_string().contains("num_layers"), "{err}");
+    // What fits is built.
+    let small = with_allocation_limit(limit, || Linear::<f32>::new(10, 10, true, &mut rng));
+    assert_eq!(small.unwrap().weight.shape(), [10, 10]);
 }
 
 proptest! {

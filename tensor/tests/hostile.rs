@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use strata_tensor::{
     Conv2dParams, IndexTensor, Padding, Pool2dParams, SdpaParams, Tensor, TensorError,
-    checked_numel, seeded_rng,
+    checked_numel, seeded_rng, with_allocation_limit,
 };
 
 /// A size: small, or large enough that any count holding it is huge or overflows.
@@ -436,4 +436,54 @@ fn an_impossible_unary_result_panics_with_its_size() {
         q.sdpa(&q, &q, None, None, SdpaParams::new(2), false),
         Err(TensorError::TooLarge { .. } | TensorError::OutOfMemory { .. })
     ));
+}
+
+/// Under `with_allocation_limit`, every way of asking too much is refused and caught: an
+/// allocation past the limit, a shape whose count wraps (an infallible constructor, which
+/// must panic, panics with the limit's payload, so the caller gets an error, not a crash),
+/// and a fallible constructor's `OutOfMemory`.
+#[test]
+fn allocation_limits_catch_uncountable_shapes() {
+    let limit = 1 << 20;
+    let wrapping = [3, usize::MAX / 3 + 1];
+    let cases: [(&str, Box<dyn Fn() + std::panic::RefUnwindSafe>); 4] = [
+        (
+            "zeros past the limit",
+            Box::new(|| drop(Tensor::<f32>::zeros(&[1 << 20]))),
+        ),
+        (
+            "zeros, wrapping",
+            Box::new(move || drop(Tensor::<f32>::zeros(&wrapping))),
+        ),
+        (
+            "randn, wrapping",
+            Box::new(move || drop(Tensor::<f64>::randn(&wrapping, &mut seeded_rng(0)))),
+        ),
+        (
+            "full, count beyond isize",
+            Box::new(|| drop(Tensor::<f32>::full(&[1 << 62], 1.0))),
+        ),
+    ];
+    for (what, f) in cases {
+        let err = with_allocation_limit(limit, f).expect_err(what);
+        assert_eq!(err.limit, limit, "{what}");
+        assert!(err.requested > limit, "{what}: {err}");
+    }
+    let refused = with_allocation_limit(limit, || Tensor::<f32>::try_zeros(&wrapping)).unwrap();
+    assert!(
+        matches!(refused, Err(TensorError::TooLarge { op: "zeros", .. })),
+        "{refused:?}"
+    );
+    let refused = with_allocation_limit(limit, || {
+        Tensor::<f32>::uniform(&[1 << 20], -1.0, 1.0, &mut seeded_rng(0))
+    })
+    .unwrap();
+    assert!(
+        matches!(refused, Err(TensorError::OutOfMemory { op: "uniform", .. })),
+        "{refused:?}"
+    );
+    // What fits is made, and the limit is per call.
+    let small = with_allocation_limit(limit, || Tensor::<f32>::zeros(&[1000]).numel());
+    assert_eq!(small, Ok(1000));
+    assert_eq!(Tensor::<f32>::zeros(&[1 << 20]).numel(), 1 << 20);
 }

@@ -8,6 +8,7 @@
 #![allow(clippy::missing_panics_doc)]
 #![forbid(unsafe_code)]
 
+pub mod fuzz;
 pub mod reference;
 mod values;
 

@@ -13,7 +13,7 @@ use super::{Recurrent, RecurrentKind, r2_score};
 use crate::data::bundled;
 use crate::data::readers::{read_maybe_gzip, utf8_text};
 use crate::data::{InMemoryDataset, Labels};
-use crate::error::data_error;
+use crate::error::{data_error, finite_outputs};
 use crate::reference::{
     Defaults, Figures, Length, OptimizerKind, Prepared, Record, ReferenceModel, Schedule, Split,
     SupervisedTask, TrainOptions, data_root, figures,
@@ -192,8 +192,7 @@ impl ReferenceModel for ForecastSpec {
         let (mean, std) = (record.extra.series_mean, record.extra.series_std);
         let x = forecast_input(record.architecture.window, mean, std, input)?;
         let out = strata_autograd::no_grad(|| net.forward(&Var::new(x)))?.value();
-        Ok(out
-            .to_vec()
+        Ok(finite_outputs("forecast", &out.to_vec())?
             .iter()
             .map(|&v| format!("{}", f64::from(v) * std + mean))
             .collect())

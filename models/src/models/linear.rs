@@ -289,6 +289,14 @@ impl ReferenceModel for LinregSpec {
         };
         let y = Tensor::from_vec(y.clone(), &[n])?;
         let (w, b) = LinearRegression::closed_form(&x, &y)?;
+        // A NaN here would make every comparison below false, and the largest difference
+        // "0.0" beside NaN coefficients: say what happened instead.
+        if w.iter().chain([&b]).any(|v| !v.is_finite()) {
+            return Err(ModelsError::Config(format!(
+                "the least-squares solution on {n} samples is not unique (a feature is \
+                 constant or the features are collinear): no closed form to compare with"
+            )));
+        }
         let trained: Vec<f64> = net
             .named_parameters()
             .iter()

@@ -321,7 +321,20 @@ impl<S: ReferenceModel> Flows for S {
             })?;
         let mut task = self.task(&architecture);
         task.restore_settings(&record.hyperparameters);
-        task.evaluate(&net, &prepared.data)
+        let evaluation = task.evaluate(&net, &prepared.data)?;
+        // The weights are finite (checked on load), but can be large enough to overflow
+        // on the data: a NaN loss is a broken checkpoint, not a figure to print.
+        let figures = [Some(evaluation.loss), evaluation.accuracy, evaluation.r2];
+        if let Some(v) = figures.into_iter().flatten().find(|v| !v.is_finite()) {
+            return Err(ModelsError::Checkpoint {
+                path: dir.to_path_buf(),
+                msg: format!(
+                    "its weights give a loss or metric of {v} on the test data: they overflow \
+                     f32 arithmetic (is the checkpoint corrupted?)"
+                ),
+            });
+        }
+        Ok(evaluation)
     }
 
     fn predict(&self, record: Record, dir: &Path, input: &Path) -> Result<Vec<String>> {

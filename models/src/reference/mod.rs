@@ -163,7 +163,8 @@ pub fn resume(dir: &Path, how: &ResumeOptions) -> Result<Value> {
 ///
 /// # Errors
 /// [`ModelsError::Checkpoint`](crate::ModelsError::Checkpoint) for a missing or foreign
-/// checkpoint; data errors.
+/// checkpoint, or one whose weights give a NaN or infinite loss or metric on the data;
+/// data errors.
 pub fn eval(dir: &Path) -> Result<Evaluation> {
     let record = record::read(dir)?;
     Model::named(&record.model)?.flows().eval(record, dir)
@@ -178,7 +179,8 @@ pub fn eval(dir: &Path) -> Result<Evaluation> {
 /// # Errors
 /// [`ModelsError::Checkpoint`](crate::ModelsError::Checkpoint) for a missing or foreign
 /// checkpoint, [`ModelsError::Data`](crate::ModelsError::Data) for an input of the wrong
-/// format or size; a model that does not predict from files.
+/// format or size; [`ModelsError::Config`](crate::ModelsError::Config) for a model that
+/// does not predict from files, or an output that is NaN or infinite.
 pub fn predict(dir: &Path, input: &Path) -> Result<Vec<String>> {
     let record = record::read(dir)?;
     Model::named(&record.model)?
@@ -193,7 +195,8 @@ pub fn predict(dir: &Path, input: &Path) -> Result<Vec<String>> {
 /// # Errors
 /// [`ModelsError::Checkpoint`](crate::ModelsError::Checkpoint) for a missing checkpoint;
 /// [`ModelsError::Config`](crate::ModelsError::Config) for one of a model that does not
-/// generate text, a prompt with characters the model never saw or a negative temperature.
+/// generate text, a prompt with characters the model never saw, a negative temperature,
+/// or logits that are NaN or infinite.
 pub fn generate(
     dir: &Path,
     prompt: &str,

@@ -16,7 +16,7 @@ use super::spec::{Figures, Length, Plan, Task, figures};
 use crate::data::bundled::{self, Provenance};
 use crate::data::readers::{read_csv, read_idx};
 use crate::data::{Dataset, InMemoryDataset, Standardizer};
-use crate::error::data_error;
+use crate::error::{data_error, finite_outputs};
 use crate::train::{self, EpochEnd, EpochRecord, Epochs, Evaluation, Objective, Supervised};
 use crate::{ModelsError, Result};
 
@@ -322,9 +322,11 @@ pub fn row_input(input: &Path, standardizer: Option<&Standardizer>) -> Result<Te
 /// `objective` reads it: the argmax class, the class of the logit's sign, or the value.
 ///
 /// # Errors
-/// Errors of the network.
+/// Errors of the network; [`ModelsError::Config`] when an output is NaN or infinite
+/// (finite weights that overflow on this input: no class is read from a NaN).
 pub fn outputs(net: &dyn Forward, objective: Objective, x: Tensor<f32>) -> Result<Vec<String>> {
     let out = no_grad(|| net.forward(&Var::new(x)))?.value();
+    finite_outputs("output value", &out.to_vec())?;
     Ok(match objective {
         Objective::CrossEntropy => out
             .argmax(Some(1), false)?

@@ -10,9 +10,10 @@ use std::sync::Mutex;
 use strata_autograd::{RecurrentParams, Var};
 use strata_tensor::rand::Rng;
 use strata_tensor::rand::rngs::StdRng;
-use strata_tensor::{Element, RecurrentMode, Tensor, seeded_rng};
+use strata_tensor::{Element, RecurrentMode, seeded_rng};
 
 use crate::error::{config_error, input_error};
+use crate::init::uniform_parameter;
 use crate::{Module, Result, StateKind};
 
 mod cell;
@@ -153,9 +154,7 @@ impl<T: Element> RnnParams<T> {
         rng: &mut R,
     ) -> Self {
         let b = T::from_f64(1.0 / (hidden as f64).sqrt());
-        let mut u = |shape: &[usize]| {
-            Var::parameter(Tensor::uniform(shape, -b, b, rng).expect("finite bounds"))
-        };
+        let mut u = |shape: &[usize]| uniform_parameter(shape, b, rng);
         let weight_ih = u(&[gates * hidden, input]);
         let weight_hh = u(&[gates * hidden, hidden]);
         let bias_ih = bias.then(|| u(&[gates * hidden]));
@@ -243,6 +242,15 @@ fn check_config(layer: &'static str, config: &RnnConfig) -> Result<()> {
     }
     if config.num_layers == 0 {
         return fail("num_layers must be greater than zero".into());
+    }
+    // Shapes are [G·H, D·H] with up to four gates and two directions, and there are
+    // L·D sets of parameters: sizes from a record must not wrap these products.
+    let dirs = config.num_directions();
+    if config.hidden_size.checked_mul(4 * dirs).is_none() {
+        return fail(format!("hidden_size {} is too large", config.hidden_size));
+    }
+    if config.num_layers.checked_mul(dirs).is_none() {
+        return fail(format!("num_layers {} is too large", config.num_layers));
     }
     if !(0.0..=1.0).contains(&config.dropout) {
         return fail(format!(
@@ -585,7 +593,8 @@ impl<T: Element> RNN<T> {
     ///
     /// # Errors
     /// [`NnError::Config`](crate::NnError::Config) for a zero `hidden_size` or
-    /// `num_layers`, or `dropout` outside `[0, 1]`.
+    /// `num_layers`, sizes so large that the parameter shapes overflow, or `dropout`
+    /// outside `[0, 1]`.
     pub fn new<R: Rng + ?Sized>(
         config: RnnConfig,
         nonlinearity: RnnNonlinearity,

@@ -137,7 +137,8 @@ thread_local! {
 /// [`with_allocation_limit`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AllocationLimitExceeded {
-    /// The bytes of the allocation that went past the limit.
+    /// The bytes of the allocation that went past the limit (`usize::MAX` for a shape
+    /// whose bytes cannot be counted).
     pub requested: usize,
     /// The limit, in bytes.
     pub limit: usize,
@@ -212,6 +213,22 @@ fn charge<T>(len: usize) -> std::result::Result<(), AllocationLimitExceeded> {
             Ok(())
         }
     })
+}
+
+/// The panic of an infallible constructor whose shape cannot even be counted (`error`
+/// from `check_shape`): inside [`with_allocation_limit`] the payload that function catches
+/// (no limit admits such a shape, so `requested` saturates at `usize::MAX`, as [`charge`]
+/// counts), elsewhere `error` and `hint`.
+#[cold]
+#[track_caller]
+pub(crate) fn uncountable(error: TensorError, hint: &str) -> ! {
+    if let Some(left) = BUDGET.with(Cell::get) {
+        std::panic::panic_any(AllocationLimitExceeded {
+            requested: usize::MAX,
+            limit: left,
+        });
+    }
+    panic!("{error} ({hint})")
 }
 
 /// [`charge`] for an infallible allocation: past the limit, a panic with the payload that

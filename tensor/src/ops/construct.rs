@@ -2,7 +2,7 @@
 
 use crate::engine::par;
 use crate::handle::layout::check_shape;
-use crate::handle::storage::{alloc, alloc_zeroed, try_alloc, try_alloc_zeroed};
+use crate::handle::storage::{alloc, alloc_zeroed, try_alloc, try_alloc_zeroed, uncountable};
 use crate::{Element, Result, Tensor, TensorError};
 
 /// The count of a shape given to an infallible constructor, or a panic naming `op` and
@@ -11,7 +11,10 @@ use crate::{Element, Result, Tensor, TensorError};
 fn count<T>(op: &'static str, shape: &[usize]) -> usize {
     match check_shape::<T>(op, shape) {
         Ok(n) => n,
-        Err(e) => panic!("{e} (use Tensor::try_full or Tensor::try_zeros for shapes from input)"),
+        Err(e) => uncountable(
+            e,
+            "use Tensor::try_full or Tensor::try_zeros for shapes from input",
+        ),
     }
 }
 

@@ -5,7 +5,7 @@ use rand::Rng;
 
 use crate::handle::element::Kernels as _;
 use crate::handle::layout::check_shape;
-use crate::handle::storage::{alloc, try_alloc};
+use crate::handle::storage::{alloc, try_alloc, uncountable};
 use crate::{Element, Result, Tensor, TensorError};
 
 /// A seeded, portable random number generator (ChaCha12, from `rand`'s `StdRng`).
@@ -51,7 +51,10 @@ fn fill_normal<T: Element, R: Rng + ?Sized>(data: &mut [T], rng: &mut R) {
 fn count<T>(op: &'static str, shape: &[usize]) -> usize {
     match check_shape::<T>(op, shape) {
         Ok(n) => n,
-        Err(e) => panic!("{e} (use Tensor::uniform or Tensor::normal for shapes from input)"),
+        Err(e) => uncountable(
+            e,
+            "use Tensor::uniform or Tensor::normal for shapes from input",
+        ),
     }
 }
 
