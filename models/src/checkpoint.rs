@@ -344,8 +344,77 @@ fn read_json(dir: &Path, file: &str) -> Result<Value> {
         ));
     }
     let bytes = fs::read(&path).map_err(|e| checkpoint_error(dir, format!("{file}: {e}")))?;
-    serde_json::from_slice(&bytes)
+    serde_json::from_slice::<UniqueMembers>(&bytes)
+        .and_then(|_| serde_json::from_slice(&bytes))
         .map_err(|e| checkpoint_error(dir, format!("{file} is not valid JSON: {e}")))
+}
+
+/// A JSON document in which no object names a member twice. serde_json keeps the last
+/// of repeated members, while a person reading a hand-edited record sees the first: a
+/// record that says two things is refused, as a safetensors header with a repeated
+/// tensor name is.
+struct UniqueMembers;
+
+impl<'de> serde::Deserialize<'de> for UniqueMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(UniqueMembers)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueMembers {
+    type Value = UniqueMembers;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut items: A,
+    ) -> std::result::Result<Self, A::Error> {
+        while items.next_element::<UniqueMembers>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut members: A,
+    ) -> std::result::Result<Self, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = members.next_key::<String>()? {
+            members.next_value::<UniqueMembers>()?;
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!(
+                    "the member {key:?} appears more than once"
+                )));
+            }
+        }
+        Ok(self)
+    }
 }
 
 /// The provenance record of the checkpoint in `dir` (after finishing a save a crash

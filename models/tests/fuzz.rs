@@ -1,21 +1,20 @@
 //! Fuzz targets for every reader and loader of strata-models: IDX, CIFAR-10, CSV and text
-//! files (plain and gzipped), provenance records, and whole checkpoint folders. Each input
-//! must give a clear error or a value that passes its reader's own invariants; nothing may
-//! panic, hang or read without bound. The budget is `strata_testing::fuzz::budget()`: a few
-//! dozen inputs per target in `cargo test`, a fixed time in CI (`STRATA_FUZZ_SECONDS`).
+//! files (plain and gzipped), provenance records, and whole checkpoint folders (weights,
+//! optimizer state, record) of a tabular, an image and a character model. Each input must
+//! give a clear error or a value that passes its reader's own invariants; nothing may
+//! panic, hang or read without bound. The budget is `strata_testing::fuzz::budget()`: a
+//! few dozen inputs per target in `cargo test`, more in CI (`STRATA_FUZZ_CASES`).
 
-use crate::common;
+use crate::common::{TempDir, cifar_bytes, gzip, idx_bytes};
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use common::{cifar_bytes, gzip, idx_bytes};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::Value;
 use strata_models::data::readers::{read_cifar10, read_csv, read_idx, read_text};
 use strata_models::reference::{self, Model, TrainOptions};
-use strata_testing::fuzz::{fuzz, mutated, scratch};
+use strata_testing::fuzz::{Verdict, fuzz, mutated, verdict};
 
 /// Writes `bytes` to `path`, returning the path.
 fn put(path: &Path, bytes: &[u8]) -> PathBuf {
@@ -31,7 +30,7 @@ fn with_gzip(seeds: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 
 #[test]
 fn fuzz_idx() {
-    let dir = scratch("idx");
+    let dir = TempDir::new("fuzz-idx");
     let path = dir.join("input");
     let pixels: Vec<u8> = (0..2 * 3 * 4).map(|i| i as u8).collect();
     let seeds = with_gzip(vec![
@@ -40,33 +39,37 @@ fn fuzz_idx() {
         idx_bytes(&[0, 28, 28], &[]),
     ]);
     fuzz("idx", mutated(seeds), |bytes| {
-        if let Ok(a) = read_idx(&put(&path, &bytes)) {
-            prop_assert_eq!(strata_tensor::checked_numel(&a.dims), Some(a.data.len()));
+        let read = read_idx(&put(&path, &bytes));
+        if let Ok(a) = &read {
+            // The dimensions count exactly the bytes read: never more than the file held
+            // (a gzipped file at most 100 times its size).
             prop_assert!(!a.dims.is_empty());
+            prop_assert_eq!(strata_tensor::checked_numel(&a.dims), Some(a.data.len()));
+            prop_assert!(a.data.len() <= bytes.len().max(1) * 100);
         }
-        Ok(())
+        verdict(&read)
     });
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn fuzz_cifar() {
-    let dir = scratch("cifar");
+    let dir = TempDir::new("fuzz-cifar");
     let path = dir.join("input");
     let seeds = with_gzip(vec![cifar_bytes(&[3, 9], 0), cifar_bytes(&[0], 5)]);
     fuzz("cifar", mutated(seeds), |bytes| {
-        if let Ok(b) = read_cifar10(&put(&path, &bytes)) {
+        let read = read_cifar10(&put(&path, &bytes));
+        if let Ok(b) = &read {
+            prop_assert!(!b.labels.is_empty());
             prop_assert_eq!(b.pixels.len(), b.labels.len() * 3072);
             prop_assert!(b.labels.iter().all(|&l| l <= 9));
         }
-        Ok(())
+        verdict(&read)
     });
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn fuzz_csv() {
-    let dir = scratch("csv");
+    let dir = TempDir::new("fuzz-csv");
     let path = dir.join("input");
     let seeds = with_gzip(vec![
         b"a,b,c\n1,2,3\n4.5,-6e3,7\n".to_vec(),
@@ -75,58 +78,121 @@ fn fuzz_csv() {
     ]);
     fuzz("csv", mutated(seeds), |bytes| {
         let path = put(&path, &bytes);
+        let mut verdicts = Vec::new();
         for (header, delimiter) in [(true, Some(',')), (false, Some(',')), (false, None)] {
-            if let Ok(t) = read_csv(&path, header, delimiter) {
+            let read = read_csv(&path, header, delimiter);
+            if let Ok(t) = &read {
                 prop_assert!(!t.rows.is_empty());
                 let width = t.rows[0].len();
                 prop_assert!(width > 0);
                 for row in &t.rows {
                     prop_assert_eq!(row.len(), width);
-                    prop_assert!(row.iter().all(|v| v.is_finite()));
+                    prop_assert!(row.iter().all(|v| v.is_finite()), "{row:?}");
                 }
             }
+            verdicts.push(verdict(&read)?);
         }
-        Ok(())
+        Ok(Verdict::any(verdicts))
     });
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn fuzz_text() {
-    let dir = scratch("text");
+    let dir = TempDir::new("fuzz-text");
     let path = dir.join("input");
     let seeds = with_gzip(vec![
         "Call me Ishmael. Some years ago—never mind how long precisely—\n".into(),
         "\u{feff}ünïcödé\r\n\t€𝄞".as_bytes().to_vec(),
     ]);
     fuzz("text", mutated(seeds), |bytes| {
-        if let Ok((text, vocab)) = read_text(&put(&path, &bytes)) {
+        let read = read_text(&put(&path, &bytes));
+        if let Ok((text, vocab)) = &read {
             prop_assert!(!text.is_empty());
             prop_assert!(
                 !text.starts_with('\u{feff}'),
                 "the byte-order mark was kept"
             );
-            prop_assert!(vocab.encode(&text).is_some());
+            prop_assert!(vocab.encode(text).is_some());
         }
-        Ok(())
+        verdict(&read)
     });
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// A small trained logreg run (its checkpoint folder), made once per test binary.
-fn trained() -> &'static Path {
-    static RUN: OnceLock<PathBuf> = OnceLock::new();
-    RUN.get_or_init(|| {
-        let out = scratch("trained-logreg").join("run");
-        reference::train(&TrainOptions {
+/// A reference model trained for a moment, and how its checkpoint is read besides
+/// `info` and `eval`.
+struct Trained {
+    name: &'static str,
+    checkpoint: PathBuf,
+    /// The input `predict` reads (`None`: a model that does not predict from files; a
+    /// character model generates instead, the PINN is only evaluated).
+    input: Option<PathBuf>,
+}
+
+/// Trains `model` briefly into `dir/run` and writes an input for its `predict`.
+fn train(dir: &TempDir, model: &'static str) -> Trained {
+    let out = dir.join("run");
+    let base = TrainOptions::new(Model::named(model).unwrap(), &out);
+    let opts = match model {
+        "logreg" => TrainOptions {
             epochs: Some(1),
             limit: Some(64),
-            progress: false,
-            ..TrainOptions::new(Model::named("logreg").unwrap(), &out)
-        })
-        .expect("train a small logreg");
-        out.join("checkpoint")
+            ..base
+        },
+        "mlp" => TrainOptions {
+            epochs: Some(1),
+            limit: Some(64),
+            dataset: Some("digits".into()),
+            ..base
+        },
+        "cnn" => TrainOptions {
+            epochs: Some(1),
+            limit: Some(32),
+            dataset: Some("digits".into()),
+            ..base
+        },
+        "forecast" => TrainOptions {
+            epochs: Some(1),
+            dataset: Some("airline".into()),
+            ..base
+        },
+        "seq-classifier" => TrainOptions {
+            epochs: Some(1),
+            limit: Some(32),
+            dataset: Some("digits".into()),
+            ..base
+        },
+        "char-rnn" | "char-transformer" => TrainOptions {
+            steps: Some(2),
+            limit: Some(4000),
+            ..base
+        },
+        "pinn" => TrainOptions {
+            steps: Some(2),
+            ..base
+        },
+        other => panic!("no fuzz setup for {other}"),
+    };
+    reference::train(&TrainOptions {
+        progress: false,
+        ..opts
     })
+    .unwrap_or_else(|e| panic!("train a small {model}: {e}"));
+    let input = match model {
+        "logreg" => Some(dir.write("row.csv", &[b"1,".repeat(29), b"1\n".to_vec()].concat())),
+        "mlp" | "cnn" | "seq-classifier" => {
+            Some(dir.write("images.idx", &idx_bytes(&[2, 8, 8], &[7; 128])))
+        }
+        "forecast" => Some(dir.write(
+            "series.txt",
+            "112\n118\n132\n129\n121\n135\n148\n148\n136\n119\n104\n118\n115\n".as_bytes(),
+        )),
+        _ => None,
+    };
+    Trained {
+        name: model,
+        checkpoint: out.join("checkpoint"),
+        input,
+    }
 }
 
 /// Copies the checkpoint folder `from` into `to` (replacing it).
@@ -139,18 +205,60 @@ fn copy_checkpoint(from: &Path, to: &Path) {
     }
 }
 
-/// Every way of reading a checkpoint: info, eval, predict. An `Ok` evaluation must be
-/// made of finite numbers.
-fn read_every_way(ck: &Path, input: &Path) -> Result<(), TestCaseError> {
-    let _ = reference::info(ck);
-    if let Ok(e) = reference::eval(ck) {
+/// Every way of reading the checkpoint `ck` of `model`: info, eval, and predict (or
+/// generate). What is read must be sane: an evaluation of finite numbers, one class per
+/// sample, text of the length asked for.
+fn read_every_way(model: &Trained, ck: &Path) -> Result<Verdict, TestCaseError> {
+    let info = reference::info(ck);
+    let eval = reference::eval(ck);
+    if let Ok(e) = &eval {
         prop_assert!(e.loss.is_finite(), "eval gave loss {}", e.loss);
-        prop_assert!(e.accuracy.is_none_or(|a| (0.0..=1.0).contains(&a)));
+        if let Some(a) = e.accuracy {
+            prop_assert!((0.0..=1.0).contains(&a), "accuracy {a}");
+        }
     }
-    if let Ok(lines) = reference::predict(ck, input) {
-        prop_assert_eq!(lines.len(), 1);
-    }
-    Ok(())
+    let last = match &model.input {
+        Some(input) => {
+            let predict = reference::predict(ck, input);
+            if let Ok(lines) = &predict {
+                match model.name {
+                    // Two forecasts: the 13 values hold two windows of 12.
+                    "forecast" => {
+                        prop_assert_eq!(lines.len(), 2);
+                        for l in lines {
+                            let v: f64 = l.parse().map_err(|_| TestCaseError::fail(l.clone()))?;
+                            prop_assert!(v.is_finite(), "forecast {v}");
+                        }
+                    }
+                    name => {
+                        let classes: &[&str] = if name == "logreg" {
+                            &["0", "1"]
+                        } else {
+                            &["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+                        };
+                        let samples = if name == "logreg" { 1 } else { 2 };
+                        prop_assert_eq!(lines.len(), samples);
+                        prop_assert!(
+                            lines.iter().all(|l| classes.contains(&l.as_str())),
+                            "{lines:?}"
+                        );
+                    }
+                }
+            }
+            verdict(&predict)?
+        }
+        None => {
+            let text = reference::generate(ck, "", 20, 0.8, 0);
+            if let Ok(t) = &text {
+                prop_assert_eq!(t.chars().count(), 20);
+            }
+            verdict(&text)?
+        }
+    };
+    // `info` prints the record as it is, whatever it says: it is checked for clear errors
+    // but does not count as reading the checkpoint.
+    verdict(&info)?;
+    Ok(Verdict::any([verdict(&eval)?, last]))
 }
 
 /// A JSON value with one leaf replaced: numbers by extreme numbers, strings by other
@@ -195,6 +303,7 @@ fn json_edit() -> impl Strategy<Value = JsonEdit> {
             prop_oneof![
                 Just(String::new()),
                 Just("cnn".to_string()),
+                Just("char-transformer".to_string()),
                 Just("/dev/zero".to_string()),
                 Just("x".repeat(1000))
             ]
@@ -218,13 +327,9 @@ fn leaves(v: &Value, at: String, out: &mut Vec<String>) {
     }
 }
 
-fn apply_json(v: &mut Value, e: &JsonEdit) {
-    let mut paths = Vec::new();
-    leaves(v, String::new(), &mut paths);
-    if paths.is_empty() {
-        return;
-    }
-    let (i, new) = match e {
+/// The value `e` puts in place, and the index of the leaf it replaces.
+fn edit_value(e: &JsonEdit) -> (&prop::sample::Index, Value) {
+    match e {
         JsonEdit::Number(i, x) => (i, serde_json::json!(x)),
         JsonEdit::Integer(i, n) => (
             i,
@@ -232,55 +337,83 @@ fn apply_json(v: &mut Value, e: &JsonEdit) {
         ),
         JsonEdit::Text(i, s) => (i, Value::String(s.clone())),
         JsonEdit::Null(i) => (i, Value::Null),
-    };
+    }
+}
+
+fn apply_json(v: &mut Value, e: &JsonEdit) {
+    let mut paths = Vec::new();
+    leaves(v, String::new(), &mut paths);
+    if paths.is_empty() {
+        return;
+    }
+    let (i, new) = edit_value(e);
     if let Some(slot) = v.pointer_mut(&paths[i.index(paths.len())]) {
         *slot = new;
     }
 }
 
-/// Hand-edited provenance records: values replaced by extreme ones (sizes of 2^62, a
-/// standardiser of 0, a data file of /dev/zero, another model's name), and the record's
-/// bytes mutated.
-#[test]
-fn fuzz_provenance() {
-    let base = trained();
-    let dir = scratch("provenance");
+/// The record's text with one of its top-level members given twice: first with the
+/// edit's value, then as it was (a JSON parser that keeps the last would read the
+/// original, a reader of the file sees the first).
+fn duplicate_member(record: &Value, e: &JsonEdit) -> String {
+    let Value::Object(members) = record else {
+        return record.to_string();
+    };
+    let (i, new) = edit_value(e);
+    let keys: Vec<&String> = members.keys().collect();
+    let key = keys[i.index(keys.len())];
+    let text = record.to_string();
+    format!("{{{}:{new},{}", Value::String(key.clone()), &text[1..])
+}
+
+/// Hand-edited provenance records of `model` (values replaced by extreme ones: sizes of
+/// 2^62, a standardiser of 0, a data file of /dev/zero, another model's name; members
+/// given twice), the record's bytes mutated, and each file of the checkpoint mutated
+/// (weights, optimizer state, record), with the optimizer state also read on its own.
+fn fuzz_checkpoint_of(model: &'static str) {
+    let dir = TempDir::new(&format!("fuzz-{model}"));
+    let trained = train(&dir, model);
+    let base = trained.checkpoint.clone();
     let ck = dir.join("checkpoint");
-    copy_checkpoint(base, &ck);
-    let input = put(
-        &dir.join("row.csv"),
-        &[b"1,".repeat(29), b"1\n".to_vec()].concat(),
-    );
-    let record: Value =
-        serde_json::from_slice(&std::fs::read(base.join("provenance.json")).unwrap()).unwrap();
-    let strategy = prop::collection::vec(json_edit(), 1..4);
-    fuzz("provenance-values", strategy, |edits| {
+    copy_checkpoint(&base, &ck);
+    let record_bytes = std::fs::read(base.join("provenance.json")).unwrap();
+    let record: Value = serde_json::from_slice(&record_bytes).unwrap();
+
+    let edits = prop::collection::vec(json_edit(), 1..4);
+    fuzz(&format!("{model}-provenance-values"), edits, |edits| {
         let mut r = record.clone();
         for e in &edits {
             apply_json(&mut r, e);
         }
         put(&ck.join("provenance.json"), r.to_string().as_bytes());
-        read_every_way(&ck, &input)
+        read_every_way(&trained, &ck)
     });
-    let text = std::fs::read(base.join("provenance.json")).unwrap();
-    fuzz("provenance-bytes", mutated(vec![text]), |bytes| {
-        put(&ck.join("provenance.json"), &bytes);
-        read_every_way(&ck, &input)
-    });
-    std::fs::remove_dir_all(dir).unwrap();
-}
-
-/// Whole checkpoint folders with one of their files mutated (weights, optimizer state,
-/// record) — and the optimizer state given to `--resume`.
-#[test]
-fn fuzz_checkpoint_folder() {
-    let base = trained();
-    let dir = scratch("checkpoint");
-    let ck = dir.join("checkpoint");
-    let input = put(
-        &dir.join("row.csv"),
-        &[b"1,".repeat(29), b"1\n".to_vec()].concat(),
+    fuzz(
+        &format!("{model}-provenance-duplicates"),
+        json_edit(),
+        |e| {
+            put(
+                &ck.join("provenance.json"),
+                duplicate_member(&record, &e).as_bytes(),
+            );
+            let verdict = read_every_way(&trained, &ck)?;
+            prop_assert_eq!(
+                verdict,
+                Verdict::Refused,
+                "a record with a member given twice"
+            );
+            Ok(verdict)
+        },
     );
+    fuzz(
+        &format!("{model}-provenance-bytes"),
+        mutated(vec![record_bytes]),
+        |bytes| {
+            put(&ck.join("provenance.json"), &bytes);
+            read_every_way(&trained, &ck)
+        },
+    );
+
     let files = [
         "model.safetensors",
         "optimizer.safetensors",
@@ -290,14 +423,65 @@ fn fuzz_checkpoint_folder() {
         .iter()
         .map(|f| std::fs::read(base.join(f)).unwrap())
         .collect();
-    let strategy = (0..files.len(), prop::collection::vec(any::<u8>(), 0..1))
-        .prop_flat_map(move |(k, _)| (Just(k), mutated(vec![seeds[k].clone()])));
-    fuzz("checkpoint-folder", strategy, |(k, bytes)| {
-        copy_checkpoint(base, &ck);
-        put(&ck.join(files[k]), &bytes);
-        read_every_way(&ck, &input)?;
-        let _ = strata_optim::OptimizerState::<f32>::load(&ck.join("optimizer.safetensors"));
-        Ok(())
-    });
-    std::fs::remove_dir_all(dir).unwrap();
+    let strategy =
+        (0..files.len()).prop_flat_map(move |k| (Just(k), mutated(vec![seeds[k].clone()])));
+    fuzz(
+        &format!("{model}-checkpoint-files"),
+        strategy,
+        |(k, bytes)| {
+            copy_checkpoint(&base, &ck);
+            put(&ck.join(files[k]), &bytes);
+            let every_way = read_every_way(&trained, &ck)?;
+            if files[k] != "optimizer.safetensors" {
+                return Ok(every_way);
+            }
+            // Only `--resume` reads the optimizer state: eval and predict never need it.
+            prop_assert_eq!(every_way, Verdict::Accepted);
+            let state = strata_optim::OptimizerState::<f32>::load(&ck.join(files[k]));
+            if let Ok(state) = &state {
+                prop_assert!(state.hyper.values().all(|v| v.is_finite()));
+            }
+            verdict(&state)
+        },
+    );
+}
+
+#[test]
+fn fuzz_logreg_checkpoint() {
+    fuzz_checkpoint_of("logreg");
+}
+
+#[test]
+fn fuzz_mlp_checkpoint() {
+    fuzz_checkpoint_of("mlp");
+}
+
+#[test]
+fn fuzz_cnn_checkpoint() {
+    fuzz_checkpoint_of("cnn");
+}
+
+#[test]
+fn fuzz_forecast_checkpoint() {
+    fuzz_checkpoint_of("forecast");
+}
+
+#[test]
+fn fuzz_seq_classifier_checkpoint() {
+    fuzz_checkpoint_of("seq-classifier");
+}
+
+#[test]
+fn fuzz_char_rnn_checkpoint() {
+    fuzz_checkpoint_of("char-rnn");
+}
+
+#[test]
+fn fuzz_char_transformer_checkpoint() {
+    fuzz_checkpoint_of("char-transformer");
+}
+
+#[test]
+fn fuzz_pinn_checkpoint() {
+    fuzz_checkpoint_of("pinn");
 }

@@ -65,7 +65,8 @@ pub fn calculate_gain(nonlinearity: Nonlinearity, param: f64) -> f64 {
 /// `_calculate_fan_in_and_fan_out`.
 ///
 /// # Errors
-/// [`NnError::Config`](crate::NnError::Config) for fewer than 2 dimensions.
+/// [`NnError::Config`](crate::NnError::Config) for fewer than 2 dimensions, or fans too
+/// large to count.
 pub fn fan_in_and_fan_out(shape: &[usize]) -> Result<(usize, usize)> {
     if shape.len() < 2 {
         return Err(config_error(
@@ -73,8 +74,16 @@ pub fn fan_in_and_fan_out(shape: &[usize]) -> Result<(usize, usize)> {
             format!("fan in and fan out need at least 2 dimensions, got shape {shape:?}"),
         ));
     }
-    let receptive: usize = shape[2..].iter().product();
-    Ok((shape[1] * receptive, shape[0] * receptive))
+    let fans = shape[2..]
+        .iter()
+        .try_fold(1usize, |r, &d| r.checked_mul(d))
+        .and_then(|r| Some((shape[1].checked_mul(r)?, shape[0].checked_mul(r)?)));
+    fans.ok_or_else(|| {
+        config_error(
+            "init",
+            format!("the fans of shape {shape:?} are too large to count"),
+        )
+    })
 }
 
 fn fill<T: Element>(var: &Var<T>, t: Tensor<T>) -> Result<()> {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use strata_nn::{
     BatchNorm1d, Conv2d, LSTM, Linear, Module, NnError, RnnConfig, Sequential, StateDict,
+    StateDictMismatch,
 };
 use strata_tensor::io::{FileTensor, TensorFile};
 use strata_tensor::{Tensor, seeded_rng, with_allocation_limit};
@@ -167,6 +168,13 @@ fn hostile_layer_sizes_are_refused_under_a_limit() {
     }
     let conv = with_allocation_limit(limit, || Conv2d::<f32>::new(1 << 30, 1 << 30, 3, &mut rng));
     assert!(!matches!(conv, Ok(Ok(_))), "a 2^60-weight Conv2d built");
+    // in_channels · 3 · 3 overflows the fan-in count itself.
+    let conv = with_allocation_limit(limit, || Conv2d::<f32>::new(usize::MAX, 32, 3, &mut rng));
+    assert!(
+        !matches!(conv, Ok(Ok(_))),
+        "a Conv2d of usize::MAX channels built"
+    );
+    assert!(strata_nn::init::fan_in_and_fan_out(&[32, usize::MAX, 3, 3]).is_err());
     for hidden in [1 << 20, usize::MAX / 4 + 1, usize::MAX] {
         let built = with_allocation_limit(limit, || {
             LSTM::<f32>::new(RnnConfig::new(4, hidden), &mut rng)
@@ -184,6 +192,30 @@ fn hostile_layer_sizes_are_refused_under_a_limit() {
     // What fits is built.
     let small = with_allocation_limit(limit, || Linear::<f32>::new(10, 10, true, &mut rng));
     assert_eq!(small.unwrap().weight.shape(), [10, 10]);
+}
+
+/// A state dict of another depth reports its keys in a message of bounded length: the
+/// first eight of each list and a count, not thousands of names.
+#[test]
+fn mismatch_reports_are_bounded() {
+    let keys = |prefix: &str| (0..500).map(|i| format!("{prefix}.{i}.weight")).collect();
+    let mismatch = StateDictMismatch {
+        missing: keys("layers"),
+        unexpected: keys("extra"),
+        shape_mismatch: (0..20)
+            .map(|i| (format!("w{i}"), vec![1], vec![2]))
+            .collect(),
+        dtype_mismatch: vec!["counter".into()],
+    };
+    let text = mismatch.to_string();
+    assert!(text.len() < 2000, "{} characters", text.len());
+    assert!(
+        text.contains("\"layers.7.weight\", … (500 in all)"),
+        "{text}"
+    );
+    assert!(!text.contains("layers.8.weight"), "{text}");
+    assert!(text.contains("dtype mismatch for counter"), "{text}");
+    assert!(text.contains("and 12 more mismatches"), "{text}");
 }
 
 proptest! {

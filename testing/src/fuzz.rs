@@ -3,30 +3,46 @@
 //! in every `cargo test`, a few dozen inputs per target, and for longer in CI.)
 //!
 //! A target is a strategy for inputs — usually [`mutated`] copies of a few valid files —
-//! and a check that must return `Ok` (the reader gave an error or a value that passes the
-//! check's own invariants); an `Err` or a panic fails the test with the input, shrunk by
-//! proptest to a small one.
+//! and a check that returns the reader's [`Verdict`]: it read the input (and the value
+//! passed the check's own invariants: sane sizes, finite numbers, the shapes the header
+//! promised), or refused it with a clear error ([`verdict`]). Anything else — a failed
+//! invariant, an unclear error, a panic — fails the test with the input, shrunk by
+//! proptest to a small one. [`fuzz`] returns the counts of each kind.
 //!
 //! The budget comes from the environment:
 //!
-//! - `STRATA_FUZZ_SECONDS=S` runs each target for `S` seconds (CI's bounded run);
+//! - `STRATA_FUZZ_SECONDS=S` runs each target for `S` seconds;
 //! - otherwise `STRATA_FUZZ_CASES=N` inputs per target (default [`DEFAULT_CASES`]).
 //!
 //! Each round of 64 inputs is seeded from the target's name and the round's number, so a
-//! failure is reproduced by running the same target again.
+//! failure is reproduced by running the same target with the same budget again.
+//!
+//! That no input makes a reader allocate without bound is checked from outside: CI runs
+//! the targets under an address-space limit (`ulimit -v`, see `.ci/run`) far below what a
+//! trusted header could ask for, so such an allocation aborts the run. (A counting global
+//! allocator would need `unsafe`, which only strata-tensor's kernels may use.)
 //!
 //! ```
-//! use strata_testing::fuzz::{fuzz, mutated};
+//! use strata_testing::fuzz::{fuzz, mutated, verdict};
 //!
-//! // A "reader" that must never panic: the length byte of a tiny format.
+//! // A reader of a tiny format: a length byte, then that many bytes.
+//! fn read(bytes: &[u8]) -> Result<&[u8], String> {
+//!     let n = *bytes.first().ok_or("empty input")? as usize;
+//!     bytes.get(1..1 + n).ok_or_else(|| format!("{n} bytes promised, {} given", bytes.len() - 1))
+//! }
 //! let valid = vec![vec![3u8, b'a', b'b', b'c']];
-//! fuzz("doc-example", mutated(valid), |bytes| {
-//!     let n = bytes.first().copied().unwrap_or(0) as usize;
-//!     let _body = bytes.get(1..1 + n); // `get`, never `[..]`: no panic on a lie
-//!     Ok(())
+//! let tally = fuzz("doc-example", mutated(valid), |bytes| {
+//!     let body = read(&bytes);
+//!     if let Ok(body) = &body {
+//!         proptest::prop_assert_eq!(body.len(), bytes[0] as usize);
+//!     }
+//!     verdict(&body)
 //! });
+//! assert_eq!(tally.accepted + tally.refused, tally.inputs);
 //! ```
 
+use std::fmt::Display;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -76,22 +92,95 @@ fn seed(name: &str, round: u64) -> [u8; 32] {
     out
 }
 
-/// Runs the target `name`: `check` on inputs drawn from `strategy` for the [`budget`].
-/// Returns the number of inputs checked.
+/// What a reader made of one input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It read the input, and the value passed the target's checks.
+    Accepted,
+    /// It refused the input with a clear error.
+    Refused,
+}
+
+impl Verdict {
+    /// [`Accepted`](Verdict::Accepted) when any of `verdicts` is: an input read in several
+    /// ways (with and without a header, by eval and by predict) counts as read when one
+    /// way read it.
+    pub fn any(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
+        if verdicts.into_iter().any(|v| v == Verdict::Accepted) {
+            Verdict::Accepted
+        } else {
+            Verdict::Refused
+        }
+    }
+}
+
+/// The longest error message counted as clear: one that fits on a screen (a reader that
+/// echoes a whole corrupt input into its error is not clear).
+pub const MAX_ERROR_CHARS: usize = 2000;
+
+/// The verdict of a reader's `result` whose value (if any) the caller has checked:
+/// [`Verdict::Accepted`] for `Ok`, [`Verdict::Refused`] for an error whose message is
+/// clear (not empty, at most [`MAX_ERROR_CHARS`] characters).
+///
+/// # Errors
+/// A test failure for an unclear message.
+pub fn verdict<T, E: Display>(result: &Result<T, E>) -> Result<Verdict, TestCaseError> {
+    match result {
+        Ok(_) => Ok(Verdict::Accepted),
+        Err(e) => {
+            let message = e.to_string();
+            let chars = message.chars().count();
+            prop_assert!(!message.trim().is_empty(), "an error without a message");
+            prop_assert!(
+                chars <= MAX_ERROR_CHARS,
+                "an error of {} characters: {}…",
+                chars,
+                message.chars().take(200).collect::<String>()
+            );
+            Ok(Verdict::Refused)
+        }
+    }
+}
+
+/// The inputs of one run of a target, by [`Verdict`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Inputs checked.
+    pub inputs: u64,
+    /// Inputs read, with values that passed the checks.
+    pub accepted: u64,
+    /// Inputs refused with a clear error.
+    pub refused: u64,
+}
+
+/// Runs the target `name`: `check` on inputs drawn from `strategy` for the [`budget`],
+/// and prints (to stderr, shown by `cargo test -- --nocapture`) and returns the
+/// [`Tally`].
 ///
 /// # Panics
 /// When `check` returns an error or panics, with the (shrunk) input that made it fail.
 pub fn fuzz<S>(
     name: &str,
     strategy: S,
-    check: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) -> u64
+    check: impl Fn(S::Value) -> Result<Verdict, TestCaseError>,
+) -> Tally
 where
     S: Strategy,
     S::Value: std::fmt::Debug,
 {
+    quiet_allocation_limits();
     let budget = budget();
     let started = Instant::now();
+    let accepted = AtomicU64::new(0);
+    let refused = AtomicU64::new(0);
+    let counted = |value: S::Value| -> Result<(), TestCaseError> {
+        let counter = match check(value)? {
+            Verdict::Accepted => &accepted,
+            Verdict::Refused => &refused,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    };
     let mut done = 0u64;
     for round in 0u64.. {
         let cases = match budget {
@@ -117,7 +206,7 @@ where
         };
         let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed(name, round));
         let mut runner = TestRunner::new_with_rng(config, rng);
-        match runner.run(&strategy, &check) {
+        match runner.run(&strategy, &counted) {
             Ok(()) => {}
             Err(TestError::Fail(reason, input)) => panic!(
                 "fuzz target {name} (round {round}) failed: {reason}\nminimal failing input: \
@@ -127,7 +216,38 @@ where
         }
         done += u64::from(cases);
     }
-    done
+    let tally = Tally {
+        inputs: done,
+        accepted: accepted.into_inner(),
+        refused: refused.into_inner(),
+    };
+    eprintln!(
+        "fuzz {name}: {} inputs in {:.1} s: {} read, {} refused with a clear error",
+        tally.inputs,
+        started.elapsed().as_secs_f64(),
+        tally.accepted,
+        tally.refused
+    );
+    tally
+}
+
+/// Installs (once) a panic hook that prints nothing for the panics that
+/// [`strata_tensor::with_allocation_limit`] catches — a record asking for a network too
+/// large to build is refused that way, thousands of times in a run — and defers to the
+/// previous hook for every other panic, as the `strata` CLI does.
+fn quiet_allocation_limits() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info
+                .payload()
+                .is::<strata_tensor::AllocationLimitExceeded>()
+            {
+                previous(info);
+            }
+        }));
+    });
 }
 
 /// One edit of a byte string.

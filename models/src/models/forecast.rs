@@ -190,7 +190,18 @@ impl ReferenceModel for ForecastSpec {
         input: &Path,
     ) -> Result<Vec<String>> {
         let (mean, std) = (record.extra.series_mean, record.extra.series_std);
-        let x = forecast_input(record.architecture.window, mean, std, input)?;
+        // The window is the series' (a record edited to a window of half a long input
+        // would materialise len²/4 values).
+        let series = record.dataset.variant.as_deref().unwrap_or("sunspots");
+        let window = forecast_window(series);
+        if record.architecture.window != window {
+            return Err(ModelsError::Config(format!(
+                "the record's window of {} values is not the {window} that the {series} \
+                 forecaster reads",
+                record.architecture.window
+            )));
+        }
+        let x = forecast_input(window, mean, std, input)?;
         let out = strata_autograd::no_grad(|| net.forward(&Var::new(x)))?.value();
         Ok(finite_outputs("forecast", &out.to_vec())?
             .iter()

@@ -243,7 +243,10 @@ pub fn images(opts: &TrainOptions) -> Result<(Split, Provenance)> {
 /// [`ModelsError::Data`] for a file that is not IDX or whose images do not have `shape`.
 pub fn image_input(input: &Path, shape: &[usize], dataset: &DatasetRecord) -> Result<Tensor<f32>> {
     let img = read_idx(input)?;
-    let per: usize = shape.iter().product();
+    // `shape` comes from a checkpoint's record: counted, never wrapped.
+    let per = strata_tensor::checked_numel(shape).ok_or_else(|| {
+        ModelsError::Config(format!("the model's input shape {shape:?} is too large"))
+    })?;
     let n = img.dims[0];
     // The images must have the model's shape, not merely as many pixels: [n, 14, 56] read
     // as [n, 28, 28] would predict from scrambled images. Leading sizes of 1 (a channel of

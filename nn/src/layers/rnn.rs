@@ -293,12 +293,14 @@ impl<T: Element> Stack<T> {
     ) -> Result<Self> {
         check_config(layer, &config)?;
         let (h, dirs) = (config.hidden_size, config.num_directions());
-        let params = (0..config.num_layers * dirs)
-            .map(|i| {
-                let input = layer_input_size(&config, i / dirs);
-                RnnParams::init(mode.gates(), input, h, config.bias, rng)
-            })
-            .collect();
+        // Pushed one by one, not collected: a range's exact size would reserve room for
+        // `num_layers` sets up front, before any tensor allocation (which an allocation
+        // limit can refuse) has been made — terabytes for a hostile record's 2^40 layers.
+        let mut params = Vec::new();
+        for i in 0..config.num_layers * dirs {
+            let input = layer_input_size(&config, i / dirs);
+            params.push(RnnParams::init(mode.gates(), input, h, config.bias, rng));
+        }
         Self::from_params(layer, mode, config, params)
     }
 
