@@ -6,6 +6,7 @@ mod common;
 
 mod attention;
 mod checkpoint;
+mod fuzz;
 mod gradcheck_layers;
 mod gradcheck_losses;
 mod hooks;

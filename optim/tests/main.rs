@@ -3,5 +3,6 @@
 #![forbid(unsafe_code)]
 
 mod behaviour;
+mod fuzz;
 mod hostile;
 mod pytorch_trajectories;
