@@ -7,6 +7,7 @@ mod common;
 mod cli;
 mod data;
 mod fuzz;
+mod hostile;
 mod models;
 mod pinn;
 mod readers;

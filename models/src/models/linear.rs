@@ -40,7 +40,9 @@ impl LinearRegression {
     /// by QR on `[x, 1]` (strata-tensor's `lstsq`, computed in f64).
     ///
     /// # Errors
-    /// [`ModelsError::Config`] when there are fewer samples than coefficients.
+    /// [`ModelsError::Config`] when there are fewer samples than coefficients; a tensor
+    /// error when the solution is not unique (a constant feature, collinear features) or
+    /// the data holds NaN or infinities.
     pub fn closed_form(x: &Tensor<f32>, y: &Tensor<f32>) -> Result<(Vec<f64>, f64)> {
         let (n, f) = match x.shape() {
             &[n, f] => (n, f),
