@@ -475,11 +475,11 @@ fn special_files_and_gzip_bombs_are_refused() {
     let ck = out.join("checkpoint");
     std::fs::remove_file(ck.join("model.safetensors")).unwrap();
     std::fs::rename(&fifo, ck.join("model.safetensors")).unwrap();
-    let e = within_ten_seconds(ck.clone(), |c| reference::eval(c)).unwrap_err();
+    let e = within_ten_seconds(ck.clone(), reference::eval).unwrap_err();
     assert!(e.to_string().contains("not a regular file"), "{e}");
     std::fs::remove_file(ck.join("provenance.json")).unwrap();
     std::os::unix::fs::symlink("/dev/zero", ck.join("provenance.json")).unwrap();
-    let e = within_ten_seconds(ck, |c| reference::info(c)).unwrap_err();
+    let e = within_ten_seconds(ck, reference::info).unwrap_err();
     assert!(e.to_string().contains("not a regular file"), "{e}");
 
     // 80 MB of zeros gzipped to about 80 kB: it inflates a thousand times, past the

@@ -78,7 +78,7 @@ fn fuzz_state_dict_files() {
                     let file = file.unwrap();
                     for ((k, t), (_, own)) in after.iter().zip(model().state_dict().iter()) {
                         prop_assert_eq!(t.shape(), own.shape(), "{}", k);
-                        if let Some(entry) = file.tensors.iter().find(|e| &e.name == k) {
+                        if let Some(entry) = file.tensors.iter().find(|e| e.name == k) {
                             prop_assert_eq!(entry.tensor.to_vec(), t.to_vec(), "{}", k);
                         } else {
                             prop_assert!(!strict, "strict load without {}", k);

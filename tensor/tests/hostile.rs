@@ -446,7 +446,8 @@ fn an_impossible_unary_result_panics_with_its_size() {
 fn allocation_limits_catch_uncountable_shapes() {
     let limit = 1 << 20;
     let wrapping = [3, usize::MAX / 3 + 1];
-    let cases: [(&str, Box<dyn Fn() + std::panic::RefUnwindSafe>); 4] = [
+    type Case = Box<dyn Fn() + std::panic::RefUnwindSafe>;
+    let cases: [(&str, Case); 4] = [
         (
             "zeros past the limit",
             Box::new(|| drop(Tensor::<f32>::zeros(&[1 << 20]))),

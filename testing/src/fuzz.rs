@@ -206,7 +206,7 @@ where
         };
         let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed(name, round));
         let mut runner = TestRunner::new_with_rng(config, rng);
-        match runner.run(&strategy, &counted) {
+        match runner.run(&strategy, counted) {
             Ok(()) => {}
             Err(TestError::Fail(reason, input)) => panic!(
                 "fuzz target {name} (round {round}) failed: {reason}\nminimal failing input: \
