@@ -330,8 +330,15 @@ fn one_line(e: &dyn std::fmt::Display) -> String {
 /// The JSON file `file` of the checkpoint in `dir`: a regular file of at most
 /// [`MAX_RECORD_BYTES`], parsed.
 fn read_json(dir: &Path, file: &str) -> Result<Value> {
-    if !std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
-        return Err(checkpoint_error(dir, "no such checkpoint directory"));
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(checkpoint_error(
+                dir,
+                "not a checkpoint directory (not a folder)",
+            ));
+        }
+        Err(_) => return Err(checkpoint_error(dir, "no such checkpoint directory")),
     }
     let path = dir.join(file);
     let (handle, len) =

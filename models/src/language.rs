@@ -477,13 +477,19 @@ pub fn fit<R: Rng + ?Sized>(
     )
 }
 
+/// The most characters one [`generate`] call samples: one forward pass each (hours for
+/// a million on a CPU), held in memory until the text is returned. Without a bound,
+/// `--length 1000000000000` would run until memory ran out.
+pub const MAX_GENERATE_LENGTH: usize = 1_000_000;
+
 /// Continues `prompt` by `length` characters sampled from `model` at `temperature`
 /// (0: always the most likely character). An empty prompt starts from a newline when the
 /// vocabulary has one. Call it on a model in eval mode.
 ///
 /// # Errors
 /// [`ModelsError::Config`] for a prompt character outside the vocabulary, an empty prompt
-/// with no newline in the vocabulary, or a negative temperature; model errors.
+/// with no newline in the vocabulary, a negative temperature, a `length` beyond
+/// [`MAX_GENERATE_LENGTH`], or logits that are NaN or infinite; model errors.
 pub fn generate<R: Rng + ?Sized>(
     model: &CharModel,
     vocab: &CharVocab,
@@ -495,6 +501,12 @@ pub fn generate<R: Rng + ?Sized>(
     if !(temperature >= 0.0 && temperature.is_finite()) {
         return Err(ModelsError::Config(format!(
             "the temperature must be a finite number >= 0, got {temperature}"
+        )));
+    }
+    if length > MAX_GENERATE_LENGTH {
+        return Err(ModelsError::Config(format!(
+            "a length of {length} characters is more than the {MAX_GENERATE_LENGTH} that one \
+             call generates"
         )));
     }
     let seed_text = if prompt.is_empty() { "\n" } else { prompt };

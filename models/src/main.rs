@@ -101,7 +101,7 @@ enum Command {
         /// The text to continue (default: start of a line).
         #[arg(long, default_value = "")]
         prompt: String,
-        /// Characters to generate.
+        /// Characters to generate (at most 1000000).
         #[arg(long, default_value_t = 400)]
         length: usize,
         /// Sampling temperature: lower is more conservative, 0 always takes the most

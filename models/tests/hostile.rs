@@ -324,6 +324,11 @@ fn work_is_saved_before_reports_that_can_fail() {
     .unwrap();
     let sample = reference::generate(&out.join("checkpoint"), "abc", 10, 0.0, 0).unwrap();
     assert_eq!(sample.chars().count(), 13);
+    // Class 6: a length that would run until memory ran out is refused up front.
+    error_containing(
+        reference::generate(&out.join("checkpoint"), "abc", usize::MAX, 0.0, 0),
+        "more than the 1000000 that one call generates",
+    );
 }
 
 /// Class 4: inputs that used to give a silently wrong answer are errors: no training
@@ -504,6 +509,16 @@ fn data_errors_name_their_place() {
     assert!(e.contains("nan.csv"), "{e}");
     let inf = dir.write("inf.csv", b"1 2\n3 -inf\n");
     error_containing(read_csv(&inf, false, None), "line 2, column 2");
+    // A finite f64 beyond f32, given to a model that computes in f32.
+    let out = dir.join("lr");
+    reference::train(&logreg(&out, 1)).unwrap();
+    let mut rows = [b"1,".repeat(29), b"1\n\n".to_vec()].concat();
+    rows.extend([b"2,".repeat(29), b"1e39\n".to_vec()].concat());
+    let wide = dir.write("wide.csv", &rows);
+    error_containing(
+        reference::predict(&out.join("checkpoint"), &wide),
+        "line 3, column 30: 1e39 is beyond the range of f32",
+    );
     let bom = dir.write("bom.csv", b"\xef\xbb\xbfx,y\n1,2\n");
     let t = read_csv(&bom, true, Some(',')).unwrap();
     assert_eq!(t.rows, vec![vec![1.0, 2.0]]);

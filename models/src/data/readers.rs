@@ -350,6 +350,9 @@ pub struct Table {
     pub header: Option<Vec<String>>,
     /// The rows.
     pub rows: Vec<Vec<f64>>,
+    /// The line of each row in the file, from 1 (empty lines are skipped), for errors
+    /// about a value that name its place.
+    pub lines: Vec<usize>,
 }
 
 /// Reads a delimited numeric file (gzipped or not): `header` says whether the first line
@@ -388,6 +391,7 @@ pub fn read_csv(path: &Path, header: bool, delimiter: Option<char>) -> Result<Ta
         None
     };
     let mut rows: Vec<Vec<f64>> = Vec::new();
+    let mut row_lines = Vec::new();
     for (lineno, line) in lines {
         let fields = split(line);
         let row = fields
@@ -425,11 +429,16 @@ pub fn read_csv(path: &Path, header: bool, delimiter: Option<char>) -> Result<Ta
             ));
         }
         rows.push(row);
+        row_lines.push(lineno + 1);
     }
     if rows.is_empty() {
         return Err(data_error(path, "no data rows"));
     }
-    Ok(Table { header, rows })
+    Ok(Table {
+        header,
+        rows,
+        lines: row_lines,
+    })
 }
 
 /// A character vocabulary: the distinct characters of a text, sorted, each with an index.

@@ -279,7 +279,18 @@ fn forecast_input(window: usize, mean: f64, std: f64, input: &Path) -> Result<Te
             continue;
         }
         match field.parse::<f64>() {
-            Ok(v) if v.is_finite() => values.push(v),
+            // Standardised, the value must fit the f32 the model computes in.
+            Ok(v) if v.is_finite() && (((v - mean) / std) as f32).is_finite() => values.push(v),
+            Ok(v) if v.is_finite() => {
+                return Err(data_error(
+                    input,
+                    format!(
+                        "line {}: {v:e} is beyond the range the model computes in (f32, after \
+                         standardising)",
+                        i + 1
+                    ),
+                ));
+            }
             Ok(v) => {
                 return Err(data_error(
                     input,

@@ -297,6 +297,20 @@ pub fn row_input(input: &Path, standardizer: Option<&Standardizer>) -> Result<Te
     if cols == 0 {
         return Err(data_error(input, "the rows have no fields"));
     }
+    // The models compute in f32: a value beyond its range would become infinite and
+    // every output NaN.
+    for (row, line) in table.rows.iter().zip(&table.lines) {
+        if let Some(col) = row.iter().position(|&v| !(v as f32).is_finite()) {
+            return Err(data_error(
+                input,
+                format!(
+                    "line {line}, column {}: {:e} is beyond the range of f32",
+                    col + 1,
+                    row[col]
+                ),
+            ));
+        }
+    }
     let mut values: Vec<f32> = table
         .rows
         .iter()
