@@ -45,7 +45,12 @@ impl<T: Element> Var<T> {
         if !self.needs_grad() {
             return Err(AutogradError::NoGraph);
         }
-        walk_tensors(vec![(self.clone(), seed)], retain_graph, Sink::Leaves)?;
+        walk_tensors(
+            std::slice::from_ref(self),
+            [seed],
+            retain_graph,
+            Sink::Leaves,
+        )?;
         Ok(())
     }
 
@@ -82,7 +87,7 @@ impl<T: Element> Var<T> {
         if !self.needs_grad() {
             return Err(AutogradError::NoGraph);
         }
-        walk_vars(vec![(self.clone(), seed)], Sink::Leaves)?;
+        walk_vars(std::slice::from_ref(self), [seed], Sink::Leaves)?;
         Ok(())
     }
 }
@@ -146,14 +151,14 @@ fn flags_of<T: Element>(inputs: &[Option<Var<T>>], buf: &mut [bool; 8]) -> Optio
 
 /// The first-order walk: gradients as tensors, each op's backward kernel.
 pub(crate) fn walk_tensors<T: Element>(
-    roots: Vec<(Var<T>, Tensor<T>)>,
+    roots: &[Var<T>],
+    seeds: impl IntoIterator<Item = Tensor<T>>,
     retain_graph: bool,
     sink: Sink<'_, T>,
 ) -> Result<Vec<Option<Tensor<T>>>> {
-    let root_vars: Vec<Var<T>> = roots.iter().map(|(v, _)| v.clone()).collect();
-    let (mut order, index) = topological_order(&root_vars)?;
+    let (mut order, index) = topological_order(roots)?;
     let mut grads: Vec<Option<Tensor<T>>> = vec![None; order.len()];
-    for (root, seed) in roots {
+    for (root, seed) in roots.iter().zip(seeds) {
         let pos = index.get(root.id()).expect("roots are ordered");
         match &mut grads[pos] {
             slot @ None => *slot = Some(seed),
@@ -232,14 +237,14 @@ pub(crate) fn walk_tensors<T: Element>(
 /// The walk with `create_graph`: gradients as vars, each op's differentiable backward run
 /// with grad mode on, so the gradients have graphs of their own. The graph walked is kept.
 pub(crate) fn walk_vars<T: Element>(
-    roots: Vec<(Var<T>, Var<T>)>,
+    roots: &[Var<T>],
+    seeds: impl IntoIterator<Item = Var<T>>,
     sink: Sink<'_, T>,
 ) -> Result<Vec<Option<Var<T>>>> {
-    let root_vars: Vec<Var<T>> = roots.iter().map(|(v, _)| v.clone()).collect();
-    let (mut order, index) = topological_order(&root_vars)?;
+    let (mut order, index) = topological_order(roots)?;
     let mut grads: Vec<Option<Var<T>>> = vec![None; order.len()];
     crate::grad_mode::enable_grad(|| -> Result<Vec<Option<Var<T>>>> {
-        for (root, seed) in roots {
+        for (root, seed) in roots.iter().zip(seeds) {
             let pos = index.get(root.id()).expect("roots are ordered");
             grads[pos] = Some(match grads[pos].take() {
                 None => seed,
@@ -326,6 +331,41 @@ fn accumulate_graph_grad<T: Element>(var: &Var<T>, grad: Var<T>) -> Result<()> {
         Some(acc) => acc.add(&grad)?,
     });
     Ok(())
+}
+
+impl<T: Element> Var<T> {
+    /// The leaves that require grad which a backward from this var would reach, each once
+    /// (in no particular order): what tells, before the backward, which parameters will get
+    /// no gradient from it (PyTorch's DistributedDataParallel walks the graph from the
+    /// forward's output for `find_unused_parameters` in the same way). Empty for a var
+    /// that does not require grad.
+    ///
+    /// ```
+    /// use strata_autograd::Var;
+    /// use strata_tensor::Tensor;
+    ///
+    /// let used = Var::parameter(Tensor::<f32>::ones(&[2]));
+    /// let unused = Var::parameter(Tensor::<f32>::ones(&[2]));
+    /// let y = used.square().sum_all();
+    /// let leaves = y.reachable_leaves()?;
+    /// assert!(leaves.iter().any(|v| v.id() == used.id()));
+    /// assert!(!leaves.iter().any(|v| v.id() == unused.id()));
+    /// # Ok::<(), strata_autograd::AutogradError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`AutogradError::GraphFreed`] when an earlier backward freed part of the graph.
+    pub fn reachable_leaves(&self) -> Result<Vec<Var<T>>> {
+        if !self.needs_grad() {
+            return Ok(Vec::new());
+        }
+        let (order, _) = topological_order(std::slice::from_ref(self))?;
+        Ok(order
+            .into_iter()
+            .flatten()
+            .filter(|v| v.is_leaf() && v.needs_grad())
+            .collect())
+    }
 }
 
 /// Adds `grad` into a var's gradient slot (the first gradient is stored as is, made
@@ -438,9 +478,18 @@ fn topological_order<T: Element>(roots: &[Var<T>]) -> Result<(Vec<Option<Var<T>>
             Origin::Op(node) => &node.inputs[..],
         };
         let at = stack.len();
-        for input in inputs.iter().flatten() {
-            if !index.contains(input.id()) {
-                stack.push((input.clone(), false));
+        // Leaf inputs go below the others, so that they are popped, and ordered, last of
+        // this var's inputs: the walk (this order reversed) then reaches a parameter right
+        // after the op that consumes it, so its `.grad` is final, and its
+        // post-accumulate-grad hooks run, as soon as that op's backward is done rather than
+        // after the whole graph below it (data-parallel training starts a bucket's
+        // all-reduce there, to overlap the rest of the backward). Leaves have no inputs, so
+        // the non-leaf order, and with it every sum of gradients, is unchanged.
+        for leaves in [true, false] {
+            for input in inputs.iter().flatten() {
+                if input.is_leaf() == leaves && !index.contains(input.id()) {
+                    stack.push((input.clone(), false));
+                }
             }
         }
         drop(origin);

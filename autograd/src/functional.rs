@@ -69,24 +69,19 @@ pub fn grad<T: Element>(
         seed_for(&outputs[k], grad_outputs.map(|g| g[k].value()).as_ref())
     };
     let grads: Vec<Option<Var<T>>> = if options.create_graph {
-        let roots = (0..outputs.len())
-            .map(|k| {
-                let s = match grad_outputs {
-                    Some(g) => {
-                        seed(k)?;
-                        g[k].clone()
-                    }
-                    None => Var::new(seed(k)?),
-                };
-                Ok((outputs[k].clone(), s))
+        let seeds = (0..outputs.len())
+            .map(|k| match grad_outputs {
+                Some(g) => {
+                    seed(k)?;
+                    Ok(g[k].clone())
+                }
+                None => Ok(Var::new(seed(k)?)),
             })
             .collect::<Result<Vec<_>>>()?;
-        walk_vars(roots, Sink::Capture(inputs))?
+        walk_vars(outputs, seeds, Sink::Capture(inputs))?
     } else {
-        let roots = (0..outputs.len())
-            .map(|k| Ok((outputs[k].clone(), seed(k)?)))
-            .collect::<Result<Vec<_>>>()?;
-        walk_tensors(roots, options.retain_graph, Sink::Capture(inputs))?
+        let seeds = (0..outputs.len()).map(seed).collect::<Result<Vec<_>>>()?;
+        walk_tensors(outputs, seeds, options.retain_graph, Sink::Capture(inputs))?
             .into_iter()
             .map(|g| g.map(Var::new))
             .collect()

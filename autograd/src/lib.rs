@@ -36,6 +36,17 @@
 //! Every op records a node only when one of its inputs requires grad and grad mode is
 //! on; the graph and the intermediate gradients are freed as the backward walk passes
 //! them (pass `retain_graph` to [`Var::backward_with_options`] to walk twice).
+//!
+//! Beyond the first derivative:
+//! - every op's backward is itself differentiable: [`grad`] with
+//!   [`GradOptions::create_graph`] (like `torch.autograd.grad(..., create_graph=True)`),
+//!   [`vjp`], [`jvp`], [`hessian_vector_product`], checked by [`gradgradcheck`];
+//! - [`Var::register_hook`] and [`Var::register_post_accumulate_grad_hook`] see or
+//!   replace gradients as the walk passes them;
+//! - [`checkpoint`] recomputes a function's intermediates during backward instead of
+//!   keeping them ([`replayable`] random draws give the same values the second time);
+//! - [`detect_anomaly`] turns a NaN or infinity produced by a backward into an error that
+//!   names the op and where the forward called it.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -57,5 +68,5 @@ pub use functional::{GradOptions, Products, grad, hessian_vector_product, jvp, v
 pub use grad_mode::{enable_grad, is_grad_enabled, no_grad};
 pub use gradcheck::{GradcheckError, GradcheckOptions, gradcheck, gradgradcheck};
 pub use hooks::HookHandle;
-pub use ops::RecurrentParams;
+pub use ops::{ConvTransposeParams, RecurrentParams, einsum};
 pub use var::{InputGrads, Needs, Var};

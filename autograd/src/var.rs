@@ -545,10 +545,21 @@ impl<T: Element> Var<T> {
             + Sync
             + 'static,
     {
-        if let Origin::Op(node) = &mut *lock(&self.inner.origin) {
-            node.graph = Some(Box::new(f));
+        let mut this = self;
+        let set = |origin: &mut Origin<T>| {
+            if let Origin::Op(node) = origin {
+                node.graph = Some(Box::new(f));
+            }
+        };
+        // An op's result is usually not shared yet: then no lock is needed.
+        match Arc::get_mut(&mut this.inner) {
+            Some(inner) => set(inner
+                .origin
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)),
+            None => set(&mut lock(&this.inner.origin)),
         }
-        self
+        this
     }
 
     fn with_node(

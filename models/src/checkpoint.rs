@@ -501,3 +501,36 @@ pub fn model_file_len(dir: &Path) -> Result<u64> {
         .map_err(|e| checkpoint_error(dir, format!("{MODEL_FILE}: {e}")))?;
     Ok(len)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_nn::Linear;
+    use strata_optim::{Sgd, SgdConfig};
+    use strata_tensor::seeded_rng;
+
+    #[test]
+    fn a_save_replaces_the_checkpoint_whole_and_clears_what_an_interrupted_one_left() {
+        let root = std::env::temp_dir().join(format!("strata-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("checkpoint");
+        // What a save killed half-way leaves: a staged folder beside the checkpoint.
+        std::fs::create_dir_all(root.join(".checkpoint.new-1-0")).unwrap();
+        std::fs::write(root.join(".checkpoint.new-1-0").join(MODEL_FILE), b"half").unwrap();
+        let model = Linear::<f32>::new(2, 1, true, &mut seeded_rng(0));
+        let opt = Sgd::new(model.parameters(), SgdConfig::default()).unwrap();
+        for run in 0..2 {
+            let record = serde_json::json!({ "run": run });
+            save(&dir, &model, &opt, &record, None::<&()>).unwrap();
+            assert_eq!(read_record(&dir).unwrap()["run"], run);
+            load_model(&dir, &model).unwrap();
+        }
+        let mut left: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["checkpoint"]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

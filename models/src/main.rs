@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
+use strata_distributed::World;
 use strata_models::models::RecurrentKind;
 use strata_models::reference::{self, Model, ResumeOptions, TrainOptions};
 
@@ -198,6 +199,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
             limit,
             quiet,
         } => {
+            // Under an MPI launcher, this process is one rank of several (data-parallel);
+            // alone, a world of one and MPI untouched.
+            let world = World::init().map_err(|e| e.to_string())?;
+            world.abort_on_panic();
+            // Ranks that share a machine share its cores, unless --threads says otherwise.
+            let local_ranks = world.launch().and_then(|l| l.local_size).unwrap_or(1);
+            let threads = threads.or_else(|| {
+                (local_ranks > 1).then(|| {
+                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    (cores / local_ranks).max(1)
+                })
+            });
             if let Some(n) = threads {
                 let max = max_threads();
                 if n == 0 || n > max {
@@ -210,7 +223,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     .build_global()
                     .map_err(|e| format!("--threads {n}: {e}"))?;
             }
-            let (metrics, written) = if let Some(dir) = resume {
+            let result = if let Some(dir) = resume {
                 changed_on_resume(&[
                     ("a model", model.is_some()),
                     ("--epochs", epochs.is_some()),
@@ -229,9 +242,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     progress: !quiet,
                     stop_after,
                     checkpoint_every,
+                    comm: world.comm().clone(),
                 };
-                let metrics = reference::resume(&dir, &how).map_err(|e| e.to_string())?;
-                (metrics, dir)
+                reference::resume(&dir, &how).map(|metrics| (metrics, dir))
             } else {
                 let model = model.ok_or_else(|| "give a model to train".to_string())?;
                 let out_dir = out_dir.unwrap_or_else(|| fresh_out(model));
@@ -251,10 +264,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     force,
                     checkpoint_every,
                     stop_after,
+                    comm: world.comm().clone(),
                 };
-                let metrics = reference::train(&opts).map_err(|e| e.to_string())?;
-                (metrics, out_dir)
+                reference::train(&opts).map(|metrics| (metrics, out_dir))
             };
+            let (metrics, written) = match result {
+                Ok(done) => done,
+                // One rank's error ends every rank, rather than leave them waiting for it.
+                Err(e) if world.size() > 1 => world.fail(&one_line(&e.to_string()), 1),
+                Err(e) => return Err(Failure::Error(e.to_string())),
+            };
+            if world.rank() != 0 {
+                return Ok(());
+            }
             if let Some(Value::Array(errors)) = metrics.get("report_errors") {
                 for e in errors {
                     err_line(&format!(
@@ -265,20 +287,30 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             out(&serde_json::to_string_pretty(&metrics).map_err(|e| e.to_string())?)?;
             let w = written.display();
+            let ranks = if world.size() > 1 {
+                format!(" ({} ranks)", world.size())
+            } else {
+                String::new()
+            };
             match metrics.get("stopped_after") {
                 Some(done) => err_line(&format!(
-                    "stopped after {done} of {} epochs; wrote {w}/checkpoint/; continue with \
-                     `strata train --resume {w}`",
+                    "stopped after {done} of {} epochs; wrote {w}/checkpoint/{ranks}; continue \
+                     with `strata train --resume {w}`",
                     metrics.get("of").unwrap_or(&Value::Null)
                 )),
                 None => err_line(&format!(
-                    "wrote {w}/metrics.json, {w}/checkpoint/, {w}/curves.svg"
+                    "wrote {w}/metrics.json, {w}/checkpoint/, {w}/curves.svg{ranks}"
                 )),
             }
         }
         Command::Eval { checkpoint } => {
             let e = reference::eval(&checkpoint).map_err(|e| e.to_string())?;
-            let mut line = format!("test loss {:.6}", e.loss);
+            // Small losses (a PDE residual, a near-perfect regression) keep their digits.
+            let mut line = if e.loss != 0.0 && e.loss.abs() < 1e-3 {
+                format!("test loss {:.4e}", e.loss)
+            } else {
+                format!("test loss {:.6}", e.loss)
+            };
             if let Some(a) = e.accuracy {
                 line += &format!(", test accuracy {:.4}", a);
             }
@@ -309,6 +341,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
+/// One line, even for messages that span several (e.g. a state dict mismatch).
+fn one_line(e: &str) -> String {
+    let line: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    line.join(" ")
+}
+
 fn main() -> ExitCode {
     // A network that a checkpoint's record asks to be too large stops with a panic that
     // `with_allocation_limit` catches and turns into an error: it is not a crash, and
@@ -325,9 +363,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) | Err(Failure::ClosedStdout) => ExitCode::SUCCESS,
         Err(Failure::Error(e)) => {
-            // One line, even for messages that span several (e.g. a state dict mismatch).
-            let line: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-            err_line(&format!("error: {}", line.join(" ")));
+            err_line(&format!("error: {}", one_line(&e)));
             ExitCode::FAILURE
         }
     }

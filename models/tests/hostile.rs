@@ -251,11 +251,7 @@ fn resume_continues_bit_for_bit() {
     })
     .unwrap();
     assert_eq!(s["stopped_after"], 2, "{s}");
-    let how = ResumeOptions {
-        progress: false,
-        stop_after: None,
-        checkpoint_every: None,
-    };
+    let how = ResumeOptions::default();
     let b = reference::resume(&stopped, &how).unwrap();
     for f in ["model.safetensors", "optimizer.safetensors"] {
         assert!(

@@ -42,18 +42,22 @@ mod module;
 mod state_dict;
 
 pub use error::{NnError, Result, StateDictMismatch};
-pub use functional::{AttnMask, SdpaOptions};
+pub use functional::{AttnMask, InterpolateMode, Resize, SdpaOptions, Upsample};
 pub use hooks::Hooked;
 pub use layers::activation::{
     GELU, Identity, LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh,
 };
 pub use layers::attention::{MhaConfig, MhaForward, MultiheadAttention};
+pub use layers::bilinear::Bilinear;
 pub use layers::conv::{Conv1d, Conv2d};
+pub use layers::conv_transpose::{ConvTranspose1d, ConvTranspose2d};
 pub use layers::dropout::Dropout;
 pub use layers::embedding::Embedding;
+pub use layers::group_norm::{GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNormConfig};
 pub use layers::linear::Linear;
 pub use layers::norm::{BatchNorm1d, BatchNorm2d, BatchNormConfig, LayerNorm, RMSNorm};
 pub use layers::pool::{AdaptiveAvgPool2d, AvgPool2d, Flatten, MaxPool2d};
+pub use layers::reshape::{PixelShuffle, PixelUnshuffle, Unflatten};
 pub use layers::rnn::{GRU, GRUCell, LSTM, LSTMCell, RNN, RNNCell};
 pub use layers::rnn::{RnnConfig, RnnNonlinearity, RnnParams};
 pub use layers::transformer::{

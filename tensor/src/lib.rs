@@ -61,7 +61,9 @@ pub use handle::storage::{
 };
 pub use handle::tensor::Tensor;
 pub use ops::index::IndexTensor;
+pub use ops::norm::MatrixNorm;
 pub use ops::random::seeded_rng;
+pub use ops::rearrange::{Indexing, plans};
 pub use ops::view::ShapeArg;
 
 /// The derivatives of the elementwise ops, one module per op (`elementwise::exp`,

@@ -63,8 +63,8 @@ impl<T: Element> Algebra for Var<T> {
     fn sign(&self) -> Self {
         mask(self, |x| x.sign())
     }
-    fn within(&self, lo: f64, hi: f64) -> Self {
-        mask(self, move |x| x.within(lo, hi))
+    fn inside(&self, lo: f64, hi: f64) -> Self {
+        mask(self, move |x| x.inside(lo, hi))
     }
     fn select(&self, a: &Self, b: &Self) -> Self {
         // where_ routes each element's gradient to the chosen side only.

@@ -6,17 +6,24 @@
 
 mod algebra;
 mod attention;
+mod conv_transpose;
 mod elementwise;
 mod index;
 mod linalg;
 mod loss;
-mod nn;
+pub(crate) mod nn;
+mod norm;
 mod overload;
+mod rearrange;
 mod recurrent;
 mod reduce;
+mod scan;
+mod sorting;
 mod unary;
 mod view;
 
+pub use conv_transpose::ConvTransposeParams;
+pub use rearrange::einsum;
 pub use recurrent::RecurrentParams;
 
 use strata_tensor::{Element, Tensor};

@@ -433,7 +433,7 @@ fn bias_grad_var<T: Element>(g: &Var<T>, channel: usize) -> Result<Var<T>> {
 /// The input gradient of a 2-d convolution as a differentiable op: `C_wᵀ g`, bilinear in
 /// `g` and `w`. Its backward with `h` (shaped like the input): `C_w h` for `g` (the
 /// convolution of `h`), and the weight gradient of that convolution for `w`.
-fn conv2d_input_grad<T: Element>(
+pub(crate) fn conv2d_input_grad<T: Element>(
     g: &Var<T>,
     w: &Var<T>,
     x_shape: &[usize],

@@ -6,12 +6,17 @@
 //! ```
 //!
 //! Workloads: `W5` (LSTM forward + backward) and `W6` (one AdamW step of a transformer
-//! encoder layer), set up exactly as their criterion benches.
+//! encoder layer), set up exactly as their criterion benches; `stack` (forward + backward
+//! of six such layers in a `Sequential`) and `stack-checkpoint` (the same through
+//! `checkpoint_sequential` in six segments, which keeps only the segment boundaries'
+//! activations and recomputes the rest during backward).
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
 use strata_autograd::Var;
 use strata_nn::{
-    Forward, LSTM, Module, RnnConfig, TransformerEncoderLayer, TransformerEncoderLayerConfig,
+    Forward, LSTM, Module, RnnConfig, Sequential, TransformerEncoderLayer,
+    TransformerEncoderLayerConfig, checkpoint_sequential,
 };
 use strata_optim::{AdamW, AdamWConfig, Optimizer};
 use strata_tensor::{Tensor, seeded_rng};
@@ -70,7 +75,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Ok(())
             })
         }
-        other => return Err(format!("unknown workload {other:?} (W5 or W6)").into()),
+        "stack" | "stack-checkpoint" => {
+            let mut stack = Sequential::<f32>::new();
+            for _ in 0..6 {
+                stack = stack.push(TransformerEncoderLayer::<f32>::new(
+                    TransformerEncoderLayerConfig::new(256, 8)
+                        .dim_feedforward(1024)
+                        .dropout(0.0)
+                        .batch_first(true),
+                    &mut rng,
+                )?);
+            }
+            let stack = Arc::new(stack);
+            let x = Var::new(Tensor::randn(&[16, 128, 256], &mut rng));
+            let checkpointed = workload == "stack-checkpoint";
+            Box::new(move || {
+                stack.zero_grad();
+                let y = if checkpointed {
+                    checkpoint_sequential(&stack, 6, &x)?
+                } else {
+                    stack.forward(&x)?
+                };
+                y.square().mean_all().backward()?;
+                Ok(())
+            })
+        }
+        other => {
+            return Err(
+                format!("unknown workload {other:?} (W5, W6, stack, stack-checkpoint)").into(),
+            );
+        }
     };
     let (after_setup, _) = rss_mb();
     for _ in 0..calls {

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::Value;
+use strata_distributed::{Communicator, DdpConfig, Reducer};
 use strata_nn::Module;
 use strata_tensor::seeded_rng;
 
@@ -63,7 +64,7 @@ pub struct Generate<'a> {
 }
 
 /// How a resumed training runs (its other settings come from its checkpoint).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ResumeOptions {
     /// Draw progress bars.
     pub progress: bool,
@@ -71,6 +72,10 @@ pub struct ResumeOptions {
     pub stop_after: Option<usize>,
     /// Epochs (periods) between checkpoints.
     pub checkpoint_every: Option<usize>,
+    /// The ranks that continue the training together: as many as trained it (the
+    /// record's `world_size`), since each rank's share of the data depends on their
+    /// number; a world of one by default.
+    pub comm: Communicator,
 }
 
 fn write_error(out: &Path, e: impl std::fmt::Display) -> ModelsError {
@@ -282,6 +287,17 @@ impl<S: ReferenceModel> Flows for S {
                 progress.epochs
             )));
         }
+        // Each rank's share of every batch depends on the number of ranks: another number
+        // would continue with other batches, not bit for bit.
+        if record.world_size != how.comm.size() {
+            return Err(ModelsError::Config(format!(
+                "the run in {} was trained by {} process(es); resume it with as many (it has \
+                 {} now)",
+                run.display(),
+                record.world_size,
+                how.comm.size()
+            )));
+        }
         let history = match checkpoint::read_history(&checkpoint_dir(run))? {
             Some(v) => serde_json::from_value(v).map_err(|e| ModelsError::Checkpoint {
                 path: checkpoint_dir(run),
@@ -300,6 +316,7 @@ impl<S: ReferenceModel> Flows for S {
         opts.progress = how.progress;
         opts.stop_after = how.stop_after;
         opts.checkpoint_every = how.checkpoint_every;
+        opts.comm = how.comm.clone();
         run_training(
             self,
             &opts,
@@ -364,7 +381,13 @@ fn run_training<S: ReferenceModel>(
 ) -> Result<Value> {
     let defaults = ReferenceModel::defaults(spec);
     check_options::<S>(opts, &defaults)?;
-    let created = prepare_out(&opts.out, opts.force, resumed.is_some())?;
+    // Rank 0 alone writes, so it alone checks and prepares the folder (ranks racing to
+    // --force the same run away would fail each other).
+    let created = if opts.comm.is_root() {
+        prepare_out(&opts.out, opts.force, resumed.is_some())?
+    } else {
+        false
+    };
     let result = train_in(spec, opts, resumed, &defaults);
     if result.is_err() && created {
         // A training that failed before writing anything leaves no empty folder behind
@@ -385,14 +408,28 @@ fn train_in<S: ReferenceModel>(
         Length::Epochs(n) => Length::Epochs(opts.epochs.unwrap_or(n)),
         Length::Steps(n) => Length::Steps(opts.steps.unwrap_or(n)),
     };
+    let comm = &opts.comm;
     let mut prepared = spec.prepare(opts)?;
     let mut task = spec.task(&prepared.architecture);
     let mut net = spec.init(&prepared, &mut seeded_rng(opts.seed))?;
     // The whole training set, before --limit, for full-batch training.
-    let batch_size = opts
+    let requested = opts
         .batch_size
         .or(defaults.batch_size)
         .unwrap_or_else(|| task.train_len(&prepared.data));
+    // Data-parallel, each rank takes an equal share of the global batch: the requested
+    // one, rounded up to a multiple of the number of ranks when it does not divide.
+    let batch_size = requested
+        .checked_next_multiple_of(comm.size())
+        .ok_or_else(|| ModelsError::Config(format!("--batch-size {requested} is too large")))?;
+    if batch_size != requested && comm.is_root() {
+        eprintln!(
+            "note: a batch of {requested} does not divide among {} ranks: each rank takes {}, \
+             a global batch of {batch_size}",
+            comm.size(),
+            batch_size / comm.size()
+        );
+    }
     if let Some(n) = opts.limit {
         task.limit(&mut prepared.data, n);
     }
@@ -469,6 +506,14 @@ fn train_in<S: ReferenceModel>(
             (r.history, start, r.progress.seconds)
         }
     };
+    // Every rank starts from rank 0's weights (after a resume, the checkpoint's on every
+    // rank) and, after each backward, holds the gradients averaged over the ranks
+    // (nothing at all in a world of one).
+    let reducer = if comm.size() > 1 {
+        Some(Reducer::new(&*net, comm, &DdpConfig::default())?)
+    } else {
+        None
+    };
     let plan = Plan {
         length,
         batch_size,
@@ -477,6 +522,7 @@ fn train_in<S: ReferenceModel>(
             one_cycle_max_lr: (defaults.schedule == Schedule::OneCycle).then_some(lr),
             clip_grad_norm: defaults.clip_grad_norm,
             progress: opts.progress,
+            comm: comm.clone(),
         },
         start,
     };
@@ -490,6 +536,7 @@ fn train_in<S: ReferenceModel>(
         dataset: dataset.clone(),
         seed: opts.seed,
         threads: rayon::current_num_threads(),
+        world_size: comm.size(),
         strata_version: env!("CARGO_PKG_VERSION").into(),
         metrics,
         extra: &prepared.extra,
@@ -515,7 +562,9 @@ fn train_in<S: ReferenceModel>(
             let r = *end.record;
             history.push(r);
             let stop = opts.stop_after == Some(r.epoch);
-            if (r.epoch.is_multiple_of(every) || stop) && r.epoch < total_epochs {
+            // Rank 0 alone writes (every rank holds the same weights and optimizer state);
+            // a failed write ends its training, and with it every rank's.
+            if (r.epoch.is_multiple_of(every) || stop) && r.epoch < total_epochs && comm.is_root() {
                 let seconds = seconds_before + started.elapsed().as_secs_f64();
                 let progress = Progress {
                     epochs_done: r.epoch,
@@ -538,8 +587,11 @@ fn train_in<S: ReferenceModel>(
         },
     );
     let seconds = seconds_before + started.elapsed().as_secs_f64();
+    drop(reducer);
     match result {
         Err(ModelsError::Stopped { .. }) if stopped.is_some() => {
+            // Every rank returns once rank 0's checkpoint is written.
+            comm.barrier()?;
             let last = history.last().copied().ok_or_else(|| {
                 ModelsError::Config("the training stopped before its first epoch".into())
             })?;
@@ -557,7 +609,7 @@ fn train_in<S: ReferenceModel>(
     let last = *history
         .last()
         .ok_or_else(|| ModelsError::Config("the training made no evaluation".into()))?;
-    // The trained model is saved first, with what is known for sure...
+    // The trained model is saved first (by rank 0 alone), with what is known for sure...
     let progress = Progress {
         epochs_done: last.epoch,
         epochs: total_epochs,
@@ -565,15 +617,17 @@ fn train_in<S: ReferenceModel>(
         seconds,
         complete: true,
     };
-    checkpoint::save(
-        &ckpt,
-        &*net,
-        optimizer.as_ref(),
-        &record_at(metrics_of(&last, seconds, epoch_figures(&last)), progress),
-        Some(&history),
-    )?;
-    // ...then the figures that can still fail are computed: a failure is reported, and
-    // the saved model stays.
+    if comm.is_root() {
+        checkpoint::save(
+            &ckpt,
+            &*net,
+            optimizer.as_ref(),
+            &record_at(metrics_of(&last, seconds, epoch_figures(&last)), progress),
+            Some(&history),
+        )?;
+    }
+    // ...then the figures that can still fail are computed (on every rank: they may
+    // evaluate together): a failure is reported, and the saved model stays.
     let mut figures = Figures::new();
     let mut report_errors = Vec::new();
     match task.metrics(&net, &prepared.data, &history, &plan) {
@@ -591,10 +645,14 @@ fn train_in<S: ReferenceModel>(
         figures.insert("report_errors".into(), report_errors.clone().into());
     }
     let record = record_at(metrics_of(&last, seconds, figures), progress);
-    checkpoint::update_record(&ckpt, &record)?;
     let metrics = serde_json::to_value(&record.metrics).map_err(|e| write_error(&opts.out, e))?;
-    checkpoint::write_json(&opts.out.join("metrics.json"), &metrics)?;
-    plot::training_curves(&history, S::NAME, &opts.out.join("curves.svg"))?;
+    if comm.is_root() {
+        checkpoint::update_record(&ckpt, &record)?;
+        checkpoint::write_json(&opts.out.join("metrics.json"), &metrics)?;
+        plot::training_curves(&history, S::NAME, &opts.out.join("curves.svg"))?;
+    }
+    // Every rank returns once the files are there.
+    comm.barrier()?;
     Ok(metrics)
 }
 

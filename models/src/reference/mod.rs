@@ -24,6 +24,7 @@ mod supervised;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use strata_distributed::Communicator;
 
 use crate::models::RecurrentKind;
 use crate::train::Evaluation;
@@ -82,6 +83,10 @@ pub struct TrainOptions {
     /// Stop after this many epochs (periods), leaving a checkpoint that
     /// [`resume`] continues.
     pub stop_after: Option<usize>,
+    /// The ranks that train together: a world of one by default; under an MPI launcher,
+    /// the launcher's world (`strata_distributed::World::init`), each rank then reading its
+    /// share of every global batch of `batch_size`.
+    pub comm: Communicator,
 }
 
 impl TrainOptions {
@@ -103,6 +108,7 @@ impl TrainOptions {
             force: false,
             checkpoint_every: None,
             stop_after: None,
+            comm: Communicator::alone(),
         }
     }
 }
@@ -116,6 +122,12 @@ impl TrainOptions {
 /// recorded as `report_errors` in the metrics, and the trained model stays saved). With
 /// `stop_after`, the training stops after that many epochs and returns the metrics of the
 /// last one with `"stopped_after"`; [`resume`] continues it.
+///
+/// With several ranks in `opts.comm`, every rank must call it: the model's gradients are
+/// averaged over the ranks ([`Reducer`](strata_distributed::Reducer)), each rank reads its
+/// share of every batch, the global batch is `batch_size` rounded up to a multiple of the
+/// number of ranks, and rank 0 alone writes the files (the provenance record names the
+/// world size).
 ///
 /// # Errors
 /// Data, configuration, training and file errors, each naming what is wrong.

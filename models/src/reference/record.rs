@@ -31,8 +31,12 @@ pub struct Record<A = Value, E = Value> {
     pub dataset: DatasetRecord,
     /// The seed of initialisation, splits, shuffling and sampling.
     pub seed: u64,
-    /// Worker threads.
+    /// Worker threads (of each rank).
     pub threads: usize,
+    /// The number of processes that trained it together (data-parallel); 1 for records
+    /// written before strata-distributed.
+    #[serde(default = "one")]
+    pub world_size: usize,
     /// The strata version that trained it.
     pub strata_version: String,
     /// The metrics of the training (as in `metrics.json`).
@@ -71,6 +75,7 @@ impl Record {
             dataset: self.dataset,
             seed: self.seed,
             threads: self.threads,
+            world_size: self.world_size,
             strata_version: self.strata_version,
             metrics: self.metrics,
             extra,
@@ -158,6 +163,10 @@ pub struct Metrics {
     pub figures: Figures,
 }
 
+fn one() -> usize {
+    1
+}
+
 fn checkpoint_error(dir: &Path, msg: String) -> ModelsError {
     ModelsError::Checkpoint {
         path: dir.to_path_buf(),
@@ -243,6 +252,7 @@ mod tests {
             },
             seed: 0,
             threads: 2,
+            world_size: 2,
             strata_version: "0.1.0".into(),
             metrics: Metrics {
                 model: "cnn".into(),
@@ -271,6 +281,11 @@ mod tests {
         assert_eq!(v["hyperparameters"]["optimizer"], "adam");
         assert_eq!(v["hyperparameters"]["schedule"], "one-cycle");
         assert_eq!(v["metrics"]["test_accuracy"], 0.9);
+        assert_eq!(v["world_size"], 2);
+        // Records from before data-parallel training read as a world of one.
+        let mut old = v.clone();
+        old.as_object_mut().unwrap().remove("world_size");
+        assert_eq!(<Record>::deserialize(&old).unwrap().world_size, 1);
         assert!(v["hyperparameters"].get("steps").is_none(), "{v}");
         assert!(v["dataset"].get("data_dir").is_none(), "{v}");
     }

@@ -10,9 +10,11 @@ use crate::Result;
 use crate::error::{config_error, input_error};
 
 mod attention;
+mod interpolate;
 
 pub(crate) use attention::dropout_multiplier;
 pub use attention::{AttnMask, SdpaOptions, scaled_dot_product_attention};
+pub use interpolate::{InterpolateMode, Resize, Upsample, interpolate};
 
 /// `x·Wᵀ + b` (`F.linear`), for `x` `[*, in]`, `weight` `[out, in]`, `bias` `[out]`.
 ///

@@ -212,6 +212,26 @@ impl<T: Element> Tensor<T> {
         op: &'static str,
         f: impl Fn(T, T, T) -> T + Sync + Send + Copy,
     ) -> Result<Tensor<T>> {
+        // Three contiguous tensors of one shape (most gradients): one flat pass.
+        if let (Some(xc), Some(xa), Some(xb)) = (cond.as_slice(), a.as_slice(), b.as_slice())
+            && cond.shape() == a.shape()
+            && a.shape() == b.shape()
+        {
+            let mut out = alloc::<T>(xa.len());
+            par::for_each_chunk_mut(&mut out, Cost::Cheap, |start, o| {
+                let end = start + o.len();
+                let (xc, xa, xb) = (&xc[start..end], &xa[start..end], &xb[start..end]);
+                dispatch(
+                    #[inline(always)]
+                    || {
+                        for (o, ((&c, &a), &b)) in o.iter_mut().zip(xc.iter().zip(xa).zip(xb)) {
+                            *o = f(c, a, b);
+                        }
+                    },
+                )
+            });
+            return Ok(Tensor::from_contiguous(out, a.shape()));
+        }
         let shape = broadcast_dims(op, cond.shape(), a.shape())?;
         let shape = broadcast_dims(op, &shape, b.shape())?;
         let mut out = try_alloc::<T>(op, &shape)?;

@@ -49,8 +49,8 @@ pub trait Algebra: Sized {
     fn gt0(&self) -> Self;
     /// -1, 0 or 1 by the sign of `self` (0 for NaN).
     fn sign(&self) -> Self;
-    /// 1 where `lo <= self <= hi`, else 0.
-    fn within(&self, lo: f64, hi: f64) -> Self;
+    /// 1 where `lo < self < hi` (the open interval), else 0.
+    fn inside(&self, lo: f64, hi: f64) -> Self;
     /// `mask · a + (1 − mask) · b` for a 0/1 `mask` (`self`), without evaluating the
     /// unselected side into the result (a NaN there does not leak).
     fn select(&self, a: &Self, b: &Self) -> Self;
@@ -146,9 +146,9 @@ impl<T: Element> Algebra for Scalar<T> {
         })
     }
     #[inline(always)]
-    fn within(&self, lo: f64, hi: f64) -> Self {
+    fn inside(&self, lo: f64, hi: f64) -> Self {
         let x = self.0;
-        Scalar(if x >= T::from_f64(lo) && x <= T::from_f64(hi) {
+        Scalar(if x > T::from_f64(lo) && x < T::from_f64(hi) {
             T::one()
         } else {
             T::zero()
@@ -298,8 +298,8 @@ macro_rules! for_each_unary_op {
                 });
             /// Values limited to `[min, max]`, like `torch.clamp`; either bound may be
             /// `None`. NaN stays NaN; when `min > max` every value becomes `max`, as in
-            /// PyTorch. The gradient passes where `min <= x <= max` (the bounds included,
-            /// as PyTorch).
+            /// PyTorch. The gradient passes where `min < x < max`: 0 exactly at a bound,
+            /// as in PyTorch 2.x.
             clamp(min: Option<T>, max: Option<T>), Cheap,
                 |x| {
                     let lo = min.unwrap_or(T::neg_infinity());
@@ -310,7 +310,7 @@ macro_rules! for_each_unary_op {
                 input(|x, g| {
                     let lo = min.map_or(f64::NEG_INFINITY, Element::to_f64);
                     let hi = max.map_or(f64::INFINITY, Element::to_f64);
-                    g.mul(&x.within(lo, hi))
+                    g.mul(&x.inside(lo, hi))
                 });
             /// -1, 0 or 1 by the sign of `x` (0 for NaN), like `torch.sign`; zero gradient.
             sign(), Cheap, |x| {
