@@ -252,6 +252,24 @@ fn resume_continues_bit_for_bit() {
     .unwrap();
     assert_eq!(s["stopped_after"], 2, "{s}");
     let how = ResumeOptions::default();
+    // A run of two ranks resumes only with two: each rank's data share depends on it.
+    let two = dir.join("two-ranks");
+    std::fs::create_dir_all(two.join("checkpoint")).unwrap();
+    for f in names(&stopped.join("checkpoint")) {
+        std::fs::copy(
+            stopped.join("checkpoint").join(&f),
+            two.join("checkpoint").join(&f),
+        )
+        .unwrap();
+    }
+    let record_path = two.join("checkpoint/provenance.json");
+    let mut record: Value = serde_json::from_slice(&bytes(&record_path)).unwrap();
+    record["world_size"] = 2.into();
+    std::fs::write(&record_path, record.to_string()).unwrap();
+    error_containing(
+        reference::resume(&two, &how),
+        "was trained by 2 process(es)",
+    );
     let b = reference::resume(&stopped, &how).unwrap();
     for f in ["model.safetensors", "optimizer.safetensors"] {
         assert!(
