@@ -488,3 +488,48 @@ fn allocation_limits_catch_uncountable_shapes() {
     assert_eq!(small, Ok(1000));
     assert_eq!(Tensor::<f32>::zeros(&[1 << 20]).numel(), 1 << 20);
 }
+
+/// The case proptest once drew from `conv_and_pool_take_hostile_settings`: a padding of
+/// 2^40 rows makes an output of 52 TB from a 5×5 input. conv2d returns errors, so the
+/// allocation (and the im2col scratch's) is fallible: an error, not a panic.
+#[test]
+fn a_padding_of_2_40_is_an_error_not_a_panic() {
+    let x = Tensor::<f32>::ones(&[1, 2, 5, 5]);
+    for kernel in [1, 3] {
+        let w = Tensor::<f32>::ones(&[2, 2, kernel, kernel]);
+        let p = Conv2dParams {
+            padding: Padding::Explicit([1 << 40, 0]),
+            ..Conv2dParams::default()
+        };
+        let r = std::panic::catch_unwind(|| x.conv2d(&w, None, p)).expect("conv2d panicked");
+        assert!(
+            matches!(
+                r,
+                Err(TensorError::OutOfMemory { op: "conv2d", .. } | TensorError::TooLarge { .. })
+            ),
+            "kernel {kernel}: {r:?}"
+        );
+    }
+}
+
+/// A transposed convolution is conv2d's input gradient taken as an op: its output size
+/// comes from the stride, so a stride of 2^40 asks for terabytes. An error, not a panic.
+#[test]
+fn an_input_gradient_of_terabytes_is_an_error() {
+    let gy = Tensor::<f32>::ones(&[1, 2, 3, 3]);
+    let w = Tensor::<f32>::ones(&[2, 2, 1, 1]);
+    let p = Conv2dParams {
+        stride: [1 << 40, 1],
+        ..Conv2dParams::default()
+    };
+    let input = [1, 2, 2 * (1 << 40) + 1, 3];
+    let r = std::panic::catch_unwind(|| Tensor::conv2d_backward_input(&gy, &w, &input, p))
+        .expect("conv2d_backward_input panicked");
+    assert!(
+        matches!(
+            r,
+            Err(TensorError::OutOfMemory { .. } | TensorError::TooLarge { .. })
+        ),
+        "{r:?}"
+    );
+}
