@@ -48,6 +48,7 @@
 //! - [`detect_anomaly`] turns a NaN or infinity produced by a backward into an error that
 //!   names the op and where the forward called it.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod anomaly;
 mod backward;

@@ -1,5 +1,6 @@
 //! The integration tests of strata-autograd, one test binary (one link, one instantiation of
 //! the generic kernels) for all of them; each module is one area.
+#![forbid(unsafe_code)]
 
 mod common;
 

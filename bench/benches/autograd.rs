@@ -6,6 +6,7 @@
 //! `W8_backward`: for each op on large inputs, the forward alone (`strata/OP-fwd`, graph
 //! recorded) and forward plus backward (`strata/OP-fwd+bwd`); the backward's cost relative
 //! to the forward is `(fwd+bwd − fwd) / fwd`.
+#![forbid(unsafe_code)]
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! W3: one training step of the reference CNN (3×32×32, batch 32, cross-entropy, plain SGD
 //! with lr 0.01). W4: one Adam (lr 1e-3) step of an MLP 784→512→256→10 at batch 128.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! strata-nn workloads: W2 conv2d forward + backward, W9 layer_norm, W3 a training step
 //! of the reference CNN.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

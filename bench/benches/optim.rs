@@ -1,6 +1,7 @@
 //! W4 (optimizer part): the AdamW update alone over 10 million parameters, in GB/s of
 //! parameter-state memory touched (parameter read + write, gradient read, two moments
 //! read + write: 7 × 4 bytes per element).
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! W5: one LSTM layer (input 64, hidden 256) over a sequence of 64 steps at batch 32, f32,
 //! forward and backward of `mean(out²)`. Run with `RAYON_NUM_THREADS=2`.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

@@ -3,6 +3,7 @@
 //! Run through `cargo xtask bench [W1|W2|W7|W9] [--vs torch]`, which fixes the thread count
 //! and collects the medians into `target/bench/results.json`. Ids follow
 //! `<WORKLOAD>_<name>/<impl>/<variant>` (see `xtask/src/bench.rs`).
+#![forbid(unsafe_code)]
 
 use std::hint::black_box;
 use std::time::Duration;

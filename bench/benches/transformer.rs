@@ -1,6 +1,7 @@
 //! W6: one AdamW (lr 1e-4) step of a post-norm transformer encoder layer: d_model 256,
 //! 8 heads, feed-forward 1024, dropout 0, input `[16, 128, 256]` batch-first, loss
 //! `mean(out²)`; forward, backward, `optimizer.step()` and `zero_grad()`.
+#![forbid(unsafe_code)]
 
 use std::time::Duration;
 

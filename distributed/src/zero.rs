@@ -167,6 +167,7 @@ impl<T: Element> ZeroRedundancyOptimizer<T> {
             .map(|s| s.optimizer.clone())
             .unwrap_or_default();
         let mut weight_decays = mine.as_ref().map(|s| s.group_weight_decays.clone());
+        let mut steps = BTreeMap::new();
         for rank in 0..self.comm.size() {
             // Each rank in turn tells its entries: keys (with shapes), then the values.
             let (keys, values) = if rank == self.comm.rank() {
@@ -196,10 +197,11 @@ impl<T: Element> ZeroRedundancyOptimizer<T> {
             if self.comm.rank() != to {
                 continue;
             }
-            if let Some((name, decays, h)) = parse_meta(&String::from_utf8_lossy(&meta)) {
+            if let Some((name, decays, h, s)) = parse_meta(&String::from_utf8_lossy(&meta)) {
                 optimizer = name;
                 weight_decays.get_or_insert(decays);
                 hyper.extend(h);
+                steps.extend(s);
             }
             let mut at = 0;
             for line in keys.lines().filter(|l| !l.is_empty()) {
@@ -221,6 +223,7 @@ impl<T: Element> ZeroRedundancyOptimizer<T> {
                 group_weight_decays: weight_decays.unwrap_or_else(|| vec![0.0; self.lrs.len()]),
                 group_sizes: self.group_sizes.clone(),
                 hyper,
+                steps,
                 tensors,
             });
         }
@@ -239,6 +242,11 @@ impl<T: Element> ZeroRedundancyOptimizer<T> {
                 let global = *self.local.get(index)?;
                 Some((format!("state.{global}.{rest}"), t))
             })
+            .collect();
+        s.steps = s
+            .steps
+            .into_iter()
+            .filter_map(|(index, step)| Some((*self.local.get(index)?, step)))
             .collect();
         s.group_sizes = self.group_sizes.clone();
         Some(s)
@@ -315,7 +323,8 @@ fn parse_key(line: &str) -> Result<(String, Vec<usize>)> {
     Ok((key.to_string(), shape))
 }
 
-/// The optimizer's name, weight decays and hyper-parameters of a shard, on one line.
+/// The optimizer's name, weight decays, hyper-parameters and step counts (by global
+/// parameter index, as exact integers) of a shard, on one line.
 fn meta_line<T: Element>(state: Option<&OptimizerState<T>>) -> String {
     let Some(s) = state else { return String::new() };
     let decays: Vec<String> = s
@@ -324,11 +333,25 @@ fn meta_line<T: Element>(state: Option<&OptimizerState<T>>) -> String {
         .map(|d| format!("{d:?}"))
         .collect();
     let hyper: Vec<String> = s.hyper.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-    format!("{}\t{}\t{}", s.optimizer, decays.join(","), hyper.join(","))
+    let steps: Vec<String> = s.steps.iter().map(|(i, n)| format!("{i}={n}")).collect();
+    format!(
+        "{}\t{}\t{}\t{}",
+        s.optimizer,
+        decays.join(","),
+        hyper.join(","),
+        steps.join(",")
+    )
 }
 
-#[allow(clippy::type_complexity)]
-fn parse_meta(line: &str) -> Option<(String, Vec<f64>, BTreeMap<String, f64>)> {
+/// A shard's meta line, read back.
+type Meta = (
+    String,
+    Vec<f64>,
+    BTreeMap<String, f64>,
+    BTreeMap<usize, u64>,
+);
+
+fn parse_meta(line: &str) -> Option<Meta> {
     let mut parts = line.split('\t');
     let name = parts.next().filter(|n| !n.is_empty())?.to_string();
     let decays = parts
@@ -345,7 +368,15 @@ fn parse_meta(line: &str) -> Option<(String, Vec<f64>, BTreeMap<String, f64>)> {
             Some((k.to_string(), v.parse().ok()?))
         })
         .collect();
-    Some((name, decays, hyper))
+    let steps = parts
+        .next()?
+        .split(',')
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.parse().ok()?, v.parse().ok()?))
+        })
+        .collect();
+    Some((name, decays, hyper, steps))
 }
 
 impl<T: Element> Optimizer<T> for ZeroRedundancyOptimizer<T> {
@@ -409,6 +440,7 @@ impl<T: Element> Optimizer<T> for ZeroRedundancyOptimizer<T> {
             group_weight_decays: vec![0.0; self.lrs.len()],
             group_sizes: self.group_sizes.clone(),
             hyper: BTreeMap::new(),
+            steps: BTreeMap::new(),
             tensors: Vec::new(),
         })
     }
@@ -436,6 +468,14 @@ impl<T: Element> Optimizer<T> for ZeroRedundancyOptimizer<T> {
                 let (global, rest) = split_key(key)?;
                 let index = self.local.iter().position(|&g| g == global)?;
                 Some((format!("state.{index}.{rest}"), t.clone()))
+            })
+            .collect();
+        shard.steps = state
+            .steps
+            .iter()
+            .filter_map(|(global, &step)| {
+                let index = self.local.iter().position(|g| g == global)?;
+                Some((index, step))
             })
             .collect();
         // The shard's own group sizes.

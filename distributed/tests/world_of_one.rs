@@ -299,6 +299,7 @@ fn zero_in_a_world_of_one_is_the_wrapped_optimizer() {
     zero.consolidate_state_dict(0).unwrap();
     let state = zero.state_dict();
     assert_eq!(state.tensors.len(), adam.state_dict().tensors.len());
+    assert_eq!(state.steps, adam.state_dict().steps);
     let mut fresh = Adam::new(mlp(6).parameters(), AdamConfig::default()).unwrap();
     fresh.load_state_dict(&state).unwrap();
     zero.load_state_dict(&adam.state_dict()).unwrap();

@@ -40,6 +40,15 @@ pub enum ModelsError {
     /// A graph op failed.
     #[error(transparent)]
     Autograd(#[from] AutogradError),
+    /// A training stopped as asked (`--stop-after`) after `epochs_done` of its `epochs`
+    /// epochs (evaluation periods); its checkpoint resumes it.
+    #[error("the training stopped after {epochs_done} of {epochs} epochs, as asked")]
+    Stopped {
+        /// Epochs (periods) done.
+        epochs_done: usize,
+        /// Epochs (periods) of the whole training.
+        epochs: usize,
+    },
     /// Training across processes failed (models that differ between ranks, MPI).
     #[error(transparent)]
     Distributed(#[from] DistributedError),
@@ -53,6 +62,26 @@ impl From<TensorError> for ModelsError {
 
 /// `Result` with [`ModelsError`].
 pub type Result<T, E = ModelsError> = std::result::Result<T, E>;
+
+/// The error for a network output (a logit, a prediction) that is NaN or infinite.
+/// Weights that are finite (a checkpoint's are checked on load) can still be large
+/// enough to overflow f32 on some input — a corrupted or hand-edited checkpoint —, and an
+/// argmax, a threshold or a sampler reading NaN would print an answer without a word.
+pub(crate) fn non_finite_output(what: &str, index: usize, value: f32) -> ModelsError {
+    ModelsError::Config(format!(
+        "the model's {what} {index} is {value}: its weights overflow f32 arithmetic on this \
+         input (is the checkpoint corrupted?)"
+    ))
+}
+
+/// `values` when every one is finite, [`non_finite_output`] naming the first that is
+/// not otherwise.
+pub(crate) fn finite_outputs<'a>(what: &str, values: &'a [f32]) -> Result<&'a [f32]> {
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(non_finite_output(what, i, values[i])),
+        None => Ok(values),
+    }
+}
 
 pub(crate) fn data_error(path: impl Into<PathBuf>, msg: impl Into<String>) -> ModelsError {
     ModelsError::Data {

@@ -19,6 +19,7 @@ use strata_tensor::IndexTensor;
 use strata_tensor::rand::{Rng, RngExt};
 
 use crate::data::readers::CharVocab;
+use crate::error::finite_outputs;
 use crate::models::{CharRnn, CharTransformer, RecurrentState};
 use crate::train::{Batches, EpochRecord, Evaluation, Learner, LoopConfig, StepLoss, Unit, run};
 use crate::{ModelsError, Result};
@@ -96,16 +97,51 @@ impl TextCorpus {
         len: usize,
         rng: &mut R,
     ) -> Result<(IndexTensor, IndexTensor)> {
+        self.check_windows(batch, len)?;
+        // Both tensors are reserved before the first draw: `--batch-size 1e9` is an error
+        // here, not an abort after a billion draws.
+        let n = batch.saturating_mul(len);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        x.try_reserve_exact(n)
+            .and_then(|()| y.try_reserve_exact(n))
+            .map_err(|_| {
+                ModelsError::Config(format!(
+                    "{batch} windows of {len} characters are more than memory can hold"
+                ))
+            })?;
+        for _ in 0..batch {
+            let s = rng.random_range(0..self.train.len() - len);
+            x.extend(self.train[s..s + len].iter().map(|&i| i as i64));
+            y.extend(self.train[s + 1..=s + len].iter().map(|&i| i as i64));
+        }
+        Ok((
+            IndexTensor::from_vec(x, &[batch, len])?,
+            IndexTensor::from_vec(y, &[n])?,
+        ))
+    }
+
+    /// Makes exactly the draws from `rng` that [`random_batch`](TextCorpus::random_batch)
+    /// makes, without building the batch: a resumed training replays the windows of the
+    /// steps it skips with it.
+    ///
+    /// # Errors
+    /// As [`random_batch`](TextCorpus::random_batch).
+    pub fn skip_batch<R: Rng + ?Sized>(&self, batch: usize, len: usize, rng: &mut R) -> Result<()> {
+        self.check_windows(batch, len)?;
+        for _ in 0..batch {
+            rng.random_range(0..self.train.len() - len);
+        }
+        Ok(())
+    }
+
+    fn check_windows(&self, batch: usize, len: usize) -> Result<()> {
         if self.train.len() <= len || batch == 0 || len == 0 {
             return Err(ModelsError::Config(format!(
                 "cannot draw {batch} windows of {len} characters from a training text of {}",
                 self.train.len()
             )));
         }
-        let starts: Vec<usize> = (0..batch)
-            .map(|_| rng.random_range(0..self.train.len() - len))
-            .collect();
-        windows(&self.train, &starts, len)
+        Ok(())
     }
 
     /// Rank `rank`'s share of [`random_batch`](TextCorpus::random_batch) among `ranks`:
@@ -129,12 +165,14 @@ impl TextCorpus {
                 "a batch of {batch} windows does not divide among {ranks} ranks (rank {rank})"
             )));
         }
-        if self.train.len() <= len || batch == 0 || len == 0 {
-            return self.random_batch(batch, len, rng);
-        }
-        let starts: Vec<usize> = (0..batch)
-            .map(|_| rng.random_range(0..self.train.len() - len))
-            .collect();
+        self.check_windows(batch, len)?;
+        // Reserved before the first draw, as in `random_batch`: a user's batch size is no
+        // infallible allocation size.
+        let mut starts = Vec::new();
+        starts.try_reserve_exact(batch).map_err(|_| {
+            ModelsError::Config(format!("{batch} windows are more than memory can hold"))
+        })?;
+        starts.extend((0..batch).map(|_| rng.random_range(0..self.train.len() - len)));
         let share = batch / ranks;
         windows(&self.train, &starts[rank * share..(rank + 1) * share], len)
     }
@@ -142,8 +180,16 @@ impl TextCorpus {
 
 /// Inputs `[n, len]` and targets `[n * len]` of the windows starting at `starts`.
 fn windows(ids: &[usize], starts: &[usize], len: usize) -> Result<(IndexTensor, IndexTensor)> {
-    let mut x = Vec::with_capacity(starts.len() * len);
-    let mut y = Vec::with_capacity(starts.len() * len);
+    let n = starts.len().saturating_mul(len);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    x.try_reserve_exact(n)
+        .and_then(|()| y.try_reserve_exact(n))
+        .map_err(|_| {
+            ModelsError::Config(format!(
+                "{} windows of {len} characters are more than memory can hold",
+                starts.len()
+            ))
+        })?;
     for &s in starts {
         x.extend(ids[s..s + len].iter().map(|&i| i as i64));
         y.extend(ids[s + 1..=s + len].iter().map(|&i| i as i64));
@@ -353,6 +399,17 @@ impl<R: Rng + ?Sized> Batches for Windows<'_, R> {
     fn unit(&self) -> Unit {
         Unit::Step
     }
+
+    /// Replays the window draws of a period already trained, so that the RNG stands where
+    /// it stood after it (a resumed training then draws the same windows, and the sample of
+    /// the metrics the same text, as one that never stopped).
+    fn skip_epoch(&mut self, epoch: usize) -> Result<()> {
+        for _ in 0..self.steps_in(epoch) {
+            self.corpus
+                .skip_batch(self.batch_size, self.seq_len, &mut *self.rng)?;
+        }
+        Ok(())
+    }
 }
 
 /// A character model trained to predict each next character of its windows, evaluated on
@@ -468,13 +525,19 @@ pub fn fit<R: Rng + ?Sized>(
     )
 }
 
+/// The most characters one [`generate`] call samples: one forward pass each (hours for
+/// a million on a CPU), held in memory until the text is returned. Without a bound,
+/// `--length 1000000000000` would run until memory ran out.
+pub const MAX_GENERATE_LENGTH: usize = 1_000_000;
+
 /// Continues `prompt` by `length` characters sampled from `model` at `temperature`
 /// (0: always the most likely character). An empty prompt starts from a newline when the
 /// vocabulary has one. Call it on a model in eval mode.
 ///
 /// # Errors
 /// [`ModelsError::Config`] for a prompt character outside the vocabulary, an empty prompt
-/// with no newline in the vocabulary, or a negative temperature; model errors.
+/// with no newline in the vocabulary, a negative temperature, a `length` beyond
+/// [`MAX_GENERATE_LENGTH`], or logits that are NaN or infinite; model errors.
 pub fn generate<R: Rng + ?Sized>(
     model: &CharModel,
     vocab: &CharVocab,
@@ -486,6 +549,12 @@ pub fn generate<R: Rng + ?Sized>(
     if !(temperature >= 0.0 && temperature.is_finite()) {
         return Err(ModelsError::Config(format!(
             "the temperature must be a finite number >= 0, got {temperature}"
+        )));
+    }
+    if length > MAX_GENERATE_LENGTH {
+        return Err(ModelsError::Config(format!(
+            "a length of {length} characters is more than the {MAX_GENERATE_LENGTH} that one \
+             call generates"
         )));
     }
     let seed_text = if prompt.is_empty() { "\n" } else { prompt };
@@ -516,7 +585,7 @@ pub fn generate<R: Rng + ?Sized>(
                     y.select(1, -1)?.squeeze(0)?.to_vec()
                 }
             };
-            let next = sample(&logits, temperature, rng);
+            let next = sample(finite_outputs("logit", &logits)?, temperature, rng);
             ids.push(next);
             pending = vec![next];
         }

@@ -20,6 +20,7 @@
 //! # Ok::<(), strata_models::ModelsError>(())
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod checkpoint;
 pub mod data;

@@ -1,12 +1,15 @@
 //! `strata`: train, evaluate and inspect the reference models.
+#![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use serde_json::Value;
 use strata_distributed::World;
 use strata_models::models::RecurrentKind;
-use strata_models::reference::{self, Model, TrainOptions};
+use strata_models::reference::{self, Model, ResumeOptions, TrainOptions};
 
 /// Train, evaluate and inspect strata's reference models on the data bundled with the repo.
 #[derive(Parser)]
@@ -21,8 +24,9 @@ enum Command {
     /// Train a reference model; writes OUT/metrics.json, OUT/checkpoint/ and OUT/curves.svg.
     #[command(after_long_help = reference::defaults_help())]
     Train {
-        /// The model.
-        model: Model,
+        /// The model (with --resume, taken from the checkpoint).
+        #[arg(required_unless_present = "resume")]
+        model: Option<Model>,
         #[arg(long, help = reference::epochs_help())]
         epochs: Option<usize>,
         /// Optimizer steps of the models that train in steps (default: the model's).
@@ -38,15 +42,31 @@ enum Command {
         /// The recurrent layer of char-rnn and forecast (default: lstm).
         #[arg(long)]
         cell: Option<RecurrentKind>,
-        /// Seed of initialisation, splits and shuffling.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Worker threads (default: all cores, or RAYON_NUM_THREADS).
+        /// Seed of initialisation, splits and shuffling [default: 0].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Worker threads (default: all cores, or RAYON_NUM_THREADS; at most 4 per core).
         #[arg(long)]
         threads: Option<usize>,
-        /// Output directory.
-        #[arg(long, default_value = "runs/latest")]
-        out: PathBuf,
+        /// Output directory [default: a new folder runs/MODEL-N]. A folder that holds
+        /// another run is refused unless --force.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace the run already in --out.
+        #[arg(long)]
+        force: bool,
+        /// Continue the interrupted training in this run folder (an --out of `train`) from
+        /// its last checkpoint, bit for bit, with the options it was started with.
+        #[arg(long, value_name = "DIR")]
+        resume: Option<PathBuf>,
+        /// Write a checkpoint every N epochs (evaluation periods for the models that train
+        /// in steps) [default: every one up to 50 epochs, a tenth of them beyond].
+        #[arg(long, value_name = "N")]
+        checkpoint_every: Option<usize>,
+        /// Stop after N epochs (periods) in all, leaving a checkpoint that --resume
+        /// continues.
+        #[arg(long, value_name = "N")]
+        stop_after: Option<usize>,
         /// Data to train on instead of the bundled set: a folder of IDX images (such as
         /// Fashion-MNIST) or CIFAR-10 binary batches for mlp and cnn, a UTF-8 text file for
         /// char-rnn and char-transformer.
@@ -82,7 +102,7 @@ enum Command {
         /// The text to continue (default: start of a line).
         #[arg(long, default_value = "")]
         prompt: String,
-        /// Characters to generate.
+        /// Characters to generate (at most 1000000).
         #[arg(long, default_value_t = 400)]
         length: usize,
         /// Sampling temperature: lower is more conservative, 0 always takes the most
@@ -100,7 +120,65 @@ enum Command {
     },
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+/// Why the command stopped: an error to report, or a closed stdout (`strata info ck |
+/// head -c 100`), after which a Unix tool exits quietly.
+enum Failure {
+    Error(String),
+    ClosedStdout,
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Error(e)
+    }
+}
+
+/// Writes `text` and a newline to stdout; a closed pipe is [`Failure::ClosedStdout`],
+/// another failure (a full disk) an error.
+fn out(text: &str) -> Result<(), Failure> {
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "{text}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::BrokenPipe => Failure::ClosedStdout,
+            _ => Failure::Error(format!("cannot write to stdout: {e}")),
+        })
+}
+
+/// Writes a line to stderr, ignoring failures: a report about a failure must not fail.
+fn err_line(text: &str) {
+    let _ = writeln!(io::stderr().lock(), "{text}");
+}
+
+/// The most worker threads `--threads` takes: four per core.
+fn max_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) * 4
+}
+
+/// A folder `runs/MODEL-N` that does not exist yet (N from 1).
+fn fresh_out(model: Model) -> PathBuf {
+    let runs = Path::new("runs");
+    (1..)
+        .map(|n| runs.join(format!("{}-{n}", model.name())))
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .unwrap_or_else(|| runs.join(model.name()))
+}
+
+/// The options `train --resume` cannot take (they come from the checkpoint), by name,
+/// when given.
+fn changed_on_resume(given: &[(&'static str, bool)]) -> Result<(), Failure> {
+    let named: Vec<&str> = given.iter().filter(|(_, g)| *g).map(|(n, _)| *n).collect();
+    if named.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::Error(format!(
+        "{} cannot be given with --resume: a resumed training continues with the options in \
+         its checkpoint",
+        named.join(", ")
+    )))
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Train {
             model,
@@ -111,7 +189,11 @@ fn run(cli: Cli) -> Result<(), String> {
             cell,
             seed,
             threads,
-            out,
+            out: out_dir,
+            force,
+            resume,
+            checkpoint_every,
+            stop_after,
             data,
             dataset,
             limit,
@@ -130,48 +212,95 @@ fn run(cli: Cli) -> Result<(), String> {
                 })
             });
             if let Some(n) = threads {
+                let max = max_threads();
+                if n == 0 || n > max {
+                    return Err(Failure::Error(format!(
+                        "--threads {n}: give between 1 and {max} (four per core)"
+                    )));
+                }
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(n)
                     .build_global()
                     .map_err(|e| format!("--threads {n}: {e}"))?;
             }
-            let opts = TrainOptions {
-                model,
-                epochs,
-                steps,
-                lr,
-                batch_size,
-                cell,
-                seed,
-                out: out.clone(),
-                data,
-                dataset,
-                limit,
-                progress: !quiet,
-                comm: world.comm().clone(),
+            let result = if let Some(dir) = resume {
+                changed_on_resume(&[
+                    ("a model", model.is_some()),
+                    ("--epochs", epochs.is_some()),
+                    ("--steps", steps.is_some()),
+                    ("--lr", lr.is_some()),
+                    ("--batch-size", batch_size.is_some()),
+                    ("--cell", cell.is_some()),
+                    ("--seed", seed.is_some()),
+                    ("--out", out_dir.is_some()),
+                    ("--force", force),
+                    ("--data", data.is_some()),
+                    ("--dataset", dataset.is_some()),
+                    ("--limit", limit.is_some()),
+                ])?;
+                let how = ResumeOptions {
+                    progress: !quiet,
+                    stop_after,
+                    checkpoint_every,
+                    comm: world.comm().clone(),
+                };
+                reference::resume(&dir, &how).map(|metrics| (metrics, dir))
+            } else {
+                let model = model.ok_or_else(|| "give a model to train".to_string())?;
+                let out_dir = out_dir.unwrap_or_else(|| fresh_out(model));
+                let opts = TrainOptions {
+                    model,
+                    epochs,
+                    steps,
+                    lr,
+                    batch_size,
+                    cell,
+                    seed: seed.unwrap_or(0),
+                    out: out_dir.clone(),
+                    data,
+                    dataset,
+                    limit,
+                    progress: !quiet,
+                    force,
+                    checkpoint_every,
+                    stop_after,
+                    comm: world.comm().clone(),
+                };
+                reference::train(&opts).map(|metrics| (metrics, out_dir))
             };
-            let metrics = match reference::train(&opts) {
-                Ok(m) => m,
+            let (metrics, written) = match result {
+                Ok(done) => done,
                 // One rank's error ends every rank, rather than leave them waiting for it.
                 Err(e) if world.size() > 1 => world.fail(&one_line(&e.to_string()), 1),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(Failure::Error(e.to_string())),
             };
-            if world.rank() == 0 {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&metrics).expect("plain JSON")
-                );
-                eprintln!(
-                    "wrote {}/metrics.json, {}/checkpoint/, {}/curves.svg{}",
-                    out.display(),
-                    out.display(),
-                    out.display(),
-                    if world.size() > 1 {
-                        format!(" ({} ranks)", world.size())
-                    } else {
-                        String::new()
-                    }
-                );
+            if world.rank() != 0 {
+                return Ok(());
+            }
+            if let Some(Value::Array(errors)) = metrics.get("report_errors") {
+                for e in errors {
+                    err_line(&format!(
+                        "warning: {} (the trained model is saved)",
+                        e.as_str().unwrap_or_default()
+                    ));
+                }
+            }
+            out(&serde_json::to_string_pretty(&metrics).map_err(|e| e.to_string())?)?;
+            let w = written.display();
+            let ranks = if world.size() > 1 {
+                format!(" ({} ranks)", world.size())
+            } else {
+                String::new()
+            };
+            match metrics.get("stopped_after") {
+                Some(done) => err_line(&format!(
+                    "stopped after {done} of {} epochs; wrote {w}/checkpoint/{ranks}; continue \
+                     with `strata train --resume {w}`",
+                    metrics.get("of").unwrap_or(&Value::Null)
+                )),
+                None => err_line(&format!(
+                    "wrote {w}/metrics.json, {w}/checkpoint/, {w}/curves.svg{ranks}"
+                )),
             }
         }
         Command::Eval { checkpoint } => {
@@ -188,11 +317,11 @@ fn run(cli: Cli) -> Result<(), String> {
             if let Some(r2) = e.r2 {
                 line += &format!(", test R² {:.4}", r2);
             }
-            println!("{line}");
+            out(&line)?;
         }
         Command::Predict { checkpoint, input } => {
             for p in reference::predict(&checkpoint, &input).map_err(|e| e.to_string())? {
-                println!("{p}");
+                out(&p)?;
             }
         }
         Command::Generate {
@@ -201,15 +330,13 @@ fn run(cli: Cli) -> Result<(), String> {
             length,
             temperature,
             seed,
-        } => println!(
-            "{}",
-            reference::generate(&checkpoint, &prompt, length, temperature, seed)
-                .map_err(|e| e.to_string())?
-        ),
-        Command::Info { checkpoint } => println!(
-            "{}",
-            reference::info(&checkpoint).map_err(|e| e.to_string())?
-        ),
+        } => out(
+            &reference::generate(&checkpoint, &prompt, length, temperature, seed)
+                .map_err(|e| e.to_string())?,
+        )?,
+        Command::Info { checkpoint } => {
+            out(&reference::info(&checkpoint).map_err(|e| e.to_string())?)?
+        }
     }
     Ok(())
 }
@@ -221,10 +348,22 @@ fn one_line(e: &str) -> String {
 }
 
 fn main() -> ExitCode {
+    // A network that a checkpoint's record asks to be too large stops with a panic that
+    // `with_allocation_limit` catches and turns into an error: it is not a crash, and
+    // prints nothing here.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !info
+            .payload()
+            .is::<strata_tensor::AllocationLimitExceeded>()
+        {
+            default_hook(info);
+        }
+    }));
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+        Ok(()) | Err(Failure::ClosedStdout) => ExitCode::SUCCESS,
+        Err(Failure::Error(e)) => {
+            err_line(&format!("error: {}", one_line(&e)));
             ExitCode::FAILURE
         }
     }

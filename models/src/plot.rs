@@ -8,13 +8,21 @@ use crate::train::EpochRecord;
 use crate::{ModelsError, Result};
 
 /// Draws the train and test loss per epoch (left) and the test accuracy or R² (right)
-/// into an SVG file.
+/// into an SVG file. The drawing is made in memory and written atomically (a new file
+/// renamed over `path`: a symbolic link planted there is replaced, not written through).
 ///
 /// # Errors
 /// [`ModelsError::Config`] when the file cannot be drawn or written.
 pub fn training_curves(history: &[EpochRecord], title: &str, path: &Path) -> Result<()> {
     let err = |e: String| ModelsError::Config(format!("plot {}: {e}", path.display()));
-    let root = SVGBackend::new(path, (960, 400)).into_drawing_area();
+    let mut svg = String::new();
+    draw(history, title, &mut svg).map_err(err)?;
+    strata_tensor::io::fs::write_atomic(path, svg.as_bytes()).map_err(|e| err(e.to_string()))
+}
+
+fn draw(history: &[EpochRecord], title: &str, svg: &mut String) -> std::result::Result<(), String> {
+    let err = |e: String| e;
+    let root = SVGBackend::with_string(svg, (960, 400)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let (left, right) = root.split_horizontally(480);
     let epochs = history.len().max(1) as f64;

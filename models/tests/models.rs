@@ -823,7 +823,7 @@ fn checkpoints_round_trip_and_resume_bit_for_bit() {
     }
     let record = serde_json::json!({ "model": "mlp", "note": "test" });
     let ck = dir.join("ck");
-    checkpoint::save(&ck, &a, &opt_a, &record).unwrap();
+    checkpoint::save(&ck, &a, &opt_a, &record, None::<&()>).unwrap();
     for f in [
         checkpoint::MODEL_FILE,
         checkpoint::OPTIMIZER_FILE,

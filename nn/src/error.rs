@@ -72,7 +72,8 @@ impl From<TensorError> for NnError {
 }
 
 /// Every way a state dict failed to fit a module, like the message of PyTorch's
-/// `load_state_dict`.
+/// `load_state_dict` (whose lists its `Display` shortens to the first eight keys and a
+/// count; the fields hold them all).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StateDictMismatch {
     /// Keys the module has and the state dict lacks.
@@ -81,12 +82,20 @@ pub struct StateDictMismatch {
     pub unexpected: Vec<String>,
     /// Keys present in both with different shapes: (key, in the state dict, in the module).
     pub shape_mismatch: Vec<(String, Vec<usize>, Vec<usize>)>,
+    /// Keys whose entry in the state dict holds integers (it was stored as an integer
+    /// dtype: a counter such as `num_batches_tracked`) where the module has a
+    /// floating-point parameter or buffer. Loading them would turn a counter into weights
+    /// without a word.
+    pub dtype_mismatch: Vec<String>,
 }
 
 impl StateDictMismatch {
     /// Whether nothing is wrong.
     pub fn is_empty(&self) -> bool {
-        self.missing.is_empty() && self.unexpected.is_empty() && self.shape_mismatch.is_empty()
+        self.missing.is_empty()
+            && self.unexpected.is_empty()
+            && self.shape_mismatch.is_empty()
+            && self.dtype_mismatch.is_empty()
     }
 }
 
@@ -99,22 +108,45 @@ impl fmt::Display for StateDictMismatch {
         if !self.unexpected.is_empty() {
             write!(f, "\n  unexpected keys: {}", quoted(&self.unexpected))?;
         }
-        for (key, got, want) in &self.shape_mismatch {
+        for (key, got, want) in self.shape_mismatch.iter().take(LISTED_KEYS) {
             write!(
                 f,
                 "\n  size mismatch for {key}: the state dict has shape {got:?}, \
                  the module has shape {want:?}"
             )?;
         }
+        for key in self.dtype_mismatch.iter().take(LISTED_KEYS) {
+            write!(
+                f,
+                "\n  dtype mismatch for {key}: the state dict holds integers, the module a \
+                 floating-point tensor"
+            )?;
+        }
+        let more = self.shape_mismatch.len().saturating_sub(LISTED_KEYS)
+            + self.dtype_mismatch.len().saturating_sub(LISTED_KEYS);
+        if more > 0 {
+            write!(f, "\n  and {more} more mismatches")?;
+        }
         Ok(())
     }
 }
 
+/// The keys most listed in one line of the report: a state dict of another depth (a
+/// hand-edited record asking for 31 transformer layers) would otherwise make a message of
+/// thousands of names.
+const LISTED_KEYS: usize = 8;
+
 fn quoted(keys: &[String]) -> String {
-    keys.iter()
+    let mut listed = keys
+        .iter()
+        .take(LISTED_KEYS)
         .map(|k| format!("\"{k}\""))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if keys.len() > LISTED_KEYS {
+        listed += &format!(", … ({} in all)", keys.len());
+    }
+    listed
 }
 
 /// `Result` with [`NnError`].

@@ -65,7 +65,8 @@ pub fn calculate_gain(nonlinearity: Nonlinearity, param: f64) -> f64 {
 /// `_calculate_fan_in_and_fan_out`.
 ///
 /// # Errors
-/// [`NnError::Config`](crate::NnError::Config) for fewer than 2 dimensions.
+/// [`NnError::Config`](crate::NnError::Config) for fewer than 2 dimensions, or fans too
+/// large to count.
 pub fn fan_in_and_fan_out(shape: &[usize]) -> Result<(usize, usize)> {
     if shape.len() < 2 {
         return Err(config_error(
@@ -73,8 +74,16 @@ pub fn fan_in_and_fan_out(shape: &[usize]) -> Result<(usize, usize)> {
             format!("fan in and fan out need at least 2 dimensions, got shape {shape:?}"),
         ));
     }
-    let receptive: usize = shape[2..].iter().product();
-    Ok((shape[1] * receptive, shape[0] * receptive))
+    let fans = shape[2..]
+        .iter()
+        .try_fold(1usize, |r, &d| r.checked_mul(d))
+        .and_then(|r| Some((shape[1].checked_mul(r)?, shape[0].checked_mul(r)?)));
+    fans.ok_or_else(|| {
+        config_error(
+            "init",
+            format!("the fans of shape {shape:?} are too large to count"),
+        )
+    })
 }
 
 fn fill<T: Element>(var: &Var<T>, t: Tensor<T>) -> Result<()> {
@@ -316,9 +325,36 @@ pub(crate) fn default_layer_init<T: Element, R: Rng + ?Sized>(
         0.0
     };
     let b = T::from_f64(bound);
-    let weight = Tensor::uniform(weight_shape, -b, b, rng).expect("finite bounds");
-    let bias = bias.then(|| {
-        Var::parameter(Tensor::uniform(&[weight_shape[0]], -b, b, rng).expect("finite bounds"))
-    });
-    (Var::parameter(weight), bias)
+    let weight = uniform_parameter(weight_shape, b, rng);
+    let bias = bias.then(|| uniform_parameter(&[weight_shape[0]], b, rng));
+    (weight, bias)
+}
+
+/// A parameter uniform in `±bound` for an infallible layer constructor: what
+/// `Tensor::uniform` draws, failing as `Tensor::zeros` does.
+///
+/// `bound` is finite by construction, so `Tensor::uniform` can only refuse the shape
+/// (too large to count, or to allocate). A constructor that returns `Self` must then
+/// panic, and the panic must be the one an infallible allocation makes: naming the
+/// shape, and inside `strata_tensor::with_allocation_limit` carrying the payload that
+/// function catches, so that building a network from an untrusted record is refused
+/// instead of crashing. `Tensor::zeros` on the same shape makes exactly that panic (the
+/// limit charged nothing for the refused allocation); should it succeed after all (memory
+/// freed meanwhile), the error is reported as it is.
+///
+/// # Panics
+/// When the shape cannot be allocated.
+#[track_caller]
+pub(crate) fn uniform_parameter<T: Element, R: Rng + ?Sized>(
+    shape: &[usize],
+    bound: T,
+    rng: &mut R,
+) -> Var<T> {
+    match Tensor::uniform(shape, -bound, bound, rng) {
+        Ok(t) => Var::parameter(t),
+        Err(e) => {
+            drop(Tensor::<T>::zeros(shape));
+            panic!("{e}")
+        }
+    }
 }

@@ -30,6 +30,7 @@
 //! # Ok::<(), strata_nn::NnError>(())
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod error;
 pub mod functional;

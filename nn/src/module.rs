@@ -121,17 +121,21 @@ pub trait Module<T: Element = f32>: Send + Sync {
     /// Copies the values of `state` into this module's parameters and buffers
     /// (`module.load_state_dict(state, strict)`).
     ///
-    /// Shapes must always match. With `strict`, the keys must match exactly; without it,
-    /// missing and unexpected keys are skipped and returned.
+    /// Shapes must always match, and an integer entry (a counter, as read from an integer
+    /// dtype) loads only into a counter buffer, never into a floating-point parameter or
+    /// buffer. With `strict`, the keys must match exactly; without it, missing and
+    /// unexpected keys are skipped and returned.
     ///
     /// # Errors
-    /// [`NnError::StateDict`] listing every missing key, unexpected key (when strict) and
-    /// shape mismatch; nothing is loaded then.
+    /// [`NnError::StateDict`] listing every missing key, unexpected key (when strict),
+    /// shape mismatch and dtype mismatch; nothing is loaded then.
     fn load_state_dict(&self, state: &StateDict<T>, strict: bool) -> Result<StateDictMismatch> {
         let mut report = StateDictMismatch::default();
         let mut targets = Vec::new();
-        self.visit_state(&mut |name, var, _| targets.push((name.to_string(), var.clone())));
-        for (name, var) in &targets {
+        self.visit_state(&mut |name, var, kind| {
+            targets.push((name.to_string(), var.clone(), kind))
+        });
+        for (name, var, kind) in &targets {
             match state.get(name) {
                 None => report.missing.push(name.clone()),
                 Some(t) if t.shape() != var.shape() => report.shape_mismatch.push((
@@ -139,20 +143,27 @@ pub trait Module<T: Element = f32>: Send + Sync {
                     t.shape().to_vec(),
                     var.shape().to_vec(),
                 )),
+                Some(_)
+                    if state.kind(name) == Some(StateKind::Counter)
+                        && *kind != StateKind::Counter =>
+                {
+                    report.dtype_mismatch.push(name.clone())
+                }
                 Some(_) => {}
             }
         }
         for key in state.keys() {
-            if !targets.iter().any(|(name, _)| name == key) {
+            if !targets.iter().any(|(name, _, _)| name == key) {
                 report.unexpected.push(key.to_string());
             }
         }
         let fatal = !report.shape_mismatch.is_empty()
+            || !report.dtype_mismatch.is_empty()
             || strict && !(report.missing.is_empty() && report.unexpected.is_empty());
         if fatal {
             return Err(NnError::StateDict(report));
         }
-        for (name, var) in &targets {
+        for (name, var, _) in &targets {
             if let Some(t) = state.get(name) {
                 var.set_value(t.contiguous())?;
             }

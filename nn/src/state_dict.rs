@@ -58,6 +58,16 @@ impl<T: Element> StateDict<T> {
         Some(self.entries.remove(i).1)
     }
 
+    /// How `name` was inserted or stored: [`StateKind::Counter`] for integer entries
+    /// (read from an integer dtype, or inserted as a module's counter buffer),
+    /// [`StateKind::Buffer`] for other entries.
+    pub fn kind(&self, name: &str) -> Option<StateKind> {
+        self.entries
+            .iter()
+            .find(|(k, _, _)| k == name)
+            .map(|(_, _, kind)| *kind)
+    }
+
     /// The names, in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(k, _, _)| k.as_str())
@@ -121,6 +131,7 @@ impl<T: Element> StateDict<T> {
                      name,
                      tensor,
                      dtype,
+                     ..
                  }| {
                     let kind = if dtype.is_integer() {
                         StateKind::Counter

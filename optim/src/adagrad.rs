@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use strata_autograd::Var;
 use strata_tensor::Element;
 
-use crate::optimizer::{Core, ParamGroup, check_non_negative, delegate_groups};
+use crate::optimizer::{
+    Core, ParamGroup, check_non_negative, delegate_groups, invalid_loaded, loaded_flag,
+    loaded_value,
+};
 use crate::{Optimizer, OptimizerState, Result};
 
 /// The settings of [`Adagrad`]; the defaults are PyTorch's.
@@ -62,18 +65,24 @@ impl<T: Element> Adagrad<T> {
     /// # Errors
     /// As [`new`](Adagrad::new).
     pub fn with_groups(groups: Vec<ParamGroup<T>>, cfg: AdagradConfig) -> Result<Self> {
-        check_non_negative(NAME, "lr_decay", cfg.lr_decay)?;
-        check_non_negative(
-            NAME,
-            "initial_accumulator_value",
-            cfg.initial_accumulator_value,
-        )?;
-        check_non_negative(NAME, "epsilon", cfg.eps)?;
+        check_config(&cfg)?;
         Ok(Adagrad {
             core: Core::new(NAME, groups, cfg.lr, cfg.weight_decay, &["sum"])?,
             cfg,
         })
     }
+}
+
+/// The checks of [`Adagrad::with_groups`] besides the groups', also applied to loaded
+/// states.
+fn check_config(cfg: &AdagradConfig) -> Result<()> {
+    check_non_negative(NAME, "lr_decay", cfg.lr_decay)?;
+    check_non_negative(
+        NAME,
+        "initial_accumulator_value",
+        cfg.initial_accumulator_value,
+    )?;
+    check_non_negative(NAME, "epsilon", cfg.eps)
 }
 
 impl<T: Element> Optimizer<T> for Adagrad<T> {
@@ -115,13 +124,14 @@ impl<T: Element> Optimizer<T> for Adagrad<T> {
     }
 
     fn load_state_dict(&mut self, state: &OptimizerState<T>) -> Result<()> {
-        let get = |k: &str, d: f64| state.hyper.get(k).copied().unwrap_or(d);
+        let get = |k: &str, d: f64| loaded_value(state, k, d);
         let mut cfg = self.cfg;
         cfg.lr_decay = get("lr_decay", cfg.lr_decay);
         cfg.initial_accumulator_value =
             get("initial_accumulator_value", cfg.initial_accumulator_value);
         cfg.eps = get("eps", cfg.eps);
-        cfg.maximize = get("maximize", f64::from(u8::from(cfg.maximize))) != 0.0;
+        cfg.maximize = loaded_flag(NAME, state, "maximize", cfg.maximize)?;
+        check_config(&cfg).map_err(invalid_loaded)?;
         self.core.load_state_dict(state, &["sum"])?;
         self.cfg = cfg;
         Ok(())

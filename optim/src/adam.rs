@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use strata_autograd::Var;
 use strata_tensor::Element;
 
-use crate::optimizer::{Core, ParamGroup, check_beta, check_non_negative};
+use crate::optimizer::{
+    Core, ParamGroup, check_beta, check_non_negative, invalid_loaded, loaded_flag, loaded_value,
+};
 use crate::{Optimizer, OptimizerState, Result};
 
 /// The settings of [`Adam`]; the defaults are PyTorch's.
@@ -85,9 +87,7 @@ impl<T: Element> AdamCore<T> {
         cfg: AdamConfig,
         decoupled: bool,
     ) -> Result<Self> {
-        check_non_negative(name, "epsilon", cfg.eps)?;
-        check_beta(name, 0, cfg.betas.0)?;
-        check_beta(name, 1, cfg.betas.1)?;
+        check_config(name, &cfg)?;
         let names = if cfg.amsgrad { STATE_AMSGRAD } else { STATE };
         Ok(AdamCore {
             core: Core::new(name, groups, cfg.lr, cfg.weight_decay, names)?,
@@ -151,17 +151,26 @@ impl<T: Element> AdamCore<T> {
     }
 
     fn load(&mut self, state: &OptimizerState<T>) -> Result<()> {
-        let get = |k: &str, d: f64| state.hyper.get(k).copied().unwrap_or(d);
+        let name = self.core.name;
+        let get = |k: &str, d: f64| loaded_value(state, k, d);
         let mut cfg = self.cfg;
         cfg.betas = (get("beta1", cfg.betas.0), get("beta2", cfg.betas.1));
         cfg.eps = get("eps", cfg.eps);
-        cfg.amsgrad = get("amsgrad", f64::from(u8::from(cfg.amsgrad))) != 0.0;
-        cfg.maximize = get("maximize", f64::from(u8::from(cfg.maximize))) != 0.0;
+        cfg.amsgrad = loaded_flag(name, state, "amsgrad", cfg.amsgrad)?;
+        cfg.maximize = loaded_flag(name, state, "maximize", cfg.maximize)?;
+        check_config(name, &cfg).map_err(invalid_loaded)?;
         let names = if cfg.amsgrad { STATE_AMSGRAD } else { STATE };
         self.core.load_state_dict(state, names)?;
         self.cfg = cfg;
         Ok(())
     }
+}
+
+/// The checks of [`AdamCore::new`] besides the groups', also applied to loaded states.
+fn check_config(name: &'static str, cfg: &AdamConfig) -> Result<()> {
+    check_non_negative(name, "epsilon", cfg.eps)?;
+    check_beta(name, 0, cfg.betas.0)?;
+    check_beta(name, 1, cfg.betas.1)
 }
 
 /// `torch.lerp` with a scalar weight, computed as ATen does: from the nearer end.

@@ -27,7 +27,9 @@ use crate::{OptimError, Result};
 /// # Errors
 /// [`OptimError::NonFiniteNorm`] when `error_if_nonfinite` and the norm is NaN or
 /// infinite (the gradients are then left alone), [`OptimError::Config`] for a
-/// non-positive `norm_type`.
+/// non-positive `norm_type` or a `max_norm` that is NaN or negative. (PyTorch multiplies
+/// the gradients by NaN for a NaN `max_norm`; strata's `min` would instead have left
+/// them unclipped without a word.)
 pub fn clip_grad_norm<T: Element>(
     params: &[Var<T>],
     max_norm: f64,
@@ -38,6 +40,12 @@ pub fn clip_grad_norm<T: Element>(
         return Err(crate::error::config(
             "clip_grad_norm",
             format!("norm_type must be positive, got {norm_type}"),
+        ));
+    }
+    if max_norm.is_nan() || max_norm < 0.0 {
+        return Err(crate::error::config(
+            "clip_grad_norm",
+            format!("max_norm must be a number >= 0, got {max_norm}"),
         ));
     }
     let grads: Vec<_> = params.iter().filter_map(Var::grad).collect();

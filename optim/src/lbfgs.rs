@@ -561,6 +561,7 @@ impl<T: Element> Optimizer<T> for Lbfgs<T> {
                 ("prev_loss".into(), s.prev_loss),
                 ("history".into(), s.old_dirs.len() as f64),
             ]),
+            steps: BTreeMap::new(),
             tensors,
         }
     }

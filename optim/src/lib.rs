@@ -25,6 +25,7 @@
 //! # Ok::<(), strata_optim::OptimError>(())
 //! ```
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod adagrad;
 mod adam;

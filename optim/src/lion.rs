@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use strata_autograd::Var;
 use strata_tensor::Element;
 
-use crate::optimizer::{Core, ParamGroup, check_beta, delegate_groups};
+use crate::optimizer::{
+    Core, ParamGroup, check_beta, delegate_groups, invalid_loaded, loaded_flag, loaded_value,
+};
 use crate::{Optimizer, OptimizerState, Result};
 
 /// The settings of [`Lion`]; the defaults are the paper's.
@@ -56,13 +58,18 @@ impl<T: Element> Lion<T> {
     /// # Errors
     /// As [`new`](Lion::new).
     pub fn with_groups(groups: Vec<ParamGroup<T>>, cfg: LionConfig) -> Result<Self> {
-        check_beta(NAME, 0, cfg.betas.0)?;
-        check_beta(NAME, 1, cfg.betas.1)?;
+        check_config(&cfg)?;
         Ok(Lion {
             core: Core::new(NAME, groups, cfg.lr, cfg.weight_decay, &["exp_avg"])?,
             cfg,
         })
     }
+}
+
+/// The checks of [`Lion::with_groups`] besides the groups', also applied to loaded states.
+fn check_config(cfg: &LionConfig) -> Result<()> {
+    check_beta(NAME, 0, cfg.betas.0)?;
+    check_beta(NAME, 1, cfg.betas.1)
 }
 
 impl<T: Element> Optimizer<T> for Lion<T> {
@@ -117,10 +124,11 @@ impl<T: Element> Optimizer<T> for Lion<T> {
     }
 
     fn load_state_dict(&mut self, state: &OptimizerState<T>) -> Result<()> {
-        let get = |k: &str, d: f64| state.hyper.get(k).copied().unwrap_or(d);
+        let get = |k: &str, d: f64| loaded_value(state, k, d);
         let mut cfg = self.cfg;
         cfg.betas = (get("beta1", cfg.betas.0), get("beta2", cfg.betas.1));
-        cfg.maximize = get("maximize", f64::from(u8::from(cfg.maximize))) != 0.0;
+        cfg.maximize = loaded_flag(NAME, state, "maximize", cfg.maximize)?;
+        check_config(&cfg).map_err(invalid_loaded)?;
         self.core.load_state_dict(state, &["exp_avg"])?;
         self.cfg = cfg;
         Ok(())

@@ -163,6 +163,46 @@ pub(crate) fn check_non_negative(optimizer: &'static str, what: &str, v: f64) ->
     Ok(())
 }
 
+/// The hyper-parameter `key` of a loaded `state`, or `default` when the state lacks it
+/// (files of older versions).
+pub(crate) fn loaded_value<T: Element>(state: &OptimizerState<T>, key: &str, default: f64) -> f64 {
+    state.hyper.get(key).copied().unwrap_or(default)
+}
+
+/// The flag `key` of a loaded `state` (stored as 0 or 1), or `default` when absent.
+///
+/// # Errors
+/// [`OptimError::State`] for any other value (NaN or 0.5 is no flag; `!= 0` would read
+/// them as true).
+pub(crate) fn loaded_flag<T: Element>(
+    optimizer: &'static str,
+    state: &OptimizerState<T>,
+    key: &str,
+    default: bool,
+) -> Result<bool> {
+    match state.hyper.get(key) {
+        None => Ok(default),
+        Some(&0.0) => Ok(false),
+        Some(&1.0) => Ok(true),
+        Some(&v) => Err(OptimError::State {
+            optimizer,
+            msg: format!("the flag {key} is {v}, not 0 or 1"),
+        }),
+    }
+}
+
+/// A hyper-parameter check failed on a loaded state: the same message, as a state error
+/// (a file written by hand or by another program is held to the constructor's rules).
+pub(crate) fn invalid_loaded(e: OptimError) -> OptimError {
+    match e {
+        OptimError::Config { optimizer, msg } => OptimError::State {
+            optimizer,
+            msg: format!("its hyper-parameters are invalid: {msg}"),
+        },
+        other => other,
+    }
+}
+
 pub(crate) fn check_beta(optimizer: &'static str, index: usize, beta: f64) -> Result<()> {
     if !(0.0..1.0).contains(&beta) {
         return Err(config(
@@ -261,14 +301,12 @@ impl<T: Element> Core<T> {
 
     pub(crate) fn state_dict(&self, hyper: BTreeMap<String, f64>) -> OptimizerState<T> {
         let mut tensors = Vec::new();
+        let mut steps = BTreeMap::new();
         let mut index = 0;
         for group in &self.groups {
             for p in &group.params {
                 if let Some(s) = &self.state[index] {
-                    tensors.push((
-                        format!("state.{index}.step"),
-                        Tensor::scalar(T::from_f64(s.step as f64)),
-                    ));
+                    steps.insert(index, s.step);
                     for (j, name) in self.state_names.iter().enumerate() {
                         let n = p.numel();
                         let values: Vec<T> = s.values[j * n..(j + 1) * n].to_vec();
@@ -286,6 +324,7 @@ impl<T: Element> Core<T> {
             group_weight_decays: self.groups.iter().map(|g| g.weight_decay).collect(),
             group_sizes: self.groups.iter().map(|g| g.params.len()).collect(),
             hyper,
+            steps,
             tensors,
         }
     }
@@ -312,13 +351,45 @@ impl<T: Element> Core<T> {
                 s.group_sizes
             )));
         }
+        if s.group_lrs.len() != sizes.len() || s.group_weight_decays.len() != sizes.len() {
+            return Err(fail(format!(
+                "the state lists {} learning rates and {} weight decays for {} groups",
+                s.group_lrs.len(),
+                s.group_weight_decays.len(),
+                sizes.len()
+            )));
+        }
+        // The constructor's rules hold for loaded values too: a NaN or negative learning
+        // rate from a hand-edited file would otherwise train silently into NaNs.
+        for (&lr, &wd) in s.group_lrs.iter().zip(&s.group_weight_decays) {
+            check_lr(self.name, lr).map_err(invalid_loaded)?;
+            check_non_negative(self.name, "weight_decay", wd).map_err(invalid_loaded)?;
+        }
+        if let Some(&index) = s.steps.keys().find(|&&i| i >= sizes.iter().sum()) {
+            return Err(fail(format!(
+                "the state has a step count for parameter {index}, this optimizer has {}",
+                sizes.iter().sum::<usize>()
+            )));
+        }
         let k = names.len();
         let params: Vec<&Var<T>> = self.groups.iter().flat_map(|g| &g.params).collect();
         let mut new_state: Vec<Option<ParamState<T>>> = vec![None; params.len()];
         for (index, p) in params.iter().enumerate() {
-            let Some(step) = s.get(&format!("state.{index}.step")) else {
+            let Some(&step) = s.steps.get(&index) else {
+                if let Some(key) = names
+                    .iter()
+                    .map(|name| format!("state.{index}.{name}"))
+                    .find(|key| s.get(key).is_some())
+                {
+                    return Err(fail(format!("{key} is there but its step count is not")));
+                }
                 continue;
             };
+            if step == 0 {
+                return Err(fail(format!(
+                    "parameter {index} has state but a step count of 0"
+                )));
+            }
             let mut values = vec![T::zero(); p.numel() * k];
             for (j, name) in names.iter().enumerate() {
                 let key = format!("state.{index}.{name}");
@@ -333,13 +404,13 @@ impl<T: Element> Core<T> {
                     )));
                 }
                 for (i, v) in t.to_vec().into_iter().enumerate() {
+                    if !v.is_finite() {
+                        return Err(fail(format!("{key} holds {v} at element {i}")));
+                    }
                     values[j * p.numel() + i] = v;
                 }
             }
-            new_state[index] = Some(ParamState {
-                step: step.item()?.to_f64() as u64,
-                values,
-            });
+            new_state[index] = Some(ParamState { step, values });
         }
         self.state = new_state;
         self.state_names = names;

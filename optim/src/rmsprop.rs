@@ -6,7 +6,10 @@ use strata_autograd::Var;
 use strata_tensor::Element;
 
 use crate::adam::lerp;
-use crate::optimizer::{Core, ParamGroup, check_non_negative, delegate_groups};
+use crate::optimizer::{
+    Core, ParamGroup, check_non_negative, delegate_groups, invalid_loaded, loaded_flag,
+    loaded_value,
+};
 use crate::{Optimizer, OptimizerState, Result};
 
 /// The settings of [`RmsProp`]; the defaults are PyTorch's.
@@ -76,14 +79,20 @@ impl<T: Element> RmsProp<T> {
     /// # Errors
     /// As [`new`](RmsProp::new).
     pub fn with_groups(groups: Vec<ParamGroup<T>>, cfg: RmsPropConfig) -> Result<Self> {
-        check_non_negative(NAME, "alpha", cfg.alpha)?;
-        check_non_negative(NAME, "epsilon", cfg.eps)?;
-        check_non_negative(NAME, "momentum", cfg.momentum)?;
+        check_config(&cfg)?;
         Ok(RmsProp {
             core: Core::new(NAME, groups, cfg.lr, cfg.weight_decay, state_names(&cfg))?,
             cfg,
         })
     }
+}
+
+/// The checks of [`RmsProp::with_groups`] besides the groups', also applied to loaded
+/// states.
+fn check_config(cfg: &RmsPropConfig) -> Result<()> {
+    check_non_negative(NAME, "alpha", cfg.alpha)?;
+    check_non_negative(NAME, "epsilon", cfg.eps)?;
+    check_non_negative(NAME, "momentum", cfg.momentum)
 }
 
 impl<T: Element> Optimizer<T> for RmsProp<T> {
@@ -154,13 +163,14 @@ impl<T: Element> Optimizer<T> for RmsProp<T> {
     }
 
     fn load_state_dict(&mut self, state: &OptimizerState<T>) -> Result<()> {
-        let get = |k: &str, d: f64| state.hyper.get(k).copied().unwrap_or(d);
+        let get = |k: &str, d: f64| loaded_value(state, k, d);
         let mut cfg = self.cfg;
         cfg.alpha = get("alpha", cfg.alpha);
         cfg.eps = get("eps", cfg.eps);
         cfg.momentum = get("momentum", cfg.momentum);
-        cfg.centered = get("centered", f64::from(u8::from(cfg.centered))) != 0.0;
-        cfg.maximize = get("maximize", f64::from(u8::from(cfg.maximize))) != 0.0;
+        cfg.centered = loaded_flag(NAME, state, "centered", cfg.centered)?;
+        cfg.maximize = loaded_flag(NAME, state, "maximize", cfg.maximize)?;
+        check_config(&cfg).map_err(invalid_loaded)?;
         self.core.load_state_dict(state, state_names(&cfg))?;
         self.cfg = cfg;
         Ok(())

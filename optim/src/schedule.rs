@@ -20,7 +20,7 @@
 //! let mut sched = Scheduler::new(warmup_then_cosine, &mut opt);
 //! assert!((opt.lr() - 0.01).abs() < 1e-12);
 //! for _ in 0..5 {
-//!     sched.step(&mut opt);
+//!     sched.step(&mut opt)?;
 //! }
 //! assert!((opt.lr() - 0.1).abs() < 1e-12);
 //! # Ok::<(), strata_optim::OptimError>(())
@@ -41,6 +41,17 @@ pub trait Schedule: Send + Sync {
     /// The momentum (or β1) at `epoch`, for schedules that cycle it.
     fn momentum_at(&self, _epoch: usize) -> Option<f64> {
         None
+    }
+
+    /// The last epoch the schedule is defined for, for schedules with an end
+    /// ([`OneCycleLR`]'s `total_steps`): stepping past it is an error, as in PyTorch.
+    fn total_steps(&self) -> Option<usize> {
+        None
+    }
+
+    /// The schedule's name, for errors.
+    fn name(&self) -> &'static str {
+        "Scheduler"
     }
 }
 
@@ -86,9 +97,28 @@ impl<S: Schedule> Scheduler<S> {
     }
 
     /// Advances one epoch and sets the new learning rates.
-    pub fn step<T: Element>(&mut self, optimizer: &mut (impl Optimizer<T> + ?Sized)) {
+    ///
+    /// # Errors
+    /// [`OptimError::Config`](crate::OptimError::Config) when the schedule has an end and
+    /// this step goes past it (PyTorch's "Tried to step 1001 times. The specified number of
+    /// total steps is 1000"); the learning rates are left as they were.
+    pub fn step<T: Element>(&mut self, optimizer: &mut (impl Optimizer<T> + ?Sized)) -> Result<()> {
+        self.check_epoch(self.last_epoch + 1)?;
         self.last_epoch += 1;
         self.apply(optimizer);
+        Ok(())
+    }
+
+    fn check_epoch(&self, epoch: usize) -> Result<()> {
+        match self.schedule.total_steps() {
+            Some(total) if epoch > total => Err(config(
+                self.schedule.name(),
+                format!(
+                    "tried to step {epoch} times; the specified number of total steps is {total}"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The learning rates set last, per group (`get_last_lr()`).
@@ -115,7 +145,8 @@ impl<S: Schedule> Scheduler<S> {
     /// Restores a saved state and sets the optimizer's lrs accordingly.
     ///
     /// # Errors
-    /// [`OptimError::State`](crate::OptimError::State) when the group count differs.
+    /// [`OptimError::State`](crate::OptimError::State) when the group count differs, a
+    /// base lr is not a finite number >= 0, or the epoch is past the schedule's end.
     pub fn load_state<T: Element>(
         &mut self,
         state: &SchedulerState,
@@ -131,6 +162,18 @@ impl<S: Schedule> Scheduler<S> {
                 ),
             });
         }
+        if let Some(lr) = state
+            .base_lrs
+            .iter()
+            .find(|lr| !(lr.is_finite() && **lr >= 0.0))
+        {
+            return Err(crate::OptimError::State {
+                optimizer: "Scheduler",
+                msg: format!("a base learning rate is {lr}"),
+            });
+        }
+        self.check_epoch(state.last_epoch)
+            .map_err(crate::optimizer::invalid_loaded)?;
         self.last_epoch = state.last_epoch;
         self.base_lrs = state.base_lrs.clone();
         self.apply(optimizer);
@@ -373,6 +416,17 @@ impl OneCycleLR {
         if self.total_steps == 0 {
             return Err(config("OneCycleLR", "total_steps must be positive"));
         }
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if !positive(self.max_lr) || !positive(self.div_factor) || !positive(self.final_div_factor)
+        {
+            return Err(config(
+                "OneCycleLR",
+                format!(
+                    "max_lr {}, div_factor {} and final_div_factor {} must be finite and positive",
+                    self.max_lr, self.div_factor, self.final_div_factor
+                ),
+            ));
+        }
         if !(0.0..=1.0).contains(&self.pct_start) {
             return Err(config(
                 "OneCycleLR",
@@ -441,6 +495,14 @@ impl Schedule for OneCycleLR {
 
     fn momentum_at(&self, epoch: usize) -> Option<f64> {
         self.cycle_momentum.then(|| self.at(epoch).1)
+    }
+
+    fn total_steps(&self) -> Option<usize> {
+        Some(self.total_steps)
+    }
+
+    fn name(&self) -> &'static str {
+        "OneCycleLR"
     }
 }
 

@@ -6,7 +6,10 @@ use strata_autograd::Var;
 use strata_tensor::Element;
 
 use crate::error::config;
-use crate::optimizer::{Core, ParamGroup, check_non_negative, delegate_groups};
+use crate::optimizer::{
+    Core, ParamGroup, check_non_negative, delegate_groups, invalid_loaded, loaded_flag,
+    loaded_value,
+};
 use crate::{Optimizer, OptimizerState, Result};
 
 /// The settings of [`Sgd`]; the defaults are PyTorch's except `lr`, which PyTorch also
@@ -85,14 +88,7 @@ impl<T: Element> Sgd<T> {
     /// # Errors
     /// As [`new`](Sgd::new).
     pub fn with_groups(groups: Vec<ParamGroup<T>>, cfg: SgdConfig) -> Result<Self> {
-        check_non_negative(NAME, "momentum", cfg.momentum)?;
-        check_non_negative(NAME, "dampening", cfg.dampening)?;
-        if cfg.nesterov && (cfg.momentum <= 0.0 || cfg.dampening != 0.0) {
-            return Err(config(
-                NAME,
-                "Nesterov momentum requires a momentum and zero dampening",
-            ));
-        }
+        check_config(&cfg)?;
         let names: &'static [&'static str] = if cfg.momentum != 0.0 {
             &["momentum_buffer"]
         } else {
@@ -103,6 +99,19 @@ impl<T: Element> Sgd<T> {
             cfg,
         })
     }
+}
+
+/// The checks of [`Sgd::with_groups`] besides the groups', also applied to loaded states.
+fn check_config(cfg: &SgdConfig) -> Result<()> {
+    check_non_negative(NAME, "momentum", cfg.momentum)?;
+    check_non_negative(NAME, "dampening", cfg.dampening)?;
+    if cfg.nesterov && (cfg.momentum <= 0.0 || cfg.dampening != 0.0) {
+        return Err(config(
+            NAME,
+            "Nesterov momentum requires a momentum and zero dampening",
+        ));
+    }
+    Ok(())
 }
 
 impl<T: Element> Optimizer<T> for Sgd<T> {
@@ -165,12 +174,12 @@ impl<T: Element> Optimizer<T> for Sgd<T> {
     }
 
     fn load_state_dict(&mut self, state: &OptimizerState<T>) -> Result<()> {
-        let get = |k: &str| state.hyper.get(k).copied();
         let mut cfg = self.cfg;
-        cfg.momentum = get("momentum").unwrap_or(cfg.momentum);
-        cfg.dampening = get("dampening").unwrap_or(cfg.dampening);
-        cfg.nesterov = get("nesterov").map_or(cfg.nesterov, |v| v != 0.0);
-        cfg.maximize = get("maximize").map_or(cfg.maximize, |v| v != 0.0);
+        cfg.momentum = loaded_value(state, "momentum", cfg.momentum);
+        cfg.dampening = loaded_value(state, "dampening", cfg.dampening);
+        cfg.nesterov = loaded_flag(NAME, state, "nesterov", cfg.nesterov)?;
+        cfg.maximize = loaded_flag(NAME, state, "maximize", cfg.maximize)?;
+        check_config(&cfg).map_err(invalid_loaded)?;
         self.core.load_state_dict(state, state_names(&cfg))?;
         self.cfg = cfg;
         Ok(())

@@ -179,7 +179,7 @@ fn resuming_from_a_saved_state_is_bit_exact() {
             opt.zero_grad();
             loss_of(model, &x, &y).backward().unwrap();
             opt.step().unwrap();
-            sched.step(opt);
+            sched.step(opt).unwrap();
         }
     };
     let cfg = AdamWConfig {

@@ -291,7 +291,7 @@ fn check_schedule<S: strata_optim::schedule::Schedule>(
         }
         lrs.push(opt.lr());
         ms.push(opt.momentum().unwrap());
-        sched.step(&mut opt);
+        sched.step(&mut opt).unwrap();
     }
     assert_close(&lrs, &want_lr, &format!("{name} lr"));
     assert_close(&ms, &want_m, &format!("{name} momentum"));

@@ -111,6 +111,25 @@ pub enum TensorError {
         /// What is wrong, with the value given.
         msg: String,
     },
+    /// A shape whose element count overflows `usize`, or whose bytes exceed what one
+    /// allocation may hold (`isize::MAX`): no such tensor can exist.
+    #[error("{op}: a tensor of shape {shape:?} has more elements than memory can hold")]
+    TooLarge {
+        /// The operation.
+        op: &'static str,
+        /// The shape asked for.
+        shape: Vec<usize>,
+    },
+    /// The allocator refused the memory a result needs.
+    #[error("{op}: cannot allocate {bytes} bytes for a tensor of shape {shape:?}")]
+    OutOfMemory {
+        /// The operation.
+        op: &'static str,
+        /// The shape of the result.
+        shape: Vec<usize>,
+        /// The bytes asked for.
+        bytes: usize,
+    },
     /// A single value was expected but the tensor holds several (or none).
     #[error("{op}: a tensor of shape {shape:?} is not a single value")]
     NotScalar {

@@ -32,6 +32,10 @@
 //! size follows `RAYON_NUM_THREADS`); small ones stay on the calling thread. Results do not
 //! depend on the thread count.
 #![warn(missing_docs)]
+// The crate's `unsafe` (runtime SIMD dispatch, the AVX-512 kernels, disjoint parallel
+// writes, raw GEMM operands, the zeroed allocation) is fenced: every block states why it is
+// sound, every unsafe function when it may be called.
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 mod engine;
 mod error;
@@ -40,7 +44,7 @@ mod handle;
 pub mod io;
 mod ops;
 
-pub use engine::simd::simd_level;
+pub use engine::simd::{PORTABLE_ENV, simd_level};
 pub use error::{Result, TensorError};
 pub use fused::attention::{HeadInputs, HeadLayout, SdpaMask, SdpaParams};
 pub use fused::conv::{Conv1dParams, Conv2dParams, Padding};
@@ -50,9 +54,10 @@ pub use fused::recurrent::{RecurrentGradNeeds, RecurrentGrads, RecurrentMode};
 pub use fused::recurrent::{RecurrentSaved, RecurrentWeights};
 pub use handle::dims::Dims;
 pub use handle::element::{DType, Element};
-pub use handle::layout::{Layout, broadcast_shapes, contiguous_strides};
+pub use handle::layout::{Layout, broadcast_shapes, checked_numel, contiguous_strides};
 pub use handle::storage::{
-    buffer_cache_bytes, buffer_cache_limit, clear_buffer_cache, set_buffer_cache_limit,
+    AllocationLimitExceeded, buffer_cache_bytes, buffer_cache_limit, clear_buffer_cache,
+    set_buffer_cache_limit, with_allocation_limit,
 };
 pub use handle::tensor::Tensor;
 pub use ops::index::IndexTensor;

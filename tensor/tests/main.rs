@@ -1,5 +1,6 @@
 //! The integration tests of strata-tensor, one test binary (one link, one instantiation of
 //! the generic kernels) for all of them; each module is one area.
+#![forbid(unsafe_code)]
 
 #[macro_use]
 mod common;
@@ -7,6 +8,7 @@ mod common;
 mod broadcast;
 mod conv_pool;
 mod errors;
+mod hostile;
 mod indexing;
 mod matmul;
 mod reductions;

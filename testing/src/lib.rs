@@ -6,7 +6,9 @@
 //! Each crate's `tests/common` keeps only what is its own (case counts, the view layouts
 //! autograd draws, the layer shapes nn draws) and re-exports the rest from here.
 #![allow(clippy::missing_panics_doc)]
+#![forbid(unsafe_code)]
 
+pub mod fuzz;
 pub mod reference;
 mod values;
 

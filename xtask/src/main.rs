@@ -5,10 +5,11 @@
 //!   `<target>/bench/results.json` (+ `meta.json`), optionally runs the PyTorch side
 //!   (`bench/torch_bench.py`) and prints a comparison table. See [`bench`](mod@bench) for the naming
 //!   convention the benches follow.
-//! - `ci`: what CI runs (fmt, clippy and docs with warnings as errors, the tests), stopping at the
-//!   first failure.
+//! - `ci`: what CI runs (fmt, clippy and docs with warnings as errors, the tests, the fuzz
+//!   targets), stopping at the first failure.
 //!
 //! Deliberately dependency-light: std and serde_json only, arguments parsed by hand.
+#![forbid(unsafe_code)]
 
 mod bench;
 mod meta;
@@ -37,8 +38,10 @@ commands:
       --vs torch, PyTorch DDP over gloo.
   ci
       Run what CI runs: cargo fmt --all --check; cargo clippy --workspace --all-targets
-      -- -D warnings; cargo doc (warnings denied); cargo test --workspace. Stops at the
-      first failure.
+      -- -D warnings; cargo doc (warnings denied); cargo test --workspace; the tensor
+      and autograd tests again with STRATA_PORTABLE=1 (the portable kernels); the fuzz
+      targets with 500 inputs each (STRATA_FUZZ_CASES=500), under a 1 GiB address-space
+      limit where `sh` has `ulimit -v`. Stops at the first failure.
   help
       Print this message.
 ";
@@ -156,12 +159,24 @@ fn parse_bench_args(args: &[String]) -> Result<bench::BenchOptions, String> {
     Ok(options)
 }
 
-/// Runs fmt, clippy, the docs and the tests in order (what `.ci/run` runs), stopping at
-/// the first failure.
+/// The packages and test binary that hold the fuzz targets.
+const FUZZ_TESTS: [&str; 8] = [
+    "-p",
+    "strata-nn",
+    "-p",
+    "strata-optim",
+    "-p",
+    "strata-models",
+    "--test",
+    "integration",
+];
+
+/// Runs fmt, clippy, the docs, the tests, the portable-kernel tests and the fuzz targets
+/// in order (what `.ci/run` runs), stopping at the first failure.
 fn ci() -> Result<(), String> {
     /// A cargo command line and an environment variable it needs.
     type Step<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>);
-    let steps: [Step; 4] = [
+    let steps: [Step; 5] = [
         (&["fmt", "--all", "--check"], None),
         (
             &[
@@ -179,6 +194,10 @@ fn ci() -> Result<(), String> {
             Some(("RUSTDOCFLAGS", "-D warnings")),
         ),
         (&["test", "--workspace"], None),
+        (
+            &["test", "-p", "strata-tensor", "-p", "strata-autograd"],
+            Some(("STRATA_PORTABLE", "1")),
+        ),
     ];
     let root = workspace_root();
     for (step, env) in steps {
@@ -196,7 +215,62 @@ fn ci() -> Result<(), String> {
             return Err(format!("`cargo {}` failed ({status})", step.join(" ")));
         }
     }
+    fuzz(&root)?;
     eprintln!("xtask ci: all checks passed");
+    Ok(())
+}
+
+/// The fuzz step of `.ci/run`: the targets built, then run with 500 inputs each under
+/// `ulimit -v 1048576` (1 GiB of address space: an allocation that trusts a forged header
+/// aborts the run) with glibc's arenas capped, through `sh`. Where no `sh` takes the
+/// limit (not Unix), they run without it.
+fn fuzz(root: &std::path::Path) -> Result<(), String> {
+    let mut build = vec!["test"];
+    build.extend(FUZZ_TESTS);
+    build.push("--no-run");
+    eprintln!("xtask ci: cargo {}", build.join(" "));
+    let built = cargo()
+        .args(&build)
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if !built.success() {
+        return Err(format!("`cargo {}` failed ({built})", build.join(" ")));
+    }
+    let mut run = vec!["test"];
+    run.extend(FUZZ_TESTS);
+    run.extend(["fuzz", "--", "--nocapture"]);
+    let limited = cfg!(unix)
+        && Command::new("sh")
+            .args(["-c", "ulimit -v 1048576"])
+            .status()
+            .is_ok_and(|s| s.success());
+    let mut command = if limited {
+        eprintln!("xtask ci: ulimit -v 1048576; cargo {}", run.join(" "));
+        let mut sh = Command::new("sh");
+        // "$0" is cargo and "$@" its arguments: nothing is quoted by hand.
+        sh.args(["-c", "ulimit -v 1048576 && exec \"$0\" \"$@\""])
+            .arg(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(&run);
+        sh
+    } else {
+        eprintln!(
+            "xtask ci: cargo {} (without an address-space limit)",
+            run.join(" ")
+        );
+        let mut c = cargo();
+        c.args(&run);
+        c
+    };
+    let status = command
+        .env("MALLOC_ARENA_MAX", "2")
+        .env("STRATA_FUZZ_CASES", "500")
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("could not start the fuzz targets: {e}"))?;
+    if !status.success() {
+        return Err(format!("the fuzz targets failed ({status})"));
+    }
     Ok(())
 }
 

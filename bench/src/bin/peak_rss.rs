@@ -10,6 +10,7 @@
 //! of six such layers in a `Sequential`) and `stack-checkpoint` (the same through
 //! `checkpoint_sequential` in six segments, which keeps only the segment boundaries'
 //! activations and recomputes the rest during backward).
+#![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use strata_autograd::Var;

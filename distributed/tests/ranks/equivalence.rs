@@ -351,6 +351,13 @@ pub fn zero(world: &World) -> Result<Vec<String>, String> {
                 plain.tensors.len()
             )
         })?;
+        // The step counts too (exact integers, gathered from their owners).
+        ensure(whole.steps == plain.steps, || {
+            format!(
+                "consolidated step counts {:?}, plain Adam has {:?}",
+                whole.steps, plain.steps
+            )
+        })?;
         for (key, want) in &plain.tensors {
             let got = whole
                 .get(key)

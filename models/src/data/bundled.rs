@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::readers::{read_cifar10, read_csv, read_idx, read_maybe_gzip};
+use super::readers::{read_cifar10, read_csv, read_idx, read_maybe_gzip, utf8_text};
 use super::{InMemoryDataset, Labels};
 use crate::Result;
 use crate::error::data_error;
@@ -36,7 +36,10 @@ pub fn data_dir() -> PathBuf {
 }
 
 /// `name` in `dir`, or `name.gz`.
-fn find(dir: &Path, name: &str) -> Result<PathBuf> {
+///
+/// # Errors
+/// [`ModelsError::Data`](crate::ModelsError::Data) naming the file when neither exists.
+pub fn find(dir: &Path, name: &str) -> Result<PathBuf> {
     let plain = dir.join(name);
     if plain.is_file() {
         return Ok(plain);
@@ -199,8 +202,7 @@ fn class_label(path: &Path, row: usize, v: f64, classes: usize) -> Result<usize>
 /// header (iris, wine, breast cancer).
 fn sklearn_table(dir: &Path, file: &str) -> Result<InMemoryDataset> {
     let path = find(&dir.join("uci-small"), file)?;
-    let text = String::from_utf8(read_maybe_gzip(&path)?)
-        .map_err(|_| data_error(&path, "not valid UTF-8 text"))?;
+    let text = utf8_text(&path, read_maybe_gzip(&path)?)?;
     let header: Vec<&str> = text.lines().next().unwrap_or("").split(',').collect();
     let parse = |i: usize| header.get(i).and_then(|v| v.trim().parse::<usize>().ok());
     let (Some(n), Some(f)) = (parse(0), parse(1)) else {
@@ -362,8 +364,7 @@ pub fn series(dir: &Path, name: &str) -> Result<(Vec<f64>, Provenance)> {
 
 /// The last comma-separated field of every line after the header, as numbers.
 fn read_last_column(path: &Path) -> Result<Vec<f64>> {
-    let bytes = read_maybe_gzip(path)?;
-    let text = String::from_utf8(bytes).map_err(|e| data_error(path, e.to_string()))?;
+    let text = utf8_text(path, read_maybe_gzip(path)?)?;
     let values = text
         .lines()
         .enumerate()
@@ -371,9 +372,13 @@ fn read_last_column(path: &Path) -> Result<Vec<f64>> {
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, line)| {
             let field = line.rsplit(',').next().unwrap_or("").trim();
-            field
-                .parse::<f64>()
-                .map_err(|_| data_error(path, format!("line {}: {field:?} is not a number", i + 1)))
+            match field.parse::<f64>() {
+                Ok(v) if v.is_finite() => Ok(v),
+                _ => Err(data_error(
+                    path,
+                    format!("line {}: {field:?} is not a finite number", i + 1),
+                )),
+            }
         })
         .collect::<Result<Vec<f64>>>()?;
     if values.len() < 2 {

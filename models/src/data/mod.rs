@@ -67,9 +67,18 @@ impl InMemoryDataset {
     /// A dataset from row-major features and labels.
     ///
     /// # Errors
-    /// [`ModelsError::Config`] when the sizes disagree or a class index is out of range.
+    /// [`ModelsError::Config`] when the sizes disagree, a sample has no features, a class
+    /// index is out of range, or a feature or target is NaN or infinite (named by sample
+    /// and position: a NaN in the data is found here, not reported later as a diverged
+    /// training).
     pub fn new(features: Vec<f32>, sample_shape: &[usize], labels: Labels) -> Result<Self> {
-        let per: usize = sample_shape.iter().product();
+        let per = strata_tensor::checked_numel(sample_shape)
+            .filter(|&p| p > 0)
+            .ok_or_else(|| {
+                ModelsError::Config(format!(
+                    "samples of shape {sample_shape:?} hold no features (or too many to count)"
+                ))
+            })?;
         let n = match &labels {
             Labels::Classes { indices, classes } => {
                 if let Some(bad) = indices.iter().find(|&&c| c >= *classes) {
@@ -81,10 +90,26 @@ impl InMemoryDataset {
             }
             Labels::Values(v) => v.len(),
         };
-        if features.len() != n * per {
+        if n.checked_mul(per) != Some(features.len()) {
             return Err(ModelsError::Config(format!(
                 "{} feature values do not make {n} samples of shape {sample_shape:?}",
                 features.len()
+            )));
+        }
+        if let Some(i) = features.iter().position(|v| !v.is_finite()) {
+            return Err(ModelsError::Config(format!(
+                "sample {}, feature {}: {} is not a finite number",
+                i / per,
+                i % per,
+                features[i]
+            )));
+        }
+        if let Labels::Values(v) = &labels
+            && let Some(i) = v.iter().position(|v| !v.is_finite())
+        {
+            return Err(ModelsError::Config(format!(
+                "sample {i}: its target {} is not a finite number",
+                v[i]
             )));
         }
         Ok(InMemoryDataset {

@@ -115,6 +115,7 @@ impl ReferenceModel for CharRnnSpec {
 
     const NAME: &'static str = "char-rnn";
     const ABOUT: &'static str = "A character-level LSTM (or GRU) language model on Moby Dick.";
+    const CELL: bool = true;
 
     fn defaults(&self) -> Defaults {
         Defaults {
@@ -150,6 +151,10 @@ impl ReferenceModel for CharRnnSpec {
 
     fn task(&self, _config: &CharRnnConfig) -> LanguageTask {
         LanguageTask::new(64)
+    }
+
+    fn check_extra(&self, a: &CharRnnConfig, extra: &CharExtra) -> std::result::Result<(), String> {
+        extra.check(a.vocab)
     }
 
     fn check_reloaded(

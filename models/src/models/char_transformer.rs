@@ -184,6 +184,14 @@ impl ReferenceModel for CharTransformerSpec {
         LanguageTask::new(64)
     }
 
+    fn check_extra(
+        &self,
+        a: &CharTransformerConfig,
+        extra: &CharExtra,
+    ) -> std::result::Result<(), String> {
+        extra.check(a.vocab)
+    }
+
     fn check_reloaded(
         &self,
         recorded: &CharExtra,

@@ -81,7 +81,8 @@ impl Cnn {
     /// A CNN with PyTorch's default initialisation drawn from `rng`.
     ///
     /// # Errors
-    /// [`ModelsError::Config`] for odd or zero image sizes, or no channels or classes.
+    /// [`ModelsError::Config`] for odd or zero image sizes, images too large to count, or
+    /// no channels or classes.
     pub fn new<R: Rng + ?Sized>(config: CnnConfig, rng: &mut R) -> Result<Self> {
         let [h, w] = config.image_size;
         if h < 2
@@ -95,10 +96,14 @@ impl Cnn {
                 "the CNN needs even image sizes, channels and classes, got {config:?}"
             )));
         }
+        // Sizes can come from a checkpoint's record: counted, never wrapped.
+        let flat = strata_tensor::checked_numel(&[32, h / 2, w / 2]).ok_or_else(|| {
+            ModelsError::Config(format!("the CNN's images of {h} × {w} are too large"))
+        })?;
         let conv = Conv2dParams::default().padding(1);
         Ok(Cnn {
             conv1: Conv2d::with_params(config.in_channels, 32, [3, 3], conv, true, rng)?,
-            fc1: Linear::new(32 * (h / 2) * (w / 2), 128, true, rng),
+            fc1: Linear::new(flat, 128, true, rng),
             fc2: Linear::new(128, config.classes, true, rng),
             config,
         })

@@ -11,8 +11,9 @@ use strata_tensor::rand::rngs::StdRng;
 
 use super::{Recurrent, RecurrentKind, r2_score};
 use crate::data::bundled;
+use crate::data::readers::{read_maybe_gzip, utf8_text};
 use crate::data::{InMemoryDataset, Labels};
-use crate::error::data_error;
+use crate::error::{data_error, finite_outputs};
 use crate::reference::{
     Defaults, Figures, Length, OptimizerKind, Prepared, Record, ReferenceModel, Schedule, Split,
     SupervisedTask, TrainOptions, data_root, figures,
@@ -118,6 +119,7 @@ impl ReferenceModel for ForecastSpec {
     const ABOUT: &'static str =
         "A recurrent one-step-ahead forecaster of the monthly sunspot numbers.";
     const DATASETS: &'static [&'static str] = &["sunspots-yearly", "airline"];
+    const CELL: bool = true;
 
     fn defaults(&self) -> Defaults {
         Defaults {
@@ -156,6 +158,20 @@ impl ReferenceModel for ForecastSpec {
         SupervisedTask::new(Objective::Mse)
     }
 
+    fn check_extra(
+        &self,
+        _: &ForecastArchitecture,
+        e: &ForecastExtra,
+    ) -> std::result::Result<(), String> {
+        if !(e.series_mean.is_finite() && e.series_std.is_finite() && e.series_std > 0.0) {
+            return Err(format!(
+                "its series mean {} and deviation {} must be finite, the deviation above 0",
+                e.series_mean, e.series_std
+            ));
+        }
+        Ok(())
+    }
+
     fn report(&self, _net: &dyn Forward, prepared: &Prepared<Self>) -> Result<Figures> {
         #[derive(Serialize)]
         struct Baseline {
@@ -174,10 +190,20 @@ impl ReferenceModel for ForecastSpec {
         input: &Path,
     ) -> Result<Vec<String>> {
         let (mean, std) = (record.extra.series_mean, record.extra.series_std);
-        let x = forecast_input(record.architecture.window, mean, std, input)?;
+        // The window is the series' (a record edited to a window of half a long input
+        // would materialise len²/4 values).
+        let series = record.dataset.variant.as_deref().unwrap_or("sunspots");
+        let window = forecast_window(series);
+        if record.architecture.window != window {
+            return Err(ModelsError::Config(format!(
+                "the record's window of {} values is not the {window} that the {series} \
+                 forecaster reads",
+                record.architecture.window
+            )));
+        }
+        let x = forecast_input(window, mean, std, input)?;
         let out = strata_autograd::no_grad(|| net.forward(&Var::new(x)))?.value();
-        Ok(out
-            .to_vec()
+        Ok(finite_outputs("forecast", &out.to_vec())?
             .iter()
             .map(|&v| format!("{}", f64::from(v) * std + mean))
             .collect())
@@ -239,7 +265,8 @@ fn forecast_data(series: &[f64], window: usize) -> Result<(Split, ForecastExtra)
 /// values, standardised with `mean` and `std` as in training, so the output is one
 /// forecast per window — the last line forecasts the value after the file's last one.
 fn forecast_input(window: usize, mean: f64, std: f64, input: &Path) -> Result<Tensor<f32>> {
-    let text = std::fs::read_to_string(input).map_err(|e| data_error(input, e.to_string()))?;
+    // Bounded and regular files only, like every reader (a FIFO would block).
+    let text = utf8_text(input, read_maybe_gzip(input)?)?;
     let mut values = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let field = line
@@ -252,7 +279,24 @@ fn forecast_input(window: usize, mean: f64, std: f64, input: &Path) -> Result<Te
             continue;
         }
         match field.parse::<f64>() {
-            Ok(v) => values.push(v),
+            // Standardised, the value must fit the f32 the model computes in.
+            Ok(v) if v.is_finite() && (((v - mean) / std) as f32).is_finite() => values.push(v),
+            Ok(v) if v.is_finite() => {
+                return Err(data_error(
+                    input,
+                    format!(
+                        "line {}: {v:e} is beyond the range the model computes in (f32, after \
+                         standardising)",
+                        i + 1
+                    ),
+                ));
+            }
+            Ok(v) => {
+                return Err(data_error(
+                    input,
+                    format!("line {}: {v} is not a finite number", i + 1),
+                ));
+            }
             Err(_) if i == 0 => {}
             Err(_) => {
                 return Err(data_error(

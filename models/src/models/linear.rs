@@ -40,7 +40,9 @@ impl LinearRegression {
     /// by QR on `[x, 1]` (strata-tensor's `lstsq`, computed in f64).
     ///
     /// # Errors
-    /// [`ModelsError::Config`] when there are fewer samples than coefficients.
+    /// [`ModelsError::Config`] when there are fewer samples than coefficients; a tensor
+    /// error when the solution is not unique (a constant feature, collinear features) or
+    /// the data holds NaN or infinities.
     pub fn closed_form(x: &Tensor<f32>, y: &Tensor<f32>) -> Result<(Vec<f64>, f64)> {
         let (n, f) = match x.shape() {
             &[n, f] => (n, f),
@@ -270,6 +272,14 @@ impl ReferenceModel for LinregSpec {
         SupervisedTask::new(Objective::Mse)
     }
 
+    fn check_extra(
+        &self,
+        a: &LinregArchitecture,
+        extra: &Standardized,
+    ) -> std::result::Result<(), String> {
+        extra.check(a.features)
+    }
+
     /// The least-squares coefficients on the training data beside the trained ones, their
     /// largest relative difference, and their test R².
     fn report(&self, net: &dyn Forward, prepared: &Prepared<Self>) -> Result<Figures> {
@@ -281,6 +291,14 @@ impl ReferenceModel for LinregSpec {
         };
         let y = Tensor::from_vec(y.clone(), &[n])?;
         let (w, b) = LinearRegression::closed_form(&x, &y)?;
+        // A NaN here would make every comparison below false, and the largest difference
+        // "0.0" beside NaN coefficients: say what happened instead.
+        if w.iter().chain([&b]).any(|v| !v.is_finite()) {
+            return Err(ModelsError::Config(format!(
+                "the least-squares solution on {n} samples is not unique (a feature is \
+                 constant or the features are collinear): no closed form to compare with"
+            )));
+        }
         let trained: Vec<f64> = net
             .named_parameters()
             .iter()

@@ -136,6 +136,14 @@ impl ReferenceModel for LogregSpec {
         SupervisedTask::new(objective(a))
     }
 
+    fn check_extra(
+        &self,
+        a: &LogregArchitecture,
+        extra: &Standardized,
+    ) -> std::result::Result<(), String> {
+        extra.check(a.features)
+    }
+
     /// The class of each CSV row of raw features.
     fn predict(
         &self,

@@ -76,6 +76,11 @@ pub struct PinnArchitecture {
     pub depth: usize,
 }
 
+/// The most collocation points of one kind a problem may have (`--limit` sets the
+/// interior ones): ten million points are 80 MB of coordinates, far beyond what a PINN
+/// trains on.
+pub const MAX_POINTS: usize = 10_000_000;
+
 /// The problem a `pinn` checkpoint solves: the diffusivity and the collocation points.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -375,11 +380,12 @@ impl Task for PinnTask {
             data
         };
         let mut learner = Physics { net, points };
-        train::run(
+        train::run_from(
             &mut learner,
             &mut batches,
             optimizer,
             &plan.loop_config,
+            plan.start,
             on_epoch,
         )
     }
@@ -447,6 +453,12 @@ impl ReferenceModel for PinnSpec {
             initial: 200,
             seed: opts.seed,
         };
+        if problem.interior > MAX_POINTS {
+            return Err(ModelsError::Config(format!(
+                "--limit {} asks for more than the {MAX_POINTS} interior points a PINN takes",
+                problem.interior
+            )));
+        }
         Ok(Prepared {
             data: Collocation::new(problem.clone())?,
             architecture: PinnArchitecture {
@@ -469,6 +481,31 @@ impl ReferenceModel for PinnSpec {
 
     fn task(&self, _: &PinnArchitecture) -> PinnTask {
         PinnTask
+    }
+
+    /// The problem of a record: a finite diffusivity and point counts that a training
+    /// could have drawn (a hand-edited count of 10^18 would otherwise be allocated).
+    fn check_extra(
+        &self,
+        _: &PinnArchitecture,
+        p: &PinnProblem,
+    ) -> std::result::Result<(), String> {
+        if !(p.nu.is_finite() && p.nu >= 0.0) {
+            return Err(format!(
+                "its diffusivity {} is not a finite number >= 0",
+                p.nu
+            ));
+        }
+        if [p.interior, p.boundary, p.initial]
+            .iter()
+            .any(|&n| n == 0 || n > MAX_POINTS)
+        {
+            return Err(format!(
+                "its point counts ({}, {}, {}) must be between 1 and {MAX_POINTS}",
+                p.interior, p.boundary, p.initial
+            ));
+        }
+        Ok(())
     }
 
     fn check_reloaded(

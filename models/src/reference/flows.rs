@@ -1,20 +1,31 @@
 //! The trainings, evaluations, predictions and text generation of `strata`, written once
 //! for every [`ReferenceModel`], behind [`Flows`], the object-safe face a registry entry
 //! shows.
+//!
+//! A training is safe to interrupt and never loses finished work:
+//!
+//! - the output folder is checked (and created) before any data is loaded: a file, an
+//!   unwritable folder or a folder holding another run is an error up front, not after the
+//!   training (a run is replaced only with `force`, continued only with `resume`);
+//! - a checkpoint is written (as one unit, see [`checkpoint`]) every few epochs and at the
+//!   end, before anything that could fail after training (the sample text, the closed-form
+//!   comparison): such a failure becomes a `report_errors` entry of the metrics and a
+//!   warning, and the trained model stays saved;
+//! - [`resume`](super::resume) continues a run from its checkpoint bit for bit.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::Value;
-use strata_distributed::{DdpConfig, Reducer};
+use strata_distributed::{Communicator, DdpConfig, Reducer};
 use strata_nn::Module;
 use strata_tensor::seeded_rng;
 
 use super::TrainOptions;
-use super::record::{self, DatasetRecord, Hyperparameters, Metrics, Record};
+use super::record::{self, DatasetRecord, Hyperparameters, Metrics, Progress, Record};
 use super::registry::Model;
-use super::spec::{Defaults, Length, Network, Plan, ReferenceModel, Schedule, Task};
-use crate::train::{Evaluation, LoopConfig};
+use super::spec::{Defaults, Figures, Length, Network, Plan, ReferenceModel, Schedule, Task};
+use crate::train::{EpochEnd, EpochRecord, Evaluation, LoopConfig, Start};
 use crate::{ModelsError, Result, checkpoint, plot};
 
 /// A reference model with its types erased: what [`Model`] calls.
@@ -29,6 +40,9 @@ pub trait Flows: Sync {
     fn datasets(&self) -> &'static [&'static str];
     /// Trains the model as `opts` says; see [`train`](super::train).
     fn train(&self, opts: &TrainOptions) -> Result<Value>;
+    /// Continues the training whose checkpoint (in `run/checkpoint`) has `record`; see
+    /// [`resume`](super::resume).
+    fn resume(&'static self, record: Record, run: &Path, how: &ResumeOptions) -> Result<Value>;
     /// Evaluates the checkpoint in `dir`, whose record is `record`.
     fn eval(&'static self, record: Record, dir: &Path) -> Result<Evaluation>;
     /// Predicts with the checkpoint in `dir` for the samples in `input`.
@@ -49,8 +63,194 @@ pub struct Generate<'a> {
     pub seed: u64,
 }
 
+/// How a resumed training runs (its other settings come from its checkpoint).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResumeOptions {
+    /// Draw progress bars.
+    pub progress: bool,
+    /// Stop again after this many epochs (periods) in all, leaving a checkpoint.
+    pub stop_after: Option<usize>,
+    /// Epochs (periods) between checkpoints.
+    pub checkpoint_every: Option<usize>,
+    /// The ranks that continue the training together: as many as trained it (the
+    /// record's `world_size`), since each rank's share of the data depends on their
+    /// number; a world of one by default.
+    pub comm: Communicator,
+}
+
 fn write_error(out: &Path, e: impl std::fmt::Display) -> ModelsError {
     ModelsError::Config(format!("{}: {e}", out.display()))
+}
+
+/// The checkpoint folder of the run in `out`.
+pub fn checkpoint_dir(out: &Path) -> PathBuf {
+    out.join("checkpoint")
+}
+
+/// What an output folder holds of a strata run (the names found).
+fn run_artifacts(out: &Path) -> Vec<&'static str> {
+    ["checkpoint", "metrics.json", "curves.svg"]
+        .into_iter()
+        .filter(|name| std::fs::symlink_metadata(out.join(name)).is_ok())
+        .collect()
+}
+
+/// Checks and prepares the output folder before anything is loaded or trained: it must
+/// be a folder (created if missing) that strata can write into, and must not hold
+/// another run unless `force` (which removes that run's files) or `resuming`. Returns
+/// whether it created the folder.
+///
+/// # Errors
+/// [`ModelsError::Config`] saying what is wrong with the folder and how to go on.
+pub fn prepare_out(out: &Path, force: bool, resuming: bool) -> Result<bool> {
+    let mut created = false;
+    match std::fs::metadata(out) {
+        Ok(m) if !m.is_dir() => {
+            return Err(ModelsError::Config(format!(
+                "--out {} is a file, not a folder",
+                out.display()
+            )));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(out).map_err(|e| write_error(out, e))?;
+            created = true;
+        }
+        Err(e) => return Err(write_error(out, e)),
+    }
+    let found = run_artifacts(out);
+    if !found.is_empty() && !resuming {
+        if !force {
+            return Err(ModelsError::Config(format!(
+                "{} holds another run ({}): pass --force to replace it, --resume {} to continue \
+                 it, or choose another --out",
+                out.display(),
+                found.join(", "),
+                out.display()
+            )));
+        }
+        for name in found {
+            let path = out.join(name);
+            let removed = if name == "checkpoint" {
+                std::fs::symlink_metadata(&path).and_then(|m| {
+                    if m.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    }
+                })
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|e| write_error(&path, format!("cannot replace it: {e}")))?;
+        }
+    }
+    // A probe, so that an unwritable folder is found now and not after the training.
+    let probe = out.join(format!(".strata-write-test-{}", std::process::id()));
+    strata_tensor::io::fs::write_atomic(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| write_error(out, format!("cannot write into it: {e}")))?;
+    Ok(created)
+}
+
+/// The number of epochs (evaluation periods, for the models that train in steps) of a
+/// training of `length`: the step models evaluate every twentieth of their steps.
+pub fn periods(length: Length) -> usize {
+    match length {
+        Length::Epochs(n) => n,
+        Length::Steps(n) => n.div_ceil((n / 20).max(1)),
+    }
+}
+
+/// The default number of epochs (periods) between checkpoints: every one for trainings of
+/// up to 50, a tenth of them beyond (linear regression's 5000 epochs take seconds; a
+/// checkpoint is synced to disk).
+fn default_checkpoint_every(epochs: usize) -> usize {
+    if epochs <= 50 { 1 } else { epochs.div_ceil(10) }
+}
+
+/// Checks that every option given applies to the model `S`: options that do not are an
+/// error, not silently ignored.
+fn check_options<S: ReferenceModel>(opts: &TrainOptions, defaults: &Defaults) -> Result<()> {
+    let steps_models = || {
+        Model::all()
+            .iter()
+            .filter(|m| matches!(m.defaults().length, Length::Steps(_)))
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match defaults.length {
+        Length::Steps(_) if opts.epochs.is_some() => {
+            return Err(ModelsError::Config(format!(
+                "{} trains in steps: use --steps instead of --epochs",
+                S::NAME
+            )));
+        }
+        Length::Epochs(_) if opts.steps.is_some() => {
+            return Err(ModelsError::Config(format!(
+                "--steps applies to the models that train in steps ({}); {} trains in epochs: \
+                 use --epochs",
+                steps_models(),
+                S::NAME
+            )));
+        }
+        _ => {}
+    }
+    if opts.epochs == Some(0) || opts.steps == Some(0) || opts.batch_size == Some(0) {
+        return Err(ModelsError::Config(
+            "--epochs, --steps and --batch-size must be positive".into(),
+        ));
+    }
+    if opts.cell.is_some() && !S::CELL {
+        let with_cell: Vec<&str> = ["char-rnn", "forecast"].to_vec();
+        return Err(ModelsError::Config(format!(
+            "--cell applies to {}; {} has no recurrent layer to choose",
+            with_cell.join(" and "),
+            S::NAME
+        )));
+    }
+    if opts.dataset.is_some() && S::DATASETS.is_empty() {
+        return Err(ModelsError::Config(format!(
+            "{} has no other bundled data set to choose with --dataset",
+            S::NAME
+        )));
+    }
+    if let Some(lr) = opts.lr
+        && !(lr.is_finite() && lr > 0.0)
+    {
+        return Err(ModelsError::Config(format!(
+            "--lr must be a finite number above 0, got {lr}"
+        )));
+    }
+    if opts.checkpoint_every == Some(0) || opts.stop_after == Some(0) {
+        return Err(ModelsError::Config(
+            "--checkpoint-every and --stop-after must be positive".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Where a resumed training starts, and what it carries over.
+struct Resumed {
+    record: Record,
+    history: Vec<EpochRecord>,
+    progress: Progress,
+}
+
+/// The figures of an epoch's evaluation, for the record of a checkpoint taken during
+/// training.
+fn epoch_figures(r: &EpochRecord) -> Figures {
+    let mut f = Figures::new();
+    let num = |v: f64| serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number);
+    f.insert("test_loss".into(), num(r.test.loss));
+    if let Some(a) = r.test.accuracy {
+        f.insert("test_accuracy".into(), num(a));
+    }
+    if let Some(r2) = r.test.r2 {
+        f.insert("test_r2".into(), num(r2));
+    }
+    f
 }
 
 impl<S: ReferenceModel> Flows for S {
@@ -71,147 +271,65 @@ impl<S: ReferenceModel> Flows for S {
     }
 
     fn train(&self, opts: &TrainOptions) -> Result<Value> {
-        let defaults = ReferenceModel::defaults(self);
-        let length = match defaults.length {
-            Length::Epochs(n) => Length::Epochs(opts.epochs.unwrap_or(n)),
-            Length::Steps(_) if opts.epochs.is_some() => {
-                return Err(ModelsError::Config(format!(
-                    "{} trains in steps: use --steps instead of --epochs",
-                    S::NAME
-                )));
-            }
-            Length::Steps(n) => Length::Steps(opts.steps.unwrap_or(n)),
-        };
-        let comm = &opts.comm;
-        let mut prepared = self.prepare(opts)?;
-        let mut task = self.task(&prepared.architecture);
-        let mut net = self.init(&prepared, &mut seeded_rng(opts.seed))?;
-        // The whole training set, before --limit, for full-batch training.
-        let requested = opts
-            .batch_size
-            .or(defaults.batch_size)
-            .unwrap_or_else(|| task.train_len(&prepared.data));
-        // Data-parallel, each rank takes an equal share of the global batch: the requested
-        // one, rounded up to a multiple of the number of ranks when it does not divide.
-        let batch_size = requested.div_ceil(comm.size()) * comm.size();
-        if batch_size != requested && comm.is_root() {
-            eprintln!(
-                "note: a batch of {requested} does not divide among {} ranks: each rank takes {}, \
-                 a global batch of {batch_size}",
-                comm.size(),
-                batch_size / comm.size()
-            );
+        run_training(self, opts, None)
+    }
+
+    fn resume(&'static self, record: Record, run: &Path, how: &ResumeOptions) -> Result<Value> {
+        let progress = record.progress.ok_or_else(|| ModelsError::Checkpoint {
+            path: checkpoint_dir(run),
+            msg: "it was written before checkpoints were resumable (it has no progress)".into(),
+        })?;
+        if progress.complete {
+            return Err(ModelsError::Config(format!(
+                "the run in {} is complete ({} of {} epochs): there is nothing to resume",
+                run.display(),
+                progress.epochs_done,
+                progress.epochs
+            )));
         }
-        if let Some(n) = opts.limit {
-            task.limit(&mut prepared.data, n);
+        // Each rank's share of every batch depends on the number of ranks: another number
+        // would continue with other batches, not bit for bit.
+        if record.world_size != how.comm.size() {
+            return Err(ModelsError::Config(format!(
+                "the run in {} was trained by {} process(es); resume it with as many (it has \
+                 {} now)",
+                run.display(),
+                record.world_size,
+                how.comm.size()
+            )));
         }
-        // Every rank starts from rank 0's weights and, after each backward, holds the
-        // gradients averaged over the ranks (nothing at all in a world of one).
-        let reducer = if comm.size() > 1 {
-            Some(Reducer::new(&*net, comm, &DdpConfig::default())?)
-        } else {
-            None
+        let history = match checkpoint::read_history(&checkpoint_dir(run))? {
+            Some(v) => serde_json::from_value(v).map_err(|e| ModelsError::Checkpoint {
+                path: checkpoint_dir(run),
+                msg: format!("{}: {e}", checkpoint::HISTORY_FILE),
+            })?,
+            None => Vec::new(),
         };
-        let lr = opts.lr.unwrap_or(defaults.lr);
-        let mut optimizer = defaults.optimizer.build(net.parameters(), lr)?;
-        let plan = Plan {
-            length,
-            batch_size,
-            seed: opts.seed,
-            loop_config: LoopConfig {
-                one_cycle_max_lr: (defaults.schedule == Schedule::OneCycle).then_some(lr),
-                clip_grad_norm: defaults.clip_grad_norm,
-                progress: opts.progress,
-                comm: comm.clone(),
-            },
-        };
-        let start = Instant::now();
-        let history = task.fit(
-            &mut net,
-            &prepared.data,
-            optimizer.as_mut(),
-            &plan,
-            &mut |_| Ok(()),
-        )?;
-        let seconds = start.elapsed().as_secs_f64();
-        drop(reducer);
-        let last = history
-            .last()
-            .ok_or_else(|| ModelsError::Config("the training made no evaluation".into()))?;
-        let mut figures = task.metrics(&net, &prepared.data, &history, &plan)?;
-        figures.extend(self.report(&net, &prepared)?);
-        let (epochs, steps) = match length {
-            Length::Epochs(n) => (Some(n), None),
-            Length::Steps(n) => (None, Some(n)),
-        };
-        let metrics = Metrics {
-            model: S::NAME.into(),
-            dataset: prepared.dataset.name.clone(),
-            epochs,
-            steps,
-            train_loss: last.train_loss,
-            seconds,
-            figures,
-        };
-        let mut hyperparameters = Hyperparameters {
-            epochs,
-            steps,
-            lr,
-            batch_size,
-            seq_len: None,
-            optimizer: defaults.optimizer,
-            schedule: defaults.schedule,
-            clip_grad_norm: defaults.clip_grad_norm,
-            limit: opts.limit,
-            held_out_fraction: None,
-        };
-        task.record_settings(&mut hyperparameters);
-        let data = opts.data.as_ref().map(|d| d.display().to_string());
-        let is_file = opts.data.as_ref().is_some_and(|d| d.is_file());
-        let record = Record {
-            model: S::NAME.into(),
-            architecture: &prepared.architecture,
-            hyperparameters,
-            dataset: DatasetRecord {
-                name: prepared.dataset.name.clone(),
-                source: prepared.dataset.source.clone(),
-                license: prepared.dataset.license.clone(),
-                data_dir: data.clone().filter(|_| !is_file),
-                data_file: data.filter(|_| is_file),
-                variant: opts.dataset.clone(),
-            },
-            seed: opts.seed,
-            threads: rayon::current_num_threads(),
-            world_size: comm.size(),
-            strata_version: env!("CARGO_PKG_VERSION").into(),
-            metrics,
-            extra: &prepared.extra,
-        };
-        let metrics =
-            serde_json::to_value(&record.metrics).map_err(|e| write_error(&opts.out, e))?;
-        // Rank 0 alone writes; the others wait for it, so that every rank returns once the
-        // files are there (and a failed write ends every rank).
-        if comm.is_root() {
-            std::fs::create_dir_all(&opts.out).map_err(|e| write_error(&opts.out, e))?;
-            checkpoint::save(
-                &opts.out.join("checkpoint"),
-                &*net,
-                optimizer.as_ref(),
-                &record,
-            )?;
-            let text =
-                serde_json::to_string_pretty(&metrics).map_err(|e| write_error(&opts.out, e))?;
-            std::fs::write(opts.out.join("metrics.json"), text + "\n")
-                .map_err(|e| write_error(&opts.out, e))?;
-            plot::training_curves(&history, S::NAME, &opts.out.join("curves.svg"))?;
-        }
-        comm.barrier()?;
-        Ok(metrics)
+        let mut opts = options_from(Model::new(self), &record);
+        let h = &record.hyperparameters;
+        opts.out = run.to_path_buf();
+        opts.epochs = h.epochs;
+        opts.steps = h.steps;
+        opts.lr = Some(h.lr);
+        opts.batch_size = Some(h.batch_size);
+        opts.cell = h.cell;
+        opts.progress = how.progress;
+        opts.stop_after = how.stop_after;
+        opts.checkpoint_every = how.checkpoint_every;
+        opts.comm = how.comm.clone();
+        run_training(
+            self,
+            &opts,
+            Some(Resumed {
+                record,
+                history,
+                progress,
+            }),
+        )
     }
 
     fn eval(&'static self, record: Record, dir: &Path) -> Result<Evaluation> {
-        let (architecture, net) = rebuild(self, &record, dir)?;
-        let extra: S::Extra = record::section(&record.extra, "extra record", S::NAME, dir)?;
+        let (architecture, extra, net) = rebuild(self, &record, dir)?;
         let prepared = self.prepare(&options_from(Model::new(self), &record))?;
         self.check_reloaded(&extra, &prepared.extra)
             .map_err(|msg| ModelsError::Checkpoint {
@@ -220,18 +338,29 @@ impl<S: ReferenceModel> Flows for S {
             })?;
         let mut task = self.task(&architecture);
         task.restore_settings(&record.hyperparameters);
-        task.evaluate(&net, &prepared.data)
+        let evaluation = task.evaluate(&net, &prepared.data)?;
+        // The weights are finite (checked on load), but can be large enough to overflow
+        // on the data: a NaN loss is a broken checkpoint, not a figure to print.
+        let figures = [Some(evaluation.loss), evaluation.accuracy, evaluation.r2];
+        if let Some(v) = figures.into_iter().flatten().find(|v| !v.is_finite()) {
+            return Err(ModelsError::Checkpoint {
+                path: dir.to_path_buf(),
+                msg: format!(
+                    "its weights give a loss or metric of {v} on the test data: they overflow \
+                     f32 arithmetic (is the checkpoint corrupted?)"
+                ),
+            });
+        }
+        Ok(evaluation)
     }
 
     fn predict(&self, record: Record, dir: &Path, input: &Path) -> Result<Vec<String>> {
-        let (architecture, net) = rebuild(self, &record, dir)?;
-        let extra: S::Extra = record::section(&record.extra, "extra record", S::NAME, dir)?;
+        let (architecture, extra, net) = rebuild(self, &record, dir)?;
         ReferenceModel::predict(self, &net, &record.typed(architecture, extra), input)
     }
 
     fn generate(&self, record: Record, dir: &Path, request: &Generate<'_>) -> Result<String> {
-        let (_, net) = rebuild(self, &record, dir)?;
-        let extra: S::Extra = record::section(&record.extra, "extra record", S::NAME, dir)?;
+        let (_, extra, net) = rebuild(self, &record, dir)?;
         ReferenceModel::generate(
             self,
             &net,
@@ -244,18 +373,336 @@ impl<S: ReferenceModel> Flows for S {
     }
 }
 
-/// The network of a checkpoint with its weights, in evaluation mode, and its architecture.
-fn rebuild<S: ReferenceModel>(
+/// One training of `spec` as `opts` says, from the start or (`resumed`) from a checkpoint.
+fn run_training<S: ReferenceModel>(
     spec: &S,
-    record: &Record,
-    dir: &Path,
-) -> Result<(S::Architecture, Box<Network<S>>)> {
+    opts: &TrainOptions,
+    resumed: Option<Resumed>,
+) -> Result<Value> {
+    let defaults = ReferenceModel::defaults(spec);
+    check_options::<S>(opts, &defaults)?;
+    // Rank 0 alone writes, so it alone checks and prepares the folder (ranks racing to
+    // --force the same run away would fail each other).
+    let created = if opts.comm.is_root() {
+        prepare_out(&opts.out, opts.force, resumed.is_some())?
+    } else {
+        false
+    };
+    let result = train_in(spec, opts, resumed, &defaults);
+    if result.is_err() && created {
+        // A training that failed before writing anything leaves no empty folder behind
+        // (`remove_dir` removes only an empty one).
+        let _ = std::fs::remove_dir(&opts.out);
+    }
+    result
+}
+
+/// [`run_training`] once the options and the output folder are checked.
+fn train_in<S: ReferenceModel>(
+    spec: &S,
+    opts: &TrainOptions,
+    resumed: Option<Resumed>,
+    defaults: &Defaults,
+) -> Result<Value> {
+    let length = match defaults.length {
+        Length::Epochs(n) => Length::Epochs(opts.epochs.unwrap_or(n)),
+        Length::Steps(n) => Length::Steps(opts.steps.unwrap_or(n)),
+    };
+    let comm = &opts.comm;
+    let mut prepared = spec.prepare(opts)?;
+    let mut task = spec.task(&prepared.architecture);
+    let mut net = spec.init(&prepared, &mut seeded_rng(opts.seed))?;
+    // The whole training set, before --limit, for full-batch training.
+    let requested = opts
+        .batch_size
+        .or(defaults.batch_size)
+        .unwrap_or_else(|| task.train_len(&prepared.data));
+    // Data-parallel, each rank takes an equal share of the global batch: the requested
+    // one, rounded up to a multiple of the number of ranks when it does not divide.
+    let batch_size = requested
+        .checked_next_multiple_of(comm.size())
+        .ok_or_else(|| ModelsError::Config(format!("--batch-size {requested} is too large")))?;
+    if batch_size != requested && comm.is_root() {
+        eprintln!(
+            "note: a batch of {requested} does not divide among {} ranks: each rank takes {}, \
+             a global batch of {batch_size}",
+            comm.size(),
+            batch_size / comm.size()
+        );
+    }
+    if let Some(n) = opts.limit {
+        task.limit(&mut prepared.data, n);
+    }
+    if task.train_len(&prepared.data) == 0 {
+        return Err(ModelsError::Config(
+            "there are no training samples (is --limit 0?)".into(),
+        ));
+    }
+    let lr = opts.lr.unwrap_or(defaults.lr);
+    let mut optimizer = defaults.optimizer.build(net.parameters(), lr)?;
+    let (epochs, steps) = match length {
+        Length::Epochs(n) => (Some(n), None),
+        Length::Steps(n) => (None, Some(n)),
+    };
+    let mut hyperparameters = Hyperparameters {
+        epochs,
+        steps,
+        lr,
+        batch_size,
+        seq_len: None,
+        optimizer: defaults.optimizer,
+        schedule: defaults.schedule,
+        clip_grad_norm: defaults.clip_grad_norm,
+        limit: opts.limit,
+        held_out_fraction: None,
+        cell: opts.cell,
+    };
+    task.record_settings(&mut hyperparameters);
+    let data = opts.data.as_ref().map(|d| d.display().to_string());
+    let is_file = opts.data.as_ref().is_some_and(|d| d.is_file());
+    let dataset = DatasetRecord {
+        name: prepared.dataset.name.clone(),
+        source: prepared.dataset.source.clone(),
+        license: prepared.dataset.license.clone(),
+        data_dir: data.clone().filter(|_| !is_file),
+        data_file: data.filter(|_| is_file),
+        variant: opts.dataset.clone(),
+    };
+    let ckpt = checkpoint_dir(&opts.out);
+    let total_epochs = periods(length);
+    let (mut history, start, seconds_before) = match resumed {
+        None => (Vec::new(), Start::default(), 0.0),
+        Some(r) => {
+            let architecture = serde_json::to_value(&prepared.architecture)
+                .map_err(|e| write_error(&opts.out, e))?;
+            let fail = |msg: String| ModelsError::Checkpoint {
+                path: ckpt.clone(),
+                msg,
+            };
+            if architecture != r.record.architecture {
+                return Err(fail(format!(
+                    "the data now gives the architecture {architecture}, the checkpoint has {}",
+                    r.record.architecture
+                )));
+            }
+            let extra: S::Extra = record::section(&r.record.extra, "extra record", S::NAME, &ckpt)?;
+            spec.check_reloaded(&extra, &prepared.extra).map_err(fail)?;
+            if r.progress.epochs != total_epochs || r.history.len() != r.progress.epochs_done {
+                return Err(fail(format!(
+                    "its progress ({} of {} epochs, {} in its history) does not fit a training \
+                     of {total_epochs}",
+                    r.progress.epochs_done,
+                    r.progress.epochs,
+                    r.history.len()
+                )));
+            }
+            checkpoint::load_model(&ckpt, &*net)?;
+            checkpoint::load_optimizer(&ckpt, optimizer.as_mut())?;
+            task.restore_settings(&r.record.hyperparameters);
+            let start = Start {
+                epochs_done: r.progress.epochs_done,
+                steps_done: r.progress.steps_done,
+            };
+            (r.history, start, r.progress.seconds)
+        }
+    };
+    // Every rank starts from rank 0's weights (after a resume, the checkpoint's on every
+    // rank) and, after each backward, holds the gradients averaged over the ranks
+    // (nothing at all in a world of one).
+    let reducer = if comm.size() > 1 {
+        Some(Reducer::new(&*net, comm, &DdpConfig::default())?)
+    } else {
+        None
+    };
+    let plan = Plan {
+        length,
+        batch_size,
+        seed: opts.seed,
+        loop_config: LoopConfig {
+            one_cycle_max_lr: (defaults.schedule == Schedule::OneCycle).then_some(lr),
+            clip_grad_norm: defaults.clip_grad_norm,
+            progress: opts.progress,
+            comm: comm.clone(),
+        },
+        start,
+    };
+    let every = opts
+        .checkpoint_every
+        .unwrap_or_else(|| default_checkpoint_every(total_epochs));
+    let record_at = |metrics: Metrics, progress: Progress| Record {
+        model: S::NAME.into(),
+        architecture: &prepared.architecture,
+        hyperparameters: hyperparameters.clone(),
+        dataset: dataset.clone(),
+        seed: opts.seed,
+        threads: rayon::current_num_threads(),
+        world_size: comm.size(),
+        strata_version: env!("CARGO_PKG_VERSION").into(),
+        metrics,
+        extra: &prepared.extra,
+        progress: Some(progress),
+    };
+    let metrics_of = |r: &EpochRecord, seconds: f64, figures: Figures| Metrics {
+        model: S::NAME.into(),
+        dataset: prepared.dataset.name.clone(),
+        epochs,
+        steps,
+        train_loss: r.train_loss,
+        seconds,
+        figures,
+    };
+    let started = Instant::now();
+    let mut stopped = None;
+    let result = task.fit(
+        &mut net,
+        &prepared.data,
+        optimizer.as_mut(),
+        &plan,
+        &mut |end: &EpochEnd<'_>| {
+            let r = *end.record;
+            history.push(r);
+            let stop = opts.stop_after == Some(r.epoch);
+            // Rank 0 alone writes (every rank holds the same weights and optimizer state);
+            // a failed write ends its training, and with it every rank's.
+            if (r.epoch.is_multiple_of(every) || stop) && r.epoch < total_epochs && comm.is_root() {
+                let seconds = seconds_before + started.elapsed().as_secs_f64();
+                let progress = Progress {
+                    epochs_done: r.epoch,
+                    epochs: total_epochs,
+                    steps_done: r.step,
+                    seconds,
+                    complete: false,
+                };
+                let record = record_at(metrics_of(&r, seconds, epoch_figures(&r)), progress);
+                checkpoint::save(&ckpt, end.model, end.optimizer, &record, Some(&history))?;
+            }
+            if stop && r.epoch < total_epochs {
+                stopped = Some(r.epoch);
+                return Err(ModelsError::Stopped {
+                    epochs_done: r.epoch,
+                    epochs: total_epochs,
+                });
+            }
+            Ok(())
+        },
+    );
+    let seconds = seconds_before + started.elapsed().as_secs_f64();
+    drop(reducer);
+    match result {
+        Err(ModelsError::Stopped { .. }) if stopped.is_some() => {
+            // Every rank returns once rank 0's checkpoint is written.
+            comm.barrier()?;
+            let last = history.last().copied().ok_or_else(|| {
+                ModelsError::Config("the training stopped before its first epoch".into())
+            })?;
+            let mut value = serde_json::to_value(metrics_of(&last, seconds, epoch_figures(&last)))
+                .map_err(|e| write_error(&opts.out, e))?;
+            if let Value::Object(map) = &mut value {
+                map.insert("stopped_after".into(), last.epoch.into());
+                map.insert("of".into(), total_epochs.into());
+            }
+            return Ok(value);
+        }
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    let last = *history
+        .last()
+        .ok_or_else(|| ModelsError::Config("the training made no evaluation".into()))?;
+    // The trained model is saved first (by rank 0 alone), with what is known for sure...
+    let progress = Progress {
+        epochs_done: last.epoch,
+        epochs: total_epochs,
+        steps_done: last.step,
+        seconds,
+        complete: true,
+    };
+    if comm.is_root() {
+        checkpoint::save(
+            &ckpt,
+            &*net,
+            optimizer.as_ref(),
+            &record_at(metrics_of(&last, seconds, epoch_figures(&last)), progress),
+            Some(&history),
+        )?;
+    }
+    // ...then the figures that can still fail are computed (on every rank: they may
+    // evaluate together): a failure is reported, and the saved model stays.
+    let mut figures = Figures::new();
+    let mut report_errors = Vec::new();
+    match task.metrics(&net, &prepared.data, &history, &plan) {
+        Ok(f) => figures.extend(f),
+        Err(e) => {
+            figures.extend(epoch_figures(&last));
+            report_errors.push(format!("metrics: {e}"));
+        }
+    }
+    match spec.report(&net, &prepared) {
+        Ok(f) => figures.extend(f),
+        Err(e) => report_errors.push(format!("report: {e}")),
+    }
+    if !report_errors.is_empty() {
+        figures.insert("report_errors".into(), report_errors.clone().into());
+    }
+    let record = record_at(metrics_of(&last, seconds, figures), progress);
+    let metrics = serde_json::to_value(&record.metrics).map_err(|e| write_error(&opts.out, e))?;
+    if comm.is_root() {
+        checkpoint::update_record(&ckpt, &record)?;
+        checkpoint::write_json(&opts.out.join("metrics.json"), &metrics)?;
+        plot::training_curves(&history, S::NAME, &opts.out.join("curves.svg"))?;
+    }
+    // Every rank returns once the files are there.
+    comm.barrier()?;
+    Ok(metrics)
+}
+
+/// The most bytes a record's architecture may make strata allocate while building its
+/// network, for a weights file of `len` bytes: the network's tensors are what the file
+/// holds (a few times over for initialisation's temporaries), whatever the record says.
+fn build_budget(len: u64) -> usize {
+    usize::try_from(len)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(8)
+        .saturating_add(64 << 20)
+}
+
+/// What [`rebuild`] gives: the architecture and extra record of a checkpoint, and its
+/// network with its weights.
+type Rebuilt<S> = (
+    <S as ReferenceModel>::Architecture,
+    <S as ReferenceModel>::Extra,
+    Box<Network<S>>,
+);
+
+/// The network of a checkpoint with its weights, in evaluation mode, with its
+/// architecture and extra record, after checking that these fit each other and the
+/// weights file: the network is built under an allocation limit set by the weights
+/// file's size (a record whose sizes ask for 160 GB is refused before anything is
+/// allocated), loaded strictly, and its values must be finite.
+fn rebuild<S: ReferenceModel>(spec: &S, record: &Record, dir: &Path) -> Result<Rebuilt<S>> {
     let architecture: S::Architecture =
         record::section(&record.architecture, "architecture", S::NAME, dir)?;
-    let mut net = spec.build(&architecture, &mut seeded_rng(0))?;
+    let len = checkpoint::model_file_len(dir)?;
+    let budget = build_budget(len);
+    let mut net = strata_tensor::with_allocation_limit(budget, || {
+        spec.build(&architecture, &mut seeded_rng(0))
+    })
+    .map_err(|e| ModelsError::Checkpoint {
+        path: dir.to_path_buf(),
+        msg: format!(
+            "its architecture asks for more memory than its weights file of {len} bytes could \
+             fill ({e})"
+        ),
+    })??;
     checkpoint::load_model(dir, &*net)?;
     net.eval();
-    Ok((architecture, net))
+    let extra: S::Extra = record::section(&record.extra, "extra record", S::NAME, dir)?;
+    spec.check_extra(&architecture, &extra)
+        .map_err(|msg| ModelsError::Checkpoint {
+            path: dir.to_path_buf(),
+            msg,
+        })?;
+    Ok((architecture, extra, net))
 }
 
 /// The options a checkpoint of `model` was trained with, to load its data again.
@@ -270,6 +717,7 @@ fn options_from(model: Model, record: &Record) -> TrainOptions {
         data: data.map(PathBuf::from),
         dataset: record.dataset.variant.clone(),
         limit: record.hyperparameters.limit,
+        cell: record.hyperparameters.cell,
         progress: false,
         ..TrainOptions::new(model, PathBuf::new())
     }

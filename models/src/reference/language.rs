@@ -48,6 +48,26 @@ impl CharExtra {
         Ok(CharVocab::from_text(&self.vocab))
     }
 
+    /// Checks a vocabulary read from a record for a model of `vocab` characters: that
+    /// many distinct characters, in order (a hand-edited vocabulary of another size, or
+    /// one with repeats, would map indices to the wrong characters).
+    ///
+    /// # Errors
+    /// A message saying what does not fit.
+    pub fn check(&self, vocab: usize) -> std::result::Result<(), String> {
+        let chars: Vec<char> = self.vocab.chars().collect();
+        if chars.len() != vocab {
+            return Err(format!(
+                "its vocabulary has {} characters, the model {vocab}",
+                chars.len()
+            ));
+        }
+        if chars.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("its vocabulary is not a sorted list of distinct characters".into());
+        }
+        Ok(())
+    }
+
     /// The check of `eval` that the text loaded again has the vocabulary recorded.
     ///
     /// # Errors
@@ -182,6 +202,24 @@ impl Task for LanguageTask {
                 "a character model trains in steps: use --steps".into(),
             ));
         };
+        // What the evaluations and windows need is checked before the first step, so that
+        // a text too short for them fails now, not after the first period of training.
+        if corpus.held_out.len() <= self.seq_len {
+            return Err(ModelsError::Config(format!(
+                "the held-out text ({} characters) is shorter than one window of {} and the \
+                 character after it: use a longer text (or a larger --limit)",
+                corpus.held_out.len(),
+                self.seq_len
+            )));
+        }
+        if corpus.train.len() <= self.seq_len {
+            return Err(ModelsError::Config(format!(
+                "the training text ({} characters) is shorter than one window of {} and the \
+                 character after it",
+                corpus.train.len(),
+                self.seq_len
+            )));
+        }
         self.rng = seeded_rng(plan.seed ^ 0x5eed);
         let mut windows = Windows::new(
             corpus,
@@ -200,11 +238,12 @@ impl Task for LanguageTask {
             )));
         }
         let mut learner = NextCharacter::new(net, &corpus.held_out, self.seq_len, self.eval_chars);
-        train::run(
+        train::run_from(
             &mut learner,
             &mut windows,
             optimizer,
             &plan.loop_config,
+            plan.start,
             on_epoch,
         )
     }
@@ -224,7 +263,19 @@ impl Task for LanguageTask {
         let steps = match plan.length {
             Length::Steps(n) | Length::Epochs(n) => n,
         };
-        let sample = language::generate(net, &corpus.vocab, "\n", 240, 0.8, &mut self.rng)?;
+        // From a newline, or, in a text without one, from the held-out text's first
+        // character (`generate` from an empty prompt needs a newline).
+        let prompt = if corpus.vocab.index('\n').is_some() {
+            "\n".to_string()
+        } else {
+            corpus
+                .held_out
+                .first()
+                .and_then(|&i| corpus.vocab.char(i))
+                .map(String::from)
+                .unwrap_or_default()
+        };
+        let sample = language::generate(net, &corpus.vocab, &prompt, 240, 0.8, &mut self.rng)?;
         figures(&LanguageFigures {
             held_out_loss: last.loss,
             held_out_bits_per_char: last.loss / std::f64::consts::LN_2,

@@ -30,8 +30,9 @@ use crate::models::RecurrentKind;
 use crate::train::Evaluation;
 use crate::{Result, checkpoint};
 
+pub use flows::{ResumeOptions, checkpoint_dir, periods, prepare_out};
 pub use language::{CharExtra, LanguageTask, corpus, language_model_predicts_nothing};
-pub use record::{DatasetRecord, Hyperparameters, Metrics, Record};
+pub use record::{DatasetRecord, Hyperparameters, Metrics, Progress, Record};
 pub use registry::{Model, datasets_help, defaults_help, epochs_help};
 #[cfg(test)]
 pub(crate) use spec::assert_round_trip;
@@ -74,6 +75,14 @@ pub struct TrainOptions {
     pub limit: Option<usize>,
     /// Draw progress bars.
     pub progress: bool,
+    /// Replace a run already in `out` (without it, such a folder is an error).
+    pub force: bool,
+    /// Epochs (evaluation periods, for the models that train in steps) between
+    /// checkpoints; by default every one up to 50, a tenth of them beyond.
+    pub checkpoint_every: Option<usize>,
+    /// Stop after this many epochs (periods), leaving a checkpoint that
+    /// [`resume`] continues.
+    pub stop_after: Option<usize>,
     /// The ranks that train together: a world of one by default; under an MPI launcher,
     /// the launcher's world (`strata_distributed::World::init`), each rank then reading its
     /// share of every global batch of `batch_size`.
@@ -96,6 +105,9 @@ impl TrainOptions {
             dataset: None,
             limit: None,
             progress: true,
+            force: false,
+            checkpoint_every: None,
+            stop_after: None,
             comm: Communicator::alone(),
         }
     }
@@ -103,6 +115,13 @@ impl TrainOptions {
 
 /// Trains a reference model and writes `metrics.json`, the checkpoint (`checkpoint/`) and
 /// the loss curves (`curves.svg`) into `opts.out`; returns the metrics.
+///
+/// The output folder is checked before anything is trained (see [`prepare_out`]); the
+/// checkpoint is written every few epochs (`checkpoint_every`) and at the end, each time
+/// as one unit, and before the figures that could still fail (a failure of those is
+/// recorded as `report_errors` in the metrics, and the trained model stays saved). With
+/// `stop_after`, the training stops after that many epochs and returns the metrics of the
+/// last one with `"stopped_after"`; [`resume`] continues it.
 ///
 /// With several ranks in `opts.comm`, every rank must call it: the model's gradients are
 /// averaged over the ranks ([`Reducer`](strata_distributed::Reducer)), each rank reads its
@@ -116,12 +135,48 @@ pub fn train(opts: &TrainOptions) -> Result<Value> {
     opts.model.flows().train(opts)
 }
 
+/// Continues the training whose run folder is `dir` (the `out` of [`train`], holding
+/// `checkpoint/`; or that checkpoint folder itself), from its last checkpoint, with the
+/// options it was started with: the model, optimizer and schedule state, the epochs done
+/// and the data order continue exactly, so a training stopped and resumed ends with the
+/// same weights, bit for bit, as one that never stopped. (The character models' windows
+/// come from an RNG that runs across the whole training: resuming replays its draws for
+/// the steps already done. None of the reference models uses dropout, whose RNG state is
+/// not in the checkpoint.)
+///
+/// # Errors
+/// [`ModelsError::Checkpoint`](crate::ModelsError::Checkpoint) for a missing, foreign or
+/// malformed checkpoint, or data that no longer gives the recorded architecture;
+/// [`ModelsError::Config`](crate::ModelsError::Config) for a complete training; the errors
+/// of [`train`].
+pub fn resume(dir: &Path, how: &ResumeOptions) -> Result<Value> {
+    let run = if dir.join(checkpoint::RECORD_FILE).exists() {
+        if dir.file_name().is_none_or(|n| n != "checkpoint") {
+            return Err(crate::ModelsError::Config(format!(
+                "{} is a checkpoint outside a run folder: --resume takes the --out folder of \
+                 the training (which holds checkpoint/)",
+                dir.display()
+            )));
+        }
+        dir.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    } else {
+        dir.to_path_buf()
+    };
+    let record = record::read(&checkpoint_dir(&run))?;
+    Model::named(&record.model)?
+        .flows()
+        .resume(record, &run, how)
+}
+
 /// Evaluates the checkpoint in `dir` on the test split of the data it was trained on (the
 /// held-out text, for the character models).
 ///
 /// # Errors
 /// [`ModelsError::Checkpoint`](crate::ModelsError::Checkpoint) for a missing or foreign
-/// checkpoint; data errors.
+/// checkpoint, or one whose weights give a NaN or infinite loss or metric on the data;
+/// data errors.
 pub fn eval(dir: &Path) -> Result<Evaluation> {
     let record = record::read(dir)?;
     Model::named(&record.model)?.flows().eval(record, dir)
@@ -136,7 +191,8 @@ pub fn eval(dir: &Path) -> Result<Evaluation> {
 /// # Errors
 /// [`ModelsError::Checkpoint`](crate::ModelsError::Checkpoint) for a missing or foreign
 /// checkpoint, [`ModelsError::Data`](crate::ModelsError::Data) for an input of the wrong
-/// format or size; a model that does not predict from files.
+/// format or size; [`ModelsError::Config`](crate::ModelsError::Config) for a model that
+/// does not predict from files, or an output that is NaN or infinite.
 pub fn predict(dir: &Path, input: &Path) -> Result<Vec<String>> {
     let record = record::read(dir)?;
     Model::named(&record.model)?
@@ -151,7 +207,8 @@ pub fn predict(dir: &Path, input: &Path) -> Result<Vec<String>> {
 /// # Errors
 /// [`ModelsError::Checkpoint`](crate::ModelsError::Checkpoint) for a missing checkpoint;
 /// [`ModelsError::Config`](crate::ModelsError::Config) for one of a model that does not
-/// generate text, a prompt with characters the model never saw or a negative temperature.
+/// generate text, a prompt with characters the model never saw, a negative temperature,
+/// or logits that are NaN or infinite.
 pub fn generate(
     dir: &Path,
     prompt: &str,

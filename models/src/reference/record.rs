@@ -43,6 +43,26 @@ pub struct Record<A = Value, E = Value> {
     pub metrics: Metrics,
     /// What inference needs besides the weights and the architecture.
     pub extra: E,
+    /// How far the training had got when this checkpoint was written (absent in records
+    /// of complete trainings written before checkpoints were resumable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// How far a training had got at a checkpoint: what `strata train --resume` continues.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    /// Epochs (evaluation periods, for the models that train in steps) done.
+    pub epochs_done: usize,
+    /// Epochs (periods) of the whole training.
+    pub epochs: usize,
+    /// Optimizer steps taken.
+    pub steps_done: usize,
+    /// Wall-clock seconds of training so far.
+    pub seconds: f64,
+    /// Whether the training is finished.
+    pub complete: bool,
 }
 
 impl Record {
@@ -59,6 +79,7 @@ impl Record {
             strata_version: self.strata_version,
             metrics: self.metrics,
             extra,
+            progress: self.progress,
         }
     }
 }
@@ -93,6 +114,9 @@ pub struct Hyperparameters {
     /// The share of the text held out, for the character models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held_out_fraction: Option<f64>,
+    /// The recurrent layer asked for with `--cell`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<crate::models::RecurrentKind>,
 }
 
 /// What a model trained on.
@@ -216,6 +240,7 @@ mod tests {
                 clip_grad_norm: None,
                 limit: Some(300),
                 held_out_fraction: None,
+                cell: None,
             },
             dataset: DatasetRecord {
                 name: "digits".into(),
@@ -242,6 +267,7 @@ mod tests {
                     .unwrap(),
             },
             extra: serde_json::json!({}),
+            progress: None,
         }
     }
 

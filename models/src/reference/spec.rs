@@ -16,7 +16,7 @@ use strata_tensor::rand::rngs::StdRng;
 use super::TrainOptions;
 use super::record::{Hyperparameters, Record};
 use crate::data::bundled::Provenance;
-use crate::train::{EpochEnd, EpochRecord, Evaluation, LoopConfig};
+use crate::train::{EpochEnd, EpochRecord, Evaluation, LoopConfig, Start};
 use crate::{ModelsError, Result};
 
 /// Named figures of a training's metrics beyond the common ones (`test_accuracy`,
@@ -55,6 +55,8 @@ pub trait ReferenceModel: Sync + 'static {
     const ABOUT: &'static str;
     /// The bundled data sets `--dataset` takes besides the default one.
     const DATASETS: &'static [&'static str] = &[];
+    /// Whether `--cell` (LSTM or GRU) applies to the model.
+    const CELL: bool = false;
 
     /// The training defaults that options left unset take.
     fn defaults(&self) -> Defaults;
@@ -96,6 +98,21 @@ pub trait ReferenceModel: Sync + 'static {
     /// Errors of computing them.
     fn report(&self, _net: &Network<Self>, _prepared: &Prepared<Self>) -> Result<Figures> {
         Ok(Figures::new())
+    }
+
+    /// Checks an extra record read from a checkpoint against its architecture, before
+    /// either is used: a hand-edited record (a vocabulary of another size, a standardiser
+    /// with a zero deviation, collocation counts in the billions) is an error, not a wrong
+    /// answer or a huge allocation.
+    ///
+    /// # Errors
+    /// A message saying what does not fit.
+    fn check_extra(
+        &self,
+        _architecture: &Self::Architecture,
+        _extra: &Self::Extra,
+    ) -> std::result::Result<(), String> {
+        Ok(())
     }
 
     /// Checks, for `eval`, that data loaded again is what the checkpoint trained on, by the
@@ -351,6 +368,9 @@ pub struct Plan {
     pub seed: u64,
     /// Schedule, clipping and progress.
     pub loop_config: LoopConfig,
+    /// Where the training starts: after the epochs and steps of the checkpoint it resumes
+    /// (see [`run_from`](crate::train::run_from)), or at the beginning.
+    pub start: Start,
 }
 
 /// The fields of `figures` (a struct with named fields) as named figures.

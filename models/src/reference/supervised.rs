@@ -16,7 +16,7 @@ use super::spec::{Figures, Length, Plan, Task, figures};
 use crate::data::bundled::{self, Provenance};
 use crate::data::readers::{read_csv, read_idx};
 use crate::data::{Dataset, InMemoryDataset, Standardizer};
-use crate::error::data_error;
+use crate::error::{data_error, finite_outputs};
 use crate::train::{self, EpochEnd, EpochRecord, Epochs, Evaluation, Objective, Supervised};
 use crate::{ModelsError, Result};
 
@@ -51,6 +51,39 @@ impl Split {
 pub struct Standardized {
     /// The features' means and deviations on the training set.
     pub standardizer: Standardizer,
+}
+
+impl Standardized {
+    /// Checks a standardiser read from a record for `features` inputs: one finite mean and
+    /// one finite, positive deviation per feature (a hand-edited 0 would divide by zero, a
+    /// list of another length standardise the wrong columns).
+    ///
+    /// # Errors
+    /// A message saying what does not fit.
+    pub fn check(&self, features: usize) -> std::result::Result<(), String> {
+        let st = &self.standardizer;
+        if st.mean.len() != features || st.std.len() != features {
+            return Err(format!(
+                "its standardizer has {} means and {} deviations for {features} features",
+                st.mean.len(),
+                st.std.len()
+            ));
+        }
+        if let Some((i, m)) = st.mean.iter().enumerate().find(|(_, m)| !m.is_finite()) {
+            return Err(format!("its standardizer's mean {i} is {m}"));
+        }
+        if let Some((i, s)) = st
+            .std
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !(s.is_finite() && **s > 0.0))
+        {
+            return Err(format!(
+                "its standardizer's deviation {i} is {s}, not a finite number above 0"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The task of the supervised models: epochs of shuffled batches of the training set, the
@@ -113,11 +146,12 @@ impl Task for SupervisedTask {
             Epochs::distributed(&data.train, plan.batch_size, epochs, plan.seed, comm)?;
         let mut learner =
             Supervised::new(net, self.objective, &data.test, plan.batch_size).shared_by(comm);
-        train::run(
+        train::run_from(
             &mut learner,
             &mut batches,
             optimizer,
             &plan.loop_config,
+            plan.start,
             on_epoch,
         )
     }
@@ -178,7 +212,8 @@ pub fn images(opts: &TrainOptions) -> Result<(Split, Provenance)> {
         (Some(other), _) if other != "mnist" => Err(ModelsError::Config(format!(
             "unknown image data set {other:?} (mnist or digits)"
         ))),
-        (_, Some(dir)) if dir.join("data_batch_1.bin").is_file() => {
+        // CIFAR-10's batches, gzipped or not (`data_batch_1.bin.gz` is found too).
+        (_, Some(dir)) if bundled::find(dir, "data_batch_1.bin").is_ok() => {
             let (train, test) = bundled::cifar10(dir)?;
             let p = Provenance {
                 name: "CIFAR-10".into(),
@@ -211,9 +246,16 @@ pub fn images(opts: &TrainOptions) -> Result<(Split, Provenance)> {
 /// [`ModelsError::Data`] for a file that is not IDX or whose images do not have `shape`.
 pub fn image_input(input: &Path, shape: &[usize], dataset: &DatasetRecord) -> Result<Tensor<f32>> {
     let img = read_idx(input)?;
-    let per: usize = shape.iter().product();
+    // `shape` comes from a checkpoint's record: counted, never wrapped.
+    let per = strata_tensor::checked_numel(shape).ok_or_else(|| {
+        ModelsError::Config(format!("the model's input shape {shape:?} is too large"))
+    })?;
     let n = img.dims[0];
-    if img.dims[1..].iter().product::<usize>() != per {
+    // The images must have the model's shape, not merely as many pixels: [n, 14, 56] read
+    // as [n, 28, 28] would predict from scrambled images. Leading sizes of 1 (a channel of
+    // a grey image) may be left out.
+    let trim = |s: &[usize]| -> Vec<usize> { s.iter().copied().skip_while(|&d| d == 1).collect() };
+    if trim(&img.dims[1..]) != trim(shape) {
         return Err(data_error(
             input,
             format!(
@@ -253,7 +295,25 @@ pub fn image_input(input: &Path, shape: &[usize], dataset: &DatasetRecord) -> Re
 /// width.
 pub fn row_input(input: &Path, standardizer: Option<&Standardizer>) -> Result<Tensor<f32>> {
     let table = read_csv(input, false, Some(','))?;
+    // `read_csv` gives at least one row, each with at least one field.
     let cols = table.rows.first().map_or(0, Vec::len);
+    if cols == 0 {
+        return Err(data_error(input, "the rows have no fields"));
+    }
+    // The models compute in f32: a value beyond its range would become infinite and
+    // every output NaN.
+    for (row, line) in table.rows.iter().zip(&table.lines) {
+        if let Some(col) = row.iter().position(|&v| !(v as f32).is_finite()) {
+            return Err(data_error(
+                input,
+                format!(
+                    "line {line}, column {}: {:e} is beyond the range of f32",
+                    col + 1,
+                    row[col]
+                ),
+            ));
+        }
+    }
     let mut values: Vec<f32> = table
         .rows
         .iter()
@@ -282,9 +342,11 @@ pub fn row_input(input: &Path, standardizer: Option<&Standardizer>) -> Result<Te
 /// `objective` reads it: the argmax class, the class of the logit's sign, or the value.
 ///
 /// # Errors
-/// Errors of the network.
+/// Errors of the network; [`ModelsError::Config`] when an output is NaN or infinite
+/// (finite weights that overflow on this input: no class is read from a NaN).
 pub fn outputs(net: &dyn Forward, objective: Objective, x: Tensor<f32>) -> Result<Vec<String>> {
     let out = no_grad(|| net.forward(&Var::new(x)))?.value();
+    finite_outputs("output value", &out.to_vec())?;
     Ok(match objective {
         Objective::CrossEntropy => out
             .argmax(Some(1), false)?

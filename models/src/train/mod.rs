@@ -34,16 +34,20 @@
 //! learning rate the schedule has set), the step count and the data source; `on_epoch`
 //! sees the first three (to write checkpoints), and [`Epochs`] draws epoch `e` from the
 //! seed and `e` alone, so a later resume needs only the optimizer's state and the epoch.
+//! [`run_from`] resumes: it skips the epochs already done ([`Batches::skip_epoch`] lets a
+//! data source that draws from a running RNG, like the text windows, replay its draws),
+//! sets the schedule to the step reached, and continues bit for bit.
 
 mod supervised;
 
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
 use strata_autograd::Var;
 use strata_distributed::{Communicator, ReduceOp};
 use strata_nn::Module;
-use strata_optim::schedule::OneCycleLR;
+use strata_optim::schedule::{OneCycleLR, SchedulerState};
 use strata_optim::{Optimizer, clip_grad_norm};
 
 use crate::{ModelsError, Result};
@@ -53,7 +57,8 @@ pub use supervised::{
 };
 
 /// The metrics of one evaluation.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Evaluation {
     /// The mean loss.
     pub loss: f64,
@@ -64,7 +69,8 @@ pub struct Evaluation {
 }
 
 /// The record of one epoch.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EpochRecord {
     /// The epoch, from 1.
     pub epoch: usize,
@@ -109,6 +115,27 @@ pub trait Batches {
     fn unit(&self) -> Unit {
         Unit::Epoch
     }
+
+    /// Passes over epoch `epoch` without training on it, when a training resumes after it:
+    /// a source whose batches depend on state that runs across epochs (an RNG) advances
+    /// that state exactly as [`epoch`](Batches::epoch) would. The default does nothing,
+    /// right for sources that draw each epoch from the seed and the epoch alone.
+    ///
+    /// # Errors
+    /// Errors of drawing the batches.
+    fn skip_epoch(&mut self, _epoch: usize) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Where [`run_from`] starts: after `epochs_done` epochs and `steps_done` optimizer steps
+/// (both 0 for a fresh training).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Start {
+    /// Epochs already trained.
+    pub epochs_done: usize,
+    /// Optimizer steps already taken.
+    pub steps_done: usize,
 }
 
 /// The loss of one training step, as the loop records it.
@@ -192,7 +219,7 @@ pub struct EpochEnd<'a> {
 ///
 /// # Errors
 /// Errors of the data, the learner, the optimizer and `on_epoch` (which stop training),
-/// and a non-finite loss (training diverged).
+/// a number of steps beyond `usize`, and a non-finite loss (training diverged).
 pub fn run<B>(
     learner: &mut dyn Learner<Batch = B>,
     batches: &mut dyn Batches<Batch = B>,
@@ -200,21 +227,101 @@ pub fn run<B>(
     config: &LoopConfig,
     on_epoch: &mut dyn FnMut(&EpochEnd<'_>) -> Result<()>,
 ) -> Result<Vec<EpochRecord>> {
+    run_from(
+        learner,
+        batches,
+        optimizer,
+        config,
+        Start::default(),
+        on_epoch,
+    )
+}
+
+/// The total steps of `batches`: the sum of its epochs' steps, computed without
+/// overflow and without walking a huge number of epochs one by one (`--epochs 1e18`
+/// must be an error or a number at once, not a hang before the first step).
+///
+/// # Errors
+/// [`ModelsError::Config`] when the total does not fit in `usize`.
+pub fn total_steps<B>(batches: &dyn Batches<Batch = B>) -> Result<usize> {
     let epochs = batches.epochs();
-    let total: usize = (1..=epochs).map(|e| batches.steps_in(e)).sum();
+    let too_many = || {
+        ModelsError::Config(format!(
+            "{epochs} epochs of batches are more optimizer steps than can be counted"
+        ))
+    };
+    // Every epoch but the last has the first epoch's steps for the sources strata has;
+    // check that cheaply on the first, second and last, and sum exactly when small.
+    if epochs <= 1 << 16 {
+        return (1..=epochs)
+            .try_fold(0usize, |t, e| t.checked_add(batches.steps_in(e)))
+            .ok_or_else(too_many);
+    }
+    let (first, last) = (batches.steps_in(1), batches.steps_in(epochs));
+    if batches.steps_in(2) != first {
+        return Err(ModelsError::Config(format!(
+            "{epochs} epochs of unequal lengths are too many to count one by one"
+        )));
+    }
+    first
+        .checked_mul(epochs - 1)
+        .and_then(|t| t.checked_add(last))
+        .ok_or_else(too_many)
+}
+
+/// [`run`], resuming after `start.epochs_done` epochs and `start.steps_done` steps: the
+/// model and optimizer must hold the state they had then (loaded from a checkpoint); the
+/// epochs done are skipped ([`Batches::skip_epoch`]) and the schedule is set to the step
+/// reached, so the training continues exactly as if it had never stopped. Returns the
+/// records of the epochs it trains.
+///
+/// # Errors
+/// As [`run`], and a start beyond the training's end.
+pub fn run_from<B>(
+    learner: &mut dyn Learner<Batch = B>,
+    batches: &mut dyn Batches<Batch = B>,
+    optimizer: &mut dyn Optimizer,
+    config: &LoopConfig,
+    start: Start,
+    on_epoch: &mut dyn FnMut(&EpochEnd<'_>) -> Result<()>,
+) -> Result<Vec<EpochRecord>> {
+    let epochs = batches.epochs();
+    let total = total_steps(&*batches)?;
+    if start.epochs_done > epochs || start.steps_done > total {
+        return Err(ModelsError::Config(format!(
+            "cannot resume after epoch {} (step {}) of a training of {epochs} epochs ({total} \
+             steps)",
+            start.epochs_done, start.steps_done
+        )));
+    }
     let params = learner.module().parameters();
     let mut schedule = match config.one_cycle_max_lr {
         Some(max_lr) => Some(OneCycleLR::new(max_lr, total.max(1)).scheduler(optimizer)?),
         None => None,
     };
+    if let Some(s) = &mut schedule
+        && start.steps_done > 0
+    {
+        // The loop steps the schedule after every optimizer step but the last.
+        let state = SchedulerState {
+            last_epoch: start.steps_done.min(total.saturating_sub(1)),
+            base_lrs: s.state().base_lrs,
+        };
+        s.load_state(&state, optimizer)?;
+    }
+    for epoch in 1..=start.epochs_done {
+        batches.skip_epoch(epoch)?;
+    }
     let unit = batches.unit();
     let comm = &config.comm;
     let show = config.progress && comm.is_root();
     let bar = progress_bar(show, total, unit);
+    bar.set_position(start.steps_done as u64);
     let log_every = if epochs <= 50 { 1 } else { epochs / 10 };
-    let mut step = 0;
-    let mut history = Vec::with_capacity(epochs);
-    for epoch in 1..=epochs {
+    let mut step = start.steps_done;
+    // Not `with_capacity(epochs)`: a user's epoch count is no allocation size.
+    let mut history = Vec::new();
+    for epoch in start.epochs_done + 1..=epochs {
         if unit == Unit::Epoch {
             bar.set_prefix(format!("epoch {epoch}/{epochs}"));
         }
@@ -234,7 +341,7 @@ pub fn run<B>(
             if let Some(s) = &mut schedule
                 && step < total
             {
-                s.step(optimizer);
+                s.step(optimizer)?;
             }
             let l = out.loss.item()? as f64;
             if !l.is_finite() {

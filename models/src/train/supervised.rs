@@ -186,7 +186,8 @@ impl<'a> Epochs<'a> {
     /// `epochs` passes over `data` in batches of `batch_size`, shuffled with `seed`.
     ///
     /// # Errors
-    /// [`ModelsError::Config`] for zero epochs or a zero batch size.
+    /// [`ModelsError::Config`] for zero epochs, a zero batch size or no samples (a
+    /// training of nothing would end "successfully" with a loss of 0).
     pub fn new(
         data: &'a InMemoryDataset,
         batch_size: usize,
@@ -196,6 +197,11 @@ impl<'a> Epochs<'a> {
         if batch_size == 0 || epochs == 0 {
             return Err(ModelsError::Config(
                 "epochs and batch size must be positive".into(),
+            ));
+        }
+        if data.is_empty() {
+            return Err(ModelsError::Config(
+                "there are no training samples (is --limit 0?)".into(),
             ));
         }
         Ok(Epochs {

@@ -10,9 +10,10 @@ use std::sync::Mutex;
 use strata_autograd::{RecurrentParams, Var};
 use strata_tensor::rand::Rng;
 use strata_tensor::rand::rngs::StdRng;
-use strata_tensor::{Element, RecurrentMode, Tensor, seeded_rng};
+use strata_tensor::{Element, RecurrentMode, seeded_rng};
 
 use crate::error::{config_error, input_error};
+use crate::init::uniform_parameter;
 use crate::{Module, Result, StateKind};
 
 mod cell;
@@ -153,9 +154,7 @@ impl<T: Element> RnnParams<T> {
         rng: &mut R,
     ) -> Self {
         let b = T::from_f64(1.0 / (hidden as f64).sqrt());
-        let mut u = |shape: &[usize]| {
-            Var::parameter(Tensor::uniform(shape, -b, b, rng).expect("finite bounds"))
-        };
+        let mut u = |shape: &[usize]| uniform_parameter(shape, b, rng);
         let weight_ih = u(&[gates * hidden, input]);
         let weight_hh = u(&[gates * hidden, hidden]);
         let bias_ih = bias.then(|| u(&[gates * hidden]));
@@ -244,6 +243,15 @@ fn check_config(layer: &'static str, config: &RnnConfig) -> Result<()> {
     if config.num_layers == 0 {
         return fail("num_layers must be greater than zero".into());
     }
+    // Shapes are [G·H, D·H] with up to four gates and two directions, and there are
+    // L·D sets of parameters: sizes from a record must not wrap these products.
+    let dirs = config.num_directions();
+    if config.hidden_size.checked_mul(4 * dirs).is_none() {
+        return fail(format!("hidden_size {} is too large", config.hidden_size));
+    }
+    if config.num_layers.checked_mul(dirs).is_none() {
+        return fail(format!("num_layers {} is too large", config.num_layers));
+    }
     if !(0.0..=1.0).contains(&config.dropout) {
         return fail(format!(
             "dropout should be a number in range [0, 1] representing the probability of an \
@@ -285,12 +293,14 @@ impl<T: Element> Stack<T> {
     ) -> Result<Self> {
         check_config(layer, &config)?;
         let (h, dirs) = (config.hidden_size, config.num_directions());
-        let params = (0..config.num_layers * dirs)
-            .map(|i| {
-                let input = layer_input_size(&config, i / dirs);
-                RnnParams::init(mode.gates(), input, h, config.bias, rng)
-            })
-            .collect();
+        // Pushed one by one, not collected: a range's exact size would reserve room for
+        // `num_layers` sets up front, before any tensor allocation (which an allocation
+        // limit can refuse) has been made — terabytes for a hostile record's 2^40 layers.
+        let mut params = Vec::new();
+        for i in 0..config.num_layers * dirs {
+            let input = layer_input_size(&config, i / dirs);
+            params.push(RnnParams::init(mode.gates(), input, h, config.bias, rng));
+        }
         Self::from_params(layer, mode, config, params)
     }
 
@@ -585,7 +595,8 @@ impl<T: Element> RNN<T> {
     ///
     /// # Errors
     /// [`NnError::Config`](crate::NnError::Config) for a zero `hidden_size` or
-    /// `num_layers`, or `dropout` outside `[0, 1]`.
+    /// `num_layers`, sizes so large that the parameter shapes overflow, or `dropout`
+    /// outside `[0, 1]`.
     pub fn new<R: Rng + ?Sized>(
         config: RnnConfig,
         nonlinearity: RnnNonlinearity,

@@ -8,8 +8,8 @@
 use crate::engine::iter::Coalesced;
 use crate::engine::par::{self, Cost};
 use crate::engine::simd::dispatch;
-use crate::handle::layout::{broadcast_dims, numel};
-use crate::handle::storage::alloc;
+use crate::handle::layout::broadcast_dims;
+use crate::handle::storage::{alloc, try_alloc};
 use crate::{Dims, Element, Result, Tensor};
 
 /// Writes `f(x)` for every element of `src`, in row-major order, into `out`.
@@ -115,8 +115,8 @@ impl<T: Element> Tensor<T> {
         } else {
             broadcast_dims(op, self.shape(), other.shape())?
         };
-        let n = numel(&shape);
-        let mut out = alloc::<T>(n);
+        let mut out = try_alloc::<T>(op, &shape)?;
+        let n = out.len();
         if let (Some(x), Some(y)) = (self.as_slice(), other.as_slice()) {
             if x.len() == n && y.len() == n {
                 par::for_each_chunk_mut(&mut out, cost, |start, o| {
@@ -234,8 +234,7 @@ impl<T: Element> Tensor<T> {
         }
         let shape = broadcast_dims(op, cond.shape(), a.shape())?;
         let shape = broadcast_dims(op, &shape, b.shape())?;
-        let n = numel(&shape);
-        let mut out = alloc::<T>(n);
+        let mut out = try_alloc::<T>(op, &shape)?;
         let lc = cond.layout().broadcast_to(op, &shape)?;
         let la = a.layout().broadcast_to(op, &shape)?;
         let lb = b.layout().broadcast_to(op, &shape)?;

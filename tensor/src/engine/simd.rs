@@ -5,6 +5,12 @@
 //! which calls them inside a function compiled with `#[target_feature]` for the best
 //! instruction set the CPU has; because the loop is inlined into that function, LLVM
 //! vectorises it at that width. The check runs once and is cached.
+//!
+//! Setting the environment variable `STRATA_PORTABLE` (to anything but `""` or `"0"`)
+//! before the first kernel runs forces the portable path: the baseline loops, no fused
+//! multiply-adds, and none of the hand-written AVX-512 kernels (recurrent gates and
+//! panels), so that the fallback paths can be tested on a CPU that has AVX-512. It is read
+//! once, with the CPU check. (faer's GEMM keeps its own dispatch.)
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -15,8 +21,20 @@ const AVX512: u8 = 3;
 
 static LEVEL: AtomicU8 = AtomicU8::new(UNKNOWN);
 
+/// The environment variable that forces the portable kernels (see the module docs).
+pub const PORTABLE_ENV: &str = "STRATA_PORTABLE";
+
+/// Whether [`PORTABLE_ENV`] asks for the portable kernels.
+fn portable_requested() -> bool {
+    std::env::var_os(PORTABLE_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
 #[cold]
 fn detect() -> u8 {
+    if portable_requested() {
+        LEVEL.store(BASELINE, Ordering::Relaxed);
+        return BASELINE;
+    }
     #[cfg(target_arch = "x86_64")]
     let level = if std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx512vl")
@@ -38,7 +56,7 @@ fn detect() -> u8 {
 }
 
 /// The instruction set the kernels' runtime dispatch uses on this machine: `"avx512"`, `"avx2"` or
-/// `"baseline"`.
+/// `"baseline"` (always `"baseline"` when `STRATA_PORTABLE=1` forces the portable kernels).
 pub fn simd_level() -> &'static str {
     match level() {
         AVX512 => "avx512",
@@ -89,4 +107,22 @@ unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
 #[target_feature(enable = "avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
 unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// CI runs the tensor and autograd tests a second time with `STRATA_PORTABLE=1`; this
+    /// checks that the switch took hold there (and that it is off otherwise).
+    #[test]
+    fn the_portable_switch_selects_the_baseline() {
+        if portable_requested() {
+            assert_eq!(simd_level(), "baseline");
+            assert!(!has_fma());
+        } else {
+            assert_eq!(level(), detect());
+        }
+        println!("kernels: {}", simd_level());
+    }
 }

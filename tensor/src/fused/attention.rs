@@ -19,7 +19,7 @@ mod kernel;
 
 use kernel::{AttentionShape, Dst, Grads, MaskSrc, Mats, Settings, Src};
 
-use crate::handle::layout::{broadcast_shapes, numel};
+use crate::handle::layout::{broadcast_shapes, check_shape, numel};
 use crate::handle::storage::alloc;
 use crate::{Element, Result, Tensor, TensorError};
 
@@ -183,12 +183,18 @@ fn problem<T: Element>(
             )
         })?;
     }
+    let ev = vs.map_or(0, |(_, ev)| ev);
+    // The scores `[batch.., L, S]` and the outputs `[batch.., L, Ev]` (or `E`) must be
+    // countable and allocatable before any kernel indexes them: broadcast batch dimensions
+    // of expanded views can ask for more than exists. Counted as f64, the larger element.
+    check_shape::<f64>(op, &with_matrix(&batch, l, s))?;
+    check_shape::<f64>(op, &with_matrix(&batch, l, ev.max(e)))?;
     let dims = AttentionShape {
         b: numel(&batch),
         l,
         s,
         e,
-        ev: vs.map_or(0, |(_, ev)| ev),
+        ev,
     };
     Ok((batch, dims))
 }

@@ -13,7 +13,8 @@ use faer::Par;
 
 use crate::engine::gemm::{PAR_MIN_MACS, Strided as Operand, parallelism, product as gemm};
 use crate::engine::par;
-use crate::handle::storage::{alloc, alloc_zeroed};
+use crate::handle::layout::check_shape;
+use crate::handle::storage::{alloc, alloc_zeroed, try_alloc};
 use crate::{Element, Result, Tensor, TensorError};
 
 /// Zero padding of a convolution over `D` spatial dimensions, like the `padding` argument
@@ -228,14 +229,14 @@ impl Geometry {
         }
         let (n, c, h, w) = (x[0], x[1], x[2], x[3]);
         let (o, cg, kh, kw) = (wt[0], wt[1], wt[2], wt[3]);
-        if cg * p.groups != c || o % p.groups != 0 {
+        if cg.checked_mul(p.groups) != Some(c) || o % p.groups != 0 {
             return Err(TensorError::shape(
                 op,
                 format!(
                     "input {x:?} and weight {wt:?} do not fit groups = {}: expected {} input \
                      channels and out channels divisible by groups",
                     p.groups,
-                    cg * p.groups
+                    cg.saturating_mul(p.groups)
                 ),
             ));
         }
@@ -263,19 +264,26 @@ impl Geometry {
             (k > 0 && padded >= span).then(|| (padded - span) / p.stride[i] + 1)
         };
         match (out(h, kh, 0), out(w, kw, 1)) {
-            (Some(oh), Some(ow)) => Ok(Geometry {
-                n,
-                c,
-                h,
-                w,
-                o,
-                kh,
-                kw,
-                oh,
-                ow,
-                p,
-                pad,
-            }),
+            (Some(oh), Some(ow)) => {
+                // The output and the im2col scratch (`C/g·kh·kw × oh·ow`) must be countable
+                // and allocatable before any kernel computes an index (a huge padding gives
+                // a huge output from a small input). Counted as f64, the larger element.
+                check_shape::<f64>(op, &[n, o, oh, ow])?;
+                check_shape::<f64>(op, &[cg, kh, kw, oh, ow])?;
+                Ok(Geometry {
+                    n,
+                    c,
+                    h,
+                    w,
+                    o,
+                    kh,
+                    kw,
+                    oh,
+                    ow,
+                    p,
+                    pad,
+                })
+            }
             _ => Err(TensorError::shape(
                 op,
                 format!(
@@ -404,32 +412,44 @@ fn col2im<T: Element>(col: &[T], dx: &mut [T], g: &Geometry) {
 
 /// Runs `f(sample, out_chunk, scratch)` for every sample, in parallel over samples when
 /// there are several and the work is large enough, each worker with its own scratch.
+///
+/// # Errors
+/// [`TensorError::TooLarge`] or [`TensorError::OutOfMemory`] (naming `op`) when the
+/// scratch, whose size the input and the parameters set (a padding of 2^40 asks for
+/// terabytes), cannot be allocated: the first scratch is allocated fallibly, before any
+/// work, and handed to the first worker.
 fn for_each_sample<T: Element>(
+    op: &'static str,
     out: &mut [T],
     per_sample: usize,
     scratch_len: usize,
     macs_per_sample: usize,
     f: impl Fn(usize, &mut [T], &mut Vec<T>, Par) + Sync,
-) {
+) -> Result<()> {
     let n = out.len() / per_sample.max(1);
     if per_sample == 0 {
-        return;
+        return Ok(());
     }
+    let mut first = try_alloc::<T>(op, &[scratch_len])?;
     if n > 1 && par::threads() > 1 && n * macs_per_sample >= PAR_MIN_MACS {
+        let first = std::sync::Mutex::new(Some(first));
         par::chunks_mut_init(
             out,
             per_sample,
             true,
-            || alloc::<T>(scratch_len),
+            || {
+                let own = first.lock().ok().and_then(|mut f| f.take());
+                own.unwrap_or_else(|| alloc::<T>(scratch_len))
+            },
             |scratch, i, o| f(i, o, scratch, Par::Seq),
         );
     } else {
-        let mut scratch = alloc::<T>(scratch_len);
         let par = parallelism(macs_per_sample);
         for (i, o) in out.chunks_mut(per_sample).enumerate() {
-            f(i, o, &mut scratch, par);
+            f(i, o, &mut first, par);
         }
     }
+    Ok(())
 }
 
 /// Adds a batch dimension to an unbatched `[C, H, W]` input (PyTorch accepts both).
@@ -460,7 +480,9 @@ impl<T: Element> Tensor<T> {
     /// # Errors
     /// [`TensorError::Shape`] when the input is not 3-d or 4-d, the channels do not fit the
     /// weight and groups, the bias is not `[O]`, or the kernel exceeds the padded input;
-    /// [`TensorError::Invalid`] for a zero stride, dilation or group count.
+    /// [`TensorError::Invalid`] for a zero stride, dilation or group count;
+    /// [`TensorError::TooLarge`] or [`TensorError::OutOfMemory`] for an output (or its
+    /// im2col scratch) that cannot be allocated.
     pub fn conv2d(
         &self,
         weight: &Tensor<T>,
@@ -502,7 +524,9 @@ impl<T: Element> Tensor<T> {
         );
         let plane_out = g.col_cols();
         let per_sample = g.o * plane_out;
-        let mut out = alloc::<T>(g.n * per_sample);
+        // Fallible: the parameters set the output's size (a padding of 2^40 on a small
+        // input asks for terabytes), and this op returns errors.
+        let mut out = try_alloc::<T>(OP, &[g.n, g.o, plane_out])?;
         let scratch = if g.pointwise() {
             0
         } else {
@@ -510,7 +534,7 @@ impl<T: Element> Tensor<T> {
         };
         let macs = g.o * g.col_rows() * plane_out;
         let bias = bias.map(|b| b.contiguous());
-        for_each_sample(&mut out, per_sample, scratch, macs, |n, o, col, par| {
+        for_each_sample(OP, &mut out, per_sample, scratch, macs, |n, o, col, par| {
             for grp in 0..params.groups {
                 let x_ng = &xs[(n * g.c + grp * g.cg()) * g.h * g.w..][..g.cg() * g.h * g.w];
                 let (colm, col_off) = if g.pointwise() {
@@ -537,7 +561,7 @@ impl<T: Element> Tensor<T> {
                     plane.iter_mut().for_each(|v| *v += bv);
                 }
             }
-        });
+        })?;
         let y = Tensor::from_contiguous(out, &[g.n, g.o, g.oh, g.ow]);
         if unbatched { y.squeeze(0) } else { Ok(y) }
     }
@@ -546,7 +570,9 @@ impl<T: Element> Tensor<T> {
     /// output gradient `grad_out` `[N, O, Ho, Wo]`, the weight, and the input's shape.
     ///
     /// # Errors
-    /// [`TensorError::Shape`] when the shapes do not describe one convolution.
+    /// [`TensorError::Shape`] when the shapes do not describe one convolution;
+    /// [`TensorError::TooLarge`] or [`TensorError::OutOfMemory`] for a gradient (the output
+    /// of a transposed convolution) that cannot be allocated.
     #[doc(hidden)]
     pub fn conv2d_backward_input(
         grad_out: &Tensor<T>,
@@ -575,33 +601,42 @@ impl<T: Element> Tensor<T> {
         let plane_out = g.col_cols();
         let per_sample = g.c * g.h * g.w;
         // Each sample's slab is zeroed by the worker that fills it, while it is in cache.
-        let mut dx = alloc::<T>(g.n * per_sample);
+        // Fallible: as a transposed convolution, this op's output size comes from its
+        // stride and padding (a stride of 2^40 asks for terabytes).
+        let mut dx = try_alloc::<T>(OP, &full)?;
         let scratch = g.col_rows() * plane_out;
         let macs = g.o * g.col_rows() * plane_out;
-        for_each_sample(&mut dx, per_sample, scratch, macs, |n, dxn, col, par| {
-            if !g.pointwise() {
-                dxn.fill(T::zero());
-            }
-            for grp in 0..params.groups {
-                let gy_ng = &gys[(n * g.o + grp * g.og()) * plane_out..][..g.og() * plane_out];
-                let dx_ng = &mut dxn[grp * g.cg() * g.h * g.w..][..g.cg() * g.h * g.w];
-                // col = W[g]ᵀ ([C/g·kh·kw, O/g]) @ grad[g] ([O/g, Ho·Wo])
-                let target: &mut [T] = if g.pointwise() { dx_ng } else { &mut col[..] };
-                gemm(
-                    target,
-                    (g.col_rows(), plane_out, g.og()),
-                    ws,
-                    Operand::transposed(grp * g.og() * g.col_rows(), g.col_rows()),
-                    gy_ng,
-                    Operand::row_major(0, plane_out),
-                    false,
-                    par,
-                );
+        for_each_sample(
+            OP,
+            &mut dx,
+            per_sample,
+            scratch,
+            macs,
+            |n, dxn, col, par| {
                 if !g.pointwise() {
-                    col2im(col, dx_ng, &g);
+                    dxn.fill(T::zero());
                 }
-            }
-        });
+                for grp in 0..params.groups {
+                    let gy_ng = &gys[(n * g.o + grp * g.og()) * plane_out..][..g.og() * plane_out];
+                    let dx_ng = &mut dxn[grp * g.cg() * g.h * g.w..][..g.cg() * g.h * g.w];
+                    // col = W[g]ᵀ ([C/g·kh·kw, O/g]) @ grad[g] ([O/g, Ho·Wo])
+                    let target: &mut [T] = if g.pointwise() { dx_ng } else { &mut col[..] };
+                    gemm(
+                        target,
+                        (g.col_rows(), plane_out, g.og()),
+                        ws,
+                        Operand::transposed(grp * g.og() * g.col_rows(), g.col_rows()),
+                        gy_ng,
+                        Operand::row_major(0, plane_out),
+                        false,
+                        par,
+                    );
+                    if !g.pointwise() {
+                        col2im(col, dx_ng, &g);
+                    }
+                }
+            },
+        )?;
         let dx = Tensor::from_contiguous(dx, &full);
         if unbatched { dx.squeeze(0) } else { Ok(dx) }
     }

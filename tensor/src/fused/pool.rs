@@ -5,7 +5,7 @@
 //! CPU kernels.
 
 use crate::engine::par::{self, PAR_MIN_WORK};
-use crate::handle::storage::alloc;
+use crate::handle::storage::{alloc, try_alloc};
 use crate::{Element, IndexTensor, Result, Tensor, TensorError};
 
 /// Settings of a 2-d pooling window, PyTorch's `MaxPool2d`/`AvgPool2d` arguments.
@@ -96,6 +96,19 @@ impl Pool2dParams {
                 ),
             ));
         }
+        if [self.kernel, self.stride, self.dilation, self.padding]
+            .iter()
+            .any(|v| v.iter().any(|&x| x > MAX_POOL_PARAM))
+        {
+            return Err(TensorError::invalid(
+                op,
+                format!(
+                    "kernel {:?}, stride {:?}, dilation {:?} and padding {:?} must be at most \
+                     2^31",
+                    self.kernel, self.stride, self.dilation, self.padding
+                ),
+            ));
+        }
         if (0..2).any(|i| self.padding[i] > self.kernel[i] / 2) {
             return Err(TensorError::invalid(
                 op,
@@ -119,11 +132,14 @@ impl Pool2dParams {
             self.padding[i],
             self.dilation[i],
         );
+        // In u128, where sizes below 2^64 cannot overflow: `d · (k - 1)` < 2^128 and the
+        // padded size < 2^66. A window longer than the padded input leaves no output (in
+        // PyTorch's signed arithmetic the numerator is negative there).
+        let (k, s, p, d) = (k as u128, s as u128, p as u128, d as u128);
         let span = d * (k - 1) + 1;
-        let numer = (size + 2 * p) as isize - span as isize
-            + if self.ceil_mode { s as isize - 1 } else { 0 };
-        let mut out = numer.div_euclid(s as isize) + 1;
-        if self.ceil_mode && (out - 1) * s as isize >= (size + p) as isize {
+        let padded = size as u128 + 2 * p + if self.ceil_mode { s - 1 } else { 0 };
+        let mut out = padded.checked_sub(span).map_or(0, |numer| numer / s + 1);
+        if self.ceil_mode && out >= 1 && (out - 1) * s >= size as u128 + p {
             out -= 1;
         }
         if out < 1 {
@@ -135,9 +151,27 @@ impl Pool2dParams {
                 ),
             ));
         }
-        Ok(out as usize)
+        // out ≤ (size + 2p + s) / s + 1 < 2^66: a count beyond usize is no tensor.
+        usize::try_from(out).map_err(|_| TensorError::TooLarge {
+            op,
+            shape: vec![size],
+        })
     }
 }
+
+/// The first tap of a window starting at `start` (negative inside the padding) that lands
+/// on the input: `start` moved up by whole steps of `dilation` to 0 or beyond. (A loop
+/// adding `dilation` until then takes as many turns as the padding is wide.)
+fn first_inside(start: isize, dilation: usize) -> isize {
+    if start >= 0 {
+        return start;
+    }
+    start + (start.unsigned_abs().div_ceil(dilation) * dilation) as isize
+}
+
+/// The largest kernel, stride, dilation or padding a pooling takes: with each below 2^31,
+/// the window arithmetic (`stride · i`, `dilation · (kernel - 1)`) fits in `isize`.
+const MAX_POOL_PARAM: usize = 1 << 31;
 
 /// `(batch-and-channel planes, H, W)` of a `[N, C, H, W]` or `[C, H, W]` input.
 fn planes(op: &'static str, shape: &[usize]) -> Result<(usize, usize, usize)> {
@@ -157,6 +191,25 @@ fn out_shape(input: &[usize], oh: usize, ow: usize) -> Vec<usize> {
     s[r - 2] = oh;
     s[r - 1] = ow;
     s
+}
+
+/// A buffer for the `[.., oh, ow]` output of `op` on `input`, or the error saying that it
+/// cannot be allocated.
+fn out_buffer<U: Element>(
+    op: &'static str,
+    input: &[usize],
+    oh: usize,
+    ow: usize,
+) -> Result<Vec<U>> {
+    try_alloc::<U>(op, &out_shape(input, oh, ow))
+}
+
+/// The work of one output plane, for the parallel split only (saturating: a huge kernel
+/// that padding makes fit is legal, and its windows are clipped to the input).
+fn plane_work(oh: usize, ow: usize, kernel: [usize; 2]) -> usize {
+    oh.saturating_mul(ow)
+        .saturating_mul(kernel[0])
+        .saturating_mul(kernel[1])
 }
 
 /// Runs `f(plane, out_plane)` for each plane, in parallel when the work is large.
@@ -199,9 +252,9 @@ impl<T: Element> Tensor<T> {
         let (oh, ow) = (p.out_size(OP, h, 0)?, p.out_size(OP, w, 1)?);
         let x = self.contiguous();
         let xs = x.as_slice().expect("contiguous");
-        let mut values = alloc::<T>(np * oh * ow);
-        let mut indices = vec![0i64; np * oh * ow];
-        let work = oh * ow * p.kernel[0] * p.kernel[1];
+        let mut values = out_buffer::<T>(OP, self.shape(), oh, ow)?;
+        let mut indices = vec![0i64; values.len()];
+        let work = plane_work(oh, ow, p.kernel);
         // The common 2×2, stride-2 window without padding: four loads per output, no
         // bounds arithmetic.
         let two_by_two = p.kernel == [2, 2]
@@ -217,18 +270,14 @@ impl<T: Element> Tensor<T> {
                 return;
             }
             for i in 0..oh {
-                let mut h0 = (i * p.stride[0]) as isize - p.padding[0] as isize;
+                let h0 = (i * p.stride[0]) as isize - p.padding[0] as isize;
                 let h1 = (h0 + ((p.kernel[0] - 1) * p.dilation[0]) as isize + 1).min(h as isize);
-                while h0 < 0 {
-                    h0 += p.dilation[0] as isize;
-                }
+                let h0 = first_inside(h0, p.dilation[0]);
                 for j in 0..ow {
-                    let mut w0 = (j * p.stride[1]) as isize - p.padding[1] as isize;
+                    let w0 = (j * p.stride[1]) as isize - p.padding[1] as isize;
                     let w1 =
                         (w0 + ((p.kernel[1] - 1) * p.dilation[1]) as isize + 1).min(w as isize);
-                    while w0 < 0 {
-                        w0 += p.dilation[1] as isize;
-                    }
+                    let w0 = first_inside(w0, p.dilation[1]);
                     let mut best = T::neg_infinity();
                     let mut best_i = if h0 < h1 && w0 < w1 {
                         h0 * w as isize + w0
@@ -332,38 +381,33 @@ impl<T: Element> Tensor<T> {
     /// other than 1 or a zero divisor.
     pub fn avg_pool2d(&self, p: Pool2dParams) -> Result<Tensor<T>> {
         const OP: &str = "avg_pool2d";
-        let (np, h, w) = planes(OP, self.shape())?;
+        let (_, h, w) = planes(OP, self.shape())?;
         check_avg(OP, &p)?;
         let (oh, ow) = (p.out_size(OP, h, 0)?, p.out_size(OP, w, 1)?);
         let x = self.contiguous();
         let xs = x.as_slice().expect("contiguous");
-        let mut out = alloc::<T>(np * oh * ow);
+        let mut out = out_buffer::<T>(OP, self.shape(), oh, ow)?;
         let (rows, cols) = (AvgAxis::new(&p, 0, h, oh), AvgAxis::new(&p, 1, w, ow));
-        for_each_plane(
-            &mut out,
-            oh * ow,
-            oh * ow * p.kernel[0] * p.kernel[1],
-            |pl, o| {
-                let plane = &xs[pl * h * w..(pl + 1) * h * w];
-                for (i, orow) in o.chunks_mut(ow).enumerate() {
-                    let window_rows = &plane[rows.lo[i] * w..rows.hi[i] * w];
-                    for (j, out) in orow.iter_mut().enumerate() {
-                        let Some(div) = avg_divisor(&p, &rows, &cols, i, j) else {
-                            *out = T::zero();
-                            continue;
-                        };
-                        // Over rows, then columns, in PyTorch's order.
-                        let mut sum = T::zero();
-                        for xrow in window_rows.chunks_exact(w) {
-                            for &v in &xrow[cols.lo[j]..cols.hi[j]] {
-                                sum += v;
-                            }
+        for_each_plane(&mut out, oh * ow, plane_work(oh, ow, p.kernel), |pl, o| {
+            let plane = &xs[pl * h * w..(pl + 1) * h * w];
+            for (i, orow) in o.chunks_mut(ow).enumerate() {
+                let window_rows = &plane[rows.lo[i] * w..rows.hi[i] * w];
+                for (j, out) in orow.iter_mut().enumerate() {
+                    let Some(div) = avg_divisor(&p, &rows, &cols, i, j) else {
+                        *out = T::zero();
+                        continue;
+                    };
+                    // Over rows, then columns, in PyTorch's order.
+                    let mut sum = T::zero();
+                    for xrow in window_rows.chunks_exact(w) {
+                        for &v in &xrow[cols.lo[j]..cols.hi[j]] {
+                            sum += v;
                         }
-                        *out = sum / T::from_usize(div);
                     }
+                    *out = sum / T::from_usize(div);
                 }
-            },
-        );
+            }
+        });
         Ok(Tensor::from_contiguous(
             out,
             &out_shape(self.shape(), oh, ow),
@@ -400,33 +444,28 @@ impl<T: Element> Tensor<T> {
         // Each plane is zeroed by the worker that fills it, while it is in cache.
         let mut dx = alloc::<T>(np * h * w);
         let (rows, cols) = (AvgAxis::new(&p, 0, h, oh), AvgAxis::new(&p, 1, w, ow));
-        for_each_plane(
-            &mut dx,
-            h * w,
-            oh * ow * p.kernel[0] * p.kernel[1],
-            |pl, d| {
-                d.fill(T::zero());
-                let gp = &gs[pl * oh * ow..(pl + 1) * oh * ow];
-                let mut shares = vec![T::zero(); ow];
-                for (i, grow) in gp.chunks(ow).enumerate() {
-                    for (j, (share, &g)) in shares.iter_mut().zip(grow).enumerate() {
-                        // An empty window has no elements: its share is never added.
-                        *share = avg_divisor(&p, &rows, &cols, i, j)
-                            .map_or(T::zero(), |div| g / T::from_usize(div));
-                    }
-                    // Each element receives its windows' shares in (i, j) order, as in
-                    // PyTorch's loop over output positions.
-                    for ih in rows.lo[i]..rows.hi[i] {
-                        let drow = &mut d[ih * w..(ih + 1) * w];
-                        for (j, &share) in shares.iter().enumerate() {
-                            for v in &mut drow[cols.lo[j]..cols.hi[j]] {
-                                *v += share;
-                            }
+        for_each_plane(&mut dx, h * w, plane_work(oh, ow, p.kernel), |pl, d| {
+            d.fill(T::zero());
+            let gp = &gs[pl * oh * ow..(pl + 1) * oh * ow];
+            let mut shares = vec![T::zero(); ow];
+            for (i, grow) in gp.chunks(ow).enumerate() {
+                for (j, (share, &g)) in shares.iter_mut().zip(grow).enumerate() {
+                    // An empty window has no elements: its share is never added.
+                    *share = avg_divisor(&p, &rows, &cols, i, j)
+                        .map_or(T::zero(), |div| g / T::from_usize(div));
+                }
+                // Each element receives its windows' shares in (i, j) order, as in
+                // PyTorch's loop over output positions.
+                for ih in rows.lo[i]..rows.hi[i] {
+                    let drow = &mut d[ih * w..(ih + 1) * w];
+                    for (j, &share) in shares.iter().enumerate() {
+                        for v in &mut drow[cols.lo[j]..cols.hi[j]] {
+                            *v += share;
                         }
                     }
                 }
-            },
-        );
+            }
+        });
         Ok(Tensor::from_contiguous(dx, input_shape))
     }
 
@@ -438,12 +477,12 @@ impl<T: Element> Tensor<T> {
     /// [`TensorError::Invalid`] for a zero output size with a non-empty input.
     pub fn adaptive_avg_pool2d(&self, output_size: [usize; 2]) -> Result<Tensor<T>> {
         const OP: &str = "adaptive_avg_pool2d";
-        let (np, h, w) = planes(OP, self.shape())?;
+        let (_, h, w) = planes(OP, self.shape())?;
         let [oh, ow] = output_size;
         check_adaptive(OP, output_size)?;
+        let mut out = out_buffer::<T>(OP, self.shape(), oh, ow)?;
         let x = self.contiguous();
         let xs = x.as_slice().expect("contiguous");
-        let mut out = alloc::<T>(np * oh * ow);
         for_each_plane(&mut out, oh * ow, h * w, |pl, o| {
             let plane = &xs[pl * h * w..(pl + 1) * h * w];
             for i in 0..oh {

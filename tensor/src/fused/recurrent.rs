@@ -359,7 +359,7 @@ fn check<T: Element>(
     let &[gh, h] = w.w_hh.shape() else {
         return fail(format!("w_hh must be [G*H, H], got {:?}", w.w_hh.shape()));
     };
-    if gh != g * h {
+    if g.checked_mul(h) != Some(gh) {
         return fail(format!(
             "w_hh must be [{g}*H, H] for {op}, got {:?}",
             w.w_hh.shape()
@@ -389,6 +389,10 @@ fn check<T: Element>(
     if c0.is_some() && mode != RecurrentMode::Lstm {
         return Err(TensorError::invalid(op, "only the LSTM has a cell state"));
     }
+    // The saved gates `[L, N, G·H]` are the largest buffer of a call: countable and
+    // allocatable, or an error before any kernel indexes them (expanded weights or inputs
+    // can claim sizes no memory holds). Counted as f64, the larger element.
+    crate::handle::layout::check_shape::<f64>(op, &[l, n, gh])?;
     Ok(RecurrentShape { l, n, input, h, g })
 }
 

@@ -31,8 +31,65 @@ pub(crate) fn contiguous_dims(shape: &[usize]) -> Dims {
 }
 
 /// Number of elements of a tensor of `shape` (1 for the 0-d shape `[]`).
-pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+///
+/// # Panics
+/// When `shape` is not one a tensor can have (see [`checked_numel`]). Every tensor's shape,
+/// and every part of it, passes that check when the tensor is made (invariant 5 of
+/// [`Tensor`](crate::Tensor)), so this panics only on a shape that no tensor holds yet:
+/// callers with such a shape check it with [`check_shape`] first.
+#[track_caller]
+pub(crate) fn numel(shape: &[usize]) -> usize {
+    match checked_numel(shape) {
+        Some(n) => n,
+        None => panic!("a tensor of shape {shape:?} has more elements than usize can count"),
+    }
+}
+
+/// The number of elements of a tensor of `shape`, or `None` when `shape` is not one a
+/// tensor can have: when the product of its non-zero sizes overflows `usize`.
+///
+/// A zero size makes the count 0, but the other sizes must still multiply without
+/// overflow, so that every part of a shape (the rows of `[n, m]`, the batch of
+/// `[b, n, m]`) can be counted too. (PyTorch lets `torch.zeros(0, 2**62, 2**62)` through;
+/// strata refuses it.)
+///
+/// ```
+/// use strata_tensor::checked_numel;
+/// assert_eq!(checked_numel(&[2, 3]), Some(6));
+/// assert_eq!(checked_numel(&[]), Some(1));
+/// assert_eq!(checked_numel(&[0, 1 << 40]), Some(0));
+/// assert_eq!(checked_numel(&[3, usize::MAX / 2]), None); // 3·K wraps
+/// ```
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    let nonzero = shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |n, &d| n.checked_mul(d))?;
+    Some(if shape.contains(&0) { 0 } else { nonzero })
+}
+
+/// The element count of a tensor of `T` of `shape` that `op` is about to allocate, or
+/// [`TensorError::TooLarge`] when the count overflows (see [`checked_numel`]) or its bytes
+/// exceed `isize::MAX`, the most any allocation may hold.
+pub(crate) fn check_shape<T>(op: &'static str, shape: &[usize]) -> Result<usize> {
+    checked_numel(shape)
+        .filter(|n| {
+            n.checked_mul(size_of::<T>().max(1))
+                .is_some_and(|bytes| bytes <= isize::MAX as usize)
+        })
+        .ok_or_else(|| TensorError::TooLarge {
+            op,
+            shape: shape.to_vec(),
+        })
+}
+
+/// Like [`check_shape`] for a view, which allocates nothing: only the element count must be
+/// countable.
+pub(crate) fn check_view_shape(op: &'static str, shape: &[usize]) -> Result<usize> {
+    checked_numel(shape).ok_or_else(|| TensorError::TooLarge {
+        op,
+        shape: shape.to_vec(),
+    })
 }
 
 impl Layout {
@@ -125,19 +182,21 @@ impl Layout {
                 .sum::<usize>()
     }
 
-    /// One past the largest storage index this layout can reach (`offset` when empty).
-    pub(crate) fn storage_extent(&self) -> usize {
-        if self.numel() == 0 {
-            return self.offset;
+    /// One past the largest storage index this layout can reach (`offset` when empty), or
+    /// `None` when that index overflows `usize` (no storage can hold such a layout).
+    pub(crate) fn storage_extent(&self) -> Option<usize> {
+        if self.shape.contains(&0) {
+            return Some(self.offset);
         }
-        self.offset
-            + self
-                .shape
-                .iter()
-                .zip(&self.strides)
-                .map(|(&d, &s)| (d - 1) * s)
-                .sum::<usize>()
-            + 1
+        self.shape
+            .iter()
+            .zip(&self.strides)
+            .try_fold(self.offset, |end, (&d, &s)| {
+                (d - 1)
+                    .checked_mul(s)
+                    .and_then(|step| end.checked_add(step))
+            })?
+            .checked_add(1)
     }
 
     /// This layout seen through `shape`, as NumPy/PyTorch broadcasting does: dimensions are
@@ -150,6 +209,7 @@ impl Layout {
                 rhs: shape.to_vec(),
             });
         }
+        check_view_shape(op, shape)?;
         let lead = shape.len() - self.ndim();
         let mut strides = Dims::zeros(shape.len());
         for (i, &target) in shape.iter().enumerate().skip(lead) {
@@ -245,6 +305,7 @@ pub(crate) fn broadcast_dims(op: &'static str, lhs: &[usize], rhs: &[usize]) -> 
             });
         };
     }
+    check_view_shape(op, &out)?;
     Ok(out)
 }
 
@@ -305,6 +366,40 @@ pub(crate) fn resolve_dims(op: &'static str, dims: &[isize], shape: &[usize]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shapes_whose_count_overflows_are_refused() {
+        // 3 · K wraps to 2: the shape that once let `matmul` read out of bounds.
+        let k = usize::MAX / 3 + 1;
+        assert!(3usize.wrapping_mul(k) < k, "the unchecked product wraps");
+        assert_eq!(checked_numel(&[3, k]), None);
+        assert_eq!(
+            checked_numel(&[0, k, 3]),
+            None,
+            "a zero does not hide the overflow"
+        );
+        assert_eq!(checked_numel(&[0, k]), Some(0));
+        assert_eq!(checked_numel(&[1 << 20, 1 << 20]), Some(1 << 40));
+        assert!(matches!(
+            check_shape::<f32>("zeros", &[1 << 62]),
+            Err(TensorError::TooLarge { op: "zeros", .. })
+        ));
+        assert!(check_view_shape("expand", &[1 << 62]).is_ok());
+        assert!(matches!(
+            broadcast_shapes("add", &[1 << 40, 1], &[1 << 40]),
+            Err(TensorError::TooLarge { op: "add", .. })
+        ));
+    }
+
+    #[test]
+    fn extents_are_checked() {
+        let l = Layout::from_parts(vec![2, 3], vec![3, 1], 4);
+        assert_eq!(l.storage_extent(), Some(10));
+        let empty = Layout::from_parts(vec![0, 3], vec![3, 1], 7);
+        assert_eq!(empty.storage_extent(), Some(7));
+        let wraps = Layout::from_parts(vec![4], vec![usize::MAX / 2], 0);
+        assert_eq!(wraps.storage_extent(), None);
+    }
 
     #[test]
     fn contiguous_strides_are_row_major() {

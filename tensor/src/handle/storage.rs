@@ -9,12 +9,14 @@
 //! [`buffer_cache_limit`] bytes (128 MiB by default, so a process never holds more than
 //! that in freed buffers) and evicts the oldest buffers first.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::Element;
 use crate::handle::element::Kernels as _;
+use crate::handle::layout::check_shape;
+use crate::{Element, Result, TensorError};
 
 /// Buffers smaller than this go straight to the system allocator, which recycles small
 /// blocks well on its own.
@@ -125,39 +127,229 @@ impl<T: Element> BufferPool<T> {
     }
 }
 
-/// A buffer of `len` elements whose contents are unspecified (stale values of a recycled
-/// buffer, or zeros): the caller must write every element before reading it.
-pub(crate) fn alloc<T: Element>(len: usize) -> Vec<T> {
-    if len * size_of::<T>() >= CACHE_MIN_BYTES
-        && let Some(buf) = T::buffer_pool().take(len)
-    {
-        return buf;
-    }
-    zeros(len)
+thread_local! {
+    /// The bytes this thread may still allocate for tensors inside
+    /// [`with_allocation_limit`], or `None` outside it.
+    static BUDGET: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
-/// `len` zeros from the system allocator. `vec![0.0; len]` would go through `calloc`,
-/// which glibc serves without its per-thread cache of small blocks: for the tiny tensors
-/// of a training loop, `malloc` and a short fill cost about half as much.
-fn zeros<T: Element>(len: usize) -> Vec<T> {
-    if len * size_of::<T>() >= CACHE_MIN_BYTES {
-        // Large zeroed blocks come from fresh pages through `calloc` without a fill.
-        return vec![T::zero(); len];
+/// The panic payload (and error) of an allocation beyond the limit of
+/// [`with_allocation_limit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AllocationLimitExceeded {
+    /// The bytes of the allocation that went past the limit (`usize::MAX` for a shape
+    /// whose bytes cannot be counted).
+    pub requested: usize,
+    /// The limit, in bytes.
+    pub limit: usize,
+}
+
+impl std::fmt::Display for AllocationLimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "an allocation of {} bytes goes past the limit of {} bytes",
+            self.requested, self.limit
+        )
     }
-    let mut v = Vec::with_capacity(len);
+}
+
+impl std::error::Error for AllocationLimitExceeded {}
+
+/// Runs `f` with at most `limit` bytes of tensor allocations on this thread: an
+/// allocation past the limit is refused before it is made, and `f` stops with
+/// [`AllocationLimitExceeded`].
+///
+/// For building something whose size comes from untrusted input (a network from a
+/// checkpoint's architecture record, whose sizes could ask for 160 GB before the weights
+/// file is even read): the limit bounds what the input can make strata allocate, however
+/// deep in infallible constructors the allocation happens. Ops that return a `Result`
+/// refuse with [`TensorError::OutOfMemory`]; infallible ones (`Tensor::zeros`, a layer's
+/// constructor) panic with an [`AllocationLimitExceeded`] payload, which this function
+/// catches and returns. (That panic goes through the panic hook like any other: a program
+/// that must print nothing installs a hook that skips this payload, as the `strata` CLI
+/// does.) Other panics propagate. Allocations of other threads (rayon's) are not counted.
+///
+/// ```
+/// use strata_tensor::{Tensor, with_allocation_limit};
+/// let small = with_allocation_limit(1 << 20, || Tensor::<f32>::zeros(&[100]).numel());
+/// assert_eq!(small, Ok(100));
+/// let big = with_allocation_limit(1 << 20, || Tensor::<f32>::zeros(&[1 << 20]).numel());
+/// assert_eq!(big.unwrap_err().requested, 4 << 20);
+/// ```
+///
+/// # Errors
+/// [`AllocationLimitExceeded`] when `f` allocated past the limit.
+pub fn with_allocation_limit<R>(
+    limit: usize,
+    f: impl FnOnce() -> R,
+) -> std::result::Result<R, AllocationLimitExceeded> {
+    let outer = BUDGET.with(|b| b.replace(Some(limit)));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    BUDGET.with(|b| b.set(outer));
+    match result {
+        Ok(r) => Ok(r),
+        Err(payload) => match payload.downcast::<AllocationLimitExceeded>() {
+            Ok(exceeded) => Err(*exceeded),
+            Err(other) => std::panic::resume_unwind(other),
+        },
+    }
+}
+
+/// Counts `len` elements of `T` against this thread's limit, if it has one; the limit
+/// exceeded otherwise.
+fn charge<T>(len: usize) -> std::result::Result<(), AllocationLimitExceeded> {
+    BUDGET.with(|b| match b.get() {
+        None => Ok(()),
+        Some(left) => {
+            let requested = len.saturating_mul(size_of::<T>());
+            if requested > left {
+                return Err(AllocationLimitExceeded {
+                    requested,
+                    limit: left,
+                });
+            }
+            b.set(Some(left - requested));
+            Ok(())
+        }
+    })
+}
+
+/// The panic of an infallible constructor whose shape cannot even be counted (`error`
+/// from `check_shape`): inside [`with_allocation_limit`] the payload that function catches
+/// (no limit admits such a shape, so `requested` saturates at `usize::MAX`, as [`charge`]
+/// counts), elsewhere `error` and `hint`.
+#[cold]
+#[track_caller]
+pub(crate) fn uncountable(error: TensorError, hint: &str) -> ! {
+    if let Some(left) = BUDGET.with(Cell::get) {
+        std::panic::panic_any(AllocationLimitExceeded {
+            requested: usize::MAX,
+            limit: left,
+        });
+    }
+    panic!("{error} ({hint})")
+}
+
+/// [`charge`] for an infallible allocation: past the limit, a panic with the payload that
+/// [`with_allocation_limit`] catches.
+fn charge_or_panic<T>(len: usize) {
+    if let Err(exceeded) = charge::<T>(len) {
+        std::panic::panic_any(exceeded);
+    }
+}
+
+/// A buffer of `len` elements whose contents are unspecified (stale values of a recycled
+/// buffer, or zeros): the caller must write every element before reading it.
+///
+/// # Panics
+/// When the allocator refuses the memory: an infallible op's result that cannot be held.
+/// (The global allocator's default would abort the process instead; a panic unwinds, and
+/// names the size.) Ops that return a `Result` allocate with [`try_alloc`].
+#[track_caller]
+pub(crate) fn alloc<T: Element>(len: usize) -> Vec<T> {
+    charge_or_panic::<T>(len);
+    if let Some(buf) = cached(len) {
+        return buf;
+    }
+    try_zeros(len).unwrap_or_else(|| refused::<T>(len))
+}
+
+/// A buffer for a result of `shape` (contents unspecified, as [`alloc`]), or
+/// [`TensorError::TooLarge`] / [`TensorError::OutOfMemory`] naming `op` and the shape.
+pub(crate) fn try_alloc<T: Element>(op: &'static str, shape: &[usize]) -> Result<Vec<T>> {
+    let len = check_shape::<T>(op, shape)?;
+    charge::<T>(len).map_err(|e| TensorError::OutOfMemory {
+        op,
+        shape: shape.to_vec(),
+        bytes: e.requested,
+    })?;
+    if let Some(buf) = cached(len) {
+        return Ok(buf);
+    }
+    try_zeros(len).ok_or_else(|| TensorError::OutOfMemory {
+        op,
+        shape: shape.to_vec(),
+        bytes: len.saturating_mul(size_of::<T>()),
+    })
+}
+
+/// [`try_alloc`], filled with zeros.
+pub(crate) fn try_alloc_zeroed<T: Element>(op: &'static str, shape: &[usize]) -> Result<Vec<T>> {
+    let len = check_shape::<T>(op, shape)?;
+    charge::<T>(len).map_err(|e| TensorError::OutOfMemory {
+        op,
+        shape: shape.to_vec(),
+        bytes: e.requested,
+    })?;
+    if let Some(mut buf) = cached(len) {
+        crate::engine::par::fill(&mut buf, T::zero());
+        return Ok(buf);
+    }
+    try_zeros(len).ok_or_else(|| TensorError::OutOfMemory {
+        op,
+        shape: shape.to_vec(),
+        bytes: len.saturating_mul(size_of::<T>()),
+    })
+}
+
+#[cold]
+#[track_caller]
+fn refused<T>(len: usize) -> ! {
+    panic!(
+        "strata-tensor: the allocator refused {} bytes ({len} elements of {} bytes)",
+        len.saturating_mul(size_of::<T>()),
+        size_of::<T>()
+    )
+}
+
+/// A cached buffer of exactly `len` elements, if the cache has one.
+fn cached<T: Element>(len: usize) -> Option<Vec<T>> {
+    if len.saturating_mul(size_of::<T>()) >= CACHE_MIN_BYTES {
+        T::buffer_pool().take(len)
+    } else {
+        None
+    }
+}
+
+/// `len` zeros from the system allocator, or `None` when it refuses the memory.
+/// `vec![0.0; len]` would go through `calloc`, which glibc serves without its per-thread
+/// cache of small blocks: for the tiny tensors of a training loop, `malloc` and a short
+/// fill cost about half as much. Large blocks do come from `calloc` (fresh pages, no
+/// fill), through `alloc_zeroed`, since `vec!` has no fallible form.
+fn try_zeros<T: Element>(len: usize) -> Option<Vec<T>> {
+    let layout = std::alloc::Layout::array::<T>(len).ok()?;
+    if layout.size() >= CACHE_MIN_BYTES {
+        // SAFETY: `layout.size()` is non-zero (at least CACHE_MIN_BYTES), as `alloc_zeroed`
+        // requires.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
+        if ptr.is_null() {
+            return None;
+        }
+        // SAFETY: `ptr` comes from the global allocator with the layout of `[T; len]`,
+        // which is the allocation a `Vec<T>` of capacity `len` owns and frees; `T` is f32
+        // or f64 (`Element` is sealed), whose all-zero bytes are the value 0.0, so all
+        // `len` elements are initialised.
+        return Some(unsafe { Vec::from_raw_parts(ptr, len, len) });
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).ok()?;
     v.resize(len, T::zero());
-    v
+    Some(v)
 }
 
 /// A buffer of `len` zeros.
+///
+/// # Panics
+/// As [`alloc`].
+#[track_caller]
 pub(crate) fn alloc_zeroed<T: Element>(len: usize) -> Vec<T> {
-    if len * size_of::<T>() >= CACHE_MIN_BYTES
-        && let Some(mut buf) = T::buffer_pool().take(len)
-    {
+    charge_or_panic::<T>(len);
+    if let Some(mut buf) = cached(len) {
         crate::engine::par::fill(&mut buf, T::zero());
         return buf;
     }
-    zeros(len)
+    try_zeros(len).unwrap_or_else(|| refused::<T>(len))
 }
 
 /// The elements behind one or more tensors. Shared through an `Arc`; mutated only when the
@@ -213,5 +405,28 @@ mod tests {
             alloc_zeroed::<f64>(len)
         };
         assert!(zeroed.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn fresh_buffers_are_zero_and_refusals_are_errors() {
+        for len in [0, 3, 1 << 14, (1 << 17) + 5] {
+            let v = try_zeros::<f32>(len).unwrap();
+            assert_eq!(v.len(), len);
+            assert!(v.iter().all(|&x| x == 0.0));
+        }
+        // More bytes than any allocation may hold: refused, not aborted.
+        assert!(try_zeros::<f64>(usize::MAX / 4).is_none());
+        assert!(matches!(
+            try_alloc::<f32>("zeros", &[1 << 61]),
+            Err(TensorError::TooLarge { op: "zeros", .. })
+        ));
+        // Representable, but far beyond any machine's memory: the allocator says no.
+        assert!(matches!(
+            try_alloc::<f32>("zeros", &[1 << 50]),
+            Err(TensorError::OutOfMemory { op: "zeros", .. })
+        ));
+        let panic = std::panic::catch_unwind(|| alloc::<f32>(1 << 50)).unwrap_err();
+        let msg = panic.downcast_ref::<String>().unwrap();
+        assert!(msg.contains("refused 4503599627370496 bytes"), "{msg}");
     }
 }

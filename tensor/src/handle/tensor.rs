@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::handle::layout::{Layout, numel};
-use crate::handle::storage::{Storage, alloc};
+use crate::handle::layout::{Layout, check_shape, numel};
+use crate::handle::storage::{Storage, alloc, try_alloc};
 use crate::{DType, Element, Result, TensorError};
 
 /// An n-dimensional array of `f32` (the default) or `f64`.
@@ -35,6 +35,14 @@ use crate::{DType, Element, Result, TensorError};
 ///    shared (copy-on-write) and are the only methods that touch storage after creation.
 /// 4. A layout whose elements overlap (a stride of 0 on a dimension longer than 1, from
 ///    `expand`) is never written through: in-place methods first make the tensor contiguous.
+/// 5. The product of the non-zero sizes of `shape` fits in `usize`
+///    ([`checked_numel`](crate::checked_numel)), so the element count of the shape and of
+///    every part of it can be computed without overflow; storage that the tensor owns
+///    holds at most `isize::MAX` bytes. Every constructor and view checks this with checked
+///    arithmetic and refuses other shapes ([`TensorError::TooLarge`]); invariant 1 is then
+///    asserted, in release builds too, wherever a layout meets its storage
+///    (`from_contiguous`, `with_layout`), so a wrong size can only ever panic, never read
+///    outside the storage.
 #[derive(Clone)]
 pub struct Tensor<T: Element = f32> {
     storage: Arc<Storage<T>>,
@@ -45,9 +53,10 @@ impl<T: Element> Tensor<T> {
     /// Wraps `data` (row-major) as a tensor of `shape`.
     ///
     /// # Errors
-    /// [`TensorError::DataLength`] when `data.len()` is not the product of `shape`.
+    /// [`TensorError::DataLength`] when `data.len()` is not the product of `shape`, and
+    /// [`TensorError::TooLarge`] when that product overflows.
     pub fn from_vec(data: Vec<T>, shape: &[usize]) -> Result<Self> {
-        let n = numel(shape);
+        let n = check_shape::<T>("from_vec", shape)?;
         if data.len() != n {
             return Err(TensorError::DataLength {
                 op: "from_vec",
@@ -62,9 +71,11 @@ impl<T: Element> Tensor<T> {
     /// Copies `data` (row-major) into a tensor of `shape`.
     ///
     /// # Errors
-    /// [`TensorError::DataLength`] when `data.len()` is not the product of `shape`.
+    /// [`TensorError::DataLength`] when `data.len()` is not the product of `shape`,
+    /// [`TensorError::TooLarge`] when that product overflows, and
+    /// [`TensorError::OutOfMemory`] when the copy cannot be allocated.
     pub fn from_slice(data: &[T], shape: &[usize]) -> Result<Self> {
-        let n = numel(shape);
+        let n = check_shape::<T>("from_slice", shape)?;
         if data.len() != n {
             return Err(TensorError::DataLength {
                 op: "from_slice",
@@ -73,7 +84,7 @@ impl<T: Element> Tensor<T> {
                 numel: n,
             });
         }
-        let mut buf = alloc(n);
+        let mut buf = try_alloc("from_slice", shape)?;
         buf.copy_from_slice(data);
         Ok(Self::from_contiguous(buf, shape))
     }
@@ -84,9 +95,19 @@ impl<T: Element> Tensor<T> {
     }
 
     /// Builds a tensor from a buffer that already holds `numel(shape)` row-major elements.
+    ///
+    /// # Panics
+    /// When it does not (or `shape` cannot be counted): invariants 1 and 5, checked in
+    /// release builds too, since the kernels index the storage through the layout.
     #[inline]
+    #[track_caller]
     pub(crate) fn from_contiguous(data: Vec<T>, shape: &[usize]) -> Self {
-        debug_assert_eq!(data.len(), numel(shape));
+        assert_eq!(
+            data.len(),
+            numel(shape),
+            "a buffer of {} elements cannot hold shape {shape:?}",
+            data.len()
+        );
         Tensor {
             storage: Arc::new(Storage::new(data)),
             layout: Layout::contiguous(shape),
@@ -94,9 +115,22 @@ impl<T: Element> Tensor<T> {
     }
 
     /// A new view of this tensor's storage.
+    ///
+    /// # Panics
+    /// When `layout` reaches past the storage (invariant 1, checked in release builds too,
+    /// with checked arithmetic: a view that could read out of bounds is never made).
     #[inline]
+    #[track_caller]
     pub(crate) fn with_layout(&self, layout: Layout) -> Self {
-        debug_assert!(layout.storage_extent() <= self.storage.as_slice().len());
+        let len = self.storage.as_slice().len();
+        assert!(
+            layout.storage_extent().is_some_and(|end| end <= len),
+            "a view of shape {:?}, strides {:?} and offset {} reaches past a storage of {len} \
+             elements",
+            layout.shape(),
+            layout.strides(),
+            layout.offset()
+        );
         Tensor {
             storage: Arc::clone(&self.storage),
             layout,
@@ -247,6 +281,18 @@ impl<T: Element> Tensor<T> {
         self.copy_contiguous()
     }
 
+    /// Like [`contiguous`](Tensor::contiguous), for ops that return a `Result`: the copy of
+    /// a view that no memory holds (a broadcast of 2^58 elements) is an error naming `op`
+    /// instead of a panic.
+    pub(crate) fn try_contiguous(&self, op: &'static str) -> Result<Tensor<T>> {
+        if self.is_contiguous() {
+            return Ok(self.clone());
+        }
+        let mut out = try_alloc::<T>(op, self.shape())?;
+        crate::engine::map::for_each_in_order(self, &mut out, |x| x);
+        Ok(Tensor::from_contiguous(out, self.shape()))
+    }
+
     /// A fresh contiguous copy: tiled when the view is a transpose, element by element
     /// otherwise.
     fn copy_contiguous(&self) -> Tensor<T> {
@@ -263,6 +309,10 @@ impl<T: Element> Tensor<T> {
     }
 
     /// The elements converted to another element type (`f32` ↔ `f64`), rounding to nearest.
+    ///
+    /// # Panics
+    /// When the result cannot be allocated (as every method that returns a new tensor
+    /// without a `Result`: see the crate docs).
     pub fn cast<U: Element>(&self) -> Tensor<U> {
         let n = self.numel();
         let mut out = alloc::<U>(n);

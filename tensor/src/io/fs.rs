@@ -1,4 +1,32 @@
-//! Files: a bounded read of a regular file, and an atomic write.
+//! Files, as strata reads and writes every one of them: a bounded read of a regular file,
+//! and an atomic write.
+//!
+//! The safetensors codec uses these, and so does everything else strata writes
+//! (strata-models' metrics, provenance records, plots and checkpoint folders) or reads
+//! (its IDX, CIFAR-10, CSV and text readers, provenance records):
+//!
+//! - [`read`] and [`open_regular`] refuse anything but a regular file before opening it (a
+//!   FIFO blocks until a writer appears, `/dev/zero` never ends), and [`read`] never reads
+//!   more than the file's size;
+//! - [`write_atomic`] and [`write_atomic_with`] write a new file beside the target, sync
+//!   it, rename it over the target (a symlink planted there is replaced, not followed) and
+//!   sync the directory, so the target holds either its old contents or all of the new.
+//!
+//! Errors are `std::io::Error`s whose message says which step failed; the path is the
+//! caller's to add.
+//!
+//! ```
+//! use strata_tensor::io::fs;
+//! let dir = std::env::temp_dir().join(format!("strata-doc-fs-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let path = dir.join("notes.txt");
+//! fs::write_atomic(&path, b"written whole or not at all")?;
+//! assert_eq!(fs::read(&path)?, b"written whole or not at all");
+//! # #[cfg(unix)]
+//! assert!(fs::read(std::path::Path::new("/dev/zero")).is_err()); // not a regular file
+//! std::fs::remove_dir_all(dir)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use std::ffi::OsString;
 use std::fs::{File, Metadata, OpenOptions};
@@ -10,18 +38,89 @@ use super::SafetensorsErrorKind as Kind;
 
 /// The bytes of the regular file at `path` (symlinks followed), never more than its size.
 ///
+/// # Errors
+/// A path that is not a regular file (`InvalidInput`: "it is a FIFO, not a regular
+/// file"), a file larger than the memory that can be set aside for it (`OutOfMemory`),
+/// and the operating system's errors, each saying which step failed.
+pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+    read_regular_file(path).map_err(into_io)
+}
+
+/// The regular file at `path`, opened for reading, and its size: for readers that stream
+/// (a gzip decoder), which must then read no more than they can check.
+///
+/// The type is checked before the file is opened and again on the opened file, as
+/// [`read`] does.
+///
+/// # Errors
+/// As [`read`].
+pub fn open_regular(path: &Path) -> io::Result<(File, u64)> {
+    open_checked(path).map_err(into_io)
+}
+
+/// Replaces the file at `path` with `bytes`, atomically (see [`write_atomic_with`]).
+///
+/// # Errors
+/// As [`write_atomic_with`].
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_kind(path, bytes).map_err(into_io)
+}
+
+/// Replaces the file at `path` with what `fill` writes, atomically: a new file is created
+/// beside it (never following a symlink), filled, synced and renamed over `path` (which
+/// replaces a symlink there rather than writing through it), then the directory is synced.
+/// On failure `path` is as it was and the new file is removed. The file's permissions are
+/// those of any new file (`0666` less the umask), whatever was there before.
+///
+/// # Errors
+/// The operating system's errors, saying which step failed; a path without a file name.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+) -> io::Result<()> {
+    write_atomic_with_kind(path, fill).map_err(into_io)
+}
+
+/// Syncs the directory `dir`, so that the renames and new entries in it survive a crash
+/// (a no-op where directories cannot be opened, as on Windows).
+///
+/// # Errors
+/// The operating system's error.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    sync_dir_kind(dir).map_err(into_io)
+}
+
+/// The error of a failed step as an `io::Error` whose message names the step.
+fn into_io(kind: Kind) -> io::Error {
+    match kind {
+        Kind::Io { op, source } => io::Error::new(source.kind(), format!("cannot {op}: {source}")),
+        Kind::NotRegularFile { what } => io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file"),
+        ),
+        other => io::Error::new(io::ErrorKind::OutOfMemory, other.to_string()),
+    }
+}
+
+/// The checked open of [`open_regular`].
+///
 /// The type is checked before the file is opened: opening a FIFO for reading blocks until
 /// a writer appears, and a device such as `/dev/zero` never ends. The opened file is
-/// checked again (the path may have been replaced in between), and its size then bounds
-/// both the allocation and the read. What remains is a race in which the path is swapped
-/// for a FIFO between the check and the open; closing it would need `O_NONBLOCK`, which
-/// std does not offer without a platform crate.
-pub(crate) fn read_regular_file(path: &Path) -> Result<Vec<u8>, Kind> {
+/// checked again (the path may have been replaced in between). What remains is a race in
+/// which the path is swapped for a FIFO between the check and the open; closing it would
+/// need `O_NONBLOCK`, which std does not offer without a platform crate.
+fn open_checked(path: &Path) -> Result<(File, u64), Kind> {
     check_regular(&std::fs::metadata(path).map_err(Kind::io("inspect it"))?)?;
     let file = File::open(path).map_err(Kind::io("open it"))?;
     let meta = file.metadata().map_err(Kind::io("inspect it"))?;
     check_regular(&meta)?;
-    let len = meta.len();
+    Ok((file, meta.len()))
+}
+
+/// [`read`], with the codec's error: the opened file's size bounds both the allocation
+/// and the read.
+pub(crate) fn read_regular_file(path: &Path) -> Result<Vec<u8>, Kind> {
+    let (file, len) = open_checked(path)?;
     let capacity = usize::try_from(len).map_err(|_| Kind::TooLarge { len })?;
     let mut bytes = Vec::new();
     bytes
@@ -79,13 +178,13 @@ fn special_kind(_: &std::fs::FileType) -> &'static str {
     "a special file"
 }
 
-/// Replaces the file at `path` with `bytes`, atomically: see [`write_atomic_with`].
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Kind> {
-    write_atomic_with(path, |file| file.write_all(bytes))
+/// [`write_atomic`], with the codec's error.
+pub(crate) fn write_atomic_kind(path: &Path, bytes: &[u8]) -> Result<(), Kind> {
+    write_atomic_with_kind(path, |file| file.write_all(bytes))
 }
 
-/// Replaces the file at `path` with what `fill` writes, so that `path` holds either its
-/// old contents or all of the new ones, even across a crash:
+/// [`write_atomic_with`], with the codec's error. `path` holds either its old contents or
+/// all of the new ones, even across a crash:
 ///
 /// 1. a temporary file is created beside `path` with `create_new` (`O_EXCL`: it is never
 ///    an existing file, and a symlink planted at its name is not followed);
@@ -97,7 +196,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Kind> {
 /// If step 1, 2 or 3 fails, the temporary file is removed and `path` is as it was. If
 /// step 4 fails, the new contents are in place but may not survive a crash, and the error
 /// says so.
-pub(crate) fn write_atomic_with(
+pub(crate) fn write_atomic_with_kind(
     path: &Path,
     fill: impl FnOnce(&mut File) -> io::Result<()>,
 ) -> Result<(), Kind> {
@@ -124,7 +223,7 @@ pub(crate) fn write_atomic_with(
         let _ = std::fs::remove_file(&temp);
         return Err(e);
     }
-    sync_dir(dir)
+    sync_dir_kind(dir)
 }
 
 /// A new file beside the target: `.{name}.{pid}.{n}.tmp`, hidden, and unique within this
@@ -149,7 +248,7 @@ fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> Result<(PathBuf, File), Ki
 }
 
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> Result<(), Kind> {
+fn sync_dir_kind(dir: &Path) -> Result<(), Kind> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(Kind::io(
         "sync the directory after renaming (the new file is in place)",
     ))
@@ -157,7 +256,7 @@ fn sync_dir(dir: &Path) -> Result<(), Kind> {
 
 /// Windows cannot open a directory as a file; its renames are synced with the file.
 #[cfg(not(unix))]
-fn sync_dir(_: &Path) -> Result<(), Kind> {
+fn sync_dir_kind(_: &Path) -> Result<(), Kind> {
     Ok(())
 }
 
@@ -186,7 +285,7 @@ mod tests {
         let dir = scratch("midway");
         let path = dir.join("state.safetensors");
         std::fs::write(&path, b"old contents").unwrap();
-        let err = write_atomic_with(&path, |file| {
+        let err = write_atomic_with_kind(&path, |file| {
             file.write_all(b"half of the new")?;
             Err(io::Error::other("disk full"))
         })
@@ -211,7 +310,7 @@ mod tests {
         let dir = scratch("replace");
         let path = dir.join("state.safetensors");
         std::fs::write(&path, b"old").unwrap();
-        write_atomic(&path, b"new contents").unwrap();
+        write_atomic_kind(&path, b"new contents").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new contents");
         assert_eq!(entries(&dir), ["state.safetensors"]);
         std::fs::remove_dir_all(dir).unwrap();
@@ -234,7 +333,7 @@ mod tests {
         };
         let planted = dir.join(format!(".f.{}.{}.tmp", std::process::id(), n + 1));
         std::fs::write(&planted, b"someone else's").unwrap();
-        write_atomic(&path, b"mine").unwrap();
+        write_atomic_kind(&path, b"mine").unwrap();
         assert_eq!(std::fs::read(&planted).unwrap(), b"someone else's");
         assert_eq!(std::fs::read(&path).unwrap(), b"mine");
         std::fs::remove_dir_all(dir).unwrap();
@@ -243,7 +342,7 @@ mod tests {
     #[test]
     fn a_path_without_a_file_name_is_an_error() {
         assert!(matches!(
-            write_atomic(Path::new("/"), b"x"),
+            write_atomic_kind(Path::new("/"), b"x"),
             Err(Kind::Io { op: "write it", .. })
         ));
     }

@@ -35,7 +35,7 @@
 //! ```
 
 mod error;
-mod fs;
+pub mod fs;
 mod safetensors;
 
 pub use error::{SafetensorsError, SafetensorsErrorKind};

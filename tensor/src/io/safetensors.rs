@@ -16,7 +16,7 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::SafetensorsErrorKind as Kind;
 use super::{SafetensorsError, fs};
-use crate::{DType, Element, Tensor};
+use crate::{DType, Element, Tensor, checked_numel};
 
 /// The header key of the string metadata; no tensor may have this name.
 const METADATA_KEY: &str = "__metadata__";
@@ -155,6 +155,11 @@ pub struct FileTensor<T: Element = f32> {
     pub tensor: Tensor<T>,
     /// The dtype in the file: as read, or to write.
     pub dtype: StoredDType,
+    /// The exact values of an integer tensor, beside `tensor`, which holds them converted
+    /// to `T` (rounded beyond 2^24 in f32, 2^53 in f64). Read: present for every integer
+    /// dtype (unsigned values above `i64::MAX` saturate). Written: when present, these are
+    /// the I64 values written, so a counter such as an optimizer's step survives exactly.
+    pub exact: Option<Vec<i64>>,
 }
 
 impl<T: Element> FileTensor<T> {
@@ -164,6 +169,7 @@ impl<T: Element> FileTensor<T> {
             name: name.into(),
             tensor,
             dtype: StoredDType::of(T::DTYPE),
+            exact: None,
         }
     }
 
@@ -174,7 +180,40 @@ impl<T: Element> FileTensor<T> {
             name: name.into(),
             tensor,
             dtype: StoredDType::I64,
+            exact: None,
         }
+    }
+
+    /// An integer counter of `shape` given by its exact values, stored as I64 exactly
+    /// (an optimizer's step beyond 2^24, which an f32 tensor would round).
+    ///
+    /// ```
+    /// use strata_tensor::io::{FileTensor, TensorFile};
+    /// let step = (1u64 << 24) + 1; // not an f32
+    /// let mut file = TensorFile::<f32>::new();
+    /// file.tensors.push(FileTensor::exact_counter("step", &[], vec![step as i64])?);
+    /// let back = TensorFile::<f32>::from_bytes(&file.to_bytes()?)?;
+    /// assert_eq!(back.get("step").unwrap().exact.as_deref(), Some(&[step as i64][..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`TensorError`](crate::TensorError) when `values` do not fill `shape`.
+    pub fn exact_counter(
+        name: impl Into<String>,
+        shape: &[usize],
+        values: Vec<i64>,
+    ) -> crate::Result<Self> {
+        let tensor = Tensor::from_vec(
+            values.iter().map(|&v| T::from_f64(v as f64)).collect(),
+            shape,
+        )?;
+        Ok(FileTensor {
+            name: name.into(),
+            tensor,
+            dtype: StoredDType::I64,
+            exact: Some(values),
+        })
     }
 }
 
@@ -249,7 +288,7 @@ impl<T: Element> TensorFile<T> {
             kind,
         };
         let bytes = encode(self).map_err(at)?;
-        fs::write_atomic(path, &bytes).map_err(at)
+        fs::write_atomic_kind(path, &bytes).map_err(at)
     }
 
     /// Decodes a safetensors file's bytes (written by strata, PyTorch or any other
@@ -379,6 +418,20 @@ fn push_values<T: Element>(out: &mut Vec<u8>, t: &FileTensor<T>) -> Result<(), K
     };
     out.reserve(values.len().saturating_mul(t.dtype.size_in_bytes()));
     match t.dtype {
+        StoredDType::I64 if t.exact.is_some() => {
+            let exact = t.exact.as_deref().unwrap_or_default();
+            if exact.len() != values.len() {
+                return Err(Kind::Size {
+                    name: t.name.clone(),
+                    shape: t.tensor.shape().to_vec(),
+                    dtype: t.dtype,
+                    bytes: exact.len().saturating_mul(8),
+                });
+            }
+            for n in exact {
+                out.extend_from_slice(&n.to_le_bytes());
+            }
+        }
         StoredDType::I64 => {
             for (index, v) in values.iter().enumerate() {
                 let value = Element::to_f64(*v);
@@ -461,10 +514,12 @@ fn decode<T: Element>(bytes: &[u8]) -> Result<TensorFile<T>, Kind> {
             .ok_or_else(size_error)?;
         let values = decode_values::<T>(&name, dtype, raw)?;
         let tensor = Tensor::from_vec(values, &info.shape).map_err(|_| size_error())?;
+        let exact = dtype.is_integer().then(|| exact_integers(dtype, raw));
         tensors.push(FileTensor {
             name,
             tensor,
             dtype,
+            exact,
         });
     }
     let metadata = meta
@@ -473,11 +528,6 @@ fn decode<T: Element>(bytes: &[u8]) -> Result<TensorFile<T>, Kind> {
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
     Ok(TensorFile { tensors, metadata })
-}
-
-/// The product of `shape`, or `None` when it overflows `usize`.
-fn checked_numel(shape: &[usize]) -> Option<usize> {
-    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
 }
 
 /// The header's JSON text: the 8-byte little-endian length, checked against the bytes
@@ -624,6 +674,34 @@ fn convert<T: Element, const N: usize>(
         .collect()
 }
 
+/// The values of a little-endian integer buffer of `dtype` as i64 (u64 values above
+/// `i64::MAX` saturate).
+fn exact_integers(dtype: StoredDType, raw: &[u8]) -> Vec<i64> {
+    use StoredDType::*;
+    fn each<const N: usize>(raw: &[u8], read: impl Fn([u8; N]) -> i64) -> Vec<i64> {
+        raw.chunks_exact(N)
+            .map(|c| {
+                let mut b = [0u8; N];
+                b.copy_from_slice(c);
+                read(b)
+            })
+            .collect()
+    }
+    match dtype {
+        I8 => each::<1>(raw, |b| i8::from_le_bytes(b).into()),
+        I16 => each::<2>(raw, |b| i16::from_le_bytes(b).into()),
+        I32 => each::<4>(raw, |b| i32::from_le_bytes(b).into()),
+        I64 => each::<8>(raw, i64::from_le_bytes),
+        U8 => each::<1>(raw, |b| u8::from_le_bytes(b).into()),
+        U16 => each::<2>(raw, |b| u16::from_le_bytes(b).into()),
+        U32 => each::<4>(raw, |b| u32::from_le_bytes(b).into()),
+        U64 => each::<8>(raw, |b| {
+            i64::try_from(u64::from_le_bytes(b)).unwrap_or(i64::MAX)
+        }),
+        F16 | BF16 | F32 | F64 => Vec::new(),
+    }
+}
+
 /// IEEE half precision to f64 (exact).
 fn f16_to_f64(h: u16) -> f64 {
     let sign = if h >> 15 == 1 { -1.0 } else { 1.0 };
@@ -644,7 +722,9 @@ mod tests {
     #[test]
     fn numel_overflow_is_caught() {
         assert_eq!(checked_numel(&[]), Some(1));
-        assert_eq!(checked_numel(&[3, 0, usize::MAX]), Some(0));
+        assert_eq!(checked_numel(&[3, 0, 1 << 40]), Some(0));
+        // A zero does not excuse the other sizes: no tensor has this shape, so no file may.
+        assert_eq!(checked_numel(&[3, 0, usize::MAX]), None);
         assert_eq!(checked_numel(&[1 << 32, 1 << 32]), None);
         assert_eq!(checked_numel(&[usize::MAX, 2]), None);
     }

@@ -5,8 +5,8 @@ use std::fmt;
 
 use crate::engine::iter::Coalesced;
 use crate::engine::par::Cost;
-use crate::handle::layout::{numel, resolve_dim};
-use crate::handle::storage::alloc;
+use crate::handle::layout::{check_shape, numel, resolve_dim};
+use crate::handle::storage::try_alloc;
 use crate::{Element, Result, Tensor, TensorError};
 
 /// A contiguous n-dimensional array of `i64` indices, PyTorch's `torch.long` tensors: class
@@ -23,14 +23,16 @@ impl IndexTensor {
     /// Wraps `data` (row-major) as indices of `shape`.
     ///
     /// # Errors
-    /// [`TensorError::DataLength`] when `data.len()` is not the product of `shape`.
+    /// [`TensorError::DataLength`] when `data.len()` is not the product of `shape`, and
+    /// [`TensorError::TooLarge`] when that product overflows.
     pub fn from_vec(data: Vec<i64>, shape: &[usize]) -> Result<Self> {
-        if data.len() != numel(shape) {
+        let n = check_shape::<i64>("IndexTensor::from_vec", shape)?;
+        if data.len() != n {
             return Err(TensorError::DataLength {
                 op: "IndexTensor::from_vec",
                 len: data.len(),
                 shape: shape.to_vec(),
-                numel: numel(shape),
+                numel: n,
             });
         }
         Ok(IndexTensor {
@@ -75,9 +77,9 @@ impl IndexTensor {
     /// The same indices in a new shape.
     ///
     /// # Errors
-    /// [`TensorError::Reshape`] when the element counts differ.
+    /// [`TensorError::Reshape`] when the element counts differ (or overflow).
     pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
-        if numel(shape) != self.numel() {
+        if crate::checked_numel(shape) != Some(self.numel()) {
             return Err(TensorError::Reshape {
                 op: "IndexTensor::reshape",
                 from: self.shape.clone(),
@@ -181,10 +183,12 @@ impl<T: Element> Tensor<T> {
         }
         let (outer, size, inner) = split_at_dim(self.shape(), d);
         index.check(OP, d, size)?;
-        let src = self.contiguous();
-        let x = src.as_slice().expect("contiguous");
         let k = index.numel();
-        let mut out = alloc::<T>(outer * k * inner);
+        let mut shape = self.shape().to_vec();
+        shape[d] = k;
+        let mut out = try_alloc::<T>(OP, &shape)?;
+        let src = self.try_contiguous(OP)?;
+        let x = src.as_slice().expect("contiguous");
         for o in 0..outer {
             for (j, &i) in index.as_slice().iter().enumerate() {
                 let from = (o * size + i as usize) * inner;
@@ -192,8 +196,6 @@ impl<T: Element> Tensor<T> {
                 out[to..to + inner].copy_from_slice(&x[from..from + inner]);
             }
         }
-        let mut shape = self.shape().to_vec();
-        shape[d] = k;
         Ok(Tensor::from_contiguous(out, &shape))
     }
 
@@ -322,7 +324,7 @@ impl<T: Element> Tensor<T> {
         let size = self.shape().get(d).copied().unwrap_or(1);
         index.check(OP, d, size)?;
         let n = index.numel();
-        let mut out = alloc::<T>(n);
+        let mut out = try_alloc::<T>(OP, index.shape())?;
         let mut strides = self.strides().to_vec();
         let dim_stride = strides.get(d).copied().unwrap_or(0);
         if let Some(s) = strides.get_mut(d) {
@@ -430,7 +432,9 @@ impl<T: Element> Tensor<T> {
     /// `F.one_hot` (as floats). `num_classes = None` uses the largest index plus one.
     ///
     /// # Errors
-    /// [`TensorError::Index`] for a negative index or one `>= num_classes`.
+    /// [`TensorError::Index`] for a negative index or one `>= num_classes`;
+    /// [`TensorError::TooLarge`] or [`TensorError::OutOfMemory`] when the rows cannot be
+    /// allocated (a huge `num_classes`).
     pub fn one_hot(indices: &IndexTensor, num_classes: Option<usize>) -> Result<Tensor<T>> {
         let c = match num_classes {
             Some(c) => c,
@@ -441,12 +445,12 @@ impl<T: Element> Tensor<T> {
                 .map_or(0, |&m| m.max(-1) as usize + 1),
         };
         indices.check("one_hot", indices.ndim(), c)?;
-        let mut out = crate::handle::storage::alloc_zeroed::<T>(indices.numel() * c);
+        let mut shape = indices.shape().to_vec();
+        shape.push(c);
+        let mut out = crate::handle::storage::try_alloc_zeroed::<T>("one_hot", &shape)?;
         for (row, &i) in indices.as_slice().iter().enumerate() {
             out[row * c + i as usize] = T::one();
         }
-        let mut shape = indices.shape().to_vec();
-        shape.push(c);
         Ok(Tensor::from_contiguous(out, &shape))
     }
 }

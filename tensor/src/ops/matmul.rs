@@ -10,8 +10,8 @@ use faer::Par;
 
 use crate::engine::gemm::{PAR_MIN_MACS, Strided, parallelism, product};
 use crate::engine::par;
-use crate::handle::layout::{broadcast_shapes, numel};
-use crate::handle::storage::{alloc, alloc_zeroed};
+use crate::handle::layout::{broadcast_shapes, check_shape, numel};
+use crate::handle::storage::{try_alloc, try_alloc_zeroed};
 use crate::{Element, Result, Tensor, TensorError};
 
 impl<T: Element> Tensor<T> {
@@ -36,7 +36,8 @@ impl<T: Element> Tensor<T> {
     ///
     /// # Errors
     /// [`TensorError::Matmul`] when the inner dimensions differ, the batch dimensions do not
-    /// broadcast, or an operand is 0-d.
+    /// broadcast, or an operand is 0-d; [`TensorError::TooLarge`] or
+    /// [`TensorError::OutOfMemory`] when the product cannot be allocated.
     pub fn matmul(&self, other: &Tensor<T>) -> Result<Tensor<T>> {
         let err = || TensorError::Matmul {
             op: "matmul",
@@ -71,17 +72,17 @@ impl<T: Element> Tensor<T> {
         if other.ndim() > 1 {
             out_shape.push(n);
         }
+        // The result's count is checked before anything is multiplied: `[2^40, 0] @ [0, 2^40]`
+        // is a valid product of two empty tensors whose result cannot exist.
+        let total = check_shape::<T>("matmul", &out_shape)?;
         let batch_n = numel(&batch);
-        if batch_n * m * n == 0 {
-            return Ok(Tensor::zeros(&out_shape));
-        }
-        if k == 0 {
+        if total == 0 || k == 0 {
             return Ok(Tensor::from_contiguous(
-                alloc_zeroed(batch_n * m * n),
+                try_alloc_zeroed("matmul", &out_shape)?,
                 &out_shape,
             ));
         }
-        let mut out = alloc::<T>(batch_n * m * n);
+        let mut out = try_alloc::<T>("matmul", &out_shape)?;
         let sa = a.strides();
         let sb = b.strides();
 
@@ -100,7 +101,7 @@ impl<T: Element> Tensor<T> {
                 rs: sb[0],
                 cs: sb[1],
             };
-            let macs = batch_n * m * n * k;
+            let macs = total.saturating_mul(k);
             product(
                 &mut out,
                 (batch_n * m, n, k),
@@ -133,8 +134,8 @@ impl<T: Element> Tensor<T> {
             let lb = operand(i, b_off, &lb_batch, sb[rb - 2], sb[rb - 1]);
             product(o, (m, n, k), ad, la, bd, lb, false, par);
         };
-        let macs = m * n * k;
-        if batch_n > 1 && macs < PAR_MIN_MACS && batch_n * macs >= PAR_MIN_MACS {
+        let macs = (m * n).saturating_mul(k);
+        if batch_n > 1 && macs < PAR_MIN_MACS && batch_n.saturating_mul(macs) >= PAR_MIN_MACS {
             par::chunks_mut(&mut out, m * n, true, |i, o| job(i, o, Par::Seq));
         } else {
             let par = parallelism(macs);

@@ -4,8 +4,8 @@
 use rand::Rng;
 
 use crate::handle::element::Kernels as _;
-use crate::handle::layout::numel;
-use crate::handle::storage::alloc;
+use crate::handle::layout::check_shape;
+use crate::handle::storage::{alloc, try_alloc, uncountable};
 use crate::{Element, Result, Tensor, TensorError};
 
 /// A seeded, portable random number generator (ChaCha12, from `rand`'s `StdRng`).
@@ -34,10 +34,38 @@ fn normal_pair<R: Rng + ?Sized>(rng: &mut R) -> (f64, f64) {
     (r * theta.cos(), r * theta.sin())
 }
 
+/// Fills `data` with standard normal samples, drawn in pairs.
+fn fill_normal<T: Element, R: Rng + ?Sized>(data: &mut [T], rng: &mut R) {
+    for pair in data.chunks_mut(2) {
+        let (a, b) = normal_pair(rng);
+        pair[0] = T::from_f64(a);
+        if let Some(x) = pair.get_mut(1) {
+            *x = T::from_f64(b);
+        }
+    }
+}
+
+/// The count of a shape given to an infallible random constructor (see
+/// [`Tensor::zeros`]'s panics).
+#[track_caller]
+fn count<T>(op: &'static str, shape: &[usize]) -> usize {
+    match check_shape::<T>(op, shape) {
+        Ok(n) => n,
+        Err(e) => uncountable(
+            e,
+            "use Tensor::uniform or Tensor::normal for shapes from input",
+        ),
+    }
+}
+
 impl<T: Element> Tensor<T> {
     /// Uniform samples in `[0, 1)`, like `torch.rand`.
+    ///
+    /// # Panics
+    /// As [`zeros`](Tensor::zeros); [`uniform`](Tensor::uniform) returns errors instead.
+    #[track_caller]
     pub fn rand<R: Rng + ?Sized>(shape: &[usize], rng: &mut R) -> Self {
-        let mut data = alloc::<T>(numel(shape));
+        let mut data = alloc::<T>(count::<T>("rand", shape));
         data.iter_mut().for_each(|x| *x = unit(rng));
         Self::from_contiguous(data, shape)
     }
@@ -45,7 +73,9 @@ impl<T: Element> Tensor<T> {
     /// Uniform samples in `[low, high)`, like `torch.empty(shape).uniform_(low, high)`.
     ///
     /// # Errors
-    /// [`TensorError::Invalid`] when `low > high` or either bound is not finite.
+    /// [`TensorError::Invalid`] when `low > high` or either bound is not finite;
+    /// [`TensorError::TooLarge`] or [`TensorError::OutOfMemory`] for a shape that cannot
+    /// be allocated.
     pub fn uniform<R: Rng + ?Sized>(shape: &[usize], low: T, high: T, rng: &mut R) -> Result<Self> {
         if !low.is_finite() || !high.is_finite() || low > high {
             return Err(TensorError::invalid(
@@ -53,7 +83,7 @@ impl<T: Element> Tensor<T> {
                 format!("expected finite low <= high, got low {low} and high {high}"),
             ));
         }
-        let mut data = alloc::<T>(numel(shape));
+        let mut data = try_alloc::<T>("uniform", shape)?;
         let width = high - low;
         data.iter_mut()
             .for_each(|x| *x = low + width * unit::<T, R>(rng));
@@ -61,16 +91,13 @@ impl<T: Element> Tensor<T> {
     }
 
     /// Standard normal samples, like `torch.randn`.
+    ///
+    /// # Panics
+    /// As [`zeros`](Tensor::zeros); [`normal`](Tensor::normal) returns errors instead.
+    #[track_caller]
     pub fn randn<R: Rng + ?Sized>(shape: &[usize], rng: &mut R) -> Self {
-        let n = numel(shape);
-        let mut data = alloc::<T>(n);
-        for pair in data.chunks_mut(2) {
-            let (a, b) = normal_pair(rng);
-            pair[0] = T::from_f64(a);
-            if let Some(x) = pair.get_mut(1) {
-                *x = T::from_f64(b);
-            }
-        }
+        let mut data = alloc::<T>(count::<T>("randn", shape));
+        fill_normal(&mut data, rng);
         Self::from_contiguous(data, shape)
     }
 
@@ -78,7 +105,9 @@ impl<T: Element> Tensor<T> {
     /// `torch.empty(shape).normal_(mean, std)`.
     ///
     /// # Errors
-    /// [`TensorError::Invalid`] when `std` is negative or either argument is not finite.
+    /// [`TensorError::Invalid`] when `std` is negative or either argument is not finite;
+    /// [`TensorError::TooLarge`] or [`TensorError::OutOfMemory`] for a shape that cannot
+    /// be allocated.
     pub fn normal<R: Rng + ?Sized>(shape: &[usize], mean: T, std: T, rng: &mut R) -> Result<Self> {
         if !mean.is_finite() || !std.is_finite() || std < T::zero() {
             return Err(TensorError::invalid(
@@ -86,14 +115,17 @@ impl<T: Element> Tensor<T> {
                 format!("expected a finite mean and std >= 0, got mean {mean} and std {std}"),
             ));
         }
-        let z = Self::randn(shape, rng);
+        let mut data = try_alloc::<T>("normal", shape)?;
+        fill_normal(&mut data, rng);
+        let z = Self::from_contiguous(data, shape);
         Ok(z.map_cost(crate::engine::par::Cost::Cheap, |x| mean + std * x))
     }
 
     /// Ones with probability `p`, zeros otherwise, like `torch.bernoulli(torch.full(shape, p))`.
     ///
     /// # Errors
-    /// [`TensorError::Invalid`] when `p` is outside `[0, 1]`.
+    /// [`TensorError::Invalid`] when `p` is outside `[0, 1]`; [`TensorError::TooLarge`] or
+    /// [`TensorError::OutOfMemory`] for a shape that cannot be allocated.
     pub fn bernoulli<R: Rng + ?Sized>(shape: &[usize], p: f64, rng: &mut R) -> Result<Self> {
         if !(0.0..=1.0).contains(&p) {
             return Err(TensorError::invalid(
@@ -101,7 +133,7 @@ impl<T: Element> Tensor<T> {
                 format!("probability {p} is outside [0, 1]"),
             ));
         }
-        let mut data = alloc::<T>(numel(shape));
+        let mut data = try_alloc::<T>("bernoulli", shape)?;
         data.iter_mut().for_each(|x| {
             *x = if f64::unit_from_bits(rng.next_u64()) < p {
                 T::one()

@@ -5,8 +5,10 @@ use std::borrow::Borrow;
 
 use crate::engine::iter::Coalesced;
 use crate::engine::par::Cost;
-use crate::handle::layout::{Layout, contiguous_dims, numel, resolve_dim, resolve_insert_dim};
-use crate::handle::storage::alloc;
+use crate::handle::layout::{
+    Layout, check_shape, contiguous_dims, resolve_dim, resolve_insert_dim,
+};
+use crate::handle::storage::try_alloc;
 use crate::{Element, Result, Tensor, TensorError};
 
 /// Copies `src` into the region of `dst` that `region` (a layout over `dst`, of `src`'s
@@ -45,8 +47,10 @@ impl<T: Element> Tensor<T> {
     /// ```
     ///
     /// # Errors
-    /// [`TensorError::Invalid`] for an empty list, [`TensorError::Dim`], and
-    /// [`TensorError::Shape`] when the other dimensions differ.
+    /// [`TensorError::Invalid`] for an empty list, [`TensorError::Dim`],
+    /// [`TensorError::Shape`] when the other dimensions differ, and
+    /// [`TensorError::TooLarge`] or [`TensorError::OutOfMemory`] when the result cannot be
+    /// allocated.
     pub fn cat<B: Borrow<Tensor<T>>>(tensors: &[B], dim: isize) -> Result<Tensor<T>> {
         const OP: &str = "cat";
         let parts: Vec<&Tensor<T>> = tensors
@@ -86,9 +90,14 @@ impl<T: Element> Tensor<T> {
                     format!("shapes {shapes:?} differ outside dimension {dim}"),
                 ));
             }
-            shape[d] += t.shape()[d];
+            shape[d] = shape[d]
+                .checked_add(t.shape()[d])
+                .ok_or_else(|| TensorError::TooLarge {
+                    op: OP,
+                    shape: first.shape().to_vec(),
+                })?;
         }
-        let mut out = alloc::<T>(numel(&shape));
+        let mut out = try_alloc::<T>(OP, &shape)?;
         let strides = contiguous_dims(&shape);
         let mut offset = 0;
         for t in &parts {
@@ -212,7 +221,8 @@ impl<T: Element> Tensor<T> {
     ///
     /// # Errors
     /// [`TensorError::Invalid`] for an odd-length or too long `pads`, or a dimension cropped
-    /// below zero.
+    /// below zero; [`TensorError::TooLarge`] or [`TensorError::OutOfMemory`] when the
+    /// padded tensor cannot be allocated.
     pub fn pad(&self, pads: &[isize], value: T) -> Result<Tensor<T>> {
         const OP: &str = "pad";
         if !pads.len().is_multiple_of(2) || pads.len() / 2 > self.ndim() {
@@ -230,12 +240,23 @@ impl<T: Element> Tensor<T> {
         for (k, pair) in pads.chunks(2).enumerate() {
             let d = self.ndim() - 1 - k;
             let (before, after) = (pair[0], pair[1]);
-            let size = self.shape()[d] as isize;
-            let new = size + before + after;
+            let too_large = || TensorError::TooLarge {
+                op: OP,
+                shape: self.shape().to_vec(),
+            };
+            let size = isize::try_from(self.shape()[d]).map_err(|_| too_large())?;
+            let new = size
+                .checked_add(before)
+                .and_then(|n| n.checked_add(after))
+                .ok_or_else(too_large)?;
             // As PyTorch: each negative amount crops what is there, so the two crops together
             // may remove at most the whole dimension (padding on the other side does not
-            // make up for it).
-            if size + before.min(0) + after.min(0) < 0 {
+            // make up for it). (`size + min(0) + min(0)` cannot overflow: both are ≤ 0 and
+            // `size` ≥ 0, and the sum of two `isize::MIN`s is caught by `checked_add`.)
+            let kept = size
+                .checked_add(before.min(0))
+                .and_then(|n| n.checked_add(after.min(0)));
+            if kept.is_none_or(|k| k < 0) {
                 return Err(TensorError::invalid(
                     OP,
                     format!(
@@ -246,12 +267,13 @@ impl<T: Element> Tensor<T> {
                 ));
             }
             out_shape[d] = new as usize;
-            let crop_start = (-before).max(0);
-            let crop_end = (size - (-after).max(0)).max(crop_start);
+            // `before`, `after` ≥ -size here, so the negations cannot overflow.
+            let crop_start = before.saturating_neg().max(0);
+            let crop_end = (size - after.saturating_neg().max(0)).max(crop_start);
             src = src.slice(d as isize, crop_start, crop_end, 1)?;
             dst_start[d] = before.max(0) as usize;
         }
-        let mut out = alloc::<T>(numel(&out_shape));
+        let mut out = try_alloc::<T>(OP, &out_shape)?;
         crate::engine::par::fill(&mut out, value);
         let strides = contiguous_dims(&out_shape);
         if src.numel() > 0 {
@@ -266,7 +288,8 @@ impl<T: Element> Tensor<T> {
     /// longer than `ndim` (new leading dimensions).
     ///
     /// # Errors
-    /// [`TensorError::Invalid`] when `repeats` has fewer entries than `ndim`.
+    /// [`TensorError::Invalid`] when `repeats` has fewer entries than `ndim`,
+    /// [`TensorError::TooLarge`] when the tiled tensor cannot be allocated.
     pub fn repeat(&self, repeats: &[usize]) -> Result<Tensor<T>> {
         if repeats.len() < self.ndim() {
             return Err(TensorError::invalid(
@@ -289,10 +312,24 @@ impl<T: Element> Tensor<T> {
             .zip(&padded)
             .flat_map(|(&r, &s)| [r as isize, s as isize])
             .collect();
-        let out_shape: Vec<usize> = repeats.iter().zip(&padded).map(|(r, s)| r * s).collect();
+        let too_large = || TensorError::TooLarge {
+            op: "repeat",
+            shape: self.shape().to_vec(),
+        };
+        let out_shape = repeats
+            .iter()
+            .zip(&padded)
+            .map(|(r, s)| r.checked_mul(*s))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(too_large)?;
+        if check_shape::<T>("repeat", &out_shape)? == 0 {
+            // Nothing to tile; the interleaved view below could not even be counted when
+            // a huge repeat sits beside the zero.
+            return Tensor::try_zeros(&out_shape);
+        }
         self.reshape(&interleaved)?
             .expand(&expanded)?
-            .contiguous()
+            .try_contiguous("repeat")?
             .reshape(&out_shape)
     }
 
@@ -325,13 +362,17 @@ impl<T: Element> Tensor<T> {
             ));
         }
         let (n, m) = (self.shape()[self.ndim() - 2], self.shape()[self.ndim() - 1]);
-        let keep: Vec<T> = (0..n * m)
-            .map(|k| {
-                let d = (k % m) as isize - (k / m) as isize;
-                let inside = if lower { d <= diagonal } else { d >= diagonal };
-                if inside { T::one() } else { T::zero() }
-            })
-            .collect();
+        let mut keep = try_alloc::<T>(op, &[n, m])?;
+        for (k, x) in keep.iter_mut().enumerate() {
+            // Column minus row, in i128: both are below 2^64, so the difference is exact.
+            let d = (k % m) as i128 - (k / m) as i128;
+            let inside = if lower {
+                d <= diagonal as i128
+            } else {
+                d >= diagonal as i128
+            };
+            *x = if inside { T::one() } else { T::zero() };
+        }
         let mask = Tensor::from_contiguous(keep, &[n, m]);
         self.zip_map(&mask, op, Cost::Cheap, |x, k| {
             if k != T::zero() { x } else { T::zero() }

@@ -319,7 +319,11 @@ impl<T: Element> Tensor<T> {
             self.layout().offset()
         };
         shape[d] = len;
-        strides[d] *= step;
+        // With two or more elements, `step` < the dimension's size, so the new stride stays
+        // below the layout's extent; with fewer it is never multiplied by an index.
+        if len > 1 {
+            strides[d] *= step;
+        }
         Ok(self.with_layout(Layout::from_parts(shape, strides, offset)))
     }
 

@@ -195,6 +195,7 @@ pub(super) fn run<T: Element>(
             // SAFETY: the tiles are done; the buffers are read through the pointers they
             // wrote through.
             dg: unsafe { ctx.dg[buf].slice(0, cols * gh) },
+            // SAFETY: as `dg`: the tiles that wrote this buffer are done.
             dpn: ctx.dpn.map(|p| unsafe { p[buf].slice(0, cols * h) }),
         };
         accumulate(mode, &d, &blocks, &chunk, (out, x, h0), reverse, &mut sums);
@@ -708,8 +709,9 @@ unsafe fn step<'a, T: Element>(
                             *o += v;
                         }
                         // The input side's ∂a_n, or a sink when no input-side gradient is
-                        // wanted. SAFETY: as above.
+                        // wanted.
                         let dpn = match c.dpn {
+                            // SAFETY: as above: the tile's own rows of this buffer.
                             Some(p) => unsafe {
                                 p[at.buf].slice_mut((at.row + r0 + r) * h + u0, un)
                             },

@@ -283,7 +283,8 @@ unsafe fn step<T: Element>(
                 let row = t * n + r0 + r;
                 let x = &xp[(row0 + r0 + r) * k..][..k];
                 let p = &prod[r * k..][..k];
-                // SAFETY (all slices below): the tile's own block of step t, or step tp.
+                // The slices below are the tile's own blocks of step t, or of step tp.
+                // SAFETY: the tile's own block of h_t (rows r0.., units u0..).
                 let hout = unsafe { c.out.slice_mut(row * h + u0, un) };
                 let prev_row = match h_prev {
                     // SAFETY: the tile's own block of the state before, which it wrote
@@ -298,6 +299,7 @@ unsafe fn step<T: Element>(
                 };
                 // The tile's activations of this row.
                 let acts: Option<[&mut [T]; 4]> = c.acts.map(|a| {
+                    // SAFETY: the tile's own activations of step t (rows r0.., units u0..).
                     let seg = unsafe { a.slice_mut(saved(t, r, 4), 4 * un) };
                     let mut parts = seg.chunks_exact_mut(un);
                     std::array::from_fn(|_| parts.next().expect("4 parts"))
@@ -309,6 +311,8 @@ unsafe fn step<T: Element>(
                     },
                     RecurrentMode::Lstm => {
                         let (acts, c_prev, cell, tc) = match (acts, c.cells) {
+                            // SAFETY: the tile's own cells of step t, and of step tp, which
+                            // it wrote itself in the step before.
                             (Some(a), Some((cp, tcp))) => unsafe {
                                 let c_prev = match (tp, c.c0) {
                                     (Some(tp), _) => cp.slice(saved(tp, r, 1), un),
@@ -337,6 +341,8 @@ unsafe fn step<T: Element>(
                         }
                         if last {
                             // c_n goes to the packed output's extra step.
+                            // SAFETY: the tile's own block of that extra step.
+                            // SAFETY: the tile's own block of the packed output's extra step.
                             let c_n = unsafe { c.out.slice_mut((d.l * n + r0 + r) * h + u0, un) };
                             c_n.copy_from_slice(cell);
                         }
@@ -393,6 +399,7 @@ unsafe fn lstm_tile<T: Element>(
     );
     let (state, scratch) = (&mut tile.state, &mut tile.scratch);
     match (c.acts, c.cells) {
+        // SAFETY: the caller's promise: the tile's own blocks of steps t and tp.
         (Some(a), Some((cp, tcp))) => unsafe {
             let c_prev = match (tp, c.c0) {
                 (Some(tp), _) => (cp.slice(saved(tp, 1), rn * un), un),
