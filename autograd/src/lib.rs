@@ -58,6 +58,7 @@ mod grad_mode;
 mod gradcheck;
 mod hooks;
 mod ops;
+pub mod taps;
 mod var;
 
 pub use anomaly::{detect_anomaly, is_anomaly_enabled};
@@ -68,4 +69,5 @@ pub use grad_mode::{enable_grad, is_grad_enabled, no_grad};
 pub use gradcheck::{GradcheckError, GradcheckOptions, gradcheck, gradgradcheck};
 pub use hooks::HookHandle;
 pub use ops::RecurrentParams;
+pub use taps::{ParamUse, Tap, TapOp, Taps, tap_parameters};
 pub use var::{InputGrads, Needs, Var};

@@ -1,0 +1,5 @@
+//! Privacy accountants.
+
+pub(crate) mod fft;
+pub mod rdp;
+pub(crate) mod special;

@@ -1,0 +1,5 @@
+//! The integration tests of strata-privacy, one test binary; each module is one area.
+
+mod common;
+
+mod per_sample;
