@@ -8,7 +8,7 @@ use strata_tensor::TensorError;
 /// accounting.
 ///
 /// ```
-/// use strata_privacy::{PrivacyError, RdpAccountant};
+/// use strata_privacy::{Accountant, PrivacyError, RdpAccountant};
 ///
 /// let err = RdpAccountant::new().step(-1.0, 0.01).unwrap_err();
 /// assert!(matches!(err, PrivacyError::Config { .. }));

@@ -2,4 +2,5 @@
 
 mod common;
 
+mod accountants;
 mod per_sample;

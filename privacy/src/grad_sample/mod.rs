@@ -115,7 +115,7 @@ struct Piece {
 /// // The per-sample gradients add up to the batch gradient.
 /// fc.forward(&x)?.sum_all().backward()?;
 /// let total = grads[0].sum(&[0], false)?;
-/// assert!(total.allclose(&fc.weight.grad().unwrap(), 1e-12, 1e-12));
+/// assert!(total.allclose(&fc.weight.grad().unwrap(), 1e-12, 1e-12)?);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
