@@ -26,7 +26,7 @@
 //!
 //! let w = Var::parameter(Tensor::<f64>::ones(&[3, 2]));
 //! let x = Var::new(Tensor::ones(&[4, 2]));
-//! let (y, taps) = tap_parameters(&[w.clone()], || x.linear(&w, None))?;
+//! let (y, taps) = tap_parameters(std::slice::from_ref(&w), || x.linear(&w, None))?;
 //! let y = y?;
 //! assert_eq!(taps.taps.len(), 1);
 //! assert!(matches!(taps.taps[0].op, TapOp::Linear { .. }));
@@ -88,20 +88,7 @@ pub enum TapOp<T: Element> {
     /// One layer and direction of a recurrent kernel over a sequence
     /// ([`Var::recurrent_sequence`]); params `[w_ih, w_hh, b_ih, b_hh]`. The output is
     /// the packed output (hidden states, plus `c_n` for the LSTM).
-    Recurrent {
-        /// RNN, LSTM or GRU.
-        mode: RecurrentMode,
-        /// `x`, `[L, N, in]`.
-        input: Tensor<T>,
-        /// `h0`, `[N, H]`, when given.
-        h0: Option<Tensor<T>>,
-        /// `c0`, `[N, H]`, when given.
-        c0: Option<Tensor<T>>,
-        /// Whether the kernel walked time backwards.
-        reverse: bool,
-        /// The values of `w_ih`, `w_hh`, `b_ih`, `b_hh` (to replay the recurrence).
-        weights: [Option<Tensor<T>>; 4],
-    },
+    Recurrent(Box<RecurrentTap<T>>),
     /// `y = p ⊙ other` (either order) with broadcasting; params `[p]`.
     Mul {
         /// The other operand.
@@ -125,6 +112,23 @@ pub enum TapOp<T: Element> {
     /// `y` is `p` with another shape (reshape, view, flatten, squeeze, unsqueeze); params
     /// `[p]`. `y` is watched from now on.
     Reshape,
+}
+
+/// What a tapped recurrent call saw.
+#[derive(Clone, Debug)]
+pub struct RecurrentTap<T: Element> {
+    /// RNN, LSTM or GRU.
+    pub mode: RecurrentMode,
+    /// `x`, `[L, N, in]`.
+    pub input: Tensor<T>,
+    /// `h0`, `[N, H]`, when given.
+    pub h0: Option<Tensor<T>>,
+    /// `c0`, `[N, H]`, when given.
+    pub c0: Option<Tensor<T>>,
+    /// Whether the kernel walked time backwards.
+    pub reverse: bool,
+    /// The values of `w_ih`, `w_hh`, `b_ih`, `b_hh` (to replay the recurrence).
+    pub weights: [Option<Tensor<T>>; 4],
 }
 
 /// One tapped call of an op.
@@ -310,7 +314,7 @@ mod tests {
     fn a_parameter_used_by_an_untapped_op_is_reported() {
         let w = Var::parameter(Tensor::<f64>::ones(&[2, 2]));
         let x = Var::new(Tensor::ones(&[3, 2]));
-        let (y, taps) = tap_parameters(&[w.clone()], || x.matmul(&w.t()?)).unwrap();
+        let (y, taps) = tap_parameters(std::slice::from_ref(&w), || x.matmul(&w.t()?)).unwrap();
         y.unwrap();
         assert!(taps.taps.is_empty());
         let untapped: Vec<_> = taps.untapped().map(|u| u.op).collect();
@@ -321,7 +325,8 @@ mod tests {
     fn views_of_a_parameter_are_followed() {
         let p = Var::parameter(Tensor::<f64>::ones(&[6, 2]));
         let x = Var::new(Tensor::ones(&[4, 2]));
-        let (y, taps) = tap_parameters(&[p.clone()], || x.add(&p.narrow(0, 2, 4)?)).unwrap();
+        let (y, taps) =
+            tap_parameters(std::slice::from_ref(&p), || x.add(&p.narrow(0, 2, 4)?)).unwrap();
         y.unwrap();
         let ops: Vec<_> = taps.taps.iter().map(|t| format!("{:?}", t.op)).collect();
         assert!(ops[0].starts_with("Narrow"), "{ops:?}");
@@ -332,8 +337,8 @@ mod tests {
     #[test]
     fn sessions_do_not_nest_and_close_after_a_panic() {
         let w = Var::parameter(Tensor::<f64>::ones(&[1]));
-        let inner = tap_parameters(&[w.clone()], || {
-            tap_parameters(&[w.clone()], || ()).is_err()
+        let inner = tap_parameters(std::slice::from_ref(&w), || {
+            tap_parameters(std::slice::from_ref(&w), || ()).is_err()
         });
         assert!(inner.unwrap().0);
         let caught = std::panic::catch_unwind(|| {

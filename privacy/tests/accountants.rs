@@ -24,6 +24,9 @@ fn history(v: &Value) -> Vec<(f64, f64, u64)> {
         .collect()
 }
 
+/// A history, a δ, and Opacus's (lower, estimate, upper) ε.
+type PrvCase = (Vec<(f64, f64, u64)>, f64, Vec<f64>);
+
 fn rel(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1e-300)
 }
@@ -83,7 +86,7 @@ fn rdp_matches_opacus_to_1e_6_relative() {
 #[test]
 fn prv_matches_opacus_within_its_error_bounds() {
     let fx = fixtures();
-    let mut cases: Vec<(Vec<(f64, f64, u64)>, f64, Vec<f64>)> = Vec::new();
+    let mut cases: Vec<PrvCase> = Vec::new();
     for case in fx["single"].as_array().unwrap() {
         let h = vec![(
             f(&case["sigma"]),

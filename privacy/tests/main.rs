@@ -3,4 +3,6 @@
 mod common;
 
 mod accountants;
+mod dp_sgd;
+mod noise;
 mod per_sample;

@@ -16,6 +16,9 @@ use crate::common::{check_per_sample, ok, projected};
 
 const CASES: u32 = 12;
 
+/// A recurrent layer as a function of its input and initial state.
+type Layer<'a> = dyn Fn(&Var<f64>, Option<&Var<f64>>) -> strata_nn::Result<Var<f64>> + 'a;
+
 fn randn(shape: &[usize], seed: u64) -> Tensor<f64> {
     Tensor::randn(shape, &mut seeded_rng(seed))
 }
@@ -148,7 +151,7 @@ proptest! {
         out[2] = 4 * dirs;
         let r = randn(&out, seed ^ 2);
         let h0 = randn(&[layers * dirs, batch, 4], seed ^ 3);
-        let run = |layer: &dyn Fn(&Var<f64>, Option<&Var<f64>>) -> strata_nn::Result<Var<f64>>,
+        let run = |layer: &Layer,
                    range: std::ops::Range<usize>| {
             let xs = Var::new(x.narrow(dim as isize, range.start, range.len())?);
             let h = Var::new(h0.narrow(1, range.start, range.len())?);

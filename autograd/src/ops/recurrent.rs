@@ -8,7 +8,7 @@
 use strata_tensor::{Element, RecurrentGradNeeds, RecurrentMode, RecurrentWeights, Tensor};
 
 use crate::ops::decomposed;
-use crate::taps::{self, TapOp};
+use crate::taps::{self, RecurrentTap, TapOp};
 use crate::{Result, Var};
 
 /// The parameters of one recurrent layer and direction, in PyTorch's layouts: `w_ih`
@@ -115,13 +115,15 @@ impl<T: Element> Var<T> {
         .double_backward(move |g, inputs, _| {
             decomposed(g, inputs, &values, |xs| unrolled(mode, xs, reverse))
         });
-        let op = || TapOp::Recurrent {
-            mode,
-            input: x_tap,
-            h0: h0_t,
-            c0: c0_t,
-            reverse,
-            weights: [Some(w_ih), Some(w_hh), b_ih, b_hh],
+        let op = || {
+            TapOp::Recurrent(Box::new(RecurrentTap {
+                mode,
+                input: x_tap,
+                h0: h0_t,
+                c0: c0_t,
+                reverse,
+                weights: [Some(w_ih), Some(w_hh), b_ih, b_hh],
+            }))
         };
         let params_in = [
             Some(params.w_ih),

@@ -155,7 +155,7 @@ impl RdpAccountant {
     /// # Errors
     /// [`PrivacyError::Config`] for an order ≤ 1 or no orders.
     pub fn with_orders(orders: Vec<f64>) -> Result<Self> {
-        if orders.is_empty() || orders.iter().any(|&a| !(a > 1.0)) {
+        if orders.is_empty() || orders.iter().any(|&a| a.is_nan() || a <= 1.0) {
             return Err(config(
                 "orders",
                 format!("must all be above 1, got {orders:?}"),
@@ -242,7 +242,8 @@ impl PrvAccountant {
     /// # Errors
     /// [`PrivacyError::Config`] for a non-positive error.
     pub fn with_errors(eps_error: f64, delta_error: Option<f64>) -> Result<Self> {
-        if !(eps_error > 0.0) || delta_error.is_some_and(|d| !(d > 0.0)) {
+        let positive = |v: f64| v > 0.0 && v.is_finite();
+        if !positive(eps_error) || delta_error.is_some_and(|d| !positive(d)) {
             return Err(config(
                 "PrvAccountant",
                 format!("errors must be positive, got {eps_error} and {delta_error:?}"),

@@ -210,7 +210,7 @@ fn compose_fourier(d: &Discrete, k: u64) -> Discrete {
     // The sum of k variables on [t_min, t_max] starts at k·t_min: rolling by k − 1 (plus
     // half the length for even k) puts it back on the grid, as numpy.roll does.
     let mut m = (k - 1) as usize % n;
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         m = (m + n / 2) % n;
     }
     let mut pmf = vec![0.0; n];

@@ -451,7 +451,7 @@ impl Context {
                 let prod = if *sign < 0.0 { g.neg() } else { g.clone() };
                 vec![(self.elementwise(tap, &prod)?, vec![(0, 0)])]
             }
-            TapOp::Recurrent { .. } => {
+            TapOp::Recurrent(_) => {
                 let [ih, hh] = recurrent::replay(tap, g, self.batch)?;
                 vec![(ih, vec![(0, 0), (1, 2)]), (hh, vec![(0, 1), (1, 3)])]
             }

@@ -11,7 +11,7 @@
 //! gradient, and one functional backward with the output gradient captured during the
 //! model's backward gives them all. Nothing loops over samples.
 
-use strata_autograd::{GradOptions, Tap, TapOp, Var, enable_grad, grad};
+use strata_autograd::{GradOptions, RecurrentTap, Tap, TapOp, Var, enable_grad, grad};
 use strata_tensor::{Element, RecurrentMode, Tensor};
 
 use super::rules::Rule;
@@ -25,17 +25,17 @@ pub(super) fn replay<T: Element>(
     g: &Tensor<T>,
     batch: usize,
 ) -> Result<[Rule<T>; 2]> {
-    let TapOp::Recurrent {
+    let TapOp::Recurrent(r) = &tap.op else {
+        unreachable!("replay is called for recurrent taps only")
+    };
+    let RecurrentTap {
         mode,
         input,
         h0,
         c0,
         reverse,
         weights,
-    } = &tap.op
-    else {
-        unreachable!("replay is called for recurrent taps only")
-    };
+    } = r.as_ref();
     let (mode, reverse) = (*mode, *reverse);
     let &[l, n, features] = input.shape() else {
         return Err(PrivacyError::Batch(format!(

@@ -27,7 +27,7 @@ pub fn close(what: &str, got: &[f64], want: &[f64], tol: f64) -> TestResult {
         )));
     }
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        if !((g - w).abs() <= tol * (1.0 + w.abs())) {
+        if g.is_nan() || (g - w).abs() > tol * (1.0 + w.abs()) {
             return Err(TestCaseError::fail(format!(
                 "{what}: index {i}: got {g}, expected {w} (tolerance {tol})"
             )));
