@@ -35,7 +35,15 @@ Naming convention (shared with xtask/src/bench.rs and the criterion benches):
     W9 softmax 4096x1024                  softmax(x, dim=-1)     2*4*numel bytes GB/s
     W9 layer_norm 4096x1024               F.layer_norm over the last axis, with
                                           weight and bias         2*4*numel bytes GB/s
-  median_s is the median time of one call (for linreg: one call = 1000 steps).
+    W10 cnn sgd_b32 1x2 | 2x1             W3's step at a global batch of 32: one process
+                                          with 2 threads, or DistributedDataParallel over
+                                          gloo on 2 processes of 1 thread (16 each) us/step
+    W10 mlp adam_b128 1x2 | 2x1           W4's step at a global batch of 128, the same
+                                          two ways                                us/step
+    W10 deep adam_b128 1x2 | 2x1          an MLP 1024-1024x4-10, Adam, batch 128, DDP
+                                          buckets of 4 MB (overlap companion)     us/step
+  median_s is the median time of one call (for linreg: one call = 1000 steps; for the
+  2x1 rows of W10: one step on rank 0, timed inside the worker processes).
 
 FILTER (--filter): a bare workload id such as W1 selects exactly that workload (not W10);
 anything else is a substring of the benchmark id "<group>/torch/<param>" -- the same rule
@@ -116,6 +124,120 @@ def measure(fn, min_time, samples):
     return statistics.median(times)
 
 
+def make_cnn(torch):
+    """W3's model (the reference CNN on 3x32x32) and its SGD(lr 0.01)."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class Cnn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
+            self.fc1 = nn.Linear(32 * 16 * 16, 128)
+            self.fc2 = nn.Linear(128, 10)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.conv1(x)), 2, 2)
+            return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
+
+    model = Cnn()
+    return model, torch.optim.SGD(model.parameters(), lr=0.01)
+
+
+def make_mlp(torch):
+    """W4's model (MLP 784-512-256-10) and its Adam(lr 1e-3)."""
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def make_deep(torch):
+    """W10's overlap companion: an MLP 1024-1024x4-10 and its Adam(lr 1e-3)."""
+    nn = torch.nn
+    layers = []
+    for _ in range(4):
+        layers += [nn.Linear(1024, 1024), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(1024, 10))
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+# W10: (group, param, global batch, sample shape, model factory, DDP bucket_cap_mb).
+DDP_WORKLOADS = (
+    ("cnn", "sgd_b32", 32, (3, 32, 32), make_cnn, 25),
+    ("mlp", "adam_b128", 128, (784,), make_mlp, 25),
+    ("deep", "adam_b128", 128, (1024,), make_deep, 4),
+)
+
+
+def ddp_worker(rank, world, index, steps, warmup, port, queue):
+    """One rank of W10's 2x1 mode: DistributedDataParallel over gloo, one thread."""
+    import torch
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    torch.set_num_interop_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    _, _, batch, sample, make, cap = DDP_WORKLOADS[index]
+    torch.manual_seed(0)
+    model, opt = make(torch)  # DDP wraps the module: its parameters are the optimizer's
+    ddp = torch.nn.parallel.DistributedDataParallel(model, bucket_cap_mb=cap)
+    local = batch // world
+    x = torch.randn(batch, *sample)[rank * local:(rank + 1) * local]
+    y = (torch.arange(batch) % 10)[rank * local:(rank + 1) * local]
+    F = torch.nn.functional
+    times = []
+    for i in range(warmup + steps):
+        if i == warmup:
+            dist.barrier()
+        t = time.perf_counter()
+        opt.zero_grad()
+        F.cross_entropy(ddp(x), y).backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    if rank == 0:
+        queue.put(statistics.median(times))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def ddp_rows(args):
+    """W10's rows: each workload at its global batch on one process with 2 threads (in
+    this process), and on 2 processes of 1 thread each under DistributedDataParallel."""
+    import socket
+    import torch
+    import torch.multiprocessing as mp
+    F = torch.nn.functional
+    rows = []
+    for index, (group, param, batch, sample, make, _) in enumerate(DDP_WORKLOADS):
+        for mode in ("1x2", "2x1"):
+            bench_id = f"W10_{group}/torch/{param} {mode}"
+            if not matches(args.filter, "W10", bench_id):
+                continue
+            if mode == "1x2":
+                torch.set_num_threads(2)
+                model, opt = make(torch)
+                x, y = torch.randn(batch, *sample), torch.arange(batch) % 10
+
+                def call():
+                    opt.zero_grad()
+                    F.cross_entropy(model(x), y).backward()
+                    opt.step()
+
+                median_s = measure(call, args.min_time, args.samples)
+                torch.set_num_threads(args.threads)
+            else:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", 0))
+                    port = s.getsockname()[1]
+                queue = mp.get_context("spawn").SimpleQueue()
+                mp.spawn(ddp_worker, args=(2, index, 60, 10, port, queue), nprocs=2, join=True)
+                median_s = queue.get()
+            print(f"torch {bench_id}: median {median_s * 1e3:.4f} ms", file=sys.stderr, flush=True)
+            rows.append({"workload": "W10", "variant": f"{group} {param} {mode}", "impl": "torch",
+                         "median_s": median_s, "throughput": median_s * 1e6, "unit": "us/step"})
+    return rows
+
+
 def workloads(torch):
     """Yields (workload, name, param, setup); setup() -> (call, count, kind).
 
@@ -158,21 +280,7 @@ def workloads(torch):
     yield "W2", "conv2d", "fwd+bwd", conv2d_backward
 
     def cnn_step():
-        nn = torch.nn
-
-        class Cnn(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
-                self.fc1 = nn.Linear(32 * 16 * 16, 128)
-                self.fc2 = nn.Linear(128, 10)
-
-            def forward(self, x):
-                x = F.max_pool2d(F.relu(self.conv1(x)), 2, 2)
-                return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
-
-        model = Cnn()
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+        model, opt = make_cnn(torch)
         x, y = torch.randn(32, 3, 32, 32), torch.arange(32) % 10
 
         def call():
@@ -185,9 +293,7 @@ def workloads(torch):
     yield "W3", "cnn", "train_step_b32", cnn_step
 
     def mlp_step():
-        nn = torch.nn
-        model = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 10))
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        model, opt = make_mlp(torch)
         x, y = torch.randn(128, 784), torch.arange(128) % 10
 
         def call():
@@ -367,6 +473,8 @@ def main():
             "throughput": throughput,
             "unit": unit,
         })
+    if not args.list and not args.peak_rss:
+        results.extend(ddp_rows(args))
     if not args.list:
         json.dump(results, sys.stdout, indent=1)
         print()

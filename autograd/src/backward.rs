@@ -374,6 +374,41 @@ fn accumulate_graph_grad<T: Element>(var: &Var<T>, grad: Var<T>) -> Result<()> {
     Ok(())
 }
 
+impl<T: Element> Var<T> {
+    /// The leaves that require grad which a backward from this var would reach, each once
+    /// (in no particular order): what tells, before the backward, which parameters will get
+    /// no gradient from it (PyTorch's DistributedDataParallel walks the graph from the
+    /// forward's output for `find_unused_parameters` in the same way). Empty for a var
+    /// that does not require grad.
+    ///
+    /// ```
+    /// use strata_autograd::Var;
+    /// use strata_tensor::Tensor;
+    ///
+    /// let used = Var::parameter(Tensor::<f32>::ones(&[2]));
+    /// let unused = Var::parameter(Tensor::<f32>::ones(&[2]));
+    /// let y = used.square().sum_all();
+    /// let leaves = y.reachable_leaves()?;
+    /// assert!(leaves.iter().any(|v| v.id() == used.id()));
+    /// assert!(!leaves.iter().any(|v| v.id() == unused.id()));
+    /// # Ok::<(), strata_autograd::AutogradError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`AutogradError::GraphFreed`] when an earlier backward freed part of the graph.
+    pub fn reachable_leaves(&self) -> Result<Vec<Var<T>>> {
+        if !self.needs_grad() {
+            return Ok(Vec::new());
+        }
+        let (order, _) = topological_order(std::slice::from_ref(self))?;
+        Ok(order
+            .into_iter()
+            .flatten()
+            .filter(|v| v.is_leaf() && v.needs_grad())
+            .collect())
+    }
+}
+
 /// Adds `grad` into a var's gradient slot (the first gradient is stored as is, made
 /// contiguous).
 fn accumulate_into_slot<T: Element>(var: &Var<T>, grad: Tensor<T>) {
@@ -484,9 +519,18 @@ fn topological_order<T: Element>(roots: &[Var<T>]) -> Result<(Vec<Option<Var<T>>
             Origin::Op(node) => &node.inputs[..],
         };
         let at = stack.len();
-        for input in inputs.iter().flatten() {
-            if !index.contains(input.id()) {
-                stack.push((input.clone(), false));
+        // Leaf inputs go below the others, so that they are popped, and ordered, last of
+        // this var's inputs: the walk (this order reversed) then reaches a parameter right
+        // after the op that consumes it, so its `.grad` is final, and its
+        // post-accumulate-grad hooks run, as soon as that op's backward is done rather than
+        // after the whole graph below it (data-parallel training starts a bucket's
+        // all-reduce there, to overlap the rest of the backward). Leaves have no inputs, so
+        // the non-leaf order, and with it every sum of gradients, is unchanged.
+        for leaves in [true, false] {
+            for input in inputs.iter().flatten() {
+                if input.is_leaf() == leaves && !index.contains(input.id()) {
+                    stack.push((input.clone(), false));
+                }
             }
         }
         drop(origin);

@@ -138,3 +138,36 @@ fn removing_a_post_accumulate_hook() -> Result<(), AutogradError> {
     assert_eq!(*count.lock().unwrap(), 1);
     Ok(())
 }
+
+/// A two-layer net h = relu(x·W1ᵀ + b1), y = h·W2ᵀ + b2: the walk reaches each layer's
+/// parameters right after that layer's backward, so the second layer's post-accumulate-grad
+/// hooks fire before any gradient reaches h (what data-parallel training overlaps its
+/// all-reduce with), and the first layer's after.
+#[test]
+fn post_accumulate_hooks_fire_as_soon_as_their_layer_is_done() -> Result<(), AutogradError> {
+    let x = Var::new(Tensor::from_slice(&[1.0f64, -2.0, 0.5], &[1, 3])?);
+    let w1 = Var::parameter(Tensor::from_slice(&[0.1f64; 6], &[2, 3])?);
+    let b1 = leaf(&[0.0, 0.1]);
+    let w2 = Var::parameter(Tensor::from_slice(&[0.3f64, -0.2], &[1, 2])?);
+    let b2 = leaf(&[0.5]);
+    let seen = log();
+    let mut handles = Vec::new();
+    for (name, p) in [("w1", &w1), ("b1", &b1), ("w2", &w2), ("b2", &b2)] {
+        let s = seen.clone();
+        handles.push(p.register_post_accumulate_grad_hook(move |_| {
+            s.lock().unwrap().push(name.to_string());
+        })?);
+    }
+    let h = x.linear(&w1, Some(&b1))?.relu();
+    let s = seen.clone();
+    let _hh = h.register_hook(move |_| {
+        s.lock().unwrap().push("h".to_string());
+        None
+    });
+    h.linear(&w2, Some(&b2))?.sum_all().backward()?;
+    let order = entries(&seen);
+    let at = |name: &str| order.iter().position(|e| e == name).unwrap();
+    assert!(at("w2") < at("h") && at("b2") < at("h"), "{order:?}");
+    assert!(at("h") < at("w1") && at("h") < at("b1"), "{order:?}");
+    Ok(())
+}

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use strata_autograd::AutogradError;
+use strata_distributed::DistributedError;
 use strata_nn::NnError;
 use strata_optim::OptimError;
 use strata_tensor::TensorError;
@@ -39,6 +40,9 @@ pub enum ModelsError {
     /// A graph op failed.
     #[error(transparent)]
     Autograd(#[from] AutogradError),
+    /// Training across processes failed (models that differ between ranks, MPI).
+    #[error(transparent)]
+    Distributed(#[from] DistributedError),
 }
 
 impl From<TensorError> for ModelsError {

@@ -107,6 +107,37 @@ impl TextCorpus {
             .collect();
         windows(&self.train, &starts, len)
     }
+
+    /// Rank `rank`'s share of [`random_batch`](TextCorpus::random_batch) among `ranks`:
+    /// the same `batch` windows are drawn on every rank (the RNG advances as for one
+    /// process), and this rank takes the `batch / ranks` from `rank · batch / ranks` on, so
+    /// that the ranks' windows are together the batch one process would draw.
+    ///
+    /// # Errors
+    /// As [`random_batch`](TextCorpus::random_batch), and a batch that does not divide
+    /// among the ranks.
+    pub fn random_batch_shard<R: Rng + ?Sized>(
+        &self,
+        batch: usize,
+        len: usize,
+        rng: &mut R,
+        rank: usize,
+        ranks: usize,
+    ) -> Result<(IndexTensor, IndexTensor)> {
+        if ranks == 0 || rank >= ranks || !batch.is_multiple_of(ranks) {
+            return Err(ModelsError::Config(format!(
+                "a batch of {batch} windows does not divide among {ranks} ranks (rank {rank})"
+            )));
+        }
+        if self.train.len() <= len || batch == 0 || len == 0 {
+            return self.random_batch(batch, len, rng);
+        }
+        let starts: Vec<usize> = (0..batch)
+            .map(|_| rng.random_range(0..self.train.len() - len))
+            .collect();
+        let share = batch / ranks;
+        windows(&self.train, &starts[rank * share..(rank + 1) * share], len)
+    }
 }
 
 /// Inputs `[n, len]` and targets `[n * len]` of the windows starting at `starts`.
@@ -254,6 +285,8 @@ pub struct Windows<'a, R: Rng + ?Sized> {
     steps: usize,
     eval_every: usize,
     rng: &'a mut R,
+    /// This rank and the number of ranks, when the batches are shared among ranks.
+    shard: (usize, usize),
 }
 
 impl<'a, R: Rng + ?Sized> Windows<'a, R> {
@@ -282,7 +315,15 @@ impl<'a, R: Rng + ?Sized> Windows<'a, R> {
             steps,
             eval_every,
             rng,
+            shard: (0, 1),
         })
+    }
+
+    /// Each batch shared among `ranks` ranks, this one `rank`: see
+    /// [`TextCorpus::random_batch_shard`] (the batch size must divide).
+    pub fn shard(mut self, rank: usize, ranks: usize) -> Self {
+        self.shard = (rank, ranks);
+        self
     }
 }
 
@@ -301,8 +342,12 @@ impl<R: Rng + ?Sized> Batches for Windows<'_, R> {
     fn epoch(&mut self, epoch: usize) -> Box<dyn Iterator<Item = Result<Self::Batch>> + '_> {
         let n = self.steps_in(epoch);
         let (corpus, batch, len) = (self.corpus, self.batch_size, self.seq_len);
+        let (rank, ranks) = self.shard;
         let rng = &mut *self.rng;
-        Box::new((0..n).map(move |_| corpus.random_batch(batch, len, rng)))
+        if ranks == 1 {
+            return Box::new((0..n).map(move |_| corpus.random_batch(batch, len, rng)));
+        }
+        Box::new((0..n).map(move |_| corpus.random_batch_shard(batch, len, rng, rank, ranks)))
     }
 
     fn unit(&self) -> Unit {
@@ -412,6 +457,7 @@ pub fn fit<R: Rng + ?Sized>(
         one_cycle_max_lr: Some(config.max_lr),
         clip_grad_norm: config.clip,
         progress: config.progress,
+        comm: strata_distributed::Communicator::alone(),
     };
     run(
         &mut learner,

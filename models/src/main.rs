@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use strata_distributed::World;
 use strata_models::models::RecurrentKind;
 use strata_models::reference::{self, Model, TrainOptions};
 
@@ -116,6 +117,18 @@ fn run(cli: Cli) -> Result<(), String> {
             limit,
             quiet,
         } => {
+            // Under an MPI launcher, this process is one rank of several (data-parallel);
+            // alone, a world of one and MPI untouched.
+            let world = World::init().map_err(|e| e.to_string())?;
+            world.abort_on_panic();
+            // Ranks that share a machine share its cores, unless --threads says otherwise.
+            let local_ranks = world.launch().and_then(|l| l.local_size).unwrap_or(1);
+            let threads = threads.or_else(|| {
+                (local_ranks > 1).then(|| {
+                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    (cores / local_ranks).max(1)
+                })
+            });
             if let Some(n) = threads {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(n)
@@ -135,18 +148,31 @@ fn run(cli: Cli) -> Result<(), String> {
                 dataset,
                 limit,
                 progress: !quiet,
+                comm: world.comm().clone(),
             };
-            let metrics = reference::train(&opts).map_err(|e| e.to_string())?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&metrics).expect("plain JSON")
-            );
-            eprintln!(
-                "wrote {}/metrics.json, {}/checkpoint/, {}/curves.svg",
-                out.display(),
-                out.display(),
-                out.display()
-            );
+            let metrics = match reference::train(&opts) {
+                Ok(m) => m,
+                // One rank's error ends every rank, rather than leave them waiting for it.
+                Err(e) if world.size() > 1 => world.fail(&one_line(&e.to_string()), 1),
+                Err(e) => return Err(e.to_string()),
+            };
+            if world.rank() == 0 {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&metrics).expect("plain JSON")
+                );
+                eprintln!(
+                    "wrote {}/metrics.json, {}/checkpoint/, {}/curves.svg{}",
+                    out.display(),
+                    out.display(),
+                    out.display(),
+                    if world.size() > 1 {
+                        format!(" ({} ranks)", world.size())
+                    } else {
+                        String::new()
+                    }
+                );
+            }
         }
         Command::Eval { checkpoint } => {
             let e = reference::eval(&checkpoint).map_err(|e| e.to_string())?;
@@ -188,13 +214,17 @@ fn run(cli: Cli) -> Result<(), String> {
     Ok(())
 }
 
+/// One line, even for messages that span several (e.g. a state dict mismatch).
+fn one_line(e: &str) -> String {
+    let line: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    line.join(" ")
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, even for messages that span several (e.g. a state dict mismatch).
-            let line: Vec<&str> = e.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-            eprintln!("error: {}", line.join(" "));
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }

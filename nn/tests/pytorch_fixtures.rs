@@ -14,22 +14,22 @@ fn fixture_path(name: &str) -> PathBuf {
         .join(format!("{name}.safetensors"))
 }
 
-fn load(name: &str) -> StateDict<f64> {
+pub(crate) fn load(name: &str) -> StateDict<f64> {
     StateDict::load_safetensors(&fixture_path(name)).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn get(sd: &StateDict<f64>, key: &str) -> Tensor<f64> {
+pub(crate) fn get(sd: &StateDict<f64>, key: &str) -> Tensor<f64> {
     sd.get(key)
         .unwrap_or_else(|| panic!("fixture lacks {key}"))
         .clone()
 }
 
-fn indices(t: &Tensor<f64>) -> IndexTensor {
+pub(crate) fn indices(t: &Tensor<f64>) -> IndexTensor {
     IndexTensor::from_tensor(t).unwrap()
 }
 
 #[track_caller]
-fn assert_close(got: &Tensor<f64>, want: &Tensor<f64>, what: &str) {
+pub(crate) fn assert_close(got: &Tensor<f64>, want: &Tensor<f64>, what: &str) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
     for (i, (g, w)) in got.to_vec().iter().zip(want.to_vec()).enumerate() {
         let tol = 1e-10 + 1e-8 * w.abs();
@@ -224,7 +224,7 @@ fn embedding() {
     );
 }
 
-const REDUCTIONS: [(&str, Reduction); 3] = [
+pub(crate) const REDUCTIONS: [(&str, Reduction); 3] = [
     ("none", Reduction::None),
     ("mean", Reduction::Mean),
     ("sum", Reduction::Sum),

@@ -26,7 +26,12 @@
 //! | `W8_backward`    | `OP-fwd`, `OP-fwd+bwd` for large-input ops       | none → ms      |
 //! | `W9_softmax`     | `4096x1024`                                     | bytes → GB/s   |
 //! | `W9_layer_norm`  | `4096x1024`                                     | bytes → GB/s   |
+//! | `W10_cnn`, `W10_mlp` | `sgd_b32 1x2`, `sgd_b32 2x1`; `adam_b128 …` (processes × threads) | us/step |
+//! | `W10_overlap`    | `cnn 2x1`, `mlp 2x1`: all-reduce time hidden behind the backward | %       |
+//! | `W10_allreduce` (impl `mpi`) | `cnn_grads 2x1`, `mlp_grads 2x1`: MPI all-reduce of the gradients | GB/s |
 //!
+//! W10 (data-parallel steps) is timed by its own harness across processes, not by
+//! criterion: see [`ddp`].
 //! Criterion's `Throughput::Elements` is interpreted per workload (see [`units`]);
 //! `Throughput::Bytes` is always GB/s.
 //!
@@ -37,6 +42,7 @@
 //! (regex-escaped before criterion sees it). The torch script applies the same rule.
 
 mod criterion;
+mod ddp;
 pub mod units;
 
 use crate::{meta, report, torch};
@@ -104,11 +110,20 @@ pub fn run(options: &BenchOptions) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let bench_status = command
-        .status()
-        .map_err(|e| format!("could not start cargo: {e}"))?;
+    // `W10` alone has no criterion bench.
+    let criterion_wanted = options.filter.as_deref() != Some("W10");
+    let bench_status = if criterion_wanted {
+        command
+            .status()
+            .map_err(|e| format!("could not start cargo: {e}"))?
+    } else {
+        std::process::ExitStatus::default()
+    };
 
     let mut records = criterion::collect(&criterion_dir, start);
+    if ddp::selected(options.filter.as_deref()) {
+        records.extend(ddp::run(&root, &target, options));
+    }
     if records.is_empty() {
         eprintln!(
             "xtask bench: no benchmark results newer than the start of this run under {}",

@@ -32,6 +32,9 @@ commands:
       substring of a benchmark id `<group>/<impl>/<param>`, e.g. `matmul/strata`.
       --vs torch: also run bench/torch_bench.py with the Python named by
       STRATA_TORCH_PYTHON (default `python3`) and compare against it.
+      W10 (data-parallel steps: one process x N threads, and 2 ranks x 1 thread under
+      mpirun, over TCP loopback) runs its own harness, bench/src/bin/ddp_bench.rs; with
+      --vs torch, PyTorch DDP over gloo.
   ci
       Run what CI runs: cargo fmt --all --check; cargo clippy --workspace --all-targets
       -- -D warnings; cargo doc (warnings denied); cargo test --workspace. Stops at the

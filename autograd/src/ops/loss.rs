@@ -3,7 +3,7 @@
 //! Each returns the unreduced, per-element terms; strata-nn validates the arguments and
 //! applies the reduction.
 
-use strata_tensor::{Element, Tensor};
+use strata_tensor::{Element, IndexTensor, Tensor};
 
 use crate::ops::decomposed;
 use crate::{Result, Var};
@@ -200,5 +200,200 @@ fn weighted_var<T: Element>(t: Var<T>, w: &Option<Tensor<T>>) -> Result<Var<T>> 
     match w {
         Some(w) => t.mul(&Var::new(w.clone())),
         None => Ok(t),
+    }
+}
+
+/// The arguments of a CTC loss besides the log-probabilities, kept by its backward.
+#[derive(Clone)]
+struct Ctc {
+    targets: IndexTensor,
+    input_lengths: Vec<usize>,
+    target_lengths: Vec<usize>,
+    blank: usize,
+    zero_infinity: bool,
+}
+
+/// A finite stand-in for log 0 in the differentiable recomputation, so that unreachable
+/// states give zero gradients instead of the NaN of `-inf - -inf`.
+const LOG_ZERO: f64 = -1e30;
+
+impl Ctc {
+    /// Sample `b`'s labels.
+    fn labels(&self, b: usize) -> &[i64] {
+        let len = self.target_lengths[b];
+        let all = self.targets.as_slice();
+        match *self.targets.shape() {
+            [_, width] => &all[b * width..b * width + len],
+            _ => {
+                let start: usize = self.target_lengths[..b].iter().sum();
+                &all[start..start + len]
+            }
+        }
+    }
+
+    /// The per-sample negative log-likelihood recomputed with differentiable ops on
+    /// `lp` (`[T, N, C]`): the α recursion over the padded extended targets of the batch,
+    /// each sample's α frozen after its last frame. Samples without frames, and those whose
+    /// loss `nll` is infinite when `zero_infinity` is set, are constants.
+    fn recompute<T: Element>(&self, lp: &Var<T>, nll: &Tensor<T>) -> Result<Var<T>> {
+        let (frames, batch) = (lp.shape()[0], lp.shape()[1]);
+        let longest = (0..batch)
+            .map(|b| self.target_lengths[b])
+            .max()
+            .unwrap_or(0);
+        let states = 2 * longest + 1;
+        let blank = self.blank as i64;
+        // Extended targets [N, S'] (padded with blanks), the allowed skips, the readout.
+        let mut ext = vec![blank; batch * states];
+        let mut skip = vec![T::zero(); batch * states];
+        let mut ends = vec![0i64; batch * 2];
+        let mut two_ends = vec![T::zero(); batch * 2];
+        for b in 0..batch {
+            let labels = self.labels(b);
+            for (i, &l) in labels.iter().enumerate() {
+                ext[b * states + 2 * i + 1] = l;
+            }
+            for s in 2..states {
+                let c = ext[b * states + s];
+                if c != blank && c != ext[b * states + s - 2] {
+                    skip[b * states + s] = T::one();
+                }
+            }
+            let last = 2 * labels.len();
+            ends[2 * b] = last as i64;
+            ends[2 * b + 1] = last.saturating_sub(1) as i64;
+            two_ends[2 * b] = T::one();
+            two_ends[2 * b + 1] = T::from_f64(f64::from(u8::from(last > 0)));
+        }
+        let ext = IndexTensor::from_vec(ext.repeat(frames), &[frames, batch, states])?;
+        let emit = lp.gather(2, &ext)?; // [T, N, S']
+        let neg = |shape: &[usize]| Var::new(Tensor::full(shape, T::from_f64(LOG_ZERO)));
+        let skip = Tensor::from_vec(skip, &[batch, states])?;
+        let first_two = Tensor::from_vec(
+            (0..batch * states)
+                .map(|i| T::from_f64(f64::from(u8::from(i % states < 2))))
+                .collect(),
+            &[batch, states],
+        )?;
+        let mut alpha = Var::where_(&first_two, &emit.select(0, 0)?, &neg(&[batch, states]))?;
+        for t in 1..frames {
+            let shifted = |by: usize| -> Result<Var<T>> {
+                if by >= states {
+                    return Ok(neg(&[batch, states]));
+                }
+                Var::cat(&[neg(&[batch, by]), alpha.narrow(1, 0, states - by)?], 1)
+            };
+            let step = shifted(1)?;
+            let jump = Var::where_(&skip, &shifted(2)?, &neg(&[batch, states]))?;
+            let next = Var::stack(&[alpha.clone(), step, jump], 2)?
+                .logsumexp(&[2], false)?
+                .add(&emit.select(0, t as isize)?)?;
+            let live = Tensor::from_vec(
+                (0..batch)
+                    .map(|b| T::from_f64(f64::from(u8::from(t < self.input_lengths[b]))))
+                    .collect(),
+                &[batch, 1],
+            )?;
+            alpha = Var::where_(&live, &next, &alpha)?;
+        }
+        let ends = IndexTensor::from_vec(ends, &[batch, 2])?;
+        let two_ends = Tensor::from_vec(two_ends, &[batch, 2])?;
+        let finals = alpha.gather(1, &ends)?;
+        let finals = Var::where_(
+            &two_ends,
+            &finals,
+            &finals.narrow(1, 0, 1)?.add(&neg(&[batch, 1]))?,
+        )?;
+        let computed = finals.logsumexp(&[1], false)?.neg();
+        let losses = nll.to_vec();
+        let constant = Tensor::from_vec(
+            (0..batch)
+                .map(|b| {
+                    let zeroed = self.zero_infinity && losses[b] == T::infinity();
+                    T::from_f64(f64::from(u8::from(self.input_lengths[b] == 0 || zeroed)))
+                })
+                .collect(),
+            &[batch],
+        )?;
+        Var::where_(&constant, &Var::new(nll.clone()), &computed)
+    }
+}
+
+impl<T: Element> Var<T> {
+    /// The CTC negative log-likelihood of each sample (`[N]`), like `F.ctc_loss` with
+    /// `reduction='none'`: `self` holds log-probabilities `[T, N, C]` (a `log_softmax`
+    /// over classes), `targets` padded rows `[N, S]` or the concatenated labels, sample `b`
+    /// aligning its first `target_lengths[b]` labels to its first `input_lengths[b]`
+    /// frames. `zero_infinity` turns the infinite loss of an impossible alignment (and its
+    /// gradient) into 0. The backward is PyTorch's (see
+    /// [`Tensor::ctc_loss_backward`]): exact for the logits of the `log_softmax`. Its
+    /// `create_graph` path recomputes the loss with differentiable ops (log 0 as -1e30).
+    ///
+    /// # Errors
+    /// When the shapes, lengths, blank or labels do not fit (see [`Tensor::ctc_loss`]).
+    pub fn ctc_loss(
+        &self,
+        targets: &IndexTensor,
+        input_lengths: &[usize],
+        target_lengths: &[usize],
+        blank: usize,
+        zero_infinity: bool,
+    ) -> Result<Var<T>> {
+        let lp = self.value();
+        let nll = lp.ctc_loss(targets, input_lengths, target_lengths, blank)?;
+        let value = if zero_infinity {
+            nll.map(|v| if v == T::infinity() { T::zero() } else { v })
+        } else {
+            nll.clone()
+        };
+        let ctc = Ctc {
+            targets: targets.clone(),
+            input_lengths: input_lengths.to_vec(),
+            target_lengths: target_lengths.to_vec(),
+            blank,
+            zero_infinity,
+        };
+        let (ctc2, lp2, nll2) = (ctc.clone(), lp.clone(), nll.clone());
+        Ok(Var::from_op("ctc_loss", value, &[self], move |g, _| {
+            Ok(vec![Some(lp.ctc_loss_backward(
+                &ctc.targets,
+                &ctc.input_lengths,
+                &ctc.target_lengths,
+                ctc.blank,
+                &nll,
+                g,
+                ctc.zero_infinity,
+            )?)])
+        })
+        .double_backward(move |g, inputs, _| {
+            let values = [Some(lp2.clone())];
+            let mut grads = decomposed(g, inputs, &values, |xs| {
+                ctc2.recompute(xs[0].as_ref().expect("given"), &nll2)
+            })?;
+            // PyTorch's first-order gradient adds e^lp·g over each sample's frames (the
+            // part a log_softmax's backward cancels); so does its differentiable form.
+            if let (Some(x), Some(grad)) = (&inputs[0], grads[0].take()) {
+                let (frames, batch) = (lp2.shape()[0], lp2.shape()[1]);
+                let losses = nll2.to_vec();
+                let mask = Tensor::from_vec(
+                    (0..frames * batch)
+                        .map(|i| {
+                            let b = i % batch;
+                            let zeroed = ctc2.zero_infinity && losses[b] == T::infinity();
+                            T::from_f64(f64::from(u8::from(
+                                i / batch < ctc2.input_lengths[b] && !zeroed,
+                            )))
+                        })
+                        .collect(),
+                    &[frames, batch, 1],
+                )?;
+                let extra = x
+                    .exp()
+                    .mul(&g.reshape(&[1, batch, 1][..])?)?
+                    .mul(&Var::new(mask))?;
+                grads[0] = Some(grad.add(&extra)?);
+            }
+            Ok(grads)
+        }))
     }
 }

@@ -4,7 +4,11 @@
 pub mod bundled;
 pub mod readers;
 
+use std::ops::Range;
+use std::sync::Arc;
+
 use rayon::prelude::*;
+use strata_distributed::DistributedSampler;
 use strata_tensor::rand::seq::SliceRandom;
 use strata_tensor::{IndexTensor, Tensor, seeded_rng};
 
@@ -288,8 +292,48 @@ impl Batch {
     }
 }
 
+/// Which samples of a data set a [`DataLoader`] reads in an epoch, and in which order,
+/// like `torch.utils.data.Sampler`.
+pub trait Sampler: Send + Sync {
+    /// The number of samples per epoch.
+    fn len(&self) -> usize;
+
+    /// Whether an epoch reads nothing.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The indices of epoch `epoch`, [`len`](Sampler::len) of them.
+    fn indices(&self, epoch: u64) -> Vec<usize>;
+}
+
+/// This rank's share of the data set, from strata-distributed: the loader reads, every
+/// epoch, the rank's part of the permutation a shuffling loader of the same seed reads
+/// whole.
+impl Sampler for DistributedSampler {
+    fn len(&self) -> usize {
+        self.num_samples()
+    }
+
+    fn indices(&self, epoch: u64) -> Vec<usize> {
+        DistributedSampler::indices(self, epoch)
+    }
+}
+
+/// A contiguous run of samples, in order, every epoch.
+impl Sampler for Range<usize> {
+    fn len(&self) -> usize {
+        ExactSizeIterator::len(self)
+    }
+
+    fn indices(&self, _epoch: u64) -> Vec<usize> {
+        self.clone().collect()
+    }
+}
+
 /// Batches of a dataset, like `torch.utils.data.DataLoader`: a batch size, an optional
-/// shuffle seeded per epoch (`seed`, epoch) so that runs repeat exactly, `drop_last`, and
+/// shuffle seeded per epoch (`seed`, epoch) so that runs repeat exactly, or a [`Sampler`]
+/// (a rank's share, with strata-distributed's `DistributedSampler`), `drop_last`, and
 /// collation in parallel.
 ///
 /// ```
@@ -306,6 +350,7 @@ pub struct DataLoader<'a, D: Dataset + ?Sized> {
     dataset: &'a D,
     batch_size: usize,
     shuffle_seed: Option<u64>,
+    sampler: Option<Arc<dyn Sampler>>,
     drop_last: bool,
 }
 
@@ -316,6 +361,7 @@ impl<'a, D: Dataset + ?Sized> DataLoader<'a, D> {
             dataset,
             batch_size: batch_size.max(1),
             shuffle_seed: None,
+            sampler: None,
             drop_last: false,
         }
     }
@@ -323,6 +369,13 @@ impl<'a, D: Dataset + ?Sized> DataLoader<'a, D> {
     /// Shuffles every epoch with an RNG seeded from `seed` and the epoch number.
     pub fn shuffle(mut self, seed: u64) -> Self {
         self.shuffle_seed = Some(seed);
+        self
+    }
+
+    /// Reads the samples `sampler` gives each epoch, in its order, instead of the whole
+    /// data set (and instead of [`shuffle`](DataLoader::shuffle)).
+    pub fn sampler(mut self, sampler: Arc<dyn Sampler>) -> Self {
+        self.sampler = Some(sampler);
         self
     }
 
@@ -334,7 +387,10 @@ impl<'a, D: Dataset + ?Sized> DataLoader<'a, D> {
 
     /// The number of batches per epoch.
     pub fn num_batches(&self) -> usize {
-        let n = self.dataset.len();
+        let n = self
+            .sampler
+            .as_ref()
+            .map_or_else(|| self.dataset.len(), |s| s.len());
         if self.drop_last {
             n / self.batch_size
         } else {
@@ -344,8 +400,11 @@ impl<'a, D: Dataset + ?Sized> DataLoader<'a, D> {
 
     /// The batches of epoch `epoch`.
     pub fn epoch(&self, epoch: u64) -> impl Iterator<Item = Batch> + '_ {
-        let mut order: Vec<usize> = (0..self.dataset.len()).collect();
-        if let Some(seed) = self.shuffle_seed {
+        let mut order: Vec<usize> = match &self.sampler {
+            Some(s) => s.indices(epoch),
+            None => (0..self.dataset.len()).collect(),
+        };
+        if let (Some(seed), None) = (self.shuffle_seed, &self.sampler) {
             let mixed = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
             order.shuffle(&mut seeded_rng(mixed));
         }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::Value;
+use strata_distributed::{DdpConfig, Reducer};
 use strata_nn::Module;
 use strata_tensor::seeded_rng;
 
@@ -81,17 +82,36 @@ impl<S: ReferenceModel> Flows for S {
             }
             Length::Steps(n) => Length::Steps(opts.steps.unwrap_or(n)),
         };
+        let comm = &opts.comm;
         let mut prepared = self.prepare(opts)?;
         let mut task = self.task(&prepared.architecture);
         let mut net = self.init(&prepared, &mut seeded_rng(opts.seed))?;
         // The whole training set, before --limit, for full-batch training.
-        let batch_size = opts
+        let requested = opts
             .batch_size
             .or(defaults.batch_size)
             .unwrap_or_else(|| task.train_len(&prepared.data));
+        // Data-parallel, each rank takes an equal share of the global batch: the requested
+        // one, rounded up to a multiple of the number of ranks when it does not divide.
+        let batch_size = requested.div_ceil(comm.size()) * comm.size();
+        if batch_size != requested && comm.is_root() {
+            eprintln!(
+                "note: a batch of {requested} does not divide among {} ranks: each rank takes {}, \
+                 a global batch of {batch_size}",
+                comm.size(),
+                batch_size / comm.size()
+            );
+        }
         if let Some(n) = opts.limit {
             task.limit(&mut prepared.data, n);
         }
+        // Every rank starts from rank 0's weights and, after each backward, holds the
+        // gradients averaged over the ranks (nothing at all in a world of one).
+        let reducer = if comm.size() > 1 {
+            Some(Reducer::new(&*net, comm, &DdpConfig::default())?)
+        } else {
+            None
+        };
         let lr = opts.lr.unwrap_or(defaults.lr);
         let mut optimizer = defaults.optimizer.build(net.parameters(), lr)?;
         let plan = Plan {
@@ -102,6 +122,7 @@ impl<S: ReferenceModel> Flows for S {
                 one_cycle_max_lr: (defaults.schedule == Schedule::OneCycle).then_some(lr),
                 clip_grad_norm: defaults.clip_grad_norm,
                 progress: opts.progress,
+                comm: comm.clone(),
             },
         };
         let start = Instant::now();
@@ -113,6 +134,7 @@ impl<S: ReferenceModel> Flows for S {
             &mut |_| Ok(()),
         )?;
         let seconds = start.elapsed().as_secs_f64();
+        drop(reducer);
         let last = history
             .last()
             .ok_or_else(|| ModelsError::Config("the training made no evaluation".into()))?;
@@ -160,23 +182,30 @@ impl<S: ReferenceModel> Flows for S {
             },
             seed: opts.seed,
             threads: rayon::current_num_threads(),
+            world_size: comm.size(),
             strata_version: env!("CARGO_PKG_VERSION").into(),
             metrics,
             extra: &prepared.extra,
         };
-        std::fs::create_dir_all(&opts.out).map_err(|e| write_error(&opts.out, e))?;
-        checkpoint::save(
-            &opts.out.join("checkpoint"),
-            &*net,
-            optimizer.as_ref(),
-            &record,
-        )?;
         let metrics =
             serde_json::to_value(&record.metrics).map_err(|e| write_error(&opts.out, e))?;
-        let text = serde_json::to_string_pretty(&metrics).map_err(|e| write_error(&opts.out, e))?;
-        std::fs::write(opts.out.join("metrics.json"), text + "\n")
-            .map_err(|e| write_error(&opts.out, e))?;
-        plot::training_curves(&history, S::NAME, &opts.out.join("curves.svg"))?;
+        // Rank 0 alone writes; the others wait for it, so that every rank returns once the
+        // files are there (and a failed write ends every rank).
+        if comm.is_root() {
+            std::fs::create_dir_all(&opts.out).map_err(|e| write_error(&opts.out, e))?;
+            checkpoint::save(
+                &opts.out.join("checkpoint"),
+                &*net,
+                optimizer.as_ref(),
+                &record,
+            )?;
+            let text =
+                serde_json::to_string_pretty(&metrics).map_err(|e| write_error(&opts.out, e))?;
+            std::fs::write(opts.out.join("metrics.json"), text + "\n")
+                .map_err(|e| write_error(&opts.out, e))?;
+            plot::training_curves(&history, S::NAME, &opts.out.join("curves.svg"))?;
+        }
+        comm.barrier()?;
         Ok(metrics)
     }
 

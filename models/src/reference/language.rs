@@ -190,7 +190,8 @@ impl Task for LanguageTask {
             steps,
             (steps / 20).max(1),
             &mut self.rng,
-        )?;
+        )?
+        .shard(plan.loop_config.comm.rank(), plan.loop_config.comm.size());
         if self.seq_len > net.context() {
             return Err(ModelsError::Config(format!(
                 "seq_len {} exceeds the model's context {}",

@@ -24,6 +24,7 @@ mod supervised;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use strata_distributed::Communicator;
 
 use crate::models::RecurrentKind;
 use crate::train::Evaluation;
@@ -73,6 +74,10 @@ pub struct TrainOptions {
     pub limit: Option<usize>,
     /// Draw progress bars.
     pub progress: bool,
+    /// The ranks that train together: a world of one by default; under an MPI launcher,
+    /// the launcher's world (`strata_distributed::World::init`), each rank then reading its
+    /// share of every global batch of `batch_size`.
+    pub comm: Communicator,
 }
 
 impl TrainOptions {
@@ -91,12 +96,19 @@ impl TrainOptions {
             dataset: None,
             limit: None,
             progress: true,
+            comm: Communicator::alone(),
         }
     }
 }
 
 /// Trains a reference model and writes `metrics.json`, the checkpoint (`checkpoint/`) and
 /// the loss curves (`curves.svg`) into `opts.out`; returns the metrics.
+///
+/// With several ranks in `opts.comm`, every rank must call it: the model's gradients are
+/// averaged over the ranks ([`Reducer`](strata_distributed::Reducer)), each rank reads its
+/// share of every batch, the global batch is `batch_size` rounded up to a multiple of the
+/// number of ranks, and rank 0 alone writes the files (the provenance record names the
+/// world size).
 ///
 /// # Errors
 /// Data, configuration, training and file errors, each naming what is wrong.

@@ -31,8 +31,12 @@ pub struct Record<A = Value, E = Value> {
     pub dataset: DatasetRecord,
     /// The seed of initialisation, splits, shuffling and sampling.
     pub seed: u64,
-    /// Worker threads.
+    /// Worker threads (of each rank).
     pub threads: usize,
+    /// The number of processes that trained it together (data-parallel); 1 for records
+    /// written before strata-distributed.
+    #[serde(default = "one")]
+    pub world_size: usize,
     /// The strata version that trained it.
     pub strata_version: String,
     /// The metrics of the training (as in `metrics.json`).
@@ -51,6 +55,7 @@ impl Record {
             dataset: self.dataset,
             seed: self.seed,
             threads: self.threads,
+            world_size: self.world_size,
             strata_version: self.strata_version,
             metrics: self.metrics,
             extra,
@@ -132,6 +137,10 @@ pub struct Metrics {
     /// The task's and the model's own figures.
     #[serde(flatten)]
     pub figures: Figures,
+}
+
+fn one() -> usize {
+    1
 }
 
 fn checkpoint_error(dir: &Path, msg: String) -> ModelsError {
@@ -218,6 +227,7 @@ mod tests {
             },
             seed: 0,
             threads: 2,
+            world_size: 2,
             strata_version: "0.1.0".into(),
             metrics: Metrics {
                 model: "cnn".into(),
@@ -245,6 +255,11 @@ mod tests {
         assert_eq!(v["hyperparameters"]["optimizer"], "adam");
         assert_eq!(v["hyperparameters"]["schedule"], "one-cycle");
         assert_eq!(v["metrics"]["test_accuracy"], 0.9);
+        assert_eq!(v["world_size"], 2);
+        // Records from before data-parallel training read as a world of one.
+        let mut old = v.clone();
+        old.as_object_mut().unwrap().remove("world_size");
+        assert_eq!(<Record>::deserialize(&old).unwrap().world_size, 1);
         assert!(v["hyperparameters"].get("steps").is_none(), "{v}");
         assert!(v["dataset"].get("data_dir").is_none(), "{v}");
     }

@@ -341,7 +341,7 @@ impl fmt::Display for Defaults {
 }
 
 /// How one training runs: its defaults and options resolved.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
     /// How long.
     pub length: Length,

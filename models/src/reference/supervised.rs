@@ -108,8 +108,11 @@ impl Task for SupervisedTask {
                 "a supervised model trains in epochs: use --epochs".into(),
             ));
         };
-        let mut batches = Epochs::new(&data.train, plan.batch_size, epochs, plan.seed)?;
-        let mut learner = Supervised::new(net, self.objective, &data.test, plan.batch_size);
+        let comm = &plan.loop_config.comm;
+        let mut batches =
+            Epochs::distributed(&data.train, plan.batch_size, epochs, plan.seed, comm)?;
+        let mut learner =
+            Supervised::new(net, self.objective, &data.test, plan.batch_size).shared_by(comm);
         train::run(
             &mut learner,
             &mut batches,

@@ -41,13 +41,16 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use strata_autograd::Var;
+use strata_distributed::{Communicator, ReduceOp};
 use strata_nn::Module;
 use strata_optim::schedule::OneCycleLR;
 use strata_optim::{Optimizer, clip_grad_norm};
 
 use crate::{ModelsError, Result};
 
-pub use supervised::{Epochs, Objective, Supervised, TrainConfig, batch_loss, evaluate, fit};
+pub use supervised::{
+    Epochs, Objective, Supervised, TrainConfig, batch_loss, evaluate, evaluate_on, fit,
+};
 
 /// The metrics of one evaluation.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -150,7 +153,7 @@ pub trait Learner {
 }
 
 /// How [`run`] trains, besides the data and the model.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct LoopConfig {
     /// Follow a one-cycle schedule (`OneCycleLR` with PyTorch's defaults) peaking at this
     /// learning rate, stepped after every optimizer step; `None` keeps the optimizer's lr.
@@ -158,8 +161,13 @@ pub struct LoopConfig {
     /// Clip the gradients' global 2-norm to this before each step (`None`: no clipping).
     pub clip_grad_norm: Option<f64>,
     /// Draw a progress bar on stderr (hidden when stderr is not a terminal) and log a line
-    /// per epoch (per tenth of the run beyond 50 epochs).
+    /// per epoch (per tenth of the run beyond 50 epochs). Only rank 0 draws it.
     pub progress: bool,
+    /// The ranks training together (a world of one by default). The loop itself only
+    /// sums the epoch's losses and throughput over them; the data source gives each rank
+    /// its share, and a [`Reducer`](strata_distributed::Reducer) on the model averages
+    /// the gradients.
+    pub comm: Communicator,
 }
 
 /// What `on_epoch` sees after each epoch: its record, and the model and optimizer as they
@@ -177,6 +185,10 @@ pub struct EpochEnd<'a> {
 /// the loss, backward, clip, step the optimizer and the schedule; after each epoch evaluate
 /// (in evaluation mode) and hand the record to `on_epoch`. Like a PyTorch loop, the model
 /// trains in training mode (dropout active) and is left in evaluation mode.
+///
+/// Data-parallel, every rank runs the loop on its share of the batches; the records hold
+/// the training loss and throughput over all ranks, the progress bar and log are rank 0's,
+/// and `on_epoch` runs on every rank (it may call collectives).
 ///
 /// # Errors
 /// Errors of the data, the learner, the optimizer and `on_epoch` (which stop training),
@@ -196,7 +208,9 @@ pub fn run<B>(
         None => None,
     };
     let unit = batches.unit();
-    let bar = progress_bar(config.progress, total, unit);
+    let comm = &config.comm;
+    let show = config.progress && comm.is_root();
+    let bar = progress_bar(show, total, unit);
     let log_every = if epochs <= 50 { 1 } else { epochs / 10 };
     let mut step = 0;
     let mut history = Vec::with_capacity(epochs);
@@ -240,6 +254,13 @@ pub fn run<B>(
             bar.inc(1);
         }
         let seconds = start.elapsed().as_secs_f64();
+        let (loss_sum, weight, items) = if comm.size() > 1 {
+            let mut sums = [loss_sum, weight, items as f64];
+            comm.all_reduce(&mut sums, ReduceOp::Sum)?;
+            (sums[0], sums[1], sums[2] as usize)
+        } else {
+            (loss_sum, weight, items)
+        };
         learner.module().eval();
         let record = EpochRecord {
             epoch,
@@ -249,7 +270,7 @@ pub fn run<B>(
             seconds,
             samples_per_s: items as f64 / seconds.max(1e-9),
         };
-        if config.progress && epoch % log_every == 0 {
+        if show && epoch % log_every == 0 {
             let at = match unit {
                 Unit::Epoch => format!("epoch {epoch}"),
                 Unit::Step => format!("step {step}"),

@@ -2,14 +2,17 @@
 //! shuffled epochs of batches, and [`fit`], the loop of [`run`](super::run) for a network
 //! and its targets.
 
+use std::sync::Arc;
+
 use strata_autograd::{Var, no_grad};
+use strata_distributed::{Communicator, DistributedSampler, ReduceOp};
 use strata_nn::Forward;
 use strata_nn::Module;
 use strata_nn::loss::{self, ClassLossOptions, Reduction};
 use strata_optim::Optimizer;
 
 use super::{Batches, EpochRecord, Evaluation, Learner, LoopConfig, StepLoss, run};
-use crate::data::{Batch, DataLoader, InMemoryDataset};
+use crate::data::{Batch, DataLoader, Dataset, InMemoryDataset};
 use crate::models::r2_score;
 use crate::{ModelsError, Result};
 
@@ -84,8 +87,29 @@ pub fn evaluate(
     objective: Objective,
     batch_size: usize,
 ) -> Result<Evaluation> {
+    evaluate_on(model, data, objective, batch_size, &Communicator::alone())
+}
+
+/// [`evaluate`] shared among `comm`'s ranks (every rank holds the same model and data):
+/// each evaluates a contiguous part of `data`, and the sums (and, for regression, the
+/// predictions) are gathered, so that every rank gets the evaluation of the whole set.
+///
+/// # Errors
+/// As [`evaluate`], and communication errors.
+pub fn evaluate_on(
+    model: &dyn Forward,
+    data: &InMemoryDataset,
+    objective: Objective,
+    batch_size: usize,
+    comm: &Communicator,
+) -> Result<Evaluation> {
+    let (rank, size) = (comm.rank(), comm.size());
+    let part = |r: usize| r * data.len() / size;
     no_grad(|| {
-        let loader = DataLoader::new(data, batch_size.max(256));
+        let mut loader = DataLoader::new(data, batch_size.max(256));
+        if size > 1 {
+            loader = loader.sampler(Arc::new(part(rank)..part(rank + 1)));
+        }
         let (mut loss_sum, mut correct, mut n) = (0.0, 0usize, 0usize);
         let (mut preds, mut targets) = (Vec::new(), Vec::new());
         for batch in loader.epoch(0) {
@@ -122,6 +146,24 @@ pub fn evaluate(
                             .to_vec(),
                     );
                 }
+            }
+        }
+        if size > 1 {
+            let mut sums = [loss_sum, correct as f64];
+            comm.all_reduce(&mut sums, ReduceOp::Sum)?;
+            (loss_sum, correct, n) = (sums[0], sums[1] as usize, data.len());
+            if objective == Objective::Mse {
+                // The parts differ by at most one sample: gather them padded to the longest.
+                let longest = data.len().div_ceil(size);
+                preds.resize(longest, 0.0);
+                let all = comm.all_gather(&preds)?;
+                preds = (0..size)
+                    .flat_map(|r| all[r * longest..][..part(r + 1) - part(r)].to_vec())
+                    .collect();
+                targets = match data.labels() {
+                    crate::data::Labels::Values(v) => v.clone(),
+                    crate::data::Labels::Classes { .. } => Vec::new(),
+                };
             }
         }
         let n_f = n.max(1) as f64;
@@ -161,6 +203,39 @@ impl<'a> Epochs<'a> {
             epochs,
         })
     }
+
+    /// This rank's share of the epochs of [`new`](Epochs::new) with a global batch of
+    /// `batch_size` over `comm`'s ranks: each rank reads its part of the same shuffled
+    /// permutation ([`DistributedSampler`], padded as PyTorch's) in batches of
+    /// `batch_size / size` (which must divide), so that the ranks' batches of a step are
+    /// together the batch one process would read. With one rank, exactly [`new`](Epochs::new).
+    ///
+    /// # Errors
+    /// [`ModelsError::Config`] for zero epochs or batch size, or a batch size that does not
+    /// divide among the ranks.
+    pub fn distributed(
+        data: &'a InMemoryDataset,
+        batch_size: usize,
+        epochs: usize,
+        seed: u64,
+        comm: &Communicator,
+    ) -> Result<Self> {
+        let size = comm.size();
+        if size == 1 {
+            return Self::new(data, batch_size, epochs, seed);
+        }
+        if batch_size == 0 || epochs == 0 || !batch_size.is_multiple_of(size) {
+            return Err(ModelsError::Config(format!(
+                "epochs and batch size must be positive, and the batch size ({batch_size}) a \
+                 multiple of the number of ranks ({size})"
+            )));
+        }
+        let sampler = DistributedSampler::new(data.len(), comm).seed(seed);
+        Ok(Epochs {
+            loader: DataLoader::new(data, batch_size / size).sampler(Arc::new(sampler)),
+            epochs,
+        })
+    }
 }
 
 impl Batches for Epochs<'_> {
@@ -186,6 +261,7 @@ pub struct Supervised<'a> {
     objective: Objective,
     test: &'a InMemoryDataset,
     eval_batch_size: usize,
+    comm: Communicator,
 }
 
 impl<'a> Supervised<'a> {
@@ -202,7 +278,14 @@ impl<'a> Supervised<'a> {
             objective,
             test,
             eval_batch_size,
+            comm: Communicator::alone(),
         }
+    }
+
+    /// Evaluates with the test set shared among `comm`'s ranks ([`evaluate_on`]).
+    pub fn shared_by(mut self, comm: &Communicator) -> Self {
+        self.comm = comm.clone();
+        self
     }
 }
 
@@ -223,11 +306,12 @@ impl Learner for Supervised<'_> {
     }
 
     fn evaluate(&self, _last: bool) -> Result<Evaluation> {
-        evaluate(
+        evaluate_on(
             &*self.model,
             self.test,
             self.objective,
             self.eval_batch_size,
+            &self.comm,
         )
     }
 
@@ -270,6 +354,7 @@ pub fn fit(
         one_cycle_max_lr: config.one_cycle_max_lr,
         clip_grad_norm: None,
         progress: config.progress,
+        comm: Communicator::alone(),
     };
     run(
         &mut learner,

@@ -4,6 +4,7 @@
 
 pub(crate) mod attention;
 pub(crate) mod conv;
+pub(crate) mod ctc;
 pub(crate) mod norm;
 pub(crate) mod pool;
 pub(crate) mod recurrent;

@@ -10,6 +10,21 @@ use strata_tensor::{Element, IndexTensor, Tensor};
 use crate::Result;
 use crate::error::input_error;
 
+mod ctc;
+mod likelihood;
+mod pairs;
+
+pub use ctc::{CTCLoss, ctc_loss};
+pub use likelihood::{
+    GaussianNLLLoss, MultiLabelSoftMarginLoss, PoissonNLLLoss, gaussian_nll_loss,
+    multilabel_soft_margin_loss, poisson_nll_loss,
+};
+pub use pairs::{
+    CosineEmbeddingLoss, HingeEmbeddingLoss, MarginRankingLoss, TripletMarginLoss,
+    cosine_embedding_loss, hinge_embedding_loss, margin_ranking_loss, pairwise_distance,
+    triplet_margin_loss,
+};
+
 /// How a loss reduces its per-element values, like PyTorch's `reduction` argument.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Reduction {
