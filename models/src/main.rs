@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use strata_distributed::World;
 use strata_models::models::RecurrentKind;
-use strata_models::reference::{self, Model, TrainOptions};
+use strata_models::reference::{self, Model, PrivacyOptions, TrainOptions};
+use strata_privacy::AccountantKind;
 
 /// Train, evaluate and inspect strata's reference models on the data bundled with the repo.
 #[derive(Parser)]
@@ -61,6 +62,8 @@ enum Command {
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
+        #[command(flatten)]
+        dp: Box<DpArgs>,
     },
     /// Evaluate a checkpoint on the test split of the data it was trained on.
     Eval {
@@ -100,6 +103,58 @@ enum Command {
     },
 }
 
+/// Differentially private training (DP-SGD with Poisson sampling).
+#[derive(clap::Args)]
+struct DpArgs {
+    /// Train with differential privacy: per-sample clipping, Gaussian noise, Poisson
+    /// batches of the expected --batch-size; the guarantee goes into the checkpoint's
+    /// provenance record and ε per epoch into metrics.json.
+    #[arg(long)]
+    dp: bool,
+    /// The ε to spend over the whole run (the noise multiplier is solved for it).
+    #[arg(long, requires = "dp", conflicts_with = "noise_multiplier")]
+    epsilon: Option<f64>,
+    /// The δ of the guarantee.
+    #[arg(long, requires = "dp", default_value_t = 1e-5)]
+    delta: f64,
+    /// C: each sample's gradient is clipped to this norm.
+    #[arg(long, requires = "dp", default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// σ: the noise's standard deviation over C (instead of --epsilon; ε is reported).
+    #[arg(long, requires = "dp")]
+    noise_multiplier: Option<f64>,
+    /// The accountant: prv (numerical composition, tighter; Opacus's default) or rdp.
+    #[arg(long, requires = "dp", default_value = "prv", value_parser = ["prv", "rdp"])]
+    accountant: String,
+    /// Noise and sampling from --seed instead of the operating system: the run repeats
+    /// exactly, and is recorded as NOT private.
+    #[arg(long, requires = "dp")]
+    seeded_noise: bool,
+}
+
+impl DpArgs {
+    fn options(&self) -> Result<Option<PrivacyOptions>, String> {
+        if !self.dp {
+            return Ok(None);
+        }
+        if self.epsilon.is_none() && self.noise_multiplier.is_none() {
+            return Err("--dp needs --epsilon (a target) or --noise-multiplier".into());
+        }
+        Ok(Some(PrivacyOptions {
+            epsilon: self.epsilon,
+            delta: self.delta,
+            max_grad_norm: self.max_grad_norm,
+            noise_multiplier: self.noise_multiplier,
+            accountant: if self.accountant == "rdp" {
+                AccountantKind::Rdp
+            } else {
+                AccountantKind::Prv
+            },
+            seeded_noise: self.seeded_noise,
+        }))
+    }
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Train {
@@ -116,6 +171,7 @@ fn run(cli: Cli) -> Result<(), String> {
             dataset,
             limit,
             quiet,
+            dp,
         } => {
             // Under an MPI launcher, this process is one rank of several (data-parallel);
             // alone, a world of one and MPI untouched.
@@ -149,6 +205,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 limit,
                 progress: !quiet,
                 comm: world.comm().clone(),
+                privacy: dp.options()?,
             };
             let metrics = match reference::train(&opts) {
                 Ok(m) => m,

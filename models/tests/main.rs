@@ -7,5 +7,6 @@ mod cli;
 mod data;
 mod models;
 mod pinn;
+mod private;
 mod readers;
 mod sequence;

@@ -8,13 +8,14 @@ use std::time::Instant;
 use serde_json::Value;
 use strata_distributed::{DdpConfig, Reducer};
 use strata_nn::Module;
+use strata_privacy::{DpSgd, DpSgdConfig, GaussianNoise, noise_multiplier};
 use strata_tensor::seeded_rng;
 
-use super::TrainOptions;
-use super::record::{self, DatasetRecord, Hyperparameters, Metrics, Record};
+use super::record::{self, DatasetRecord, Hyperparameters, Metrics, PrivacyRecord, Record};
 use super::registry::Model;
 use super::spec::{Defaults, Length, Network, Plan, ReferenceModel, Schedule, Task};
-use crate::train::{Evaluation, LoopConfig};
+use super::{PrivacyOptions, TrainOptions};
+use crate::train::{Evaluation, LoopConfig, PrivacyHandle, PrivateTraining};
 use crate::{ModelsError, Result, checkpoint, plot};
 
 /// A reference model with its types erased: what [`Model`] calls.
@@ -112,17 +113,33 @@ impl<S: ReferenceModel> Flows for S {
         } else {
             None
         };
+        let private = match &opts.privacy {
+            Some(p) => Some(private_training(
+                &task,
+                &prepared.data,
+                &*net,
+                p,
+                length,
+                batch_size,
+                opts,
+            )?),
+            None => None,
+        };
         let lr = opts.lr.unwrap_or(defaults.lr);
         let mut optimizer = defaults.optimizer.build(net.parameters(), lr)?;
+        // Under DP-SGD the per-sample clipping bounds the gradients; the model's own
+        // gradient clipping would only rescale the noisy step, so it is off.
+        let clip_grad_norm = defaults.clip_grad_norm.filter(|_| private.is_none());
         let plan = Plan {
             length,
             batch_size,
             seed: opts.seed,
             loop_config: LoopConfig {
                 one_cycle_max_lr: (defaults.schedule == Schedule::OneCycle).then_some(lr),
-                clip_grad_norm: defaults.clip_grad_norm,
+                clip_grad_norm,
                 progress: opts.progress,
                 comm: comm.clone(),
+                privacy: private.as_ref().map(|(h, _)| h.clone()),
             },
         };
         let start = Instant::now();
@@ -140,6 +157,29 @@ impl<S: ReferenceModel> Flows for S {
             .ok_or_else(|| ModelsError::Config("the training made no evaluation".into()))?;
         let mut figures = task.metrics(&net, &prepared.data, &history, &plan)?;
         figures.extend(self.report(&net, &prepared)?);
+        let privacy = match &private {
+            Some((handle, unit)) => {
+                let p = handle.lock();
+                let g = p.dp.guarantee(p.delta)?;
+                figures.insert("epsilon".into(), g.epsilon.into());
+                figures.insert("delta".into(), g.delta.into());
+                figures.insert("epsilon_per_epoch".into(), p.epsilons.clone().into());
+                Some(PrivacyRecord {
+                    epsilon: g.epsilon,
+                    delta: g.delta,
+                    accountant: g.accountant.into(),
+                    noise_multiplier: g.noise_multiplier,
+                    effective_noise_multiplier: g.effective_noise_multiplier,
+                    max_grad_norm: g.max_grad_norm,
+                    clipping: g.clipping.into(),
+                    sample_rate: g.sample_rate,
+                    steps: g.steps,
+                    noise: if g.secure_noise { "secure" } else { "seeded" }.into(),
+                    unit: (*unit).into(),
+                })
+            }
+            None => None,
+        };
         let (epochs, steps) = match length {
             Length::Epochs(n) => (Some(n), None),
             Length::Steps(n) => (None, Some(n)),
@@ -161,7 +201,7 @@ impl<S: ReferenceModel> Flows for S {
             seq_len: None,
             optimizer: defaults.optimizer,
             schedule: defaults.schedule,
-            clip_grad_norm: defaults.clip_grad_norm,
+            clip_grad_norm,
             limit: opts.limit,
             held_out_fraction: None,
         };
@@ -185,6 +225,7 @@ impl<S: ReferenceModel> Flows for S {
             world_size: comm.size(),
             strata_version: env!("CARGO_PKG_VERSION").into(),
             metrics,
+            privacy,
             extra: &prepared.extra,
         };
         let metrics =
@@ -242,6 +283,79 @@ impl<S: ReferenceModel> Flows for S {
             &mut seeded_rng(request.seed),
         )
     }
+}
+
+/// Sets up DP-SGD for a training of `length` at (expected) batch size `batch_size`: the
+/// sample rate from the task's units of privacy, the noise multiplier (given, or solved
+/// for the target ε over the whole run), the noise source, and the DP-SGD step over `net`.
+#[allow(clippy::too_many_arguments)]
+fn private_training<T: Task>(
+    task: &T,
+    data: &T::Data,
+    net: &T::Network,
+    p: &PrivacyOptions,
+    length: Length,
+    batch_size: usize,
+    opts: &TrainOptions,
+) -> Result<(PrivacyHandle, &'static str)> {
+    if opts.comm.size() > 1 {
+        return Err(ModelsError::Config(
+            "private training (--dp) runs in one process: DP-SGD across ranks is not \
+             supported yet"
+                .into(),
+        ));
+    }
+    let (units, unit) = task.private_units(data)?;
+    if units == 0 {
+        return Err(ModelsError::Config(
+            "private training needs training samples".into(),
+        ));
+    }
+    let q = (batch_size as f64 / units as f64).min(1.0);
+    let steps = match length {
+        Length::Epochs(e) => e as u64 * ((1.0 / q).floor() as u64).max(1),
+        Length::Steps(s) => s as u64,
+    };
+    let sigma = match (p.noise_multiplier, p.epsilon) {
+        (Some(sigma), None) => sigma,
+        (None, Some(eps)) => noise_multiplier(p.accountant, eps, p.delta, q, steps)?,
+        _ => {
+            return Err(ModelsError::Config(
+                "--dp takes either --epsilon (the noise multiplier is solved for it) or \
+                 --noise-multiplier (ε is reported)"
+                    .into(),
+            ));
+        }
+    };
+    let noise = if p.seeded_noise {
+        GaussianNoise::seeded(opts.seed)
+    } else {
+        GaussianNoise::secure()?
+    };
+    let config = DpSgdConfig {
+        accountant: p.accountant,
+        ..DpSgdConfig::new(p.max_grad_norm, sigma, q, q * units as f64)
+    };
+    let dp = DpSgd::new(net, config, noise)?;
+    if opts.progress {
+        eprintln!(
+            "DP-SGD: σ = {sigma:.4}, C = {}, q = {q:.6} ({unit}s: {units}), {steps} steps, \
+             δ = {}, {} noise",
+            p.max_grad_norm,
+            p.delta,
+            if p.seeded_noise {
+                "seeded (not private)"
+            } else {
+                "secure"
+            }
+        );
+    }
+    let training = PrivateTraining {
+        dp,
+        delta: p.delta,
+        epsilons: Vec::new(),
+    };
+    Ok((PrivacyHandle::new(training), unit))
 }
 
 /// The network of a checkpoint with its weights, in evaluation mode, and its architecture.
