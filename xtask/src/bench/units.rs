@@ -16,11 +16,12 @@ pub enum ElementsAre {
 
 /// Workload id → meaning of its `Throughput::Elements`. Extend this as crates add W3..W12.
 pub const ELEMENTS_TABLE: &[(&str, ElementsAre)] = &[
-    ("W1", ElementsAre::Flops), // matmul: 2·n³
-    ("W2", ElementsAre::Flops), // conv2d: 2·N·O·Ho·Wo·C·kh·kw
-    ("W3", ElementsAre::Steps), // one CNN training step per iteration
-    ("W4", ElementsAre::Steps), // one MLP Adam step per iteration
-    ("W8", ElementsAre::Steps), // autograd overhead: steps per iteration
+    ("W1", ElementsAre::Flops),  // matmul: 2·n³
+    ("W2", ElementsAre::Flops),  // conv2d: 2·N·O·Ho·Wo·C·kh·kw
+    ("W3", ElementsAre::Steps),  // one CNN training step per iteration
+    ("W4", ElementsAre::Steps),  // one MLP Adam step per iteration
+    ("W8", ElementsAre::Steps),  // autograd overhead: steps per iteration
+    ("W11", ElementsAre::Steps), // one (DP-SGD or plain) training step per iteration
 ];
 
 /// Floating-point throughput.
