@@ -28,6 +28,16 @@ fn the_noise_has_the_stated_standard_deviation_and_a_gaussian_shape() {
     // P(|Z| < 1) = 0.682689, standard error 0.0007.
     let within = values.iter().filter(|v| v.abs() < std).count() as f64 / n as f64;
     assert!((within - 0.682_689).abs() < 0.004, "{within}");
+    // The CDF at a few points (Φ from libm's erfc), each within 5 standard errors.
+    for z in [-2.5, -1.5, -0.7, 0.0, 0.3, 1.2, 2.0] {
+        let phi = 0.5 * libm::erfc(-z / std::f64::consts::SQRT_2);
+        let below = values.iter().filter(|v| **v < z * std).count() as f64 / n as f64;
+        let se = (phi * (1.0 - phi) / n as f64).sqrt();
+        assert!(
+            (below - phi).abs() < 5.0 * se,
+            "P(Z < {z}) = {below}, expected {phi}"
+        );
+    }
     // The tails are there too: P(|Z| > 3) = 0.0026998.
     let tails = values.iter().filter(|v| v.abs() > 3.0 * std).count() as f64 / n as f64;
     assert!((tails - 0.0027).abs() < 0.0005, "{tails}");

@@ -127,7 +127,7 @@ mod tests {
         let (v, unit) = throughput("W7", None, 0.25);
         assert_eq!((unit, higher_is_better(unit)), (MS, false));
         assert!(close(v, 250.0));
-        let (v, unit) = throughput("W11", Some(Throughput::Elements(2_000_000)), 1.0);
+        let (v, unit) = throughput("W99", Some(Throughput::Elements(2_000_000)), 1.0);
         assert_eq!(unit, MELEMS);
         assert!(close(v, 2.0));
         // Zero counts cannot make a rate: fall back to the median.
