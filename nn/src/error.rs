@@ -47,6 +47,14 @@ pub enum NnError {
     /// A state dict does not fit the module.
     #[error("{0}")]
     StateDict(StateDictMismatch),
+    /// A PyTorch checkpoint could not be read (see [`load_pytorch`](crate::load_pytorch)).
+    #[error("PyTorch file {path}: {msg}")]
+    TorchFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
     /// A safetensors file could not be read or written.
     #[error("safetensors file {path}: {msg}")]
     Safetensors {

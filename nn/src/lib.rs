@@ -40,6 +40,7 @@ mod layers;
 pub mod loss;
 mod module;
 mod state_dict;
+mod torch_load;
 
 pub use error::{NnError, Result, StateDictMismatch};
 pub use functional::{AttnMask, InterpolateMode, Resize, SdpaOptions, Upsample};
@@ -47,16 +48,24 @@ pub use hooks::Hooked;
 pub use layers::activation::{
     GELU, Identity, LeakyReLU, LogSoftmax, ReLU, SiLU, Sigmoid, Softmax, Tanh,
 };
-pub use layers::attention::{MhaConfig, MhaForward, MultiheadAttention};
+pub use layers::attention::{KvCache, MhaConfig, MhaForward, MultiheadAttention};
 pub use layers::bilinear::Bilinear;
 pub use layers::conv::{Conv1d, Conv2d};
 pub use layers::conv_transpose::{ConvTranspose1d, ConvTranspose2d};
+pub use layers::decoder::{
+    DecoderCache, DecoderLayerCache, DecoderMasks, Transformer, TransformerDecoder,
+    TransformerDecoderLayer, generate_square_subsequent_mask,
+};
 pub use layers::dropout::Dropout;
 pub use layers::embedding::Embedding;
+pub use layers::embedding_bag::{BagMode, EmbeddingBag};
 pub use layers::group_norm::{GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNormConfig};
 pub use layers::linear::Linear;
 pub use layers::norm::{BatchNorm1d, BatchNorm2d, BatchNormConfig, LayerNorm, RMSNorm};
-pub use layers::pool::{AdaptiveAvgPool2d, AvgPool2d, Flatten, MaxPool2d};
+pub use layers::pool::{
+    AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool1d, AvgPool2d, Flatten, MaxPool1d, MaxPool2d,
+    Pool1dParams,
+};
 pub use layers::reshape::{PixelShuffle, PixelUnshuffle, Unflatten};
 pub use layers::rnn::{GRU, GRUCell, LSTM, LSTMCell, RNN, RNNCell};
 pub use layers::rnn::{RnnConfig, RnnNonlinearity, RnnParams};
@@ -64,7 +73,9 @@ pub use layers::transformer::{
     LearnedPositionalEncoding, SinusoidalPositionalEncoding, TransformerActivation,
     TransformerEncoder, TransformerEncoderLayer, TransformerEncoderLayerConfig,
 };
+pub use layers::volume::{AvgPool3d, Conv3d, Conv3dParams, MaxPool3d, Pool3dParams};
 pub use module::{Forward, Module, Sequential, StateKind, checkpoint_sequential, visit_child};
 pub use state_dict::StateDict;
 pub use strata_autograd::HookHandle;
 pub use strata_tensor::{Conv1dParams, Conv2dParams, Padding};
+pub use torch_load::{load_pytorch, load_pytorch_bytes};

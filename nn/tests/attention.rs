@@ -16,7 +16,7 @@ use strata_tensor::{Tensor, seeded_rng};
 /// Proptest cases for the layer-sized properties (each gradchecks ~100 elements).
 const LAYER_CASES: u32 = 64;
 
-fn rng() -> strata_tensor::rand::rngs::StdRng {
+pub(crate) fn rng() -> strata_tensor::rand::rngs::StdRng {
     seeded_rng(0)
 }
 
@@ -36,7 +36,7 @@ fn bits(shape: &[usize], keep: f64, seed: u64) -> Tensor<f64> {
 
 /// What mask a case uses.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum MaskKind {
+pub(crate) enum MaskKind {
     None,
     Bool,
     Additive,
@@ -561,19 +561,19 @@ fn fixture_path(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn load(name: &str) -> StateDict<f64> {
+pub(crate) fn load(name: &str) -> StateDict<f64> {
     StateDict::load_safetensors(&fixture_path(&format!("{name}.safetensors")))
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn get(sd: &StateDict<f64>, key: &str) -> Tensor<f64> {
+pub(crate) fn get(sd: &StateDict<f64>, key: &str) -> Tensor<f64> {
     sd.get(key)
         .unwrap_or_else(|| panic!("fixture lacks {key}"))
         .clone()
 }
 
 /// The `p.`-prefixed parameters of a fixture, prefix removed.
-fn params(sd: &StateDict<f64>) -> StateDict<f64> {
+pub(crate) fn params(sd: &StateDict<f64>) -> StateDict<f64> {
     let mut out = StateDict::new();
     for (k, t) in sd.iter() {
         if let Some(key) = k.strip_prefix("p.") {
@@ -583,7 +583,7 @@ fn params(sd: &StateDict<f64>) -> StateDict<f64> {
     out
 }
 
-fn mask(sd: &StateDict<f64>, key: &str, kind: MaskKind) -> Option<AttnMask<f64>> {
+pub(crate) fn mask(sd: &StateDict<f64>, key: &str, kind: MaskKind) -> Option<AttnMask<f64>> {
     match kind {
         MaskKind::None => None,
         MaskKind::Bool => Some(AttnMask::Bool(get(sd, key))),
@@ -592,7 +592,7 @@ fn mask(sd: &StateDict<f64>, key: &str, kind: MaskKind) -> Option<AttnMask<f64>>
 }
 
 #[track_caller]
-fn assert_close(got: &Tensor<f64>, want: &Tensor<f64>, what: &str) {
+pub(crate) fn assert_close(got: &Tensor<f64>, want: &Tensor<f64>, what: &str) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
     for (i, (g, w)) in got.to_vec().iter().zip(want.to_vec()).enumerate() {
         let tol = 1e-10 + 1e-8 * w.abs();
@@ -605,7 +605,12 @@ fn assert_close(got: &Tensor<f64>, want: &Tensor<f64>, what: &str) {
 
 /// `Σ y ⊙ proj` backpropagated; every gradient compared.
 #[track_caller]
-fn check_grads(sd: &StateDict<f64>, loss: &Var<f64>, vars: &[(&str, &Var<f64>)], what: &str) {
+pub(crate) fn check_grads(
+    sd: &StateDict<f64>,
+    loss: &Var<f64>,
+    vars: &[(&str, &Var<f64>)],
+    what: &str,
+) {
     loss.backward().unwrap();
     for (key, var) in vars {
         let g = var
@@ -959,6 +964,14 @@ fn state_dict_keys_and_order_match_pytorch() {
         (
             "encoder",
             keys(&TransformerEncoder::new(layer, 2, true, &mut rng()).unwrap()),
+        ),
+        (
+            "decoder_layer",
+            keys(&TransformerDecoderLayer::new(layer, &mut rng()).unwrap()),
+        ),
+        (
+            "transformer",
+            keys(&Transformer::new(layer, 1, 1, &mut rng()).unwrap()),
         ),
     ];
     for (name, got) in cases {

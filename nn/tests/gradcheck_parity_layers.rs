@@ -109,3 +109,53 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// MaxPool1d, AvgPool1d and AdaptiveMaxPool2d in their input (distinct values, so
+    /// maxima have no ties).
+    #[test]
+    fn pools(x in distinct(40), k in 1..=3usize, stride in 1..=2usize, out in (1..=3usize, 1..=3usize)) {
+        let params = Pool1dParams { stride, padding: k / 2, ..Pool1dParams::new(k) };
+        let line = tensor(x[..16].to_vec(), &[2, 2, 4]);
+        check(|v| MaxPool1d { params }.forward(&v[0]), std::slice::from_ref(&line))?;
+        check(|v| AvgPool1d { params }.forward(&v[0]), &[line])?;
+        let plane = tensor(x[..40].to_vec(), &[2, 4, 5]);
+        check(|v| AdaptiveMaxPool2d { output_size: [out.0, out.1] }.forward(&v[0]), &[plane])?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+    /// EmbeddingBag (Sum) in its per-index weights, with random bags (empty ones too).
+    #[test]
+    fn embedding_bag(ids in proptest::collection::vec(0..5i64, 1..8), cut in proptest::collection::vec(any::<bool>(), 8),
+                     w in smooth(8), seed in any::<u64>()) {
+        let bag = EmbeddingBag::<f64>::new(5, 3, BagMode::Sum, Some(4), &mut seeded_rng(seed)).unwrap();
+        let n = ids.len();
+        let mut offsets = vec![0i64];
+        offsets.extend((1..n).filter(|&k| cut[k]).map(|k| k as i64));
+        let input = strata_tensor::IndexTensor::from_vec(ids, &[n]).unwrap();
+        let k = offsets.len();
+        let offsets = strata_tensor::IndexTensor::from_vec(offsets, &[k]).unwrap();
+        check(|v| bag.forward(&input, Some(&offsets), Some(&v[0])), &[tensor(w[..n].to_vec(), &[n])])?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Conv3d in input, weight and bias; MaxPool3d and AvgPool3d in their input.
+    #[test]
+    fn volumetric(x in distinct(54), w in smooth(16), b in smooth(2), stride in 1..=2usize, pad in 0..=1usize) {
+        let p = Conv3dParams { stride: [stride, 1, stride], padding: [pad, pad, 0], ..Default::default() };
+        let input = tensor(x[..54].to_vec(), &[1, 2, 3, 3, 3]);
+        check(|v| functional::conv3d(&v[0], &v[1], Some(&v[2]), p),
+              &[input.clone(), tensor(w, &[2, 2, 2, 2, 1]), tensor(b, &[2])])?;
+        let pool = Pool3dParams { stride: [stride; 3], padding: [pad; 3], count_include_pad: pad == 0, ..Pool3dParams::new(2) };
+        check(|v| MaxPool3d { params: pool }.forward(&v[0]), std::slice::from_ref(&input))?;
+        check(|v| AvgPool3d { params: pool }.forward(&v[0]), &[input])?;
+    }
+}

@@ -6,6 +6,7 @@ mod common;
 
 mod attention;
 mod checkpoint;
+mod decoder;
 mod fuzz;
 mod gradcheck_layers;
 mod gradcheck_losses;
@@ -15,6 +16,7 @@ mod hooks;
 mod hostile;
 mod init;
 mod interop;
+mod pytorch_checkpoints;
 mod pytorch_fixtures;
 mod pytorch_layers;
 mod pytorch_losses;

@@ -219,3 +219,165 @@ fn transposed_convolutions() {
             .is_err()
     ); // 2 channels, not 3
 }
+
+#[test]
+fn one_dimensional_and_adaptive_max_pools() {
+    let max = Pool1dParams {
+        stride: 2,
+        padding: 1,
+        dilation: 2,
+        ceil_mode: true,
+        ..Pool1dParams::new(3)
+    };
+    check_layer("max_pool1d", &MaxPool1d { params: max });
+    let avg = Pool1dParams {
+        stride: 3,
+        padding: 2,
+        count_include_pad: false,
+        ..Pool1dParams::new(4)
+    };
+    check_layer("avg_pool1d", &AvgPool1d { params: avg });
+    check_layer(
+        "avg_pool1d_unbatched",
+        &AvgPool1d {
+            params: Pool1dParams::new(2),
+        },
+    );
+    check_layer(
+        "adaptive_max_pool2d",
+        &AdaptiveMaxPool2d {
+            output_size: [3, 2],
+        },
+    );
+    let bad = AdaptiveMaxPool2d {
+        output_size: [0, 2],
+    };
+    assert!(Forward::<f32>::forward(&bad, &Var::new(Tensor::zeros(&[1, 2, 3, 3]))).is_err());
+    let pool = MaxPool1d {
+        params: Pool1dParams::new(2),
+    };
+    assert!(Forward::<f32>::forward(&pool, &Var::new(Tensor::zeros(&[1, 2, 3, 3]))).is_err());
+}
+
+#[test]
+fn embedding_bags() {
+    use crate::pytorch_fixtures::indices;
+    let mut rng = seeded_rng(0);
+    for (name, mode, padding, last) in [
+        ("bag_sum_weighted", BagMode::Sum, None, false),
+        ("bag_mean_padding_2d", BagMode::Mean, Some(2), false),
+        ("bag_max_empty", BagMode::Max, None, false),
+        ("bag_mean_last_offset", BagMode::Mean, None, true),
+    ] {
+        let sd = load(name);
+        let mut bag = EmbeddingBag::<f64>::new(6, 3, mode, padding, &mut rng).unwrap();
+        bag.include_last_offset = last;
+        bag.weight.set_value(get(&sd, "p.weight")).unwrap();
+        let input = indices(&get(&sd, "input"));
+        let offsets = sd.get("offsets").map(indices);
+        let psw = sd.get("psw").map(|w| Var::parameter(w.clone()));
+        let y = bag.forward(&input, offsets.as_ref(), psw.as_ref()).unwrap();
+        assert_close(&y.value(), &get(&sd, "y"), &format!("{name} output"));
+        y.mul(&Var::new(get(&sd, "proj")))
+            .unwrap()
+            .sum_all()
+            .backward()
+            .unwrap();
+        assert_close(
+            &bag.weight.grad().unwrap(),
+            &get(&sd, "g.weight"),
+            &format!("{name} weight gradient"),
+        );
+        if let Some(w) = psw {
+            assert_close(
+                &w.grad().unwrap(),
+                &get(&sd, "grad_psw"),
+                &format!("{name} weight-per-index gradient"),
+            );
+        }
+    }
+    let bag = EmbeddingBag::<f64>::new(6, 3, BagMode::Mean, None, &mut rng).unwrap();
+    let input = strata_tensor::IndexTensor::from_vec(vec![1, 2, 9], &[3]).unwrap();
+    let offsets = strata_tensor::IndexTensor::from_vec(vec![0, 2], &[2]).unwrap();
+    assert!(bag.forward(&input, Some(&offsets), None).is_err()); // index 9 of 6
+    let backwards = strata_tensor::IndexTensor::from_vec(vec![0, 2, 1], &[3]).unwrap();
+    let input = strata_tensor::IndexTensor::from_vec(vec![1, 2, 3], &[3]).unwrap();
+    assert!(
+        bag.forward(&input, Some(&backwards), None)
+            .unwrap_err()
+            .to_string()
+            .contains("non-decreasing")
+    );
+    let w = Var::new(Tensor::ones(&[3]));
+    assert!(
+        bag.forward(&input, Some(&offsets), Some(&w))
+            .unwrap_err()
+            .to_string()
+            .contains("Sum mode")
+    );
+}
+
+#[test]
+fn volumetric_layers() {
+    let mut rng = seeded_rng(0);
+    let p = Conv3dParams {
+        stride: [2, 1, 1],
+        padding: [1, 0, 1],
+        dilation: [1, 1, 2],
+        groups: 1,
+    };
+    check_layer(
+        "conv3d",
+        &Conv3d::<f64>::new(2, 4, [2, 3, 2], p, true, &mut rng).unwrap(),
+    );
+    let g = Conv3dParams {
+        groups: 2,
+        ..Default::default()
+    };
+    check_layer(
+        "conv3d_groups_unbatched",
+        &Conv3d::<f64>::new(4, 2, [2, 2, 2], g, false, &mut rng).unwrap(),
+    );
+    let max = Pool3dParams {
+        kernel: [3, 2, 2],
+        stride: [1, 2, 1],
+        padding: [1, 1, 0],
+        dilation: [2, 1, 1],
+        count_include_pad: true,
+    };
+    check_layer("max_pool3d", &MaxPool3d { params: max });
+    let avg = Pool3dParams {
+        stride: [2; 3],
+        padding: [1; 3],
+        count_include_pad: false,
+        ..Pool3dParams::new(3)
+    };
+    check_layer("avg_pool3d", &AvgPool3d { params: avg });
+    check_layer(
+        "avg_pool3d_default",
+        &AvgPool3d {
+            params: Pool3dParams::new(2),
+        },
+    );
+    assert!(
+        Conv3d::<f64>::new(
+            3,
+            2,
+            [1, 1, 1],
+            Conv3dParams {
+                groups: 2,
+                ..Default::default()
+            },
+            true,
+            &mut rng
+        )
+        .is_err()
+    );
+    let bad = MaxPool3d {
+        params: Pool3dParams {
+            padding: [2, 0, 0],
+            ..Pool3dParams::new(2)
+        },
+    };
+    assert!(Forward::<f64>::forward(&bad, &Var::new(Tensor::zeros(&[1, 1, 4, 4, 4]))).is_err());
+}

@@ -29,19 +29,26 @@
 
 mod adagrad;
 mod adam;
+mod adaptive;
 mod clip;
 mod error;
+mod lbfgs;
 mod lion;
 mod optimizer;
 mod rmsprop;
 pub mod schedule;
+mod schedules_more;
 mod sgd;
 mod state;
 
 pub use adagrad::{Adagrad, AdagradConfig};
 pub use adam::{Adam, AdamConfig, AdamW, AdamWConfig};
+pub use adaptive::{
+    Adamax, AdamaxConfig, Asgd, AsgdConfig, NAdam, NAdamConfig, RAdam, RAdamConfig,
+};
 pub use clip::{clip_grad_norm, clip_grad_value};
 pub use error::{OptimError, Result};
+pub use lbfgs::{Lbfgs, LbfgsConfig};
 pub use lion::{Lion, LionConfig};
 pub use optimizer::{Optimizer, ParamGroup};
 pub use rmsprop::{RmsProp, RmsPropConfig};

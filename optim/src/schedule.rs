@@ -616,3 +616,8 @@ impl ReduceLROnPlateau {
         }
     }
 }
+
+pub use crate::schedules_more::{
+    ChainedScheduler, CosineAnnealingWarmRestarts, CyclicLR, CyclicMode, LambdaLR, LrLambda,
+    MultiplicativeLR, PolynomialLR,
+};

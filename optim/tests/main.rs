@@ -5,4 +5,5 @@
 mod behaviour;
 mod fuzz;
 mod hostile;
+mod parity_optimizers;
 mod pytorch_trajectories;

@@ -12,6 +12,7 @@ use crate::error::{config_error, input_error};
 mod attention;
 mod interpolate;
 
+pub use crate::layers::volume::conv3d;
 pub(crate) use attention::dropout_multiplier;
 pub use attention::{AttnMask, SdpaOptions, scaled_dot_product_attention};
 pub use interpolate::{InterpolateMode, Resize, Upsample, interpolate};

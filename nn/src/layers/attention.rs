@@ -289,6 +289,78 @@ impl<T: Element> MultiheadAttention<T> {
         Ok((out, weights))
     }
 
+    /// Attention over projected keys and values kept in `cache`, for incremental
+    /// decoding: the query is projected, and `new_kv` (when given) is projected into keys
+    /// and values appended to the cache, so each step projects only its new tokens
+    /// (self-attention: the new tokens; cross-attention: the memory, once). The result is
+    /// exactly [`forward`](MultiheadAttention::forward) of the same query over all cached
+    /// positions with the same masks (`options.attn_mask` `[L, S]` over all `S` cached
+    /// positions, `key_padding_mask` `[N, S]`); no weights are returned. Attention dropout
+    /// is not applied, so a layer in train mode with dropout is refused.
+    ///
+    /// # Errors
+    /// [`NnError::Input`](crate::NnError::Input) when the shapes or masks do not fit, the
+    /// cache is empty and `new_kv` is `None`, or dropout would apply.
+    pub fn forward_cached(
+        &self,
+        query: &Var<T>,
+        new_kv: Option<&Var<T>>,
+        cache: &mut KvCache<T>,
+        options: &MhaForward<'_, T>,
+    ) -> Result<Var<T>> {
+        const LAYER: &str = "MultiheadAttention";
+        if self.training && self.config.dropout > 0.0 {
+            return Err(input_error(
+                LAYER,
+                "cached attention applies no dropout: call eval() first",
+            ));
+        }
+        let e = self.config.embed_dim;
+        let project = |x: &Var<T>, i: usize| -> Result<Var<T>> {
+            let w = self.in_proj_weight.narrow(0, i * e, e)?;
+            let b = self
+                .in_proj_bias
+                .as_ref()
+                .map(|b| b.narrow(0, i * e, e))
+                .transpose()?;
+            functional::linear(x, &w, b.as_ref())
+        };
+        let seq_dim: isize = if query.ndim() == 3 && self.config.batch_first {
+            1
+        } else {
+            0
+        };
+        if let Some(x) = new_kv {
+            let (k, v) = (project(x, 1)?, project(x, 2)?);
+            let (k, v) = match (cache.keys.take(), cache.values.take()) {
+                (Some(ok), Some(ov)) => {
+                    (Var::cat(&[ok, k], seq_dim)?, Var::cat(&[ov, v], seq_dim)?)
+                }
+                _ => (k, v),
+            };
+            cache.keys = Some(k);
+            cache.values = Some(v);
+        }
+        let (Some(k), Some(v)) = (&cache.keys, &cache.values) else {
+            return Err(input_error(
+                LAYER,
+                "the cache is empty and no keys were given",
+            ));
+        };
+        let g = self.geometry(query, k, v, options)?;
+        let mask = self.merged_mask(&g, options)?;
+        let layout = HeadLayout {
+            num_heads: self.config.num_heads,
+            batch_first: self.config.batch_first,
+        };
+        let mut params = SdpaParams::new(e / self.config.num_heads);
+        params.is_causal = g.causal;
+        let mask_ref = mask.as_ref().map(|m| SdpaMask::Additive(m));
+        let q = project(query, 0)?;
+        let attn = q.multi_head_attention(k, v, layout, mask_ref, None, params)?;
+        functional::linear(&attn, &self.out_proj.weight, self.out_proj.bias.as_ref())
+    }
+
     /// The query, key and value projections through the three row blocks of
     /// `in_proj_weight` (and `in_proj_bias`).
     fn separate_projections(
@@ -333,6 +405,41 @@ impl<T: Element> MultiheadAttention<T> {
             (true, true) => x.permute(&[0, 2, 1, 3])?.reshape([n, l, e])?,
             (true, false) => x.permute(&[2, 0, 1, 3])?.reshape([l, n, e])?,
         })
+    }
+}
+
+/// Projected keys and values of the positions attended so far, for
+/// [`MultiheadAttention::forward_cached`]; starts empty.
+#[derive(Clone, Default)]
+pub struct KvCache<T: Element = f32> {
+    keys: Option<Var<T>>,
+    values: Option<Var<T>>,
+}
+
+impl<T: Element> KvCache<T> {
+    /// An empty cache.
+    pub fn new() -> Self {
+        KvCache {
+            keys: None,
+            values: None,
+        }
+    }
+
+    /// The number of cached positions, given the layer's layout (`batch_first`).
+    pub fn len(&self, batch_first: bool) -> usize {
+        self.keys.as_ref().map_or(0, |k| {
+            let s = k.shape();
+            if s.len() == 3 && batch_first {
+                s[1]
+            } else {
+                s[0]
+            }
+        })
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_none()
     }
 }
 
