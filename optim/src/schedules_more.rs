@@ -20,6 +20,10 @@ pub struct LambdaLR {
 }
 
 impl Schedule for LambdaLR {
+    fn name(&self) -> &'static str {
+        "LambdaLR"
+    }
+
     fn lr_at(&self, epoch: usize, base: f64) -> f64 {
         base * (self.lr_lambda)(epoch)
     }
@@ -44,6 +48,10 @@ impl MultiplicativeLR {
 }
 
 impl Schedule for MultiplicativeLR {
+    fn name(&self) -> &'static str {
+        "MultiplicativeLR"
+    }
+
     fn lr_at(&self, epoch: usize, base: f64) -> f64 {
         let mut m = self.memo.lock().unwrap_or_else(|e| e.into_inner());
         if m.0 > epoch {
@@ -77,6 +85,10 @@ impl Default for PolynomialLR {
 }
 
 impl Schedule for PolynomialLR {
+    fn name(&self) -> &'static str {
+        "PolynomialLR"
+    }
+
     fn lr_at(&self, epoch: usize, base: f64) -> f64 {
         if self.total_iters == 0 {
             return base;
@@ -136,6 +148,10 @@ impl CosineAnnealingWarmRestarts {
 }
 
 impl Schedule for CosineAnnealingWarmRestarts {
+    fn name(&self) -> &'static str {
+        "CosineAnnealingWarmRestarts"
+    }
+
     fn lr_at(&self, epoch: usize, base: f64) -> f64 {
         let (t_cur, t_i) = self.cycle(epoch);
         self.eta_min + (base - self.eta_min) * (1.0 + (PI * t_cur / t_i).cos()) / 2.0
@@ -250,6 +266,10 @@ impl CyclicLR {
 }
 
 impl Schedule for CyclicLR {
+    fn name(&self) -> &'static str {
+        "CyclicLR"
+    }
+
     fn lr_at(&self, epoch: usize, _base: f64) -> f64 {
         let (factor, scale) = self.position(epoch);
         self.base_lr + (self.max_lr - self.base_lr) * factor * scale
@@ -275,6 +295,10 @@ pub struct ChainedScheduler {
 }
 
 impl Schedule for ChainedScheduler {
+    fn name(&self) -> &'static str {
+        "ChainedScheduler"
+    }
+
     fn lr_at(&self, epoch: usize, base: f64) -> f64 {
         if base == 0.0 {
             return 0.0;
