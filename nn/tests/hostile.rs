@@ -143,6 +143,14 @@ fn special_files_are_refused_without_reading() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("a directory, not a regular file"), "{err}");
+    // PyTorch checkpoints are read the same way.
+    let err = strata_nn::load_pytorch::<f32>(Path::new("/dev/zero"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a character device, not a regular file"),
+        "{err}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }
 

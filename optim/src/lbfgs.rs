@@ -561,6 +561,8 @@ impl<T: Element> Optimizer<T> for Lbfgs<T> {
                 ("prev_loss".into(), s.prev_loss),
                 ("history".into(), s.old_dirs.len() as f64),
             ]),
+            // L-BFGS counts iterations for the whole parameter vector (`n_iter`), not
+            // steps per parameter.
             steps: BTreeMap::new(),
             tensors,
         }
@@ -571,6 +573,32 @@ impl<T: Element> Optimizer<T> for Lbfgs<T> {
             optimizer: NAME,
             msg,
         };
+        // Another optimizer's state (an SGD file given to L-BFGS) is refused whole, as
+        // every optimizer refuses one; the learning rate comes back as the others' do.
+        if state.optimizer != NAME {
+            return Err(fail(format!(
+                "the state is of a {} optimizer",
+                state.optimizer
+            )));
+        }
+        if state.group_sizes != [self.params.len()] || state.group_lrs.len() != 1 {
+            return Err(fail(format!(
+                "the state has parameter groups of sizes {:?} and {} learning rates, this \
+                 optimizer one group of {}",
+                state.group_sizes,
+                state.group_lrs.len(),
+                self.params.len()
+            )));
+        }
+        let lr = state.group_lrs[0];
+        if !(lr >= 0.0 && lr.is_finite()) {
+            return Err(fail(format!("its learning rate {lr} is invalid")));
+        }
+        for key in ["t", "h_diag", "prev_loss"] {
+            if let Some(v) = state.hyper.get(key).filter(|v| !v.is_finite()) {
+                return Err(fail(format!("{key} is {v}, not a finite number")));
+            }
+        }
         let total: usize = self.params.iter().map(Var::numel).sum();
         let count = |key: &str| -> Result<usize> {
             let v = state.hyper.get(key).copied().unwrap_or(0.0);
@@ -619,6 +647,7 @@ impl<T: Element> Optimizer<T> for Lbfgs<T> {
             }
         }
         self.state = s;
+        self.cfg.lr = lr;
         Ok(())
     }
 }

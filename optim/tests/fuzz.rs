@@ -1,5 +1,5 @@
 //! The fuzz target of optimizer state files: the saved states of every optimizer after a
-//! step, mutated (bit flips, extreme header words, truncation, splices, repeated tails),
+//! step (L-BFGS after a closure step), mutated (bit flips, extreme header words, truncation, splices, repeated tails),
 //! read with `OptimizerState::load` and loaded into every optimizer. Each gives a clear
 //! error that leaves the optimizer as it was, or a state that the optimizer takes and
 //! gives back unchanged. The budget is `strata_testing::fuzz::budget()` (see `.ci/run`).
@@ -55,12 +55,27 @@ fn optimizers(p: &Var<f32>) -> Vec<Box<dyn Optimizer<f32>>> {
         ),
         Box::new(Adagrad::new(params(), AdagradConfig::default()).unwrap()),
         Box::new(Lion::new(params(), LionConfig::default()).unwrap()),
+        Box::new(Adamax::new(params(), AdamaxConfig::default()).unwrap()),
+        Box::new(NAdam::new(params(), NAdamConfig::default()).unwrap()),
+        Box::new(RAdam::new(params(), RAdamConfig::default()).unwrap()),
+        Box::new(Asgd::new(params(), AsgdConfig::default()).unwrap()),
     ];
     for opt in &mut all {
         opt.zero_grad();
         p.square().sum_all().backward().unwrap();
         opt.step().unwrap();
     }
+    // L-BFGS steps through a closure that re-evaluates the loss.
+    let mut lbfgs = Lbfgs::new(params(), LbfgsConfig::default()).unwrap();
+    lbfgs
+        .step_with(|| -> strata_autograd::Result<f64> {
+            p.zero_grad();
+            let loss = p.square().sum_all();
+            loss.backward()?;
+            Ok(loss.item()?.into())
+        })
+        .unwrap();
+    all.push(Box::new(lbfgs));
     all
 }
 

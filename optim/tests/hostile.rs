@@ -282,3 +282,28 @@ proptest! {
         prop_assert_eq!(loaded.is_ok(), constructible, "{:?}", loaded.err().map(|e| e.to_string()));
     }
 }
+
+/// L-BFGS refuses another optimizer's state (it used to take an SGD file without a word,
+/// as the fuzz target found) and a learning rate no constructor takes; its own state
+/// round-trips, learning rate included.
+#[test]
+fn lbfgs_refuses_foreign_states() {
+    let p = param();
+    let sgd = Sgd::new(vec![p.clone()], SgdConfig::default()).unwrap();
+    let mut lbfgs = Lbfgs::new(vec![p.clone()], LbfgsConfig::default()).unwrap();
+    let err = lbfgs.load_state_dict(&sgd.state_dict()).unwrap_err();
+    assert!(
+        err.to_string().contains("the state is of a SGD optimizer"),
+        "{err}"
+    );
+    let mut own = lbfgs.state_dict();
+    own.group_lrs = vec![f64::NAN];
+    let err = lbfgs.load_state_dict(&own).unwrap_err();
+    assert!(
+        err.to_string().contains("learning rate NaN is invalid"),
+        "{err}"
+    );
+    own.group_lrs = vec![0.25];
+    lbfgs.load_state_dict(&own).unwrap();
+    assert_eq!(lbfgs.lr(), 0.25);
+}

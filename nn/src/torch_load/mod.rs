@@ -42,12 +42,15 @@ fn torch_error(path: &Path, msg: impl Into<String>) -> NnError {
 /// ```
 ///
 /// # Errors
-/// [`NnError::TorchFile`] naming the file and the problem: not a readable ZIP archive, a
+/// [`NnError::TorchFile`] naming the file and the problem: not a regular file (a FIFO or a
+/// device is refused without being read), not a readable ZIP archive, a
 /// legacy-format file, a pickle that calls anything but the tensor reconstructors, a value
 /// that is not a dict of tensors, a storage missing or shorter than its tensors claim, an
 /// integer that the element type cannot hold exactly.
 pub fn load_pytorch<T: Element>(path: &Path) -> Result<StateDict<T>> {
-    let bytes = std::fs::read(path).map_err(|e| torch_error(path, e.to_string()))?;
+    // A regular file only, and no more than its size: a FIFO would block, /dev/zero
+    // never end (as every reader of strata, see `strata_tensor::io::fs`).
+    let bytes = strata_tensor::io::fs::read(path).map_err(|e| torch_error(path, e.to_string()))?;
     load_pytorch_bytes(&bytes).map_err(|msg| torch_error(path, msg))
 }
 
