@@ -417,7 +417,7 @@ pub fn run_from<B>(
             }
             if let Some(private) = &config.privacy
                 && show
-                && step % epsilon_every == 0
+                && step.is_multiple_of(epsilon_every)
             {
                 let p = private.lock();
                 epsilon_note = format!("  ε {:.3}", p.dp.epsilon(p.delta)?);
