@@ -35,6 +35,12 @@ Naming convention (shared with xtask/src/bench.rs and the criterion benches):
     W9 softmax 4096x1024                  softmax(x, dim=-1)     2*4*numel bytes GB/s
     W9 layer_norm 4096x1024               F.layer_norm over the last axis, with
                                           weight and bias         2*4*numel bytes GB/s
+    W11 cnn step_b32 | dp_step_b32        W3's SGD(lr 0.01) step, plain and with Opacus
+                                          (GradSampleModule + DPOptimizer, sigma 1, C 1,
+                                          expected batch 32; only when opacus imports) us/step
+    W11 lstm step | dp_step               W5's LSTM (Opacus: DPLSTM(64, 256)), loss
+                                          mean(out^2), one SGD(lr 0.01) step, plain and
+                                          with Opacus                             us/step
     W10 cnn sgd_b32 1x2 | 2x1             W3's step at a global batch of 32: one process
                                           with 2 threads, or DistributedDataParallel over
                                           gloo on 2 processes of 1 thread (16 each) us/step
@@ -328,6 +334,62 @@ def workloads(torch):
 
     yield "W5", "lstm", "fwd+bwd", lstm
 
+    def train_step(model, opt, loss):
+        def call():
+            opt.zero_grad()
+            loss(model).backward()
+            opt.step()
+
+        return call, 1, "steps"
+
+    def cnn_loss():
+        x, y = torch.randn(32, 3, 32, 32), torch.arange(32) % 10
+        return lambda m: F.cross_entropy(m(x), y)
+
+    def lstm_loss():
+        x = torch.randn(64, 32, 64)
+        return lambda m: m(x)[0].pow(2).mean()
+
+    def opacus_step(model, opt, loss, batch_first):
+        """Opacus's DP-SGD step: per-sample gradients by its hooks, clipping to C = 1,
+        noise sigma = 1 (its default, non-cryptographic generator), expected batch 32."""
+        from opacus import GradSampleModule
+        from opacus.optimizers import DPOptimizer
+
+        gsm = GradSampleModule(model, batch_first=batch_first)
+        dp_opt = DPOptimizer(opt, noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=32)
+        return train_step(gsm, dp_opt, loss)
+
+    def w11_cnn(private):
+        def setup():
+            model, opt = make_cnn(torch)
+            if private:
+                return opacus_step(model, opt, cnn_loss(), True)
+            return train_step(model, opt, cnn_loss())
+        return setup
+
+    def w11_lstm(private):
+        def setup():
+            if private:
+                from opacus.layers import DPLSTM
+
+                model = DPLSTM(64, 256)
+            else:
+                model = torch.nn.LSTM(64, 256)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01)
+            if private:
+                return opacus_step(model, opt, lstm_loss(), False)
+            return train_step(model, opt, lstm_loss())
+        return setup
+
+    yield "W11", "cnn", "step_b32", w11_cnn(False)
+    yield "W11", "lstm", "step", w11_lstm(False)
+    if have_opacus():
+        yield "W11", "cnn", "dp_step_b32", w11_cnn(True)
+        yield "W11", "lstm", "dp_step", w11_lstm(True)
+    else:
+        print("torch: opacus is not installed: no W11 dp_step rows", file=sys.stderr)
+
     def transformer_step():
         nn = torch.nn
         layer = nn.TransformerEncoderLayer(256, 8, dim_feedforward=1024, dropout=0.0, batch_first=True)
@@ -402,6 +464,14 @@ def workloads(torch):
         return (lambda: F.layer_norm(x, (SOFTMAX_SHAPE[1],), w, b)), 2 * 4 * x.numel(), "bytes"
 
     yield "W9", "layer_norm", "x".join(map(str, SOFTMAX_SHAPE)), layer_norm
+
+
+def have_opacus():
+    try:
+        import opacus  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def rss_mb():

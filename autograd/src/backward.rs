@@ -167,6 +167,10 @@ pub(crate) fn walk_tensors<T: Element>(
     }
     let mut captured: Vec<Option<Tensor<T>>> = vec![None; sink.len()];
     let capture = matches!(sink, Sink::Capture(_));
+    // A functional `grad` computes only what leads to the vars it returns, as PyTorch's
+    // engine does: an input's gradient is asked for only when a captured var lies at or
+    // below it.
+    let needed = capture.then(|| needed_for_capture(&order, &index, &sink));
 
     for pos in (0..order.len()).rev() {
         let var = order[pos].take().expect("each position is visited once");
@@ -194,11 +198,23 @@ pub(crate) fn walk_tensors<T: Element>(
             accumulate_into_slot(&var, grad.clone());
         }
         let mut buf = [false; 8];
-        let many = flags_of(&node.inputs, &mut buf);
-        let needs: &[bool] = match &many {
+        let mut many = flags_of(&node.inputs, &mut buf);
+        let needs: &mut [bool] = match &mut many {
             Some(v) => v,
-            None => &buf[..node.inputs.len()],
+            None => &mut buf[..node.inputs.len()],
         };
+        if let Some(needed) = &needed {
+            for (flag, input) in needs.iter_mut().zip(node.inputs.iter()) {
+                *flag = *flag
+                    && input
+                        .as_ref()
+                        .and_then(|v| index.get(v.id()))
+                        .is_some_and(|p| needed[p]);
+            }
+            if !needs.iter().any(|&f| f) {
+                continue;
+            }
+        }
         let input_grads = (node.backward)(&grad, Needs::new(needs))?;
         drop(grad);
         let anomaly = crate::anomaly::is_anomaly_enabled();
@@ -232,6 +248,31 @@ pub(crate) fn walk_tensors<T: Element>(
         }
     }
     Ok(captured)
+}
+
+/// For a capturing walk: whether each var of `order` is captured or has a captured var
+/// among its inputs, transitively (`order` lists inputs before their consumers).
+fn needed_for_capture<T: Element>(
+    order: &[Option<Var<T>>],
+    index: &IdIndex,
+    sink: &Sink<'_, T>,
+) -> Vec<bool> {
+    let mut needed = vec![false; order.len()];
+    for (pos, var) in order.iter().enumerate() {
+        let Some(var) = var else { continue };
+        if sink.targets(var.id()).next().is_some() {
+            needed[pos] = true;
+            continue;
+        }
+        if let Origin::Op(node) = &*lock(&var.inner.origin) {
+            needed[pos] = node
+                .inputs
+                .iter()
+                .flatten()
+                .any(|input| index.get(input.id()).is_some_and(|p| needed[p]));
+        }
+    }
+    needed
 }
 
 /// The walk with `create_graph`: gradients as vars, each op's differentiable backward run

@@ -46,7 +46,9 @@
 //! - [`checkpoint`] recomputes a function's intermediates during backward instead of
 //!   keeping them ([`replayable`] random draws give the same values the second time);
 //! - [`detect_anomaly`] turns a NaN or infinity produced by a backward into an error that
-//!   names the op and where the forward called it.
+//!   names the op and where the forward called it;
+//! - [`tap_parameters`] reports every op that consumes given vars (a model's parameters)
+//!   with its activations, which per-sample gradient engines (strata-privacy) build on.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -59,6 +61,7 @@ mod grad_mode;
 mod gradcheck;
 mod hooks;
 mod ops;
+pub mod taps;
 mod var;
 
 pub use anomaly::{detect_anomaly, is_anomaly_enabled};
@@ -69,4 +72,5 @@ pub use grad_mode::{enable_grad, is_grad_enabled, no_grad};
 pub use gradcheck::{GradcheckError, GradcheckOptions, gradcheck, gradgradcheck};
 pub use hooks::HookHandle;
 pub use ops::{ConvTransposeParams, RecurrentParams, einsum};
+pub use taps::{ParamUse, RecurrentTap, Tap, TapOp, Taps, tap_parameters};
 pub use var::{InputGrads, Needs, Var};

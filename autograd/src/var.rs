@@ -575,7 +575,13 @@ impl<T: Element> Var<T> {
             graph: None,
             trace: crate::anomaly::trace(),
         };
-        Self::make(value, true, Origin::Op(node))
+        let var = Self::make(value, true, Origin::Op(node));
+        if crate::taps::any_open()
+            && let Origin::Op(node) = &*lock(&var.inner.origin)
+        {
+            crate::taps::note_uses(op, var.id(), &node.inputs);
+        }
+        var
     }
 
     /// Whether an op on these inputs would record a node.

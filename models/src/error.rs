@@ -6,6 +6,7 @@ use strata_autograd::AutogradError;
 use strata_distributed::DistributedError;
 use strata_nn::NnError;
 use strata_optim::OptimError;
+use strata_privacy::PrivacyError;
 use strata_tensor::TensorError;
 
 /// What can go wrong while loading data, training, or handling checkpoints.
@@ -52,6 +53,10 @@ pub enum ModelsError {
     /// Training across processes failed (models that differ between ranks, MPI).
     #[error(transparent)]
     Distributed(#[from] DistributedError),
+    /// Private training failed (a layer without per-sample gradients, an accountant that
+    /// cannot reach the target).
+    #[error(transparent)]
+    Privacy(#[from] PrivacyError),
 }
 
 impl From<TensorError> for ModelsError {

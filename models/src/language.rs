@@ -15,6 +15,7 @@ use strata_autograd::{Var, no_grad};
 use strata_nn::Module;
 use strata_nn::loss::{ClassLossOptions, cross_entropy};
 use strata_optim::Optimizer;
+use strata_privacy::PoissonSampler;
 use strata_tensor::IndexTensor;
 use strata_tensor::rand::{Rng, RngExt};
 
@@ -142,6 +143,30 @@ impl TextCorpus {
             )));
         }
         Ok(())
+    }
+
+    /// The number of disjoint windows of `len` characters (each with its next character
+    /// as the last target) in the training text: the units of private training, window
+    /// `k` starting at `k·len`.
+    pub fn window_count(&self, len: usize) -> usize {
+        self.train.len().saturating_sub(1) / len.max(1)
+    }
+
+    /// The disjoint windows `indices` of `len` characters (see
+    /// [`window_count`](TextCorpus::window_count)) as inputs `[n, len]` and targets.
+    ///
+    /// # Errors
+    /// [`ModelsError::Config`] for a window past the end of the text.
+    pub fn windows_at(&self, indices: &[usize], len: usize) -> Result<(IndexTensor, IndexTensor)> {
+        let count = self.window_count(len);
+        if let Some(&bad) = indices.iter().find(|&&k| k >= count) {
+            return Err(ModelsError::Config(format!(
+                "window {bad} of {len} characters is past the end of the training text \
+                 ({count} windows)"
+            )));
+        }
+        let starts: Vec<usize> = indices.iter().map(|&k| k * len).collect();
+        windows(&self.train, &starts, len)
     }
 
     /// Rank `rank`'s share of [`random_batch`](TextCorpus::random_batch) among `ranks`:
@@ -412,6 +437,68 @@ impl<R: Rng + ?Sized> Batches for Windows<'_, R> {
     }
 }
 
+/// Poisson-sampled windows for private training: every step keeps each disjoint window
+/// of the training text ([`TextCorpus::window_count`]) independently with strata-privacy's
+/// [`PoissonSampler`], in periods of `eval_every` steps as [`Windows`].
+pub struct PoissonWindows<'a> {
+    corpus: &'a TextCorpus,
+    seq_len: usize,
+    steps: usize,
+    eval_every: usize,
+    sampler: PoissonSampler,
+}
+
+impl<'a> PoissonWindows<'a> {
+    /// `steps` Poisson batches of windows of `seq_len` drawn by `sampler` (over
+    /// `corpus.window_count(seq_len)` windows), in periods of `eval_every` steps.
+    ///
+    /// # Errors
+    /// [`ModelsError::Config`] for zero steps or `eval_every`.
+    pub fn new(
+        corpus: &'a TextCorpus,
+        seq_len: usize,
+        steps: usize,
+        eval_every: usize,
+        sampler: PoissonSampler,
+    ) -> Result<Self> {
+        if steps == 0 || eval_every == 0 {
+            return Err(ModelsError::Config(
+                "steps and eval_every must be positive".into(),
+            ));
+        }
+        Ok(PoissonWindows {
+            corpus,
+            seq_len,
+            steps,
+            eval_every,
+            sampler,
+        })
+    }
+}
+
+impl Batches for PoissonWindows<'_> {
+    type Batch = (IndexTensor, IndexTensor);
+
+    fn epochs(&self) -> usize {
+        self.steps.div_ceil(self.eval_every)
+    }
+
+    fn steps_in(&self, epoch: usize) -> usize {
+        let done = (epoch - 1) * self.eval_every;
+        self.steps.saturating_sub(done).min(self.eval_every)
+    }
+
+    fn epoch(&mut self, epoch: usize) -> Box<dyn Iterator<Item = Result<Self::Batch>> + '_> {
+        let n = self.steps_in(epoch);
+        let (corpus, len, sampler) = (self.corpus, self.seq_len, &mut self.sampler);
+        Box::new((0..n).map(move |_| corpus.windows_at(&sampler.sample(), len)))
+    }
+
+    fn unit(&self) -> Unit {
+        Unit::Step
+    }
+}
+
 /// A character model trained to predict each next character of its windows, evaluated on
 /// the held-out text.
 pub struct NextCharacter<'a> {
@@ -444,6 +531,10 @@ impl Learner for NextCharacter<'_> {
 
     fn module(&mut self) -> &mut dyn Module {
         self.model
+    }
+
+    fn samples(&self, (x, _): &Self::Batch) -> Option<usize> {
+        x.shape().first().copied()
     }
 
     fn loss(&self, (x, y): &Self::Batch) -> Result<StepLoss> {
@@ -515,6 +606,7 @@ pub fn fit<R: Rng + ?Sized>(
         clip_grad_norm: config.clip,
         progress: config.progress,
         comm: strata_distributed::Communicator::alone(),
+        privacy: None,
     };
     run(
         &mut learner,

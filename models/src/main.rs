@@ -9,7 +9,8 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 use strata_distributed::World;
 use strata_models::models::RecurrentKind;
-use strata_models::reference::{self, Model, ResumeOptions, TrainOptions};
+use strata_models::reference::{self, Model, PrivacyOptions, ResumeOptions, TrainOptions};
+use strata_privacy::AccountantKind;
 
 /// Train, evaluate and inspect strata's reference models on the data bundled with the repo.
 #[derive(Parser)]
@@ -81,6 +82,8 @@ enum Command {
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
+        #[command(flatten)]
+        dp: Box<DpArgs>,
     },
     /// Evaluate a checkpoint on the test split of the data it was trained on.
     Eval {
@@ -178,6 +181,58 @@ fn changed_on_resume(given: &[(&'static str, bool)]) -> Result<(), Failure> {
     )))
 }
 
+/// Differentially private training (DP-SGD with Poisson sampling).
+#[derive(clap::Args)]
+struct DpArgs {
+    /// Train with differential privacy: per-sample clipping, Gaussian noise, Poisson
+    /// batches of the expected --batch-size; the guarantee goes into the checkpoint's
+    /// provenance record and ε per epoch into metrics.json.
+    #[arg(long)]
+    dp: bool,
+    /// The ε to spend over the whole run (the noise multiplier is solved for it).
+    #[arg(long, requires = "dp", conflicts_with = "noise_multiplier")]
+    epsilon: Option<f64>,
+    /// The δ of the guarantee.
+    #[arg(long, requires = "dp", default_value_t = 1e-5)]
+    delta: f64,
+    /// C: each sample's gradient is clipped to this norm.
+    #[arg(long, requires = "dp", default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// σ: the noise's standard deviation over C (instead of --epsilon; ε is reported).
+    #[arg(long, requires = "dp")]
+    noise_multiplier: Option<f64>,
+    /// The accountant: prv (numerical composition, tighter; Opacus's default) or rdp.
+    #[arg(long, requires = "dp", default_value = "prv", value_parser = ["prv", "rdp"])]
+    accountant: String,
+    /// Noise and sampling from --seed instead of the operating system: the run repeats
+    /// exactly, and is recorded as NOT private.
+    #[arg(long, requires = "dp")]
+    seeded_noise: bool,
+}
+
+impl DpArgs {
+    fn options(&self) -> Result<Option<PrivacyOptions>, String> {
+        if !self.dp {
+            return Ok(None);
+        }
+        if self.epsilon.is_none() && self.noise_multiplier.is_none() {
+            return Err("--dp needs --epsilon (a target) or --noise-multiplier".into());
+        }
+        Ok(Some(PrivacyOptions {
+            epsilon: self.epsilon,
+            delta: self.delta,
+            max_grad_norm: self.max_grad_norm,
+            noise_multiplier: self.noise_multiplier,
+            accountant: if self.accountant == "rdp" {
+                AccountantKind::Rdp
+            } else {
+                AccountantKind::Prv
+            },
+            seeded_noise: self.seeded_noise,
+        }))
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Train {
@@ -198,6 +253,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             dataset,
             limit,
             quiet,
+            dp,
         } => {
             // Under an MPI launcher, this process is one rank of several (data-parallel);
             // alone, a world of one and MPI untouched.
@@ -237,6 +293,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     ("--data", data.is_some()),
                     ("--dataset", dataset.is_some()),
                     ("--limit", limit.is_some()),
+                    ("--dp", dp.dp),
                 ])?;
                 let how = ResumeOptions {
                     progress: !quiet,
@@ -265,6 +322,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     checkpoint_every,
                     stop_after,
                     comm: world.comm().clone(),
+                    privacy: dp.options()?,
                 };
                 reference::train(&opts).map(|metrics| (metrics, out_dir))
             };

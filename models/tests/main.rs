@@ -10,5 +10,6 @@ mod fuzz;
 mod hostile;
 mod models;
 mod pinn;
+mod private;
 mod readers;
 mod sequence;

@@ -29,6 +29,7 @@
 //! | `W10_cnn`, `W10_mlp` | `sgd_b32 1x2`, `sgd_b32 2x1`; `adam_b128 …` (processes × threads) | us/step |
 //! | `W10_overlap`    | `cnn 2x1`, `mlp 2x1`: all-reduce time hidden behind the backward | %       |
 //! | `W10_allreduce` (impl `mpi`) | `cnn_grads 2x1`, `mlp_grads 2x1`: MPI all-reduce of the gradients | GB/s |
+//! | `W11_cnn`, `W11_lstm` | `step_b32`, `dp_step_b32`; `step`, `dp_step`: W3's CNN and W5's LSTM, one plain and one DP-SGD step (torch: with Opacus when installed) | us/step |
 //!
 //! W10 (data-parallel steps) is timed by its own harness across processes, not by
 //! criterion: see [`ddp`].

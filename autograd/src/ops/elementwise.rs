@@ -185,7 +185,7 @@ macro_rules! define_var_binary_ops {
             let (sa, sb) = (Dims::from_slice(self.shape()), Dims::from_slice(other.shape()));
             let negate = stringify!($name) == "sub";
             let (sa2, sb2) = (sa.clone(), sb.clone());
-            Ok(Var::from_op(stringify!($name), value, &[self, other], move |g, n| {
+            let y = Var::from_op(stringify!($name), value, &[self, other], move |g, n| {
                 let (ga, gb) = elementwise::$name::backward(g, (&sa, &sb), [n[0], n[1]])?;
                 Ok(vec![ga, gb])
             })
@@ -195,7 +195,9 @@ macro_rules! define_var_binary_ops {
                     n.get(0).then(|| g.sum_to_shape(&sa2)).transpose()?,
                     n.get(1).then(|| gb.sum_to_shape(&sb2)).transpose()?,
                 ])
-            }))
+            });
+            tap_binary(self, other, &y, |_| crate::taps::TapOp::Add { sign: 1.0 });
+            Ok(y)
         }
     };
     (@method $(#[$doc:meta])* $name:ident, pointwise) => {
@@ -208,7 +210,7 @@ macro_rules! define_var_binary_ops {
             let (a, b) = (self.value(), other.value());
             let value = a.$name(&b)?;
             let (a2, b2) = (a.clone(), b.clone());
-            Ok(Var::from_op(stringify!($name), value, &[self, other], move |g, n| {
+            let y = Var::from_op(stringify!($name), value, &[self, other], move |g, n| {
                 let (ga, gb) = elementwise::$name::backward(&a, &b, g, [n[0], n[1]])?;
                 Ok(vec![ga, gb])
             })
@@ -218,10 +220,43 @@ macro_rules! define_var_binary_ops {
                     n.get(0).then(|| elementwise::$name::da(&a, &b, g).sum_to_shape(a.shape())).transpose()?,
                     n.get(1).then(|| elementwise::$name::db(&a, &b, g).sum_to_shape(b.shape())).transpose()?,
                 ])
-            }))
+            });
+            if stringify!($name) == "mul" {
+                tap_binary(self, other, &y, |other| crate::taps::TapOp::Mul { other: other.value() });
+            }
+            Ok(y)
         }
     };
     (@method $(#[$doc:meta])* $name:ident, nograd) => {};
 }
 
 strata_tensor::for_each_binary_op!(define_var_binary_ops);
+
+/// Taps a binary op with one watched operand (a parameter added or multiplied into a
+/// per-sample value); `op` gets the other operand. With both operands watched the call is
+/// left untapped (a product of parameters has no per-sample split).
+fn tap_binary<T: Element>(
+    a: &Var<T>,
+    b: &Var<T>,
+    y: &Var<T>,
+    op: impl FnOnce(&Var<T>) -> crate::taps::TapOp<T>,
+) {
+    if !crate::taps::any_open() {
+        return;
+    }
+    let (wa, wb) = (crate::taps::is_watched(a), crate::taps::is_watched(b));
+    match (wa, wb) {
+        (true, false) => crate::taps::record(|| op(b), &[Some(a)], y),
+        (false, true) => {
+            let op = match op(a) {
+                // `other − p`: p enters with the minus sign.
+                crate::taps::TapOp::Add { .. } if y.op_name() == Some("sub") => {
+                    crate::taps::TapOp::Add { sign: -1.0 }
+                }
+                other => other,
+            };
+            crate::taps::record(|| op, &[Some(b)], y)
+        }
+        _ => {}
+    }
+}

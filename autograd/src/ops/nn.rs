@@ -8,6 +8,7 @@ use strata_tensor::{
 };
 
 use crate::ops::{decomposed, input_or, tracked};
+use crate::taps::{self, TapOp};
 use crate::{Result, Var};
 
 impl<T: Element> Var<T> {
@@ -75,8 +76,8 @@ impl<T: Element> Var<T> {
         let value = x.conv2d(&w, b.as_ref(), params)?;
         let channel = usize::from(x.ndim() == 4);
         let inputs = [Some(self), Some(weight), bias];
-        let (x2, w2) = (x.clone(), w.clone());
-        Ok(Var::from_op_with("conv2d", value, &inputs, move |g, n| {
+        let (x2, w2, x_tap) = (x.clone(), w.clone(), x.clone());
+        let y = Var::from_op_with("conv2d", value, &inputs, move |g, n| {
             Ok(vec![
                 n.grad(0, || {
                     Tensor::conv2d_backward_input(g, &w, x.shape(), params)
@@ -94,7 +95,13 @@ impl<T: Element> Var<T> {
                 n.grad_var(1, || conv2d_weight_grad(g, &x, w.shape(), params))?,
                 n.grad_var(2, || bias_grad_var(g, channel))?,
             ])
-        }))
+        });
+        let op = || TapOp::Conv2d {
+            input: x_tap,
+            params,
+        };
+        taps::record(op, &[Some(weight), bias], &y);
+        Ok(y)
     }
 
     /// 1-d convolution of an input `[N, C, L]` (or `[C, L]`) with a weight
@@ -124,8 +131,8 @@ impl<T: Element> Var<T> {
         let value = x.conv1d(&w, b.as_ref(), params)?;
         let channel = usize::from(x.ndim() == 3);
         let inputs = [Some(self), Some(weight), bias];
-        let (x2, w2, b2) = (x.clone(), w.clone(), b.clone());
-        Ok(Var::from_op_with("conv1d", value, &inputs, move |g, n| {
+        let (x2, w2, b2, x_tap) = (x.clone(), w.clone(), b.clone(), x.clone());
+        let y = Var::from_op_with("conv1d", value, &inputs, move |g, n| {
             Ok(vec![
                 n.grad(0, || {
                     Tensor::conv1d_backward_input(g, &w, x.shape(), params)
@@ -149,7 +156,13 @@ impl<T: Element> Var<T> {
                         .squeeze(-2)
                 },
             )
-        }))
+        });
+        let op = || TapOp::Conv1d {
+            input: x_tap,
+            params,
+        };
+        taps::record(op, &[Some(weight), bias], &y);
+        Ok(y)
     }
 
     /// `x·Wᵀ + b` for `x` `[*, in]`, `weight` `[out, in]` and an optional `bias` `[out]`,
@@ -198,7 +211,8 @@ impl<T: Element> Var<T> {
         let y = y2.reshape(y_shape.as_slice())?;
         let inputs = [Some(self), Some(weight), bias];
         let (w_val, x_val, x_shape2) = (w.clone(), x2.clone(), x_shape.clone());
-        Ok(Var::from_op_with("linear", y, &inputs, move |g, n| {
+        let (x_tap, x_shape_tap) = (x2.clone(), x_shape.clone());
+        let y = Var::from_op_with("linear", y, &inputs, move |g, n| {
             let g2 = g.reshape([rows as isize, out_f as isize])?;
             Ok(vec![
                 n.grad(0, || g2.matmul(&w)?.reshape(x_shape.as_slice()))?,
@@ -218,7 +232,12 @@ impl<T: Element> Var<T> {
                 n.grad_var(1, || g2.t()?.matmul(&x))?,
                 n.grad_var(2, || g2.sum(&[0], false))?,
             ])
-        }))
+        });
+        let input = || TapOp::Linear {
+            input: x_tap.reshape(x_shape_tap.as_slice()).expect("same size"),
+        };
+        taps::record(input, &[Some(weight), bias], &y);
+        Ok(y)
     }
 
     /// The rows of `weight` `[num, dim]` at `indices`, like `F.embedding`: shape
@@ -254,7 +273,7 @@ impl<T: Element> Var<T> {
             .index_select(0, &flat)?
             .reshape(out_shape.as_slice())?;
         let flat2 = flat.clone();
-        Ok(Var::from_op("embedding", value, &[weight], move |g, _| {
+        let y = Var::from_op("embedding", value, &[weight], move |g, _| {
             let rows = g.reshape([-1, dim as isize])?;
             let mut grad = Tensor::zeros(&[num, dim]);
             grad.index_add_(0, &flat, &rows)?;
@@ -275,7 +294,13 @@ impl<T: Element> Var<T> {
                 None => grad,
             };
             Ok(vec![Some(grad)])
-        }))
+        });
+        let op = || TapOp::Embedding {
+            indices: indices.clone(),
+            padding_idx,
+        };
+        taps::record(op, &[Some(weight)], &y);
+        Ok(y)
     }
 
     /// Layer normalisation over the trailing `d` elements of each row, like
@@ -318,7 +343,8 @@ impl<T: Element> Var<T> {
                 y.reshape(shape.as_slice())
             })
         };
-        Ok(Var::from_op_with("layer_norm", y, &inputs, move |g, n| {
+        let x_tap = xv.clone();
+        let y = Var::from_op_with("layer_norm", y, &inputs, move |g, n| {
             let params_needed = n.get(1) || n.get(2);
             let (gx, pg) = xv.layer_norm_backward(g, &stats, w.as_ref(), params_needed)?;
             let (gw, gb) = match pg {
@@ -334,7 +360,14 @@ impl<T: Element> Var<T> {
                 gb.filter(|_| n.get(2)),
             ])
         })
-        .double_backward(graph))
+        .double_backward(graph);
+        let op = || TapOp::LayerNorm {
+            input: x_tap,
+            d,
+            eps,
+        };
+        taps::record(op, &[weight, bias], &y);
+        Ok(y)
     }
 
     /// 2-d max pooling over `[N, C, H, W]` (or `[C, H, W]`), like `F.max_pool2d`; the

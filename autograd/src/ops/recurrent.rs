@@ -8,6 +8,7 @@
 use strata_tensor::{Element, RecurrentGradNeeds, RecurrentMode, RecurrentWeights, Tensor};
 
 use crate::ops::decomposed;
+use crate::taps::{self, RecurrentTap, TapOp};
 use crate::{Result, Var};
 
 /// The parameters of one recurrent layer and direction, in PyTorch's layouts: `w_ih`
@@ -94,7 +95,8 @@ impl<T: Element> Var<T> {
             h0_t.clone(),
             c0_t.clone(),
         ];
-        Ok(Var::from_op_with(mode.name(), value, &inputs, move |g, n| {
+        let x_tap = self.value();
+        let y = Var::from_op_with(mode.name(), value, &inputs, move |g, n| {
             let saved = saved.as_ref().expect("saved when tracking");
             let needs = RecurrentGradNeeds {
                 x: n.get(0),
@@ -112,7 +114,25 @@ impl<T: Element> Var<T> {
         })
         .double_backward(move |g, inputs, _| {
             decomposed(g, inputs, &values, |xs| unrolled(mode, xs, reverse))
-        }))
+        });
+        let op = || {
+            TapOp::Recurrent(Box::new(RecurrentTap {
+                mode,
+                input: x_tap,
+                h0: h0_t,
+                c0: c0_t,
+                reverse,
+                weights: [Some(w_ih), Some(w_hh), b_ih, b_hh],
+            }))
+        };
+        let params_in = [
+            Some(params.w_ih),
+            Some(params.w_hh),
+            params.b_ih,
+            params.b_hh,
+        ];
+        taps::record(op, &params_in, &y);
+        Ok(y)
     }
 }
 

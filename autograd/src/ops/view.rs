@@ -65,7 +65,9 @@ impl<T: Element> Var<T> {
     /// A shape-only op: the gradient is reshaped back to the input's shape.
     fn reshaped(&self, op: &'static str, value: Tensor<T>) -> Var<T> {
         let shape = Dims::from_slice(self.shape());
-        linear_unary!(self, op, value, [shape], |g| g.reshape(shape.as_slice())?)
+        let y = linear_unary!(self, op, value, [shape], |g| g.reshape(shape.as_slice())?);
+        crate::taps::record(|| crate::taps::TapOp::Reshape, &[Some(self)], &y);
+        y
     }
 
     /// Dimensions `dim0` and `dim1` swapped, like `Tensor.transpose`.
@@ -113,8 +115,15 @@ impl<T: Element> Var<T> {
         let d = resolve(dim, shape.len());
         let after = shape[d] - start - length;
         let pads = pads_along(shape.len(), d, start, after);
-        Ok(linear_unary!(self, "narrow", value, [pads], |g| g
-            .pad(&pads, T::zero())?))
+        let y = linear_unary!(self, "narrow", value, [pads], |g| g
+            .pad(&pads, T::zero())?);
+        let op = || crate::taps::TapOp::Narrow {
+            dim: d,
+            start,
+            length,
+        };
+        crate::taps::record(op, &[Some(self)], &y);
+        Ok(y)
     }
 
     /// Every `step`-th element of `dim` in `start..end` (negative bounds count from the

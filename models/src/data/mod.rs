@@ -441,6 +441,13 @@ impl<'a, D: Dataset + ?Sized> DataLoader<'a, D> {
         })
     }
 
+    /// The samples at `indices`, in that order, as one batch (for samplers that choose
+    /// each batch themselves, such as strata-privacy's Poisson sampler; an empty list
+    /// gives an empty batch without labels).
+    pub fn batch(&self, indices: &[usize]) -> Batch {
+        self.collate(indices)
+    }
+
     /// Gathers the samples at `indices` into one batch, in parallel for large samples.
     fn collate(&self, indices: &[usize]) -> Batch {
         let shape = self.dataset.sample_shape();

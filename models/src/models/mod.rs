@@ -5,6 +5,7 @@
 mod char_rnn;
 mod char_transformer;
 mod cnn;
+mod dp_cnn;
 mod forecast;
 mod linear;
 mod logistic;
@@ -18,6 +19,7 @@ use crate::reference::Model;
 pub use char_rnn::{CharRnn, CharRnnConfig, CharRnnSpec};
 pub use char_transformer::{CharTransformer, CharTransformerConfig, CharTransformerSpec};
 pub use cnn::{Cnn, CnnConfig, CnnSpec};
+pub use dp_cnn::{DpCnn, DpCnnSpec};
 pub use forecast::{ForecastArchitecture, ForecastExtra, ForecastSpec, Forecaster};
 pub use linear::{
     LinearRegression, LinregArchitecture, LinregSpec, PolynomialRegression, PolyregArchitecture,
@@ -39,6 +41,7 @@ pub static REGISTRY: &[Model] = &[
     Model::new(&LogregSpec),
     Model::new(&MlpSpec),
     Model::new(&CnnSpec),
+    Model::new(&DpCnnSpec),
     Model::new(&CharRnnSpec),
     Model::new(&CharTransformerSpec),
     Model::new(&ForecastSpec),

@@ -353,6 +353,15 @@ impl Task for PinnTask {
         data.problem.interior
     }
 
+    fn private_units(&self, _data: &Collocation) -> Result<(usize, &'static str)> {
+        Err(ModelsError::Config(
+            "pinn cannot train with DP-SGD: it learns from collocation points it generates \
+             itself and a physics residual, not from records whose privacy a guarantee \
+             would protect"
+                .into(),
+        ))
+    }
+
     fn fit(
         &mut self,
         net: &mut Self::Network,

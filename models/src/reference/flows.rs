@@ -19,13 +19,18 @@ use std::time::Instant;
 use serde_json::Value;
 use strata_distributed::{Communicator, DdpConfig, Reducer};
 use strata_nn::Module;
+use strata_privacy::{DpSgd, DpSgdConfig, GaussianNoise, noise_multiplier};
 use strata_tensor::seeded_rng;
 
-use super::TrainOptions;
-use super::record::{self, DatasetRecord, Hyperparameters, Metrics, Progress, Record};
+use super::record::{
+    self, DatasetRecord, Hyperparameters, Metrics, PrivacyRecord, Progress, Record,
+};
 use super::registry::Model;
 use super::spec::{Defaults, Figures, Length, Network, Plan, ReferenceModel, Schedule, Task};
-use crate::train::{EpochEnd, EpochRecord, Evaluation, LoopConfig, Start};
+use super::{PrivacyOptions, TrainOptions};
+use crate::train::{
+    EpochEnd, EpochRecord, Evaluation, LoopConfig, PrivacyHandle, PrivateTraining, Start,
+};
 use crate::{ModelsError, Result, checkpoint, plot};
 
 /// A reference model with its types erased: what [`Model`] calls.
@@ -305,6 +310,14 @@ impl<S: ReferenceModel> Flows for S {
             })?,
             None => Vec::new(),
         };
+        if record.privacy.is_some() {
+            return Err(ModelsError::Checkpoint {
+                path: checkpoint_dir(run),
+                msg: "a private (--dp) training cannot be resumed: the accountant's state is not \
+                      in the checkpoint, so the guarantee of the continued run would be wrong"
+                    .into(),
+            });
+        }
         let mut opts = options_from(Model::new(self), &record);
         let h = &record.hyperparameters;
         opts.out = run.to_path_buf();
@@ -373,6 +386,79 @@ impl<S: ReferenceModel> Flows for S {
     }
 }
 
+/// Sets up DP-SGD for a training of `length` at (expected) batch size `batch_size`: the
+/// sample rate from the task's units of privacy, the noise multiplier (given, or solved
+/// for the target ε over the whole run), the noise source, and the DP-SGD step over `net`.
+#[allow(clippy::too_many_arguments)]
+fn private_training<T: Task>(
+    task: &T,
+    data: &T::Data,
+    net: &T::Network,
+    p: &PrivacyOptions,
+    length: Length,
+    batch_size: usize,
+    opts: &TrainOptions,
+) -> Result<(PrivacyHandle, &'static str)> {
+    if opts.comm.size() > 1 {
+        return Err(ModelsError::Config(
+            "private training (--dp) runs in one process: DP-SGD across ranks is not \
+             supported yet"
+                .into(),
+        ));
+    }
+    let (units, unit) = task.private_units(data)?;
+    if units == 0 {
+        return Err(ModelsError::Config(
+            "private training needs training samples".into(),
+        ));
+    }
+    let q = (batch_size as f64 / units as f64).min(1.0);
+    let steps = match length {
+        Length::Epochs(e) => e as u64 * ((1.0 / q).floor() as u64).max(1),
+        Length::Steps(s) => s as u64,
+    };
+    let sigma = match (p.noise_multiplier, p.epsilon) {
+        (Some(sigma), None) => sigma,
+        (None, Some(eps)) => noise_multiplier(p.accountant, eps, p.delta, q, steps)?,
+        _ => {
+            return Err(ModelsError::Config(
+                "--dp takes either --epsilon (the noise multiplier is solved for it) or \
+                 --noise-multiplier (ε is reported)"
+                    .into(),
+            ));
+        }
+    };
+    let noise = if p.seeded_noise {
+        GaussianNoise::seeded(opts.seed)
+    } else {
+        GaussianNoise::secure()?
+    };
+    let config = DpSgdConfig {
+        accountant: p.accountant,
+        ..DpSgdConfig::new(p.max_grad_norm, sigma, q, q * units as f64)
+    };
+    let dp = DpSgd::new(net, config, noise)?;
+    if opts.progress {
+        eprintln!(
+            "DP-SGD: σ = {sigma:.4}, C = {}, q = {q:.6} ({unit}s: {units}), {steps} steps, \
+             δ = {}, {} noise",
+            p.max_grad_norm,
+            p.delta,
+            if p.seeded_noise {
+                "seeded (not private)"
+            } else {
+                "secure"
+            }
+        );
+    }
+    let training = PrivateTraining {
+        dp,
+        delta: p.delta,
+        epsilons: Vec::new(),
+    };
+    Ok((PrivacyHandle::new(training), unit))
+}
+
 /// One training of `spec` as `opts` says, from the start or (`resumed`) from a checkpoint.
 fn run_training<S: ReferenceModel>(
     spec: &S,
@@ -438,8 +524,23 @@ fn train_in<S: ReferenceModel>(
             "there are no training samples (is --limit 0?)".into(),
         ));
     }
+    let private = match &opts.privacy {
+        Some(p) => Some(private_training(
+            &task,
+            &prepared.data,
+            &*net,
+            p,
+            length,
+            batch_size,
+            opts,
+        )?),
+        None => None,
+    };
     let lr = opts.lr.unwrap_or(defaults.lr);
     let mut optimizer = defaults.optimizer.build(net.parameters(), lr)?;
+    // Under DP-SGD the per-sample clipping bounds the gradients; the model's own gradient
+    // clipping would only rescale the noisy step, so it is off.
+    let clip_grad_norm = defaults.clip_grad_norm.filter(|_| private.is_none());
     let (epochs, steps) = match length {
         Length::Epochs(n) => (Some(n), None),
         Length::Steps(n) => (None, Some(n)),
@@ -452,7 +553,7 @@ fn train_in<S: ReferenceModel>(
         seq_len: None,
         optimizer: defaults.optimizer,
         schedule: defaults.schedule,
-        clip_grad_norm: defaults.clip_grad_norm,
+        clip_grad_norm,
         limit: opts.limit,
         held_out_fraction: None,
         cell: opts.cell,
@@ -520,16 +621,38 @@ fn train_in<S: ReferenceModel>(
         seed: opts.seed,
         loop_config: LoopConfig {
             one_cycle_max_lr: (defaults.schedule == Schedule::OneCycle).then_some(lr),
-            clip_grad_norm: defaults.clip_grad_norm,
+            clip_grad_norm,
             progress: opts.progress,
             comm: comm.clone(),
+            privacy: private.as_ref().map(|(h, _)| h.clone()),
         },
         start,
+    };
+    // The guarantee spent so far, for the records.
+    let privacy_now = || -> Result<Option<PrivacyRecord>> {
+        let Some((handle, unit)) = &private else {
+            return Ok(None);
+        };
+        let p = handle.lock();
+        let g = p.dp.guarantee(p.delta)?;
+        Ok(Some(PrivacyRecord {
+            epsilon: g.epsilon,
+            delta: g.delta,
+            accountant: g.accountant.into(),
+            noise_multiplier: g.noise_multiplier,
+            effective_noise_multiplier: g.effective_noise_multiplier,
+            max_grad_norm: g.max_grad_norm,
+            clipping: g.clipping.into(),
+            sample_rate: g.sample_rate,
+            steps: g.steps,
+            noise: if g.secure_noise { "secure" } else { "seeded" }.into(),
+            unit: (*unit).into(),
+        }))
     };
     let every = opts
         .checkpoint_every
         .unwrap_or_else(|| default_checkpoint_every(total_epochs));
-    let record_at = |metrics: Metrics, progress: Progress| Record {
+    let record_at = |metrics: Metrics, progress: Progress, privacy: Option<PrivacyRecord>| Record {
         model: S::NAME.into(),
         architecture: &prepared.architecture,
         hyperparameters: hyperparameters.clone(),
@@ -539,6 +662,7 @@ fn train_in<S: ReferenceModel>(
         world_size: comm.size(),
         strata_version: env!("CARGO_PKG_VERSION").into(),
         metrics,
+        privacy,
         extra: &prepared.extra,
         progress: Some(progress),
     };
@@ -573,7 +697,11 @@ fn train_in<S: ReferenceModel>(
                     seconds,
                     complete: false,
                 };
-                let record = record_at(metrics_of(&r, seconds, epoch_figures(&r)), progress);
+                let record = record_at(
+                    metrics_of(&r, seconds, epoch_figures(&r)),
+                    progress,
+                    privacy_now()?,
+                );
                 checkpoint::save(&ckpt, end.model, end.optimizer, &record, Some(&history))?;
             }
             if stop && r.epoch < total_epochs {
@@ -622,7 +750,11 @@ fn train_in<S: ReferenceModel>(
             &ckpt,
             &*net,
             optimizer.as_ref(),
-            &record_at(metrics_of(&last, seconds, epoch_figures(&last)), progress),
+            &record_at(
+                metrics_of(&last, seconds, epoch_figures(&last)),
+                progress,
+                privacy_now()?,
+            ),
             Some(&history),
         )?;
     }
@@ -644,7 +776,16 @@ fn train_in<S: ReferenceModel>(
     if !report_errors.is_empty() {
         figures.insert("report_errors".into(), report_errors.clone().into());
     }
-    let record = record_at(metrics_of(&last, seconds, figures), progress);
+    let privacy = privacy_now()?;
+    if let (Some(g), Some((handle, _))) = (&privacy, &private) {
+        figures.insert("epsilon".into(), g.epsilon.into());
+        figures.insert("delta".into(), g.delta.into());
+        figures.insert(
+            "epsilon_per_epoch".into(),
+            handle.lock().epsilons.clone().into(),
+        );
+    }
+    let record = record_at(metrics_of(&last, seconds, figures), progress, privacy);
     let metrics = serde_json::to_value(&record.metrics).map_err(|e| write_error(&opts.out, e))?;
     if comm.is_root() {
         checkpoint::update_record(&ckpt, &record)?;

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use strata_optim::Optimizer;
+use strata_privacy::PoissonSampler;
+use strata_tensor::IndexTensor;
 use strata_tensor::rand::rngs::StdRng;
 use strata_tensor::seeded_rng;
 
@@ -14,8 +16,8 @@ use super::record::Hyperparameters;
 use super::spec::{Figures, Length, Plan, Task, figures};
 use crate::data::bundled::{self, Provenance};
 use crate::data::readers::{CharVocab, read_text};
-use crate::language::{self, CharModel, NextCharacter, TextCorpus, Windows};
-use crate::train::{self, EpochEnd, EpochRecord, Evaluation};
+use crate::language::{self, CharModel, NextCharacter, PoissonWindows, TextCorpus, Windows};
+use crate::train::{self, Batches, EpochEnd, EpochRecord, Evaluation};
 use crate::{ModelsError, Result};
 
 /// The held-out share of the text the character models are evaluated on (its end).
@@ -221,15 +223,44 @@ impl Task for LanguageTask {
             )));
         }
         self.rng = seeded_rng(plan.seed ^ 0x5eed);
+        let eval_every = (steps / 20).max(1);
+        let mut poisson = match &plan.loop_config.privacy {
+            // Private training draws Poisson batches of disjoint windows, from the OS
+            // generator unless the noise is seeded.
+            Some(private) => {
+                let (q, secure) = {
+                    let p = private.lock();
+                    (p.dp.config().sample_rate, p.dp.secure_noise())
+                };
+                let n = corpus.window_count(self.seq_len);
+                let sampler = if secure {
+                    PoissonSampler::new(n, q)?
+                } else {
+                    PoissonSampler::seeded(n, q, plan.seed)?
+                };
+                Some(PoissonWindows::new(
+                    corpus,
+                    self.seq_len,
+                    steps,
+                    eval_every,
+                    sampler,
+                )?)
+            }
+            None => None,
+        };
         let mut windows = Windows::new(
             corpus,
             plan.batch_size,
             self.seq_len,
             steps,
-            (steps / 20).max(1),
+            eval_every,
             &mut self.rng,
         )?
         .shard(plan.loop_config.comm.rank(), plan.loop_config.comm.size());
+        let batches: &mut dyn Batches<Batch = (IndexTensor, IndexTensor)> = match &mut poisson {
+            Some(p) => p,
+            None => &mut windows,
+        };
         if self.seq_len > net.context() {
             return Err(ModelsError::Config(format!(
                 "seq_len {} exceeds the model's context {}",
@@ -240,12 +271,16 @@ impl Task for LanguageTask {
         let mut learner = NextCharacter::new(net, &corpus.held_out, self.seq_len, self.eval_chars);
         train::run_from(
             &mut learner,
-            &mut windows,
+            batches,
             optimizer,
             &plan.loop_config,
             plan.start,
             on_epoch,
         )
+    }
+
+    fn private_units(&self, corpus: &TextCorpus) -> Result<(usize, &'static str)> {
+        Ok((corpus.window_count(self.seq_len), "window of text"))
     }
 
     fn evaluate(&self, net: &CharModel, corpus: &TextCorpus) -> Result<Evaluation> {

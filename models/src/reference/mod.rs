@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use strata_distributed::Communicator;
+use strata_privacy::AccountantKind;
 
 use crate::models::RecurrentKind;
 use crate::train::Evaluation;
@@ -32,7 +33,7 @@ use crate::{Result, checkpoint};
 
 pub use flows::{ResumeOptions, checkpoint_dir, periods, prepare_out};
 pub use language::{CharExtra, LanguageTask, corpus, language_model_predicts_nothing};
-pub use record::{DatasetRecord, Hyperparameters, Metrics, Progress, Record};
+pub use record::{DatasetRecord, Hyperparameters, Metrics, PrivacyRecord, Progress, Record};
 pub use registry::{Model, datasets_help, defaults_help, epochs_help};
 #[cfg(test)]
 pub(crate) use spec::assert_round_trip;
@@ -87,6 +88,44 @@ pub struct TrainOptions {
     /// the launcher's world (`strata_distributed::World::init`), each rank then reading its
     /// share of every global batch of `batch_size`.
     pub comm: Communicator,
+    /// Train with differential privacy (DP-SGD); `None` trains as usual.
+    pub privacy: Option<PrivacyOptions>,
+}
+
+/// Private training (`strata train --dp`): DP-SGD from strata-privacy, with Poisson
+/// batches of expected size `batch_size`, each sample's gradient clipped to
+/// `max_grad_norm`, Gaussian noise, and an accountant; the guarantee goes into the
+/// checkpoint's provenance record and ε per epoch into `metrics.json`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PrivacyOptions {
+    /// The ε to spend over the whole run: the noise multiplier is solved for it. Give
+    /// this or `noise_multiplier`.
+    pub epsilon: Option<f64>,
+    /// The δ of the guarantee.
+    pub delta: f64,
+    /// C: the bound on each sample's gradient norm.
+    pub max_grad_norm: f64,
+    /// σ, given instead of `epsilon` (ε is then reported).
+    pub noise_multiplier: Option<f64>,
+    /// The accountant.
+    pub accountant: AccountantKind,
+    /// Noise (and sampling) from the run's seed instead of the OS: reproducible, and
+    /// recorded as not private.
+    pub seeded_noise: bool,
+}
+
+impl PrivacyOptions {
+    /// A target of (`epsilon`, `delta`) with C = 1, the PRV accountant and secure noise.
+    pub fn target(epsilon: f64, delta: f64) -> Self {
+        PrivacyOptions {
+            epsilon: Some(epsilon),
+            delta,
+            max_grad_norm: 1.0,
+            noise_multiplier: None,
+            accountant: AccountantKind::Prv,
+            seeded_noise: false,
+        }
+    }
 }
 
 impl TrainOptions {
@@ -109,6 +148,7 @@ impl TrainOptions {
             checkpoint_every: None,
             stop_after: None,
             comm: Communicator::alone(),
+            privacy: None,
         }
     }
 }

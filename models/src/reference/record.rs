@@ -41,6 +41,9 @@ pub struct Record<A = Value, E = Value> {
     pub strata_version: String,
     /// The metrics of the training (as in `metrics.json`).
     pub metrics: Metrics,
+    /// The differential-privacy guarantee, for a model trained with DP-SGD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyRecord>,
     /// What inference needs besides the weights and the architecture.
     pub extra: E,
     /// How far the training had got when this checkpoint was written (absent in records
@@ -65,6 +68,36 @@ pub struct Progress {
     pub complete: bool,
 }
 
+/// The (ε, δ) guarantee of a model trained with DP-SGD (`strata train --dp`), and what it
+/// rests on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyRecord {
+    /// ε at `delta` after the whole training.
+    pub epsilon: f64,
+    /// δ.
+    pub delta: f64,
+    /// The accountant that computed ε (`"rdp"` or `"prv"`).
+    pub accountant: String,
+    /// The noise multiplier σ (the noise's standard deviation over C).
+    pub noise_multiplier: f64,
+    /// σ as accounted for, after the noise grid's sensitivity margin.
+    pub effective_noise_multiplier: f64,
+    /// C, the bound on each sample's gradient norm.
+    pub max_grad_norm: f64,
+    /// `"flat"` or `"per-layer"` clipping.
+    pub clipping: String,
+    /// q, each sample's probability of being in a batch (Poisson sampling).
+    pub sample_rate: f64,
+    /// The noisy steps taken.
+    pub steps: u64,
+    /// `"secure"`: noise from the OS-seeded ChaCha generator; `"seeded"`: from the run's
+    /// seed, reproducible and therefore **not private**.
+    pub noise: String,
+    /// What one unit of privacy is (a training sample, a window of text).
+    pub unit: String,
+}
+
 impl Record {
     /// The record with its architecture and extra record replaced by typed ones.
     pub fn typed<A, E>(self, architecture: A, extra: E) -> Record<A, E> {
@@ -78,6 +111,7 @@ impl Record {
             world_size: self.world_size,
             strata_version: self.strata_version,
             metrics: self.metrics,
+            privacy: self.privacy,
             extra,
             progress: self.progress,
         }
@@ -266,6 +300,7 @@ mod tests {
                     .cloned()
                     .unwrap(),
             },
+            privacy: None,
             extra: serde_json::json!({}),
             progress: None,
         }

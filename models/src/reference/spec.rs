@@ -219,6 +219,18 @@ pub trait Task {
         plan: &Plan,
     ) -> Result<Figures>;
 
+    /// For private training (`--dp`): the number of units of privacy the batches are
+    /// Poisson-sampled from (training samples; windows of text) and what one unit is, or
+    /// an error saying why the task cannot train with DP-SGD (the default).
+    ///
+    /// # Errors
+    /// [`ModelsError::Config`] for a task without private training.
+    fn private_units(&self, _data: &Self::Data) -> Result<(usize, &'static str)> {
+        Err(ModelsError::Config(
+            "this model cannot train with DP-SGD".into(),
+        ))
+    }
+
     /// Writes the task's own fixed settings into the record's hyper-parameters.
     fn record_settings(&self, _hyperparameters: &mut Hyperparameters) {}
 

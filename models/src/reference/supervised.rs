@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use strata_autograd::{Var, no_grad};
 use strata_nn::Forward;
 use strata_optim::Optimizer;
+use strata_privacy::PoissonSampler;
 use strata_tensor::Tensor;
 
 use super::TrainOptions;
@@ -15,9 +16,11 @@ use super::record::DatasetRecord;
 use super::spec::{Figures, Length, Plan, Task, figures};
 use crate::data::bundled::{self, Provenance};
 use crate::data::readers::{read_csv, read_idx};
-use crate::data::{Dataset, InMemoryDataset, Standardizer};
+use crate::data::{Batch, Dataset, InMemoryDataset, Standardizer};
 use crate::error::{data_error, finite_outputs};
-use crate::train::{self, EpochEnd, EpochRecord, Epochs, Evaluation, Objective, Supervised};
+use crate::train::{
+    self, Batches, EpochEnd, EpochRecord, Epochs, Evaluation, Objective, PoissonEpochs, Supervised,
+};
 use crate::{ModelsError, Result};
 
 /// A training and a test set.
@@ -142,18 +145,44 @@ impl Task for SupervisedTask {
             ));
         };
         let comm = &plan.loop_config.comm;
-        let mut batches =
-            Epochs::distributed(&data.train, plan.batch_size, epochs, plan.seed, comm)?;
+        let mut batches: Box<dyn Batches<Batch = Batch>> = match &plan.loop_config.privacy {
+            // Private training draws Poisson batches, from the OS generator unless the
+            // noise is seeded (then the whole run repeats, and is recorded as not private).
+            Some(private) => {
+                let (q, secure) = {
+                    let p = private.lock();
+                    (p.dp.config().sample_rate, p.dp.secure_noise())
+                };
+                let n = data.train.len();
+                let sampler = if secure {
+                    PoissonSampler::new(n, q)?
+                } else {
+                    PoissonSampler::seeded(n, q, plan.seed)?
+                };
+                Box::new(PoissonEpochs::new(&data.train, sampler, epochs)?)
+            }
+            None => Box::new(Epochs::distributed(
+                &data.train,
+                plan.batch_size,
+                epochs,
+                plan.seed,
+                comm,
+            )?),
+        };
         let mut learner =
             Supervised::new(net, self.objective, &data.test, plan.batch_size).shared_by(comm);
         train::run_from(
             &mut learner,
-            &mut batches,
+            batches.as_mut(),
             optimizer,
             &plan.loop_config,
             plan.start,
             on_epoch,
         )
+    }
+
+    fn private_units(&self, data: &Split) -> Result<(usize, &'static str)> {
+        Ok((data.train.len(), "training sample"))
     }
 
     fn evaluate(&self, net: &dyn Forward, data: &Split) -> Result<Evaluation> {

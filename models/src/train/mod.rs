@@ -40,6 +40,7 @@
 
 mod supervised;
 
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -49,11 +50,13 @@ use strata_distributed::{Communicator, ReduceOp};
 use strata_nn::Module;
 use strata_optim::schedule::{OneCycleLR, SchedulerState};
 use strata_optim::{Optimizer, clip_grad_norm};
+use strata_privacy::{AccountantKind, DpSgd, PrivacyError};
 
 use crate::{ModelsError, Result};
 
 pub use supervised::{
-    Epochs, Objective, Supervised, TrainConfig, batch_loss, evaluate, evaluate_on, fit,
+    Epochs, Objective, PoissonEpochs, Supervised, TrainConfig, batch_loss, evaluate, evaluate_on,
+    fit,
 };
 
 /// The metrics of one evaluation.
@@ -85,6 +88,8 @@ pub struct EpochRecord {
     pub seconds: f64,
     /// Training items per second: samples, or characters for the character models.
     pub samples_per_s: f64,
+    /// The privacy spent so far (ε at the run's δ), for private training.
+    pub epsilon: Option<f64>,
 }
 
 /// How a data source counts its progress.
@@ -177,6 +182,54 @@ pub trait Learner {
     fn items(&self) -> &'static str {
         "samples"
     }
+
+    /// The number of samples (the units of privacy) in `batch`, for private training;
+    /// `None` for learners that cannot train privately.
+    fn samples(&self, _batch: &Self::Batch) -> Option<usize> {
+        None
+    }
+}
+
+/// DP-SGD inside the loop ([`LoopConfig::privacy`]): the step, the δ at which ε is
+/// reported, and ε after each epoch.
+pub struct PrivateTraining {
+    /// Clips, noises and writes the gradients of each step.
+    pub dp: DpSgd,
+    /// The δ of the guarantee.
+    pub delta: f64,
+    /// ε after each epoch.
+    pub epsilons: Vec<f64>,
+}
+
+/// A shared handle on the [`PrivateTraining`] of a run (the loop steps it, the caller
+/// reads the guarantee afterwards).
+#[derive(Clone)]
+pub struct PrivacyHandle(pub Arc<Mutex<PrivateTraining>>);
+
+impl PrivacyHandle {
+    /// A handle on `training`.
+    pub fn new(training: PrivateTraining) -> Self {
+        PrivacyHandle(Arc::new(Mutex::new(training)))
+    }
+
+    /// The private training, locked.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, PrivateTraining> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for PrivacyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrivacyHandle")
+    }
+}
+
+impl PartialEq for PrivacyHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// How [`run`] trains, besides the data and the model.
@@ -195,6 +248,10 @@ pub struct LoopConfig {
     /// its share, and a [`Reducer`](strata_distributed::Reducer) on the model averages
     /// the gradients.
     pub comm: Communicator,
+    /// Train with DP-SGD: each step's gradient is clipped per sample, summed, noised and
+    /// divided by the expected batch size ([`PrivateTraining`]) instead of the plain
+    /// backward; the data source must then draw Poisson batches.
+    pub privacy: Option<PrivacyHandle>,
 }
 
 /// What `on_epoch` sees after each epoch: its record, and the model and optimizer as they
@@ -318,6 +375,15 @@ pub fn run_from<B>(
     let bar = progress_bar(show, total, unit);
     bar.set_position(start.steps_done as u64);
     let log_every = if epochs <= 50 { 1 } else { epochs / 10 };
+    // ε in the bar: RDP is cheap enough to refresh ten times an epoch; PRV, whose FFT
+    // takes a moment, once an epoch.
+    let epsilon_every = match &config.privacy {
+        Some(p) if p.lock().dp.accountant().kind() == AccountantKind::Rdp => {
+            (total / epochs.max(1) / 10).max(1)
+        }
+        _ => usize::MAX,
+    };
+    let mut epsilon_note = String::new();
     let mut step = start.steps_done;
     // Not `with_capacity(epochs)`: a user's epoch count is no allocation size.
     let mut history = Vec::new();
@@ -331,11 +397,17 @@ pub fn run_from<B>(
         for batch in batches.epoch(epoch) {
             let batch = batch?;
             optimizer.zero_grad();
-            let out = learner.loss(&batch)?;
-            out.loss.backward()?;
-            if let Some(max_norm) = config.clip_grad_norm {
-                clip_grad_norm(&params, max_norm, 2.0, false)?;
-            }
+            let out = match &config.privacy {
+                None => {
+                    let out = learner.loss(&batch)?;
+                    out.loss.backward()?;
+                    if let Some(max_norm) = config.clip_grad_norm {
+                        clip_grad_norm(&params, max_norm, 2.0, false)?;
+                    }
+                    Some(out)
+                }
+                Some(private) => private_step(&*learner, &batch, private)?,
+            };
             optimizer.step()?;
             step += 1;
             if let Some(s) = &mut schedule
@@ -343,6 +415,18 @@ pub fn run_from<B>(
             {
                 s.step(optimizer)?;
             }
+            if let Some(private) = &config.privacy
+                && show
+                && step.is_multiple_of(epsilon_every)
+            {
+                let p = private.lock();
+                epsilon_note = format!("  ε {:.3}", p.dp.epsilon(p.delta)?);
+            }
+            // An empty Poisson batch has no loss: the step was noise only.
+            let Some(out) = out else {
+                bar.inc(1);
+                continue;
+            };
             let l = out.loss.item()? as f64;
             if !l.is_finite() {
                 return Err(ModelsError::Config(format!(
@@ -353,7 +437,7 @@ pub fn run_from<B>(
             weight += out.weight;
             items += out.items;
             bar.set_message(format!(
-                "loss {:.4}  {:.0} {}/s",
+                "loss {:.4}  {:.0} {}/s{epsilon_note}",
                 loss_sum / weight,
                 items as f64 / start.elapsed().as_secs_f64(),
                 learner.items()
@@ -369,6 +453,16 @@ pub fn run_from<B>(
             (loss_sum, weight, items)
         };
         learner.module().eval();
+        let epsilon = match &config.privacy {
+            Some(private) => {
+                let mut p = private.lock();
+                let eps = p.dp.epsilon(p.delta)?;
+                p.epsilons.push(eps);
+                epsilon_note = format!("  ε {eps:.3}");
+                Some(eps)
+            }
+            None => None,
+        };
         let record = EpochRecord {
             epoch,
             step,
@@ -376,13 +470,17 @@ pub fn run_from<B>(
             test: learner.evaluate(epoch == epochs)?,
             seconds,
             samples_per_s: items as f64 / seconds.max(1e-9),
+            epsilon,
         };
         if show && epoch % log_every == 0 {
             let at = match unit {
                 Unit::Epoch => format!("epoch {epoch}"),
                 Unit::Step => format!("step {step}"),
             };
-            let line = format!("{at}: {}", learner.describe(&record));
+            let mut line = format!("{at}: {}", learner.describe(&record));
+            if let Some(eps) = record.epsilon {
+                line.push_str(&format!(", ε {eps:.3}"));
+            }
             if bar.is_hidden() {
                 eprintln!("{line}");
             } else {
@@ -399,6 +497,38 @@ pub fn run_from<B>(
     bar.finish_and_clear();
     learner.module().eval();
     Ok(history)
+}
+
+/// One DP-SGD step on `batch`: the learner's forward runs inside the per-sample capture,
+/// and the clipped, noised gradient lands in `.grad`. `None` for an empty batch.
+fn private_step<B>(
+    learner: &dyn Learner<Batch = B>,
+    batch: &B,
+    private: &PrivacyHandle,
+) -> Result<Option<StepLoss>> {
+    let samples = learner.samples(batch).ok_or_else(|| {
+        ModelsError::Config("this model's training cannot run with DP-SGD".into())
+    })?;
+    let mut out = None;
+    let mut failure = None;
+    let mut p = private.lock();
+    let stepped = p.dp.step(samples, || {
+        let r = learner.loss(batch).map(|o| {
+            let loss = o.loss.clone();
+            out = Some(o);
+            loss
+        });
+        r.map_err(|e| {
+            let msg = e.to_string();
+            failure = Some(e);
+            PrivacyError::Batch(msg)
+        })
+    });
+    match (stepped, failure) {
+        (Ok(_), _) => Ok(out),
+        (Err(_), Some(e)) => Err(e),
+        (Err(e), None) => Err(e.into()),
+    }
 }
 
 fn progress_bar(show: bool, steps: usize, unit: Unit) -> ProgressBar {

@@ -10,6 +10,7 @@ use strata_nn::Forward;
 use strata_nn::Module;
 use strata_nn::loss::{self, ClassLossOptions, Reduction};
 use strata_optim::Optimizer;
+use strata_privacy::PoissonSampler;
 
 use super::{Batches, EpochRecord, Evaluation, Learner, LoopConfig, StepLoss, run};
 use crate::data::{Batch, DataLoader, Dataset, InMemoryDataset};
@@ -244,6 +245,50 @@ impl<'a> Epochs<'a> {
     }
 }
 
+/// Poisson-sampled epochs for private training: every step keeps each training sample
+/// independently with probability `q` (strata-privacy's [`PoissonSampler`]), so batches
+/// vary in size and may be empty; an epoch is `⌊1/q⌋` steps, as in Opacus.
+pub struct PoissonEpochs<'a> {
+    loader: DataLoader<'a, InMemoryDataset>,
+    sampler: PoissonSampler,
+    epochs: usize,
+}
+
+impl<'a> PoissonEpochs<'a> {
+    /// `epochs` epochs over `data` with the batches `sampler` draws.
+    ///
+    /// # Errors
+    /// [`ModelsError::Config`] for no epochs or a sampler of another data set's size.
+    pub fn new(data: &'a InMemoryDataset, sampler: PoissonSampler, epochs: usize) -> Result<Self> {
+        if epochs == 0 {
+            return Err(ModelsError::Config("epochs must be positive".into()));
+        }
+        Ok(PoissonEpochs {
+            loader: DataLoader::new(data, 1),
+            sampler,
+            epochs,
+        })
+    }
+}
+
+impl Batches for PoissonEpochs<'_> {
+    type Batch = Batch;
+
+    fn epochs(&self) -> usize {
+        self.epochs
+    }
+
+    fn steps_in(&self, _epoch: usize) -> usize {
+        self.sampler.steps_per_epoch()
+    }
+
+    fn epoch(&mut self, _epoch: usize) -> Box<dyn Iterator<Item = Result<Batch>> + '_> {
+        let steps = self.sampler.steps_per_epoch();
+        let (loader, sampler) = (&self.loader, &mut self.sampler);
+        Box::new((0..steps).map(move |_| Ok(loader.batch(&sampler.sample()))))
+    }
+}
+
 impl Batches for Epochs<'_> {
     type Batch = Batch;
 
@@ -300,6 +345,10 @@ impl Learner for Supervised<'_> {
 
     fn module(&mut self) -> &mut dyn Module {
         self.model
+    }
+
+    fn samples(&self, batch: &Batch) -> Option<usize> {
+        Some(batch.len())
     }
 
     fn loss(&self, batch: &Batch) -> Result<StepLoss> {
@@ -361,6 +410,7 @@ pub fn fit(
         clip_grad_norm: None,
         progress: config.progress,
         comm: Communicator::alone(),
+        privacy: None,
     };
     run(
         &mut learner,

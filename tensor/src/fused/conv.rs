@@ -736,6 +736,47 @@ impl<T: Element> Tensor<T> {
         }
     }
 
+    /// The im2col matrices of a 2-d convolution's input, like `F.unfold(input, kernel,
+    /// dilation, padding, stride)`: for an input `[N, C, H, W]`, `[N, C·kh·kw, Ho·Wo]`, whose
+    /// row `(c·kh + i)·kw + j` holds, for every output position, the input element that
+    /// kernel tap `(i, j)` of channel `c` meets (zero in the padding). `params.groups` is
+    /// ignored: the rows of group `g` are the block of its channels. The matrices
+    /// [`conv2d`](Tensor::conv2d) multiplies, for per-sample weight gradients
+    /// (`grad_outᵢ · colsᵢᵀ`) and their norms.
+    ///
+    /// ```
+    /// use strata_tensor::{Conv2dParams, Tensor};
+    /// let x = Tensor::<f64>::from_vec((0..9).map(f64::from).collect(), &[1, 1, 3, 3])?;
+    /// let cols = x.im2col([2, 2], Conv2dParams::default())?;
+    /// assert_eq!(cols.shape(), &[1, 4, 4]);
+    /// assert_eq!(cols.to_vec()[..4], [0.0, 1.0, 3.0, 4.0]); // tap (0, 0) at each position
+    /// # Ok::<(), strata_tensor::TensorError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`conv2d`](Tensor::conv2d); the input must be 4-d.
+    pub fn im2col(&self, kernel: [usize; 2], params: Conv2dParams) -> Result<Tensor<T>> {
+        const OP: &str = "im2col";
+        let c = self.shape().get(1).copied().unwrap_or(0);
+        let params = Conv2dParams {
+            groups: 1,
+            ..params
+        };
+        let g = Geometry::new(OP, self.shape(), &[1, c, kernel[0], kernel[1]], params)?;
+        let x = self.contiguous();
+        let xs = x.as_slice().expect("contiguous");
+        let per_sample = g.col_rows() * g.col_cols();
+        let mut out = alloc::<T>(g.n * per_sample);
+        let plane = g.c * g.h * g.w;
+        for_each_sample(OP, &mut out, per_sample, 0, per_sample, |n, col, _, _| {
+            im2col(&xs[n * plane..(n + 1) * plane], col, &g);
+        })?;
+        Ok(Tensor::from_contiguous(
+            out,
+            &[g.n, g.col_rows(), g.col_cols()],
+        ))
+    }
+
     /// 1-d convolution of an input `[N, C, L]` (or `[C, L]`) with a weight `[O, C/groups, k]`
     /// and optional bias `[O]`, like `F.conv1d`.
     ///

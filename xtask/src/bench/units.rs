@@ -16,11 +16,12 @@ pub enum ElementsAre {
 
 /// Workload id → meaning of its `Throughput::Elements`. Extend this as crates add W3..W12.
 pub const ELEMENTS_TABLE: &[(&str, ElementsAre)] = &[
-    ("W1", ElementsAre::Flops), // matmul: 2·n³
-    ("W2", ElementsAre::Flops), // conv2d: 2·N·O·Ho·Wo·C·kh·kw
-    ("W3", ElementsAre::Steps), // one CNN training step per iteration
-    ("W4", ElementsAre::Steps), // one MLP Adam step per iteration
-    ("W8", ElementsAre::Steps), // autograd overhead: steps per iteration
+    ("W1", ElementsAre::Flops),  // matmul: 2·n³
+    ("W2", ElementsAre::Flops),  // conv2d: 2·N·O·Ho·Wo·C·kh·kw
+    ("W3", ElementsAre::Steps),  // one CNN training step per iteration
+    ("W4", ElementsAre::Steps),  // one MLP Adam step per iteration
+    ("W8", ElementsAre::Steps),  // autograd overhead: steps per iteration
+    ("W11", ElementsAre::Steps), // one (DP-SGD or plain) training step per iteration
 ];
 
 /// Floating-point throughput.
@@ -126,7 +127,7 @@ mod tests {
         let (v, unit) = throughput("W7", None, 0.25);
         assert_eq!((unit, higher_is_better(unit)), (MS, false));
         assert!(close(v, 250.0));
-        let (v, unit) = throughput("W11", Some(Throughput::Elements(2_000_000)), 1.0);
+        let (v, unit) = throughput("W99", Some(Throughput::Elements(2_000_000)), 1.0);
         assert_eq!(unit, MELEMS);
         assert!(close(v, 2.0));
         // Zero counts cannot make a rate: fall back to the median.
