@@ -1,38 +1,13 @@
 //! Adamax, NAdam, RAdam and ASGD against PyTorch trajectories of 12 steps
 //! (`parity_trajectories` in tests/fixtures/generate.py), and their state round trips.
 
-use std::path::PathBuf;
-
 use strata_autograd::Var;
-use strata_nn::StateDict;
 use strata_optim::*;
 use strata_tensor::Tensor;
 
+use crate::pytorch_trajectories::{assert_close, get, load};
+
 const STEPS: usize = 12;
-
-fn load(name: &str) -> StateDict<f64> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(format!("{name}.safetensors"));
-    StateDict::load_safetensors(&path).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn get(sd: &StateDict<f64>, key: &str) -> Tensor<f64> {
-    sd.get(key)
-        .unwrap_or_else(|| panic!("fixture lacks {key}"))
-        .clone()
-}
-
-#[track_caller]
-fn assert_close(got: &[f64], want: &[f64], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (g - w).abs() <= 1e-12 + 1e-10 * w.abs(),
-            "{what}[{i}]: strata {g}, PyTorch {w}"
-        );
-    }
-}
 
 /// Feeds the fixture's gradients and compares the parameters after each step; halfway,
 /// the optimizer is rebuilt from its state dict, which must continue identically.

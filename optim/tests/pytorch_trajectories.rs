@@ -11,21 +11,21 @@ use strata_tensor::Tensor;
 
 const STEPS: usize = 6;
 
-fn load(name: &str) -> StateDict<f64> {
+pub(crate) fn load(name: &str) -> StateDict<f64> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(format!("{name}.safetensors"));
     StateDict::load_safetensors(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn get(sd: &StateDict<f64>, key: &str) -> Tensor<f64> {
+pub(crate) fn get(sd: &StateDict<f64>, key: &str) -> Tensor<f64> {
     sd.get(key)
         .unwrap_or_else(|| panic!("fixture lacks {key}"))
         .clone()
 }
 
 #[track_caller]
-fn assert_close(got: &[f64], want: &[f64], what: &str) {
+pub(crate) fn assert_close(got: &[f64], want: &[f64], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(
