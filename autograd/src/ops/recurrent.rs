@@ -106,6 +106,7 @@ impl<T: Element> Var<T> {
                 b_hh: n.get(4),
                 h0: n.get(5),
                 c0: n.get(6),
+                gates: false,
             };
             let grads = Tensor::recurrent_sequence_backward(g, saved, needs)?;
             Ok(vec![

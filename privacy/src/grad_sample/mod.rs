@@ -12,9 +12,9 @@
 //! code — and refuses any use it has no rule for, instead of computing a wrong gradient.
 //!
 //! Recurrent layers run as one fused kernel per layer and direction, whose gate
-//! gradients stay inside the kernel; for those the sampler replays the layer's recurrence
-//! step by step on the recorded inputs, once for the whole batch, and captures the
-//! gradients of the input and hidden products at every step (see `recurrent`).
+//! gradients stay inside the kernel; for those the sampler runs the kernel again on the
+//! recorded inputs, once for the whole batch, and asks its backward for the gate
+//! gradients of every step (see `recurrent`).
 
 mod recurrent;
 mod rules;
@@ -452,7 +452,7 @@ impl Context {
                 vec![(self.elementwise(tap, &prod)?, vec![(0, 0)])]
             }
             TapOp::Recurrent(_) => {
-                let [ih, hh] = recurrent::replay(tap, g, self.batch)?;
+                let [ih, hh] = recurrent::rules(tap, g, self.batch)?;
                 vec![(ih, vec![(0, 0), (1, 2)]), (hh, vec![(0, 1), (1, 3)])]
             }
             TapOp::Narrow { .. } | TapOp::Reshape => Vec::new(),

@@ -149,6 +149,9 @@ pub struct RecurrentGradNeeds {
     pub h0: bool,
     /// The initial cell state (LSTM).
     pub c0: bool,
+    /// The gradients of every step's gate pre-activations, input side and hidden side
+    /// (what per-sample weight gradients are made of; see [`RecurrentGrads::gates_ih`]).
+    pub gates: bool,
 }
 
 /// The gradients [`Tensor::recurrent_sequence_backward`] returns, `None` where not
@@ -169,6 +172,14 @@ pub struct RecurrentGrads<T: Element> {
     pub h0: Option<Tensor<T>>,
     /// `[N, H]`.
     pub c0: Option<Tensor<T>>,
+    /// The gradients of the input side's pre-activations `x_t·W_ihᵀ + b_ih` at every
+    /// step, `[L, N, G·H]` in PyTorch's gate order (time order, whatever the direction):
+    /// `∂W_ih = Σ_t gates_ih[t]ᵀ·x_t`.
+    pub gates_ih: Option<Tensor<T>>,
+    /// The same for the hidden side's `h_{t−1}·W_hhᵀ + b_hh`: `∂W_hh = Σ_t
+    /// gates_hh[t]ᵀ·h_{t−1}`. Equal to `gates_ih` but for the GRU's n gate, where the
+    /// hidden side's product is scaled by the reset gate.
+    pub gates_hh: Option<Tensor<T>>,
 }
 
 /// The sizes of one recurrent problem.

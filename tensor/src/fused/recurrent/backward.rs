@@ -101,7 +101,7 @@ pub(super) fn run<T: Element>(
         slice(&saved.w_hh),
     );
     let (h0, c0) = (saved.h0.as_ref().map(slice), saved.c0.as_ref().map(slice));
-    let x_side = needs.x || needs.w_ih || needs.b_ih;
+    let x_side = needs.x || needs.w_ih || needs.b_ih || needs.gates;
 
     let mut tiles = tiles::<T>(&d);
     let blocks = unit_blocks(&tiles);
@@ -133,6 +133,9 @@ pub(super) fn run<T: Element>(
     // their share comes from the input side's own ∂a_n.
     let wx = needs.x.then(|| pack_rows(&d, &pos, w_ih, input));
     let mut dx = needs.x.then(|| alloc::<T>(l * n * input));
+    let mut gates = needs
+        .gates
+        .then(|| (alloc::<T>(l * n * gh), alloc::<T>(l * n * gh)));
 
     if lstm {
         // ∂c starts from the gradient of c_n, the packed output's extra step.
@@ -199,6 +202,9 @@ pub(super) fn run<T: Element>(
             dpn: ctx.dpn.map(|p| unsafe { p[buf].slice(0, cols * h) }),
         };
         accumulate(mode, &d, &blocks, &chunk, (out, x, h0), reverse, &mut sums);
+        if let Some((g_ih, g_hh)) = &mut gates {
+            copy_gates(&d, &blocks, &chunk, g_ih, g_hh);
+        }
         if let (Some(dx), Some(wx)) = (&mut dx, &wx) {
             // ∂x = ∂gates_x · W_ih.
             let k = len * n;
@@ -269,6 +275,10 @@ pub(super) fn run<T: Element>(
     .map(|v| tensor(v, &[gh]));
     grads.b_hh = b_hh.map(|v| tensor(v, &[gh]));
     grads.x = dx.map(|v| tensor(v, &[l, n, input]));
+    if let Some((g_ih, g_hh)) = gates {
+        grads.gates_ih = Some(tensor(g_ih, &[l, n, gh]));
+        grads.gates_hh = Some(tensor(g_hh, &[l, n, gh]));
+    }
     let [a, b] = dg;
     let pairs = dpn.into_iter().flatten();
     wq.recycle();
@@ -541,6 +551,32 @@ fn add_column_sums<T: Element>(out: &mut [T], m: &[T], col: usize, width: usize,
             }
         },
     );
+}
+
+/// Copies a finished chunk's gate gradients into the `[L, N, G·H]` outputs, columns back
+/// in PyTorch's gate order: the hidden side's from the chunk buffer; the input side's the
+/// same, except the GRU's n gate, whose input side has its own `∂a_n`.
+fn copy_gates<T: Element>(
+    d: &RecurrentShape,
+    blocks: &[(usize, usize)],
+    chunk: &Chunk<'_, T>,
+    g_ih: &mut [T],
+    g_hh: &mut [T],
+) {
+    let (n, h, gh) = (d.n, d.h, d.gh());
+    let cols: Vec<usize> = (0..gh).map(|i| d.gate_col(blocks, i / h, i % h)).collect();
+    for kk in 0..chunk.len * n {
+        let row = &chunk.dg[kk * gh..][..gh];
+        let at = (chunk.t_lo * n + kk) * gh;
+        let (ih, hh) = (&mut g_ih[at..][..gh], &mut g_hh[at..][..gh]);
+        for (i, &c) in cols.iter().enumerate() {
+            hh[i] = row[c];
+            ih[i] = row[c];
+        }
+        if let (3, Some(pn)) = (d.g, chunk.dpn) {
+            ih[2 * h..].copy_from_slice(&pn[kk * h..][..h]);
+        }
+    }
 }
 
 /// The tile-major position of each of a weight's `G·H` rows (see `RecurrentShape::gate_col`).

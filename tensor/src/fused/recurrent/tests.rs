@@ -281,6 +281,7 @@ fn present<T: Element>(g: RecurrentGrads<T>) -> Vec<Tensor<T>> {
 
 /// Every gradient `recurrent_sequence_backward` can compute.
 const ALL_GRADS: RecurrentGradNeeds = RecurrentGradNeeds {
+    gates: false,
     x: true,
     w_ih: true,
     w_hh: true,
@@ -416,4 +417,45 @@ fn bad_shapes_are_errors() {
         .map(|_| ())
         .unwrap_err();
     assert!(shape_err(err));
+}
+
+#[test]
+fn the_gate_gradients_make_up_the_weight_gradients() {
+    // ∂W_ih = Σ_t gates_ih[t]ᵀ x_t and ∂b_hh = Σ_t gates_hh[t], for every mode and
+    // direction, on sizes that give several chunks.
+    for mode in [
+        RecurrentMode::RnnTanh,
+        RecurrentMode::Lstm,
+        RecurrentMode::Gru,
+    ] {
+        for reverse in [false, true] {
+            let p = Problem::new(mode, (37, 9, 3, 5), true, true, 11);
+            let (out, saved) = p.run(reverse, true);
+            let g = Tensor::randn(out.shape(), &mut seeded_rng(3));
+            let needs = RecurrentGradNeeds {
+                gates: true,
+                ..ALL_GRADS
+            };
+            let grads = Tensor::recurrent_sequence_backward(&g, &saved.unwrap(), needs).unwrap();
+            let (gi, gh) = (grads.gates_ih.unwrap(), grads.gates_hh.unwrap());
+            let (l, n) = (37, 9);
+            let gh_width = gi.shape()[2];
+            let w_ih = gi
+                .reshape([(l * n) as isize, gh_width as isize])
+                .unwrap()
+                .t()
+                .unwrap()
+                .matmul(&p.x.reshape([(l * n) as isize, 3]).unwrap())
+                .unwrap();
+            assert!(
+                w_ih.allclose(&grads.w_ih.unwrap(), 1e-10, 1e-10).unwrap(),
+                "{mode:?} {reverse}"
+            );
+            let b_hh = gh.sum(&[0, 1], false).unwrap();
+            assert!(
+                b_hh.allclose(&grads.b_hh.unwrap(), 1e-10, 1e-10).unwrap(),
+                "{mode:?} {reverse}"
+            );
+        }
+    }
 }
