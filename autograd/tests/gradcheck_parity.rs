@@ -125,6 +125,31 @@ proptest! {
         check(|v| v[0].matrix_norm(m, keepdim), &[x])?;
     }
 
+    /// The SVD through functions that do not depend on the singular vectors' signs: the
+    /// singular values, the polar factor U·Vh, V·S·Vh and U·S·Uᴴ, the nuclear and spectral
+    /// norms, on tall, wide and
+    /// square batches (random matrices: distinct singular values almost surely).
+    #[test]
+    fn svd_gauge_invariant(b in 1..=2usize, m in 1..=4usize, n in 1..=4usize, x in smooth(32), which in 0..7usize,
+                           keepdim in any::<bool>()) {
+        let a = tensor(x[..b * m * n].to_vec(), &[b, m, n]);
+        let s = a.svdvals().unwrap().to_vec();
+        // Singular values too close together (or to 0, for the parts divided by them)
+        // make the finite differences meaningless, as in PyTorch's own tests.
+        let k = m.min(n);
+        let apart = s.chunks(k).all(|r| r.windows(2).all(|w| w[0] - w[1] > 0.1) && r[k - 1] > 0.1);
+        prop_assume!(apart);
+        check(|v| match which {
+            0 => v[0].svdvals(),
+            1 => { let (u, _, vh) = v[0].svd()?; u.matmul(&vh) }
+            2 => { let (_, s, vh) = v[0].svd()?; vh.transpose(-2, -1)?.matmul(&s.unsqueeze(-1)?.mul(&vh)?) }
+            3 => { let (u, s, _) = v[0].svd()?; u.mul(&s.unsqueeze(-2)?)?.matmul(&u.transpose(-2, -1)?) }
+            4 => v[0].matrix_norm(MatrixNorm::Nuc, keepdim),
+            5 => v[0].matrix_norm(MatrixNorm::Two, keepdim),
+            _ => v[0].matrix_norm(MatrixNorm::NegTwo, keepdim),
+        }, &[a])?;
+    }
+
     /// einsum on matrix products, batches with broadcast ellipses, traces, diagonals,
     /// three-operand chains, outer products and full sums.
     #[test]

@@ -60,6 +60,24 @@ fn cases() -> Vec<(&'static str, usize, Case)> {
         ("cumprod", 1, |x| plain(x[0].cumprod(1))),
         ("cumprod_dim0", 1, |x| plain(x[0].cumprod(0))),
         ("logcumsumexp", 1, |x| plain(x[0].logcumsumexp(1))),
+        ("matrix_norm_nuc", 1, |x| {
+            plain(x[0].matrix_norm(MatrixNorm::Nuc, false))
+        }),
+        ("matrix_norm_2", 1, |x| {
+            plain(x[0].matrix_norm(MatrixNorm::Two, false))
+        }),
+        ("matrix_norm_neg2", 1, |x| {
+            plain(x[0].matrix_norm(MatrixNorm::NegTwo, false))
+        }),
+        ("svdvals_wide", 1, |x| plain(x[0].svdvals())),
+        ("svd_polar_tall", 1, |x| {
+            let (u, _, vh) = x[0].svd()?;
+            plain(u.matmul(&vh))
+        }),
+        ("svd_sqrt_gram_wide", 1, |x| {
+            let (_, s, vh) = x[0].svd()?;
+            plain(vh.transpose(-2, -1)?.matmul(&s.unsqueeze(-1)?.mul(&vh)?))
+        }),
         ("vector_norm_2", 1, |x| {
             plain(x[0].vector_norm(2.0, &[0, 2], false))
         }),

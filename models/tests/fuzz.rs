@@ -170,6 +170,12 @@ fn train(dir: &TempDir, model: &'static str) -> Trained {
             steps: Some(2),
             ..base
         },
+        "seq2seq" => TrainOptions {
+            epochs: Some(1),
+            limit: Some(32),
+            batch_size: Some(16),
+            ..base
+        },
         other => panic!("no fuzz setup for {other}"),
     };
     reference::train(&TrainOptions {
@@ -186,6 +192,7 @@ fn train(dir: &TempDir, model: &'static str) -> Trained {
             "series.txt",
             "112\n118\n132\n129\n121\n135\n148\n148\n136\n119\n104\n118\n115\n".as_bytes(),
         )),
+        "seq2seq" => Some(dir.write("dates.txt", b"Dec 5 2026\n05.12.2026\n")),
         _ => None,
     };
     Trained {
@@ -229,6 +236,16 @@ fn read_every_way(model: &Trained, ck: &Path) -> Result<Verdict, TestCaseError> 
                             let v: f64 = l.parse().map_err(|_| TestCaseError::fail(l.clone()))?;
                             prop_assert!(v.is_finite(), "forecast {v}");
                         }
+                    }
+                    // Two translations of at most eleven characters (the longest output
+                    // without its end token) of the vocabulary.
+                    "seq2seq" => {
+                        prop_assert_eq!(lines.len(), 2);
+                        prop_assert!(
+                            lines.iter().all(|l| l.chars().count() <= 11
+                                && l.chars().all(|c| c.is_ascii_graphic() || c == ' ')),
+                            "{lines:?}"
+                        );
                     }
                     name => {
                         let classes: &[&str] = if name == "logreg" {
@@ -484,4 +501,9 @@ fn fuzz_char_transformer_checkpoint() {
 #[test]
 fn fuzz_pinn_checkpoint() {
     fuzz_checkpoint_of("pinn");
+}
+
+#[test]
+fn fuzz_seq2seq_checkpoint() {
+    fuzz_checkpoint_of("seq2seq");
 }

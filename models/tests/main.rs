@@ -12,4 +12,5 @@ mod models;
 mod pinn;
 mod private;
 mod readers;
+mod seq2seq;
 mod sequence;

@@ -19,6 +19,7 @@ mod recurrent;
 mod reduce;
 mod scan;
 mod sorting;
+mod svd;
 mod unary;
 mod view;
 

@@ -1,8 +1,10 @@
 //! Vector and matrix norms on vars. The general `ord` norm has its own backward (0 at a
 //! zero norm, as in PyTorch, where the composition would give NaN) written once for
 //! tensors and once, with the same formula, for vars; the others compose differentiable
-//! ops (`abs`, `sum`, `amax`/`amin`, whose ties split the gradient evenly as in PyTorch).
+//! ops (`abs`, `sum`, `amax`/`amin`, whose ties split the gradient evenly as in PyTorch;
+//! the singular values' differentiable `svdvals` for the nuclear and spectral norms).
 
+use strata_tensor::plans::SingularReduce;
 use strata_tensor::{Element, MatrixNorm, Tensor};
 
 use crate::{Result, Var};
@@ -63,6 +65,20 @@ impl<T: Element> Var<T> {
     /// As [`Tensor::matrix_norm`].
     pub fn matrix_norm(&self, ord: MatrixNorm, keepdim: bool) -> Result<Var<T>> {
         strata_tensor::plans::check_matrix(self.shape())?;
+        if let Some(reduce) = strata_tensor::plans::singular_reduction(ord) {
+            strata_tensor::plans::check_singular(self.shape(), ord)?;
+            let s = self.svdvals()?;
+            let r = match reduce {
+                SingularReduce::Sum => s.sum(&[-1], false)?,
+                SingularReduce::Max => s.amax(&[-1], false)?,
+                SingularReduce::Min => s.amin(&[-1], false)?,
+            };
+            return if keepdim {
+                r.unsqueeze(-1)?.unsqueeze(-1)
+            } else {
+                Ok(r)
+            };
+        }
         match ord.induced() {
             None => self.vector_norm(2.0, &[-2, -1], keepdim),
             Some((sum_over, extreme_over, largest)) => {

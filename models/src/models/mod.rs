@@ -5,6 +5,7 @@
 mod char_rnn;
 mod char_transformer;
 mod cnn;
+pub mod dates;
 mod dp_cnn;
 mod forecast;
 mod linear;
@@ -12,6 +13,7 @@ mod logistic;
 mod mlp;
 mod pinn;
 mod recurrent;
+mod seq2seq;
 mod seq_classifier;
 
 use crate::reference::Model;
@@ -32,6 +34,10 @@ pub use pinn::{
 };
 pub use recurrent::{Recurrent, RecurrentKind, RecurrentState};
 pub use seq_classifier::{SeqClassifierSpec, SequenceClassifier, SequenceClassifierConfig};
+pub use seq2seq::{
+    DateData, DateProblem, PairScores, Seq2Seq, Seq2SeqConfig, Seq2SeqSpec, Seq2SeqTask,
+    evaluate_pairs,
+};
 
 /// Every reference model of the `strata` command, once, in the order of `strata train
 /// --help`. A new model is its file above and one line here.
@@ -46,5 +52,6 @@ pub static REGISTRY: &[Model] = &[
     Model::new(&CharTransformerSpec),
     Model::new(&ForecastSpec),
     Model::new(&SeqClassifierSpec),
+    Model::new(&Seq2SeqSpec),
     Model::new(&PinnSpec),
 ];

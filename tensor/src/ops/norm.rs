@@ -16,6 +16,12 @@ pub enum MatrixNorm {
     Inf,
     /// The smallest row sum of magnitudes (`ord=-inf`).
     NegInf,
+    /// The sum of the singular values (`'nuc'`).
+    Nuc,
+    /// The largest singular value (`ord=2`, the spectral norm).
+    Two,
+    /// The smallest singular value (`ord=-2`).
+    NegTwo,
 }
 
 impl MatrixNorm {
@@ -24,13 +30,50 @@ impl MatrixNorm {
     #[doc(hidden)]
     pub fn induced(self) -> Option<(isize, isize, bool)> {
         match self {
-            MatrixNorm::Fro => None,
+            MatrixNorm::Fro | MatrixNorm::Nuc | MatrixNorm::Two | MatrixNorm::NegTwo => None,
             MatrixNorm::One => Some((-2, -1, true)),
             MatrixNorm::NegOne => Some((-2, -1, false)),
             MatrixNorm::Inf => Some((-1, -2, true)),
             MatrixNorm::NegInf => Some((-1, -2, false)),
         }
     }
+}
+
+/// How a norm of singular values reduces them.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SingularReduce {
+    /// Their sum (`'nuc'`).
+    Sum,
+    /// The largest (`2`).
+    Max,
+    /// The smallest (`-2`).
+    Min,
+}
+
+/// The reduction of the singular values that `ord` is, if it is one.
+#[doc(hidden)]
+pub fn singular_reduction(ord: MatrixNorm) -> Option<SingularReduce> {
+    match ord {
+        MatrixNorm::Nuc => Some(SingularReduce::Sum),
+        MatrixNorm::Two => Some(SingularReduce::Max),
+        MatrixNorm::NegTwo => Some(SingularReduce::Min),
+        _ => None,
+    }
+}
+
+/// The largest or smallest singular value of an empty matrix does not exist.
+#[doc(hidden)]
+pub fn check_singular(shape: &[usize], ord: MatrixNorm) -> Result<()> {
+    let nd = shape.len();
+    if matches!(ord, MatrixNorm::Two | MatrixNorm::NegTwo) && shape[nd - 2].min(shape[nd - 1]) == 0
+    {
+        return Err(TensorError::shape(
+            "matrix_norm",
+            format!("ord={ord:?} of an empty matrix {shape:?} does not exist"),
+        ));
+    }
+    Ok(())
 }
 
 /// `matrix_norm` needs two dimensions.
@@ -120,13 +163,32 @@ impl<T: Element> Tensor<T> {
     /// let x = Tensor::from_vec(vec![1.0f32, -2.0, 3.0, 4.0], &[2, 2])?;
     /// assert_eq!(x.matrix_norm(MatrixNorm::One, false)?.to_vec(), vec![6.0]); // |-2| + 4
     /// assert_eq!(x.matrix_norm(MatrixNorm::Inf, false)?.to_vec(), vec![7.0]); // 3 + 4
+    /// let d = Tensor::from_vec(vec![3.0f64, 0.0, 0.0, -2.0], &[2, 2])?;
+    /// assert_eq!(d.matrix_norm(MatrixNorm::Nuc, false)?.to_vec(), vec![5.0]);
+    /// assert_eq!(d.matrix_norm(MatrixNorm::Two, false)?.to_vec(), vec![3.0]);
     /// # Ok::<(), strata_tensor::TensorError>(())
     /// ```
     ///
     /// # Errors
-    /// [`TensorError::Shape`] for fewer than two dimensions.
+    /// [`TensorError::Shape`] for fewer than two dimensions; for the norms of singular
+    /// values, as [`svdvals`](Tensor::svdvals), and an empty matrix for `Two`/`NegTwo`
+    /// (PyTorch's error too).
     pub fn matrix_norm(&self, ord: MatrixNorm, keepdim: bool) -> Result<Tensor<T>> {
         check_matrix(self.shape())?;
+        if let Some(reduce) = singular_reduction(ord) {
+            check_singular(self.shape(), ord)?;
+            let s = self.svdvals()?;
+            let r = match reduce {
+                SingularReduce::Sum => s.sum(&[-1], false)?,
+                SingularReduce::Max => s.amax(&[-1], false)?,
+                SingularReduce::Min => s.amin(&[-1], false)?,
+            };
+            return if keepdim {
+                r.unsqueeze(-1)?.unsqueeze(-1)
+            } else {
+                Ok(r)
+            };
+        }
         match ord.induced() {
             None => self.vector_norm(2.0, &[-2, -1], keepdim),
             Some((sum_over, extreme_over, largest)) => {

@@ -11,7 +11,7 @@ use crate::{Element, IndexTensor, Result, Tensor, TensorError};
 pub mod plans {
     use super::*;
     pub use crate::ops::einsum::{EinsumOperand, einsum};
-    pub use crate::ops::norm::check_matrix;
+    pub use crate::ops::norm::{SingularReduce, check_matrix, check_singular, singular_reduction};
 
     /// `n - 1, …, 0`.
     pub fn reversed(n: usize) -> IndexTensor {
