@@ -5,7 +5,8 @@
 use crate::common;
 
 use common::TempDir;
-use strata_models::reference::{self, Model, TrainOptions};
+use strata_models::reference::{self, Model, PrivacyOptions, TrainOptions};
+use strata_privacy::AccountantKind;
 
 #[test]
 fn seq2seq_learns_and_its_checkpoint_translates() {
@@ -44,4 +45,33 @@ fn seq2seq_learns_and_its_checkpoint_translates() {
         ..opts.clone()
     };
     assert!(reference::train(&with_data).is_err());
+}
+
+/// seq2seq trains privately too: Poisson batches of date pairs, the guarantee recorded
+/// with the pair as the unit of privacy.
+#[test]
+fn seq2seq_trains_privately() {
+    let dir = TempDir::new("seq2seq-dp");
+    let out = dir.join("run");
+    let opts = TrainOptions {
+        epochs: Some(1),
+        limit: Some(256),
+        batch_size: Some(32),
+        progress: false,
+        privacy: Some(PrivacyOptions {
+            accountant: AccountantKind::Rdp,
+            seeded_noise: true,
+            ..PrivacyOptions::target(8.0, 1e-5)
+        }),
+        ..TrainOptions::new(Model::named("seq2seq").unwrap(), out.clone())
+    };
+    let metrics = reference::train(&opts).unwrap();
+    let eps = metrics["epsilon"].as_f64().unwrap();
+    assert!(eps <= 8.0 && eps > 7.9, "{eps}");
+    assert!(metrics["train_loss"].as_f64().unwrap().is_finite());
+    let info: serde_json::Value =
+        serde_json::from_str(&reference::info(&out.join("checkpoint")).unwrap()).unwrap();
+    assert_eq!(info["privacy"]["unit"], "date pair");
+    // 256 pairs at batch 32: ⌊1/q⌋ = 8 steps.
+    assert_eq!(info["privacy"]["steps"].as_u64().unwrap(), 8);
 }

@@ -14,6 +14,7 @@ use strata_nn::{
     generate_square_subsequent_mask, visit_child,
 };
 use strata_optim::Optimizer;
+use strata_privacy::PoissonSampler;
 use strata_tensor::rand::Rng;
 use strata_tensor::rand::rngs::StdRng;
 use strata_tensor::rand::seq::SliceRandom;
@@ -444,6 +445,37 @@ impl Batches for PairBatches<'_> {
     }
 }
 
+/// Poisson-sampled batches of training pairs for private training: every step keeps each
+/// pair independently with strata-privacy's [`PoissonSampler`]; an epoch is `⌊1/q⌋`
+/// steps, as in Opacus.
+struct PoissonPairs<'a> {
+    pairs: &'a EncodedPairs,
+    sampler: PoissonSampler,
+    epochs: usize,
+}
+
+impl Batches for PoissonPairs<'_> {
+    type Batch = (IndexTensor, IndexTensor, IndexTensor);
+
+    fn epochs(&self) -> usize {
+        self.epochs
+    }
+
+    fn steps_in(&self, _epoch: usize) -> usize {
+        self.sampler.steps_per_epoch()
+    }
+
+    fn epoch(&mut self, _epoch: usize) -> Box<dyn Iterator<Item = Result<Self::Batch>> + '_> {
+        let steps = self.sampler.steps_per_epoch();
+        let (pairs, sampler) = (self.pairs, &mut self.sampler);
+        Box::new((0..steps).map(move |_| {
+            let rows = sampler.sample();
+            let (tin, tout) = pairs.targets(&rows)?;
+            Ok((pairs.sources(&rows)?, tin, tout))
+        }))
+    }
+}
+
 /// Teacher-forced training of a [`Seq2Seq`], evaluated on the test pairs.
 struct Translation<'a> {
     net: &'a mut Seq2Seq,
@@ -455,6 +487,11 @@ impl Learner for Translation<'_> {
 
     fn module(&mut self) -> &mut dyn Module {
         self.net
+    }
+
+    /// Pairs: the units of privacy.
+    fn samples(&self, (src, _, _): &Self::Batch) -> Option<usize> {
+        src.shape().first().copied()
     }
 
     fn loss(&self, (src, tin, tout): &Self::Batch) -> Result<StepLoss> {
@@ -533,25 +570,56 @@ impl Task for Seq2SeqTask {
                  multiple of the number of ranks ({ranks})"
             )));
         }
-        let mut batches = PairBatches {
+        let mut poisson = match &plan.loop_config.privacy {
+            // Private training draws Poisson batches of pairs, from the OS generator
+            // unless the noise is seeded.
+            Some(private) => {
+                let (q, secure) = {
+                    let p = private.lock();
+                    (p.dp.config().sample_rate, p.dp.secure_noise())
+                };
+                let n = data.train.len();
+                let sampler = if secure {
+                    PoissonSampler::new(n, q)?
+                } else {
+                    PoissonSampler::seeded(n, q, plan.seed)?
+                };
+                Some(PoissonPairs {
+                    pairs: &data.train,
+                    sampler,
+                    epochs,
+                })
+            }
+            None => None,
+        };
+        let mut shuffled = PairBatches {
             pairs: &data.train,
             batch_size,
             epochs,
             seed: plan.seed,
             shard: (rank, ranks),
         };
+        let batches: &mut dyn Batches<Batch = (IndexTensor, IndexTensor, IndexTensor)> =
+            match &mut poisson {
+                Some(p) => p,
+                None => &mut shuffled,
+            };
         let mut learner = Translation {
             net,
             test: &data.test,
         };
         train::run_from(
             &mut learner,
-            &mut batches,
+            batches,
             optimizer,
             &plan.loop_config,
             plan.start,
             on_epoch,
         )
+    }
+
+    fn private_units(&self, data: &DateData) -> Result<(usize, &'static str)> {
+        Ok((data.train.len(), "date pair"))
     }
 
     fn evaluate(&self, net: &Seq2Seq, data: &DateData) -> Result<Evaluation> {
