@@ -9,6 +9,7 @@ mod broadcast;
 mod conv_pool;
 mod errors;
 mod hostile;
+mod hostile_parity;
 mod indexing;
 mod matmul;
 mod reductions;

@@ -66,6 +66,13 @@ pub mod plans {
             ));
         }
         let (rows, cols) = (shape[d1], shape[d2]);
+        // Every position below is under rows · cols, so this one check bounds them all.
+        let flat = rows
+            .checked_mul(cols)
+            .ok_or_else(|| TensorError::TooLarge {
+                op: OP,
+                shape: shape.to_vec(),
+            })?;
         // Diagonal i is (i, i + offset) for offset ≥ 0, (i - offset, i) below.
         let (r0, c0) = if offset >= 0 {
             (0, offset.unsigned_abs())
@@ -79,7 +86,7 @@ pub mod plans {
         permutation.extend([d1 as isize, d2 as isize]);
         let mut flat_shape: Vec<usize> = others.iter().map(|&d| shape[d]).collect();
         let mut out: Vec<usize> = flat_shape.clone();
-        flat_shape.push(rows * cols);
+        flat_shape.push(flat);
         out.push(len);
         Ok(DiagonalPlan {
             permutation,
@@ -316,9 +323,16 @@ impl<T: Element> Tensor<T> {
     pub fn diag(&self, offset: isize) -> Result<Tensor<T>> {
         match self.ndim() {
             1 => {
-                let n = self.numel() + offset.unsigned_abs();
+                let too_large = || TensorError::TooLarge {
+                    op: "diag",
+                    shape: vec![usize::MAX, usize::MAX],
+                };
+                let n = self
+                    .numel()
+                    .checked_add(offset.unsigned_abs())
+                    .ok_or_else(too_large)?;
                 let plan = plans::diagonal(&[n, n], offset, 0, 1)?;
-                Tensor::zeros(&[n * n])
+                Tensor::try_zeros(&[n.checked_mul(n).ok_or_else(too_large)?])?
                     .index_add(0, &plan.positions, self)?
                     .reshape(&[n, n][..])
             }
