@@ -14,6 +14,7 @@ mod gradcheck_parity_layers;
 mod gradcheck_parity_losses;
 mod hooks;
 mod hostile;
+mod hostile_layers;
 mod init;
 mod interop;
 mod pytorch_checkpoints;

@@ -40,7 +40,11 @@ fn count() -> impl Strategy<Value = usize> {
 }
 
 fn x234() -> Tensor<f32> {
-    Tensor::from_vec((0..24).map(|v| (v as f32 * 0.37).sin()).collect(), &[2, 3, 4]).unwrap()
+    Tensor::from_vec(
+        (0..24).map(|v| (v as f32 * 0.37).sin()).collect(),
+        &[2, 3, 4],
+    )
+    .unwrap()
 }
 
 proptest! {

@@ -4,7 +4,7 @@
 //! every order follow.
 
 use strata_autograd::Var;
-use strata_tensor::{Element, IndexTensor, Tensor};
+use strata_tensor::{Element, IndexTensor, Tensor, TensorError};
 
 use crate::Result;
 use crate::error::input_error;
@@ -129,20 +129,38 @@ pub fn interpolate<T: Element>(
             ),
         ));
     }
+    // The result's size is checked before any index table is built: a size that no
+    // tensor can have is an error, and an empty result needs no tables (its sizes may
+    // still be huge beside a zero batch).
+    let out_shape: Vec<usize> = x.shape()[..2]
+        .iter()
+        .copied()
+        .chain(plan.iter().map(|&(out, _)| out))
+        .collect();
+    match strata_tensor::checked_numel(&out_shape) {
+        None => {
+            return Err(TensorError::TooLarge {
+                op: OP,
+                shape: out_shape,
+            }
+            .into());
+        }
+        Some(0) => return Ok(x.reshape(out_shape.as_slice())?),
+        Some(_) => {}
+    }
     let mut y = x.clone();
     for (k, (&(out, scale), &n)) in plan.iter().zip(inputs).enumerate() {
         let dim = (2 + k) as isize;
         y = match mode {
             InterpolateMode::Nearest => {
-                let src: Vec<usize> = (0..out)
-                    .map(|i| ((i as f64 * scale).floor() as usize).min(n - 1))
-                    .collect();
+                let mut src = table(out, &out_shape)?;
+                src.extend((0..out).map(|i| ((i as f64 * scale).floor() as usize).min(n - 1)));
                 y.index_select(dim, &IndexTensor::from_indices(&src))?
             }
             InterpolateMode::Linear { align_corners } => {
-                let mut lo = Vec::with_capacity(out);
-                let mut hi = Vec::with_capacity(out);
-                let mut w = Vec::with_capacity(out);
+                let mut lo = table(out, &out_shape)?;
+                let mut hi = table(out, &out_shape)?;
+                let mut w = table(out, &out_shape)?;
                 for i in 0..out {
                     let src = if align_corners {
                         if out > 1 {
@@ -171,6 +189,20 @@ pub fn interpolate<T: Element>(
         };
     }
     Ok(y)
+}
+
+/// An empty table for `n` entries of one resampled dimension of a result of `shape`, its
+/// memory reserved fallibly: a dimension beyond what memory holds is an error, not an
+/// abort.
+fn table<U>(n: usize, shape: &[usize]) -> Result<Vec<U>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| TensorError::OutOfMemory {
+            op: "interpolate",
+            shape: shape.to_vec(),
+            bytes: n.saturating_mul(std::mem::size_of::<U>()),
+        })?;
+    Ok(v)
 }
 
 /// `nn.Upsample(size | scale_factor, mode, align_corners)`: [`interpolate`] as a layer.

@@ -6,6 +6,7 @@ use strata_autograd::Var;
 use strata_tensor::rand::Rng;
 use strata_tensor::{Element, Tensor};
 
+use crate::error::input_error;
 use crate::functional::AttnMask;
 use crate::layers::attention::{KvCache, MhaConfig, MhaForward, MultiheadAttention};
 use crate::layers::transformer::{
@@ -224,9 +225,26 @@ impl<T: Element> TransformerDecoderLayer<T> {
             tgt.shape()[0]
         };
         let causal = block_causal_mask::<T>(past, new);
+        // The cross-attention's keys and values are the first step's memory's: a later
+        // step with another memory would silently attend to the old one.
+        match &cache.memory_shape {
+            Some(shape) if shape.as_slice() != memory.shape() => {
+                return Err(input_error(
+                    "TransformerDecoderLayer",
+                    format!(
+                        "the cache holds the keys and values of a memory of shape {shape:?}, \
+                         this step gives one of shape {:?}: start a new DecoderCache for \
+                         another memory",
+                        memory.shape()
+                    ),
+                ));
+            }
+            _ => {}
+        }
         let DecoderLayerCache {
             self_attn,
             cross_attn,
+            memory_shape,
         } = cache;
         let mut sa = |x: &Var<T>| -> Result<Var<T>> {
             let options = MhaForward {
@@ -247,7 +265,11 @@ impl<T: Element> TransformerDecoderLayer<T> {
             self.multihead_attn
                 .forward_cached(x, fresh, cross_attn, &options)
         };
-        self.blocks(tgt, &mut sa, &mut mha)
+        let y = self.blocks(tgt, &mut sa, &mut mha)?;
+        if memory_shape.is_none() {
+            *memory_shape = Some(memory.shape().to_vec());
+        }
+        Ok(y)
     }
 
     /// The three residual blocks around the given attentions, in the layer's norm order.
@@ -303,6 +325,8 @@ pub struct DecoderLayerCache<T: Element = f32> {
     pub self_attn: KvCache<T>,
     /// The cross-attention's keys and values (of the memory).
     pub cross_attn: KvCache<T>,
+    /// The shape of the memory they were computed from.
+    memory_shape: Option<Vec<usize>>,
 }
 
 /// One [`DecoderLayerCache`] per layer of a [`TransformerDecoder`]; start a new one for

@@ -58,16 +58,16 @@ impl<T: Element> Forward<T> for Unflatten {
         shape.extend(&self.sizes);
         shape.extend(x.shape()[d + 1..].iter().map(|&s| s as isize));
         let size = x.shape()[d];
-        let known: usize = self
+        // A product that overflows splits no dimension.
+        let known = self
             .sizes
             .iter()
             .filter(|&&s| s >= 0)
-            .map(|&s| s as usize)
-            .product();
-        let fits = if self.sizes.contains(&-1) {
-            known != 0 && size.is_multiple_of(known)
-        } else {
-            known == size
+            .try_fold(1usize, |n, &s| n.checked_mul(s as usize));
+        let fits = match known {
+            Some(known) if self.sizes.contains(&-1) => known != 0 && size.is_multiple_of(known),
+            Some(known) => known == size,
+            None => false,
         };
         if !fits {
             return Err(input_error(
@@ -147,18 +147,19 @@ impl<T: Element> Forward<T> for PixelShuffle {
     fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
         let (lead, [c, h, w]) = split_chw("PixelShuffle", x)?;
         let r = self.r;
-        if !c.is_multiple_of(r * r) {
+        // A factor whose square overflows divides no channel count.
+        let Some(r2) = r.checked_mul(r).filter(|&r2| c.is_multiple_of(r2)) else {
             return Err(input_error(
                 "PixelShuffle",
                 format!("the channels ({c}) must be divisible by the square of the factor ({r})"),
             ));
-        }
+        };
         let k = lead.len() as isize;
-        let expanded: Vec<usize> = [&lead[..], &[c / (r * r), r, r, h, w]].concat();
+        let expanded: Vec<usize> = [&lead[..], &[c / r2, r, r, h, w]].concat();
         // [*, C, r1, r2, H, W] → [*, C, H, r1, W, r2]
         let mut perm: Vec<isize> = (0..k).collect();
         perm.extend([k, k + 3, k + 1, k + 4, k + 2]);
-        let out: Vec<usize> = [&lead[..], &[c / (r * r), h * r, w * r]].concat();
+        let out: Vec<usize> = [&lead[..], &[c / r2, h * r, w * r]].concat();
         Ok(x.reshape(expanded.as_slice())?
             .permute(&perm)?
             .reshape(out.as_slice())?)

@@ -22,8 +22,20 @@ fn depth_taps(
     padding: usize,
     dilation: usize,
 ) -> Result<(usize, Vec<Vec<usize>>)> {
-    let span = dilation * (kernel - 1) + 1;
-    let padded = depth + 2 * padding;
+    let (Some(span), Some(padded)) = (
+        dilation
+            .checked_mul(kernel.saturating_sub(1))
+            .and_then(|s| s.checked_add(1)),
+        padding.checked_mul(2).and_then(|p| p.checked_add(depth)),
+    ) else {
+        return Err(input_error(
+            layer,
+            format!(
+                "the kernel's extent (dilation {dilation}, kernel {kernel}) or the padded \
+                 depth (padding {padding}) overflows"
+            ),
+        ));
+    };
     if padded < span {
         return Err(input_error(
             layer,
@@ -281,7 +293,7 @@ impl Pool3dParams {
             self.kernel[d] > 0
                 && self.stride[d] > 0
                 && self.dilation[d] > 0
-                && 2 * self.padding[d] <= self.kernel[d]
+                && self.padding[d] <= self.kernel[d] / 2
         });
         if !ok {
             return Err(input_error(
