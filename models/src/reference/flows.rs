@@ -683,8 +683,8 @@ fn train_in<S: ReferenceModel>(
         optimizer.as_mut(),
         &plan,
         &mut |end: &EpochEnd<'_>| {
-            let r = *end.record;
-            history.push(r);
+            let r = end.record.clone();
+            history.push(r.clone());
             let stop = opts.stop_after == Some(r.epoch);
             // Rank 0 alone writes (every rank holds the same weights and optimizer state);
             // a failed write ends its training, and with it every rank's.
@@ -720,7 +720,7 @@ fn train_in<S: ReferenceModel>(
         Err(ModelsError::Stopped { .. }) if stopped.is_some() => {
             // Every rank returns once rank 0's checkpoint is written.
             comm.barrier()?;
-            let last = history.last().copied().ok_or_else(|| {
+            let last = history.last().cloned().ok_or_else(|| {
                 ModelsError::Config("the training stopped before its first epoch".into())
             })?;
             let mut value = serde_json::to_value(metrics_of(&last, seconds, epoch_figures(&last)))
@@ -734,8 +734,9 @@ fn train_in<S: ReferenceModel>(
         Err(e) => return Err(e),
         Ok(_) => {}
     }
-    let last = *history
+    let last = history
         .last()
+        .cloned()
         .ok_or_else(|| ModelsError::Config("the training made no evaluation".into()))?;
     // The trained model is saved first (by rank 0 alone), with what is known for sure...
     let progress = Progress {

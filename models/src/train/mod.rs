@@ -71,8 +71,12 @@ pub struct Evaluation {
     pub r2: Option<f64>,
 }
 
+/// The most points of the training-loss curve one epoch keeps ([`EpochRecord::curve`]);
+/// longer epochs average consecutive steps into this many points.
+pub const CURVE_POINTS_PER_EPOCH: usize = 500;
+
 /// The record of one epoch.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EpochRecord {
     /// The epoch, from 1.
@@ -90,6 +94,54 @@ pub struct EpochRecord {
     pub samples_per_s: f64,
     /// The privacy spent so far (ε at the run's δ), for private training.
     pub epsilon: Option<f64>,
+    /// The training loss along the epoch, `[step, loss]` (1-based optimizer steps over
+    /// all epochs): every step's batch loss, or, in epochs of more than
+    /// [`CURVE_POINTS_PER_EPOCH`] steps, the mean of each run of consecutive steps (at the
+    /// last step of the run). Under several ranks, rank 0's batches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub curve: Vec<[f64; 2]>,
+}
+
+/// Averages the per-step losses of an epoch of `steps` steps into at most
+/// [`CURVE_POINTS_PER_EPOCH`] points.
+struct CurveBuilder {
+    group: usize,
+    sum: f64,
+    count: usize,
+    points: Vec<[f64; 2]>,
+}
+
+impl CurveBuilder {
+    fn new(steps: usize) -> Self {
+        CurveBuilder {
+            group: steps.div_ceil(CURVE_POINTS_PER_EPOCH).max(1),
+            sum: 0.0,
+            count: 0,
+            points: Vec::new(),
+        }
+    }
+
+    /// The loss `loss` of optimizer step `step`.
+    fn push(&mut self, step: usize, loss: f64) {
+        self.sum += loss;
+        self.count += 1;
+        if self.count == self.group {
+            self.flush(step);
+        }
+    }
+
+    fn flush(&mut self, step: usize) {
+        if self.count > 0 {
+            self.points
+                .push([step as f64, self.sum / self.count as f64]);
+            (self.sum, self.count) = (0.0, 0);
+        }
+    }
+
+    fn finish(mut self, step: usize) -> Vec<[f64; 2]> {
+        self.flush(step);
+        self.points
+    }
 }
 
 /// How a data source counts its progress.
@@ -394,6 +446,7 @@ pub fn run_from<B>(
         learner.module().train();
         let start = Instant::now();
         let (mut loss_sum, mut weight, mut items) = (0.0f64, 0.0f64, 0usize);
+        let mut curve = CurveBuilder::new(batches.steps_in(epoch));
         for batch in batches.epoch(epoch) {
             let batch = batch?;
             optimizer.zero_grad();
@@ -433,6 +486,7 @@ pub fn run_from<B>(
                     "training diverged: loss {l} at step {step} (epoch {epoch}); try a smaller learning rate"
                 )));
             }
+            curve.push(step, l);
             loss_sum += l * out.weight;
             weight += out.weight;
             items += out.items;
@@ -471,6 +525,7 @@ pub fn run_from<B>(
             seconds,
             samples_per_s: items as f64 / seconds.max(1e-9),
             epsilon,
+            curve: curve.finish(step),
         };
         if show && epoch % log_every == 0 {
             let at = match unit {
