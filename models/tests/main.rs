@@ -11,6 +11,7 @@ mod hostile;
 mod models;
 mod pinn;
 mod private;
+mod provenance;
 mod readers;
 mod seq2seq;
 mod sequence;

@@ -53,8 +53,8 @@ pub fn find(dir: &Path, name: &str) -> Result<PathBuf> {
 
 /// The MNIST mean and standard deviation of pixel values in `[0, 1]`, the usual
 /// normalisation.
-const MNIST_MEAN: f32 = 0.1307;
-const MNIST_STD: f32 = 0.3081;
+pub(crate) const MNIST_MEAN: f32 = 0.1307;
+pub(crate) const MNIST_STD: f32 = 0.3081;
 
 /// One IDX image/label pair as a dataset `[n, 1, h, w]`, pixels scaled to `[0, 1]` then
 /// normalised with MNIST's mean and deviation.

@@ -117,6 +117,16 @@ impl ReferenceModel for CharRnnSpec {
     const ABOUT: &'static str = "A character-level LSTM (or GRU) language model on Moby Dick.";
     const CELL: bool = true;
 
+    fn preprocessing(
+        &self,
+        _dataset: &crate::reference::DatasetRecord,
+        _extra: &Self::Extra,
+    ) -> Option<crate::reference::Preprocessing> {
+        Some(crate::reference::Preprocessing::described(
+            "characters as indices into the vocabulary of `extra.vocab` (its characters, sorted)",
+        ))
+    }
+
     fn defaults(&self) -> Defaults {
         Defaults {
             length: Length::Steps(3000),

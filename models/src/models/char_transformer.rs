@@ -145,6 +145,16 @@ impl ReferenceModel for CharTransformerSpec {
     const ABOUT: &'static str =
         "A character-level transformer language model (causal mask) on Moby Dick.";
 
+    fn preprocessing(
+        &self,
+        _dataset: &crate::reference::DatasetRecord,
+        _extra: &Self::Extra,
+    ) -> Option<crate::reference::Preprocessing> {
+        Some(crate::reference::Preprocessing::described(
+            "characters as indices into the vocabulary of `extra.vocab` (its characters, sorted)",
+        ))
+    }
+
     fn defaults(&self) -> Defaults {
         Defaults {
             length: Length::Steps(3000),

@@ -153,6 +153,14 @@ impl ReferenceModel for CnnSpec {
         "The reference CNN on MNIST (or the 8×8 digits, Fashion-MNIST, CIFAR-10).";
     const DATASETS: &'static [&'static str] = &["digits"];
 
+    fn preprocessing(
+        &self,
+        dataset: &crate::reference::DatasetRecord,
+        _extra: &Self::Extra,
+    ) -> Option<crate::reference::Preprocessing> {
+        Some(crate::reference::image_preprocessing(dataset))
+    }
+
     fn defaults(&self) -> Defaults {
         Defaults {
             length: Length::Epochs(1),

@@ -128,6 +128,14 @@ impl ReferenceModel for DpCnnSpec {
         "A small tanh CNN made for private training (--dp) on MNIST (or the other image sets).";
     const DATASETS: &'static [&'static str] = &["digits"];
 
+    fn preprocessing(
+        &self,
+        dataset: &crate::reference::DatasetRecord,
+        _extra: &Self::Extra,
+    ) -> Option<crate::reference::Preprocessing> {
+        Some(crate::reference::image_preprocessing(dataset))
+    }
+
     fn defaults(&self) -> Defaults {
         Defaults {
             length: Length::Epochs(40),

@@ -121,6 +121,22 @@ impl ReferenceModel for ForecastSpec {
     const DATASETS: &'static [&'static str] = &["sunspots-yearly", "airline"];
     const CELL: bool = true;
 
+    fn preprocessing(
+        &self,
+        _dataset: &crate::reference::DatasetRecord,
+        extra: &Self::Extra,
+    ) -> Option<crate::reference::Preprocessing> {
+        Some(crate::reference::Preprocessing {
+            description: "the series standardised with its training part's mean and deviation, \\
+                          (x - mean) / std; the network's forecasts are in those units (times \\
+                          std plus mean gives the series' own)"
+                .into(),
+            scale: 1.0,
+            mean: vec![extra.series_mean],
+            std: vec![extra.series_std],
+        })
+    }
+
     fn defaults(&self) -> Defaults {
         Defaults {
             length: Length::Epochs(20),

@@ -241,6 +241,14 @@ impl ReferenceModel for LinregSpec {
     const ABOUT: &'static str =
         "Linear regression on the diabetes data (gradient descent, checked against least squares).";
 
+    fn preprocessing(
+        &self,
+        _dataset: &crate::reference::DatasetRecord,
+        extra: &Self::Extra,
+    ) -> Option<crate::reference::Preprocessing> {
+        Some(extra.preprocessing())
+    }
+
     fn defaults(&self) -> Defaults {
         Defaults {
             length: Length::Epochs(5000),
@@ -362,6 +370,16 @@ impl ReferenceModel for PolyregSpec {
 
     const NAME: &'static str = "polyreg";
     const ABOUT: &'static str = "Cubic regression of diabetes progression on body-mass index.";
+
+    fn preprocessing(
+        &self,
+        _dataset: &crate::reference::DatasetRecord,
+        _extra: &Self::Extra,
+    ) -> Option<crate::reference::Preprocessing> {
+        Some(crate::reference::Preprocessing::described(
+            "none outside the network: it standardises body-mass index itself, with the training split's mean and deviation kept as its buffers (`feature_mean`, …)",
+        ))
+    }
 
     fn defaults(&self) -> Defaults {
         Defaults {

@@ -90,6 +90,14 @@ impl ReferenceModel for LogregSpec {
         "Logistic regression on breast cancer (binary; iris and wine: multinomial).";
     const DATASETS: &'static [&'static str] = &["iris", "wine"];
 
+    fn preprocessing(
+        &self,
+        _dataset: &crate::reference::DatasetRecord,
+        extra: &Self::Extra,
+    ) -> Option<crate::reference::Preprocessing> {
+        Some(extra.preprocessing())
+    }
+
     fn defaults(&self) -> Defaults {
         Defaults {
             length: Length::Epochs(30),

@@ -96,6 +96,14 @@ impl ReferenceModel for MlpSpec {
     const ABOUT: &'static str = "A 784-256-128-10 perceptron on MNIST.";
     const DATASETS: &'static [&'static str] = &["digits"];
 
+    fn preprocessing(
+        &self,
+        dataset: &crate::reference::DatasetRecord,
+        _extra: &Self::Extra,
+    ) -> Option<crate::reference::Preprocessing> {
+        Some(crate::reference::image_preprocessing(dataset))
+    }
+
     fn defaults(&self) -> Defaults {
         Defaults {
             length: Length::Epochs(3),

@@ -438,6 +438,16 @@ impl ReferenceModel for PinnSpec {
     const ABOUT: &'static str =
         "A physics-informed network solving the heat equation through its second derivative.";
 
+    fn preprocessing(
+        &self,
+        _dataset: &crate::reference::DatasetRecord,
+        _extra: &Self::Extra,
+    ) -> Option<crate::reference::Preprocessing> {
+        Some(crate::reference::Preprocessing::described(
+            "none: the network takes the coordinates (x, t) in [0, 1]² as they are",
+        ))
+    }
+
     fn defaults(&self) -> Defaults {
         Defaults {
             length: Length::Steps(4000),

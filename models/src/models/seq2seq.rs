@@ -668,6 +668,16 @@ impl ReferenceModel for Seq2SeqSpec {
     const ABOUT: &'static str = "An encoder-decoder transformer translating dates written ten \
                                  ways into ISO 8601 (generated pairs; greedy decoding).";
 
+    fn preprocessing(
+        &self,
+        _dataset: &crate::reference::DatasetRecord,
+        _extra: &Self::Extra,
+    ) -> Option<crate::reference::Preprocessing> {
+        Some(crate::reference::Preprocessing::described(
+            "characters as token indices: 0 padding, 1 start, 2 end, then ' ,-./', the digits, A-Z and a-z from 3 on; sources padded with 0 to the longest in a batch (at most 32)",
+        ))
+    }
+
     fn defaults(&self) -> Defaults {
         Defaults {
             length: Length::Epochs(6),

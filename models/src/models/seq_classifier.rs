@@ -135,6 +135,14 @@ impl ReferenceModel for SeqClassifierSpec {
         "A transformer-encoder classifier of MNIST digits read as sequences of 28 rows.";
     const DATASETS: &'static [&'static str] = &["digits"];
 
+    fn preprocessing(
+        &self,
+        dataset: &crate::reference::DatasetRecord,
+        _extra: &Self::Extra,
+    ) -> Option<crate::reference::Preprocessing> {
+        Some(crate::reference::image_preprocessing(dataset))
+    }
+
     fn defaults(&self) -> Defaults {
         Defaults {
             length: Length::Epochs(2),

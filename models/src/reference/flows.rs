@@ -561,14 +561,16 @@ fn train_in<S: ReferenceModel>(
     task.record_settings(&mut hyperparameters);
     let data = opts.data.as_ref().map(|d| d.display().to_string());
     let is_file = opts.data.as_ref().is_some_and(|d| d.is_file());
-    let dataset = DatasetRecord {
+    let mut dataset = DatasetRecord {
         name: prepared.dataset.name.clone(),
         source: prepared.dataset.source.clone(),
         license: prepared.dataset.license.clone(),
         data_dir: data.clone().filter(|_| !is_file),
         data_file: data.filter(|_| is_file),
         variant: opts.dataset.clone(),
+        preprocessing: None,
     };
+    dataset.preprocessing = spec.preprocessing(&dataset, &prepared.extra);
     let ckpt = checkpoint_dir(&opts.out);
     let total_epochs = periods(length);
     let (mut history, start, seconds_before) = match resumed {

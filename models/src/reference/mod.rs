@@ -33,7 +33,9 @@ use crate::{Result, checkpoint};
 
 pub use flows::{ResumeOptions, checkpoint_dir, periods, prepare_out};
 pub use language::{CharExtra, LanguageTask, corpus, language_model_predicts_nothing};
-pub use record::{DatasetRecord, Hyperparameters, Metrics, PrivacyRecord, Progress, Record};
+pub use record::{
+    DatasetRecord, Hyperparameters, Metrics, Preprocessing, PrivacyRecord, Progress, Record,
+};
 pub use registry::{Model, datasets_help, defaults_help, epochs_help};
 #[cfg(test)]
 pub(crate) use spec::assert_round_trip;
@@ -42,8 +44,8 @@ pub use spec::{
     Schedule, Task, TaskData, figures,
 };
 pub use supervised::{
-    Split, Standardized, SupervisedTask, data_root, image_input, images, outputs, row_input,
-    tabular,
+    Split, Standardized, SupervisedTask, data_root, image_input, image_preprocessing, images,
+    outputs, row_input, tabular,
 };
 
 /// What to train and how; `None` takes the model's default. Start from

@@ -154,7 +154,7 @@ pub struct Hyperparameters {
 }
 
 /// What a model trained on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetRecord {
     /// The data set's name.
@@ -172,6 +172,40 @@ pub struct DatasetRecord {
     /// The bundled set given with `--dataset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// How raw inputs become the model's inputs: what a user running the weights
+    /// elsewhere (PyTorch, an ONNX runtime) applies first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preprocessing: Option<Preprocessing>,
+}
+
+/// The input preprocessing of a trained model: `(raw · scale − mean[c]) / std[c]` per
+/// channel or feature `c` (no means and deviations: scaling only), and in words, with
+/// what the numbers do not say (a vocabulary's indices, say).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocessing {
+    /// What is done, in words.
+    pub description: String,
+    /// The factor raw values are first multiplied by.
+    pub scale: f64,
+    /// The means subtracted after scaling, per channel (images) or feature (tables).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mean: Vec<f64>,
+    /// The deviations divided by, one per mean.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub std: Vec<f64>,
+}
+
+impl Preprocessing {
+    /// A preprocessing described in words only (scale 1, no means).
+    pub fn described(description: impl Into<String>) -> Self {
+        Preprocessing {
+            description: description.into(),
+            scale: 1.0,
+            mean: Vec::new(),
+            std: Vec::new(),
+        }
+    }
 }
 
 /// The metrics of a training: the common ones, then the figures of its task and model
@@ -283,6 +317,7 @@ mod tests {
                 data_dir: None,
                 data_file: None,
                 variant: Some("digits".into()),
+                preprocessing: None,
             },
             seed: 0,
             threads: 2,

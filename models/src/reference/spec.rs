@@ -14,7 +14,7 @@ use strata_optim::{Adam, AdamConfig, AdamW, AdamWConfig, Optimizer, Sgd, SgdConf
 use strata_tensor::rand::rngs::StdRng;
 
 use super::TrainOptions;
-use super::record::{Hyperparameters, Record};
+use super::record::{DatasetRecord, Hyperparameters, Preprocessing, Record};
 use crate::data::bundled::Provenance;
 use crate::train::{EpochEnd, EpochRecord, Evaluation, LoopConfig, Start};
 use crate::{ModelsError, Result};
@@ -98,6 +98,17 @@ pub trait ReferenceModel: Sync + 'static {
     /// Errors of computing them.
     fn report(&self, _net: &Network<Self>, _prepared: &Prepared<Self>) -> Result<Figures> {
         Ok(Figures::new())
+    }
+
+    /// How raw inputs become the network's inputs, recorded in the provenance record
+    /// (`dataset.preprocessing`) for users who run the weights elsewhere; `None` (the
+    /// default) when the network takes its data as it is.
+    fn preprocessing(
+        &self,
+        _dataset: &DatasetRecord,
+        _extra: &Self::Extra,
+    ) -> Option<Preprocessing> {
+        None
     }
 
     /// Checks an extra record read from a checkpoint against its architecture, before

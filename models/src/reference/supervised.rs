@@ -12,7 +12,7 @@ use strata_privacy::PoissonSampler;
 use strata_tensor::Tensor;
 
 use super::TrainOptions;
-use super::record::DatasetRecord;
+use super::record::{DatasetRecord, Preprocessing};
 use super::spec::{Figures, Length, Plan, Task, figures};
 use crate::data::bundled::{self, Provenance};
 use crate::data::readers::{read_csv, read_idx};
@@ -295,25 +295,91 @@ pub fn image_input(input: &Path, shape: &[usize], dataset: &DatasetRecord) -> Re
     }
     let mut full = vec![n];
     full.extend_from_slice(shape);
-    let digits = dataset.variant.as_deref() == Some("digits");
-    let cifar = dataset.name == "CIFAR-10";
-    let plane = (per / 3).max(1);
+    let pre = image_preprocessing(dataset);
+    let divisor = (1.0 / pre.scale).round() as f32;
+    let channels = pre.mean.len().max(1);
+    let plane = (per / channels).max(1);
     let values = img
         .data
         .iter()
         .enumerate()
         .map(|(i, &p)| {
-            if digits {
-                p as f32 / 16.0
-            } else if cifar {
-                let c = (i / plane) % 3;
-                (p as f32 / 255.0 - bundled::CIFAR10_MEAN[c]) / bundled::CIFAR10_STD[c]
-            } else {
-                (p as f32 / 255.0 - 0.1307) / 0.3081
+            let x = p as f32 / divisor;
+            match (
+                pre.mean.get((i / plane) % channels),
+                pre.std.get((i / plane) % channels),
+            ) {
+                (Some(&m), Some(&s)) => (x - m as f32) / s as f32,
+                _ => x,
             }
         })
         .collect();
     Ok(Tensor::from_vec(values, &full)?)
+}
+
+/// `x` as the f64 of its shortest decimal (`0.1307f32` → `0.1307`, not
+/// `0.13070000708…`), so that a record states the numbers as the f32 records do.
+fn shortest(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
+/// The preprocessing of the image data sets, as their loaders apply it: MNIST and
+/// Fashion-MNIST pixels divided by 255 then standardised with MNIST's mean and deviation,
+/// CIFAR-10's per channel with its own, the 8×8 digits' values (0–16) divided by 16.
+pub fn image_preprocessing(dataset: &DatasetRecord) -> Preprocessing {
+    let exact = |v: &[f32]| -> Vec<f64> { v.iter().copied().map(shortest).collect() };
+    if dataset.variant.as_deref() == Some("digits") {
+        Preprocessing {
+            description: "pixel values (0 to 16) divided by 16".into(),
+            scale: 1.0 / 16.0,
+            mean: Vec::new(),
+            std: Vec::new(),
+        }
+    } else if dataset.name == "CIFAR-10" {
+        Preprocessing {
+            description: "pixels (0 to 255) divided by 255, then (x - mean[c]) / std[c] for \
+                          each colour channel c (CIFAR-10's training statistics)"
+                .into(),
+            scale: 1.0 / 255.0,
+            mean: exact(&bundled::CIFAR10_MEAN),
+            std: exact(&bundled::CIFAR10_STD),
+        }
+    } else {
+        Preprocessing {
+            description: "pixels (0 to 255) divided by 255, then (x - mean) / std with \
+                          MNIST's training mean and deviation"
+                .into(),
+            scale: 1.0 / 255.0,
+            mean: exact(&[bundled::MNIST_MEAN]),
+            std: exact(&[bundled::MNIST_STD]),
+        }
+    }
+}
+
+impl Standardized {
+    /// The preprocessing this standardiser applies: `(x - mean[f]) / std[f]` per feature.
+    pub fn preprocessing(&self) -> Preprocessing {
+        Preprocessing {
+            description: "each feature standardised, (x - mean[f]) / std[f], with the \
+                          training split's means and deviations"
+                .into(),
+            scale: 1.0,
+            mean: self
+                .standardizer
+                .mean
+                .iter()
+                .copied()
+                .map(shortest)
+                .collect(),
+            std: self
+                .standardizer
+                .std
+                .iter()
+                .copied()
+                .map(shortest)
+                .collect(),
+        }
+    }
 }
 
 /// The CSV rows (no header) of `input` as a model input `[n, features]`, standardised
