@@ -1,7 +1,7 @@
 //! `strata`: train, evaluate and inspect the reference models.
 #![forbid(unsafe_code)]
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -233,7 +233,21 @@ impl DpArgs {
     }
 }
 
+/// A debug build trains several times slower than a release build: say so, once, to a
+/// user at a terminal (not to scripts and tests, whose stderr is a pipe).
+fn warn_if_debug_build() {
+    if cfg!(debug_assertions) && std::io::stderr().is_terminal() {
+        eprintln!(
+            "note: this strata is a debug build, which trains several times slower; build \
+             with --release (cargo run --release -p strata-models -- ...)"
+        );
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
+    if matches!(cli.command, Command::Train { .. }) {
+        warn_if_debug_build();
+    }
     match cli.command {
         Command::Train {
             model,
