@@ -29,6 +29,21 @@ pub(crate) fn parallelism(macs: usize) -> Par {
     }
 }
 
+/// f32 products of at least this many multiply-adds run on strata's own kernel
+/// ([`sgemm`](super::sgemm)) where the CPU has AVX-512; smaller ones stay with faer.
+pub(crate) const OWN_MIN_MACS: usize = 8 * 8 * 8;
+
+/// Whether f32 products run on strata's own kernel: AVX-512 (and not the portable
+/// switch), unless `STRATA_GEMM=faer` asks for faer's (for comparison).
+#[cfg(target_arch = "x86_64")]
+fn own_kernel() -> bool {
+    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| {
+        crate::engine::sgemm::available()
+            && std::env::var("STRATA_GEMM").map_or(true, |v| v != "faer")
+    })
+}
+
 /// A strided matrix inside a buffer: element `(i, j)` lies at `offset + i·rs + j·cs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Strided {
@@ -190,6 +205,47 @@ pub(crate) unsafe fn raw<T: Element>(
         return;
     }
     let (dv, av, bv) = (dst.view, a.view, b.view);
+    #[cfg(target_arch = "x86_64")]
+    if T::DTYPE == crate::DType::F32
+        && (dv.cs == 1 || dv.rs == 1)
+        && m.saturating_mul(n).saturating_mul(k) >= OWN_MIN_MACS
+        && own_kernel()
+    {
+        use crate::engine::sgemm::{Operand, sgemm};
+        let op = |p: *mut T, v: Strided| Operand {
+            ptr: p.cast_const().cast::<f32>(),
+            rs: v.rs,
+            cs: v.cs,
+        };
+        let parallel = matches!(par, Par::Rayon(_));
+        // SAFETY: T is f32 (its DTYPE), the CPU has AVX-512 (`own_kernel`), every view lies
+        // inside its buffer (checked above) and the caller rules out concurrent access. A
+        // column-major destination is the row-major one of `Cᵀ = Bᵀ·Aᵀ`.
+        unsafe {
+            if dv.cs == 1 {
+                sgemm(
+                    d.cast::<f32>(),
+                    dv.rs,
+                    (m, n, k),
+                    op(pa, av),
+                    op(pb, bv),
+                    accumulate,
+                    parallel,
+                );
+            } else {
+                sgemm(
+                    d.cast::<f32>(),
+                    dv.cs,
+                    (n, m, k),
+                    op(pb, bv.t()),
+                    op(pa, av.t()),
+                    accumulate,
+                    parallel,
+                );
+            }
+        }
+        return;
+    }
     // SAFETY: every view lies inside its buffer (checked above) and the caller rules out
     // concurrent writes to `a`, `b` and any access to `dst`'s elements.
     unsafe {

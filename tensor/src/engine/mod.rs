@@ -13,5 +13,7 @@ pub(crate) mod map;
 pub(crate) mod math;
 pub(crate) mod par;
 pub(crate) mod reduce;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod sgemm;
 pub(crate) mod simd;
 pub(crate) mod transpose;
