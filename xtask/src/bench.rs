@@ -46,7 +46,8 @@ mod criterion;
 mod ddp;
 pub mod units;
 
-use crate::{meta, report, torch};
+use crate::report::Record;
+use crate::{load, meta, report, torch};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -60,6 +61,8 @@ pub struct BenchOptions {
     pub vs_torch: bool,
     /// `RAYON_NUM_THREADS` for the benches and `torch.set_num_threads` for PyTorch.
     pub threads: usize,
+    /// Interleaved rounds of strata's and PyTorch's benches (1: one of each).
+    pub rounds: usize,
 }
 
 impl Default for BenchOptions {
@@ -68,6 +71,7 @@ impl Default for BenchOptions {
             filter: None,
             vs_torch: false,
             threads: 2,
+            rounds: 1,
         }
     }
 }
@@ -87,66 +91,99 @@ pub fn run(options: &BenchOptions) -> Result<(), String> {
         .clone()
         .unwrap_or_else(|| target.join("criterion"));
 
-    let start = start_time();
-    let mut command = crate::cargo();
-    command
-        .current_dir(&root)
-        .args(["bench", "--workspace", "--benches"]);
-    if let Some(filter) = &options.filter {
-        command.args(["--", &criterion_filter(filter)]);
-    }
-    command.env("RAYON_NUM_THREADS", options.threads.to_string());
-    if let Some(dir) = &target_env {
-        command.env("CARGO_TARGET_DIR", dir);
-    }
-    if let Some(dir) = &criterion_home_env {
-        command.env("CRITERION_HOME", dir);
-    }
-    eprintln!(
-        "xtask bench: RAYON_NUM_THREADS={} cargo {}",
-        options.threads,
+    let mut rounds: Vec<Round> = Vec::with_capacity(options.rounds);
+    let mut bench_status = std::process::ExitStatus::default();
+    let mut torch_version = None;
+    for round in 1..=options.rounds {
+        if options.rounds > 1 {
+            eprintln!("xtask bench: round {round} of {}", options.rounds);
+        }
+        let probe = load::start();
+        let start = start_time();
+        let mut command = crate::cargo();
         command
-            .get_args()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    // `W10` alone has no criterion bench.
-    let criterion_wanted = options.filter.as_deref() != Some("W10");
-    let bench_status = if criterion_wanted {
-        command
-            .status()
-            .map_err(|e| format!("could not start cargo: {e}"))?
-    } else {
-        std::process::ExitStatus::default()
-    };
-
-    let mut records = criterion::collect(&criterion_dir, start);
-    if ddp::selected(options.filter.as_deref()) {
-        records.extend(ddp::run(&root, &target, options));
-    }
-    if records.is_empty() {
+            .current_dir(&root)
+            .args(["bench", "--workspace", "--benches"]);
+        if let Some(filter) = &options.filter {
+            command.args(["--", &criterion_filter(filter)]);
+        }
+        command.env("RAYON_NUM_THREADS", options.threads.to_string());
+        if let Some(dir) = &target_env {
+            command.env("CARGO_TARGET_DIR", dir);
+        }
+        if let Some(dir) = &criterion_home_env {
+            command.env("CRITERION_HOME", dir);
+        }
         eprintln!(
-            "xtask bench: no benchmark results newer than the start of this run under {}",
-            criterion_dir.display()
+            "xtask bench: RAYON_NUM_THREADS={} cargo {}",
+            options.threads,
+            command
+                .get_args()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
         );
-    }
+        // `W10` alone has no criterion bench.
+        let criterion_wanted = options.filter.as_deref() != Some("W10");
+        let status = if criterion_wanted {
+            command
+                .status()
+                .map_err(|e| format!("could not start cargo: {e}"))?
+        } else {
+            std::process::ExitStatus::default()
+        };
+        if !status.success() {
+            bench_status = status;
+        }
 
-    let torch_run = if options.vs_torch {
-        torch::run(&root, options.threads, options.filter.as_deref())
-    } else {
-        None
-    };
-    let torch_version = torch_run.as_ref().map(|run| run.version.clone());
-    if let Some(run) = torch_run {
-        records.extend(run.records);
+        let mut records = criterion::collect(&criterion_dir, start);
+        if ddp::selected(options.filter.as_deref()) {
+            records.extend(ddp::run(&root, &target, options));
+        }
+        let strata_load = probe.as_ref().and_then(load::others);
+        if records.is_empty() {
+            eprintln!(
+                "xtask bench: no benchmark results newer than the start of this run under {}",
+                criterion_dir.display()
+            );
+        }
+
+        let probe = load::start();
+        let torch_run = if options.vs_torch {
+            torch::run(&root, options.threads, options.filter.as_deref())
+        } else {
+            None
+        };
+        let torch_load = probe.as_ref().and_then(load::others);
+        if let Some(run) = torch_run {
+            torch_version = Some(run.version.clone());
+            records.extend(run.records);
+        }
+        report::sort(&mut records);
+        rounds.push(Round {
+            records,
+            strata_load,
+            torch_load: options.vs_torch.then_some(torch_load).flatten(),
+        });
     }
-    report::sort(&mut records);
+    let last = rounds.last().ok_or("no round ran")?;
 
     let meta = meta::Meta::gather(&root, options, torch_version);
     let out_dir = target.join("bench");
-    report::write(&out_dir, &records, &meta)?;
-    report::print_table(&meta, &records, options.vs_torch);
+    report::write(&out_dir, &last.records, &meta)?;
+    report::print_table(&meta, &last.records, options.vs_torch);
+    println!(
+        "machine while strata's benches ran: {}{}",
+        load::describe(last.strata_load),
+        if options.vs_torch {
+            format!("; while PyTorch's ran: {}", load::describe(last.torch_load))
+        } else {
+            String::new()
+        }
+    );
+    if rounds.len() > 1 {
+        print_rounds(&rounds);
+    }
     eprintln!(
         "xtask bench: wrote {}",
         out_dir.join("results.json").display()
@@ -158,6 +195,70 @@ pub fn run(options: &BenchOptions) -> Result<(), String> {
         Err(format!(
             "`cargo bench` failed ({bench_status}); the table shows what did run"
         ))
+    }
+}
+
+/// One round of `--rounds`: its rows and how busy the machine was during each side.
+struct Round {
+    records: Vec<Record>,
+    strata_load: Option<f64>,
+    torch_load: Option<f64>,
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
+}
+
+/// Each strata row's ratio against PyTorch in every round, their median and spread, and
+/// the machine's load during each round.
+fn print_rounds(rounds: &[Round]) {
+    println!("\nstrata ÷ torch per round (> 1: strata is faster), the median, and the spread:");
+    let Some(last) = rounds.last() else {
+        return;
+    };
+    for row in last.records.iter().filter(|r| r.impl_name == "strata") {
+        let mut ratios: Vec<f64> = rounds
+            .iter()
+            .filter_map(|round| {
+                let find = |imp: &str| {
+                    round.records.iter().find(|r| {
+                        r.impl_name == imp && r.workload == row.workload && r.variant == row.variant
+                    })
+                };
+                report::ratio(find("strata")?, find("torch")?)
+            })
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        let shown: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
+        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().copied().fold(0.0, f64::max);
+        let mid = median(&mut ratios).unwrap_or(f64::NAN);
+        println!(
+            "  {:<4} {:<28} {}  median {mid:.2}×  (spread {lo:.2}–{hi:.2})",
+            row.workload,
+            row.variant,
+            shown.join(" ")
+        );
+    }
+    for (i, round) in rounds.iter().enumerate() {
+        println!(
+            "  round {}: strata {}; torch {}",
+            i + 1,
+            load::describe(round.strata_load),
+            load::describe(round.torch_load)
+        );
     }
 }
 
@@ -233,6 +334,13 @@ pub fn git(root: &Path, args: &[&str]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&mut []), None);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
 
     #[test]
     fn workload_filters_are_anchored_and_others_escaped() {

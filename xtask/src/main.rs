@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod load;
 mod meta;
 mod report;
 mod torch;
@@ -25,7 +26,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  bench [FILTER] [--vs torch] [--threads N]
+  bench [FILTER] [--vs torch] [--threads N] [--rounds N]
       Run the criterion benches (`cargo bench --workspace --benches`) with
       RAYON_NUM_THREADS=N (default 2), write <target>/bench/results.json and
       <target>/bench/meta.json, and print a table with in-run ratios.
@@ -33,6 +34,9 @@ commands:
       substring of a benchmark id `<group>/<impl>/<param>`, e.g. `matmul/strata`.
       --vs torch: also run bench/torch_bench.py with the Python named by
       STRATA_TORCH_PYTHON (default `python3`) and compare against it.
+      --rounds N: run strata's benches and PyTorch's N times, interleaved, and report
+      each row's ratio per round and their median, with how busy the machine was
+      (CPU time of other processes) during every run.
       W10 (data-parallel steps: one process x N threads, and 2 ranks x 1 thread under
       mpirun, over TCP loopback) runs its own harness, bench/src/bin/ddp_bench.rs; with
       --vs torch, PyTorch DDP over gloo.
@@ -107,7 +111,8 @@ fn parse_args(args: &[OsString]) -> Result<Cli, String> {
     }
 }
 
-/// Parses `bench [FILTER] [--vs torch] [--threads N]`; `--flag=value` is accepted too.
+/// Parses `bench [FILTER] [--vs torch] [--threads N] [--rounds N]`; `--flag=value` is
+/// accepted too.
 fn parse_bench_args(args: &[String]) -> Result<bench::BenchOptions, String> {
     let mut options = bench::BenchOptions::default();
     let mut iter = args.iter();
@@ -137,6 +142,17 @@ fn parse_bench_args(args: &[String]) -> Result<bench::BenchOptions, String> {
                     _ => {
                         return Err(format!(
                             "`--threads` needs a positive integer, got `{text}`"
+                        ));
+                    }
+                };
+            }
+            "--rounds" => {
+                let text = value("--rounds")?;
+                options.rounds = match text.parse::<usize>() {
+                    Ok(n) if (1..=100).contains(&n) => n,
+                    _ => {
+                        return Err(format!(
+                            "`--rounds` needs an integer from 1 to 100, got `{text}`"
                         ));
                     }
                 };
@@ -322,6 +338,11 @@ mod tests {
             panic!("--flag=value did not parse")
         };
         assert_eq!((o.threads, o.vs_torch, o.filter), (8, true, None));
+        let Ok(Cli::Bench(o)) = parse(&["bench", "W1", "--rounds", "3"]) else {
+            panic!("--rounds parses");
+        };
+        assert_eq!(o.rounds, 3);
+        assert!(parse(&["bench", "--rounds", "0"]).is_err());
     }
 
     #[test]
