@@ -136,7 +136,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     })?;
     println!("---\n{out}\n---");
-    if !(last < first) {
+    if last.is_nan() || last >= first {
         return Err(format!("the loss did not fall: {first} → {last}").into());
     }
     Ok(())

@@ -48,11 +48,10 @@ proptest! {
         let mut rng = seeded_rng(0);
         let x = ones(&[1, 2, 4, 4, 4]);
         let params = Conv3dParams { stride: [stride, 1, 1], padding: [padding, 0, 0], dilation: [dilation, 1, 1], groups };
-        if let Ok(conv) = bounded("Conv3d::new", || Conv3d::new(2, 2, [kernel.min(1 << 20), 1, 1], params, true, &mut rng))? {
-            if let Ok(y) = bounded("Conv3d forward", || conv.forward(&x))? {
+        if let Ok(conv) = bounded("Conv3d::new", || Conv3d::new(2, 2, [kernel.min(1 << 20), 1, 1], params, true, &mut rng))?
+            && let Ok(y) = bounded("Conv3d forward", || conv.forward(&x))? {
                 prop_assert!(y.numel() <= 1 << 16);
             }
-        }
         let pool = Pool3dParams { kernel: [kernel, 2, 2], stride: [stride, 2, 2], padding: [padding, 0, 0], dilation: [dilation, 1, 1], count_include_pad: stride % 2 == 0 };
         if let Ok(y) = bounded("MaxPool3d", || MaxPool3d { params: pool }.forward(&x))? {
             prop_assert!(y.numel() <= 1 << 16);
@@ -62,11 +61,10 @@ proptest! {
         }
         let tp = ConvTransposeParams { stride: [stride, 1], padding: [padding, 0], output_padding: [output_padding, 0], dilation: [dilation, 1], groups };
         let x2 = ones(&[1, 2, 3, 3]);
-        if let Ok(layer) = bounded("ConvTranspose2d::new", || ConvTranspose2d::new(2, 2, [kernel.min(1 << 20), 2], tp, true, &mut rng))? {
-            if let Ok(y) = bounded("ConvTranspose2d forward", || layer.forward(&x2))? {
+        if let Ok(layer) = bounded("ConvTranspose2d::new", || ConvTranspose2d::new(2, 2, [kernel.min(1 << 20), 2], tp, true, &mut rng))?
+            && let Ok(y) = bounded("ConvTranspose2d forward", || layer.forward(&x2))? {
                 prop_assert!(y.numel() <= 1 << 16);
             }
-        }
     }
 
     /// EmbeddingBag with offsets that are not increasing, start past the input or are
@@ -117,26 +115,22 @@ proptest! {
         if let Ok(y) = bounded("interpolate scale", || interpolate(&x, &Resize::Scale(vec![scale]), mode))? {
             prop_assert!(y.numel() <= 1 << 20);
         }
-        if let Ok(p) = bounded("PixelShuffle::new", || PixelShuffle::new(factor))? {
-            if let Ok(y) = bounded("PixelShuffle", || p.forward(&ones(&[1, 4, 2, 2])))? {
+        if let Ok(p) = bounded("PixelShuffle::new", || PixelShuffle::new(factor))?
+            && let Ok(y) = bounded("PixelShuffle", || p.forward(&ones(&[1, 4, 2, 2])))? {
                 prop_assert_eq!(y.numel(), 16);
             }
-        }
-        if let Ok(p) = bounded("PixelUnshuffle::new", || PixelUnshuffle::new(factor))? {
-            if let Ok(y) = bounded("PixelUnshuffle", || p.forward(&ones(&[1, 1, 4, 4])))? {
+        if let Ok(p) = bounded("PixelUnshuffle::new", || PixelUnshuffle::new(factor))?
+            && let Ok(y) = bounded("PixelUnshuffle", || p.forward(&ones(&[1, 1, 4, 4])))? {
                 prop_assert_eq!(y.numel(), 16);
             }
-        }
-        if let Ok(u) = bounded("Unflatten::new", || Unflatten::new(1, &sizes))? {
-            if let Ok(y) = bounded("Unflatten", || u.forward(&ones(&[2, 6])))? {
+        if let Ok(u) = bounded("Unflatten::new", || Unflatten::new(1, &sizes))?
+            && let Ok(y) = bounded("Unflatten", || u.forward(&ones(&[2, 6])))? {
                 prop_assert_eq!(y.numel(), 12);
             }
-        }
-        if let Ok(g) = bounded("GroupNorm::new", || GroupNorm::new(groups, 4))? {
-            if let Ok(y) = bounded("GroupNorm", || g.forward(&ones(&[2, 4, 3])))? {
+        if let Ok(g) = bounded("GroupNorm::new", || GroupNorm::new(groups, 4))?
+            && let Ok(y) = bounded("GroupNorm", || g.forward(&ones(&[2, 4, 3])))? {
                 prop_assert_eq!(y.shape(), &[2, 4, 3][..]);
             }
-        }
     }
 }
 

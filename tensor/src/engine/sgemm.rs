@@ -58,11 +58,15 @@ struct Out {
     rs: usize,
 }
 
-// SAFETY: the pointers are only dereferenced under the contract of `sgemm`, which makes
-// every task's reads shared and its writes disjoint.
+// SAFETY: the pointer is only dereferenced under the contract of `sgemm`: no thread writes
+// an operand during the call, so every task may read it.
 unsafe impl Send for Operand {}
+// SAFETY: as for `Send`: shared reads only.
 unsafe impl Sync for Operand {}
+// SAFETY: the pointer is only dereferenced under the contract of `sgemm`, and each task
+// writes tiles of `c` that no other task touches.
 unsafe impl Send for Out {}
+// SAFETY: as for `Send`: the tasks' writes are disjoint.
 unsafe impl Sync for Out {}
 
 /// Whether this machine runs [`sgemm`] (AVX-512F, and the portable switch not set).

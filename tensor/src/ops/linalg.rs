@@ -134,6 +134,7 @@ impl<T: Element> Tensor<T> {
         self.svd_impl(false).map(|(_, s, _)| s)
     }
 
+    #[allow(clippy::type_complexity)]
     fn svd_impl(&self, vectors: bool) -> Result<(Option<Tensor<T>>, Tensor<T>, Option<Tensor<T>>)> {
         const OP: &str = "svd";
         let shape = self.shape();
