@@ -331,7 +331,13 @@ pub(crate) fn product<T: Element>(
     use crate::handle::storage::alloc;
 
     assert_eq!(Some(out.len()), m.checked_mul(n), "gemm: output size");
-    let a_col_major = la.rs == 1 && la.cs != 1 && m > 1;
+    // strata's own kernel packs operands of any layout at the same cost: the detours
+    // below are for faer's.
+    #[cfg(target_arch = "x86_64")]
+    let own = T::DTYPE == crate::DType::F32 && own_kernel();
+    #[cfg(not(target_arch = "x86_64"))]
+    let own = false;
+    let a_col_major = !own && la.rs == 1 && la.cs != 1 && m > 1;
     let b_col_major = lb.rs == 1 && n > 1;
     let macs = m.saturating_mul(n).saturating_mul(k);
     if a_col_major && macs >= COL_DST_MIN_MACS {

@@ -283,6 +283,23 @@ unsafe fn pack_b(
         |p, out| {
             let j0 = jc + p * NR;
             let width = NR.min(jc + nc - j0);
+            if b.rs == 1 && b.cs != 1 {
+                // Column-major b: read each column down k (contiguous), write it across
+                // the panel's rows.
+                if width < NR {
+                    out.fill(0.0);
+                }
+                for j in 0..width {
+                    // SAFETY: column j0 + j, rows pc..pc + kc of b (the contract).
+                    unsafe {
+                        let src = b.at(pc, j0 + j);
+                        for kk in 0..kc {
+                            out[kk * NR + j] = *src.add(kk);
+                        }
+                    }
+                }
+                return;
+            }
             for (kk, row) in out.chunks_exact_mut(NR).enumerate() {
                 // SAFETY: row pc + kk, columns j0..j0 + width of b (the contract).
                 unsafe {
@@ -313,6 +330,19 @@ unsafe fn pack_a(dst: &mut [f32], a: Operand, (ic, pc): (usize, usize), (mc, kc)
         let panel = &mut dst[q * kc * MR..(q + 1) * kc * MR];
         if height < MR {
             panel.fill(0.0);
+        }
+        if a.rs == 1 && a.cs != 1 {
+            // Column-major a (a transposed view, as in weight gradients): each step of k
+            // reads the panel's rows side by side.
+            for kk in 0..kc {
+                // SAFETY: rows i0..i0 + height of column pc + kk of a (the contract), and
+                // the panel's step kk (MR values).
+                unsafe {
+                    let src = a.at(i0, pc + kk);
+                    std::ptr::copy_nonoverlapping(src, panel.as_mut_ptr().add(kk * MR), height);
+                }
+            }
+            continue;
         }
         for r in 0..height {
             // SAFETY: row i0 + r, columns pc..pc + kc of a (the contract).
