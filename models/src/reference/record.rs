@@ -96,6 +96,11 @@ pub struct PrivacyRecord {
     pub noise: String,
     /// What one unit of privacy is (a training sample, a window of text).
     pub unit: String,
+    /// The processes each step was shared among: each clipped its own Poisson share of
+    /// the data, and rank 0 added the noise once to the sum over all of them (1 for one
+    /// process, and for records written before DP-SGD ran across ranks).
+    #[serde(default = "one")]
+    pub world_size: usize,
 }
 
 impl Record {
