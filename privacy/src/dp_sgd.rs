@@ -292,7 +292,11 @@ impl<T: Element> DpSgd<T> {
                     &root[..root.len() - 1],
                     group.rank(),
                     &mine[..mine.len() - 1],
-                    if differs { "" } else { " (another rank differs)" }
+                    if differs {
+                        ""
+                    } else {
+                        " (another rank differs)"
+                    }
                 ),
             ));
         }

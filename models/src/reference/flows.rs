@@ -514,7 +514,11 @@ fn train_in<S: ReferenceModel>(
     // one, rounded up to a multiple of the number of ranks when it does not divide. (A
     // private training's batch is the expected size of the Poisson batches over all
     // ranks, which need not divide.)
-    let ranks = if opts.privacy.is_some() { 1 } else { comm.size() };
+    let ranks = if opts.privacy.is_some() {
+        1
+    } else {
+        comm.size()
+    };
     let batch_size = requested
         .checked_next_multiple_of(ranks)
         .ok_or_else(|| ModelsError::Config(format!("--batch-size {requested} is too large")))?;
