@@ -154,6 +154,19 @@ pub struct ParamUse {
     pub param: u64,
 }
 
+/// A call of an op that mixed the samples of a batch (batch normalisation by the batch's
+/// statistics), reported by [`note_sample_mixing`]: an output sample then depends on the
+/// other samples, so no per-sample gradient exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SampleMixing {
+    /// The op's name (`"batch_norm"`).
+    pub op: &'static str,
+    /// The ids of its parameter inputs (the affine weight and bias), to name the layer by.
+    pub params: Vec<u64>,
+    /// The shape of its input.
+    pub input_shape: Vec<usize>,
+}
+
 /// What a [`tap_parameters`] session saw.
 #[derive(Clone, Debug)]
 pub struct Taps<T: Element> {
@@ -161,6 +174,8 @@ pub struct Taps<T: Element> {
     pub taps: Vec<Tap<T>>,
     /// Every node with a watched input, in the order they were made.
     pub uses: Vec<ParamUse>,
+    /// The calls of ops that mixed the samples of the batch, in the order they ran.
+    pub mixing: Vec<SampleMixing>,
 }
 
 impl<T: Element> Taps<T> {
@@ -177,6 +192,7 @@ struct Session<T: Element> {
     watched: HashSet<u64>,
     taps: Vec<Tap<T>>,
     uses: Vec<ParamUse>,
+    mixing: Vec<SampleMixing>,
 }
 
 thread_local! {
@@ -216,6 +232,7 @@ pub fn tap_parameters<T: Element, R>(
         watched: params.iter().map(Var::id).collect(),
         taps: Vec::new(),
         uses: Vec::new(),
+        mixing: Vec::new(),
     };
     SESSION.with(|s| *s.borrow_mut() = Some(Box::new(session)));
     OPEN.fetch_add(1, Ordering::Relaxed);
@@ -231,6 +248,7 @@ pub fn tap_parameters<T: Element, R>(
         Taps {
             taps: session.taps,
             uses: session.uses,
+            mixing: session.mixing,
         },
     ))
 }
@@ -295,6 +313,27 @@ pub(crate) fn record<T: Element>(
             op,
             params: watched,
             output: output.clone(),
+        });
+    });
+}
+
+/// Reports that `op` just computed statistics over the samples of its batch (BatchNorm in
+/// training mode), with its parameter inputs and input shape, to this thread's session of
+/// element type `T` if one is open: an engine computing per-sample gradients refuses the
+/// computation ([`Taps::mixing`]). It does not depend on the op's parameters being watched
+/// or on any state the layer keeps, so a batch norm without affine parameters or running
+/// statistics, or called as a function, is seen too. Ops that mix samples call it; others
+/// need not.
+pub fn note_sample_mixing<T: Element>(
+    op: &'static str,
+    params: &[Option<&Var<T>>],
+    input_shape: &[usize],
+) {
+    with_session::<T>(|s| {
+        s.mixing.push(SampleMixing {
+            op,
+            params: params.iter().flatten().map(|p| p.id()).collect(),
+            input_shape: input_shape.to_vec(),
         });
     });
 }
