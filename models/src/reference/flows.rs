@@ -801,6 +801,7 @@ fn train_in<S: ReferenceModel>(
     if let (Some(g), Some((handle, _))) = (&privacy, &private) {
         figures.insert("epsilon".into(), g.epsilon.into());
         figures.insert("delta".into(), g.delta.into());
+        figures.insert("world_size".into(), g.world_size.into());
         figures.insert(
             "epsilon_per_epoch".into(),
             handle.lock().epsilons.clone().into(),
