@@ -40,7 +40,9 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use strata_tensor::{Conv1dParams, Conv2dParams, Element, IndexTensor, RecurrentMode, Tensor};
+use strata_tensor::{
+    Conv1dParams, Conv2dParams, Element, IndexTensor, RecurrentMode, RecurrentSaved, Tensor,
+};
 
 use crate::{AutogradError, Result, Var};
 
@@ -129,6 +131,9 @@ pub struct RecurrentTap<T: Element> {
     pub reverse: bool,
     /// The values of `w_ih`, `w_hh`, `b_ih`, `b_hh` (to replay the recurrence).
     pub weights: [Option<Tensor<T>>; 4],
+    /// What the kernel's forward kept for its backward (shared, not copied), so that a
+    /// per-sample engine can run the backward without replaying the forward.
+    pub saved: Option<RecurrentSaved<T>>,
 }
 
 /// One tapped call of an op.
