@@ -27,7 +27,7 @@ use strata_tensor::{Conv2dParams, Element, Tensor};
 
 use crate::{PrivacyError, Result};
 pub use rules::NormMethod;
-use rules::{ConvRule, Rule};
+use rules::{ConvRule, GramCache, Rule};
 
 /// How the loss the forward returns was reduced over the batch, like Opacus's
 /// `loss_reduction`: per-sample gradients are gradients of each sample's own loss, so a
@@ -396,7 +396,14 @@ impl Context {
             TapOp::Linear { input } => {
                 let a = self.rows("linear", input)?;
                 let g = self.rows("linear", g)?;
-                vec![(Rule::Linear { a, g }, vec![(0, 0), (1, 1)])]
+                vec![(
+                    Rule::Linear {
+                        a,
+                        g,
+                        gram: GramCache::default(),
+                    },
+                    vec![(0, 0), (1, 1)],
+                )]
             }
             TapOp::Conv2d { input, params } => {
                 let w = tap.params[0]

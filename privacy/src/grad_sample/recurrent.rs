@@ -12,9 +12,9 @@
 //! whole batch.
 
 use strata_autograd::{RecurrentTap, Tap, TapOp};
-use strata_tensor::{Element, RecurrentGradNeeds, RecurrentWeights, Tensor};
+use strata_tensor::{Element, RecurrentGradNeeds, RecurrentMode, RecurrentWeights, Tensor};
 
-use super::rules::Rule;
+use super::rules::{GramCache, Rule};
 use super::to_front;
 use crate::{PrivacyError, Result};
 
@@ -97,14 +97,24 @@ pub(super) fn rules<T: Element>(tap: &Tap<T>, g: &Tensor<T>, batch: usize) -> Re
         (_, false) => Tensor::cat(&[init, hs.narrow(0, 0, l - 1)?], 0)?,
         (_, true) => Tensor::cat(&[hs.narrow(0, 1, l - 1)?, init], 0)?,
     };
-    // Samples first: [N, L, ·].
+    // Samples first: [N, L, ·] (views of the time-first tensors). Both products of the
+    // RNN and the LSTM have the same gate gradients, so their ghost norms share one Gram
+    // of them; the GRU's differ in the n gate.
+    let gram = GramCache::default();
+    let (dgh, hh_gram) = if mode == RecurrentMode::Gru {
+        (dgh, GramCache::default())
+    } else {
+        (dgi.clone(), gram.clone())
+    };
     let ih = Rule::Linear {
         a: to_front(input, 1)?,
         g: to_front(&dgi, 1)?,
+        gram,
     };
     let hh = Rule::Linear {
         a: to_front(&hprev, 1)?,
         g: to_front(&dgh, 1)?,
+        gram: hh_gram,
     };
     Ok([ih, hh])
 }
