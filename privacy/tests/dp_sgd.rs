@@ -336,8 +336,7 @@ fn batch_norm_without_running_statistics_is_refused_when_it_runs() {
         .step(4, || {
             cross_entropy(&seq.forward(&x)?, &y, &ClassLossOptions::default())
         })
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     // Named by its affine weight, `1.weight`.
     assert!(
         matches!(&err, PrivacyError::BatchNorm { layer } if layer == "1"),
@@ -359,8 +358,7 @@ fn batch_norm_without_running_statistics_is_refused_when_it_runs() {
         .step(4, || {
             cross_entropy(&seq.forward(&x)?, &y, &ClassLossOptions::default())
         })
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert!(
         matches!(&err, PrivacyError::BatchNorm { layer }
             if layer.contains("batch_norm") && layer.contains("[4, 2, 4, 4]")),

@@ -72,7 +72,7 @@ fn steps_against_one_process(
         momentum: 0.9,
         ..SgdConfig::default()
     };
-    let mut ref_opt = Sgd::new(reference.parameters(), sgd.clone()).map_err(err)?;
+    let mut ref_opt = Sgd::new(reference.parameters(), sgd).map_err(err)?;
     let mut opt = Sgd::new(model.parameters(), sgd).map_err(err)?;
     let opts = ClassLossOptions::default();
     for step in 0..4 {
