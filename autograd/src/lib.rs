@@ -72,5 +72,7 @@ pub use grad_mode::{enable_grad, is_grad_enabled, no_grad};
 pub use gradcheck::{GradcheckError, GradcheckOptions, gradcheck, gradgradcheck};
 pub use hooks::HookHandle;
 pub use ops::{ConvTransposeParams, RecurrentParams, einsum};
-pub use taps::{ParamUse, RecurrentTap, Tap, TapOp, Taps, tap_parameters};
+pub use taps::{
+    ParamUse, RecurrentTap, SampleMixing, Tap, TapOp, Taps, note_sample_mixing, tap_parameters,
+};
 pub use var::{InputGrads, Needs, Var};

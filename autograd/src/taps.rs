@@ -40,7 +40,9 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use strata_tensor::{Conv1dParams, Conv2dParams, Element, IndexTensor, RecurrentMode, Tensor};
+use strata_tensor::{
+    Conv1dParams, Conv2dParams, Element, IndexTensor, RecurrentMode, RecurrentSaved, Tensor,
+};
 
 use crate::{AutogradError, Result, Var};
 
@@ -129,6 +131,9 @@ pub struct RecurrentTap<T: Element> {
     pub reverse: bool,
     /// The values of `w_ih`, `w_hh`, `b_ih`, `b_hh` (to replay the recurrence).
     pub weights: [Option<Tensor<T>>; 4],
+    /// What the kernel's forward kept for its backward (shared, not copied), so that a
+    /// per-sample engine can run the backward without replaying the forward.
+    pub saved: Option<RecurrentSaved<T>>,
 }
 
 /// One tapped call of an op.
@@ -154,6 +159,19 @@ pub struct ParamUse {
     pub param: u64,
 }
 
+/// A call of an op that mixed the samples of a batch (batch normalisation by the batch's
+/// statistics), reported by [`note_sample_mixing`]: an output sample then depends on the
+/// other samples, so no per-sample gradient exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SampleMixing {
+    /// The op's name (`"batch_norm"`).
+    pub op: &'static str,
+    /// The ids of its parameter inputs (the affine weight and bias), to name the layer by.
+    pub params: Vec<u64>,
+    /// The shape of its input.
+    pub input_shape: Vec<usize>,
+}
+
 /// What a [`tap_parameters`] session saw.
 #[derive(Clone, Debug)]
 pub struct Taps<T: Element> {
@@ -161,6 +179,8 @@ pub struct Taps<T: Element> {
     pub taps: Vec<Tap<T>>,
     /// Every node with a watched input, in the order they were made.
     pub uses: Vec<ParamUse>,
+    /// The calls of ops that mixed the samples of the batch, in the order they ran.
+    pub mixing: Vec<SampleMixing>,
 }
 
 impl<T: Element> Taps<T> {
@@ -177,6 +197,7 @@ struct Session<T: Element> {
     watched: HashSet<u64>,
     taps: Vec<Tap<T>>,
     uses: Vec<ParamUse>,
+    mixing: Vec<SampleMixing>,
 }
 
 thread_local! {
@@ -216,6 +237,7 @@ pub fn tap_parameters<T: Element, R>(
         watched: params.iter().map(Var::id).collect(),
         taps: Vec::new(),
         uses: Vec::new(),
+        mixing: Vec::new(),
     };
     SESSION.with(|s| *s.borrow_mut() = Some(Box::new(session)));
     OPEN.fetch_add(1, Ordering::Relaxed);
@@ -231,6 +253,7 @@ pub fn tap_parameters<T: Element, R>(
         Taps {
             taps: session.taps,
             uses: session.uses,
+            mixing: session.mixing,
         },
     ))
 }
@@ -295,6 +318,27 @@ pub(crate) fn record<T: Element>(
             op,
             params: watched,
             output: output.clone(),
+        });
+    });
+}
+
+/// Reports that `op` just computed statistics over the samples of its batch (BatchNorm in
+/// training mode), with its parameter inputs and input shape, to this thread's session of
+/// element type `T` if one is open: an engine computing per-sample gradients refuses the
+/// computation ([`Taps::mixing`]). It does not depend on the op's parameters being watched
+/// or on any state the layer keeps, so a batch norm without affine parameters or running
+/// statistics, or called as a function, is seen too. Ops that mix samples call it; others
+/// need not.
+pub fn note_sample_mixing<T: Element>(
+    op: &'static str,
+    params: &[Option<&Var<T>>],
+    input_shape: &[usize],
+) {
+    with_session::<T>(|s| {
+        s.mixing.push(SampleMixing {
+            op,
+            params: params.iter().flatten().map(|p| p.id()).collect(),
+            input_shape: input_shape.to_vec(),
         });
     });
 }

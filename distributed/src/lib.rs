@@ -7,7 +7,10 @@
 //! [`DistributedDataParallel`] (gradients averaged over the ranks in buckets, each
 //! all-reduce overlapping the rest of the backward, hung on strata-autograd's
 //! post-accumulate-grad hooks), the [`DistributedSampler`] that gives each rank its share
-//! of a data set, and optimizer-state sharding ([`ZeroRedundancyOptimizer`]). Models,
+//! of a data set, optimizer-state sharding ([`ZeroRedundancyOptimizer`]), and DP-SGD
+//! across ranks (the [`Communicator`] is strata-privacy's `ProcessGroup`: each rank clips
+//! its own samples, the clipped sums are summed and rank 0 adds the noise once;
+//! [`replicate`] starts the ranks from one model without DDP's gradient hooks). Models,
 //! layers and optimizers are strata-nn's and strata-optim's; data loading and the training
 //! loop are strata-models'.
 //!
@@ -42,6 +45,7 @@ mod error;
 pub mod launcher;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod private;
 mod sampler;
 mod world;
 mod zero;
@@ -50,6 +54,7 @@ pub use buffer::{ReduceOp, Scalar};
 pub use comm::Communicator;
 pub use ddp::{DdpConfig, DistributedDataParallel, Reducer, ReducerStats};
 pub use error::{DistributedError, Result};
+pub use private::replicate;
 pub use sampler::DistributedSampler;
 pub use world::World;
 pub use zero::{OptimizerFactory, ZeroRedundancyOptimizer, state_elements, total_state_elements};

@@ -8,6 +8,7 @@ use strata_tensor::{Element, Tensor};
 use crate::accountant::{Accountant, AccountantKind};
 use crate::error::config;
 use crate::grad_sample::{GradSampler, LossReduction, NormMethod};
+use crate::group::ProcessGroup;
 use crate::noise::GaussianNoise;
 use crate::{PrivacyError, Result};
 
@@ -147,9 +148,12 @@ pub struct Guarantee {
     pub sample_rate: f64,
     /// The noisy steps taken.
     pub steps: u64,
-    /// Whether the noise came from the OS-seeded generator; `false` means seeded noise
-    /// and no privacy at all.
+    /// Whether the noise came from the OS-seeded generator (rank 0's, across ranks);
+    /// `false` means seeded noise and no privacy at all.
     pub secure_noise: bool,
+    /// The processes each step was shared among (1 for one process); the noise was added
+    /// once, by rank 0, to the sum over all of them (see [`ProcessGroup`]).
+    pub world_size: usize,
 }
 
 /// DP-SGD over a model's parameters (see the module docs).
@@ -194,6 +198,9 @@ pub struct DpSgd<T: Element = f32> {
     effective_sigma: f64,
     accountant: Box<dyn Accountant>,
     pending: bool,
+    /// The ranks the step is shared with, and whether rank 0's noise is secure; `None`
+    /// for one process.
+    group: Option<(Box<dyn ProcessGroup>, bool)>,
 }
 
 impl<T: Element> DpSgd<T> {
@@ -234,7 +241,74 @@ impl<T: Element> DpSgd<T> {
             sensitivity,
             effective_sigma,
             pending: false,
+            group: None,
         })
+    }
+
+    /// Shares every step with the other processes of `group` (DP-SGD across ranks, see
+    /// [`ProcessGroup`] for the mechanism and its sample rate): each process accumulates
+    /// the clipped gradients of its own samples, [`finish_step`](DpSgd::finish_step) sums
+    /// them over the processes, rank 0 alone adds the noise, and every process gets the
+    /// same noisy gradient. Every process calls it, with the same settings (checked:
+    /// σ, C, q, `q·n`, clipping and the parameters' sizes must agree with rank 0's); only
+    /// rank 0's noise source is used, and the guarantee records whether it is secure.
+    ///
+    /// # Errors
+    /// [`PrivacyError::Config`] on every process when any process's settings differ from
+    /// rank 0's; communication errors.
+    pub fn across(mut self, group: impl ProcessGroup + 'static) -> Result<Self> {
+        let dims: usize = self
+            .sampler
+            .parameters()
+            .iter()
+            .map(|(_, p)| p.numel())
+            .sum();
+        let mine = [
+            self.config.noise_multiplier,
+            self.sensitivity,
+            self.config.sample_rate,
+            self.config.expected_batch_size,
+            self.thresholds.iter().sum::<f64>(),
+            self.sums.len() as f64,
+            dims as f64,
+            match self.config.loss_reduction {
+                LossReduction::Mean => 0.0,
+                LossReduction::Sum => 1.0,
+            },
+            if self.noise.is_secure() { 1.0 } else { 0.0 },
+        ];
+        let mut root = mine;
+        group.broadcast(&mut root, 0)?;
+        // Every rank learns whether any differs, so that all fail together rather than
+        // leave the others waiting in the first step's collective.
+        let differs = mine[..mine.len() - 1] != root[..root.len() - 1];
+        let mut flags = [f64::from(u8::from(differs))];
+        group.sum(&mut flags)?;
+        if flags[0] > 0.0 {
+            return Err(config(
+                "DpSgd::across",
+                format!(
+                    "the ranks' DP-SGD settings differ (σ, C, q, q·n, clipping thresholds,                      parameters, coordinates, reduction): rank 0 has {:?}, rank {} has {:?}{}",
+                    &root[..root.len() - 1],
+                    group.rank(),
+                    &mine[..mine.len() - 1],
+                    if differs {
+                        ""
+                    } else {
+                        " (another rank differs)"
+                    }
+                ),
+            ));
+        }
+        let secure = root[root.len() - 1] > 0.0;
+        self.group = Some((Box::new(group), secure));
+        Ok(self)
+    }
+
+    /// The number of processes each step is shared among (1 without
+    /// [`across`](DpSgd::across)).
+    pub fn world_size(&self) -> usize {
+        self.group.as_ref().map_or(1, |(g, _)| g.size())
     }
 
     /// The settings.
@@ -334,12 +408,55 @@ impl<T: Element> DpSgd<T> {
             LossReduction::Mean => self.config.expected_batch_size,
             LossReduction::Sum => 1.0,
         };
-        for (i, (_, p)) in self.sampler.parameters().iter().enumerate() {
-            let sum = self.sums[i]
-                .take()
-                .unwrap_or_else(|| Tensor::zeros(p.shape()));
-            let mut values = sum.contiguous().to_vec();
-            self.noise.add_noise(&mut values, std)?;
+        let shapes: Vec<Vec<usize>> = self
+            .sampler
+            .parameters()
+            .iter()
+            .map(|(_, p)| p.shape().to_vec())
+            .collect();
+        let sums: Vec<Vec<f64>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| match self.sums[i].take() {
+                Some(sum) => sum.contiguous().to_vec(),
+                None => vec![0.0; shape.iter().product()],
+            })
+            .collect();
+        let noisy = match &self.group {
+            None => {
+                let mut sums = sums;
+                for values in &mut sums {
+                    self.noise.add_noise(values, std)?;
+                }
+                sums
+            }
+            Some((group, _)) => {
+                // One flat buffer: the clipped sums are summed over the ranks, rank 0 adds
+                // the noise once (parameter by parameter, as one process does), and its
+                // noisy sum is what every rank gets.
+                let mut flat: Vec<f64> = sums.concat();
+                group.sum(&mut flat)?;
+                if group.rank() == 0 {
+                    let mut at = 0;
+                    for shape in &shapes {
+                        let len: usize = shape.iter().product();
+                        self.noise.add_noise(&mut flat[at..at + len], std)?;
+                        at += len;
+                    }
+                }
+                group.broadcast(&mut flat, 0)?;
+                let mut at = 0;
+                shapes
+                    .iter()
+                    .map(|shape| {
+                        let len: usize = shape.iter().product();
+                        at += len;
+                        flat[at - len..at].to_vec()
+                    })
+                    .collect()
+            }
+        };
+        for ((_, p), values) in self.sampler.parameters().iter().zip(noisy) {
             let grad: Vec<T> = values.iter().map(|v| T::from_f64(v / divide)).collect();
             p.set_grad(Some(Tensor::from_vec(grad, p.shape())?))?;
         }
@@ -385,9 +502,13 @@ impl<T: Element> DpSgd<T> {
         self.accountant.epsilon(delta)
     }
 
-    /// Whether the noise is private.
+    /// Whether the noise is private: whether the generator that adds it (rank 0's, across
+    /// ranks) is the OS-seeded one.
     pub fn secure_noise(&self) -> bool {
-        self.noise.is_secure()
+        match &self.group {
+            Some((_, root_secure)) => *root_secure,
+            None => self.noise.is_secure(),
+        }
     }
 
     /// The guarantee so far at `delta`, with what it rests on.
@@ -409,6 +530,7 @@ impl<T: Element> DpSgd<T> {
             sample_rate: self.config.sample_rate,
             steps: self.steps(),
             secure_noise: self.secure_noise(),
+            world_size: self.world_size(),
         })
     }
 }

@@ -57,6 +57,10 @@ pub enum PrivacyError {
     /// The batch does not have the shape per-sample gradients need.
     #[error("per-sample gradients: {0}")]
     Batch(String),
+    /// A collective between the processes of a [`ProcessGroup`](crate::ProcessGroup)
+    /// failed.
+    #[error("communication between ranks: {0}")]
+    Communication(String),
     /// An accountant could not compute what was asked.
     #[error("accountant: {0}")]
     Accountant(String),

@@ -15,6 +15,8 @@
 //! - **the DP-SGD step** ([`DpSgd`]): clip each sample (flat or per layer), sum, add
 //!   N(0, (σC)²) noise once per logical batch (micro-batches accumulate), divide by the
 //!   expected batch size, and write `.grad`, so every strata-optim optimizer works on it;
+//!   across processes ([`DpSgd::across`], [`ProcessGroup`]) each rank clips its own
+//!   samples, the clipped sums are summed over the ranks and rank 0 adds the noise once;
 //! - **Poisson sampling** ([`PoissonSampler`]), as the accounting assumes;
 //! - **accountants** ([`RdpAccountant`], [`PrvAccountant`], [`noise_multiplier`]) that agree
 //!   with Opacus's;
@@ -70,6 +72,7 @@ pub mod accountant;
 mod dp_sgd;
 mod error;
 mod grad_sample;
+mod group;
 mod noise;
 mod sampler;
 
@@ -77,5 +80,6 @@ pub use accountant::{Accountant, AccountantKind, PrvAccountant, RdpAccountant, n
 pub use dp_sgd::{BatchStats, Clipping, DpSgd, DpSgdConfig, Guarantee};
 pub use error::{PrivacyError, Result};
 pub use grad_sample::{Captured, GradSampler, LossReduction, NormMethod};
+pub use group::ProcessGroup;
 pub use noise::GaussianNoise;
 pub use sampler::PoissonSampler;

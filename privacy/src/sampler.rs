@@ -32,6 +32,8 @@ pub struct PoissonSampler {
     threshold: u64,
     rng: StdRng,
     secure: bool,
+    /// `(rank, ranks)`: this sampler draws only from the indices `i ≡ rank (mod ranks)`.
+    shard: (usize, usize),
 }
 
 impl PoissonSampler {
@@ -54,6 +56,7 @@ impl PoissonSampler {
             threshold,
             rng,
             secure,
+            shard: (0, 1),
         })
     }
 
@@ -75,12 +78,50 @@ impl PoissonSampler {
         Self::with_rng(len, sample_rate, StdRng::seed_from_u64(seed), false)
     }
 
+    /// This rank's shard of the data set, for DP-SGD across `ranks` processes: from now on
+    /// the sampler keeps, with the same probability `q`, only the indices `i` with
+    /// `i mod ranks = rank` (still numbered in the whole data set). The ranks' shards are
+    /// disjoint and cover the data set, so the union of their batches is a Poisson sample
+    /// of all `len` samples at rate `q`: the sample rate, the expected batch size `q·len`
+    /// and the steps per epoch stay those of one process (see
+    /// [`ProcessGroup`](crate::ProcessGroup)). A seeded sampler derives a stream of its own
+    /// for each rank from its seed.
+    ///
+    /// ```
+    /// use strata_privacy::PoissonSampler;
+    ///
+    /// let mut rank1 = PoissonSampler::seeded(1000, 0.5, 0)?.shard(1, 4)?;
+    /// assert_eq!(rank1.expected_batch_size(), 500.0); // over all ranks
+    /// assert!(rank1.sample().iter().all(|i| i % 4 == 1));
+    /// # Ok::<(), strata_privacy::PrivacyError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`PrivacyError::Config`](crate::PrivacyError::Config) for `rank >= ranks`.
+    pub fn shard(mut self, rank: usize, ranks: usize) -> Result<Self> {
+        if rank >= ranks {
+            return Err(config(
+                "PoissonSampler::shard",
+                format!("rank {rank} of {ranks} ranks"),
+            ));
+        }
+        if !self.secure {
+            // Every rank starts from the same seed: one draw, the same on all, mixed with
+            // the rank (a SplitMix64 constant) seeds each rank's own stream.
+            let base = self.rng.next_u64();
+            let mixed = base ^ (rank as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            self.rng = StdRng::seed_from_u64(mixed);
+        }
+        self.shard = (rank, ranks);
+        Ok(self)
+    }
+
     /// The sample rate `q`.
     pub fn sample_rate(&self) -> f64 {
         self.rate
     }
 
-    /// The expected batch size `q·n`.
+    /// The expected batch size `q·n` (over all ranks for a [`shard`](PoissonSampler::shard)).
     pub fn expected_batch_size(&self) -> f64 {
         self.rate * self.len as f64
     }
@@ -95,10 +136,13 @@ impl PoissonSampler {
         self.secure
     }
 
-    /// One batch: every index kept independently with probability `q`, in order.
+    /// One batch: every index (of this rank's shard) kept independently with probability
+    /// `q`, in order.
     pub fn sample(&mut self) -> Vec<usize> {
-        let mut out = Vec::with_capacity((self.expected_batch_size() * 1.2) as usize + 8);
-        for i in 0..self.len {
+        let (rank, ranks) = self.shard;
+        let expected = self.expected_batch_size() / ranks as f64;
+        let mut out = Vec::with_capacity((expected * 1.2) as usize + 8);
+        for i in (rank..self.len).step_by(ranks) {
             if self.threshold == u64::MAX || self.rng.next_u64() < self.threshold {
                 out.push(i);
             }

@@ -316,6 +316,91 @@ fn a_model_with_batch_norm_is_refused_naming_the_layer() {
 }
 
 #[test]
+fn batch_norm_without_running_statistics_is_refused_when_it_runs() {
+    // No running statistics: nothing in the state says "BatchNorm", but the forward
+    // normalises by the batch's statistics, which the capture sees.
+    let no_stats = BatchNormConfig {
+        track_running_stats: false,
+        ..BatchNormConfig::default()
+    };
+    let seq = Sequential::<f64>::new()
+        .push(Conv2d::new(1, 2, 3, &mut seeded_rng(0)).unwrap())
+        .push(BatchNorm2d::with_config(2, no_stats))
+        .push(Flatten::default())
+        .push(Linear::new(2 * 4 * 4, 3, true, &mut seeded_rng(1)));
+    let x = Var::new(Tensor::<f64>::randn(&[4, 1, 6, 6], &mut seeded_rng(2)));
+    let y = IndexTensor::from_vec(vec![0, 1, 2, 0], &[4]).unwrap();
+    let config = DpSgdConfig::new(1.0, 1.0, 0.1, 4.0);
+    let mut dp = DpSgd::new(&seq, config.clone(), GaussianNoise::seeded(0)).unwrap();
+    let err = dp
+        .step(4, || {
+            cross_entropy(&seq.forward(&x)?, &y, &ClassLossOptions::default())
+        })
+        .expect_err("refused");
+    // Named by its affine weight, `1.weight`.
+    assert!(
+        matches!(&err, PrivacyError::BatchNorm { layer } if layer == "1"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("GroupNorm"), "{err}");
+    // Neither running statistics nor affine parameters: named by what ran.
+    let bare = BatchNormConfig {
+        affine: false,
+        ..no_stats
+    };
+    let seq = Sequential::<f64>::new()
+        .push(Conv2d::new(1, 2, 3, &mut seeded_rng(0)).unwrap())
+        .push(BatchNorm2d::with_config(2, bare))
+        .push(Flatten::default())
+        .push(Linear::new(2 * 4 * 4, 3, true, &mut seeded_rng(1)));
+    let mut dp = DpSgd::new(&seq, config, GaussianNoise::seeded(0)).unwrap();
+    let err = dp
+        .step(4, || {
+            cross_entropy(&seq.forward(&x)?, &y, &ClassLossOptions::default())
+        })
+        .expect_err("refused");
+    assert!(
+        matches!(&err, PrivacyError::BatchNorm { layer }
+            if layer.contains("batch_norm") && layer.contains("[4, 2, 4, 4]")),
+        "{err}"
+    );
+    // The functional batch norm with batch statistics, in a closure: refused too; with
+    // running statistics in evaluation mode it mixes nothing and is allowed.
+    let fc = Linear::<f64>::new(5, 3, true, &mut seeded_rng(3));
+    let sampler = GradSampler::new(&fc).unwrap();
+    let x = Var::new(Tensor::<f64>::randn(&[4, 5], &mut seeded_rng(4)));
+    let batch_stats = sampler.capture(4, || -> strata_nn::Result<Var<f64>> {
+        let h = strata_nn::functional::batch_norm(
+            &fc.forward(&x)?,
+            None,
+            None,
+            None,
+            None,
+            true,
+            0.1,
+            1e-5,
+        )?;
+        Ok(h.square().sum_all())
+    });
+    assert!(matches!(batch_stats, Err(PrivacyError::BatchNorm { .. })));
+    let (mean, var) = (Var::new(Tensor::zeros(&[3])), Var::new(Tensor::ones(&[3])));
+    let running = sampler.capture(4, || -> strata_nn::Result<Var<f64>> {
+        let h = strata_nn::functional::batch_norm(
+            &fc.forward(&x)?,
+            Some(&mean),
+            Some(&var),
+            None,
+            None,
+            false,
+            0.1,
+            1e-5,
+        )?;
+        Ok(h.square().sum_all())
+    });
+    assert!(running.is_ok());
+}
+
+#[test]
 fn a_parameter_used_by_an_op_without_a_rule_is_refused() {
     let m = Linear::<f64>::new(3, 2, false, &mut seeded_rng(0));
     let sampler = GradSampler::new(&m).unwrap();

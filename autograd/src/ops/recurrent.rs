@@ -96,6 +96,8 @@ impl<T: Element> Var<T> {
             c0_t.clone(),
         ];
         let x_tap = self.value();
+        // Tensor handles: the tap shares the saved activations with the backward.
+        let saved_tap = saved.clone();
         let y = Var::from_op_with(mode.name(), value, &inputs, move |g, n| {
             let saved = saved.as_ref().expect("saved when tracking");
             let needs = RecurrentGradNeeds {
@@ -124,6 +126,7 @@ impl<T: Element> Var<T> {
                 c0: c0_t,
                 reverse,
                 weights: [Some(w_ih), Some(w_hh), b_ih, b_hh],
+                saved: saved_tap,
             }))
         };
         let params_in = [

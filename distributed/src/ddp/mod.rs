@@ -2,7 +2,7 @@
 //! PyTorch DDP's semantics; [`Reducer`], the machinery, for modules one does not wrap.
 
 mod buckets;
-mod check;
+pub(crate) mod check;
 mod reducer;
 
 use strata_autograd::Var;

@@ -18,6 +18,7 @@ mod collectives;
 mod equivalence;
 mod faults;
 mod models;
+mod private;
 
 use strata_distributed::World;
 
@@ -32,6 +33,9 @@ const SCENARIOS: &[Scenario] = &[
     ("unused", equivalence::unused),
     ("buffers", equivalence::buffers),
     ("zero", equivalence::zero),
+    ("dp-equivalence", private::equivalence),
+    ("dp-noise", private::noise),
+    ("dp-settings", private::settings),
 ];
 
 const FAULTS: &[Scenario] = &[

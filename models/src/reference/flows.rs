@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::Value;
-use strata_distributed::{Communicator, DdpConfig, Reducer};
+use strata_distributed::{Communicator, DdpConfig, Reducer, replicate};
 use strata_nn::Module;
 use strata_privacy::{DpSgd, DpSgdConfig, GaussianNoise, noise_multiplier};
 use strata_tensor::seeded_rng;
@@ -399,13 +399,6 @@ fn private_training<T: Task>(
     batch_size: usize,
     opts: &TrainOptions,
 ) -> Result<(PrivacyHandle, &'static str)> {
-    if opts.comm.size() > 1 {
-        return Err(ModelsError::Config(
-            "private training (--dp) runs in one process: DP-SGD across ranks is not \
-             supported yet"
-                .into(),
-        ));
-    }
     let (units, unit) = task.private_units(data)?;
     if units == 0 {
         return Err(ModelsError::Config(
@@ -437,17 +430,31 @@ fn private_training<T: Task>(
         accountant: p.accountant,
         ..DpSgdConfig::new(p.max_grad_norm, sigma, q, q * units as f64)
     };
-    let dp = DpSgd::new(net, config, noise)?;
-    if opts.progress {
+    // Across ranks each rank Poisson-samples its shard of the data at the same q (the
+    // union is a Poisson sample of all of it), the clipped sums are summed, and rank 0
+    // adds the noise once (strata-privacy's `ProcessGroup`).
+    let mut dp = DpSgd::new(net, config, noise)?;
+    if opts.comm.size() > 1 {
+        dp = dp.across(opts.comm.clone())?;
+    }
+    if opts.progress && opts.comm.is_root() {
         eprintln!(
             "DP-SGD: σ = {sigma:.4}, C = {}, q = {q:.6} ({unit}s: {units}), {steps} steps, \
-             δ = {}, {} noise",
+             δ = {}, {} noise{}",
             p.max_grad_norm,
             p.delta,
             if p.seeded_noise {
                 "seeded (not private)"
             } else {
                 "secure"
+            },
+            if opts.comm.size() > 1 {
+                format!(
+                    ", {} ranks (each samples its shard, rank 0 adds the noise)",
+                    opts.comm.size()
+                )
+            } else {
+                String::new()
             }
         );
     }
@@ -504,9 +511,16 @@ fn train_in<S: ReferenceModel>(
         .or(defaults.batch_size)
         .unwrap_or_else(|| task.train_len(&prepared.data));
     // Data-parallel, each rank takes an equal share of the global batch: the requested
-    // one, rounded up to a multiple of the number of ranks when it does not divide.
+    // one, rounded up to a multiple of the number of ranks when it does not divide. (A
+    // private training's batch is the expected size of the Poisson batches over all
+    // ranks, which need not divide.)
+    let ranks = if opts.privacy.is_some() {
+        1
+    } else {
+        comm.size()
+    };
     let batch_size = requested
-        .checked_next_multiple_of(comm.size())
+        .checked_next_multiple_of(ranks)
         .ok_or_else(|| ModelsError::Config(format!("--batch-size {requested} is too large")))?;
     if batch_size != requested && comm.is_root() {
         eprintln!(
@@ -612,9 +626,15 @@ fn train_in<S: ReferenceModel>(
     // Every rank starts from rank 0's weights (after a resume, the checkpoint's on every
     // rank) and, after each backward, holds the gradients averaged over the ranks
     // (nothing at all in a world of one).
-    let reducer = if comm.size() > 1 {
+    // Under DP-SGD the ranks only start from the same weights: the raw gradients are not
+    // averaged (each rank clips its own samples, and DpSgd sums the clipped gradients and
+    // adds the noise once).
+    let reducer = if comm.size() > 1 && private.is_none() {
         Some(Reducer::new(&*net, comm, &DdpConfig::default())?)
     } else {
+        if comm.size() > 1 {
+            replicate(&*net, comm)?;
+        }
         None
     };
     let plan = Plan {
@@ -649,6 +669,7 @@ fn train_in<S: ReferenceModel>(
             steps: g.steps,
             noise: if g.secure_noise { "secure" } else { "seeded" }.into(),
             unit: (*unit).into(),
+            world_size: g.world_size,
         }))
     };
     let every = opts
@@ -783,6 +804,7 @@ fn train_in<S: ReferenceModel>(
     if let (Some(g), Some((handle, _))) = (&privacy, &private) {
         figures.insert("epsilon".into(), g.epsilon.into());
         figures.insert("delta".into(), g.delta.into());
+        figures.insert("world_size".into(), g.world_size.into());
         figures.insert(
             "epsilon_per_epoch".into(),
             handle.lock().epsilons.clone().into(),

@@ -238,6 +238,9 @@ impl Task for LanguageTask {
                 } else {
                     PoissonSampler::seeded(n, q, plan.seed)?
                 };
+                // Across ranks, each rank samples its own shard at the same q.
+                let comm = &plan.loop_config.comm;
+                let sampler = sampler.shard(comm.rank(), comm.size())?;
                 Some(PoissonWindows::new(
                     corpus,
                     self.seq_len,

@@ -96,6 +96,11 @@ pub struct PrivacyRecord {
     pub noise: String,
     /// What one unit of privacy is (a training sample, a window of text).
     pub unit: String,
+    /// The processes each step was shared among: each clipped its own Poisson share of
+    /// the data, and rank 0 added the noise once to the sum over all of them (1 for one
+    /// process, and for records written before DP-SGD ran across ranks).
+    #[serde(default = "one")]
+    pub world_size: usize,
 }
 
 impl Record {
@@ -356,6 +361,32 @@ mod tests {
         let mut old = v.clone();
         old.as_object_mut().unwrap().remove("world_size");
         assert_eq!(<Record>::deserialize(&old).unwrap().world_size, 1);
+        // A private run's guarantee names the ranks it was shared among; guarantees from
+        // before DP-SGD ran across ranks read as one process.
+        let mut private = r.clone();
+        private.privacy = Some(PrivacyRecord {
+            epsilon: 2.99,
+            delta: 1e-5,
+            accountant: "prv".into(),
+            noise_multiplier: 1.1,
+            effective_noise_multiplier: 1.1,
+            max_grad_norm: 1.0,
+            clipping: "flat".into(),
+            sample_rate: 0.01,
+            steps: 100,
+            noise: "secure".into(),
+            unit: "training sample".into(),
+            world_size: 2,
+        });
+        let pv = serde_json::to_value(&private).unwrap();
+        assert_eq!(pv["privacy"]["world_size"], 2);
+        let mut old_privacy = pv.clone();
+        old_privacy["privacy"]
+            .as_object_mut()
+            .unwrap()
+            .remove("world_size");
+        let back = <Record>::deserialize(&old_privacy).unwrap();
+        assert_eq!(back.privacy.unwrap().world_size, 1);
         assert!(v["hyperparameters"].get("steps").is_none(), "{v}");
         assert!(v["dataset"].get("data_dir").is_none(), "{v}");
     }

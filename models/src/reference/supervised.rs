@@ -159,6 +159,8 @@ impl Task for SupervisedTask {
                 } else {
                     PoissonSampler::seeded(n, q, plan.seed)?
                 };
+                // Across ranks, each rank samples its own shard at the same q.
+                let sampler = sampler.shard(comm.rank(), comm.size())?;
                 Box::new(PoissonEpochs::new(&data.train, sampler, epochs)?)
             }
             None => Box::new(Epochs::distributed(

@@ -230,6 +230,9 @@ pub fn batch_norm<T: Element>(
     let per_channel = x.numel() / c.max(1);
     let eps_t = T::from_f64(eps);
     let y = if training {
+        // Batch statistics mix the samples: a per-sample gradient engine (strata-privacy)
+        // must refuse the model, whatever state the layer keeps.
+        strata_autograd::note_sample_mixing("batch_norm", &[weight, bias], x.shape());
         if per_channel <= 1 {
             return Err(input_error(
                 "BatchNorm",

@@ -27,7 +27,7 @@ use strata_tensor::{Conv2dParams, Element, Tensor};
 
 use crate::{PrivacyError, Result};
 pub use rules::NormMethod;
-use rules::{ConvRule, Rule};
+use rules::{ConvRule, GramCache, Rule};
 
 /// How the loss the forward returns was reduced over the batch, like Opacus's
 /// `loss_reduction`: per-sample gradients are gradients of each sample's own loss, so a
@@ -129,8 +129,10 @@ impl<T: Element> GradSampler<T> {
     /// A sampler for the trainable parameters of `model`, batch first, for a mean loss.
     ///
     /// # Errors
-    /// [`PrivacyError::BatchNorm`] when the model has a BatchNorm layer (recognised by its
-    /// running statistics).
+    /// [`PrivacyError::BatchNorm`] when the model has a BatchNorm layer with running
+    /// statistics. One without them (`track_running_stats: false`), or a functional batch
+    /// norm, is refused by [`capture`](GradSampler::capture) when it normalises a batch by
+    /// its own statistics: the op reports it, whatever state the layer keeps.
     pub fn new<M: Module<T> + ?Sized>(model: &M) -> Result<Self> {
         let mut batch_norm = None;
         model.visit_state(&mut |name, _, kind| {
@@ -188,7 +190,10 @@ impl<T: Element> GradSampler<T> {
     /// the ops' outputs. Parameters' `.grad` are left alone.
     ///
     /// # Errors
-    /// The forward's errors; [`PrivacyError::Unsupported`] when a parameter is used by an
+    /// The forward's errors; [`PrivacyError::BatchNorm`] when an op normalised by the
+    /// batch's statistics (BatchNorm in training mode, see
+    /// [`note_sample_mixing`](strata_autograd::note_sample_mixing)), naming the layer by
+    /// its affine weight where it has one; [`PrivacyError::Unsupported`] when a parameter is used by an
     /// op without a per-sample rule; [`PrivacyError::Batch`] when an activation does not
     /// have `batch_size` samples along the batch dimension, or the loss is not a scalar
     /// that depends on the parameters.
@@ -211,6 +216,26 @@ impl<T: Element> GradSampler<T> {
         }
         let index: HashMap<u64, usize> =
             vars.iter().enumerate().map(|(i, v)| (v.id(), i)).collect();
+        // An op that normalised by the batch's statistics (BatchNorm in training mode, with
+        // or without running statistics or affine parameters, as a layer or a function):
+        // each sample's output depends on the others, so there is no per-sample gradient.
+        if let Some(mixing) = taps.mixing.first() {
+            let named = mixing.params.iter().find_map(|id| index.get(id)).map(|&i| {
+                let name = &self.params[i].0;
+                let layer = name
+                    .rsplit_once('.')
+                    .map_or("the model", |(layer, _)| layer);
+                layer.to_string()
+            });
+            let layer = named.unwrap_or_else(|| {
+                format!(
+                    "the {} on input {:?} (a layer without parameters or running statistics \
+                     to name it by)",
+                    mixing.op, mixing.input_shape
+                )
+            });
+            return Err(PrivacyError::BatchNorm { layer });
+        }
         // Views of parameters: derived id → (source id, view).
         let mut views: HashMap<u64, (u64, View)> = HashMap::new();
         for tap in &taps.taps {
@@ -371,7 +396,14 @@ impl Context {
             TapOp::Linear { input } => {
                 let a = self.rows("linear", input)?;
                 let g = self.rows("linear", g)?;
-                vec![(Rule::Linear { a, g }, vec![(0, 0), (1, 1)])]
+                vec![(
+                    Rule::Linear {
+                        a,
+                        g,
+                        gram: GramCache::default(),
+                    },
+                    vec![(0, 0), (1, 1)],
+                )]
             }
             TapOp::Conv2d { input, params } => {
                 let w = tap.params[0]

@@ -6,16 +6,15 @@
 //! `Σ_t ∂gᵢ(t)ᵀ·x_t` and `Σ_t ∂gₕ(t)ᵀ·h_{t−1}` (and the sums of the `∂g` for the biases):
 //! two Linear rules over the time steps. The `∂g` are what the kernel's backward computes
 //! chunk by chunk anyway; asked for them (`RecurrentGradNeeds::gates`), it returns them for
-//! every step instead of folding them into the weight gradients. The kernel's forward runs
-//! again on the recorded input and initial states to keep what its backward needs (the
-//! model's own forward kept it only for the parameters' gradients, which a private step
-//! never computes). Nothing loops over samples, and the recurrence is walked once each
-//! way, fused, for the whole batch.
+//! every step instead of folding them into the weight gradients, from what the model's own
+//! forward kept for its backward (shared through the tap, so the forward runs once).
+//! Nothing loops over samples, and the recurrence is walked once each way, fused, for the
+//! whole batch.
 
 use strata_autograd::{RecurrentTap, Tap, TapOp};
-use strata_tensor::{Element, RecurrentGradNeeds, RecurrentWeights, Tensor};
+use strata_tensor::{Element, RecurrentGradNeeds, RecurrentMode, RecurrentWeights, Tensor};
 
-use super::rules::Rule;
+use super::rules::{GramCache, Rule};
 use super::to_front;
 use crate::{PrivacyError, Result};
 
@@ -32,6 +31,7 @@ pub(super) fn rules<T: Element>(tap: &Tap<T>, g: &Tensor<T>, batch: usize) -> Re
         c0,
         reverse,
         weights,
+        saved,
     } = r.as_ref();
     let (mode, reverse) = (*mode, *reverse);
     let &[l, n, _] = input.shape() else {
@@ -56,13 +56,20 @@ pub(super) fn rules<T: Element>(tap: &Tap<T>, g: &Tensor<T>, batch: usize) -> Re
         b_ih: b_ih.as_ref(),
         b_hh: b_hh.as_ref(),
     };
-    // The fused kernel again, keeping what its backward needs, and its backward asked for
-    // the gate gradients of every step instead of the weight gradients.
-    let (out, saved) =
-        input.recurrent_sequence(mode, weights, h0.as_ref(), c0.as_ref(), reverse, true)?;
-    let saved = saved.ok_or_else(|| {
-        PrivacyError::Batch("the recurrent kernel kept nothing for its backward".into())
-    })?;
+    // What the model's forward kept for the kernel's backward (or, when the tap has none,
+    // the fused kernel again, keeping it), and its backward asked for the gate gradients
+    // of every step instead of the weight gradients.
+    let (out, saved) = match saved {
+        Some(saved) => (tap.output.value(), saved.clone()),
+        None => {
+            let (out, saved) =
+                input.recurrent_sequence(mode, weights, h0.as_ref(), c0.as_ref(), reverse, true)?;
+            let saved = saved.ok_or_else(|| {
+                PrivacyError::Batch("the recurrent kernel kept nothing for its backward".into())
+            })?;
+            (out, saved)
+        }
+    };
     if out.shape() != g.shape() {
         return Err(PrivacyError::Batch(format!(
             "the recurrent output {:?} does not match its gradient {:?}",
@@ -90,14 +97,24 @@ pub(super) fn rules<T: Element>(tap: &Tap<T>, g: &Tensor<T>, batch: usize) -> Re
         (_, false) => Tensor::cat(&[init, hs.narrow(0, 0, l - 1)?], 0)?,
         (_, true) => Tensor::cat(&[hs.narrow(0, 1, l - 1)?, init], 0)?,
     };
-    // Samples first: [N, L, ·].
+    // Samples first: [N, L, ·] (views of the time-first tensors). Both products of the
+    // RNN and the LSTM have the same gate gradients, so their ghost norms share one Gram
+    // of them; the GRU's differ in the n gate.
+    let gram = GramCache::default();
+    let (dgh, hh_gram) = if mode == RecurrentMode::Gru {
+        (dgh, GramCache::default())
+    } else {
+        (dgi.clone(), gram.clone())
+    };
     let ih = Rule::Linear {
         a: to_front(input, 1)?,
         g: to_front(&dgi, 1)?,
+        gram,
     };
     let hh = Rule::Linear {
         a: to_front(&hprev, 1)?,
         g: to_front(&dgh, 1)?,
+        gram: hh_gram,
     };
     Ok([ih, hh])
 }

@@ -25,9 +25,16 @@
 //! same activations in one product — "book-keeping", Bu et al. 2023 — instead of a second
 //! backward).
 
+use std::sync::{Arc, OnceLock};
+
 use strata_tensor::{Conv2dParams, Element, Tensor};
 
 use crate::Result;
+
+/// The Gram matrices `Gₙ·Gₙᵀ` of a Linear rule's output gradient, computed at most once
+/// and shared between rules whose `g` holds the same values (the LSTM's and RNN's input
+/// and hidden products have the same gate gradients).
+pub(crate) type GramCache<T> = Arc<OnceLock<Tensor<T>>>;
 
 /// Elements of per-sample gradients formed at once when a norm is computed by
 /// materialising (bounds the memory of the mixed choice).
@@ -37,8 +44,13 @@ const CHUNK_ELEMENTS: usize = 1 << 22;
 #[derive(Clone, Debug)]
 pub(crate) enum Rule<T: Element> {
     /// `a` `[B, R, in]`, `g` `[B, R, out]`; slot 0 the weight `[out, in]`, slot 1 the
-    /// bias `[out]`.
-    Linear { a: Tensor<T>, g: Tensor<T> },
+    /// bias `[out]`. `gram` caches `g`'s per-sample Grams (shared with other rules of the
+    /// same `g`).
+    Linear {
+        a: Tensor<T>,
+        g: Tensor<T>,
+        gram: GramCache<T>,
+    },
     /// A convolution: `cols` `[B, C·kh·kw, L]` (im2col of `input`), `g` `[B, O, L]`;
     /// slot 0 the weight, slot 1 the bias.
     Conv(Box<ConvRule<T>>),
@@ -139,11 +151,45 @@ fn scale_samples<T: Element>(t: &Tensor<T>, c: &[T]) -> Result<Tensor<T>> {
     Ok(t.mul(&c)?)
 }
 
-/// The ghost norm `⟨A·Aᵀ, G·Gᵀ⟩` per sample for `a` `[B, R, p]`, `g` `[B, R, q]`.
-fn ghost_gram<T: Element>(a: &Tensor<T>, g: &Tensor<T>) -> Result<Vec<f64>> {
+/// The ghost norm `⟨A·Aᵀ, G·Gᵀ⟩` per sample for `a` `[B, R, p]`, `g` `[B, R, q]`, with
+/// `G·Gᵀ` from (or into) `gram`.
+fn ghost_gram<T: Element>(a: &Tensor<T>, g: &Tensor<T>, gram: &GramCache<T>) -> Result<Vec<f64>> {
     let aa = a.matmul(&a.transpose(1, 2)?)?;
-    let gg = g.matmul(&g.transpose(1, 2)?)?;
+    let gg = match gram.get() {
+        Some(gg) => gg.clone(),
+        None => {
+            let gg = g.matmul(&g.transpose(1, 2)?)?;
+            // Another thread may have set it meanwhile: the same values.
+            let _ = gram.set(gg.clone());
+            gg
+        }
+    };
     Ok(per_sample_dot(&aa, &gg))
+}
+
+/// A rule's rows as one `[B·R, ·]` matrix each, in whatever order the memory has them,
+/// with `c[n]` multiplying the rows of sample `n` in the narrower of the two: `Σₙ cₙ·Gₙᵀ·Aₙ`
+/// is then one product. A batch-first view of time-first data (the recurrent kernels'
+/// `[L, N, ·]`) is read in its own order, without a copy.
+fn weighted_rows<T: Element>(a: &Tensor<T>, g: &Tensor<T>, c: &[T]) -> Result<Tensor<T>> {
+    let (p, q) = (a.shape()[2], g.shape()[2]);
+    let (ta, tg) = (a.transpose(0, 1)?, g.transpose(0, 1)?);
+    let (a, g, batch_dim) = if !a.is_contiguous() && ta.is_contiguous() && tg.is_contiguous() {
+        (ta, tg, 1)
+    } else {
+        (a.clone(), g.clone(), 0)
+    };
+    let mut shape = vec![1; 3];
+    shape[batch_dim] = c.len();
+    let c = Tensor::from_vec(c.to_vec(), &shape)?;
+    let (a, g) = if p <= q {
+        (a.mul(&c)?, g)
+    } else {
+        (a, g.mul(&c)?)
+    };
+    let a2 = a.reshape([-1, p as isize])?;
+    let g2 = g.reshape([-1, q as isize])?;
+    Ok(g2.t()?.matmul(&a2)?)
 }
 
 /// `‖Gₙᵀ·Aₙ‖²` per sample, forming the products a chunk of samples at a time.
@@ -162,12 +208,13 @@ fn materialized_norms<T: Element>(a: &Tensor<T>, g: &Tensor<T>) -> Result<Vec<f6
 }
 
 /// Whether the ghost norm of a product over `rows` rows of `p`- and `q`-wide operands is
-/// the cheaper way (its Grams cost `rows²·(p + q)`, the product `rows·p·q`).
-fn ghost_is_cheaper(method: NormMethod, rows: usize, p: usize, q: usize) -> bool {
+/// the cheaper way (its Grams cost `rows²·(p + q)`, the product `rows·p·q`; a `q`-side
+/// Gram shared by `sharing` rules costs each of them its share).
+fn ghost_is_cheaper(method: NormMethod, rows: usize, p: usize, q: usize, sharing: usize) -> bool {
     match method {
         NormMethod::Ghost => true,
         NormMethod::Materialize => false,
-        NormMethod::Auto => rows * (p + q) <= p * q,
+        NormMethod::Auto => rows * (p + q / sharing.max(1)) <= p * q,
     }
 }
 
@@ -175,7 +222,7 @@ impl<T: Element> Rule<T> {
     /// The per-sample gradients of slot `slot`, `[B, *shape]`.
     pub fn per_sample(&self, slot: usize) -> Result<Tensor<T>> {
         match (self, slot) {
-            (Rule::Linear { a, g }, 0) => Ok(g.transpose(1, 2)?.matmul(a)?),
+            (Rule::Linear { a, g, .. }, 0) => Ok(g.transpose(1, 2)?.matmul(a)?),
             (Rule::Linear { g, .. }, _) => Ok(g.sum(&[1], false)?),
             (Rule::Conv(c), 0) => {
                 let groups = c.params.groups;
@@ -249,14 +296,14 @@ impl<T: Element> Rule<T> {
     /// The squared norms `‖gₙ‖²` of slot `slot`, `[B]`.
     pub fn norms_sq(&self, slot: usize, method: NormMethod) -> Result<Vec<f64>> {
         match (self, slot) {
-            (Rule::Linear { a, g }, 0) => {
+            (Rule::Linear { a, g, gram }, 0) => {
                 let (rows, p, q) = (a.shape()[1], a.shape()[2], g.shape()[2]);
                 if rows == 1 {
                     // ‖gₙ aₙᵀ‖² = ‖gₙ‖²·‖aₙ‖²: nothing to choose.
                     let (na, ng) = (per_sample_sum_sq(a), per_sample_sum_sq(g));
                     Ok(na.iter().zip(&ng).map(|(x, y)| x * y).collect())
-                } else if ghost_is_cheaper(method, rows, p, q) {
-                    ghost_gram(a, g)
+                } else if ghost_is_cheaper(method, rows, p, q, Arc::strong_count(gram)) {
+                    ghost_gram(a, g, gram)
                 } else {
                     materialized_norms(a, g)
                 }
@@ -270,8 +317,8 @@ impl<T: Element> Rule<T> {
                     // Rows are output positions: A = colsᵀ [B, L, kg], G = gᵀ [B, L, og].
                     let gj = c.g.narrow(1, j * og, og)?.transpose(1, 2)?;
                     let cj = c.cols.narrow(1, j * kg, kg)?.transpose(1, 2)?;
-                    let part = if ghost_is_cheaper(method, l, kg, og) {
-                        ghost_gram(&cj, &gj)?
+                    let part = if ghost_is_cheaper(method, l, kg, og, 1) {
+                        ghost_gram(&cj, &gj, &GramCache::default())?
                     } else {
                         materialized_norms(&cj, &gj)?
                     };
@@ -327,13 +374,11 @@ impl<T: Element> Rule<T> {
     /// `Σₙ c[n]·gₙ` for slot `slot`, the parameter's shape.
     pub fn weighted(&self, slot: usize, c: &[T]) -> Result<Tensor<T>> {
         match (self, slot) {
-            (Rule::Linear { a, g }, 0) => {
-                let (p, q) = (a.shape()[2], g.shape()[2]);
-                let gs = scale_samples(g, c)?.reshape([-1, q as isize])?;
-                let a2 = a.reshape([-1, p as isize])?;
-                Ok(gs.t()?.matmul(&a2)?)
+            (Rule::Linear { a, g, .. }, 0) => weighted_rows(a, g, c),
+            // Each sample's rows summed first ([B, out]), then weighted.
+            (Rule::Linear { g, .. }, _) => {
+                Ok(scale_samples(&g.sum(&[1], false)?, c)?.sum(&[0], false)?)
             }
-            (Rule::Linear { g, .. }, _) => Ok(scale_samples(g, c)?.sum(&[0, 1], false)?),
             (Rule::Conv(cr), 0) => {
                 let gs = scale_samples(&cr.grad4, c)?;
                 let w = Tensor::conv2d_backward_weight(&gs, &cr.input, &cr.weight4, cr.params)?;
