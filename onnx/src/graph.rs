@@ -124,6 +124,8 @@ pub enum Attr {
     Str(String),
     /// Strings.
     Strs(Vec<String>),
+    /// A float tensor.
+    Tensor(Tensor<f32>),
 }
 
 impl Attr {
@@ -153,8 +155,28 @@ impl Attr {
                 a.r#type = AttributeType::Strings as i32;
                 a.strings = v.into_iter().map(String::into_bytes).collect();
             }
+            Attr::Tensor(t) => {
+                a.r#type = AttributeType::Tensor as i32;
+                a.t = Some(float_tensor(String::new(), &t));
+            }
         }
         a
+    }
+}
+
+/// `t` as a float `TensorProto` named `name`, its elements little-endian in `raw_data`.
+fn float_tensor(name: String, t: &Tensor<f32>) -> TensorProto {
+    let data = t.contiguous().to_vec();
+    let mut raw = Vec::with_capacity(data.len() * 4);
+    for x in data {
+        raw.extend_from_slice(&x.to_le_bytes());
+    }
+    TensorProto {
+        dims: t.shape().iter().map(|&d| d as i64).collect(),
+        data_type: DATA_TYPE_FLOAT,
+        name,
+        raw_data: raw,
+        ..TensorProto::default()
     }
 }
 
@@ -248,18 +270,7 @@ impl Graph {
     /// returns its name.
     pub fn constant(&mut self, name: &str, t: &Tensor<f32>) -> String {
         let name = self.fresh(name);
-        let data = t.contiguous().to_vec();
-        let mut raw = Vec::with_capacity(data.len() * 4);
-        for x in data {
-            raw.extend_from_slice(&x.to_le_bytes());
-        }
-        self.initializers.push(TensorProto {
-            dims: t.shape().iter().map(|&d| d as i64).collect(),
-            data_type: DATA_TYPE_FLOAT,
-            name: name.clone(),
-            raw_data: raw,
-            ..TensorProto::default()
-        });
+        self.initializers.push(float_tensor(name.clone(), t));
         name
     }
 

@@ -53,7 +53,7 @@ fn settings_without_an_onnx_equivalent_are_refused() {
         "{err}"
     );
     // Dropout and BatchNorm in train mode.
-    let dropout = Dropout::new(0.5).unwrap();
+    let dropout = Dropout::new(0.5, 0).unwrap();
     let err = export(&dropout, Tensor::ones(&[2, 3]), &ExportOptions::default()).unwrap_err();
     assert!(err.to_string().contains("eval()"), "{err}");
     let bn = BatchNorm2d::new(2);

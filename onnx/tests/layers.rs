@@ -178,7 +178,7 @@ fn flatten_dropout_positions_and_sequential() {
         end_dim: 2,
     };
     check("Flatten 1..=2", &middle, &[2, 3, 4]);
-    let mut dropout = Dropout::new(0.5).unwrap();
+    let mut dropout = Dropout::new(0.5, 0).unwrap();
     dropout.eval();
     check("Dropout (eval)", &dropout, &[5]);
     let pe = SinusoidalPositionalEncoding::new(6, 20).unwrap();
@@ -188,7 +188,7 @@ fn flatten_dropout_positions_and_sequential() {
         .push(Conv2d::new(1, 4, 3, &mut rng).unwrap())
         .push(ReLU)
         .push(MaxPool2d::new(2))
-        .push(Dropout::new(0.25).unwrap())
+        .push(Dropout::new(0.25, 0).unwrap())
         .push(Flatten::default())
         .push(Linear::new(4 * 3 * 3, 10, true, &mut rng))
         .push(LogSoftmax { dim: -1 });

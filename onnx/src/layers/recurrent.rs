@@ -116,14 +116,33 @@ fn export_stack(
     } else {
         x.name().to_string()
     };
+    // The initial state, zeros [D, N, H], made from the input's (dynamic) batch size: ONNX
+    // makes the same zeros when initial_h is absent, but tract then needs a fixed batch.
+    let shape = g.op("Shape", &[&h], vec![]);
+    let one = g.ints("batch_index", &[1]);
+    let n = g.op("Gather", &[&shape, &one], vec![("axis", Attr::Int(0))]);
+    let d = g.ints("directions", &[dirs as i64]);
+    let hs = g.ints("hidden_size", &[hidden as i64]);
+    let state_shape = g.op("Concat", &[&d, &n, &hs], vec![("axis", Attr::Int(0))]);
+    let zero = Attr::Tensor(Tensor::zeros(&[1]));
+    let zeros = g.op("ConstantOfShape", &[&state_shape], vec![("value", zero)]);
     for l in 0..config.num_layers {
         let own: Vec<&RnnParams<f32>> = params[l * dirs..(l + 1) * dirs].iter().collect();
         let (w, r, b) = layer_weights(&own, cell, hidden)?;
         let w = g.constant(&format!("W_l{l}"), &w);
         let r = g.constant(&format!("R_l{l}"), &r);
         let b = b.map(|b| g.constant(&format!("B_l{l}"), &b));
-        let mut inputs = vec![h.as_str(), w.as_str(), r.as_str()];
-        inputs.extend(b.as_deref());
+        // X, W, R, B, sequence_lens (none), initial_h (and initial_c).
+        let mut inputs = vec![
+            h.as_str(),
+            w.as_str(),
+            r.as_str(),
+            b.as_deref().unwrap_or(""),
+        ];
+        inputs.extend(["", zeros.as_str()]);
+        if matches!(cell, Cell::Lstm) {
+            inputs.push(zeros.as_str());
+        }
         let direction = if dirs == 2 {
             "bidirectional"
         } else {
