@@ -41,6 +41,7 @@
 mod error;
 mod graph;
 mod layers;
+pub mod ops;
 pub mod proto;
 
 use std::path::Path;

@@ -14,6 +14,7 @@ use crate::error::{Result, unsupported};
 use crate::graph::{Graph, Value};
 
 pub use attention::{export_encoder, export_encoder_layer, export_self_attention};
+pub(crate) use basic::flatten;
 
 /// A module that can write its inference forward into an ONNX [`Graph`].
 ///
