@@ -109,11 +109,11 @@ fn the_feed_forward_reference_models() {
     check("cnn", &cnn, floats(&[1, 8, 8]), forward_of(&cnn));
     let small = CnnConfig {
         in_channels: 1,
-        image_size: [12, 12],
+        image_size: [16, 16],
         classes: 10,
     };
     let dp_cnn = DpCnn::new(small, &mut rng).unwrap();
-    check("dp-cnn", &dp_cnn, floats(&[1, 12, 12]), forward_of(&dp_cnn));
+    check("dp-cnn", &dp_cnn, floats(&[1, 16, 16]), forward_of(&dp_cnn));
     let pinn = PinnNet::new(8, 3, &mut rng).unwrap();
     check("pinn", &pinn, floats(&[2]), forward_of(&pinn));
 }
@@ -263,6 +263,6 @@ fn strata_export_writes_a_checkpoint_as_onnx() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(!dir.join("no").exists());
     // Not a checkpoint.
-    let out = strata(&["export", &p(&dir), &p(&onnx)]);
+    let out = strata(&["export", &p(&run_dir), &p(&onnx)]);
     assert_eq!(out.status.code(), Some(1));
 }
