@@ -51,12 +51,11 @@ fn reorder(t: &Tensor<f32>, cell: Cell, hidden: usize) -> Result<Tensor<f32>> {
     Ok(Tensor::cat(&blocks, 0)?)
 }
 
+/// ONNX's `W`, `R` and (when the layer has biases) `B` of one layer.
+type LayerWeights = (Tensor<f32>, Tensor<f32>, Option<Tensor<f32>>);
+
 /// `W`, `R` and (when the layer has biases) `B` of one layer, stacked over directions.
-fn layer_weights(
-    params: &[&RnnParams<f32>],
-    cell: Cell,
-    hidden: usize,
-) -> Result<(Tensor<f32>, Tensor<f32>, Option<Tensor<f32>>)> {
+fn layer_weights(params: &[&RnnParams<f32>], cell: Cell, hidden: usize) -> Result<LayerWeights> {
     let mut w = Vec::new();
     let mut r = Vec::new();
     let mut b = Vec::new();
