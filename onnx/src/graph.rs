@@ -341,3 +341,33 @@ impl Graph {
         self.op("Transpose", &[x], vec![("perm", Attr::Ints(perm.to_vec()))])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_scoped_and_unique() {
+        let mut g = Graph::new();
+        let a = g.op("Relu", &["x"], vec![]);
+        let b = g.op("Relu", &[&a], vec![]);
+        assert_ne!(a, b);
+        let w = g.scoped("encoder", |g| {
+            g.scoped(
+                "layers.0",
+                |g| Ok(g.constant("weight", &Tensor::ones(&[2]))),
+            )
+        });
+        assert_eq!(w.unwrap(), "encoder.layers.0.weight");
+        // A parameter used twice is written once.
+        let p = Var::parameter(Tensor::<f32>::ones(&[3]));
+        let first = g.param("weight", &p);
+        let again = g.param("other", &p);
+        assert_eq!(first, again);
+        assert_eq!(g.initializers.len(), 2);
+        assert_eq!(
+            g.initializers[1].raw_data,
+            [1.0f32.to_le_bytes(); 3].concat()
+        );
+    }
+}

@@ -267,3 +267,49 @@ pub mod tensor_shape_proto {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    // Field numbers are the wire format: each key byte is (field number << 3) | wire type
+    // (0 varint, 2 length-delimited), as onnx.proto numbers them.
+    #[test]
+    fn field_numbers_are_onnx_protos() {
+        let opset = OperatorSetIdProto {
+            domain: "ai".into(),
+            version: 17,
+        };
+        // domain = 1 (0x0a, len 2, "ai"), version = 2 (0x10, 17)
+        assert_eq!(opset.encode_to_vec(), [0x0a, 2, b'a', b'i', 0x10, 17]);
+        let model = ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            ..ModelProto::default()
+        };
+        // ir_version = 1 (0x08, 8); opset_import = 8 (0x42, len 2, {version 17})
+        assert_eq!(model.encode_to_vec(), [0x08, 8, 0x42, 2, 0x10, 17]);
+        let attr = AttributeProto {
+            name: "axis".into(),
+            r#type: AttributeType::Int as i32,
+            i: 1,
+            ..AttributeProto::default()
+        };
+        // name = 1, i = 3 (0x18), type = 20 (key 160 = varint 0xa0 0x01, value 2)
+        assert_eq!(
+            attr.encode_to_vec(),
+            [0x0a, 4, b'a', b'x', b'i', b's', 0x18, 1, 0xa0, 0x01, 2]
+        );
+        let tensor = TensorProto {
+            dims: vec![2],
+            data_type: DATA_TYPE_INT64,
+            ..TensorProto::default()
+        };
+        // dims = 1 (packed: 0x0a, len 1, 2), data_type = 2 (0x10, 7)
+        assert_eq!(tensor.encode_to_vec(), [0x0a, 1, 2, 0x10, 7]);
+    }
+}
