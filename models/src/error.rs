@@ -57,6 +57,9 @@ pub enum ModelsError {
     /// cannot reach the target).
     #[error(transparent)]
     Privacy(#[from] PrivacyError),
+    /// ONNX export failed (a layer ONNX cannot express, a file that cannot be written).
+    #[error(transparent)]
+    Onnx(#[from] strata_onnx::OnnxError),
 }
 
 impl From<TensorError> for ModelsError {

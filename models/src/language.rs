@@ -723,6 +723,30 @@ fn sample<R: Rng + ?Sized>(logits: &[f32], temperature: f64, rng: &mut R) -> usi
     argmax
 }
 
+/// A character model exported traced on one window of `len` indices below `vocab`; the
+/// trace must equal the model's own logits.
+///
+/// # Errors
+/// The export's errors; a trace that differs from the model's forward.
+pub(crate) fn export_char_model(
+    net: &CharModel,
+    len: usize,
+    vocab: usize,
+    name: &str,
+) -> Result<strata_onnx::Exported> {
+    let data = (0..len)
+        .map(|i| ((i * 31 + 7) % vocab.max(1)) as i64)
+        .collect();
+    let ids = IndexTensor::from_vec(data, &[1, len])?;
+    let expected = strata_autograd::no_grad(|| net.logits(&ids))?;
+    match net {
+        CharModel::Rnn(m) => crate::models::export_checked(m, ids.into(), &expected.value(), name),
+        CharModel::Transformer(m) => {
+            crate::models::export_checked(m, ids.into(), &expected.value(), name)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,6 +116,14 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Export a checkpoint to an ONNX model (opset 17, a dynamic batch dimension); inputs
+    /// are preprocessed as in training (see the provenance record).
+    Export {
+        /// The checkpoint directory (OUT/checkpoint of a training).
+        checkpoint: PathBuf,
+        /// The .onnx file to write (written aside, then renamed into place).
+        output: PathBuf,
+    },
     /// Print a checkpoint's provenance record.
     Info {
         /// The checkpoint directory.
@@ -406,6 +414,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
             &reference::generate(&checkpoint, &prompt, length, temperature, seed)
                 .map_err(|e| e.to_string())?,
         )?,
+        Command::Export { checkpoint, output } => {
+            let exported = reference::export(&checkpoint, &output).map_err(|e| e.to_string())?;
+            let inputs = exported
+                .model
+                .graph
+                .as_ref()
+                .map(|g| g.initializer.len())
+                .unwrap_or(0);
+            out(&format!(
+                "wrote {} (ONNX opset {}, {inputs} initializers, batch dimension \"batch\")",
+                output.display(),
+                strata_onnx::OPSET
+            ))?
+        }
         Command::Info { checkpoint } => {
             out(&reference::info(&checkpoint).map_err(|e| e.to_string())?)?
         }

@@ -6,6 +6,7 @@ mod common;
 
 mod cli;
 mod data;
+mod export;
 mod fuzz;
 mod hostile;
 mod models;

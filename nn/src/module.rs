@@ -193,13 +193,23 @@ pub trait Module<T: Element = f32>: Send + Sync {
 }
 
 /// A module with one input and one output, chainable in a [`Sequential`].
-pub trait Forward<T: Element = f32>: Module<T> {
+///
+/// `Any` is a supertrait so that code holding a `&dyn Forward` (an exporter walking a
+/// [`Sequential`]) can recognise the concrete layer by upcasting to `&dyn Any` and
+/// downcasting.
+pub trait Forward<T: Element = f32>: Module<T> + std::any::Any {
     /// Applies the module.
     ///
     /// # Errors
     /// [`NnError::Input`] when the input's shape does not fit the module, and errors of
     /// the ops inside.
     fn forward(&self, x: &Var<T>) -> Result<Var<T>>;
+
+    /// The layer's type name (`strata_nn::layers::linear::Linear<f32>` and the like), for
+    /// messages about a layer known only as a `dyn Forward`.
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<Self>()
+    }
 }
 
 /// Visits the state of `child` under `name.` — the building block of

@@ -91,6 +91,19 @@ impl CharRnn {
     }
 }
 
+impl strata_onnx::Export for CharRnn {
+    /// Indices `[N, L]` → logits `[N, L, vocab]`, from a zero state.
+    fn export(
+        &self,
+        g: &mut strata_onnx::Graph,
+        x: &strata_onnx::Value,
+    ) -> strata_onnx::Result<strata_onnx::Value> {
+        let h = g.scoped("embed", |g| self.embed.export(g, x))?;
+        let h = g.scoped("rnn", |g| self.rnn.export(g, &h))?;
+        g.scoped("head", |g| self.head.export(g, &h))
+    }
+}
+
 impl Module for CharRnn {
     fn visit_state(&self, f: &mut dyn FnMut(&str, &Var, StateKind)) {
         visit_child("embed", &self.embed, f);
@@ -157,6 +170,12 @@ impl ReferenceModel for CharRnnSpec {
 
     fn build(&self, config: &CharRnnConfig, rng: &mut StdRng) -> Result<Box<CharModel>> {
         Ok(Box::new(CharModel::Rnn(CharRnn::new(*config, rng)?)))
+    }
+
+    /// Traced on windows of 64 characters (the training window): the exported model takes
+    /// indices `[N, 64]` (int64) and gives logits `[N, 64, vocab]`.
+    fn export(&self, net: &CharModel, config: &CharRnnConfig) -> Result<strata_onnx::Exported> {
+        crate::language::export_char_model(net, 64, config.vocab, Self::NAME)
     }
 
     fn task(&self, _config: &CharRnnConfig) -> LanguageTask {

@@ -111,6 +111,28 @@ impl CharTransformer {
     }
 }
 
+impl strata_onnx::Export for CharTransformer {
+    /// Indices `[N, L]` → logits `[N, L, vocab]` under the causal mask (a constant of the
+    /// graph, so `L` is the traced length).
+    fn export(
+        &self,
+        g: &mut strata_onnx::Graph,
+        x: &strata_onnx::Value,
+    ) -> strata_onnx::Result<strata_onnx::Value> {
+        let len = x.shape().get(1).copied().unwrap_or(0);
+        let mask = causal_mask(len).map_err(|e| strata_onnx::OnnxError::Input {
+            shape: x.shape().to_vec(),
+            why: e.to_string(),
+        })?;
+        let h = g.scoped("embed", |g| self.embed.export(g, x))?;
+        let h = g.scoped("pos", |g| self.pos.export(g, &h))?;
+        let h = g.scoped("encoder", |g| {
+            strata_onnx::export_encoder(&self.encoder, g, &h, Some(&mask), true)
+        })?;
+        g.scoped("head", |g| self.head.export(g, &h))
+    }
+}
+
 /// The causal mask in `nn.MultiheadAttention`'s boolean convention: `true` (1) above the
 /// diagonal, where a position may not look.
 fn causal_mask(len: usize) -> Result<AttnMask> {
@@ -188,6 +210,16 @@ impl ReferenceModel for CharTransformerSpec {
         Ok(Box::new(CharModel::Transformer(CharTransformer::new(
             *config, rng,
         )?)))
+    }
+
+    /// Traced on the full context: the exported model takes indices `[N, context]` (int64)
+    /// and gives logits `[N, context, vocab]`.
+    fn export(
+        &self,
+        net: &CharModel,
+        config: &CharTransformerConfig,
+    ) -> Result<strata_onnx::Exported> {
+        crate::language::export_char_model(net, config.context, config.vocab, Self::NAME)
     }
 
     fn task(&self, _config: &CharTransformerConfig) -> LanguageTask {

@@ -131,6 +131,23 @@ impl Forward for Cnn {
     }
 }
 
+impl strata_onnx::Export for Cnn {
+    fn export(
+        &self,
+        g: &mut strata_onnx::Graph,
+        x: &strata_onnx::Value,
+    ) -> strata_onnx::Result<strata_onnx::Value> {
+        use strata_onnx::ops;
+        let h = g.scoped("conv1", |g| self.conv1.export(g, x))?;
+        let h = ops::relu(g, &h)?;
+        let h = MaxPool2d::new(2).export(g, &h)?;
+        let h = ops::flatten(g, &h, 1, -1)?;
+        let h = g.scoped("fc1", |g| self.fc1.export(g, &h))?;
+        let h = ops::relu(g, &h)?;
+        g.scoped("fc2", |g| self.fc2.export(g, &h))
+    }
+}
+
 /// `[height, width]`, with an error that names the image size.
 fn image_size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<[usize; 2], D::Error> {
     let sizes = Vec::<usize>::deserialize(d)?;
@@ -190,6 +207,12 @@ impl ReferenceModel for CnnSpec {
 
     fn build(&self, config: &CnnConfig, rng: &mut StdRng) -> Result<Box<dyn Forward>> {
         Ok(Box::new(Cnn::new(*config, rng)?))
+    }
+
+    fn export(&self, net: &dyn Forward, a: &CnnConfig) -> Result<strata_onnx::Exported> {
+        let shape = [1, a.in_channels, a.image_size[0], a.image_size[1]];
+        let example = strata_tensor::Tensor::randn(&shape, &mut strata_tensor::seeded_rng(0));
+        super::export_net::<Cnn>(net, example, Self::NAME)
     }
 
     fn task(&self, _: &CnnConfig) -> SupervisedTask {

@@ -112,6 +112,27 @@ impl Forward for DpCnn {
     }
 }
 
+impl strata_onnx::Export for DpCnn {
+    fn export(
+        &self,
+        g: &mut strata_onnx::Graph,
+        x: &strata_onnx::Value,
+    ) -> strata_onnx::Result<strata_onnx::Value> {
+        use strata_onnx::ops;
+        let pool = MaxPool2d::with_params(Pool2dParams::new(2).stride(1));
+        let h = g.scoped("conv1", |g| self.conv1.export(g, x))?;
+        let t = ops::tanh(g, &h)?;
+        let h = pool.export(g, &t)?;
+        let h = g.scoped("conv2", |g| self.conv2.export(g, &h))?;
+        let t = ops::tanh(g, &h)?;
+        let h = pool.export(g, &t)?;
+        let h = ops::flatten(g, &h, 1, -1)?;
+        let h = g.scoped("fc1", |g| self.fc1.export(g, &h))?;
+        let h = ops::tanh(g, &h)?;
+        g.scoped("fc2", |g| self.fc2.export(g, &h))
+    }
+}
+
 /// `strata train dp-cnn`: the [`DpCnn`] on MNIST; 40 epochs of Adam under a one-cycle
 /// schedule peaking at 1e-2, batch 2048 — the schedule for private training (`--dp`):
 /// the noise is added once per batch, so large batches (Dörmann et al. 2021) carry
@@ -165,6 +186,12 @@ impl ReferenceModel for DpCnnSpec {
 
     fn build(&self, config: &CnnConfig, rng: &mut StdRng) -> Result<Box<dyn Forward>> {
         Ok(Box::new(DpCnn::new(*config, rng)?))
+    }
+
+    fn export(&self, net: &dyn Forward, a: &CnnConfig) -> Result<strata_onnx::Exported> {
+        let shape = [1, a.in_channels, a.image_size[0], a.image_size[1]];
+        let example = strata_tensor::Tensor::randn(&shape, &mut strata_tensor::seeded_rng(0));
+        super::export_net::<DpCnn>(net, example, Self::NAME)
     }
 
     fn task(&self, _: &CnnConfig) -> SupervisedTask {

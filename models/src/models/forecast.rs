@@ -77,6 +77,21 @@ impl Forward for Forecaster {
     }
 }
 
+impl strata_onnx::Export for Forecaster {
+    /// `[N, W, 1]` → `[N]`.
+    fn export(
+        &self,
+        g: &mut strata_onnx::Graph,
+        x: &strata_onnx::Value,
+    ) -> strata_onnx::Result<strata_onnx::Value> {
+        use strata_onnx::ops;
+        let y = g.scoped("rnn", |g| self.rnn.export(g, x))?;
+        let last = ops::select(g, &y, 1, -1)?;
+        let out = g.scoped("head", |g| self.head.export(g, &last))?;
+        ops::squeeze(g, &out, -1)
+    }
+}
+
 /// The architecture record of `forecast` checkpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -168,6 +183,12 @@ impl ReferenceModel for ForecastSpec {
 
     fn build(&self, a: &ForecastArchitecture, rng: &mut StdRng) -> Result<Box<dyn Forward>> {
         Ok(Box::new(Forecaster::new(a.cell, a.hidden, a.layers, rng)?))
+    }
+
+    fn export(&self, net: &dyn Forward, a: &ForecastArchitecture) -> Result<strata_onnx::Exported> {
+        let example =
+            strata_tensor::Tensor::randn(&[1, a.window, 1], &mut strata_tensor::seeded_rng(0));
+        super::export_net::<Forecaster>(net, example, Self::NAME)
     }
 
     fn task(&self, _: &ForecastArchitecture) -> SupervisedTask {

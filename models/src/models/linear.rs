@@ -103,6 +103,17 @@ impl Forward for LinearRegression {
     }
 }
 
+impl strata_onnx::Export for LinearRegression {
+    fn export(
+        &self,
+        g: &mut strata_onnx::Graph,
+        x: &strata_onnx::Value,
+    ) -> strata_onnx::Result<strata_onnx::Value> {
+        let y = g.scoped("linear", |g| self.linear.export(g, x))?;
+        strata_onnx::ops::squeeze(g, &y, -1)
+    }
+}
+
 /// Polynomial regression in one input, `y = θ0 + θ1·x + … + θn·xⁿ`: the powers of `x` are
 /// standardised with statistics fitted on the training data (kept as buffers
 /// `feature_mean` and `feature_std`, so they travel with the checkpoint), then a linear
@@ -191,6 +202,43 @@ impl Forward for PolynomialRegression {
     }
 }
 
+impl strata_onnx::Export for PolynomialRegression {
+    /// The powers `x, x·x, …` (products, not `Pow`), concatenated, standardised with the
+    /// buffers, then the linear layer.
+    fn export(
+        &self,
+        g: &mut strata_onnx::Graph,
+        x: &strata_onnx::Value,
+    ) -> strata_onnx::Result<strata_onnx::Value> {
+        use strata_onnx::{Attr, OnnxError, Value};
+        let Some(strata_onnx::Example::Float(t)) = Some(x.example().clone()) else {
+            return Err(OnnxError::Input {
+                shape: x.shape().to_vec(),
+                why: "polynomial regression takes floats".into(),
+            });
+        };
+        let p = self.powers(&t).map_err(|e| OnnxError::Input {
+            shape: t.shape().to_vec(),
+            why: e.to_string(),
+        })?;
+        let mut names = vec![x.name().to_string()];
+        for _ in 1..self.degree {
+            let last = names.last().cloned().unwrap_or_default();
+            names.push(g.op("Mul", &[&last, x.name()], vec![]));
+        }
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let powers = g.op("Concat", &refs, vec![("axis", Attr::Int(1))]);
+        let mean = g.param("feature_mean", &self.mean);
+        let std = g.param("feature_std", &self.std);
+        let centred = g.op("Sub", &[&powers, &mean], vec![]);
+        let z = g.op("Div", &[&centred, &std], vec![]);
+        let zv = p.sub(&self.mean.value())?.div(&self.std.value())?;
+        let z = Value::new(z, zv, Some(0));
+        let y = g.scoped("linear", |g| self.linear.export(g, &z))?;
+        strata_onnx::ops::squeeze(g, &y, -1)
+    }
+}
+
 /// The coefficient of determination `1 - SS_res / SS_tot` of predictions against targets.
 pub fn r2_score(predictions: &[f32], targets: &[f32]) -> f64 {
     let n = targets.len().max(1) as f64;
@@ -274,6 +322,12 @@ impl ReferenceModel for LinregSpec {
 
     fn build(&self, a: &LinregArchitecture, rng: &mut StdRng) -> Result<Box<dyn Forward>> {
         Ok(Box::new(LinearRegression::new(a.features, rng)))
+    }
+
+    fn export(&self, net: &dyn Forward, a: &LinregArchitecture) -> Result<strata_onnx::Exported> {
+        let example =
+            strata_tensor::Tensor::randn(&[1, a.features], &mut strata_tensor::seeded_rng(0));
+        super::export_net::<LinearRegression>(net, example, Self::NAME)
     }
 
     fn task(&self, _: &LinregArchitecture) -> SupervisedTask {
@@ -423,6 +477,11 @@ impl ReferenceModel for PolyregSpec {
             &[train.len(), 1],
         )?)?;
         Ok(Box::new(model))
+    }
+
+    fn export(&self, net: &dyn Forward, _: &PolyregArchitecture) -> Result<strata_onnx::Exported> {
+        let example = strata_tensor::Tensor::randn(&[1, 1], &mut strata_tensor::seeded_rng(0));
+        super::export_net::<PolynomialRegression>(net, example, Self::NAME)
     }
 
     fn task(&self, _: &PolyregArchitecture) -> SupervisedTask {

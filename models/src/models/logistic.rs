@@ -65,6 +65,21 @@ impl Forward for LogisticRegression {
     }
 }
 
+impl strata_onnx::Export for LogisticRegression {
+    fn export(
+        &self,
+        g: &mut strata_onnx::Graph,
+        x: &strata_onnx::Value,
+    ) -> strata_onnx::Result<strata_onnx::Value> {
+        let logits = g.scoped("linear", |g| self.linear.export(g, x))?;
+        if self.is_binary() {
+            strata_onnx::ops::squeeze(g, &logits, -1)
+        } else {
+            Ok(logits)
+        }
+    }
+}
+
 /// The architecture record of `logreg` checkpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +153,12 @@ impl ReferenceModel for LogregSpec {
         Ok(Box::new(LogisticRegression::new(
             a.features, a.classes, rng,
         )))
+    }
+
+    fn export(&self, net: &dyn Forward, a: &LogregArchitecture) -> Result<strata_onnx::Exported> {
+        let example =
+            strata_tensor::Tensor::randn(&[1, a.features], &mut strata_tensor::seeded_rng(0));
+        super::export_net::<LogisticRegression>(net, example, Self::NAME)
     }
 
     fn task(&self, a: &LogregArchitecture) -> SupervisedTask {

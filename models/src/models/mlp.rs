@@ -72,6 +72,21 @@ impl Forward for Mlp {
     }
 }
 
+impl strata_onnx::Export for Mlp {
+    fn export(
+        &self,
+        g: &mut strata_onnx::Graph,
+        x: &strata_onnx::Value,
+    ) -> strata_onnx::Result<strata_onnx::Value> {
+        let h = if x.ndim() > 2 {
+            strata_onnx::ops::flatten(g, x, 1, -1)?
+        } else {
+            x.clone()
+        };
+        g.scoped("layers", |g| self.layers.export(g, &h))
+    }
+}
+
 /// The architecture record of `mlp` checkpoints.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,6 +145,13 @@ impl ReferenceModel for MlpSpec {
 
     fn build(&self, a: &MlpArchitecture, rng: &mut StdRng) -> Result<Box<dyn Forward>> {
         Ok(Box::new(Mlp::new(&a.sizes, rng)?))
+    }
+
+    fn export(&self, net: &dyn Forward, a: &MlpArchitecture) -> Result<strata_onnx::Exported> {
+        let mut shape = vec![1];
+        shape.extend(&a.input_shape);
+        let example = strata_tensor::Tensor::randn(&shape, &mut strata_tensor::seeded_rng(0));
+        super::export_net::<Mlp>(net, example, Self::NAME)
     }
 
     fn task(&self, _: &MlpArchitecture) -> SupervisedTask {

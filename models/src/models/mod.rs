@@ -55,3 +55,54 @@ pub static REGISTRY: &[Model] = &[
     Model::new(&Seq2SeqSpec),
     Model::new(&PinnSpec),
 ];
+
+/// The network a spec built as a `dyn Forward`, recognised as the model `M` and exported
+/// traced on `example`; the trace's output must equal the network's own forward on it.
+///
+/// # Errors
+/// A network of another type; the export's errors; a trace that differs from the forward.
+pub(crate) fn export_net<M: strata_onnx::Export + 'static>(
+    net: &dyn strata_nn::Forward,
+    example: strata_tensor::Tensor<f32>,
+    name: &str,
+) -> crate::Result<strata_onnx::Exported> {
+    let any: &dyn std::any::Any = net;
+    let model = any.downcast_ref::<M>().ok_or_else(|| {
+        crate::ModelsError::Config(format!(
+            "{name}: the network is a {}, not the model's own type",
+            net.type_name()
+        ))
+    })?;
+    let expected =
+        strata_autograd::no_grad(|| net.forward(&strata_autograd::Var::new(example.clone())))?;
+    export_checked(model, example.into(), &expected.value(), name)
+}
+
+/// Exports `model` on `example` and checks the trace against `expected`, strata's own
+/// forward on the example (so an export that drifts from the forward code is an error).
+pub(crate) fn export_checked<M: strata_onnx::Export + ?Sized>(
+    model: &M,
+    example: strata_onnx::Example,
+    expected: &strata_tensor::Tensor<f32>,
+    name: &str,
+) -> crate::Result<strata_onnx::Exported> {
+    let options = strata_onnx::ExportOptions {
+        graph_name: name.to_string(),
+        doc: format!(
+            "strata {name}, exported by strata {}",
+            env!("CARGO_PKG_VERSION")
+        ),
+        ..strata_onnx::ExportOptions::default()
+    };
+    let exported = strata_onnx::export(model, example, &options)?;
+    let (a, b) = (exported.output.to_vec(), expected.contiguous().to_vec());
+    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let same = exported.output.shape() == expected.shape()
+        && a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-5 * scale);
+    if !same {
+        return Err(crate::ModelsError::Config(format!(
+            "{name}: the ONNX export's trace differs from the model's forward"
+        )));
+    }
+    Ok(exported)
+}

@@ -66,6 +66,16 @@ impl Forward for PinnNet {
     }
 }
 
+impl strata_onnx::Export for PinnNet {
+    fn export(
+        &self,
+        g: &mut strata_onnx::Graph,
+        x: &strata_onnx::Value,
+    ) -> strata_onnx::Result<strata_onnx::Value> {
+        g.scoped("layers", |g| self.layers.export(g, x))
+    }
+}
+
 /// The architecture record of `pinn` checkpoints.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -496,6 +506,11 @@ impl ReferenceModel for PinnSpec {
 
     fn build(&self, a: &PinnArchitecture, rng: &mut StdRng) -> Result<Box<dyn Forward>> {
         Ok(Box::new(PinnNet::new(a.hidden, a.depth, rng)?))
+    }
+
+    fn export(&self, net: &dyn Forward, _: &PinnArchitecture) -> Result<strata_onnx::Exported> {
+        let example = strata_tensor::Tensor::randn(&[1, 2], &mut strata_tensor::seeded_rng(0));
+        super::export_net::<PinnNet>(net, example, Self::NAME)
     }
 
     fn task(&self, _: &PinnArchitecture) -> PinnTask {

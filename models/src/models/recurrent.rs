@@ -125,3 +125,17 @@ impl Module for Recurrent {
         }
     }
 }
+
+impl strata_onnx::Export for Recurrent {
+    /// The output sequence, from zeros.
+    fn export(
+        &self,
+        g: &mut strata_onnx::Graph,
+        x: &strata_onnx::Value,
+    ) -> strata_onnx::Result<strata_onnx::Value> {
+        match self {
+            Recurrent::Lstm(l) => l.export(g, x),
+            Recurrent::Gru(r) => r.export(g, x),
+        }
+    }
+}

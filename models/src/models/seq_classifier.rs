@@ -119,6 +119,21 @@ impl Forward for SequenceClassifier {
     }
 }
 
+impl strata_onnx::Export for SequenceClassifier {
+    /// Sequences `[N, L, F]` (the images' rows) → logits `[N, classes]`.
+    fn export(
+        &self,
+        g: &mut strata_onnx::Graph,
+        x: &strata_onnx::Value,
+    ) -> strata_onnx::Result<strata_onnx::Value> {
+        let h = g.scoped("embed", |g| self.embed.export(g, x))?;
+        let h = g.scoped("pos", |g| self.pos.export(g, &h))?;
+        let h = g.scoped("encoder", |g| self.encoder.export(g, &h))?;
+        let pooled = strata_onnx::ops::mean(g, &h, 1)?;
+        g.scoped("head", |g| self.head.export(g, &pooled))
+    }
+}
+
 /// `strata train seq-classifier`: a [`SequenceClassifier`] (d_model 64, 4 heads, two
 /// pre-norm layers, no dropout) of MNIST digits read as sequences of 28 rows of 28 pixels
 /// (or the 8×8 digits: 8 rows of 8); 2 epochs of Adam under a one-cycle schedule peaking
@@ -187,6 +202,18 @@ impl ReferenceModel for SeqClassifierSpec {
         rng: &mut StdRng,
     ) -> Result<Box<dyn Forward>> {
         Ok(Box::new(SequenceClassifier::new(*config, rng)?))
+    }
+
+    /// Traced on sequences `[1, length, features]`: the exported model takes the image's
+    /// rows as a sequence, without the channel dimension.
+    fn export(
+        &self,
+        net: &dyn Forward,
+        a: &SequenceClassifierConfig,
+    ) -> Result<strata_onnx::Exported> {
+        let shape = [1, a.length, a.features];
+        let example = strata_tensor::Tensor::randn(&shape, &mut strata_tensor::seeded_rng(0));
+        super::export_net::<SequenceClassifier>(net, example, Self::NAME)
     }
 
     fn task(&self, _: &SequenceClassifierConfig) -> SupervisedTask {

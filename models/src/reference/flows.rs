@@ -54,6 +54,8 @@ pub trait Flows: Sync {
     fn predict(&self, record: Record, dir: &Path, input: &Path) -> Result<Vec<String>>;
     /// Samples text from the checkpoint in `dir`.
     fn generate(&self, record: Record, dir: &Path, request: &Generate<'_>) -> Result<String>;
+    /// `strata export`: the checkpoint in `dir` as an ONNX model.
+    fn export(&self, record: Record, dir: &Path) -> Result<strata_onnx::Exported>;
 }
 
 /// What to generate: see [`generate`](super::generate).
@@ -370,6 +372,11 @@ impl<S: ReferenceModel> Flows for S {
     fn predict(&self, record: Record, dir: &Path, input: &Path) -> Result<Vec<String>> {
         let (architecture, extra, net) = rebuild(self, &record, dir)?;
         ReferenceModel::predict(self, &net, &record.typed(architecture, extra), input)
+    }
+
+    fn export(&self, record: Record, dir: &Path) -> Result<strata_onnx::Exported> {
+        let (architecture, _, net) = rebuild(self, &record, dir)?;
+        ReferenceModel::export(self, &net, &architecture)
     }
 
     fn generate(&self, record: Record, dir: &Path, request: &Generate<'_>) -> Result<String> {

@@ -270,6 +270,21 @@ pub fn generate(
         .generate(record, dir, &request)
 }
 
+/// The checkpoint in `dir` as an ONNX model (opset 17, weights as initializers, a dynamic
+/// batch dimension), written atomically to `out`; returns the export, with strata's own
+/// output on the example input it was traced on.
+///
+/// # Errors
+/// [`ModelsError::Checkpoint`](crate::ModelsError::Checkpoint) for a missing or foreign
+/// checkpoint; [`ModelsError::Onnx`](crate::ModelsError::Onnx) for a layer ONNX cannot
+/// express or a file that cannot be written.
+pub fn export(dir: &Path, out: &Path) -> Result<strata_onnx::Exported> {
+    let record = record::read(dir)?;
+    let exported = Model::named(&record.model)?.flows().export(record, dir)?;
+    exported.save(out)?;
+    Ok(exported)
+}
+
 /// The provenance record of the checkpoint in `dir`, pretty-printed as it is.
 ///
 /// # Errors

@@ -157,6 +157,23 @@ pub trait ReferenceModel: Sync + 'static {
         )))
     }
 
+    /// The trained `net` of `architecture` as an ONNX model (`strata export`), traced on an
+    /// example input of one sample; the batch dimension stays dynamic.
+    ///
+    /// # Errors
+    /// A network ONNX cannot express (naming the layer or op); by default, that the model
+    /// has no export.
+    fn export(
+        &self,
+        _net: &Network<Self>,
+        _architecture: &Self::Architecture,
+    ) -> Result<strata_onnx::Exported> {
+        Err(ModelsError::Config(format!(
+            "{} has no ONNX export",
+            Self::NAME
+        )))
+    }
+
     /// Text sampled from the trained `net`: `prompt` continued by `length` characters at
     /// `temperature`, drawn from `rng`.
     ///

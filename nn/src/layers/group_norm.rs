@@ -101,6 +101,18 @@ impl<T: Element> GroupNorm<T> {
     }
 }
 
+impl<T: Element> GroupNorm<T> {
+    /// The number of groups the channels are split into.
+    pub fn num_groups(&self) -> usize {
+        self.num_groups
+    }
+
+    /// The epsilon added to the variance.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+}
+
 impl<T: Element> Module<T> for GroupNorm<T> {
     fn visit_state(&self, f: &mut dyn FnMut(&str, &Var<T>, StateKind)) {
         if let Some(w) = &self.weight {

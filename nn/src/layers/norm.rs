@@ -41,6 +41,18 @@ impl<T: Element> LayerNorm<T> {
     }
 }
 
+impl<T: Element> LayerNorm<T> {
+    /// The trailing dimensions it normalises over.
+    pub fn normalized_shape(&self) -> &[usize] {
+        &self.normalized_shape
+    }
+
+    /// The epsilon added to the variance.
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+}
+
 impl<T: Element> Module<T> for LayerNorm<T> {
     fn visit_state(&self, f: &mut dyn FnMut(&str, &Var<T>, StateKind)) {
         if let Some(w) = &self.weight {
@@ -261,6 +273,16 @@ macro_rules! batch_norm_layer {
             /// The running (unbiased) variance, when tracked.
             pub fn running_var(&self) -> Option<Tensor<T>> {
                 self.core.running_var.as_ref().map(Var::value)
+            }
+
+            /// The settings.
+            pub fn config(&self) -> &BatchNormConfig {
+                &self.core.config
+            }
+
+            /// Whether it is in train mode (batch statistics).
+            pub fn is_training(&self) -> bool {
+                self.core.training
             }
 
             /// The number of batches seen in train mode, when tracked.

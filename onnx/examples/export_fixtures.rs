@@ -1,0 +1,146 @@
+//! Writes exported models for `tests/fixtures/check_onnxruntime.py`: for each case,
+//! `NAME.onnx`, the module's state dict `NAME.safetensors` (PyTorch's keys, so the script
+//! builds the same PyTorch module) and `NAME.json` (the example input and strata's output).
+//!
+//! `cargo run -p strata-onnx --example export_fixtures -- DIR`
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use strata_autograd::Var;
+use strata_nn::{
+    BatchNorm1d, Conv2d, Conv2dParams, Embedding, Flatten, Forward, GELU, GRU, LSTM, LayerNorm,
+    Linear, LogSoftmax, MaxPool2d, MhaConfig, Module, MultiheadAttention, RNN, ReLU, RnnConfig,
+    RnnNonlinearity, Sequential, TransformerEncoderLayer, TransformerEncoderLayerConfig,
+};
+use strata_onnx::{Example, Export, ExportOptions, export};
+use strata_tensor::{IndexTensor, Tensor, seeded_rng};
+
+fn json_list<T: std::fmt::Debug>(v: &[T]) -> String {
+    let items: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn write_case<M: Export + Module>(
+    dir: &Path,
+    name: &str,
+    module: &M,
+    input: Example,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let exported = export(module, input.clone(), &ExportOptions::default())?;
+    exported.save(&dir.join(format!("{name}.onnx")))?;
+    module.save_safetensors(&dir.join(format!("{name}.safetensors")))?;
+    let mut json = String::from("{");
+    match &input {
+        Example::Float(t) => {
+            let _ = write!(
+                json,
+                "\"indices\": false, \"input\": {}, ",
+                json_list(&t.to_vec())
+            );
+        }
+        Example::Index(t) => {
+            let _ = write!(
+                json,
+                "\"indices\": true, \"input\": {}, ",
+                json_list(&t.to_vec())
+            );
+        }
+    }
+    let _ = write!(
+        json,
+        "\"input_shape\": {}, \"output\": {}, \"output_shape\": {}}}",
+        json_list(input.shape()),
+        json_list(&exported.output.to_vec()),
+        json_list(exported.output.shape())
+    );
+    std::fs::write(dir.join(format!("{name}.json")), json)?;
+    println!(
+        "{name}: {:?} -> {:?}",
+        input.shape(),
+        exported.output.shape()
+    );
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir = std::env::args()
+        .nth(1)
+        .ok_or("usage: export_fixtures DIR")?;
+    let dir = Path::new(&dir);
+    std::fs::create_dir_all(dir)?;
+    let mut rng = seeded_rng(7);
+    let x = |shape: &[usize], rng: &mut _| Example::Float(Tensor::randn(shape, rng));
+
+    let cnn = Sequential::new()
+        .push(Conv2d::with_params(
+            1,
+            4,
+            [3, 3],
+            Conv2dParams::default().padding(1),
+            true,
+            &mut rng,
+        )?)
+        .push(ReLU)
+        .push(MaxPool2d::new(2))
+        .push(Flatten::default())
+        .push(Linear::new(4 * 4 * 4, 10, true, &mut rng));
+    write_case(dir, "cnn", &cnn, x(&[3, 1, 8, 8], &mut rng))?;
+
+    let p = Conv2dParams::default()
+        .stride(2)
+        .padding(2)
+        .dilation(2)
+        .groups(2);
+    let conv = Sequential::new().push(Conv2d::with_params(4, 6, [3, 2], p, true, &mut rng)?);
+    write_case(dir, "conv_groups", &conv, x(&[3, 4, 9, 8], &mut rng))?;
+
+    let config = RnnConfig::new(3, 4)
+        .num_layers(2)
+        .bidirectional(true)
+        .batch_first(true);
+    let lstm = LSTM::new(config.clone(), &mut rng)?;
+    write_case(dir, "lstm", &lstm, x(&[3, 5, 3], &mut rng))?;
+    let gru = GRU::new(config.clone(), &mut rng)?;
+    write_case(dir, "gru", &gru, x(&[3, 5, 3], &mut rng))?;
+    let rnn = RNN::new(config, RnnNonlinearity::Relu, &mut rng)?;
+    write_case(dir, "rnn_relu", &rnn, x(&[3, 5, 3], &mut rng))?;
+
+    let mha = MultiheadAttention::new(MhaConfig::new(8, 2).batch_first(true), &mut rng)?;
+    mha.in_proj_bias
+        .as_ref()
+        .ok_or("a bias")?
+        .set_value(Tensor::randn(&[24], &mut rng))?;
+    write_case(dir, "mha", &mha, x(&[3, 5, 8], &mut rng))?;
+
+    let layer = TransformerEncoderLayerConfig::new(8, 2)
+        .dim_feedforward(16)
+        .dropout(0.0)
+        .batch_first(true);
+    let encoder_layer = TransformerEncoderLayer::new(layer, &mut rng)?;
+    write_case(
+        dir,
+        "encoder_layer",
+        &encoder_layer,
+        x(&[3, 5, 8], &mut rng),
+    )?;
+
+    let mut norms = Sequential::new()
+        .push(BatchNorm1d::new(5))
+        .push(LayerNorm::new(&[5]));
+    norms.forward(&Var::new(Tensor::randn(&[16, 5], &mut rng)))?;
+    norms.eval();
+    write_case(dir, "norms", &norms, x(&[3, 5], &mut rng))?;
+
+    let mlp = Sequential::new()
+        .push(Linear::new(6, 5, true, &mut rng))
+        .push(GELU { tanh: true })
+        .push(Linear::new(5, 4, true, &mut rng))
+        .push(LogSoftmax { dim: -1 });
+    write_case(dir, "gelu_mlp", &mlp, x(&[3, 6], &mut rng))?;
+
+    let embedding = Embedding::new(11, 4, None, &mut rng)?;
+    let ids = IndexTensor::from_vec((0..15).map(|i| (i * 7) % 11).collect(), &[3, 5])?;
+    write_case(dir, "embedding", &embedding, Example::Index(ids))?;
+    Ok(())
+}

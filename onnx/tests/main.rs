@@ -1,0 +1,8 @@
+//! strata-onnx's integration tests: every layer kind exported, run by tract at two batch
+//! sizes and compared with strata's own forward; hostile exports refused with errors.
+
+mod common;
+mod hostile;
+mod layers;
+mod recurrent;
+mod transformer;
