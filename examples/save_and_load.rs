@@ -1,13 +1,15 @@
-//! Saving and loading: a model's state dict as safetensors (PyTorch's `save_file` format,
-//! written atomically), loaded strictly into a freshly built model whose outputs are then
-//! the same bit for bit; the optimizer's state saved beside it so that training resumes
-//! exactly where it stopped.
+//! Saving, loading and exporting: a model's state dict as safetensors (PyTorch's
+//! `save_file` format, written atomically), loaded strictly into a freshly built model
+//! whose outputs are then the same bit for bit; the optimizer's state saved beside it so
+//! that training resumes exactly where it stopped; and the model exported to ONNX (any
+//! batch size) for other runtimes.
 //!
 //! `cargo run --release -p strata-examples --example save_and_load`
 
 use strata_autograd::{Var, no_grad};
 use strata_nn::loss::{ClassLossOptions, cross_entropy};
 use strata_nn::{Forward, Linear, Module, ReLU, Sequential, StateDict};
+use strata_onnx::{ExportOptions, export};
 use strata_optim::{Adam, AdamConfig, Optimizer, OptimizerState};
 use strata_tensor::{IndexTensor, Tensor, seeded_rng};
 
@@ -83,6 +85,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         restored.state_dict().get("2.weight").map(Tensor::to_vec)
     );
     println!("resumed optimizer: the next step matches (loss {l1:.5})");
+
+    // ONNX: a trace of the forward on an example batch; the file's batch is dynamic.
+    let exported = export(&model, x.clone(), &ExportOptions::default())?;
+    exported.save(&dir.join("model.onnx"))?;
+    let size = std::fs::metadata(dir.join("model.onnx"))?.len();
+    println!("exported model.onnx ({size} bytes, opset 17, dynamic batch)");
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

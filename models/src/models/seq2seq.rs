@@ -574,16 +574,7 @@ impl Task for Seq2SeqTask {
             // Private training draws Poisson batches of pairs, from the OS generator
             // unless the noise is seeded.
             Some(private) => {
-                let (q, secure) = {
-                    let p = private.lock();
-                    (p.dp.config().sample_rate, p.dp.secure_noise())
-                };
-                let n = data.train.len();
-                let sampler = if secure {
-                    PoissonSampler::new(n, q)?
-                } else {
-                    PoissonSampler::seeded(n, q, plan.seed)?
-                };
+                let sampler = private.sampler(data.train.len(), plan.seed, comm)?;
                 Some(PoissonPairs {
                     pairs: &data.train,
                     sampler,

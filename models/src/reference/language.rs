@@ -6,7 +6,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use strata_optim::Optimizer;
-use strata_privacy::PoissonSampler;
 use strata_tensor::IndexTensor;
 use strata_tensor::rand::rngs::StdRng;
 use strata_tensor::seeded_rng;
@@ -228,19 +227,8 @@ impl Task for LanguageTask {
             // Private training draws Poisson batches of disjoint windows, from the OS
             // generator unless the noise is seeded.
             Some(private) => {
-                let (q, secure) = {
-                    let p = private.lock();
-                    (p.dp.config().sample_rate, p.dp.secure_noise())
-                };
                 let n = corpus.window_count(self.seq_len);
-                let sampler = if secure {
-                    PoissonSampler::new(n, q)?
-                } else {
-                    PoissonSampler::seeded(n, q, plan.seed)?
-                };
-                // Across ranks, each rank samples its own shard at the same q.
-                let comm = &plan.loop_config.comm;
-                let sampler = sampler.shard(comm.rank(), comm.size())?;
+                let sampler = private.sampler(n, plan.seed, &plan.loop_config.comm)?;
                 Some(PoissonWindows::new(
                     corpus,
                     self.seq_len,

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use strata_autograd::{Var, no_grad};
 use strata_nn::Forward;
 use strata_optim::Optimizer;
-use strata_privacy::PoissonSampler;
 use strata_tensor::Tensor;
 
 use super::TrainOptions;
@@ -149,18 +148,7 @@ impl Task for SupervisedTask {
             // Private training draws Poisson batches, from the OS generator unless the
             // noise is seeded (then the whole run repeats, and is recorded as not private).
             Some(private) => {
-                let (q, secure) = {
-                    let p = private.lock();
-                    (p.dp.config().sample_rate, p.dp.secure_noise())
-                };
-                let n = data.train.len();
-                let sampler = if secure {
-                    PoissonSampler::new(n, q)?
-                } else {
-                    PoissonSampler::seeded(n, q, plan.seed)?
-                };
-                // Across ranks, each rank samples its own shard at the same q.
-                let sampler = sampler.shard(comm.rank(), comm.size())?;
+                let sampler = private.sampler(data.train.len(), plan.seed, comm)?;
                 Box::new(PoissonEpochs::new(&data.train, sampler, epochs)?)
             }
             None => Box::new(Epochs::distributed(

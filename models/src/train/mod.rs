@@ -50,7 +50,7 @@ use strata_distributed::{Communicator, ReduceOp};
 use strata_nn::Module;
 use strata_optim::schedule::{OneCycleLR, SchedulerState};
 use strata_optim::{Optimizer, clip_grad_norm};
-use strata_privacy::{AccountantKind, DpSgd, PrivacyError};
+use strata_privacy::{AccountantKind, DpSgd, PoissonSampler, PrivacyError};
 
 use crate::{ModelsError, Result};
 
@@ -269,6 +269,26 @@ impl PrivacyHandle {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The Poisson sampler of this rank for `n` units of privacy: each unit kept with the
+    /// training's sample rate, from the OS generator unless the noise is seeded (then
+    /// from `seed`, and the run repeats); across ranks, each rank samples its own shard
+    /// at the same rate, so that together they draw one Poisson sample of all `n`.
+    ///
+    /// # Errors
+    /// A sampler the sizes do not allow (no units, more ranks than units).
+    pub fn sampler(&self, n: usize, seed: u64, comm: &Communicator) -> Result<PoissonSampler> {
+        let (q, secure) = {
+            let p = self.lock();
+            (p.dp.config().sample_rate, p.dp.secure_noise())
+        };
+        let sampler = if secure {
+            PoissonSampler::new(n, q)?
+        } else {
+            PoissonSampler::seeded(n, q, seed)?
+        };
+        Ok(sampler.shard(comm.rank(), comm.size())?)
     }
 }
 
