@@ -9,6 +9,7 @@ Naming convention (shared with xtask/src/bench.rs and the criterion benches):
   with variant = "<name> <param>". This script reports impl "torch" with exactly the
   variants the Rust benches use:
     W1 matmul n=256|n=512|n=1024|n=2048   a @ b, square          2n^3 FLOP       GFLOP/s
+    W1 gemm fwd_128x512x784t|...          the products training runs (GEMM_SHAPES)  GFLOP/s
     W2 conv2d fwd                         x[32,3,32,32] * w[32,3,3,3], pad 1, no bias
                                           2*N*O*Ho*Wo*C*kh*kw FLOP                GFLOP/s
     W2 conv2d fwd+bwd                     nn.Conv2d(3,32,3,padding=1) forward and backward
@@ -71,6 +72,17 @@ import time
 
 # (workload, name, param): the benchmark id is f"{workload}_{name}/torch/{param}".
 MATMUL_SIZES = (256, 512, 1024, 2048)
+# The products training runs (bench/benches/tensor_ops.rs, GEMM_SHAPES): (param, [batch, m,
+# n, k], a transposed, b transposed).
+GEMM_SHAPES = (
+    ("fwd_128x512x784t", (1, 128, 512, 784), False, True),
+    ("dgrad_128x784x512", (1, 128, 784, 512), False, False),
+    ("wgrad_512tx784x128", (1, 512, 784, 128), True, False),
+    ("fwd_32x512x784t", (1, 32, 512, 784), False, True),
+    ("qkv_2048x768x256t", (1, 2048, 768, 256), False, True),
+    ("wgrad_1024tx256x2048", (1, 1024, 256, 2048), True, False),
+    ("scores_b128_128x128x32t", (128, 128, 128, 32), False, True),
+)
 ELEMENTWISE_LEN = 16_777_216
 CONV_X = (32, 3, 32, 32)
 CONV_W = (32, 3, 3, 3)
@@ -261,6 +273,19 @@ def workloads(torch):
 
     for n in MATMUL_SIZES:
         yield "W1", "matmul", f"n={n}", matmul(n)
+
+    def gemm(batch, m, n, k, ta, tb):
+        def setup():
+            def operand(rows, cols, transposed):
+                t = torch.randn(batch, cols, rows).transpose(1, 2) if transposed \
+                    else torch.randn(batch, rows, cols)
+                return t[0] if batch == 1 else t
+            a, b = operand(m, k, ta), operand(k, n, tb)
+            return (lambda: a @ b), 2 * batch * m * n * k, "flops"
+        return setup
+
+    for param, (batch, m, n, k), ta, tb in GEMM_SHAPES:
+        yield "W1", "gemm", param, gemm(batch, m, n, k, ta, tb)
 
     def conv2d():
         x, w = torch.randn(*CONV_X), torch.randn(*CONV_W)

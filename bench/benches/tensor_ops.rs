@@ -1,4 +1,4 @@
-//! Workloads W1 (matmul), W2 (conv2d), W7 (elementwise) and W9 (softmax), f32.
+//! Workloads W1 (matmul, and the machine's FMA peak), W2 (conv2d), W7 (elementwise) and W9 (softmax), f32.
 //!
 //! Run through `cargo xtask bench [W1|W2|W7|W9] [--vs torch]`, which fixes the thread count
 //! and collects the medians into `target/bench/results.json`. Ids follow
@@ -43,6 +43,72 @@ fn w1_matmul(c: &mut Criterion) {
             })
         });
     }
+    group.finish();
+}
+
+/// The products training runs, named `<where>_<m>x<n>x<k>` (`t` marks a transposed
+/// operand, a view with swapped strides as autograd makes them; `b128` a batch of 128
+/// products): an MLP's Linear 784→512 at batch 128 (forward `x·Wᵀ`, input gradient `g·W`,
+/// weight gradient `gᵀ·x`), the same forward at batch 32, the fused QKV projection of W6's
+/// transformer layer, the weight gradient of its feed-forward, and its per-head attention
+/// scores `Q·Kᵀ`. Shared with `bench/torch_bench.py`.
+const GEMM_SHAPES: &[(&str, [usize; 4], bool, bool)] = &[
+    // (param, [batch, m, n, k], a transposed, b transposed)
+    ("fwd_128x512x784t", [1, 128, 512, 784], false, true),
+    ("dgrad_128x784x512", [1, 128, 784, 512], false, false),
+    ("wgrad_512tx784x128", [1, 512, 784, 128], true, false),
+    ("fwd_32x512x784t", [1, 32, 512, 784], false, true),
+    ("qkv_2048x768x256t", [1, 2048, 768, 256], false, true),
+    ("wgrad_1024tx256x2048", [1, 1024, 256, 2048], true, false),
+    ("scores_b128_128x128x32t", [128, 128, 128, 32], false, true),
+];
+
+fn w1_gemm(c: &mut Criterion) {
+    let mut group = c.benchmark_group("W1_gemm");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    for &(param, [batch, m, n, k], ta, tb) in GEMM_SHAPES {
+        let mut rng = seeded_rng(m as u64);
+        let operand = |rows: usize, cols: usize, transposed: bool, rng: &mut _| {
+            if transposed {
+                Tensor::<f32>::randn(&[batch, cols, rows], rng)
+                    .transpose(1, 2)
+                    .unwrap()
+            } else {
+                Tensor::<f32>::randn(&[batch, rows, cols], rng)
+            }
+        };
+        let a = operand(m, k, ta, &mut rng);
+        let b = operand(k, n, tb, &mut rng);
+        let (a, b) = if batch == 1 {
+            (a.squeeze(0).unwrap(), b.squeeze(0).unwrap())
+        } else {
+            (a, b)
+        };
+        group.throughput(Throughput::Elements(2 * (batch * m * n * k) as u64));
+        group.bench_function(BenchmarkId::new("strata", param), |bench| {
+            bench.iter(|| black_box(a.matmul(&b).unwrap()))
+        });
+    }
+    group.finish();
+}
+
+/// The machine's f32 peak (register-only FMAs on every thread), the yardstick of W1.
+fn w1_peak(c: &mut Criterion) {
+    const STEPS: usize = 1 << 20;
+    let Some(flops) = strata_tensor::fma_peak_probe(1) else {
+        return;
+    };
+    let mut group = c.benchmark_group("W1_peak");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    group.throughput(Throughput::Elements(flops * STEPS as u64));
+    let id = format!("threads={}", rayon::current_num_threads());
+    group.bench_function(BenchmarkId::new("fma", id), |bench| {
+        bench.iter(|| black_box(strata_tensor::fma_peak_probe(STEPS)))
+    });
     group.finish();
 }
 
@@ -107,5 +173,13 @@ fn w9_softmax(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, w1_matmul, w2_conv2d, w7_elementwise, w9_softmax);
+criterion_group!(
+    benches,
+    w1_peak,
+    w1_matmul,
+    w1_gemm,
+    w2_conv2d,
+    w7_elementwise,
+    w9_softmax
+);
 criterion_main!(benches);

@@ -45,6 +45,30 @@ pub mod io;
 mod ops;
 
 pub use engine::simd::{PORTABLE_ENV, simd_level};
+
+/// Measures the machine's f32 peak, for judging the matrix-product kernels against: every
+/// thread of the current rayon pool runs `steps` rounds of 24 independent 16-lane fused
+/// multiply-adds on registers only (the instruction mix of the AVX-512 GEMM microkernel
+/// without its loads). Returns the floating-point operations done (a multiply-add counts
+/// 2); divide by the elapsed time for FLOP/s. `None` where the CPU lacks AVX-512 or
+/// `STRATA_PORTABLE` is set.
+///
+/// ```
+/// let start = std::time::Instant::now();
+/// if let Some(flops) = strata_tensor::fma_peak_probe(1_000_000) {
+///     let gflops = flops as f64 / start.elapsed().as_secs_f64() / 1e9;
+///     assert!(gflops > 0.0);
+/// }
+/// ```
+pub fn fma_peak_probe(steps: usize) -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    return engine::sgemm::fma_peak_probe(steps);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = steps;
+        None
+    }
+}
 pub use error::{Result, TensorError};
 pub use fused::attention::{HeadInputs, HeadLayout, SdpaMask, SdpaParams};
 pub use fused::conv::{Conv1dParams, Conv2dParams, Padding};

@@ -2,19 +2,26 @@
 //! of any strides, blocked the way BLIS blocks it.
 //!
 //! - `B` is packed, [`KC`] rows by [`NC`] columns at a time, into panels of [`NR`] = 32
-//!   columns (`[kc, 32]` each, zero-padded), which the microkernel reads with two aligned
-//!   vector loads per step of `k`;
+//!   columns (`[kc, 32]` each, zero-padded), which the microkernel reads with two vector
+//!   loads per step of `k`;
 //! - `A` is packed, [`MC`] rows at a time, into panels of [`MR`] = 12 rows (`[kc, 12]`
 //!   each, zero-padded), whose values the microkernel broadcasts;
+//! - packing a transposed operand (a column-major `B`, a row-major `A`) transposes 16 × 16
+//!   blocks in registers, so that the weight-gradient and `x·Wᵀ` products of training pack
+//!   as fast as plain ones;
 //! - the microkernel keeps a 12 × 32 tile of `C` in 24 of the 32 vector registers: per
 //!   step of `k`, 2 loads of `B`, 12 broadcasts of `A` and 24 fused multiply-adds, enough
-//!   independent chains to keep both FMA pipes busy. A panel of `B` (32 KiB at
-//!   `KC` = 256) stays in L1 while every panel of the `A` block (in L2) passes over it.
+//!   independent chains to keep the FMA pipes busy (it runs at the register-only peak of
+//!   [`fma_peak_probe`] when its operands are in L1). A panel of `A` (24 KiB at `KC` =
+//!   512) stays in L1 while the panels of the `B` block stream past it.
 //!
-//! Work is split across threads by blocks of rows of `C` (each task packs its own block
-//! of `A`) or, when there are too few of those, by groups of panels of `B` (sharing one
-//! packed block of `A`). Every element of `C` is computed by the same sequence of
-//! operations whatever the split, so results do not depend on the thread count.
+//! Threads: `C` is cut into one rectangle per thread ([`grid`]: rows, columns or both,
+//! whichever gives the smallest largest share), and each thread runs the whole blocked
+//! product on its rectangle with its own packing buffers. One fork-join per product and no
+//! thread waits on another's packing; the price is that the shared operand is packed once
+//! per thread, which costs a few percent at most. Every element of `C` is computed by the
+//! same sequence of operations whatever the split, so results do not depend on the thread
+//! count.
 //!
 //! The caller ([`gemm::raw`](super::gemm::raw)) checks the bounds of every operand; this
 //! module's safety contract is stated once at [`sgemm`].
@@ -28,12 +35,14 @@ use crate::handle::storage::alloc;
 pub(crate) const MR: usize = 12;
 /// Columns of a microkernel tile (and of a packed panel of `B`): two 16-lane registers.
 pub(crate) const NR: usize = 32;
-/// The slice of `k` one packing covers.
-const KC: usize = 256;
+/// The slice of `k` one packing covers: a panel of `A` (`KC × MR`, 24 KiB) stays in L1
+/// while the panels of `B` stream past it. Long enough that the tile of `C` is read and
+/// written once per 512 steps of `k`.
+const KC: usize = 512;
 /// Rows of `A` packed at a time (a multiple of [`MR`]).
 const MC: usize = 16 * MR;
-/// Columns of `B` packed at a time (a multiple of [`NR`]).
-const NC: usize = 128 * NR;
+/// Columns of `B` packed at a time (a multiple of [`NR`]): a block of `KC × NC` (2 MiB).
+const NC: usize = 32 * NR;
 
 /// A read-only strided operand: element `(i, j)` at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy)]
@@ -77,6 +86,10 @@ pub(crate) fn available() -> bool {
 /// `c = a · b` (with `accumulate`, `c += a · b`) for `a` `[m, k]` and `b` `[k, n]`;
 /// `c`'s rows start `ldc` apart and hold their `n` elements contiguously.
 ///
+/// With `parallel`, `c` is cut into one rectangle per thread of the pool ([`grid`]), each
+/// computed by [`serial`] with its own packing buffers: one fork-join per product, and no
+/// thread waits on another's packing.
+///
 /// # Safety
 /// [`available`] is true; every element `(i, j)` the operands' strides address for `i <
 /// m`, `j < n` (and `k`) lies inside a live allocation; no other thread writes `a` or `b`
@@ -94,73 +107,138 @@ pub(crate) unsafe fn sgemm(
         return;
     }
     let c = Out { ptr: c, rs: ldc };
+    let threads = if parallel { par::threads() } else { 1 };
+    let (tm, tn) = grid(m, n, k, threads);
+    par::run(tm * tn, tm * tn > 1, |t| {
+        // The whole `Out` (Sync), not its raw pointer field, is captured.
+        let c = c;
+        let rows = share(m, tm, t / tn, MR);
+        let cols = share(n, tn, t % tn, NR);
+        if rows.is_empty() || cols.is_empty() {
+            return;
+        }
+        let (i0, j0) = (rows.start, cols.start);
+        // SAFETY: the rectangle's rows of a, columns of b and elements of c are in bounds
+        // (the contract); no other task writes this rectangle of c.
+        unsafe {
+            serial(
+                Out {
+                    ptr: c.ptr.wrapping_add(i0 * ldc + j0),
+                    rs: ldc,
+                },
+                (rows.len(), cols.len(), k),
+                Operand {
+                    ptr: a.at(i0, 0),
+                    ..a
+                },
+                Operand {
+                    ptr: b.at(0, j0),
+                    ..b
+                },
+                accumulate,
+            );
+        }
+    });
+}
+
+/// How to cut an `m × n` product into `tm × tn` rectangles for `threads` threads
+/// (`tm · tn ≤ threads`): the cut that minimises the largest rectangle's work, counting the
+/// packing each rectangle does (its rows of `A` and columns of `B`, `k` values each) beside
+/// its multiply-adds, in whole tiles.
+fn grid(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
+    let (mu, nu) = (m.div_ceil(MR), n.div_ceil(NR));
+    let mut best = (1, 1);
+    let mut best_cost = usize::MAX;
+    for tm in 1..=threads.min(mu) {
+        let tn = (threads / tm).min(nu);
+        let rows = mu.div_ceil(tm) * MR;
+        let cols = nu.div_ceil(tn) * NR;
+        // Multiply-adds, plus the packing (about 8 multiply-adds' worth per value packed).
+        let cost = rows * cols * k + 8 * (rows + cols) * k;
+        if cost < best_cost {
+            (best, best_cost) = ((tm, tn), cost);
+        }
+    }
+    best
+}
+
+/// Part `p` of `len` cut into `parts` pieces of whole `unit`s (the last may be ragged), as
+/// even as whole units allow.
+fn share(len: usize, parts: usize, p: usize, unit: usize) -> std::ops::Range<usize> {
+    let units = len.div_ceil(unit);
+    let lo = (p * units / parts * unit).min(len);
+    let hi = ((p + 1) * units / parts * unit).min(len);
+    lo..hi
+}
+
+/// One thread's product `c (+)= a · b`, blocked the way BLIS blocks it (see the module
+/// docs).
+///
+/// # Safety
+/// As [`sgemm`], for this rectangle of `c`.
+unsafe fn serial(
+    c: Out,
+    (m, n, k): (usize, usize, usize),
+    a: Operand,
+    b: Operand,
+    accumulate: bool,
+) {
     if k == 0 {
         if !accumulate {
             for i in 0..m {
                 // SAFETY: row i of c, n elements (the contract).
-                unsafe { std::slice::from_raw_parts_mut(c.ptr.add(i * ldc), n).fill(0.0) };
+                unsafe { std::slice::from_raw_parts_mut(c.ptr.add(i * c.rs), n).fill(0.0) };
             }
         }
         return;
     }
-    let threads = if parallel { par::threads() } else { 1 };
-    let row_blocks = m.div_ceil(MC);
-    let mut bpack = alloc::<f32>(KC * NC.min(n.next_multiple_of(NR)));
-    let mut apack = alloc::<f32>(MC * KC);
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
+    let (kc_max, mc_max, nc_max) = (KC, MC, NC);
+    let (b_len, a_len) = (
+        kc_max.min(k) * nc_max.min(n.next_multiple_of(NR)),
+        mc_max.min(m.next_multiple_of(MR)) * kc_max.min(k),
+    );
+    let mut bbuf = alloc::<f32>(b_len + ALIGN);
+    let mut abuf = alloc::<f32>(a_len + ALIGN);
+    let bpack = aligned(&mut bbuf, b_len);
+    let apack = aligned(&mut abuf, a_len);
+    for jc in (0..n).step_by(nc_max) {
+        let nc = nc_max.min(n - jc);
         let panels = nc.div_ceil(NR);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
+        for pc in (0..k).step_by(kc_max) {
+            let kc = kc_max.min(k - pc);
             let add = accumulate || pc > 0;
             // SAFETY: rows pc..pc + kc and columns jc..jc + nc of b are in bounds (the
             // contract); the buffer holds `panels` panels of kc × NR.
-            unsafe { pack_b(&mut bpack, b, (pc, jc), (kc, nc), threads > 1) };
+            unsafe { pack_b(bpack, b, (pc, jc), (kc, nc)) };
             let bp = Operand {
                 ptr: bpack.as_ptr(),
                 rs: 0,
                 cs: 0,
             };
-            if threads > 1 && row_blocks >= threads {
-                // One task per block of rows, each packing its own A.
-                par::run_init(
-                    row_blocks,
-                    true,
-                    || alloc::<f32>(MC * KC),
-                    |ap, blk| {
-                        let ic = blk * MC;
-                        let mc = MC.min(m - ic);
-                        // SAFETY: the block's rows of a, and of c (disjoint from the other
-                        // tasks' blocks), are in bounds; bpack is only read.
-                        unsafe {
-                            pack_a(ap, a, (ic, pc), (mc, kc));
-                            tiles(ap, bp, (kc, mc), 0..panels, c, (ic, jc), nc, add);
-                        }
-                    },
-                );
-            } else {
-                for ic in (0..m).step_by(MC) {
-                    let mc = MC.min(m - ic);
-                    // SAFETY: as above.
-                    unsafe { pack_a(&mut apack, a, (ic, pc), (mc, kc)) };
-                    let groups = if threads > 1 {
-                        panels.min(2 * threads)
-                    } else {
-                        1
-                    };
-                    let ap = &apack;
-                    par::run(groups, groups > 1, |g| {
-                        let range = g * panels / groups..(g + 1) * panels / groups;
-                        // SAFETY: the group's panels cover columns of c no other group
-                        // writes; the packed operands are only read.
-                        unsafe { tiles(ap, bp, (kc, mc), range, c, (ic, jc), nc, add) };
-                    });
+            for ic in (0..m).step_by(mc_max) {
+                let mc = mc_max.min(m - ic);
+                // SAFETY: rows ic..ic + mc of a and of c are in bounds; the packed
+                // operands are only read by the tiles.
+                unsafe {
+                    pack_a(apack, a, (ic, pc), (mc, kc));
+                    tiles(apack, bp, (kc, mc), 0..panels, c, (ic, jc), nc, add);
                 }
             }
         }
     }
-    recycle(bpack);
-    recycle(apack);
+    recycle(bbuf);
+    recycle(abuf);
+}
+
+/// Slack, in values, that lets a packing buffer start on a cache line.
+const ALIGN: usize = 16;
+
+/// The `len` values of `buf` (which holds `len + ALIGN`) that start on a 64-byte boundary:
+/// a vector load that straddles two cache lines costs two, so a packed panel read at an
+/// odd offset would slow every step of the microkernel.
+fn aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
+    let skip = buf.as_ptr().align_offset(64).min(ALIGN);
+    &mut buf[skip..skip + len]
 }
 
 /// Hands a packing buffer back to the cache of freed buffers.
@@ -187,15 +265,15 @@ unsafe fn tiles(
     nc: usize,
     add: bool,
 ) {
-    for jr in panels {
-        let cols = NR.min(nc - jr * NR);
-        // SAFETY: panel jr of the packed B (kc × NR).
-        let b = unsafe { bp.ptr.add(jr * kc * NR) };
-        for ir in 0..mc.div_ceil(MR) {
-            let rows = MR.min(mc - ir * MR);
-            // SAFETY: panel ir of the packed A, and the tile's rows and columns of c.
+    for ir in 0..mc.div_ceil(MR) {
+        let rows = MR.min(mc - ir * MR);
+        // SAFETY: panel ir of the packed A (kc × MR).
+        let a = unsafe { ap.as_ptr().add(ir * kc * MR) };
+        for jr in panels.clone() {
+            let cols = NR.min(nc - jr * NR);
+            // SAFETY: panel jr of the packed B, and the tile's rows and columns of c.
             unsafe {
-                let a = ap.as_ptr().add(ir * kc * MR);
+                let b = bp.ptr.add(jr * kc * NR);
                 let t = c.ptr.add((ic + ir * MR) * c.rs + jc + jr * NR);
                 micro(kc, a, b, t, c.rs, rows, cols, add);
             }
@@ -236,6 +314,14 @@ unsafe fn micro(
     // SAFETY: the reads stay inside the packed panels (kc steps of MR and NR values) and
     // the writes inside the tile's rows × cols (masked lanes are not touched).
     unsafe {
+        // The tile of c is read (or written) after the loop: start fetching it now, so
+        // that its cache misses overlap the multiply-adds.
+        for r in 0..rows {
+            let row = c.add(r * ldc).cast::<i8>();
+            _mm_prefetch::<_MM_HINT_T0>(row);
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(124));
+        }
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
         let (mut pa, mut pb) = (a, b);
         for _ in 0..kc {
@@ -262,42 +348,67 @@ unsafe fn micro(
     }
 }
 
+/// The machine's f32 peak, for judging the kernel against: every thread of the current
+/// rayon pool runs `steps` rounds of 24 independent 16-lane fused multiply-adds on
+/// registers only (no loads or stores), the same instruction mix as [`micro`]'s inner loop
+/// without its memory traffic. Returns the floating-point operations done (a multiply-add
+/// counts 2), or `None` where [`available`] is false.
+pub(crate) fn fma_peak_probe(steps: usize) -> Option<u64> {
+    if !available() {
+        return None;
+    }
+    let threads = par::threads();
+    par::run(threads, true, |t| {
+        // SAFETY: `available()` checked the features the probe is compiled for.
+        let sink = unsafe { fma_rounds(steps, t as f32) };
+        std::hint::black_box(sink);
+    });
+    let per_round = (MR * 2 * 16 * 2) as u64;
+    Some((threads as u64) * (steps as u64) * per_round)
+}
+
+/// `steps` rounds of 24 FMAs on 24 accumulators; returns their sum so that none is dead.
+///
+/// # Safety
+/// The CPU has AVX-512F ([`available`]).
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+unsafe fn fma_rounds(steps: usize, seed: f32) -> f32 {
+    let x = _mm512_set1_ps(0.999_999);
+    let y = _mm512_set1_ps(1e-7);
+    let mut acc = [[_mm512_set1_ps(seed); 2]; MR];
+    for _ in 0..steps {
+        for acc in acc.iter_mut() {
+            acc[0] = _mm512_fmadd_ps(acc[0], x, y);
+            acc[1] = _mm512_fmadd_ps(acc[1], x, y);
+        }
+    }
+    let mut sum = _mm512_setzero_ps();
+    for acc in acc {
+        sum = _mm512_add_ps(sum, _mm512_add_ps(acc[0], acc[1]));
+    }
+    _mm512_reduce_add_ps(sum)
+}
+
 /// Packs rows `pc..pc + kc`, columns `jc..jc + nc` of `b` into panels of [`NR`] columns:
 /// panel `p`'s row `kk` at `dst[(p·kc + kk)·NR ..]`, columns past `nc` zero.
 ///
 /// # Safety
 /// The addressed elements of `b` are in bounds; `dst` holds `nc.div_ceil(NR)·kc·NR`.
-unsafe fn pack_b(
-    dst: &mut [f32],
-    b: Operand,
-    (pc, jc): (usize, usize),
-    (kc, nc): (usize, usize),
-    parallel: bool,
-) {
+unsafe fn pack_b(dst: &mut [f32], b: Operand, (pc, jc): (usize, usize), (kc, nc): (usize, usize)) {
     let panels = nc.div_ceil(NR);
     let len = panels * kc * NR;
-    par::chunks_mut(
-        &mut dst[..len],
-        kc * NR,
-        parallel && len >= 1 << 16,
-        |p, out| {
+    dst[..len]
+        .chunks_exact_mut(kc * NR)
+        .enumerate()
+        .for_each(|(p, out)| {
             let j0 = jc + p * NR;
             let width = NR.min(jc + nc - j0);
             if b.rs == 1 && b.cs != 1 {
-                // Column-major b: read each column down k (contiguous), write it across
-                // the panel's rows.
-                if width < NR {
-                    out.fill(0.0);
-                }
-                for j in 0..width {
-                    // SAFETY: column j0 + j, rows pc..pc + kc of b (the contract).
-                    unsafe {
-                        let src = b.at(pc, j0 + j);
-                        for kk in 0..kc {
-                            out[kk * NR + j] = *src.add(kk);
-                        }
-                    }
-                }
+                // Column-major b: 16 × 16 blocks (16 columns, each 16 steps of k down its
+                // contiguous length) transposed in registers.
+                // SAFETY: columns j0..j0 + width, rows pc..pc + kc of b (the contract); the
+                // panel holds kc × NR values.
+                unsafe { pack_b_columns(out, b.at(pc, j0), b.cs, kc, width) };
                 return;
             }
             for (kk, row) in out.chunks_exact_mut(NR).enumerate() {
@@ -305,7 +416,12 @@ unsafe fn pack_b(
                 unsafe {
                     let src = b.at(pc + kk, j0);
                     if b.cs == 1 {
-                        std::ptr::copy_nonoverlapping(src, row.as_mut_ptr(), width);
+                        if width == NR {
+                            // A fixed-size copy: two vector moves, not a call to memcpy.
+                            row.copy_from_slice(&src.cast::<[f32; NR]>().read_unaligned());
+                        } else {
+                            std::ptr::copy_nonoverlapping(src, row.as_mut_ptr(), width);
+                        }
                     } else {
                         for (j, v) in row[..width].iter_mut().enumerate() {
                             *v = *src.add(j * b.cs);
@@ -314,8 +430,7 @@ unsafe fn pack_b(
                 }
                 row[width..].fill(0.0);
             }
-        },
-    );
+        });
 }
 
 /// Packs rows `ic..ic + mc`, columns `pc..pc + kc` of `a` into panels of [`MR`] rows:
@@ -339,9 +454,24 @@ unsafe fn pack_a(dst: &mut [f32], a: Operand, (ic, pc): (usize, usize), (mc, kc)
                 // the panel's step kk (MR values).
                 unsafe {
                     let src = a.at(i0, pc + kk);
-                    std::ptr::copy_nonoverlapping(src, panel.as_mut_ptr().add(kk * MR), height);
+                    let dst = panel.as_mut_ptr().add(kk * MR);
+                    if height == MR {
+                        // A fixed-size copy, not a call to memcpy.
+                        dst.cast::<[f32; MR]>()
+                            .write_unaligned(src.cast::<[f32; MR]>().read_unaligned());
+                    } else {
+                        std::ptr::copy_nonoverlapping(src, dst, height);
+                    }
                 }
             }
+            continue;
+        }
+        if a.cs == 1 {
+            // Row-major a: 16 × 16 blocks (the panel's rows, 16 steps of k each)
+            // transposed in registers.
+            // SAFETY: rows i0..i0 + height, columns pc..pc + kc of a (the contract); the
+            // panel holds kc × MR values.
+            unsafe { pack_a_rows(panel, a.at(i0, pc), a.rs, kc, height) };
             continue;
         }
         for r in 0..height {
@@ -352,6 +482,108 @@ unsafe fn pack_a(dst: &mut [f32], a: Operand, (ic, pc): (usize, usize), (mc, kc)
                     panel[kk * MR + r] = *src.add(kk * a.cs);
                 }
             }
+        }
+    }
+}
+
+/// Transposes a 16 × 16 block held as 16 row vectors: output `j` holds column `j`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    // Pairs of rows interleaved: t[2i], t[2i + 1] = the low and high halves of each lane.
+    let mut t = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4g + c], lane L: column 4L + c of rows 4g..4g + 4.
+    let mut u = [_mm512_setzero_ps(); 16];
+    for g in 0..4 {
+        let (a, b) = (t[4 * g], t[4 * g + 1]);
+        let (c, d) = (t[4 * g + 2], t[4 * g + 3]);
+        u[4 * g] = _mm512_shuffle_ps::<0x44>(a, c);
+        u[4 * g + 1] = _mm512_shuffle_ps::<0xEE>(a, c);
+        u[4 * g + 2] = _mm512_shuffle_ps::<0x44>(b, d);
+        u[4 * g + 3] = _mm512_shuffle_ps::<0xEE>(b, d);
+    }
+    // A 4 × 4 transpose of 128-bit lanes across u[c], u[4 + c], u[8 + c], u[12 + c].
+    let mut out = [_mm512_setzero_ps(); 16];
+    for c in 0..4 {
+        let x0 = _mm512_shuffle_f32x4::<0x44>(u[c], u[4 + c]);
+        let x1 = _mm512_shuffle_f32x4::<0xEE>(u[c], u[4 + c]);
+        let y0 = _mm512_shuffle_f32x4::<0x44>(u[8 + c], u[12 + c]);
+        let y1 = _mm512_shuffle_f32x4::<0xEE>(u[8 + c], u[12 + c]);
+        out[c] = _mm512_shuffle_f32x4::<0x88>(x0, y0);
+        out[4 + c] = _mm512_shuffle_f32x4::<0xDD>(x0, y0);
+        out[8 + c] = _mm512_shuffle_f32x4::<0x88>(x1, y1);
+        out[12 + c] = _mm512_shuffle_f32x4::<0xDD>(x1, y1);
+    }
+    out
+}
+
+/// The mask of the first `n` (≤ 16) lanes.
+fn lanes(n: usize) -> u16 {
+    if n >= 16 {
+        u16::MAX
+    } else {
+        ((1u32 << n) - 1) as u16
+    }
+}
+
+/// Packs `width` (≤ [`NR`]) columns of a column-major `b` (column `j` at `src + j·cs`, its
+/// `kc` values contiguous) into one panel: step `kk`'s row at `out[kk·NR ..]`, columns past
+/// `width` zero.
+///
+/// # Safety
+/// The CPU has AVX-512F; the `kc` values of each of the `width` columns are in bounds;
+/// `out` holds `kc · NR` values.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_b_columns(out: &mut [f32], src: *const f32, cs: usize, kc: usize, width: usize) {
+    assert!(out.len() >= kc * NR && width <= NR);
+    for kk in (0..kc).step_by(16) {
+        let w = 16.min(kc - kk);
+        for half in 0..NR / 16 {
+            let cols = std::array::from_fn(|j| {
+                let col = half * 16 + j;
+                if col < width {
+                    // SAFETY: values kk..kk + w of column `col` (the contract).
+                    unsafe { _mm512_maskz_loadu_ps(lanes(w), src.wrapping_add(col * cs + kk)) }
+                } else {
+                    _mm512_setzero_ps()
+                }
+            });
+            for (i, v) in transpose16(cols).into_iter().take(w).enumerate() {
+                // SAFETY: row kk + i of the panel, 16 values at column 16·half (in `out`,
+                // asserted above).
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((kk + i) * NR + half * 16), v) };
+            }
+        }
+    }
+}
+
+/// Packs `height` (≤ [`MR`]) rows of a row-major `a` (row `r` at `src + r·rs`, its `kc`
+/// values contiguous) into one panel: step `kk`'s values at `panel[kk·MR ..]`, rows past
+/// `height` zero.
+///
+/// # Safety
+/// The CPU has AVX-512F; the `kc` values of each of the `height` rows are in bounds;
+/// `panel` holds `kc · MR` values.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_a_rows(panel: &mut [f32], src: *const f32, rs: usize, kc: usize, height: usize) {
+    assert!(panel.len() >= kc * MR && height <= MR);
+    for kk in (0..kc).step_by(16) {
+        let w = 16.min(kc - kk);
+        let rows = std::array::from_fn(|r| {
+            if r < height {
+                // SAFETY: values kk..kk + w of row r (the contract).
+                unsafe { _mm512_maskz_loadu_ps(lanes(w), src.wrapping_add(r * rs + kk)) }
+            } else {
+                _mm512_setzero_ps()
+            }
+        });
+        for (i, v) in transpose16(rows).into_iter().take(w).enumerate() {
+            // SAFETY: step kk + i of the panel, its MR values (in `panel`, asserted above).
+            unsafe { _mm512_mask_storeu_ps(panel.as_mut_ptr().add((kk + i) * MR), lanes(MR), v) };
         }
     }
 }
@@ -459,6 +691,72 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Every cut of `C` covers its rows and columns exactly once, in whole tiles but for the
+    /// last, and as evenly as whole tiles allow; the grid never uses more threads than asked.
+    #[test]
+    fn cuts_cover_the_product_evenly() {
+        for len in [1, 11, 12, 13, 100, 128, 256, 1000] {
+            for parts in 1..=5 {
+                let pieces: Vec<_> = (0..parts).map(|p| share(len, parts, p, MR)).collect();
+                let mut next = 0;
+                for piece in &pieces {
+                    assert_eq!(piece.start, next.min(len), "{len} in {parts}");
+                    next = piece.end;
+                    if piece.end < len {
+                        assert_eq!(piece.len() % MR, 0);
+                    }
+                }
+                assert_eq!(next, len);
+                let tiles = |r: &std::ops::Range<usize>| r.len().div_ceil(MR);
+                let most = pieces.iter().map(tiles).max().unwrap();
+                let least = pieces.iter().map(tiles).min().unwrap();
+                assert!(most - least <= 1, "{len} in {parts}: {pieces:?}");
+            }
+        }
+        for (m, n, k, threads) in [
+            (256, 256, 256, 2),
+            (8, 4096, 64, 2),
+            (4096, 8, 64, 2),
+            (1, 1, 1, 8),
+            (512, 512, 512, 6),
+        ] {
+            let (tm, tn) = grid(m, n, k, threads);
+            assert!(
+                tm >= 1 && tn >= 1 && tm * tn <= threads,
+                "{m}x{n}: {tm}x{tn}"
+            );
+        }
+        // A tall product splits its rows, a wide one its columns.
+        assert_eq!(grid(4096, 8, 64, 2), (2, 1));
+        assert_eq!(grid(8, 4096, 64, 2), (1, 2));
+    }
+
+    /// Packing buffers start on a cache line, whatever the allocation's own alignment.
+    #[test]
+    fn packing_buffers_are_aligned() {
+        let mut buf = vec![0f32; 100 + ALIGN + 3];
+        for start in 0..4 {
+            let view = aligned(&mut buf[start..], 100);
+            assert_eq!(view.len(), 100);
+            assert_eq!(view.as_ptr() as usize % 64, 0);
+        }
+    }
+
+    /// The peak probe counts its work: 2 threads × steps × 24 FMAs × 16 lanes × 2.
+    #[test]
+    fn the_peak_probe_counts_its_flops() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let flops = pool.install(|| fma_peak_probe(10));
+        if available() {
+            assert_eq!(flops, Some(2 * 10 * 24 * 16 * 2));
+        } else {
+            assert_eq!(flops, None);
         }
     }
 

@@ -135,7 +135,12 @@ impl<T: Element> Tensor<T> {
             product(o, (m, n, k), ad, la, bd, lb, false, par);
         };
         let macs = (m * n).saturating_mul(k);
-        if batch_n > 1 && macs < PAR_MIN_MACS && batch_n.saturating_mul(macs) >= PAR_MIN_MACS {
+        // Many products: one thread per product, each run serially (no fork-join per
+        // product), when they split evenly enough across the threads or are too small to
+        // split themselves.
+        let threads = par::threads();
+        let by_batch = macs < PAR_MIN_MACS || batch_n % threads == 0 || batch_n >= 4 * threads;
+        if batch_n > 1 && by_batch && batch_n.saturating_mul(macs) >= PAR_MIN_MACS {
             par::chunks_mut(&mut out, m * n, true, |i, o| job(i, o, Par::Seq));
         } else {
             let par = parallelism(macs);
