@@ -67,6 +67,17 @@ struct Out {
     rs: usize,
 }
 
+impl Out {
+    /// The output whose element `(0, 0)` is this one's `(i, j)` (computed without
+    /// dereferencing; the caller's contract makes it a valid one).
+    fn shifted(&self, i: usize, j: usize) -> Out {
+        Out {
+            ptr: self.ptr.wrapping_add(i * self.rs + j),
+            rs: self.rs,
+        }
+    }
+}
+
 // SAFETY: the pointer is only dereferenced under the contract of `sgemm`: no thread writes
 // an operand during the call, so every task may read it.
 unsafe impl Send for Operand {}
@@ -110,8 +121,6 @@ pub(crate) unsafe fn sgemm(
     let threads = if parallel { par::threads() } else { 1 };
     let (tm, tn) = grid(m, n, k, threads);
     par::run(tm * tn, tm * tn > 1, |t| {
-        // The whole `Out` (Sync), not its raw pointer field, is captured.
-        let c = c;
         let rows = share(m, tm, t / tn, MR);
         let cols = share(n, tn, t % tn, NR);
         if rows.is_empty() || cols.is_empty() {
@@ -122,10 +131,7 @@ pub(crate) unsafe fn sgemm(
         // (the contract); no other task writes this rectangle of c.
         unsafe {
             serial(
-                Out {
-                    ptr: c.ptr.wrapping_add(i0 * ldc + j0),
-                    rs: ldc,
-                },
+                c.shifted(i0, j0),
                 (rows.len(), cols.len(), k),
                 Operand {
                     ptr: a.at(i0, 0),

@@ -139,7 +139,8 @@ impl<T: Element> Tensor<T> {
         // product), when they split evenly enough across the threads or are too small to
         // split themselves.
         let threads = par::threads();
-        let by_batch = macs < PAR_MIN_MACS || batch_n % threads == 0 || batch_n >= 4 * threads;
+        let by_batch =
+            macs < PAR_MIN_MACS || batch_n.is_multiple_of(threads) || batch_n >= 4 * threads;
         if batch_n > 1 && by_batch && batch_n.saturating_mul(macs) >= PAR_MIN_MACS {
             par::chunks_mut(&mut out, m * n, true, |i, o| job(i, o, Par::Seq));
         } else {
