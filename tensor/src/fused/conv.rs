@@ -270,6 +270,9 @@ impl Geometry {
                 // a huge output from a small input). Counted as f64, the larger element.
                 check_shape::<f64>(op, &[n, o, oh, ow])?;
                 check_shape::<f64>(op, &[cg, kh, kw, oh, ow])?;
+                // The input's count too: as the output of a transposed convolution
+                // (`conv2d_backward_input`), its shape was computed, not read off a tensor.
+                check_shape::<f64>(op, &[n, c, h, w])?;
                 Ok(Geometry {
                     n,
                     c,
