@@ -11,6 +11,13 @@ use std::process::{Command, Stdio};
 /// The script, relative to the workspace root.
 pub const SCRIPT: &str = "bench/torch_bench.py";
 
+/// glibc malloc settings for the PyTorch side (see [`run`]): buffers up to 64 MiB come
+/// from the heap, which is trimmed only above 128 MiB free.
+const GLIBC_STEADY_STATE: [(&str, &str); 2] = [
+    ("MALLOC_MMAP_THRESHOLD_", "67108864"),
+    ("MALLOC_TRIM_THRESHOLD_", "134217728"),
+];
+
 /// What a successful torch run produced.
 pub struct TorchRun {
     /// `torch.__version__`.
@@ -60,6 +67,17 @@ pub fn run(root: &Path, threads: usize, filter: Option<&str>) -> Option<TorchRun
         .stderr(Stdio::inherit());
     if let Some(filter) = filter {
         command.args(["--filter", filter]);
+    }
+    // glibc serves a buffer above its mmap threshold (128 KiB until a large buffer has been
+    // freed, which raises it) with mmap and unmaps it on free, so a PyTorch op whose
+    // multi-MB output is allocated per call page-faults on every call (W2's conv forward
+    // alone: 2.9 ms instead of 0.49 ms), depending on what ran before in the process.
+    // strata reuses its own buffers; PyTorch's steady state is measured with the
+    // threshold held high, unless the caller set it.
+    for (name, value) in GLIBC_STEADY_STATE {
+        if std::env::var_os(name).is_none() {
+            command.env(name, value);
+        }
     }
     eprintln!(
         "xtask bench: {shown} {SCRIPT} --threads {threads}{}",
