@@ -198,20 +198,19 @@ unsafe fn serial(
         }
         return;
     }
-    let (kc_max, mc_max, nc_max) = (KC, MC, NC);
     let (b_len, a_len) = (
-        kc_max.min(k) * nc_max.min(n.next_multiple_of(NR)),
-        mc_max.min(m.next_multiple_of(MR)) * kc_max.min(k),
+        KC.min(k) * NC.min(n.next_multiple_of(NR)),
+        MC.min(m.next_multiple_of(MR)) * KC.min(k),
     );
     let mut bbuf = alloc::<f32>(b_len + ALIGN);
     let mut abuf = alloc::<f32>(a_len + ALIGN);
     let bpack = aligned(&mut bbuf, b_len);
     let apack = aligned(&mut abuf, a_len);
-    for jc in (0..n).step_by(nc_max) {
-        let nc = nc_max.min(n - jc);
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
         let panels = nc.div_ceil(NR);
-        for pc in (0..k).step_by(kc_max) {
-            let kc = kc_max.min(k - pc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
             let add = accumulate || pc > 0;
             // SAFETY: rows pc..pc + kc and columns jc..jc + nc of b are in bounds (the
             // contract); the buffer holds `panels` panels of kc × NR.
@@ -221,8 +220,8 @@ unsafe fn serial(
                 rs: 0,
                 cs: 0,
             };
-            for ic in (0..m).step_by(mc_max) {
-                let mc = mc_max.min(m - ic);
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
                 // SAFETY: rows ic..ic + mc of a and of c are in bounds; the packed
                 // operands are only read by the tiles.
                 unsafe {
