@@ -85,6 +85,11 @@ macro_rules! conv_transpose_layer {
                 )?;
                 Ok($name { weight, bias, params })
             }
+
+            /// The stride, padding, output padding, dilation and groups.
+            pub fn params(&self) -> ConvTransposeParams<$d> {
+                self.params
+            }
         }
 
         impl<T: Element> Module<T> for $name<T> {

@@ -80,6 +80,16 @@ impl<T: Element> EmbeddingBag<T> {
         })
     }
 
+    /// How each bag is reduced.
+    pub fn mode(&self) -> BagMode {
+        self.mode
+    }
+
+    /// The index left out of every bag, if any.
+    pub fn padding_idx(&self) -> Option<usize> {
+        self.padding_idx
+    }
+
     /// The bags' vectors `[B, embedding_dim]`: `input` is `[B, L]` (one bag per row,
     /// `offsets` `None`) or 1-D with `offsets` giving each bag's start (plus the end with
     /// `include_last_offset`). `per_sample_weights` (input-shaped, `Sum` mode only)

@@ -334,6 +334,27 @@ macro_rules! instance_norm_layer {
             pub fn running_var(&self) -> Option<Tensor<T>> {
                 self.core.running_var.as_ref().map(Var::value)
             }
+
+            /// The settings the layer was built with.
+            pub fn config(&self) -> InstanceNormConfig {
+                self.core.config
+            }
+
+            /// The per-channel scale `[C]`, when affine.
+            pub fn weight(&self) -> Option<&Var<T>> {
+                self.core.weight.as_ref()
+            }
+
+            /// The per-channel shift `[C]`, when affine.
+            pub fn bias(&self) -> Option<&Var<T>> {
+                self.core.bias.as_ref()
+            }
+
+            /// Whether the layer is in train mode (instance statistics, running averages
+            /// updated) rather than eval mode.
+            pub fn is_training(&self) -> bool {
+                self.core.training
+            }
         }
 
         impl<T: Element> Module<T> for $name<T> {

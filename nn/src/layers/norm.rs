@@ -106,6 +106,19 @@ impl<T: Element> RMSNorm<T> {
     }
 }
 
+impl<T: Element> RMSNorm<T> {
+    /// The trailing dimensions it normalises over.
+    pub fn normalized_shape(&self) -> &[usize] {
+        &self.normalized_shape
+    }
+
+    /// The epsilon added to the mean square as given (`None`: the element type's machine
+    /// epsilon).
+    pub fn eps(&self) -> Option<f64> {
+        self.eps
+    }
+}
+
 impl<T: Element> Module<T> for RMSNorm<T> {
     fn visit_state(&self, f: &mut dyn FnMut(&str, &Var<T>, StateKind)) {
         if let Some(w) = &self.weight {

@@ -33,6 +33,16 @@ impl Unflatten {
             sizes: sizes.to_vec(),
         })
     }
+
+    /// The dimension split (maybe negative).
+    pub fn dim(&self) -> isize {
+        self.dim
+    }
+
+    /// The sizes it is split into (one may be -1).
+    pub fn sizes(&self) -> &[isize] {
+        &self.sizes
+    }
 }
 
 impl<T: Element> Module<T> for Unflatten {
@@ -112,6 +122,11 @@ impl PixelShuffle {
             r: check_factor("PixelShuffle", upscale_factor)?,
         })
     }
+
+    /// The upscale factor.
+    pub fn upscale_factor(&self) -> usize {
+        self.r
+    }
 }
 
 impl PixelUnshuffle {
@@ -123,6 +138,11 @@ impl PixelUnshuffle {
         Ok(PixelUnshuffle {
             r: check_factor("PixelUnshuffle", downscale_factor)?,
         })
+    }
+
+    /// The downscale factor.
+    pub fn downscale_factor(&self) -> usize {
+        self.r
     }
 }
 

@@ -160,6 +160,11 @@ impl<T: Element> Conv3d<T> {
             params,
         })
     }
+
+    /// The stride, padding, dilation and groups.
+    pub fn params(&self) -> Conv3dParams {
+        self.params
+    }
 }
 
 impl<T: Element> Module<T> for Conv3d<T> {
