@@ -32,7 +32,7 @@ fn write_case<M: Export + Module>(
     module.save_safetensors(&dir.join(format!("{name}.safetensors")))?;
     let mut json = String::from("{");
     match &input {
-        Example::Float(t) => {
+        Example::Float(t) | Example::Bool(t) => {
             let _ = write!(
                 json,
                 "\"indices\": false, \"input\": {}, ",

@@ -8,7 +8,8 @@ use strata_tensor::{IndexTensor, Tensor};
 
 use crate::error::{OnnxError, Result};
 use crate::proto::{
-    AttributeProto, AttributeType, DATA_TYPE_FLOAT, DATA_TYPE_INT64, NodeProto, TensorProto,
+    AttributeProto, AttributeType, DATA_TYPE_BOOL, DATA_TYPE_FLOAT, DATA_TYPE_INT64, NodeProto,
+    TensorProto,
 };
 
 /// What strata computed for a value on the example input: the trace's record.
@@ -18,14 +19,26 @@ pub enum Example {
     Float(Tensor<f32>),
     /// Indices (the input of an embedding), exported as int64.
     Index(IndexTensor),
+    /// A boolean mask (nonzero is `true`), exported as bool: the key-padding masks of
+    /// attention, `true` marking a position to ignore as in PyTorch.
+    Bool(Tensor<f32>),
 }
 
 impl Example {
     /// The shape.
     pub fn shape(&self) -> &[usize] {
         match self {
-            Example::Float(t) => t.shape(),
+            Example::Float(t) | Example::Bool(t) => t.shape(),
             Example::Index(t) => t.shape(),
+        }
+    }
+
+    /// The ONNX element type (`TensorProto.DataType`).
+    pub fn elem_type(&self) -> i32 {
+        match self {
+            Example::Float(_) => DATA_TYPE_FLOAT,
+            Example::Index(_) => DATA_TYPE_INT64,
+            Example::Bool(_) => DATA_TYPE_BOOL,
         }
     }
 }
@@ -43,12 +56,14 @@ impl From<IndexTensor> for Example {
 }
 
 /// A value of the graph being built: its name in the ONNX graph, the example value strata
-/// computed for it, and which dimension is the (dynamic) batch.
+/// computed for it, which dimension is the (dynamic) batch, and which other dimensions are
+/// symbolic (a sequence length that the file must accept at any size).
 #[derive(Clone, Debug)]
 pub struct Value {
     name: String,
     example: Example,
     batch_axis: Option<usize>,
+    dynamic: Vec<(usize, String)>,
 }
 
 impl Value {
@@ -62,6 +77,55 @@ impl Value {
             name: name.into(),
             example: example.into(),
             batch_axis,
+            dynamic: Vec::new(),
+        }
+    }
+
+    /// This value with dimension `axis` symbolic, named `dim` (`"tgt_len"`; an empty name
+    /// is a dimension of unknown size).
+    pub fn with_dynamic(mut self, axis: usize, dim: impl Into<String>) -> Value {
+        self.dynamic.retain(|(a, _)| *a != axis);
+        self.dynamic.push((axis, dim.into()));
+        self.dynamic.sort();
+        self
+    }
+
+    /// The symbolic dimensions other than the batch, with their names.
+    pub fn dynamic_axes(&self) -> &[(usize, String)] {
+        &self.dynamic
+    }
+
+    /// Whether dimension `axis` is the batch or another symbolic dimension.
+    pub fn is_dynamic(&self, axis: usize) -> bool {
+        self.batch_axis == Some(axis) || self.dynamic.iter().any(|(a, _)| *a == axis)
+    }
+
+    /// A value named `name` with `example`, whose layout is this one's with dimension `d`
+    /// removed (the batch and the symbolic dimensions after `d` shift down; `d`'s own
+    /// symbol is dropped).
+    pub fn without_axis(&self, name: impl Into<String>, example: Var<f32>, d: usize) -> Value {
+        let batch = match self.batch_axis {
+            Some(b) if b == d => None,
+            Some(b) if b > d => Some(b - 1),
+            other => other,
+        };
+        let mut v = Value::new(name, example.value(), batch);
+        v.dynamic = self
+            .dynamic
+            .iter()
+            .filter(|(a, _)| *a != d)
+            .map(|(a, n)| (if *a > d { a - 1 } else { *a }, n.clone()))
+            .collect();
+        v
+    }
+
+    /// This value's layout (batch and symbolic dimensions) under another name and example.
+    pub fn like(&self, name: impl Into<String>, example: impl Into<Example>) -> Value {
+        Value {
+            name: name.into(),
+            example: example.into(),
+            batch_axis: self.batch_axis,
+            dynamic: self.dynamic.clone(),
         }
     }
 
@@ -101,13 +165,18 @@ impl Value {
                 shape: t.shape().to_vec(),
                 why: format!("{layer} takes floats, not indices"),
             }),
+            Example::Bool(t) => Err(OnnxError::Input {
+                shape: t.shape().to_vec(),
+                why: format!("{layer} takes floats, not a boolean mask"),
+            }),
         }
     }
 
     /// This value's name with another example (the output of a layer computed by strata),
-    /// keeping the batch axis: for layers that change values, not the batch layout.
+    /// keeping the batch axis and the symbolic dimensions: for layers that change values,
+    /// not the layout of the leading dimensions.
     pub fn with(&self, name: impl Into<String>, example: Var<f32>) -> Value {
-        Value::new(name, example.value(), self.batch_axis)
+        self.like(name, example.value())
     }
 }
 
@@ -292,6 +361,19 @@ impl Graph {
         name
     }
 
+    /// A scalar (0-d) int64 constant (`Range`'s bounds).
+    pub fn int_scalar(&mut self, name: &str, value: i64) -> String {
+        let name = self.fresh(name);
+        self.initializers.push(TensorProto {
+            dims: vec![],
+            data_type: DATA_TYPE_INT64,
+            name: name.clone(),
+            raw_data: value.to_le_bytes().to_vec(),
+            ..TensorProto::default()
+        });
+        name
+    }
+
     /// A scalar float constant.
     pub fn scalar(&mut self, name: &str, value: f32) -> String {
         self.constant(name, &Tensor::scalar(value))
@@ -339,6 +421,27 @@ impl Graph {
     /// `Transpose(x, perm)`.
     pub fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
         self.op("Transpose", &[x], vec![("perm", Attr::Ints(perm.to_vec()))])
+    }
+
+    /// The sizes of dimensions `start..end` of `x` at run time (`Shape` with `start` and
+    /// `end`), an int64 vector: for shapes that follow a symbolic dimension.
+    pub fn shape_of(&mut self, x: &str, start: i64, end: i64) -> String {
+        self.op(
+            "Shape",
+            &[x],
+            vec![("start", Attr::Int(start)), ("end", Attr::Int(end))],
+        )
+    }
+
+    /// `Unsqueeze(x, axes)`.
+    pub fn unsqueeze(&mut self, x: &str, axes: &[i64]) -> String {
+        let a = self.ints("axes", axes);
+        self.op("Unsqueeze", &[x, &a], vec![])
+    }
+
+    /// `Concat(parts, axis)`.
+    pub fn concat(&mut self, parts: &[&str], axis: i64) -> String {
+        self.op("Concat", parts, vec![("axis", Attr::Int(axis))])
     }
 }
 

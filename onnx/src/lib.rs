@@ -52,11 +52,13 @@ use strata_tensor::Tensor;
 pub use error::{OnnxError, Result};
 pub use graph::{Attr, Example, Graph, Value};
 pub use layers::{
-    Export, export_encoder, export_encoder_layer, export_forward, export_self_attention,
+    DecoderInputs, Export, GraphMasks, TransformerMasks, export_bilinear, export_decoder,
+    export_decoder_layer, export_encoder, export_encoder_layer, export_encoder_masked,
+    export_forward, export_self_attention, export_transformer,
 };
 use proto::{
-    DATA_TYPE_FLOAT, DATA_TYPE_INT64, GraphProto, ModelProto, OperatorSetIdProto, TensorShapeProto,
-    TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
+    DATA_TYPE_FLOAT, GraphProto, ModelProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
+    ValueInfoProto, tensor_shape_proto, type_proto,
 };
 
 /// The ONNX operator set the exporter writes.
@@ -126,22 +128,24 @@ impl Exported {
     }
 }
 
-/// A tensor value's type: `elem_type` with the example's shape, the batch dimension named.
+/// A tensor value's type: `elem_type` with the example's shape, the symbolic dimensions
+/// named (an empty name is a dimension of unknown size).
 fn value_info(
     name: &str,
     elem_type: i32,
     shape: &[usize],
-    batch: Option<(usize, &str)>,
+    symbolic: &[(usize, String)],
 ) -> ValueInfoProto {
     use tensor_shape_proto::{Dimension, dimension::Value as Dim};
     let dim = shape
         .iter()
         .enumerate()
         .map(|(i, &d)| Dimension {
-            value: Some(match batch {
-                Some((b, name)) if b == i => Dim::DimParam(name.to_string()),
-                _ => Dim::DimValue(d as i64),
-            }),
+            value: match symbolic.iter().find(|(a, _)| *a == i) {
+                Some((_, n)) if n.is_empty() => None,
+                Some((_, n)) => Some(Dim::DimParam(n.clone())),
+                None => Some(Dim::DimValue(d as i64)),
+            },
             ..Dimension::default()
         })
         .collect();
@@ -158,6 +162,83 @@ fn value_info(
     }
 }
 
+/// One input of a graph exported with [`export_with_inputs`]: its name, the example the
+/// forward is traced on, the batch dimension and any other symbolic dimensions (a
+/// sequence length), so one file runs on every batch size and length.
+#[derive(Clone, Debug)]
+pub struct GraphInput {
+    /// The input's name in the graph.
+    pub name: String,
+    /// The example value (floats, int64 indices or a boolean mask).
+    pub example: Example,
+    /// Which dimension is the batch (named [`ExportOptions::batch_name`]); `None` for an
+    /// input without one.
+    pub batch_axis: Option<usize>,
+    /// Other symbolic dimensions: `(axis, name)`, e.g. `(1, "tgt_len")`; inputs sharing a
+    /// name share the size.
+    pub dynamic: Vec<(usize, String)>,
+}
+
+impl GraphInput {
+    /// An input named `name` traced on `example`, batch first, no other symbolic
+    /// dimension.
+    pub fn new(name: impl Into<String>, example: impl Into<Example>) -> Self {
+        GraphInput {
+            name: name.into(),
+            example: example.into(),
+            batch_axis: Some(0),
+            dynamic: Vec::new(),
+        }
+    }
+
+    /// The batch along `axis` (`None`: no batch dimension).
+    pub fn batch_axis(mut self, axis: Option<usize>) -> Self {
+        self.batch_axis = axis;
+        self
+    }
+
+    /// Dimension `axis` symbolic, named `dim`.
+    pub fn dynamic(mut self, axis: usize, dim: impl Into<String>) -> Self {
+        self.dynamic.push((axis, dim.into()));
+        self
+    }
+
+    /// Checks the example against the declared dimensions; the input as a [`Value`].
+    fn value(&self) -> Result<Value> {
+        let shape = self.example.shape().to_vec();
+        let bad = |why: String| OnnxError::Input {
+            shape: shape.clone(),
+            why: format!("input {:?}: {why}", self.name),
+        };
+        if let Some(b) = self.batch_axis {
+            match shape.get(b) {
+                None => return Err(bad(format!("no batch dimension {b}"))),
+                Some(0) => {
+                    return Err(bad(
+                        "the batch is empty: trace with at least one sample".into()
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if shape.contains(&0) {
+            return Err(bad(
+                "a dimension is zero: trace with a non-empty example".into()
+            ));
+        }
+        let mut v = Value::new(self.name.clone(), self.example.clone(), self.batch_axis);
+        for (a, n) in &self.dynamic {
+            if *a >= shape.len() || Some(*a) == self.batch_axis || n.is_empty() {
+                return Err(bad(format!(
+                    "the symbolic dimension {a} ({n:?}) is out of range, unnamed or the batch"
+                )));
+            }
+            v = v.with_dynamic(*a, n.clone());
+        }
+        Ok(v)
+    }
+}
+
 /// Exports `model` traced on `example` (a float tensor, or indices for models that start
 /// with an embedding), with the batch along `options.batch_axis`.
 ///
@@ -170,42 +251,61 @@ pub fn export<M: Export + ?Sized>(
     example: impl Into<Example>,
     options: &ExportOptions,
 ) -> Result<Exported> {
-    let example = example.into();
-    let shape = example.shape().to_vec();
-    let batch = options.batch_axis;
-    match shape.get(batch) {
-        None => {
+    let input =
+        GraphInput::new(options.input_name.clone(), example).batch_axis(Some(options.batch_axis));
+    export_with_inputs(vec![input], options, |g, xs| model.export(g, &xs[0]))
+}
+
+/// Exports a forward of several inputs (a decoder's target and memory, a `Bilinear`'s
+/// pair, masks), each with its symbolic dimensions: `build` receives the inputs as
+/// [`Value`]s, in order, and returns the output, as [`Export::export`] does for one input.
+/// `options.input_name` and `options.batch_axis` are not used (each input names its own).
+///
+/// ```
+/// use strata_nn::Bilinear;
+/// use strata_onnx::{ExportOptions, GraphInput, export_bilinear, export_with_inputs};
+/// use strata_tensor::{Tensor, seeded_rng};
+///
+/// let mut rng = seeded_rng(0);
+/// let layer = Bilinear::new(3, 4, 2, true, &mut rng);
+/// let inputs = vec![
+///     GraphInput::new("x1", Tensor::randn(&[5, 3], &mut rng)),
+///     GraphInput::new("x2", Tensor::randn(&[5, 4], &mut rng)),
+/// ];
+/// let exported = export_with_inputs(inputs, &ExportOptions::default(), |g, xs| {
+///     export_bilinear(&layer, g, &xs[0], &xs[1])
+/// })?;
+/// assert_eq!(exported.model.graph.unwrap().input.len(), 2);
+/// # Ok::<(), strata_onnx::OnnxError>(())
+/// ```
+///
+/// # Errors
+/// [`OnnxError::Input`] for an example with an empty or missing batch, a symbolic
+/// dimension out of range, or two inputs of one name; as [`export`] otherwise.
+pub fn export_with_inputs(
+    inputs: Vec<GraphInput>,
+    options: &ExportOptions,
+    build: impl FnOnce(&mut Graph, &[Value]) -> Result<Value>,
+) -> Result<Exported> {
+    let values = inputs
+        .iter()
+        .map(GraphInput::value)
+        .collect::<Result<Vec<_>>>()?;
+    for (i, input) in inputs.iter().enumerate() {
+        if inputs[..i].iter().any(|o| o.name == input.name) {
             return Err(OnnxError::Input {
-                shape,
-                why: format!("no batch dimension {batch}"),
+                shape: input.example.shape().to_vec(),
+                why: format!("two inputs are named {:?}", input.name),
             });
         }
-        Some(0) => {
-            return Err(OnnxError::Input {
-                shape,
-                why: "the batch is empty: trace with at least one sample".into(),
-            });
-        }
-        Some(_) => {}
     }
-    if shape.contains(&0) {
-        return Err(OnnxError::Input {
-            shape,
-            why: "a dimension is zero: trace with a non-empty example".into(),
-        });
-    }
-    let input_type = match &example {
-        Example::Float(_) => DATA_TYPE_FLOAT,
-        Example::Index(_) => DATA_TYPE_INT64,
-    };
-    let input = Value::new(options.input_name.clone(), example, Some(batch));
     let mut g = Graph::new();
-    let out = model.export(&mut g, &input)?;
+    let out = build(&mut g, &values)?;
     let Example::Float(output) = out.example().clone() else {
         return Err(unsupported_output(out.shape()));
     };
     // The graph's output must be made by a node, also when the model is the identity.
-    let last = if out.name() == input.name() {
+    let last = if values.iter().any(|v| v.name() == out.name()) {
         g.op("Identity", &[out.name()], vec![])
     } else {
         out.name().to_string()
@@ -226,21 +326,26 @@ pub fn export<M: Export + ?Sized>(
         }
     }
     let batch_name = options.batch_name.as_str();
+    let symbols = |v: &Value| {
+        let mut s = v.dynamic_axes().to_vec();
+        if let Some(b) = v.batch_axis() {
+            s.push((b, batch_name.to_string()));
+        }
+        s
+    };
     let graph = GraphProto {
         node: g.nodes,
         name: options.graph_name.clone(),
         initializer: g.initializers,
-        input: vec![value_info(
-            &options.input_name,
-            input_type,
-            input.shape(),
-            Some((batch, batch_name)),
-        )],
+        input: values
+            .iter()
+            .map(|v| value_info(v.name(), v.example().elem_type(), v.shape(), &symbols(v)))
+            .collect(),
         output: vec![value_info(
             &options.output_name,
             DATA_TYPE_FLOAT,
             output.shape(),
-            out.batch_axis().map(|b| (b, batch_name)),
+            &symbols(&out),
         )],
         ..GraphProto::default()
     };

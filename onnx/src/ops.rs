@@ -22,15 +22,6 @@ fn resolve(op: &str, x: &Value, dim: isize) -> Result<usize> {
     Ok(d as usize)
 }
 
-/// The batch axis after removing dimension `d` (`None` when `d` was the batch).
-fn batch_without(x: &Value, d: usize) -> Option<usize> {
-    match x.batch_axis() {
-        Some(b) if b == d => None,
-        Some(b) if b > d => Some(b - 1),
-        other => other,
-    }
-}
-
 fn unary(
     g: &mut Graph,
     x: &Value,
@@ -83,17 +74,17 @@ pub fn flatten(g: &mut Graph, x: &Value, start: isize, end: isize) -> Result<Val
 /// A dimension out of range or not of size 1, or the batch dimension.
 pub fn squeeze(g: &mut Graph, x: &Value, dim: isize) -> Result<Value> {
     let d = resolve("Squeeze", x, dim)?;
-    if x.batch_axis() == Some(d) || x.shape()[d] != 1 {
+    if x.is_dynamic(d) || x.shape()[d] != 1 {
         return Err(OnnxError::Input {
             shape: x.shape().to_vec(),
-            why: format!("Squeeze: dimension {dim} is the batch or not of size 1"),
+            why: format!("Squeeze: dimension {dim} is the batch, symbolic or not of size 1"),
         });
     }
     let v = x.float("Squeeze")?;
     let y = run(|| Ok(v.squeeze(dim)?))?;
     let axes = g.ints("axes", &[d as i64]);
     let out = g.op("Squeeze", &[x.name(), &axes], vec![]);
-    Ok(Value::new(out, y.value(), batch_without(x, d)))
+    Ok(x.without_axis(out, y, d))
 }
 
 /// `x.select(dim, index)`: one position along `dim` (not the batch), the dimension removed.
@@ -104,10 +95,12 @@ pub fn select(g: &mut Graph, x: &Value, dim: isize, index: isize) -> Result<Valu
     let d = resolve("Select", x, dim)?;
     let len = x.shape()[d] as isize;
     let i = if index < 0 { index + len } else { index };
-    if x.batch_axis() == Some(d) || i < 0 || i >= len {
+    if x.is_dynamic(d) || i < 0 || i >= len {
         return Err(OnnxError::Input {
             shape: x.shape().to_vec(),
-            why: format!("Select: index {index} of dimension {dim} is out of range or the batch"),
+            why: format!(
+                "Select: index {index} of dimension {dim} is out of range, the batch or symbolic"
+            ),
         });
     }
     let v = x.float("Select")?;
@@ -120,7 +113,7 @@ pub fn select(g: &mut Graph, x: &Value, dim: isize, index: isize) -> Result<Valu
     );
     let axes = g.ints("axes", &[d as i64]);
     let out = g.op("Squeeze", &[&picked, &axes], vec![]);
-    Ok(Value::new(out, y.value(), batch_without(x, d)))
+    Ok(x.without_axis(out, y, d))
 }
 
 /// `x.mean(&[dim], false)` (not over the batch).
@@ -142,5 +135,5 @@ pub fn mean(g: &mut Graph, x: &Value, dim: isize) -> Result<Value> {
         ("keepdims", Attr::Int(0)),
     ];
     let out = g.op("ReduceMean", &[x.name()], attrs);
-    Ok(Value::new(out, y.value(), batch_without(x, d)))
+    Ok(x.without_axis(out, y, d))
 }

@@ -10,6 +10,8 @@
 pub const DATA_TYPE_FLOAT: i32 = 1;
 /// `TensorProto.DataType.INT64`.
 pub const DATA_TYPE_INT64: i32 = 7;
+/// `TensorProto.DataType.BOOL`.
+pub const DATA_TYPE_BOOL: i32 = 9;
 
 /// `AttributeProto.AttributeType`: the kind of value an attribute carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]

@@ -144,3 +144,111 @@ fn modules_without_parameters_export_as_graphs_without_initializers() {
 
 /// Keeps `Export` used for the trait objects above.
 fn _export_is_object_safe(_: &dyn Export) {}
+
+/// `err` is an `Unsupported` whose `what` contains `layer` and whose message contains
+/// `setting`.
+fn assert_refused(err: OnnxError, layer: &str, setting: &str) {
+    assert!(
+        matches!(err, OnnxError::Unsupported { ref what, .. } if what.contains(layer)),
+        "{err}"
+    );
+    assert!(err.to_string().contains(setting), "{err}");
+}
+
+#[test]
+fn settings_of_the_newer_layers_without_an_onnx_equivalent_are_refused() {
+    use strata_nn::{
+        BagMode, EmbeddingBag, Hooked, InstanceNorm2d, InstanceNormConfig, TransformerDecoderLayer,
+        TransformerEncoderLayerConfig, Unflatten,
+    };
+    use strata_onnx::{DecoderInputs, GraphInput, export_decoder_layer, export_with_inputs};
+    let options = ExportOptions::default();
+    let mut rng = seeded_rng(33);
+
+    let tracked = InstanceNormConfig {
+        track_running_stats: true,
+        ..InstanceNormConfig::default()
+    };
+    let norm = InstanceNorm2d::with_config(2, tracked);
+    let before = norm.running_mean().unwrap().to_vec();
+    let err = export(&norm, Tensor::ones(&[2, 2, 3, 3]), &options).unwrap_err();
+    assert_refused(err, "InstanceNorm2d", "eval()");
+    assert_eq!(
+        norm.running_mean().unwrap().to_vec(),
+        before,
+        "the refusal ran no forward"
+    );
+
+    let bag = EmbeddingBag::new(5, 2, BagMode::Mean, None, &mut rng).unwrap();
+    let flat = IndexTensor::from_vec(vec![0, 1, 2, 3], &[4]).unwrap();
+    let err = export(&bag, flat, &ExportOptions { ..options.clone() }).unwrap_err();
+    assert_refused(err, "EmbeddingBag", "offsets");
+
+    let hooked = Hooked::new(Linear::new(3, 2, true, &mut rng));
+    let _h = hooked.register_forward_hook(|_, y| Some(y.mul_scalar(2.0)));
+    let err = export(&hooked, Tensor::ones(&[2, 3]), &options).unwrap_err();
+    assert_refused(err, "Hooked<", "hook");
+
+    let unflatten = Unflatten::new(0, &[-1, 2]).unwrap();
+    let err = export(&unflatten, Tensor::ones(&[4, 3]), &options).unwrap_err();
+    assert_refused(err, "Unflatten", "batch");
+
+    // A decoder in train mode (dropout), and a flatten across a symbolic length.
+    let config = TransformerEncoderLayerConfig::new(4, 2).batch_first(true);
+    let layer = TransformerDecoderLayer::new(config, &mut rng).unwrap();
+    let inputs = || {
+        vec![
+            GraphInput::new("tgt", Tensor::ones(&[2, 3, 4])).dynamic(1, "tgt_len"),
+            GraphInput::new("memory", Tensor::ones(&[2, 5, 4])).dynamic(1, "src_len"),
+        ]
+    };
+    let err = export_with_inputs(inputs(), &options, |g, xs| {
+        export_decoder_layer(&layer, g, &xs[0], &DecoderInputs::causal(&xs[1]))
+    })
+    .unwrap_err();
+    assert_refused(err, "TransformerDecoderLayer", "eval()");
+    let err = export_with_inputs(inputs(), &options, |g, xs| {
+        strata_onnx::ops::flatten(g, &xs[0], 0, 0)
+    })
+    .unwrap_err();
+    assert_refused(err, "Flatten", "symbolic");
+}
+
+#[test]
+fn bad_inputs_of_several_are_refused() {
+    use strata_onnx::{GraphInput, export_with_inputs};
+    let options = ExportOptions::default();
+    let twice = vec![
+        GraphInput::new("x", Tensor::ones(&[2, 3])),
+        GraphInput::new("x", Tensor::ones(&[2, 3])),
+    ];
+    let err = export_with_inputs(twice, &options, |_, xs| Ok(xs[0].clone())).unwrap_err();
+    assert!(err.to_string().contains("two inputs"), "{err}");
+    let out_of_range = vec![GraphInput::new("x", Tensor::ones(&[2, 3])).dynamic(2, "len")];
+    let err = export_with_inputs(out_of_range, &options, |_, xs| Ok(xs[0].clone())).unwrap_err();
+    assert!(matches!(err, OnnxError::Input { .. }), "{err}");
+    let ids = IndexTensor::from_vec(vec![0, 1], &[1, 2]).unwrap();
+    let mask = vec![
+        GraphInput::new("x", Tensor::ones(&[1, 2, 4])),
+        GraphInput::new("mask", ids),
+    ];
+    let mut rng = seeded_rng(34);
+    let encoder = strata_nn::TransformerEncoder::new(
+        strata_nn::TransformerEncoderLayerConfig::new(4, 2)
+            .batch_first(true)
+            .dropout(0.0),
+        1,
+        false,
+        &mut rng,
+    )
+    .unwrap();
+    let err = export_with_inputs(mask, &options, |g, xs| {
+        let masks = strata_onnx::GraphMasks {
+            causal: false,
+            key_padding: Some(&xs[1]),
+        };
+        strata_onnx::export_encoder_masked(&encoder, g, &xs[0], masks)
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("indices"), "{err}");
+}

@@ -233,7 +233,7 @@ fn embedding_gathers_rows_for_int64_indices() {
         |b| indices(b, 6, 11),
         |x| match x {
             Example::Index(ids) => embed.forward(ids).unwrap().value(),
-            Example::Float(_) => unreachable!(),
+            _ => unreachable!(),
         },
         &ExportOptions::default(),
     );

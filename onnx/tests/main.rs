@@ -2,7 +2,9 @@
 //! sizes and compared with strata's own forward; hostile exports refused with errors.
 
 mod common;
+mod decoder;
 mod hostile;
 mod layers;
+mod more_layers;
 mod recurrent;
 mod transformer;

@@ -13,7 +13,7 @@ use super::{Export, export_forward, run};
 use crate::error::{OnnxError, Result, unsupported};
 use crate::graph::{Attr, Example, Graph, Value};
 
-fn ints(v: &[usize]) -> Attr {
+pub(crate) fn ints(v: &[usize]) -> Attr {
     Attr::Ints(v.iter().map(|&x| x as i64).collect())
 }
 
@@ -36,7 +36,7 @@ impl Export for Linear<f32> {
 
 /// A `Conv` node: `pads` are the leading pads, `extra` the additional trailing ones.
 #[allow(clippy::too_many_arguments)]
-fn conv(
+pub(crate) fn conv(
     g: &mut Graph,
     x: &str,
     weight: &strata_autograd::Var<f32>,
@@ -67,7 +67,7 @@ fn conv(
     )
 }
 
-fn batched(layer: &str, x: &Value, rank: usize) -> Result<()> {
+pub(crate) fn batched(layer: &str, x: &Value, rank: usize) -> Result<()> {
     if x.ndim() != rank || x.batch_axis() != Some(0) {
         return Err(OnnxError::Input {
             shape: x.shape().to_vec(),
@@ -395,7 +395,7 @@ impl Export for SiLU {
 impl Export for Identity {
     fn export(&self, g: &mut Graph, x: &Value) -> Result<Value> {
         let out = g.op("Identity", &[x.name()], vec![]);
-        Ok(Value::new(out, x.example().clone(), x.batch_axis()))
+        Ok(x.like(out, x.example().clone()))
     }
 }
 
@@ -478,12 +478,30 @@ pub(crate) fn flatten(
             format!("merging dimensions {s}..={e} before the batch dimension {b}"),
         ));
     }
+    if let Some((a, name)) = x.dynamic_axes().iter().find(|(a, _)| *a > e) {
+        return Err(unsupported(
+            "Flatten",
+            format!(
+                "merging dimensions {s}..={e} before the symbolic dimension {a} ({name:?}): \
+                 the reshape would fix its size"
+            ),
+        ));
+    }
     let mut shape: Vec<i64> = vec![0; s];
     shape.push(-1);
     shape.extend(x.shape()[e + 1..].iter().map(|&d| d as i64));
     let out = g.reshape(x.name(), &shape);
     let batch = x.batch_axis().map(|b| b.min(s));
-    Ok(Value::new(out, y.value(), batch))
+    let mut v = Value::new(out, y.value(), batch);
+    // Symbolic dimensions before `start` stay; one merged into `start` makes it unknown.
+    for (a, name) in x.dynamic_axes() {
+        if *a < s {
+            v = v.with_dynamic(*a, name.clone());
+        } else if batch != Some(s) {
+            v = v.with_dynamic(s, "");
+        }
+    }
+    Ok(v)
 }
 
 impl Export for Flatten {
@@ -528,7 +546,7 @@ impl Export for Embedding<f32> {
     }
 }
 
-/// `x + table[:L]` for batch-first `x` `[N, L, E]`.
+/// `x + table[:L]` for batch-first `x` `[N, L, E]`, `L` read at run time.
 fn add_positions(
     g: &mut Graph,
     x: &Value,
@@ -542,9 +560,9 @@ fn add_positions(
             why: format!("{layer} exports batched inputs [N, L, E]"),
         });
     }
-    let len = x.shape()[1] as i64;
+    // The rows up to the length at run time, so a symbolic length follows.
     let starts = g.ints("starts", &[0]);
-    let ends = g.ints("ends", &[len]);
+    let ends = g.shape_of(x.name(), 1, 2);
     let axes = g.ints("axes", &[0]);
     let rows = g.op("Slice", &[table, &starts, &ends, &axes], vec![]);
     let out = g.op("Add", &[x.name(), &rows], vec![]);

@@ -3,18 +3,30 @@
 
 mod attention;
 mod basic;
+mod bilinear;
+mod decoder;
+mod embedding_bag;
+mod norms;
 mod recurrent;
+mod resample;
+mod volume;
 
 use std::any::Any;
 
 use strata_autograd::{Var, no_grad};
-use strata_nn::Forward;
+use strata_nn::{Forward, Hooked};
 
 use crate::error::{Result, unsupported};
 use crate::graph::{Graph, Value};
 
-pub use attention::{export_encoder, export_encoder_layer, export_self_attention};
+pub use attention::{
+    GraphMasks, export_encoder, export_encoder_layer, export_encoder_masked, export_self_attention,
+};
 pub(crate) use basic::flatten;
+pub use bilinear::export_bilinear;
+pub use decoder::{
+    DecoderInputs, TransformerMasks, export_decoder, export_decoder_layer, export_transformer,
+};
 
 /// A module that can write its inference forward into an ONNX [`Graph`].
 ///
@@ -73,20 +85,33 @@ pub fn export_forward(layer: &dyn Forward<f32>, g: &mut Graph, x: &Value) -> Res
         };
     }
     use strata_nn::*;
-    dispatch!(
+    macro_rules! layers {
+        ($($ty:ty),* $(,)?) => {
+            dispatch!($($ty,)* $(Hooked<$ty, f32>,)*);
+        };
+    }
+    layers!(
         Linear<f32>,
         Conv1d<f32>,
         Conv2d<f32>,
+        Conv3d<f32>,
+        ConvTranspose1d<f32>,
+        ConvTranspose2d<f32>,
         MaxPool1d,
         MaxPool2d,
+        MaxPool3d,
         AvgPool1d,
         AvgPool2d,
+        AvgPool3d,
         AdaptiveAvgPool2d,
         AdaptiveMaxPool2d,
         BatchNorm1d<f32>,
         BatchNorm2d<f32>,
         LayerNorm<f32>,
+        RMSNorm<f32>,
         GroupNorm<f32>,
+        InstanceNorm1d<f32>,
+        InstanceNorm2d<f32>,
         ReLU,
         Sigmoid,
         Tanh,
@@ -97,17 +122,49 @@ pub fn export_forward(layer: &dyn Forward<f32>, g: &mut Graph, x: &Value) -> Res
         Softmax,
         LogSoftmax,
         Flatten,
+        Unflatten,
+        PixelShuffle,
+        PixelUnshuffle,
+        Upsample,
         Dropout,
         Sequential<f32>,
         LearnedPositionalEncoding<f32>,
         SinusoidalPositionalEncoding<f32>,
-        MultiheadAttention<f32>,
         TransformerEncoderLayer<f32>,
         TransformerEncoder<f32>,
     );
+    dispatch!(MultiheadAttention<f32>);
     Err(unsupported(
         layer.type_name(),
         "the ONNX exporter does not know this layer; implement strata_onnx::Export for the \
          model that contains it",
     ))
+}
+
+impl<M: Export + Forward<f32>> Export for Hooked<M, f32> {
+    /// The inner module's export: ONNX has no hooks, so hooks that only observe (log
+    /// activations, Opacus-style captures) are simply not in the file. A pre-hook or
+    /// forward hook that replaces the input or output would make the file compute
+    /// something else: the hooked forward is run on the example and compared with the
+    /// inner module's, and any difference is refused. (A hook that changes values only on
+    /// other inputs than the example cannot be seen by the trace.)
+    fn export(&self, g: &mut Graph, x: &Value) -> Result<Value> {
+        let out = self.inner().export(g, x)?;
+        let hooked = run(|| Ok(self.forward(&x.float("Hooked")?)?))?.value();
+        let inner = out.float("Hooked")?.value();
+        let same = hooked.shape() == inner.shape()
+            && hooked
+                .to_vec()
+                .iter()
+                .zip(inner.to_vec())
+                .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+        if !same {
+            return Err(unsupported(
+                format!("Hooked<{}>", self.inner().type_name()),
+                "a forward pre-hook or forward hook changed the module's input or output on the \
+                 example; ONNX cannot run hooks: remove them, or export the inner module",
+            ));
+        }
+        Ok(out)
+    }
 }

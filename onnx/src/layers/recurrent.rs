@@ -170,7 +170,7 @@ fn export_stack(
     if config.batch_first {
         h = g.transpose(&h, &[1, 0, 2]);
     }
-    Ok(Value::new(h, y.value(), Some(batch_axis)))
+    Ok(x.with(h, y))
 }
 
 impl Export for RNN<f32> {
