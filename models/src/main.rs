@@ -416,17 +416,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
         )?,
         Command::Export { checkpoint, output } => {
             let exported = reference::export(&checkpoint, &output).map_err(|e| e.to_string())?;
-            let inputs = exported
+            let initializers = exported
                 .model
                 .graph
                 .as_ref()
                 .map(|g| g.initializer.len())
                 .unwrap_or(0);
             out(&format!(
-                "wrote {} (ONNX opset {}, {inputs} initializers, batch dimension \"batch\")",
+                "wrote {} (ONNX opset {}, {initializers} initializers): {}",
                 output.display(),
-                strata_onnx::OPSET
-            ))?
+                strata_onnx::OPSET,
+                exported.signature()
+            ))?;
+            // What the file computes, when a model states it (seq2seq: the teacher-forced
+            // forward, not its decoding loop).
+            if let Some((_, what)) = exported.model.doc_string.split_once(": ") {
+                out(&format!("the file computes {what}"))?
+            }
         }
         Command::Info { checkpoint } => {
             out(&reference::info(&checkpoint).map_err(|e| e.to_string())?)?

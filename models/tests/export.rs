@@ -9,7 +9,7 @@ use strata_autograd::Var;
 use strata_models::models::{
     CharRnn, CharRnnConfig, CharTransformer, CharTransformerConfig, Cnn, CnnConfig, DpCnn,
     Forecaster, LinearRegression, LogisticRegression, Mlp, PinnNet, PolynomialRegression,
-    RecurrentKind, SequenceClassifier, SequenceClassifierConfig,
+    RecurrentKind, Seq2Seq, Seq2SeqConfig, SequenceClassifier, SequenceClassifierConfig,
 };
 use strata_nn::{Forward, Module};
 use strata_onnx::{Example, Export, ExportOptions, export};
@@ -198,6 +198,87 @@ fn the_character_models() {
     check("char-transformer", &model, ids(12, 20), forward);
 }
 
+/// Source tokens `[n, s]` and decoder inputs `[n, t]` of the seq2seq vocabulary, the
+/// sources padded (0) at the end by a different amount per row.
+fn seq2seq_tokens(n: usize, s: usize, t: usize) -> (IndexTensor, IndexTensor) {
+    use strata_models::models::dates::{BOS, PAD, VOCAB};
+    let src: Vec<i64> = (0..n * s)
+        .map(|i| {
+            let (row, col) = (i / s, i % s);
+            if col >= s - row % s.min(3) {
+                PAD
+            } else {
+                3 + ((i * 7 + n) % (VOCAB - 3)) as i64
+            }
+        })
+        .collect();
+    let tgt: Vec<i64> = (0..n * t)
+        .map(|i| {
+            if i % t == 0 {
+                BOS
+            } else {
+                3 + ((i * 5 + t) % (VOCAB - 3)) as i64
+            }
+        })
+        .collect();
+    (
+        IndexTensor::from_vec(src, &[n, s]).unwrap(),
+        IndexTensor::from_vec(tgt, &[n, t]).unwrap(),
+    )
+}
+
+fn tract_tensor(ids: &IndexTensor) -> TValue {
+    let t: tract_onnx::prelude::Tensor =
+        tract_ndarray::ArrayD::from_shape_vec(ids.shape(), ids.to_vec())
+            .unwrap()
+            .into();
+    t.into()
+}
+
+#[test]
+fn the_seq2seq_model_as_its_teacher_forced_forward() {
+    use strata_models::models::dates::{MAX_SOURCE, MAX_TARGET, VOCAB};
+    let config = Seq2SeqConfig {
+        vocab: VOCAB,
+        d_model: 16,
+        heads: 2,
+        encoder_layers: 2,
+        decoder_layers: 2,
+        feedforward: 32,
+        max_source: MAX_SOURCE,
+        max_target: MAX_TARGET,
+        dropout: 0.0,
+    };
+    let model = Seq2Seq::new(config, &mut seeded_rng(60)).unwrap();
+    let (src, tgt) = seq2seq_tokens(2, 7, 5);
+    let exported = model.export_onnx(&src, &tgt).unwrap();
+    assert_eq!(
+        exported.signature(),
+        format!(
+            "src int64 [batch, src_len], tgt_in int64 [batch, tgt_len] -> logits float \
+             [batch, tgt_len, {VOCAB}]"
+        )
+    );
+    assert!(exported.model.doc_string.contains("teacher-forced"));
+    let runnable = load(&exported.to_bytes());
+    // One file at other batch sizes and both lengths changed, the longest target included.
+    for (n, s, t) in [(2, 7, 5), (3, 9, 1), (5, 4, MAX_TARGET)] {
+        let (src, tgt) = seq2seq_tokens(n, s, t);
+        let expected = model.forward(&src, &tgt).unwrap().value();
+        let out = runnable
+            .run(tvec![tract_tensor(&src), tract_tensor(&tgt)])
+            .expect("tract runs the model");
+        let view = out[0].to_array_view::<f32>().unwrap();
+        assert_eq!(view.shape(), expected.shape(), "at {n}, {s}, {t}");
+        for (a, e) in view.iter().zip(expected.to_vec()) {
+            assert!(
+                (a - e).abs() <= 1e-5 + 1e-4 * e.abs(),
+                "at {n}, {s}, {t}: tract {a}, strata {e}"
+            );
+        }
+    }
+}
+
 fn strata(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(args)
@@ -266,4 +347,44 @@ fn strata_export_writes_a_checkpoint_as_onnx() {
     // Not a checkpoint.
     let out = strata(&["export", &p(&run_dir), &p(&onnx)]);
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn strata_export_writes_seq2seq_and_says_what_the_file_computes() {
+    let dir = TempDir::new("cli-export-seq2seq");
+    let run_dir = dir.join("run");
+    let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let train = strata(&[
+        "train",
+        "seq2seq",
+        "--epochs",
+        "1",
+        "--limit",
+        "100",
+        "--quiet",
+        "--out",
+        &p(&run_dir),
+    ]);
+    assert!(
+        train.status.success(),
+        "{}",
+        String::from_utf8_lossy(&train.stderr)
+    );
+    let onnx = dir.join("seq2seq.onnx");
+    let out = strata(&["export", &p(&run_dir.join("checkpoint")), &p(&onnx)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("src int64 [batch, src_len]"), "{stdout}");
+    assert!(stdout.contains("teacher-forced"), "{stdout}");
+    // The file runs at lengths other than the traced ones.
+    let runnable = load(&std::fs::read(&onnx).unwrap());
+    let (src, tgt) = seq2seq_tokens(3, 12, 4);
+    let out = runnable
+        .run(tvec![tract_tensor(&src), tract_tensor(&tgt)])
+        .expect("tract runs the model");
+    assert_eq!(out[0].shape()[..2], [3, 4]);
 }

@@ -112,6 +112,43 @@ impl Exported {
         self.model.encode_to_vec()
     }
 
+    /// The graph's inputs and output with their element types and dimensions, symbolic
+    /// ones by name: `"src int64 [batch, src_len], tgt_in int64 [batch, tgt_len] -> logits
+    /// float [batch, tgt_len, 80]"`.
+    pub fn signature(&self) -> String {
+        use tensor_shape_proto::dimension::Value as Dim;
+        let describe = |v: &ValueInfoProto| {
+            let Some(type_proto::Value::TensorType(t)) =
+                v.r#type.as_ref().and_then(|t| t.value.as_ref())
+            else {
+                return v.name.clone();
+            };
+            let elem = match t.elem_type {
+                proto::DATA_TYPE_FLOAT => "float",
+                proto::DATA_TYPE_INT64 => "int64",
+                proto::DATA_TYPE_BOOL => "bool",
+                _ => "?",
+            };
+            let dims: Vec<String> = t
+                .shape
+                .iter()
+                .flat_map(|s| &s.dim)
+                .map(|d| match &d.value {
+                    Some(Dim::DimValue(v)) => v.to_string(),
+                    Some(Dim::DimParam(p)) => p.clone(),
+                    None => "?".into(),
+                })
+                .collect();
+            format!("{} {elem} [{}]", v.name, dims.join(", "))
+        };
+        let Some(g) = &self.model.graph else {
+            return String::new();
+        };
+        let inputs: Vec<String> = g.input.iter().map(describe).collect();
+        let outputs: Vec<String> = g.output.iter().map(describe).collect();
+        format!("{} -> {}", inputs.join(", "), outputs.join(", "))
+    }
+
     /// Writes the model to `path` atomically (a temporary file beside it, synced, then
     /// renamed over it), so `path` holds the old file or the whole new one.
     ///

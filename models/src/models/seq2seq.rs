@@ -268,6 +268,104 @@ impl Seq2Seq {
     }
 }
 
+impl Seq2Seq {
+    /// The teacher-forced forward [`forward`](Seq2Seq::forward) as an ONNX model, traced on
+    /// `src` and `tgt_in`: inputs `src` (int64 `[batch, src_len]`, source tokens padded
+    /// with [`PAD`]) and `tgt_in` (int64 `[batch, tgt_len]`, [`BOS`] then the output so
+    /// far), output `logits` (`[batch, tgt_len, vocab]`, the next token's at each
+    /// position). The batch and both lengths are symbolic; the sources' padding mask and
+    /// the causal mask are computed in the graph. Greedy decoding is a loop around the
+    /// file, not in it: from `tgt_in = [[BOS]]`, append the argmax of the last position's
+    /// logits until [`EOS`] or `max_target` tokens.
+    ///
+    /// # Errors
+    /// As [`forward`](Seq2Seq::forward); [`ModelsError::Onnx`] for what ONNX cannot
+    /// express; a trace that differs from the forward.
+    pub fn export_onnx(
+        &self,
+        src: &IndexTensor,
+        tgt_in: &IndexTensor,
+    ) -> Result<strata_onnx::Exported> {
+        use strata_onnx::{ExportOptions, GraphInput, export_with_inputs};
+        let expected = no_grad(|| self.forward(src, tgt_in))?.value();
+        let options = ExportOptions {
+            graph_name: "seq2seq".into(),
+            output_name: "logits".into(),
+            doc: format!(
+                "strata seq2seq, exported by strata {}: {}",
+                env!("CARGO_PKG_VERSION"),
+                EXPORT_DOC
+            ),
+            ..ExportOptions::default()
+        };
+        let inputs = vec![
+            GraphInput::new("src", src.clone()).dynamic(1, "src_len"),
+            GraphInput::new("tgt_in", tgt_in.clone()).dynamic(1, "tgt_len"),
+        ];
+        let exported = export_with_inputs(inputs, &options, |g, xs| {
+            self.export_graph(g, &xs[0], &xs[1])
+        })?;
+        let (a, b) = (exported.output.to_vec(), expected.contiguous().to_vec());
+        let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        if exported.output.shape() != expected.shape()
+            || a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-5 * scale)
+        {
+            return Err(ModelsError::Config(
+                "seq2seq: the ONNX export's trace differs from the model's forward".into(),
+            ));
+        }
+        Ok(exported)
+    }
+
+    /// The graph of [`forward`](Seq2Seq::forward) on the inputs `src` and `tgt_in`.
+    fn export_graph(
+        &self,
+        g: &mut strata_onnx::Graph,
+        src: &strata_onnx::Value,
+        tgt_in: &strata_onnx::Value,
+    ) -> strata_onnx::Result<strata_onnx::Value> {
+        use strata_onnx::{Example, Export, GraphMasks, TransformerMasks, export_transformer};
+        let Example::Index(ids) = src.example() else {
+            return Err(strata_onnx::OnnxError::Input {
+                shape: src.shape().to_vec(),
+                why: "seq2seq takes source tokens (int64)".into(),
+            });
+        };
+        // `true` where the source is padding, as `encode` makes it.
+        let pad: Vec<f32> = ids
+            .as_slice()
+            .iter()
+            .map(|&t| f32::from(u8::from(t == PAD)))
+            .collect();
+        let pad_token = g.ints("pad_token", &[PAD]);
+        let is_pad = g.op("Equal", &[src.name(), &pad_token], vec![]);
+        let pad = src.like(is_pad, Example::Bool(Tensor::from_vec(pad, ids.shape())?));
+        let x = g.scoped("src_embed", |g| self.src_embed.export(g, src))?;
+        let x = g.scoped("src_pos", |g| self.src_pos.export(g, &x))?;
+        let y = g.scoped("tgt_embed", |g| self.tgt_embed.export(g, tgt_in))?;
+        let y = g.scoped("tgt_pos", |g| self.tgt_pos.export(g, &y))?;
+        let masks = TransformerMasks {
+            src_key_padding: Some(&pad),
+            tgt: GraphMasks {
+                causal: true,
+                key_padding: None,
+            },
+            memory_key_padding: Some(&pad),
+        };
+        let h = g.scoped("transformer", |g| {
+            export_transformer(&self.transformer, g, &x, &y, &masks)
+        })?;
+        g.scoped("head", |g| self.head.export(g, &h))
+    }
+}
+
+/// What an exported `seq2seq` file computes, for its doc string and `strata export`.
+const EXPORT_DOC: &str = "the teacher-forced forward, not the greedy decoding loop: \
+    src (int64 [batch, src_len], source characters as tokens padded with 0) and tgt_in \
+    (int64 [batch, tgt_len], 1 (start) then the output so far) give logits [batch, tgt_len, \
+    vocab], the next token's at each position. To translate, start from tgt_in = [[1]] and \
+    append the argmax of the last position's logits until 2 (end) or 11 tokens.";
+
 impl Module for Seq2Seq {
     fn visit_state(&self, f: &mut dyn FnMut(&str, &Var, StateKind)) {
         visit_child("src_embed", &self.src_embed, f);
@@ -773,6 +871,29 @@ impl ReferenceModel for Seq2SeqSpec {
             )));
         }
         net.translate(&lines)
+    }
+
+    /// The teacher-forced forward (see [`Seq2Seq::export_onnx`]),
+    /// traced on two dates and their ISO forms, the batch and both lengths symbolic.
+    fn export(&self, net: &Seq2Seq, _config: &Seq2SeqConfig) -> Result<strata_onnx::Exported> {
+        let pairs = [("March 5, 2021", "2021-03-05"), ("12/31/99", "1999-12-31")];
+        let sources = pairs
+            .iter()
+            .map(|(s, _)| encode_source(s))
+            .collect::<Result<Vec<_>>>()?;
+        let len = sources.iter().map(Vec::len).max().unwrap_or(1);
+        let mut src = Vec::with_capacity(pairs.len() * len);
+        for s in &sources {
+            src.extend(s.iter().copied().chain(std::iter::repeat(PAD)).take(len));
+        }
+        let mut tgt = Vec::with_capacity(pairs.len() * MAX_TARGET);
+        for (_, iso) in pairs {
+            let t = encode_source(iso)?;
+            tgt.extend(std::iter::once(BOS).chain(t).take(MAX_TARGET));
+        }
+        let src = IndexTensor::from_vec(src, &[pairs.len(), len])?;
+        let tgt = IndexTensor::from_vec(tgt, &[pairs.len(), MAX_TARGET])?;
+        net.export_onnx(&src, &tgt)
     }
 }
 
