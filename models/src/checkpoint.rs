@@ -28,8 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 use serde_json::Value;
 use strata_nn::Module;
-use strata_optim::{Optimizer, OptimizerState};
-use strata_tensor::io::fs;
+use strata_optim::{ExponentialMovingAverage, Optimizer, OptimizerState};
+use strata_tensor::Tensor;
+use strata_tensor::io::{FileTensor, TensorFile, fs};
 
 use crate::{ModelsError, Result};
 
@@ -42,6 +43,12 @@ pub const RECORD_FILE: &str = "provenance.json";
 /// The history of the epochs trained so far (for `--resume`: the curves and the final
 /// metrics of a resumed training cover the whole run).
 pub const HISTORY_FILE: &str = "history.json";
+/// The file of a checkpoint whose model is an average of the weights
+/// ([`ExponentialMovingAverage`]): the weights training continues from, by their
+/// state-dict names, and the average's count of updates, so that a resume continues both.
+pub const EMA_FILE: &str = "ema.safetensors";
+/// The count of updates in [`EMA_FILE`].
+const EMA_UPDATES: &str = "ema.updates";
 
 /// The largest provenance record (or history) read: a record is a few kilobytes (a
 /// character model's vocabulary at most a few megabytes); a bigger file is not one.
@@ -71,7 +78,34 @@ pub fn save<M: Module + ?Sized>(
     record: &impl Serialize,
     history: Option<&impl Serialize>,
 ) -> Result<()> {
+    save_averaged(dir, model, optimizer, None, record, history)
+}
+
+/// [`save`] of a model that holds an average of the weights (`ema`, swapped in: see
+/// [`ExponentialMovingAverage::is_swapped`]): the average is the checkpoint's model, and
+/// the weights training continues from go into [`EMA_FILE`].
+///
+/// # Errors
+/// As [`save`]; an average that is not swapped into the model.
+pub fn save_averaged<M: Module + ?Sized>(
+    dir: &Path,
+    model: &M,
+    optimizer: &dyn Optimizer,
+    ema: Option<&ExponentialMovingAverage>,
+    record: &impl Serialize,
+    history: Option<&impl Serialize>,
+) -> Result<()> {
+    if ema.is_some_and(|e| !e.is_swapped()) {
+        return Err(checkpoint_error(
+            dir,
+            "the model must hold the average when it is saved",
+        ));
+    }
     let write_model = |p: &Path| Ok(model.save_safetensors(p)?);
+    let write_ema = |p: &Path| match ema {
+        Some(e) => write_ema(p, model, e),
+        None => Ok(()),
+    };
     let write_optimizer = |p: &Path| Ok(optimizer.state_dict().save(p)?);
     let write_record = |p: &Path| write_json(p, record);
     let write_history = |p: &Path| match history {
@@ -82,6 +116,9 @@ pub fn save<M: Module + ?Sized>(
         (MODEL_FILE, &write_model),
         (OPTIMIZER_FILE, &write_optimizer),
     ];
+    if ema.is_some() {
+        files.push((EMA_FILE, &write_ema));
+    }
     if history.is_some() {
         files.push((HISTORY_FILE, &write_history));
     }
@@ -486,6 +523,98 @@ pub fn load_optimizer(dir: &Path, optimizer: &mut dyn Optimizer) -> Result<()> {
         .map_err(|e| checkpoint_error(dir, e.to_string()))
 }
 
+fn write_ema<M: Module + ?Sized>(
+    path: &Path,
+    model: &M,
+    ema: &ExponentialMovingAverage,
+) -> Result<()> {
+    let names = model.named_parameters();
+    if names.len() != ema.held().len() {
+        return Err(checkpoint_error(
+            path,
+            "the average does not hold one tensor per parameter",
+        ));
+    }
+    let updates = i64::try_from(ema.updates())
+        .map_err(|_| checkpoint_error(path, "the count of updates is beyond int64"))?;
+    let mut tensors: Vec<FileTensor> = names
+        .iter()
+        .zip(ema.held())
+        .map(|((name, _), t)| FileTensor::new(name.as_str(), t.clone()))
+        .collect();
+    tensors.push(
+        FileTensor::exact_counter(EMA_UPDATES, &[], vec![updates])
+            .map_err(|e| checkpoint_error(path, e.to_string()))?,
+    );
+    let mut file = TensorFile::new();
+    file.tensors = tensors;
+    file.metadata
+        .insert("decay".into(), format!("{:?}", ema.decay()));
+    file.write(path)
+        .map_err(|e| checkpoint_error(path, e.kind.to_string()))
+}
+
+/// The [`EMA_FILE`] of the checkpoint in `dir`, if it has one: the weights training
+/// continues from, one per parameter of `model` in its order, and the average's count of
+/// updates. Nothing in it is trusted: the names and shapes must be the model's
+/// parameters', the values finite, the count a non-negative integer.
+///
+/// # Errors
+/// [`ModelsError::Checkpoint`] for an unreadable or malformed file, or one that does not
+/// fit `model`.
+pub fn read_ema<M: Module + ?Sized>(
+    dir: &Path,
+    model: &M,
+) -> Result<Option<(Vec<Tensor<f32>>, u64)>> {
+    let path = dir.join(EMA_FILE);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Ok(None);
+    }
+    let fail = |msg: String| checkpoint_error(dir, format!("{EMA_FILE}: {msg}"));
+    let file = TensorFile::<f32>::read(&path).map_err(|e| fail(e.kind.to_string()))?;
+    let updates = file
+        .get(EMA_UPDATES)
+        .and_then(|t| match t.exact.as_deref() {
+            Some(&[n]) => u64::try_from(n).ok(),
+            _ => None,
+        })
+        .ok_or_else(|| fail(format!("no count of updates ({EMA_UPDATES})")))?;
+    let names = model.named_parameters();
+    if file.tensors.len() != names.len() + 1 {
+        return Err(fail(format!(
+            "{} tensors for a model of {} parameters",
+            file.tensors.len().saturating_sub(1),
+            names.len()
+        )));
+    }
+    let mut weights = Vec::with_capacity(names.len());
+    for (name, p) in &names {
+        let t = file
+            .get(name)
+            .ok_or_else(|| fail(format!("no weights for {name}")))?;
+        if t.exact.is_some() || t.tensor.shape() != p.shape() {
+            return Err(fail(format!(
+                "{name} is {:?}, the model's is {:?}",
+                t.tensor.shape(),
+                p.shape()
+            )));
+        }
+        if let Some((i, v)) = t
+            .tensor
+            .to_vec()
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+        {
+            return Err(fail(format!(
+                "its weights are not finite: {name}[{i}] = {v}"
+            )));
+        }
+        weights.push(t.tensor.clone());
+    }
+    Ok(Some((weights, updates)))
+}
+
 /// `dir/name`.
 pub fn file(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
@@ -531,6 +660,48 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, ["checkpoint"]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn an_averaged_checkpoint_keeps_the_training_weights_and_refuses_a_foreign_file() {
+        let root = std::env::temp_dir().join(format!("strata-ckpt-ema-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let dir = root.join("checkpoint");
+        let model = Linear::<f32>::new(3, 2, true, &mut seeded_rng(0));
+        let opt = Sgd::new(model.parameters(), SgdConfig::default()).unwrap();
+        let mut ema = ExponentialMovingAverage::new(model.parameters(), 0.5).unwrap();
+        ema.update().unwrap();
+        let trained: Vec<Tensor<f32>> = model.parameters().iter().map(|p| p.value()).collect();
+        for p in model.parameters() {
+            p.set_value(p.value().mul_scalar(3.0)).unwrap();
+        }
+        ema.update().unwrap();
+        let live: Vec<Vec<f32>> = model.parameters().iter().map(|p| p.to_vec()).collect();
+        let record = serde_json::json!({});
+        // Saved only while the model holds the average.
+        assert!(save_averaged(&dir, &model, &opt, Some(&ema), &record, None::<&()>).is_err());
+        ema.swap().unwrap();
+        save_averaged(&dir, &model, &opt, Some(&ema), &record, None::<&()>).unwrap();
+        // The model file is the average (2× the first weights), the EMA file the weights.
+        let fresh = Linear::<f32>::new(3, 2, true, &mut seeded_rng(1));
+        load_model(&dir, &fresh).unwrap();
+        for (p, t) in fresh.parameters().iter().zip(&trained) {
+            let want: Vec<f32> = t.to_vec().iter().map(|v| 2.0 * v).collect();
+            assert_eq!(p.to_vec(), want);
+        }
+        let (weights, updates) = read_ema(&dir, &fresh).unwrap().unwrap();
+        assert_eq!(updates, 2);
+        let weights: Vec<Vec<f32>> = weights.iter().map(Tensor::to_vec).collect();
+        assert_eq!(weights, live);
+        // Another model's shapes are refused, naming the file.
+        let other = Linear::<f32>::new(4, 2, true, &mut seeded_rng(0));
+        let e = read_ema(&dir, &other).unwrap_err().to_string();
+        assert!(e.contains(EMA_FILE) && e.contains("weight"), "{e}");
+        // A plain save has no EMA file.
+        save(&dir, &model, &opt, &record, None::<&()>).unwrap();
+        assert!(read_ema(&dir, &model).unwrap().is_none());
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -607,6 +607,7 @@ pub fn fit<R: Rng + ?Sized>(
         progress: config.progress,
         comm: strata_distributed::Communicator::alone(),
         privacy: None,
+        ema: None,
     };
     run(
         &mut learner,

@@ -40,6 +40,11 @@ enum Command {
         /// Samples per batch (default: the model's).
         #[arg(long)]
         batch_size: Option<usize>,
+        /// Evaluate and save an exponential moving average of the weights with this decay
+        /// (after a warm-up; default: the model's, 0 for none). Free under --dp: it is
+        /// post-processing.
+        #[arg(long, value_name = "DECAY")]
+        ema: Option<f64>,
         /// The recurrent layer of char-rnn and forecast (default: lstm).
         #[arg(long)]
         cell: Option<RecurrentKind>,
@@ -263,6 +268,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             steps,
             lr,
             batch_size,
+            ema,
             cell,
             seed,
             threads,
@@ -308,6 +314,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     ("--steps", steps.is_some()),
                     ("--lr", lr.is_some()),
                     ("--batch-size", batch_size.is_some()),
+                    ("--ema", ema.is_some()),
                     ("--cell", cell.is_some()),
                     ("--seed", seed.is_some()),
                     ("--out", out_dir.is_some()),
@@ -345,6 +352,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     stop_after,
                     comm: world.comm().clone(),
                     privacy: dp.options()?,
+                    ema,
                 };
                 reference::train(&opts).map(|metrics| (metrics, out_dir))
             };

@@ -305,6 +305,77 @@ fn resume_continues_bit_for_bit() {
     }
 }
 
+/// Class 3 under an average of the weights (`--ema`): the checkpoint's model is the
+/// average, evaluated and reported; the weights training continues from are saved beside
+/// it, so a stopped run resumes bit for bit; a checkpoint missing them, or a decay
+/// outside [0, 1), is refused.
+#[test]
+fn an_averaged_run_saves_the_average_and_resumes_bit_for_bit() {
+    let dir = TempDir::new("hostile-ema");
+    let averaged = |out: &Path| TrainOptions {
+        ema: Some(0.9),
+        ..logreg(out, 5)
+    };
+    let plain = dir.join("plain");
+    reference::train(&logreg(&plain, 5)).unwrap();
+    let straight = dir.join("straight");
+    let a = reference::train(&averaged(&straight)).unwrap();
+    assert_ne!(
+        bytes(&plain.join("checkpoint/model.safetensors")),
+        bytes(&straight.join("checkpoint/model.safetensors")),
+        "the average is not the trained weights"
+    );
+    let record = checkpoint::read_record(&straight.join("checkpoint")).unwrap();
+    assert_eq!(record["hyperparameters"]["ema"], 0.9, "{record}");
+    // What the run reported is the saved model's (the average's) evaluation, on the
+    // same (limited) test split.
+    let e = reference::eval(&straight.join("checkpoint")).unwrap();
+    assert_eq!(Some(a["test_accuracy"].as_f64().unwrap()), e.accuracy);
+    let stopped = dir.join("stopped");
+    reference::train(&TrainOptions {
+        stop_after: Some(2),
+        ..averaged(&stopped)
+    })
+    .unwrap();
+    let lost = dir.join("lost");
+    std::fs::create_dir_all(lost.join("checkpoint")).unwrap();
+    for f in names(&stopped.join("checkpoint")) {
+        if f != "ema.safetensors" {
+            std::fs::copy(
+                stopped.join("checkpoint").join(&f),
+                lost.join("checkpoint").join(&f),
+            )
+            .unwrap();
+        }
+    }
+    let how = ResumeOptions::default();
+    error_containing(reference::resume(&lost, &how), "ema.safetensors");
+    let b = reference::resume(&stopped, &how).unwrap();
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "ema.safetensors",
+    ] {
+        assert!(
+            bytes(&straight.join("checkpoint").join(f))
+                == bytes(&stopped.join("checkpoint").join(f)),
+            "{f} differs after --resume"
+        );
+    }
+    for key in ["epochs", "train_loss", "test_loss", "test_accuracy"] {
+        assert_eq!(a[key], b[key], "{key}");
+    }
+    for bad in [1.0, 1.5, -0.1, f64::NAN] {
+        let out = dir.join("bad");
+        let opts = TrainOptions {
+            ema: Some(bad),
+            ..logreg(&out, 1)
+        };
+        error_containing(reference::train(&opts), "must be in [0, 1)");
+        assert!(!out.exists());
+    }
+}
+
 /// Class 3: what can fail after training (linear regression's closed form on fewer
 /// samples than coefficients; the metrics' text sample of a text without a newline)
 /// fails after the checkpoint is saved, and is reported beside it.

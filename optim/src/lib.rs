@@ -31,6 +31,7 @@ mod adagrad;
 mod adam;
 mod adaptive;
 mod clip;
+mod ema;
 mod error;
 mod lbfgs;
 mod lion;
@@ -47,6 +48,7 @@ pub use adaptive::{
     Adamax, AdamaxConfig, Asgd, AsgdConfig, NAdam, NAdamConfig, RAdam, RAdamConfig,
 };
 pub use clip::{clip_grad_norm, clip_grad_value};
+pub use ema::ExponentialMovingAverage;
 pub use error::{OptimError, Result};
 pub use lbfgs::{Lbfgs, LbfgsConfig};
 pub use lion::{Lion, LionConfig};

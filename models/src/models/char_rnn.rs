@@ -148,6 +148,7 @@ impl ReferenceModel for CharRnnSpec {
             optimizer: OptimizerKind::AdamW,
             schedule: Schedule::OneCycle,
             clip_grad_norm: Some(1.0),
+            ema: None,
         }
     }
 

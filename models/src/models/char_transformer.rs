@@ -185,6 +185,7 @@ impl ReferenceModel for CharTransformerSpec {
             optimizer: OptimizerKind::AdamW,
             schedule: Schedule::OneCycle,
             clip_grad_norm: Some(1.0),
+            ema: None,
         }
     }
 

@@ -186,6 +186,7 @@ impl ReferenceModel for CnnSpec {
             optimizer: OptimizerKind::Adam,
             schedule: Schedule::OneCycle,
             clip_grad_norm: None,
+            ema: None,
         }
     }
 

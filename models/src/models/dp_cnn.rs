@@ -165,6 +165,7 @@ impl ReferenceModel for DpCnnSpec {
             optimizer: OptimizerKind::Adam,
             schedule: Schedule::OneCycle,
             clip_grad_norm: None,
+            ema: None,
         }
     }
 

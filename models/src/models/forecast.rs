@@ -160,6 +160,7 @@ impl ReferenceModel for ForecastSpec {
             optimizer: OptimizerKind::Adam,
             schedule: Schedule::OneCycle,
             clip_grad_norm: None,
+            ema: None,
         }
     }
 

@@ -305,6 +305,7 @@ impl ReferenceModel for LinregSpec {
             optimizer: OptimizerKind::Sgd,
             schedule: Schedule::Constant,
             clip_grad_norm: None,
+            ema: None,
         }
     }
 
@@ -443,6 +444,7 @@ impl ReferenceModel for PolyregSpec {
             optimizer: OptimizerKind::Sgd,
             schedule: Schedule::Constant,
             clip_grad_norm: None,
+            ema: None,
         }
     }
 

@@ -121,6 +121,7 @@ impl ReferenceModel for LogregSpec {
             optimizer: OptimizerKind::Sgd,
             schedule: Schedule::Constant,
             clip_grad_norm: None,
+            ema: None,
         }
     }
 

@@ -127,6 +127,7 @@ impl ReferenceModel for MlpSpec {
             optimizer: OptimizerKind::Adam,
             schedule: Schedule::OneCycle,
             clip_grad_norm: None,
+            ema: None,
         }
     }
 

@@ -466,6 +466,7 @@ impl ReferenceModel for PinnSpec {
             optimizer: OptimizerKind::Adam,
             schedule: Schedule::OneCycle,
             clip_grad_norm: None,
+            ema: None,
         }
     }
 

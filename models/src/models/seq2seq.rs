@@ -775,6 +775,7 @@ impl ReferenceModel for Seq2SeqSpec {
             optimizer: OptimizerKind::Adam,
             schedule: Schedule::OneCycle,
             clip_grad_norm: Some(1.0),
+            ema: None,
         }
     }
 

@@ -166,6 +166,7 @@ impl ReferenceModel for SeqClassifierSpec {
             optimizer: OptimizerKind::Adam,
             schedule: Schedule::OneCycle,
             clip_grad_norm: None,
+            ema: None,
         }
     }
 

@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde_json::Value;
+use strata_autograd::Var;
 use strata_distributed::{Communicator, DdpConfig, Reducer, replicate};
 use strata_nn::Module;
+use strata_optim::ExponentialMovingAverage;
 use strata_privacy::{DpSgd, DpSgdConfig, GaussianNoise, noise_multiplier};
 use strata_tensor::seeded_rng;
 
@@ -29,7 +31,7 @@ use super::registry::Model;
 use super::spec::{Defaults, Figures, Length, Network, Plan, ReferenceModel, Schedule, Task};
 use super::{PrivacyOptions, TrainOptions};
 use crate::train::{
-    EpochEnd, EpochRecord, Evaluation, LoopConfig, PrivacyHandle, PrivateTraining, Start,
+    EmaHandle, EpochEnd, EpochRecord, Evaluation, LoopConfig, PrivacyHandle, PrivateTraining, Start,
 };
 use crate::{ModelsError, Result, checkpoint, plot};
 
@@ -328,6 +330,8 @@ impl<S: ReferenceModel> Flows for S {
         opts.lr = Some(h.lr);
         opts.batch_size = Some(h.batch_size);
         opts.cell = h.cell;
+        // A run without an average resumes without one, whatever the model's default.
+        opts.ema = Some(h.ema.unwrap_or(0.0));
         opts.progress = how.progress;
         opts.stop_after = how.stop_after;
         opts.checkpoint_every = how.checkpoint_every;
@@ -345,7 +349,7 @@ impl<S: ReferenceModel> Flows for S {
 
     fn eval(&'static self, record: Record, dir: &Path) -> Result<Evaluation> {
         let (architecture, extra, net) = rebuild(self, &record, dir)?;
-        let prepared = self.prepare(&options_from(Model::new(self), &record))?;
+        let mut prepared = self.prepare(&options_from(Model::new(self), &record))?;
         self.check_reloaded(&extra, &prepared.extra)
             .map_err(|msg| ModelsError::Checkpoint {
                 path: dir.to_path_buf(),
@@ -353,6 +357,11 @@ impl<S: ReferenceModel> Flows for S {
             })?;
         let mut task = self.task(&architecture);
         task.restore_settings(&record.hyperparameters);
+        // The data it was trained on: a run on the first samples (--limit) was also
+        // evaluated on the first test samples, and its figures are those.
+        if let Some(n) = record.hyperparameters.limit {
+            task.limit(&mut prepared.data, n);
+        }
         let evaluation = task.evaluate(&net, &prepared.data)?;
         // The weights are finite (checked on load), but can be large enough to overflow
         // on the data: a NaN loss is a broken checkpoint, not a figure to print.
@@ -509,6 +518,14 @@ fn train_in<S: ReferenceModel>(
         Length::Steps(n) => Length::Steps(opts.steps.unwrap_or(n)),
     };
     let comm = &opts.comm;
+    let ema_decay = opts.ema.or(defaults.ema).filter(|&d| d != 0.0);
+    if let Some(d) = ema_decay
+        && !(0.0..1.0).contains(&d)
+    {
+        return Err(ModelsError::Config(format!(
+            "--ema {d}: the decay of the average must be in [0, 1) (0 turns it off)"
+        )));
+    }
     let mut prepared = spec.prepare(opts)?;
     let mut task = spec.task(&prepared.architecture);
     let mut net = spec.init(&prepared, &mut seeded_rng(opts.seed))?;
@@ -559,6 +576,12 @@ fn train_in<S: ReferenceModel>(
     };
     let lr = opts.lr.unwrap_or(defaults.lr);
     let mut optimizer = defaults.optimizer.build(net.parameters(), lr)?;
+    let ema = match ema_decay {
+        Some(d) => Some(EmaHandle::new(
+            ExponentialMovingAverage::new(net.parameters(), d)?.warmup(true),
+        )),
+        None => None,
+    };
     // Under DP-SGD the per-sample clipping bounds the gradients; the model's own gradient
     // clipping would only rescale the noisy step, so it is off.
     let clip_grad_norm = defaults.clip_grad_norm.filter(|_| private.is_none());
@@ -578,6 +601,7 @@ fn train_in<S: ReferenceModel>(
         limit: opts.limit,
         held_out_fraction: None,
         cell: opts.cell,
+        ema: ema_decay,
     };
     task.record_settings(&mut hyperparameters);
     let data = opts.data.as_ref().map(|d| d.display().to_string());
@@ -622,6 +646,31 @@ fn train_in<S: ReferenceModel>(
             }
             checkpoint::load_model(&ckpt, &*net)?;
             checkpoint::load_optimizer(&ckpt, optimizer.as_mut())?;
+            match (&ema, checkpoint::read_ema(&ckpt, &*net)?) {
+                // The model loaded is the average; training continues from the weights
+                // kept beside it.
+                (Some(ema), Some((weights, updates))) => {
+                    let params = net.parameters();
+                    let average = params.iter().map(Var::value).collect();
+                    for (p, w) in params.iter().zip(weights) {
+                        p.set_value(w)?;
+                    }
+                    ema.lock().load(average, updates)?;
+                }
+                (None, None) => {}
+                (Some(_), None) => {
+                    return Err(fail(format!(
+                        "it has no {} for the average of the weights",
+                        checkpoint::EMA_FILE
+                    )));
+                }
+                (None, Some(_)) => {
+                    return Err(fail(format!(
+                        "it holds an average of the weights ({}) but the run has none",
+                        checkpoint::EMA_FILE
+                    )));
+                }
+            }
             task.restore_settings(&r.record.hyperparameters);
             let start = Start {
                 epochs_done: r.progress.epochs_done,
@@ -654,6 +703,7 @@ fn train_in<S: ReferenceModel>(
             progress: opts.progress,
             comm: comm.clone(),
             privacy: private.as_ref().map(|(h, _)| h.clone()),
+            ema: ema.clone(),
         },
         start,
     };
@@ -732,7 +782,15 @@ fn train_in<S: ReferenceModel>(
                     progress,
                     privacy_now()?,
                 );
-                checkpoint::save(&ckpt, end.model, end.optimizer, &record, Some(&history))?;
+                let average = ema.as_ref().map(EmaHandle::lock);
+                checkpoint::save_averaged(
+                    &ckpt,
+                    end.model,
+                    end.optimizer,
+                    average.as_deref(),
+                    &record,
+                    Some(&history),
+                )?;
             }
             if stop && r.epoch < total_epochs {
                 stopped = Some(r.epoch);
@@ -777,10 +835,12 @@ fn train_in<S: ReferenceModel>(
         complete: true,
     };
     if comm.is_root() {
-        checkpoint::save(
+        let average = ema.as_ref().map(EmaHandle::lock);
+        checkpoint::save_averaged(
             &ckpt,
             &*net,
             optimizer.as_ref(),
+            average.as_deref(),
             &record_at(
                 metrics_of(&last, seconds, epoch_figures(&last)),
                 progress,

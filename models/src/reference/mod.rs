@@ -92,6 +92,9 @@ pub struct TrainOptions {
     pub comm: Communicator,
     /// Train with differential privacy (DP-SGD); `None` trains as usual.
     pub privacy: Option<PrivacyOptions>,
+    /// Evaluate and save an exponential moving average of the weights with this decay
+    /// (in `[0, 1)`; 0 turns off a model's default average).
+    pub ema: Option<f64>,
 }
 
 /// Private training (`strata train --dp`): DP-SGD from strata-privacy, with Poisson
@@ -151,6 +154,7 @@ impl TrainOptions {
             stop_after: None,
             comm: Communicator::alone(),
             privacy: None,
+            ema: None,
         }
     }
 }

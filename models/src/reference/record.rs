@@ -156,6 +156,10 @@ pub struct Hyperparameters {
     /// The recurrent layer asked for with `--cell`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cell: Option<crate::models::RecurrentKind>,
+    /// The decay of the exponential moving average of the weights that was evaluated
+    /// and saved (the checkpoint's model is the average).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f64>,
 }
 
 /// What a model trained on.
@@ -314,6 +318,7 @@ mod tests {
                 limit: Some(300),
                 held_out_fraction: None,
                 cell: None,
+                ema: None,
             },
             dataset: DatasetRecord {
                 name: "digits".into(),

@@ -371,6 +371,9 @@ pub struct Defaults {
     pub schedule: Schedule,
     /// Clip the gradient norm to this before each step.
     pub clip_grad_norm: Option<f64>,
+    /// Evaluate and save an exponential moving average of the weights with this decay
+    /// (with a warm-up, see [`ExponentialMovingAverage`](strata_optim::ExponentialMovingAverage)).
+    pub ema: Option<f64>,
 }
 
 impl fmt::Display for Defaults {
@@ -392,6 +395,9 @@ impl fmt::Display for Defaults {
         }
         if let Some(c) = self.clip_grad_norm {
             write!(f, ", gradient norm clipped at {c}")?;
+        }
+        if let Some(d) = self.ema {
+            write!(f, ", weights averaged (EMA {d})")?;
         }
         Ok(())
     }

@@ -49,7 +49,7 @@ use strata_autograd::Var;
 use strata_distributed::{Communicator, ReduceOp};
 use strata_nn::Module;
 use strata_optim::schedule::{OneCycleLR, SchedulerState};
-use strata_optim::{Optimizer, clip_grad_norm};
+use strata_optim::{ExponentialMovingAverage, Optimizer, clip_grad_norm};
 use strata_privacy::{AccountantKind, DpSgd, PoissonSampler, PrivacyError};
 
 use crate::{ModelsError, Result};
@@ -304,6 +304,38 @@ impl PartialEq for PrivacyHandle {
     }
 }
 
+/// A shared handle on the [`ExponentialMovingAverage`] of a run's parameters
+/// ([`LoopConfig::ema`]): the loop updates it, the caller saves what it holds with its
+/// checkpoints and restores it on a resume.
+#[derive(Clone)]
+pub struct EmaHandle(pub Arc<Mutex<ExponentialMovingAverage>>);
+
+impl EmaHandle {
+    /// A handle on `ema`.
+    pub fn new(ema: ExponentialMovingAverage) -> Self {
+        EmaHandle(Arc::new(Mutex::new(ema)))
+    }
+
+    /// The average, locked.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, ExponentialMovingAverage> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for EmaHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmaHandle")
+    }
+}
+
+impl PartialEq for EmaHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// How [`run`] trains, besides the data and the model.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LoopConfig {
@@ -324,6 +356,12 @@ pub struct LoopConfig {
     /// divided by the expected batch size ([`PrivateTraining`]) instead of the plain
     /// backward; the data source must then draw Poisson batches.
     pub privacy: Option<PrivacyHandle>,
+    /// Evaluate an exponential moving average of the model's parameters: updated after
+    /// every optimizer step, swapped into the model for each evaluation and `on_epoch`
+    /// (which then sees the average as the model, and the weights training continues from
+    /// in [`ExponentialMovingAverage::held`]), swapped back to train on, and left in the
+    /// model at the end. Buffers (BatchNorm's running statistics) are the trained model's.
+    pub ema: Option<EmaHandle>,
 }
 
 /// What `on_epoch` sees after each epoch: its record, and the model and optimizer as they
@@ -483,6 +521,9 @@ pub fn run_from<B>(
             };
             optimizer.step()?;
             step += 1;
+            if let Some(ema) = &config.ema {
+                ema.lock().update()?;
+            }
             if let Some(s) = &mut schedule
                 && step < total
             {
@@ -527,6 +568,9 @@ pub fn run_from<B>(
             (loss_sum, weight, items)
         };
         learner.module().eval();
+        if let Some(ema) = &config.ema {
+            ema.lock().swap()?;
+        }
         let epsilon = match &config.privacy {
             Some(private) => {
                 let mut p = private.lock();
@@ -568,6 +612,11 @@ pub fn run_from<B>(
             optimizer,
         })?;
         history.push(record);
+        if let Some(ema) = &config.ema
+            && epoch < epochs
+        {
+            ema.lock().swap()?;
+        }
     }
     bar.finish_and_clear();
     learner.module().eval();

@@ -411,6 +411,7 @@ pub fn fit(
         progress: config.progress,
         comm: Communicator::alone(),
         privacy: None,
+        ema: None,
     };
     run(
         &mut learner,
