@@ -388,3 +388,47 @@ fn in_memory_dataset_new_errors() {
     let mut out = [0.0; 2];
     assert_eq!(r.read(1, &mut out), Label::Value(1.5));
 }
+
+/// `Scattering2d` equals Kymatio 0.3's `Scattering2D` (the fixture of
+/// `tests/fixtures/scattering.py`): MNIST digits at J = 2, L = 8, and random images of
+/// another shape, an odd L and J = 3.
+#[test]
+fn the_scattering_transform_matches_kymatio() {
+    use strata_models::data::Scattering2d;
+    use strata_tensor::Tensor;
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/scattering.json"),
+    )
+    .unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let numbers = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
+    let sizes =
+        |v: &serde_json::Value| -> Vec<usize> { numbers(v).iter().map(|&x| x as usize).collect() };
+    for case in fixture["cases"].as_array().unwrap() {
+        let (j, l) = (
+            case["J"].as_u64().unwrap() as usize,
+            case["L"].as_u64().unwrap() as usize,
+        );
+        let shape = sizes(&case["shape"]);
+        let input: Vec<f32> = numbers(&case["input"]).iter().map(|&v| v as f32).collect();
+        let s = Scattering2d::new(j, l, [shape[1], shape[2]]).unwrap();
+        let out = s
+            .transform(&Tensor::from_vec(input, &shape).unwrap())
+            .unwrap();
+        assert_eq!(out.shape(), sizes(&case["output_shape"]).as_slice());
+        let want = numbers(&case["output"]);
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (i, (&a, &e)) in out.to_vec().iter().zip(&want).enumerate() {
+            assert!(
+                (a as f64 - e).abs() <= 1e-4 * scale + 1e-4 * e.abs(),
+                "J = {j}, L = {l}: coefficient {i}: strata {a}, Kymatio {e}"
+            );
+        }
+    }
+}

@@ -3,6 +3,9 @@
 
 pub mod bundled;
 pub mod readers;
+mod scattering;
+
+pub use scattering::Scattering2d;
 
 use std::ops::Range;
 use std::sync::Arc;
