@@ -7,11 +7,14 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use strata_autograd::Var;
+use strata_autograd::{ConvTransposeParams, Var};
 use strata_nn::{
-    BatchNorm1d, Conv2d, Conv2dParams, Embedding, Flatten, Forward, GELU, GRU, LSTM, LayerNorm,
-    Linear, LogSoftmax, MaxPool2d, MhaConfig, Module, MultiheadAttention, RNN, ReLU, RnnConfig,
-    RnnNonlinearity, Sequential, TransformerEncoderLayer, TransformerEncoderLayerConfig,
+    AvgPool3d, BagMode, BatchNorm1d, Conv2d, Conv2dParams, Conv3d, Conv3dParams, ConvTranspose2d,
+    Embedding, EmbeddingBag, Flatten, Forward, GELU, GRU, InstanceNorm1d, InstanceNorm2d,
+    InstanceNormConfig, InterpolateMode, LSTM, LayerNorm, Linear, LogSoftmax, MaxPool2d, MaxPool3d,
+    MhaConfig, Module, MultiheadAttention, PixelShuffle, Pool3dParams, RMSNorm, RNN, ReLU, Resize,
+    RnnConfig, RnnNonlinearity, Sequential, TransformerEncoderLayer, TransformerEncoderLayerConfig,
+    Unflatten, Upsample,
 };
 use strata_onnx::{Example, Export, ExportOptions, export};
 use strata_tensor::{IndexTensor, Tensor, seeded_rng};
@@ -142,5 +145,119 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let embedding = Embedding::new(11, 4, None, &mut rng)?;
     let ids = IndexTensor::from_vec((0..15).map(|i| (i * 7) % 11).collect(), &[3, 5])?;
     write_case(dir, "embedding", &embedding, Example::Index(ids))?;
+
+    let p = ConvTransposeParams {
+        stride: [2, 3],
+        padding: [1, 2],
+        output_padding: [1, 2],
+        dilation: [2, 1],
+        groups: 2,
+    };
+    let up = Sequential::new().push(ConvTranspose2d::new(4, 6, [3, 4], p, true, &mut rng)?);
+    write_case(dir, "conv_transpose", &up, x(&[3, 4, 5, 6], &mut rng))?;
+
+    // The dilated max pool is checked here: tract ignores MaxPool's dilations.
+    let c3 = Conv3dParams {
+        padding: [1; 3],
+        ..Conv3dParams::default()
+    };
+    let volume = Sequential::new()
+        .push(Conv3d::new(2, 4, [2, 3, 3], c3, true, &mut rng)?)
+        .push(MaxPool3d {
+            params: Pool3dParams {
+                kernel: [3, 2, 3],
+                stride: [2, 1, 2],
+                padding: [1; 3],
+                dilation: [1, 2, 1],
+                count_include_pad: true,
+            },
+        })
+        .push(AvgPool3d {
+            params: Pool3dParams {
+                padding: [1; 3],
+                count_include_pad: false,
+                ..Pool3dParams::new(2)
+            },
+        });
+    write_case(dir, "volume", &volume, x(&[3, 2, 4, 6, 7], &mut rng))?;
+
+    let rms = RMSNorm::new(&[6]);
+    rms.weight
+        .as_ref()
+        .ok_or("a weight")?
+        .set_value(Tensor::randn(&[6], &mut rng))?;
+    write_case(
+        dir,
+        "rms_norm",
+        &Sequential::new().push(rms),
+        x(&[3, 4, 6], &mut rng),
+    )?;
+    let affine = InstanceNormConfig {
+        affine: true,
+        ..InstanceNormConfig::default()
+    };
+    let inorm = InstanceNorm2d::with_config(3, affine);
+    inorm
+        .weight()
+        .ok_or("a weight")?
+        .set_value(Tensor::randn(&[3], &mut rng))?;
+    inorm
+        .bias()
+        .ok_or("a bias")?
+        .set_value(Tensor::randn(&[3], &mut rng))?;
+    write_case(
+        dir,
+        "instance_norm",
+        &Sequential::new().push(inorm),
+        x(&[3, 3, 4, 5], &mut rng),
+    )?;
+    let tracked = InstanceNormConfig {
+        affine: true,
+        track_running_stats: true,
+        ..InstanceNormConfig::default()
+    };
+    let mut running = Sequential::new().push(InstanceNorm1d::with_config(3, tracked));
+    running.forward(&Var::new(Tensor::randn(&[8, 3, 6], &mut rng)))?;
+    running.eval();
+    write_case(
+        dir,
+        "instance_norm_running",
+        &running,
+        x(&[3, 3, 6], &mut rng),
+    )?;
+
+    let upsamples = [
+        (
+            "upsample_nearest",
+            Resize::Scale(vec![2.0]),
+            InterpolateMode::Nearest,
+        ),
+        (
+            "upsample_bilinear",
+            Resize::Size(vec![7, 9]),
+            InterpolateMode::Linear {
+                align_corners: false,
+            },
+        ),
+        (
+            "upsample_corners",
+            Resize::Scale(vec![2.0]),
+            InterpolateMode::Linear {
+                align_corners: true,
+            },
+        ),
+    ];
+    for (name, resize, mode) in upsamples {
+        let layer = Sequential::new().push(Upsample { resize, mode });
+        write_case(dir, name, &layer, x(&[3, 2, 4, 5], &mut rng))?;
+    }
+    let shuffle = Sequential::new()
+        .push(PixelShuffle::new(2)?)
+        .push(Unflatten::new(1, &[1, 2])?);
+    write_case(dir, "pixel_shuffle", &shuffle, x(&[3, 8, 3, 4], &mut rng))?;
+
+    let bag = EmbeddingBag::new(11, 4, BagMode::Mean, Some(2), &mut rng)?;
+    let ids = IndexTensor::from_vec((0..12).map(|i| (i * 5) % 11).collect(), &[3, 4])?;
+    write_case(dir, "embedding_bag", &bag, Example::Index(ids))?;
     Ok(())
 }
