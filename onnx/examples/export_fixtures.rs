@@ -13,10 +13,13 @@ use strata_nn::{
     Embedding, EmbeddingBag, Flatten, Forward, GELU, GRU, InstanceNorm1d, InstanceNorm2d,
     InstanceNormConfig, InterpolateMode, LSTM, LayerNorm, Linear, LogSoftmax, MaxPool2d, MaxPool3d,
     MhaConfig, Module, MultiheadAttention, PixelShuffle, Pool3dParams, RMSNorm, RNN, ReLU, Resize,
-    RnnConfig, RnnNonlinearity, Sequential, TransformerEncoderLayer, TransformerEncoderLayerConfig,
-    Unflatten, Upsample,
+    RnnConfig, RnnNonlinearity, Sequential, TransformerDecoderLayer, TransformerEncoderLayer,
+    TransformerEncoderLayerConfig, Unflatten, Upsample,
 };
-use strata_onnx::{Example, Export, ExportOptions, export};
+use strata_onnx::{
+    DecoderInputs, Example, Export, ExportOptions, Graph, GraphInput, Value, export,
+    export_decoder_layer, export_with_inputs,
+};
 use strata_tensor::{IndexTensor, Tensor, seeded_rng};
 
 fn json_list<T: std::fmt::Debug>(v: &[T]) -> String {
@@ -61,6 +64,48 @@ fn write_case<M: Export + Module>(
     println!(
         "{name}: {:?} -> {:?}",
         input.shape(),
+        exported.output.shape()
+    );
+    Ok(())
+}
+
+/// A case of several inputs: `NAME.json` lists them (`"inputs"`: name, kind, shape,
+/// values) with strata's output.
+fn write_inputs_case<M: Module>(
+    dir: &Path,
+    name: &str,
+    module: &M,
+    inputs: Vec<GraphInput>,
+    build: impl FnOnce(&mut Graph, &[Value]) -> strata_onnx::Result<Value>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let exported = export_with_inputs(inputs.clone(), &ExportOptions::default(), build)?;
+    exported.save(&dir.join(format!("{name}.onnx")))?;
+    module.save_safetensors(&dir.join(format!("{name}.safetensors")))?;
+    let items: Vec<String> = inputs
+        .iter()
+        .map(|i| {
+            let (kind, values) = match &i.example {
+                Example::Float(t) => ("float", json_list(&t.to_vec())),
+                Example::Bool(t) => ("bool", json_list(&t.to_vec())),
+                Example::Index(t) => ("int64", json_list(&t.to_vec())),
+            };
+            format!(
+                "{{\"name\": {:?}, \"kind\": \"{kind}\", \"shape\": {}, \"values\": {values}}}",
+                i.name,
+                json_list(i.example.shape())
+            )
+        })
+        .collect();
+    let json = format!(
+        "{{\"inputs\": [{}], \"output\": {}, \"output_shape\": {}}}",
+        items.join(", "),
+        json_list(&exported.output.to_vec()),
+        json_list(exported.output.shape())
+    );
+    std::fs::write(dir.join(format!("{name}.json")), json)?;
+    println!(
+        "{name}: {} inputs -> {:?}",
+        inputs.len(),
         exported.output.shape()
     );
     Ok(())
@@ -259,5 +304,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bag = EmbeddingBag::new(11, 4, BagMode::Mean, Some(2), &mut rng)?;
     let ids = IndexTensor::from_vec((0..12).map(|i| (i * 5) % 11).collect(), &[3, 4])?;
     write_case(dir, "embedding_bag", &bag, Example::Index(ids))?;
+
+    // The decoder layer: target, memory and a boolean memory padding mask as inputs, the
+    // causal mask built in the graph; the script runs it at other lengths too.
+    let config = TransformerEncoderLayerConfig::new(8, 2)
+        .dim_feedforward(16)
+        .dropout(0.0)
+        .batch_first(true);
+    let decoder = TransformerDecoderLayer::new(config, &mut rng)?;
+    let pad: Vec<f32> = (0..15)
+        .map(|i| f32::from(u8::from(i % 5 >= 3 + i / 10)))
+        .collect();
+    let inputs = vec![
+        GraphInput::new("tgt", Tensor::randn(&[3, 4, 8], &mut rng)).dynamic(1, "tgt_len"),
+        GraphInput::new("memory", Tensor::randn(&[3, 5, 8], &mut rng)).dynamic(1, "src_len"),
+        GraphInput::new(
+            "memory_key_padding_mask",
+            Example::Bool(Tensor::from_vec(pad, &[3, 5])?),
+        )
+        .dynamic(1, "src_len"),
+    ];
+    write_inputs_case(dir, "decoder_layer", &decoder, inputs, |g, xs| {
+        let inputs = DecoderInputs {
+            memory_key_padding: Some(&xs[2]),
+            ..DecoderInputs::causal(&xs[1])
+        };
+        export_decoder_layer(&decoder, g, &xs[0], &inputs)
+    })?;
     Ok(())
 }
