@@ -8,6 +8,11 @@
 //! messages of [`proto`]; strata-nn's layers and strata-models' reference models are
 //! what it exports.
 //!
+//! A forward of several inputs (a decoder's target and memory, key-padding masks) is
+//! exported with [`export_with_inputs`], each input with its own symbolic dimensions (a
+//! sequence length), and masks that follow the length built in the graph, so one file
+//! runs at every batch size and length.
+//!
 //! An export is a trace: it runs the forward on an example input, layer by layer, so every
 //! shape is checked by the layers themselves, and returns what strata computed next to the
 //! model, for comparing with an ONNX runtime. A layer or setting with no ONNX equivalent
