@@ -20,6 +20,8 @@ struct Cli {
     command: Command,
 }
 
+// One value per process, parsed once: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Train a reference model; writes OUT/metrics.json, OUT/checkpoint/ and OUT/curves.svg.

@@ -8,8 +8,9 @@ use std::process::Command;
 use strata_autograd::Var;
 use strata_models::models::{
     CharRnn, CharRnnConfig, CharTransformer, CharTransformerConfig, Cnn, CnnConfig, DpCnn,
-    Forecaster, LinearRegression, LogisticRegression, Mlp, PinnNet, PolynomialRegression,
-    RecurrentKind, Seq2Seq, Seq2SeqConfig, SequenceClassifier, SequenceClassifierConfig,
+    DpScatterNet, Forecaster, LinearRegression, LogisticRegression, Mlp, PinnNet,
+    PolynomialRegression, RecurrentKind, ScatterConfig, Seq2Seq, Seq2SeqConfig, SequenceClassifier,
+    SequenceClassifierConfig,
 };
 use strata_nn::{Forward, Module};
 use strata_onnx::{Example, Export, ExportOptions, export};
@@ -115,6 +116,20 @@ fn the_feed_forward_reference_models() {
     };
     let dp_cnn = DpCnn::new(small, &mut rng).unwrap();
     check("dp-cnn", &dp_cnn, floats(&[1, 16, 16]), forward_of(&dp_cnn));
+    let scatter = ScatterConfig {
+        in_channels: 1,
+        image_size: [16, 16],
+        j: 2,
+        l: 8,
+        classes: 10,
+    };
+    let dp_scatter = DpScatterNet::new(scatter, &mut rng).unwrap();
+    check(
+        "dp-scatter",
+        &dp_scatter,
+        floats(&[81, 4, 4]),
+        forward_of(&dp_scatter),
+    );
     let pinn = PinnNet::new(8, 3, &mut rng).unwrap();
     check("pinn", &pinn, floats(&[2]), forward_of(&pinn));
 }

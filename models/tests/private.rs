@@ -102,3 +102,77 @@ fn models_that_cannot_train_privately_are_refused() {
     let err = reference::train(&private("cnn", &dir.join("cnn"), neither)).unwrap_err();
     assert!(err.to_string().contains("--noise-multiplier"), "{err}");
 }
+
+/// `dp-scatter` trains privately on the scattering features of the images, predicts from
+/// the images themselves (their features computed as in training) and exports the network
+/// on the features; its record states the transform.
+#[test]
+fn the_scattering_model_trains_privately_predicts_from_images_and_exports() {
+    use strata_autograd::Var;
+    use strata_models::checkpoint;
+    use strata_models::models::{DpScatterNet, ScatterConfig};
+    use strata_nn::Forward;
+    use strata_tensor::{Tensor, seeded_rng};
+
+    let dir = TempDir::new("private-scatter");
+    let out = dir.join("run");
+    // 300 digits are too few to learn from at a small ε in two epochs: a loose guarantee
+    // shows that it learns (chance is 0.1).
+    let opts = TrainOptions {
+        lr: Some(0.03),
+        ..private("dp-scatter", &out, seeded(100.0))
+    };
+    let metrics = reference::train(&opts).unwrap();
+    assert!(metrics["epsilon"].as_f64().unwrap() <= 100.0);
+    assert!(
+        metrics["test_accuracy"].as_f64().unwrap() > 0.3,
+        "{metrics}"
+    );
+    let ck = out.join("checkpoint");
+    let record = checkpoint::read_record(&ck).unwrap();
+    let config: ScatterConfig = serde_json::from_value(record["architecture"].clone()).unwrap();
+    assert_eq!(
+        config,
+        ScatterConfig {
+            in_channels: 1,
+            image_size: [8, 8],
+            j: 2,
+            l: 8,
+            classes: 10
+        }
+    );
+    let described = record["dataset"]["preprocessing"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(described.contains("Scattering2D(J=2, L=8)"), "{described}");
+    // predict: raw 8×8 digits (0-16) in an IDX file; the checkpoint's argmax on their
+    // features.
+    let pixels: Vec<u8> = (0..5 * 64).map(|i| ((i * 7) % 17) as u8).collect();
+    let images = dir.write(
+        "digits-idx3-ubyte",
+        &crate::common::idx_bytes(&[5, 8, 8], &pixels),
+    );
+    let predicted = reference::predict(&ck, &images).unwrap();
+    let net = DpScatterNet::new(config, &mut seeded_rng(1)).unwrap();
+    checkpoint::load_model(&ck, &net).unwrap();
+    let x = Tensor::from_vec(
+        pixels.iter().map(|&v| v as f32 / 16.0).collect(),
+        &[5, 1, 8, 8],
+    )
+    .unwrap();
+    let logits = net
+        .forward(&Var::new(config.features(&x).unwrap()))
+        .unwrap()
+        .value();
+    let want: Vec<String> = logits
+        .argmax(Some(1), false)
+        .unwrap()
+        .to_vec()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    assert_eq!(predicted, want);
+    // The export takes the features: [batch, 81, 2, 2].
+    let exported = reference::export(&ck, &dir.join("scatter.onnx")).unwrap();
+    assert_eq!(exported.output.shape(), &[1, 10]);
+}

@@ -5,8 +5,8 @@
 use proptest::prelude::*;
 use strata_autograd::Var;
 use strata_nn::{
-    Conv1d, Conv1dParams, Conv2d, Conv2dParams, Embedding, Forward, GRU, GRUCell, LSTM, LSTMCell,
-    LayerNorm, LearnedPositionalEncoding, Linear, MhaConfig, MhaForward, Module,
+    Conv1d, Conv1dParams, Conv2d, Conv2dParams, Embedding, Forward, GRU, GRUCell, GroupNorm, LSTM,
+    LSTMCell, LayerNorm, LearnedPositionalEncoding, Linear, MhaConfig, MhaForward, Module,
     MultiheadAttention, Padding, RMSNorm, RNN, RnnConfig, RnnNonlinearity, Sequential, Tanh,
     TransformerEncoder, TransformerEncoderLayerConfig,
 };
@@ -110,6 +110,26 @@ proptest! {
             let part = idx[range.start * len..range.end * len].to_vec();
             let ids = IndexTensor::from_vec(part, &[range.len(), len])?;
             projected(&emb.forward(&ids)?, &r, 0, range)
+        })?;
+    }
+
+    #[test]
+    fn group_norm_with_its_affine_map(
+        batch in 1usize..4, groups in 1usize..4, per in 1usize..3, h in 1usize..4,
+        seed in any::<u64>(),
+    ) {
+        let c = groups * per;
+        let gn = ok(GroupNorm::<f64>::new(groups, c))?;
+        // Weights and biases away from their initial 1 and 0.
+        for p in gn.parameters() {
+            p.set_value(randn(p.shape(), seed ^ 3)).unwrap();
+        }
+        let x = randn(&[batch, c, h, h + 1], seed ^ 1);
+        let y = ok(gn.forward(&Var::new(x.clone())))?;
+        let r = randn(y.shape(), seed ^ 2);
+        check_per_sample(&gn, batch, true, &|range| {
+            let xs = Var::new(x.narrow(0, range.start, range.len())?);
+            projected(&gn.forward(&xs)?, &r, 0, range)
         })?;
     }
 

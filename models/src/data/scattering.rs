@@ -295,7 +295,8 @@ fn gabor(size: [usize; 2], sigma: f64, theta: f64, xi: f64, slant: f64) -> (Vec<
             }
         }
     }
-    // Kymatio's constant, 3.1415, kept for equal output.
+    // Kymatio's constant, 3.1415 rather than π, kept for equal output.
+    #[allow(clippy::approx_constant)]
     let norm = 2.0 * 3.1415 * sigma * sigma / slant;
     for v in re.iter_mut().chain(im.iter_mut()) {
         *v /= norm;

@@ -7,6 +7,7 @@ mod char_transformer;
 mod cnn;
 pub mod dates;
 mod dp_cnn;
+mod dp_scatter;
 mod forecast;
 mod linear;
 mod logistic;
@@ -22,6 +23,7 @@ pub use char_rnn::{CharRnn, CharRnnConfig, CharRnnSpec};
 pub use char_transformer::{CharTransformer, CharTransformerConfig, CharTransformerSpec};
 pub use cnn::{Cnn, CnnConfig, CnnSpec};
 pub use dp_cnn::{DpCnn, DpCnnSpec};
+pub use dp_scatter::{DpScatterNet, DpScatterSpec, SCATTER_J, SCATTER_L, ScatterConfig};
 pub use forecast::{ForecastArchitecture, ForecastExtra, ForecastSpec, Forecaster};
 pub use linear::{
     LinearRegression, LinregArchitecture, LinregSpec, PolynomialRegression, PolyregArchitecture,
@@ -48,6 +50,7 @@ pub static REGISTRY: &[Model] = &[
     Model::new(&MlpSpec),
     Model::new(&CnnSpec),
     Model::new(&DpCnnSpec),
+    Model::new(&DpScatterSpec),
     Model::new(&CharRnnSpec),
     Model::new(&CharTransformerSpec),
     Model::new(&ForecastSpec),

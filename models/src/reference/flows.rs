@@ -349,7 +349,7 @@ impl<S: ReferenceModel> Flows for S {
 
     fn eval(&'static self, record: Record, dir: &Path) -> Result<Evaluation> {
         let (architecture, extra, net) = rebuild(self, &record, dir)?;
-        let mut prepared = self.prepare(&options_from(Model::new(self), &record))?;
+        let prepared = self.prepare(&options_from(Model::new(self), &record))?;
         self.check_reloaded(&extra, &prepared.extra)
             .map_err(|msg| ModelsError::Checkpoint {
                 path: dir.to_path_buf(),
@@ -357,11 +357,6 @@ impl<S: ReferenceModel> Flows for S {
             })?;
         let mut task = self.task(&architecture);
         task.restore_settings(&record.hyperparameters);
-        // The data it was trained on: a run on the first samples (--limit) was also
-        // evaluated on the first test samples, and its figures are those.
-        if let Some(n) = record.hyperparameters.limit {
-            task.limit(&mut prepared.data, n);
-        }
         let evaluation = task.evaluate(&net, &prepared.data)?;
         // The weights are finite (checked on load), but can be large enough to overflow
         // on the data: a NaN loss is a broken checkpoint, not a figure to print.
