@@ -109,6 +109,9 @@ fn export_matches_fixture() {
         String::from_utf8_lossy(&std::fs::read(dir.join("strata_export.safetensors")).unwrap())
             .to_string();
     assert!(text.contains(r#""1.num_batches_tracked":{"dtype":"I64""#));
+    if std::env::var_os("STRATA_WRITE_FIXTURES").is_none() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
 
 #[test]

@@ -755,6 +755,9 @@ fn strata_state_dict_loads_into_pytorch() {
     for ((_, a), (_, b)) in lstm.named_parameters().iter().zip(other.named_parameters()) {
         assert_eq!(a.to_vec(), b.to_vec());
     }
+    if std::env::var_os("STRATA_WRITE_FIXTURES").is_none() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
 
 #[test]
