@@ -742,8 +742,12 @@ pub(crate) fn export_char_model(
     let expected = strata_autograd::no_grad(|| net.logits(&ids))?;
     match net {
         CharModel::Rnn(m) => crate::models::export_checked(m, ids.into(), &expected.value(), name),
+        // The length is symbolic: the file runs on any window up to the context.
         CharModel::Transformer(m) => {
-            crate::models::export_checked(m, ids.into(), &expected.value(), name)
+            let input = strata_onnx::GraphInput::new("input", ids).dynamic(1, "seq_len");
+            crate::models::export_checked_with(vec![input], &expected.value(), name, |g, xs| {
+                strata_onnx::Export::export(m, g, &xs[0])
+            })
         }
     }
 }

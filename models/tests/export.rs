@@ -211,6 +211,37 @@ fn the_character_models() {
         _ => unreachable!(),
     };
     check("char-transformer", &model, ids(12, 20), forward);
+
+    // As `strata export` writes it: the length symbolic, the causal mask built in the
+    // graph, so one file runs on windows of any length up to the context.
+    use strata_models::reference::ReferenceModel;
+    let net = strata_models::language::CharModel::Transformer(model);
+    let exported = strata_models::models::CharTransformerSpec
+        .export(&net, &config)
+        .unwrap();
+    assert!(
+        exported.signature().contains("seq_len"),
+        "{}",
+        exported.signature()
+    );
+    let runnable = load(&exported.to_bytes());
+    let strata_models::language::CharModel::Transformer(model) = &net else {
+        unreachable!()
+    };
+    for (batch, len) in [(2, 12), (3, 5), (1, 1)] {
+        let Example::Index(x) = ids(len, 20)(batch) else {
+            unreachable!()
+        };
+        let (shape, values) = run(&runnable, &Example::Index(x.clone()));
+        let expected = model.forward(&x).unwrap().value();
+        assert_eq!(shape, expected.shape(), "batch {batch}, length {len}");
+        for (a, e) in values.iter().zip(expected.to_vec()) {
+            assert!(
+                (a - e).abs() <= 1e-5 + 1e-4 * e.abs(),
+                "batch {batch}, length {len}: tract {a}, strata {e}"
+            );
+        }
+    }
 }
 
 /// Source tokens `[n, s]` and decoder inputs `[n, t]` of the seq2seq vocabulary, the

@@ -112,23 +112,36 @@ impl CharTransformer {
 }
 
 impl strata_onnx::Export for CharTransformer {
-    /// Indices `[N, L]` → logits `[N, L, vocab]` under the causal mask (a constant of the
-    /// graph, so `L` is the traced length).
+    /// Indices `[N, L]` → logits `[N, L, vocab]` under the causal mask: built in the graph
+    /// from the length at run time when the input's length is symbolic
+    /// ([`GraphInput::dynamic`](strata_onnx::GraphInput::dynamic), as `strata export`
+    /// writes it: any `L` up to the context), a constant of the graph otherwise (`L` is
+    /// then the traced length).
     fn export(
         &self,
         g: &mut strata_onnx::Graph,
         x: &strata_onnx::Value,
     ) -> strata_onnx::Result<strata_onnx::Value> {
-        let len = x.shape().get(1).copied().unwrap_or(0);
-        let mask = causal_mask(len).map_err(|e| strata_onnx::OnnxError::Input {
-            shape: x.shape().to_vec(),
-            why: e.to_string(),
-        })?;
         let h = g.scoped("embed", |g| self.embed.export(g, x))?;
         let h = g.scoped("pos", |g| self.pos.export(g, &h))?;
-        let h = g.scoped("encoder", |g| {
-            strata_onnx::export_encoder(&self.encoder, g, &h, Some(&mask), true)
-        })?;
+        let h = if x.is_dynamic(1) {
+            let masks = strata_onnx::GraphMasks {
+                causal: true,
+                key_padding: None,
+            };
+            g.scoped("encoder", |g| {
+                strata_onnx::export_encoder_masked(&self.encoder, g, &h, masks)
+            })?
+        } else {
+            let len = x.shape().get(1).copied().unwrap_or(0);
+            let mask = causal_mask(len).map_err(|e| strata_onnx::OnnxError::Input {
+                shape: x.shape().to_vec(),
+                why: e.to_string(),
+            })?;
+            g.scoped("encoder", |g| {
+                strata_onnx::export_encoder(&self.encoder, g, &h, Some(&mask), true)
+            })?
+        };
         g.scoped("head", |g| self.head.export(g, &h))
     }
 }

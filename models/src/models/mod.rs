@@ -89,15 +89,42 @@ pub(crate) fn export_checked<M: strata_onnx::Export + ?Sized>(
     expected: &strata_tensor::Tensor<f32>,
     name: &str,
 ) -> crate::Result<strata_onnx::Exported> {
-    let options = strata_onnx::ExportOptions {
+    let exported = strata_onnx::export(model, example, &export_options(name))?;
+    check_trace(exported, expected, name)
+}
+
+/// [`export_checked`] of a graph of several inputs (see
+/// [`strata_onnx::export_with_inputs`]), the output named `output`.
+pub(crate) fn export_checked_with(
+    inputs: Vec<strata_onnx::GraphInput>,
+    expected: &strata_tensor::Tensor<f32>,
+    name: &str,
+    build: impl FnOnce(
+        &mut strata_onnx::Graph,
+        &[strata_onnx::Value],
+    ) -> strata_onnx::Result<strata_onnx::Value>,
+) -> crate::Result<strata_onnx::Exported> {
+    let exported = strata_onnx::export_with_inputs(inputs, &export_options(name), build)?;
+    check_trace(exported, expected, name)
+}
+
+fn export_options(name: &str) -> strata_onnx::ExportOptions {
+    strata_onnx::ExportOptions {
         graph_name: name.to_string(),
         doc: format!(
             "strata {name}, exported by strata {}",
             env!("CARGO_PKG_VERSION")
         ),
         ..strata_onnx::ExportOptions::default()
-    };
-    let exported = strata_onnx::export(model, example, &options)?;
+    }
+}
+
+/// `exported`, when its trace equals `expected` (strata's own forward on the example).
+fn check_trace(
+    exported: strata_onnx::Exported,
+    expected: &strata_tensor::Tensor<f32>,
+    name: &str,
+) -> crate::Result<strata_onnx::Exported> {
     let (a, b) = (exported.output.to_vec(), expected.contiguous().to_vec());
     let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     let same = exported.output.shape() == expected.shape()
