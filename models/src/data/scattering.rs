@@ -163,7 +163,8 @@ impl Scattering2d {
                 )));
             }
         };
-        let pixels = images.contiguous().to_vec();
+        let pixels = images.contiguous();
+        let pixels = pixels.as_slice().expect("a contiguous tensor");
         let [channels, oh, ow] = self.output_shape();
         let mut out = vec![0.0f32; batch * channels * oh * ow];
         // Chunks of images bound the memory of the intermediate planes.
@@ -182,7 +183,7 @@ impl Scattering2d {
     /// The coefficients of `b` images in `pixels`, image-major.
     fn chunk(&self, pixels: &[f32], b: usize) -> Result<Vec<f32>> {
         let x = self.pad(pixels, b);
-        let u0 = dft2(&x, false)?;
+        let u0 = dft2(x, false)?;
         // Each output channel's planes of `b` images, in Kymatio's order.
         let mut order0 = Vec::new();
         let mut order1 = Vec::new();
@@ -191,13 +192,13 @@ impl Scattering2d {
         for first in &self.psi {
             let j1 = first.j;
             let filtered = multiply(&u0, &first.levels[0]);
-            let filtered = subsample(&filtered, 1 << j1);
-            let u1 = dft2(&modulus(&dft2(&filtered, true)?), false)?;
+            let filtered = subsample(filtered, 1 << j1);
+            let u1 = dft2(modulus(dft2(filtered, true)?), false)?;
             order1.push(self.low_pass(&u1, j1, self.j - j1)?);
             for second in self.psi.iter().filter(|p| p.j > j1) {
                 let filtered = multiply(&u1, &second.levels[j1]);
-                let filtered = subsample(&filtered, 1 << (second.j - j1));
-                let u2 = dft2(&modulus(&dft2(&filtered, true)?), false)?;
+                let filtered = subsample(filtered, 1 << (second.j - j1));
+                let u2 = dft2(modulus(dft2(filtered, true)?), false)?;
                 order2.push(self.low_pass(&u2, second.j, self.j - second.j)?);
             }
         }
@@ -215,8 +216,8 @@ impl Scattering2d {
 
     /// `unpad(real(ifft2(subsample(u · φ[level], 2^k))))`: the low-pass coefficients.
     fn low_pass(&self, u: &Planes, level: usize, k: usize) -> Result<Vec<f32>> {
-        let filtered = subsample(&multiply(u, &self.phi[level]), 1 << k);
-        let s = dft2(&filtered, true)?;
+        let filtered = subsample(multiply(u, &self.phi[level]), 1 << k);
+        let s = dft2(filtered, true)?;
         let (rows, cols) = (s.rows - 2, s.cols - 2);
         let mut out = Vec::with_capacity(s.count * rows * cols);
         for p in 0..s.count {
@@ -418,15 +419,9 @@ fn multiply(u: &Planes, f: &Plane) -> Planes {
 
 /// Kymatio's `subsample_fourier`: the Fourier planes of the signals subsampled by `k`
 /// (the mean of the `k × k` aliases of each frequency).
-fn subsample(u: &Planes, k: usize) -> Planes {
+fn subsample(u: Planes, k: usize) -> Planes {
     if k == 1 {
-        return Planes {
-            count: u.count,
-            rows: u.rows,
-            cols: u.cols,
-            re: u.re.clone(),
-            im: u.im.clone(),
-        };
+        return u;
     }
     let (rows, cols) = (u.rows / k, u.cols / k);
     let mut re = vec![0.0f32; u.count * rows * cols];
@@ -458,30 +453,24 @@ fn subsample(u: &Planes, k: usize) -> Planes {
 }
 
 /// `|u|`, elementwise, as complex planes with a zero imaginary part.
-fn modulus(u: &Planes) -> Planes {
-    let re =
-        u.re.iter()
-            .zip(&u.im)
-            .map(|(a, b)| (a * a + b * b).sqrt())
-            .collect::<Vec<f32>>();
-    Planes {
-        count: u.count,
-        rows: u.rows,
-        cols: u.cols,
-        im: vec![0.0; re.len()],
-        re,
+fn modulus(mut u: Planes) -> Planes {
+    for (a, b) in u.re.iter_mut().zip(u.im.iter_mut()) {
+        *a = (*a * *a + *b * *b).sqrt();
+        *b = 0.0;
     }
+    u
 }
 
 /// The 2-D DFT of every plane (the inverse, divided by the size, when `inverse`), as
 /// products with the DFT matrices: `F_m · X · F_n`.
-fn dft2(u: &Planes, inverse: bool) -> Result<Planes> {
+fn dft2(u: Planes, inverse: bool) -> Result<Planes> {
     let (m, n) = (u.rows, u.cols);
     let (fr_n, fi_n) = dft_matrix(n, inverse);
     let (fr_m, fi_m) = dft_matrix(m, inverse);
     let err = |e: strata_tensor::TensorError| ModelsError::Config(e.to_string());
-    let re = Tensor::from_vec(u.re.clone(), &[u.count, m, n]).map_err(err)?;
-    let im = Tensor::from_vec(u.im.clone(), &[u.count, m, n]).map_err(err)?;
+    let count = u.count;
+    let re = Tensor::from_vec(u.re, &[count, m, n]).map_err(err)?;
+    let im = Tensor::from_vec(u.im, &[count, m, n]).map_err(err)?;
     // Along each row: X · F_n.
     let (r1, i1) = complex_matmul(&re, &im, &fr_n, &fi_n, false).map_err(err)?;
     // Along each column: F_m · X.
@@ -495,7 +484,7 @@ fn dft2(u: &Planes, inverse: bool) -> Result<Planes> {
         }
     }
     Ok(Planes {
-        count: u.count,
+        count,
         rows: m,
         cols: n,
         re,
@@ -556,7 +545,7 @@ mod tests {
             im: vec![0.0; re.len()],
             re: re.clone(),
         };
-        let f = dft2(&u, false).unwrap();
+        let f = dft2(u, false).unwrap();
         // X[1, 2] by the definition.
         let (mut sr, mut si) = (0.0f64, 0.0f64);
         for r in 0..m {
@@ -567,7 +556,7 @@ mod tests {
             }
         }
         assert!((f.re[n + 2] as f64 - sr).abs() < 1e-4 && (f.im[n + 2] as f64 - si).abs() < 1e-4);
-        let back = dft2(&f, true).unwrap();
+        let back = dft2(f, true).unwrap();
         for (a, b) in back.re.iter().zip(&re) {
             assert!((a - b).abs() < 1e-5);
         }
