@@ -204,10 +204,8 @@ impl<T: Element> Var<T> {
         let rows = self.numel() / in_f.max(1);
         let x2 = self.value().reshape([rows as isize, in_f as isize])?;
         let w = weight.value();
-        let mut y2 = x2.matmul(&w.t()?)?;
-        if let Some(b) = bias {
-            y2.add_(&b.value())?;
-        }
+        // The bias is added as the product stores its result.
+        let y2 = x2.linear(&w, bias.map(Var::value).as_ref())?;
         let y = y2.reshape(y_shape.as_slice())?;
         let inputs = [Some(self), Some(weight), bias];
         let (w_val, x_val, x_shape2) = (w.clone(), x2.clone(), x_shape.clone());
@@ -238,6 +236,64 @@ impl<T: Element> Var<T> {
         };
         taps::record(input, &[Some(weight), bias], &y);
         Ok(y)
+    }
+
+    /// `relu(x·Wᵀ + b)`: [`linear`](Var::linear) then [`relu`](Var::relu) as one op, the
+    /// bias and the clamp applied as the product stores its result (no pass over the
+    /// output of its own, and no pre-activation kept for the backward, which reads the
+    /// output). A transformer's feed-forward block uses it.
+    ///
+    /// While [per-sample taps](crate::tap_parameters) are open it is the two ops, so that
+    /// the taps see the linear layer's own output gradient.
+    ///
+    /// ```
+    /// use strata_autograd::Var;
+    /// use strata_tensor::Tensor;
+    /// let x = Var::new(Tensor::from_vec(vec![1.0f64, 2.0], &[1, 2])?);
+    /// let w = Var::parameter(Tensor::from_vec(vec![1.0, 1.0, 1.0, -1.0], &[2, 2])?);
+    /// let y = x.linear_relu(&w, None)?;
+    /// assert_eq!(y.value().to_vec(), vec![3.0, 0.0]);
+    /// y.sum_all().backward()?;
+    /// assert_eq!(w.grad().unwrap().to_vec(), vec![1.0, 2.0, 0.0, 0.0]);
+    /// # Ok::<(), strata_autograd::AutogradError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`linear`](Var::linear).
+    pub fn linear_relu(&self, weight: &Var<T>, bias: Option<&Var<T>>) -> Result<Var<T>> {
+        if taps::any_open() {
+            return Ok(self.linear(weight, bias)?.relu());
+        }
+        let (x, w, b) = (self.value(), weight.value(), bias.map(Var::value));
+        let y = x.linear_relu(&w, b.as_ref())?;
+        let in_f = w.shape()[1];
+        let out_f = w.shape()[0];
+        let rows = x.numel() / in_f.max(1);
+        let x_shape = x.shape().to_vec();
+        let x2 = x.reshape([rows as isize, in_f as isize])?;
+        let inputs = [Some(self), Some(weight), bias];
+        let tracked: Vec<&Var<T>> = inputs.iter().flatten().copied().collect();
+        let saved = Var::tracking(&tracked).then(|| y.clone());
+        let values = [Some(x), Some(w.clone()), b];
+        Ok(Var::from_op_with("linear_relu", y, &inputs, move |g, n| {
+            let y = saved.as_ref().expect("saved when tracking");
+            let gz = strata_tensor::elementwise::relu::backward(y, g)?;
+            let g2 = gz.reshape([rows as isize, out_f as isize])?;
+            Ok(vec![
+                n.grad(0, || g2.matmul(&w)?.reshape(x_shape.as_slice()))?,
+                n.grad(1, || g2.t()?.matmul(&x2))?,
+                n.grad(2, || g2.sum(&[0], false))?,
+            ])
+        })
+        .double_backward(move |g, inputs, _| {
+            decomposed(g, inputs, &values, |xs| {
+                let (x, w) = (
+                    xs[0].as_ref().expect("given"),
+                    xs[1].as_ref().expect("given"),
+                );
+                Ok(x.linear(w, xs[2].as_ref())?.relu())
+            })
+        }))
     }
 
     /// The rows of `weight` `[num, dim]` at `indices`, like `F.embedding`: shape

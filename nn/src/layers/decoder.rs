@@ -10,7 +10,7 @@ use crate::error::input_error;
 use crate::functional::AttnMask;
 use crate::layers::attention::{KvCache, MhaConfig, MhaForward, MultiheadAttention};
 use crate::layers::transformer::{
-    TransformerActivation, TransformerEncoder, TransformerEncoderLayerConfig,
+    TransformerEncoder, TransformerEncoderLayerConfig, feed_forward_hidden,
 };
 use crate::{Dropout, Forward, LayerNorm, Linear, Module, Result, StateKind, visit_child};
 
@@ -280,11 +280,7 @@ impl<T: Element> TransformerDecoderLayer<T> {
         mha: &mut dyn FnMut(&Var<T>) -> Result<Var<T>>,
     ) -> Result<Var<T>> {
         let ff = |x: &Var<T>| -> Result<Var<T>> {
-            let h = self.linear1.forward(x)?;
-            let h = match self.config.activation {
-                TransformerActivation::Relu => h.relu(),
-                TransformerActivation::Gelu => h.gelu(),
-            };
+            let h = feed_forward_hidden(&self.linear1, self.config.activation, x)?;
             let h = self.dropout.forward(&h)?;
             self.dropout3.forward(&self.linear2.forward(&h)?)
         };

@@ -237,11 +237,7 @@ impl<T: Element> TransformerEncoderLayer<T> {
             self.dropout1.forward(&y)
         };
         let ff = |x: &Var<T>| -> Result<Var<T>> {
-            let h = self.linear1.forward(x)?;
-            let h = match self.config.activation {
-                TransformerActivation::Relu => h.relu(),
-                TransformerActivation::Gelu => h.gelu(),
-            };
+            let h = feed_forward_hidden(&self.linear1, self.config.activation, x)?;
             let h = self.dropout.forward(&h)?;
             self.dropout2.forward(&self.linear2.forward(&h)?)
         };
@@ -252,6 +248,20 @@ impl<T: Element> TransformerEncoderLayer<T> {
             let x = self.norm1.forward(&src.add(&sa(src)?)?)?;
             self.norm2.forward(&x.add(&ff(&x)?)?)
         }
+    }
+}
+
+/// A feed-forward block's hidden layer, `activation(linear1(x))`; ReLU is fused into the
+/// product ([`Var::linear_relu`]: no pass of its own over the `[*, dim_feedforward]`
+/// hidden values).
+pub(crate) fn feed_forward_hidden<T: Element>(
+    linear1: &Linear<T>,
+    activation: TransformerActivation,
+    x: &Var<T>,
+) -> Result<Var<T>> {
+    match activation {
+        TransformerActivation::Relu => Ok(x.linear_relu(&linear1.weight, linear1.bias.as_ref())?),
+        TransformerActivation::Gelu => Ok(linear1.forward(x)?.gelu()),
     }
 }
 

@@ -184,6 +184,85 @@ impl<T> RawMat<T> {
     }
 }
 
+/// Which way an epilogue's bias runs: one value per column of the destination (a linear
+/// layer's `x·Wᵀ + b`) or per row (a convolution's output channels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Axis {
+    Cols,
+    Rows,
+}
+
+/// What a product does to each element of its destination once the sum over `k` is done:
+/// add a bias, then optionally clamp at zero (ReLU, with NaN and -0 passing through as in
+/// `Tensor::relu`). strata's own kernel applies it as it stores a tile; elsewhere it is a
+/// pass over the destination after the product.
+#[derive(Clone, Copy)]
+pub(crate) struct Fused<'a, T> {
+    pub bias: Option<(&'a [T], Axis)>,
+    pub relu: bool,
+}
+
+impl<T: Element> Fused<'_, T> {
+    /// The plain product.
+    pub(crate) const NONE: Self = Fused {
+        bias: None,
+        relu: false,
+    };
+
+    fn is_none(&self) -> bool {
+        self.bias.is_none() && !self.relu
+    }
+
+    /// Panics unless the bias covers an `m × n` destination.
+    #[track_caller]
+    fn check(&self, m: usize, n: usize) {
+        if let Some((b, axis)) = self.bias {
+            let need = if axis == Axis::Cols { n } else { m };
+            assert!(b.len() >= need, "gemm: a bias of {} for {need}", b.len());
+        }
+    }
+
+    /// The value stored for `v` at `(i, j)`.
+    fn apply(&self, v: T, i: usize, j: usize) -> T {
+        let v = match self.bias {
+            None => v,
+            Some((b, Axis::Cols)) => v + b[j],
+            Some((b, Axis::Rows)) => v + b[i],
+        };
+        if self.relu && v < T::zero() {
+            T::zero()
+        } else {
+            v
+        }
+    }
+
+    /// The epilogue on row `i` of the destination, its elements contiguous.
+    fn apply_row(&self, row: &mut [T], i: usize) {
+        let relu = |v: T| {
+            if self.relu && v < T::zero() {
+                T::zero()
+            } else {
+                v
+            }
+        };
+        match self.bias {
+            None => row.iter_mut().for_each(|v| *v = relu(*v)),
+            Some((b, Axis::Cols)) => row.iter_mut().zip(b).for_each(|(v, &b)| *v = relu(*v + b)),
+            Some((b, Axis::Rows)) => row.iter_mut().for_each(|v| *v = relu(*v + b[i])),
+        }
+    }
+
+    /// The epilogue as a pass over a finished row-major `m × n` product.
+    fn apply_rows(&self, out: &mut [T], n: usize) {
+        if self.is_none() || n == 0 {
+            return;
+        }
+        for (i, row) in out.chunks_exact_mut(n).enumerate() {
+            self.apply_row(row, i);
+        }
+    }
+}
+
 /// `dst = a · b` (or `dst += a · b` when `accumulate`) for `dst` `m × n`, `a` `m × k`, `b`
 /// `k × n`, with parallelism `par`.
 ///
@@ -197,15 +276,38 @@ impl<T> RawMat<T> {
 #[track_caller]
 pub(crate) unsafe fn raw<T: Element>(
     dst: RawMat<T>,
-    (m, n, k): (usize, usize, usize),
+    shape: (usize, usize, usize),
     a: RawMat<T>,
     b: RawMat<T>,
     accumulate: bool,
     par: Par,
 ) {
+    // SAFETY: the caller's contract.
+    unsafe { raw_fused(dst, shape, a, b, accumulate, Fused::NONE, par) }
+}
+
+/// [`raw`], then the epilogue `epi` on every element of `dst`.
+///
+/// # Safety
+/// As [`raw`].
+///
+/// # Panics
+/// As [`raw`], and when the bias is shorter than the destination's side it runs along.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn raw_fused<T: Element>(
+    dst: RawMat<T>,
+    (m, n, k): (usize, usize, usize),
+    a: RawMat<T>,
+    b: RawMat<T>,
+    accumulate: bool,
+    epi: Fused<'_, T>,
+    par: Par,
+) {
     let d = dst.checked_ptr(m, n);
     let pa = a.checked_ptr(m, k);
     let pb = b.checked_ptr(k, n);
+    epi.check(m, n);
     if m == 0 || n == 0 {
         return;
     }
@@ -223,16 +325,25 @@ pub(crate) unsafe fn raw<T: Element>(
         && !(rows < OWN_MIN_ROWS && b_cs == 1)
         && own_kernel()
     {
-        use crate::engine::sgemm::{Operand, sgemm};
+        use crate::engine::sgemm::{Bias, Epilogue, Operand, sgemm};
         let op = |p: *mut T, v: Strided| Operand {
             ptr: p.cast_const().cast::<f32>(),
             rs: v.rs,
             cs: v.cs,
         };
         let parallel = matches!(par, Par::Rayon(_));
+        let epilogue = Epilogue {
+            bias: match epi.bias {
+                None => Bias::None,
+                Some((b, Axis::Cols)) => Bias::Cols(b.as_ptr().cast::<f32>()),
+                Some((b, Axis::Rows)) => Bias::Rows(b.as_ptr().cast::<f32>()),
+            },
+            relu: epi.relu,
+        };
         // SAFETY: T is f32 (its DTYPE), the CPU has AVX-512 (`own_kernel`), every view lies
-        // inside its buffer (checked above) and the caller rules out concurrent access. A
-        // column-major destination is the row-major one of `Cᵀ = Bᵀ·Aᵀ`.
+        // inside its buffer and the bias covers its side (checked above), and the caller
+        // rules out concurrent access. A column-major destination is the row-major one of
+        // `Cᵀ = Bᵀ·Aᵀ`, whose bias runs the other way.
         unsafe {
             if dv.cs == 1 {
                 sgemm(
@@ -242,6 +353,7 @@ pub(crate) unsafe fn raw<T: Element>(
                     op(pa, av),
                     op(pb, bv),
                     accumulate,
+                    epilogue,
                     parallel,
                 );
             } else {
@@ -252,6 +364,7 @@ pub(crate) unsafe fn raw<T: Element>(
                     op(pb, bv.t()),
                     op(pa, av.t()),
                     accumulate,
+                    epilogue.transposed(),
                     parallel,
                 );
             }
@@ -266,16 +379,29 @@ pub(crate) unsafe fn raw<T: Element>(
             if !accumulate {
                 out.fill(T::zero());
             }
-            return;
-        }
-        let lhs = MatRef::<T>::from_raw_parts(pa, m, k, av.rs as isize, av.cs as isize);
-        let rhs = MatRef::<T>::from_raw_parts(pb, k, n, bv.rs as isize, bv.cs as isize);
-        let accum = if accumulate {
-            Accum::Add
         } else {
-            Accum::Replace
-        };
-        faer_matmul(out, accum, lhs, rhs, T::one(), par);
+            let lhs = MatRef::<T>::from_raw_parts(pa, m, k, av.rs as isize, av.cs as isize);
+            let rhs = MatRef::<T>::from_raw_parts(pb, k, n, bv.rs as isize, bv.cs as isize);
+            let accum = if accumulate {
+                Accum::Add
+            } else {
+                Accum::Replace
+            };
+            faer_matmul(out, accum, lhs, rhs, T::one(), par);
+        }
+        if !epi.is_none() {
+            for i in 0..m {
+                if dv.cs == 1 {
+                    // Row i of dst: n contiguous elements inside the checked extent.
+                    epi.apply_row(std::slice::from_raw_parts_mut(d.add(i * dv.rs), n), i);
+                } else {
+                    for j in 0..n {
+                        let v = d.add(i * dv.rs + j * dv.cs);
+                        *v = epi.apply(*v, i, j);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -330,12 +456,33 @@ pub(crate) const COL_DST_MIN_MACS: usize = 1 << 22;
 #[track_caller]
 pub(crate) fn product<T: Element>(
     out: &mut [T],
+    shape: (usize, usize, usize),
+    a: &[T],
+    la: Strided,
+    b: &[T],
+    lb: Strided,
+    accumulate: bool,
+    par: Par,
+) {
+    product_fused(out, shape, a, la, b, lb, accumulate, Fused::NONE, par);
+}
+
+/// [`product`], then the epilogue `epi` on every element of `out` (in the kernel's store
+/// where the product runs on strata's own kernel without a detour).
+///
+/// # Panics
+/// As [`product`], and when the bias is shorter than the side of `out` it runs along.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+pub(crate) fn product_fused<T: Element>(
+    out: &mut [T],
     (m, n, k): (usize, usize, usize),
     a: &[T],
     la: Strided,
     b: &[T],
     lb: Strided,
     accumulate: bool,
+    epi: Fused<'_, T>,
     par: Par,
 ) {
     use crate::Tensor;
@@ -367,7 +514,7 @@ pub(crate) fn product<T: Element>(
             };
             // SAFETY: a single block.
             unsafe { transpose_blocks(a, &mut a_rows, t, &[(la.offset, 0)], false) };
-            product(
+            product_fused(
                 out,
                 (m, n, k),
                 &a_rows,
@@ -375,6 +522,7 @@ pub(crate) fn product<T: Element>(
                 b,
                 lb,
                 accumulate,
+                epi,
                 par,
             );
             drop(Tensor::from_contiguous(a_rows, &[m * k]));
@@ -392,17 +540,23 @@ pub(crate) fn product<T: Element>(
             );
             transpose_into(&tmp, out, (m, n), accumulate);
             drop(Tensor::from_contiguous(tmp, &[m * n]));
+            epi.apply_rows(out, n);
             return;
         }
     }
-    slices(
-        (out, Strided::row_major(0, n)),
-        (m, n, k),
-        (a, la),
-        (b, lb),
-        accumulate,
-        par,
-    );
+    // SAFETY: `out` is borrowed mutably and `a`, `b` immutably for the call, so nothing
+    // else touches them.
+    unsafe {
+        raw_fused(
+            RawMat::of_mut(out, Strided::row_major(0, n)),
+            (m, n, k),
+            RawMat::of(a, la),
+            RawMat::of(b, lb),
+            accumulate,
+            epi,
+            par,
+        );
+    }
 }
 
 #[cfg(test)]

@@ -78,6 +78,73 @@ impl Out {
     }
 }
 
+/// What the microkernel does to a tile of `C` as it stores the last slice of `k`: add a
+/// bias, one value per column (a linear layer's `x·Wᵀ + b`) or per row (a convolution's
+/// output channels), then optionally clamp at zero (ReLU). Fused into the store, the
+/// epilogue costs no pass of its own over `C`.
+#[derive(Clone, Copy)]
+pub(crate) struct Epilogue {
+    pub bias: Bias,
+    pub relu: bool,
+}
+
+/// The bias of an [`Epilogue`]: element `j` (or `i`) at `ptr + j`.
+#[derive(Clone, Copy)]
+pub(crate) enum Bias {
+    None,
+    /// One value per column of `C` (`n` values).
+    Cols(*const f32),
+    /// One value per row of `C` (`m` values).
+    Rows(*const f32),
+}
+
+impl Epilogue {
+    /// No bias, no activation: the plain product.
+    #[cfg(test)]
+    pub const NONE: Epilogue = Epilogue {
+        bias: Bias::None,
+        relu: false,
+    };
+
+    /// The epilogue of the sub-matrix of `C` whose element `(0, 0)` is `(i, j)` (computed
+    /// without dereferencing).
+    fn shifted(self, i: usize, j: usize) -> Epilogue {
+        let bias = match self.bias {
+            Bias::None => Bias::None,
+            Bias::Cols(p) => Bias::Cols(p.wrapping_add(j)),
+            Bias::Rows(p) => Bias::Rows(p.wrapping_add(i)),
+        };
+        Epilogue { bias, ..self }
+    }
+
+    /// The same epilogue for `Cᵀ`: a bias per column becomes one per row.
+    pub(crate) fn transposed(self) -> Epilogue {
+        let bias = match self.bias {
+            Bias::None => Bias::None,
+            Bias::Cols(p) => Bias::Rows(p),
+            Bias::Rows(p) => Bias::Cols(p),
+        };
+        Epilogue { bias, ..self }
+    }
+
+    /// The value stored for `v` at `(i, j)`, for the scalar paths.
+    ///
+    /// # Safety
+    /// The bias holds element `j` (per column) or `i` (per row).
+    unsafe fn scalar(&self, v: f32, i: usize, j: usize) -> f32 {
+        // SAFETY: the caller's contract.
+        let v = v + unsafe {
+            match self.bias {
+                Bias::None => 0.0,
+                Bias::Cols(p) => *p.add(j),
+                Bias::Rows(p) => *p.add(i),
+            }
+        };
+        // ReLU as `Tensor::relu`: NaN and -0 pass through.
+        if self.relu && v < 0.0 { 0.0 } else { v }
+    }
+}
+
 // SAFETY: the pointer is only dereferenced under the contract of `sgemm`: no thread writes
 // an operand during the call, so every task may read it.
 unsafe impl Send for Operand {}
@@ -88,14 +155,19 @@ unsafe impl Sync for Operand {}
 unsafe impl Send for Out {}
 // SAFETY: as for `Send`: the tasks' writes are disjoint.
 unsafe impl Sync for Out {}
+// SAFETY: the bias is only read, under the contract of `sgemm`.
+unsafe impl Send for Epilogue {}
+// SAFETY: as for `Send`: shared reads only.
+unsafe impl Sync for Epilogue {}
 
 /// Whether this machine runs [`sgemm`] (AVX-512F, and the portable switch not set).
 pub(crate) fn available() -> bool {
     crate::simd_level() == "avx512"
 }
 
-/// `c = a · b` (with `accumulate`, `c += a · b`) for `a` `[m, k]` and `b` `[k, n]`;
-/// `c`'s rows start `ldc` apart and hold their `n` elements contiguously.
+/// `c = a · b` (with `accumulate`, `c += a · b`) for `a` `[m, k]` and `b` `[k, n]`, then
+/// the epilogue `epi` on each element; `c`'s rows start `ldc` apart and hold their `n`
+/// elements contiguously.
 ///
 /// With `parallel`, `c` is cut into one rectangle per thread of the pool ([`grid`]), each
 /// computed by [`serial`] with its own packing buffers: one fork-join per product, and no
@@ -104,7 +176,9 @@ pub(crate) fn available() -> bool {
 /// # Safety
 /// [`available`] is true; every element `(i, j)` the operands' strides address for `i <
 /// m`, `j < n` (and `k`) lies inside a live allocation; no other thread writes `a` or `b`
-/// or touches `c` during the call, and `c` does not overlap `a` or `b`.
+/// or touches `c` during the call, and `c` does not overlap `a` or `b`; the epilogue's bias
+/// holds `n` values (per column) or `m` (per row), and nobody writes it during the call.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm(
     c: *mut f32,
     ldc: usize,
@@ -112,6 +186,7 @@ pub(crate) unsafe fn sgemm(
     a: Operand,
     b: Operand,
     accumulate: bool,
+    epi: Epilogue,
     parallel: bool,
 ) {
     if m == 0 || n == 0 {
@@ -142,6 +217,7 @@ pub(crate) unsafe fn sgemm(
                     ..b
                 },
                 accumulate,
+                epi.shifted(i0, j0),
             );
         }
     });
@@ -188,12 +264,17 @@ unsafe fn serial(
     a: Operand,
     b: Operand,
     accumulate: bool,
+    epi: Epilogue,
 ) {
     if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                // SAFETY: row i of c, n elements (the contract).
-                unsafe { std::slice::from_raw_parts_mut(c.ptr.add(i * c.rs), n).fill(0.0) };
+        for i in 0..m {
+            // SAFETY: row i of c, n elements, and the bias's elements (the contract).
+            unsafe {
+                let row = std::slice::from_raw_parts_mut(c.ptr.add(i * c.rs), n);
+                for (j, v) in row.iter_mut().enumerate() {
+                    let base = if accumulate { *v } else { 0.0 };
+                    *v = epi.scalar(base, i, j);
+                }
             }
         }
         return;
@@ -212,6 +293,7 @@ unsafe fn serial(
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             let add = accumulate || pc > 0;
+            let last = pc + kc == k;
             // SAFETY: rows pc..pc + kc and columns jc..jc + nc of b are in bounds (the
             // contract); the buffer holds `panels` panels of kc × NR.
             unsafe { pack_b(bpack, b, (pc, jc), (kc, nc)) };
@@ -226,7 +308,8 @@ unsafe fn serial(
                 // operands are only read by the tiles.
                 unsafe {
                     pack_a(apack, a, (ic, pc), (mc, kc));
-                    tiles(apack, bp, (kc, mc), 0..panels, c, (ic, jc), nc, add);
+                    let fin = last.then_some(epi);
+                    tiles(apack, bp, (kc, mc), 0..panels, c, (ic, jc), nc, add, fin);
                 }
             }
         }
@@ -253,7 +336,8 @@ fn recycle(buf: Vec<f32>) {
 }
 
 /// Every tile of the packed `A` block (`mc` rows) times the packed `B` panels `panels`,
-/// into `c` at `(ic, jc)` (only the first `nc` columns of the last panel are written).
+/// into `c` at `(ic, jc)` (only the first `nc` columns of the last panel are written),
+/// applying `epi` (given for the last slice of `k` only).
 ///
 /// # Safety
 /// As [`sgemm`]: the tiles' elements of `c` are in bounds and written by no other task;
@@ -269,6 +353,7 @@ unsafe fn tiles(
     (ic, jc): (usize, usize),
     nc: usize,
     add: bool,
+    epi: Option<Epilogue>,
 ) {
     for ir in 0..mc.div_ceil(MR) {
         let rows = MR.min(mc - ir * MR);
@@ -279,19 +364,22 @@ unsafe fn tiles(
             // SAFETY: panel jr of the packed B, and the tile's rows and columns of c.
             unsafe {
                 let b = bp.ptr.add(jr * kc * NR);
-                let t = c.ptr.add((ic + ir * MR) * c.rs + jc + jr * NR);
-                micro(kc, a, b, t, c.rs, rows, cols, add);
+                let (i, j) = (ic + ir * MR, jc + jr * NR);
+                let t = c.ptr.add(i * c.rs + j);
+                let e = epi.map(|e| e.shifted(i, j));
+                micro(kc, a, b, t, c.rs, rows, cols, add, e);
             }
         }
     }
 }
 
-/// The 12 × 32 microkernel: `tile (+)= a_panel · b_panel` over `kc` steps, writing the
-/// first `rows` rows and `cols` columns of the tile.
+/// The 12 × 32 microkernel: `tile (+)= a_panel · b_panel` over `kc` steps, then the
+/// epilogue `epi` if given, writing the first `rows` rows and `cols` columns of the tile.
 ///
 /// # Safety
 /// `a` holds `kc × MR` and `b` `kc × NR` values; the tile's `rows × cols` elements of `c`
-/// (rows `ldc` apart) are in bounds and unshared.
+/// (rows `ldc` apart) are in bounds and unshared; the epilogue's bias holds the tile's
+/// `cols` (or `rows`) values.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 unsafe fn micro(
@@ -303,6 +391,7 @@ unsafe fn micro(
     rows: usize,
     cols: usize,
     add: bool,
+    epi: Option<Epilogue>,
 ) {
     let lo: u16 = if cols >= 16 {
         0xffff
@@ -340,12 +429,42 @@ unsafe fn micro(
             pa = pa.add(MR);
             pb = pb.add(NR);
         }
+        let (col_bias, row_bias, relu) = match epi {
+            None => (None, None, false),
+            Some(Epilogue { bias, relu }) => match bias {
+                Bias::None => (None, None, relu),
+                Bias::Cols(p) => (
+                    Some((
+                        _mm512_maskz_loadu_ps(lo, p),
+                        _mm512_maskz_loadu_ps(hi, p.add(16)),
+                    )),
+                    None,
+                    relu,
+                ),
+                Bias::Rows(p) => (None, Some(p), relu),
+            },
+        };
         for (r, acc) in acc.iter().enumerate().take(rows) {
             let row = c.add(r * ldc);
             let (mut v0, mut v1) = (acc[0], acc[1]);
             if add {
                 v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(lo, row));
                 v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(hi, row.add(16)));
+            }
+            if let Some((b0, b1)) = col_bias {
+                v0 = _mm512_add_ps(v0, b0);
+                v1 = _mm512_add_ps(v1, b1);
+            }
+            if let Some(p) = row_bias {
+                let b = _mm512_set1_ps(*p.add(r));
+                v0 = _mm512_add_ps(v0, b);
+                v1 = _mm512_add_ps(v1, b);
+            }
+            if relu {
+                // max(0, v) returns its second operand for a NaN and for ±0, so NaN and
+                // -0 pass through as in `Tensor::relu`.
+                v0 = _mm512_max_ps(_mm512_setzero_ps(), v0);
+                v1 = _mm512_max_ps(_mm512_setzero_ps(), v1);
             }
             _mm512_mask_storeu_ps(row, lo, v0);
             _mm512_mask_storeu_ps(row.add(16), hi, v1);
@@ -623,8 +742,9 @@ mod tests {
     }
 
     /// Ragged shapes across every blocking boundary (MR, NR, KC, MC, NC), row- and
-    /// column-major operands, a destination with padded rows, accumulation, one thread and
-    /// several: against an f64 product, to f32 rounding.
+    /// column-major operands, a destination with padded rows, accumulation, the epilogues
+    /// (bias per column or row, ReLU), one thread and several: against an f64 product, to
+    /// f32 rounding.
     #[test]
     fn products_match_a_naive_one_across_block_boundaries() {
         if !available() {
@@ -632,6 +752,7 @@ mod tests {
         }
         let mut rng = seeded_rng(3);
         let shapes = [
+            (4, 6, 0),
             (1, 1, 1),
             (5, 7, 3),
             (12, 32, 256),
@@ -641,12 +762,31 @@ mod tests {
             (2 * MC + 1, 3 * NR + 1, KC + 3),
         ];
         for &(m, n, k) in &shapes {
-            for (ta, tb, add, parallel) in [
+            for (variant, (ta, tb, add, parallel)) in [
                 (false, false, false, false),
                 (true, false, true, true),
                 (false, true, false, true),
                 (true, true, true, false),
-            ] {
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let bias: Vec<f32> = (0..m.max(n)).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let epi = match variant {
+                    0 => Epilogue::NONE,
+                    1 => Epilogue {
+                        bias: Bias::Cols(bias.as_ptr()),
+                        relu: false,
+                    },
+                    2 => Epilogue {
+                        bias: Bias::Rows(bias.as_ptr()),
+                        relu: true,
+                    },
+                    _ => Epilogue {
+                        bias: Bias::None,
+                        relu: true,
+                    },
+                };
                 let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
                 let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
                 let (ars, acs) = if ta { (1, m) } else { (k, 1) };
@@ -672,6 +812,7 @@ mod tests {
                             cs: bcs,
                         },
                         add,
+                        epi,
                         parallel,
                     );
                 }
@@ -686,12 +827,18 @@ mod tests {
                     add,
                 );
                 for i in 0..m {
+                    for j in 0..n {
+                        // SAFETY: the bias holds max(m, n) values.
+                        want[i * ldc + j] = unsafe { epi.scalar(want[i * ldc + j], i, j) };
+                    }
+                }
+                for i in 0..m {
                     for j in 0..ldc {
                         let (g, w) = (got[i * ldc + j], want[i * ldc + j]);
                         let tol = 1e-5 * (k as f32).sqrt() * (1.0 + w.abs());
                         assert!(
                             (g - w).abs() <= tol,
-                            "{m}x{n}x{k} ta={ta} tb={tb} add={add}: ({i}, {j}) {g} vs {w}"
+                            "{m}x{n}x{k} ta={ta} tb={tb} add={add} epilogue {variant}: ({i}, {j}) {g} vs {w}"
                         );
                     }
                 }
@@ -799,6 +946,7 @@ mod tests {
                             cs: 1,
                         },
                         false,
+                        Epilogue::NONE,
                         true,
                     );
                 }

@@ -11,7 +11,9 @@
 
 use faer::Par;
 
-use crate::engine::gemm::{PAR_MIN_MACS, Strided as Operand, parallelism, product as gemm};
+use crate::engine::gemm::{
+    Axis, Fused, PAR_MIN_MACS, Strided as Operand, parallelism, product as gemm, product_fused,
+};
 use crate::engine::par;
 use crate::handle::layout::check_shape;
 use crate::handle::storage::{alloc, alloc_zeroed, try_alloc};
@@ -547,7 +549,16 @@ impl<T: Element> Tensor<T> {
                     (&col[..], 0)
                 };
                 let dst = &mut o[grp * g.og() * plane_out..(grp + 1) * g.og() * plane_out];
-                gemm(
+                // The bias of the group's output channels, one per row of the product,
+                // added as the product stores its result.
+                let epi = Fused {
+                    bias: bias.as_ref().map(|b| {
+                        let b = b.as_slice().expect("contiguous");
+                        (&b[grp * g.og()..(grp + 1) * g.og()], Axis::Rows)
+                    }),
+                    relu: false,
+                };
+                product_fused(
                     dst,
                     (g.og(), plane_out, g.col_rows()),
                     ws,
@@ -555,14 +566,9 @@ impl<T: Element> Tensor<T> {
                     colm,
                     Operand::row_major(col_off, plane_out),
                     false,
+                    epi,
                     par,
                 );
-            }
-            if let Some(b) = &bias {
-                let b = b.as_slice().expect("contiguous");
-                for (plane, &bv) in o.chunks_mut(plane_out).zip(b) {
-                    plane.iter_mut().for_each(|v| *v += bv);
-                }
             }
         })?;
         let y = Tensor::from_contiguous(out, &[g.n, g.o, g.oh, g.ow]);

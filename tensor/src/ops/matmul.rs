@@ -8,7 +8,9 @@
 
 use faer::Par;
 
-use crate::engine::gemm::{PAR_MIN_MACS, Strided, parallelism, product};
+use crate::engine::gemm::{
+    Axis, Fused, PAR_MIN_MACS, Strided, parallelism, product, product_fused,
+};
 use crate::engine::par;
 use crate::handle::layout::{broadcast_shapes, check_shape, numel};
 use crate::handle::storage::{try_alloc, try_alloc_zeroed};
@@ -153,6 +155,127 @@ impl<T: Element> Tensor<T> {
     }
 }
 
+impl<T: Element> Tensor<T> {
+    /// `x·Wᵀ + b` like `F.linear`: `self` `[*, in]`, `weight` `[out, in]`, an optional
+    /// `bias` `[out]`; the result is `[*, out]`.
+    ///
+    /// One product over the batch dimensions folded into rows, the weight read transposed
+    /// in place; the bias is added as the product stores its result, not in a pass of its
+    /// own.
+    ///
+    /// ```
+    /// use strata_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], &[1, 2])?;
+    /// let w = Tensor::from_vec(vec![1.0f32, 1.0, 1.0, -1.0], &[2, 2])?;
+    /// let b = Tensor::from_vec(vec![0.5f32, 0.5], &[2])?;
+    /// assert_eq!(x.linear(&w, Some(&b))?.to_vec(), vec![3.5, -0.5]);
+    /// # Ok::<(), strata_tensor::TensorError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`TensorError::Shape`] when the weight is not 2-d, `self` does not end in `in`
+    /// features, or the bias is not `[out]`; [`TensorError::TooLarge`] or
+    /// [`TensorError::OutOfMemory`] when the result cannot be allocated.
+    pub fn linear(&self, weight: &Tensor<T>, bias: Option<&Tensor<T>>) -> Result<Tensor<T>> {
+        self.linear_with("linear", weight, bias, false)
+    }
+
+    /// `relu(x·Wᵀ + b)` ([`linear`](Tensor::linear) then [`relu`](Tensor::relu)) in one
+    /// pass: the bias and the clamp are applied as the product stores its result.
+    ///
+    /// ```
+    /// use strata_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0], &[1, 2])?;
+    /// let w = Tensor::from_vec(vec![1.0f32, 1.0, 1.0, -1.0], &[2, 2])?;
+    /// assert_eq!(x.linear_relu(&w, None)?.to_vec(), vec![3.0, 0.0]);
+    /// # Ok::<(), strata_tensor::TensorError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`linear`](Tensor::linear).
+    pub fn linear_relu(&self, weight: &Tensor<T>, bias: Option<&Tensor<T>>) -> Result<Tensor<T>> {
+        self.linear_with("linear_relu", weight, bias, true)
+    }
+
+    fn linear_with(
+        &self,
+        op: &'static str,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        relu: bool,
+    ) -> Result<Tensor<T>> {
+        let shape_error = |msg: String| TensorError::shape(op, msg);
+        let &[out_f, in_f] = weight.shape() else {
+            return Err(shape_error(format!(
+                "the weight must be [out, in], got {:?}",
+                weight.shape()
+            )));
+        };
+        if self.ndim() == 0 || self.shape().last() != Some(&in_f) {
+            return Err(shape_error(format!(
+                "the input {:?} must end in {in_f} features",
+                self.shape()
+            )));
+        }
+        if let Some(b) = bias
+            && b.shape() != [out_f]
+        {
+            return Err(shape_error(format!(
+                "the bias must be [{out_f}], got {:?}",
+                b.shape()
+            )));
+        }
+        let mut out_shape = self.shape().to_vec();
+        *out_shape.last_mut().expect("checked non-empty") = out_f;
+        let mut out = try_alloc::<T>(op, &out_shape)?;
+        let rows = out_shape[..out_shape.len() - 1].iter().product::<usize>();
+        if out.is_empty() {
+            return Ok(Tensor::from_contiguous(out, &out_shape));
+        }
+        // The rows of x as one strided matrix (a copy only when they are not evenly
+        // strided), and Wᵀ as a view of the weight.
+        let x = match self.layout().view_strides(&[rows, in_f]) {
+            Some(_) => self.clone(),
+            None => self.contiguous(),
+        };
+        let xs = x
+            .layout()
+            .view_strides(&[rows, in_f])
+            .expect("a contiguous tensor folds");
+        let la = Strided {
+            offset: x.layout().offset(),
+            rs: xs[0],
+            cs: xs[1],
+        };
+        let ws = weight.strides();
+        let lb = Strided {
+            offset: weight.layout().offset(),
+            rs: ws[1],
+            cs: ws[0],
+        };
+        let bias = bias.map(Tensor::contiguous);
+        let epi = Fused {
+            bias: bias
+                .as_ref()
+                .map(|b| (b.as_slice().expect("contiguous"), Axis::Cols)),
+            relu,
+        };
+        let macs = (rows * out_f).saturating_mul(in_f);
+        product_fused(
+            &mut out,
+            (rows, out_f, in_f),
+            x.storage(),
+            la,
+            weight.storage(),
+            lb,
+            false,
+            epi,
+            parallelism(macs),
+        );
+        Ok(Tensor::from_contiguous(out, &out_shape))
+    }
+}
+
 impl crate::Layout {
     /// Strides of this layout's leading (batch) dimensions broadcast to `batch`; the last two
     /// dimensions of a rank-`rank` layout are the matrix.
@@ -291,5 +414,95 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `linear` and `linear_relu` equal `matmul(wᵀ) + b` (then `relu`) on every path: f32
+    /// through strata's own kernel (the epilogue in the store), f64 through faer (the
+    /// epilogue as a pass) including its column-major scratch, folded batch dimensions,
+    /// strided inputs and weights, an empty `in`; NaN and -0 pass the ReLU as in `relu`.
+    #[test]
+    fn linear_and_linear_relu_equal_the_unfused_ops() {
+        fn check<T: crate::Element>(x: &Tensor<T>, w: &Tensor<T>, b: Option<&Tensor<T>>, tol: f64) {
+            let mut want = x.matmul(&w.t().unwrap()).unwrap();
+            if let Some(b) = b {
+                want = want.add(b).unwrap();
+            }
+            for (got, want) in [
+                (x.linear(w, b).unwrap(), want.clone()),
+                (x.linear_relu(w, b).unwrap(), want.relu()),
+            ] {
+                assert_eq!(got.shape(), want.shape());
+                for (g, v) in got.to_vec().into_iter().zip(want.to_vec()) {
+                    let (g, v) = (g.to_f64(), v.to_f64());
+                    assert!(
+                        (g - v).abs() <= tol * (1.0 + v.abs()) || (g.is_nan() && v.is_nan()),
+                        "{:?}·{:?}: {g} vs {v}",
+                        x.shape(),
+                        w.shape()
+                    );
+                    assert_eq!(g.is_sign_negative(), v.is_sign_negative(), "{g} vs {v}");
+                }
+            }
+        }
+        let mut rng = crate::seeded_rng(7);
+        for (rows, inf, outf) in [(1, 1, 1), (5, 7, 3), (130, 70, 45), (64, 300, 200)] {
+            let x = Tensor::<f32>::randn(&[rows, inf], &mut rng);
+            let w = Tensor::<f32>::randn(&[outf, inf], &mut rng);
+            let b = Tensor::<f32>::randn(&[outf], &mut rng);
+            check(&x, &w, Some(&b), 1e-5);
+            check(&x, &w, None, 1e-5);
+            // Strided: x a transposed view, w a transposed view, batch dimensions folded.
+            let xt = Tensor::<f32>::randn(&[inf, rows], &mut rng).t().unwrap();
+            let wt = Tensor::<f32>::randn(&[inf, outf], &mut rng).t().unwrap();
+            check(&xt, &wt, Some(&b), 1e-5);
+            let x3 = Tensor::<f32>::randn(&[2, rows, inf], &mut rng);
+            check(&x3, &w, Some(&b), 1e-5);
+            let x64 = Tensor::<f64>::randn(&[3, rows, inf], &mut rng);
+            let w64 = Tensor::<f64>::randn(&[outf, inf], &mut rng);
+            let b64 = Tensor::<f64>::randn(&[outf], &mut rng);
+            check(&x64, &w64, Some(&b64), 1e-12);
+        }
+        // f64 past the column-major threshold: faer's scratch paths, then the pass.
+        let x = Tensor::<f64>::randn(&[256, 256], &mut rng).t().unwrap();
+        let w = Tensor::<f64>::randn(&[256, 128], &mut rng).t().unwrap();
+        let b = Tensor::<f64>::randn(&[128], &mut rng);
+        check(&x, &w, Some(&b), 1e-12);
+        // No input features: the bias alone.
+        let b = t(&[1.0, -2.0], &[2]);
+        let y = Tensor::<f64>::zeros(&[3, 0]).linear_relu(&Tensor::zeros(&[2, 0]), Some(&b));
+        assert_eq!(y.unwrap().to_vec(), vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
+        // NaN passes through the fused ReLU; -0 stays -0.
+        let x = Tensor::from_vec(vec![f32::NAN, 1.0, 0.0, -1.0], &[2, 2]).unwrap();
+        let w = Tensor::from_vec(vec![1.0f32, 0.0, 0.0, 1.0], &[2, 2]).unwrap();
+        let b = Tensor::from_vec(vec![0.0f32, -0.0], &[2]).unwrap();
+        check(&x, &w, Some(&b), 0.0);
+        let big = Tensor::<f32>::randn(&[40, 40], &mut rng);
+        let mut xs = big.to_vec();
+        xs[5] = f32::NAN;
+        let xn = Tensor::from_vec(xs, &[40, 40]).unwrap();
+        check(&xn, &big, None, 1e-5);
+    }
+
+    #[test]
+    fn linear_shape_errors() {
+        let x = Tensor::<f32>::zeros(&[2, 3]);
+        let w = Tensor::<f32>::zeros(&[4, 3]);
+        for e in [
+            x.linear(&Tensor::zeros(&[4, 2]), None),
+            x.linear(&Tensor::zeros(&[12]), None),
+            x.linear(&w, Some(&Tensor::zeros(&[3]))),
+            Tensor::<f32>::scalar(1.0).linear(&w, None),
+            x.linear_relu(&w, Some(&Tensor::zeros(&[1, 4]))),
+        ] {
+            assert!(matches!(e, Err(TensorError::Shape { .. })), "{e:?}");
+        }
+        assert_eq!(x.linear(&w, None).unwrap().shape(), &[2, 4]);
+        assert_eq!(
+            Tensor::<f32>::zeros(&[0, 3])
+                .linear(&w, None)
+                .unwrap()
+                .shape(),
+            &[0, 4]
+        );
     }
 }
