@@ -10,6 +10,7 @@ Naming convention (shared with xtask/src/bench.rs and the criterion benches):
   variants the Rust benches use:
     W1 matmul n=256|n=512|n=1024|n=2048   a @ b, square          2n^3 FLOP       GFLOP/s
     W1 gemm fwd_128x512x784t|...          the products training runs (GEMM_SHAPES)  GFLOP/s
+    W1 gemm linear_bias_128x512x784|...   Linear forwards with bias (+ ReLU) (LINEAR_SHAPES)  GFLOP/s
     W2 conv2d fwd                         x[32,3,32,32] * w[32,3,3,3], pad 1, no bias
                                           2*N*O*Ho*Wo*C*kh*kw FLOP                GFLOP/s
     W2 conv2d fwd+bwd                     nn.Conv2d(3,32,3,padding=1) forward and backward
@@ -82,6 +83,12 @@ GEMM_SHAPES = (
     ("qkv_2048x768x256t", (1, 2048, 768, 256), False, True),
     ("wgrad_1024tx256x2048", (1, 1024, 256, 2048), True, False),
     ("scores_b128_128x128x32t", (128, 128, 128, 32), False, True),
+)
+# Linear forwards with their epilogue (bench/benches/tensor_ops.rs, LINEAR_SHAPES): (param,
+# (rows, out, in), relu).
+LINEAR_SHAPES = (
+    ("linear_bias_128x512x784", (128, 512, 784), False),
+    ("linear_relu_2048x1024x256", (2048, 1024, 256), True),
 )
 ELEMENTWISE_LEN = 16_777_216
 CONV_X = (32, 3, 32, 32)
@@ -286,6 +293,16 @@ def workloads(torch):
 
     for param, (batch, m, n, k), ta, tb in GEMM_SHAPES:
         yield "W1", "gemm", param, gemm(batch, m, n, k, ta, tb)
+
+    def linear(rows, out, inf, relu):
+        def setup():
+            x, w, b = torch.randn(rows, inf), torch.randn(out, inf), torch.randn(out)
+            call = (lambda: F.relu(F.linear(x, w, b))) if relu else (lambda: F.linear(x, w, b))
+            return call, 2 * rows * out * inf, "flops"
+        return setup
+
+    for param, (rows, out, inf), relu in LINEAR_SHAPES:
+        yield "W1", "gemm", param, linear(rows, out, inf, relu)
 
     def conv2d():
         x, w = torch.randn(*CONV_X), torch.randn(*CONV_W)

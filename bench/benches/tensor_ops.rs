@@ -94,6 +94,38 @@ fn w1_gemm(c: &mut Criterion) {
     group.finish();
 }
 
+/// Linear layers' forwards with their epilogue, named `<what>_<rows>x<out>x<in>`: W4's first
+/// layer with its bias (`F.linear(x, w, b)`), and W6's feed-forward hidden layer with its
+/// bias and ReLU (`relu(F.linear(x, w, b))`), which strata applies as the product stores
+/// its result. Shared with `bench/torch_bench.py`.
+const LINEAR_SHAPES: &[(&str, [usize; 3], bool)] = &[
+    // (param, [rows, out, in], relu)
+    ("linear_bias_128x512x784", [128, 512, 784], false),
+    ("linear_relu_2048x1024x256", [2048, 1024, 256], true),
+];
+
+fn w1_linear(c: &mut Criterion) {
+    let mut group = c.benchmark_group("W1_gemm");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
+    for &(param, [rows, out, inf], relu) in LINEAR_SHAPES {
+        let mut rng = seeded_rng(rows as u64);
+        let x = Tensor::<f32>::randn(&[rows, inf], &mut rng);
+        let w = Tensor::<f32>::randn(&[out, inf], &mut rng);
+        let b = Tensor::<f32>::randn(&[out], &mut rng);
+        group.throughput(Throughput::Elements(2 * (rows * out * inf) as u64));
+        group.bench_function(BenchmarkId::new("strata", param), |bench| {
+            if relu {
+                bench.iter(|| black_box(x.linear_relu(&w, Some(&b)).unwrap()))
+            } else {
+                bench.iter(|| black_box(x.linear(&w, Some(&b)).unwrap()))
+            }
+        });
+    }
+    group.finish();
+}
+
 /// The machine's f32 peak (register-only FMAs on every thread), the yardstick of W1.
 fn w1_peak(c: &mut Criterion) {
     const STEPS: usize = 1 << 20;
@@ -178,6 +210,7 @@ criterion_group!(
     w1_peak,
     w1_matmul,
     w1_gemm,
+    w1_linear,
     w2_conv2d,
     w7_elementwise,
     w9_softmax

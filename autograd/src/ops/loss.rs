@@ -195,6 +195,110 @@ impl<T: Element> Var<T> {
     }
 }
 
+impl<T: Element> Var<T> {
+    /// The terms `-w_t·log softmax(self)_t` of `F.cross_entropy` for logits `self` (the
+    /// classes along `cdim`, of `C`), class indices `target` (one per position: `self`'s
+    /// shape without `cdim`, each in `0..C`) and per-position weights `weight` (the class
+    /// weight of the target, 0 where it is ignored) as one op: the backward is one pass
+    /// `w·g·(softmax − onehot)` over the saved log-probabilities, instead of a dense
+    /// one-hot gradient, a gather's and a product's backward and the log-softmax backward
+    /// over them.
+    ///
+    /// The terms are [`log_softmax`](Var::log_softmax), a gather and a product with the
+    /// weight, to the last bit.
+    ///
+    /// # Errors
+    /// When `cdim` is out of range, or `target` and `weight` do not have one value per
+    /// position, or a target is out of range.
+    pub fn cross_entropy_terms(
+        &self,
+        cdim: usize,
+        target: &IndexTensor,
+        weight: &Tensor<T>,
+    ) -> Result<Var<T>> {
+        let shape = self.shape().to_vec();
+        let bad = |msg: String| strata_tensor::TensorError::shape("cross_entropy", msg);
+        if cdim >= shape.len() {
+            return Err(bad(format!("class dim {cdim} of a {}-d input", shape.len())).into());
+        }
+        let classes = shape[cdim];
+        let mut positions_shape = shape.clone();
+        positions_shape.remove(cdim);
+        if target.shape() != positions_shape.as_slice()
+            || weight.shape() != positions_shape.as_slice()
+        {
+            return Err(bad(format!(
+                "a target and a weight of shape {positions_shape:?} for input {shape:?}, got {:?} and {:?}",
+                target.shape(),
+                weight.shape()
+            ))
+            .into());
+        }
+        let t = target.as_slice().to_vec();
+        if let Some(&c) = t.iter().find(|&&c| c < 0 || c as usize >= classes) {
+            return Err(bad(format!("target {c} is out of bounds for {classes} classes")).into());
+        }
+        let (outer, inner) = (
+            shape[..cdim].iter().product::<usize>(),
+            shape[cdim + 1..].iter().product::<usize>(),
+        );
+        let logp = self.value().log_softmax(cdim as isize)?;
+        let w = weight.contiguous();
+        let terms: Vec<T> = {
+            let (ls, ws) = (
+                logp.as_slice().expect("log_softmax is contiguous"),
+                w.as_slice().expect("contiguous"),
+            );
+            (0..outer * inner)
+                .map(|p| {
+                    let (o, i) = (p / inner, p % inner);
+                    -(ls[(o * classes + t[p] as usize) * inner + i] * ws[p])
+                })
+                .collect()
+        };
+        let value = Tensor::from_vec(terms, &positions_shape)?;
+        let values = [Some(self.value())];
+        let (t2, w2) = (target.clone(), w.clone());
+        Ok(self
+            .unary_op("cross_entropy", value, move |g| {
+                let g = g.contiguous();
+                let (gs, ls, ws) = (
+                    g.as_slice().expect("contiguous"),
+                    logp.as_slice().expect("contiguous"),
+                    w.as_slice().expect("contiguous"),
+                );
+                let mut out = vec![T::zero(); ls.len()];
+                for p in 0..outer * inner {
+                    let (o, i) = (p / inner, p % inner);
+                    let scale = gs[p] * ws[p];
+                    let base = o * classes * inner + i;
+                    for c in 0..classes {
+                        let e = ls[base + c * inner].exp_v();
+                        out[base + c * inner] = if c == t[p] as usize {
+                            scale * (e - T::one())
+                        } else {
+                            scale * e
+                        };
+                    }
+                }
+                Ok(Tensor::from_vec(out, logp.shape())?)
+            })
+            .double_backward(move |g, inputs, _| {
+                decomposed(g, inputs, &values, |xs| {
+                    let x = xs[0].clone().expect("given");
+                    let mut index_shape = t2.shape().to_vec();
+                    index_shape.insert(cdim, 1);
+                    let index = IndexTensor::from_vec(t2.as_slice().to_vec(), &index_shape)?;
+                    Ok(x.log_softmax(cdim as isize)?
+                        .gather(cdim as isize, &index)?
+                        .reshape(t2.shape())?
+                        .mul(&Var::new(w2.clone()))?
+                        .neg())
+                })
+            }))
+    }
+}
+
 /// [`weighted`] on vars.
 fn weighted_var<T: Element>(t: Var<T>, w: &Option<Tensor<T>>) -> Result<Var<T>> {
     match w {

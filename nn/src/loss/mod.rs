@@ -228,22 +228,25 @@ pub fn nll_loss<T: Element>(
     nll("nll_loss", input, target, options)
 }
 
-fn nll<T: Element>(
+/// The targets of a class loss, checked against `input`: the positions' shape (`input`'s
+/// without the class dimension), the targets with `ignore_index` replaced by class 0, and
+/// each position's weight (the class weight of its target, 0 where ignored).
+fn class_targets<T: Element>(
     loss: &'static str,
-    logp: &Var<T>,
+    input: &Var<T>,
     target: &IndexTensor,
     o: &ClassLossOptions<T>,
-) -> Result<Var<T>> {
-    let (cdim, classes) = class_dim(loss, logp)?;
+) -> Result<(usize, IndexTensor, Tensor<T>)> {
+    let (cdim, classes) = class_dim(loss, input)?;
     check_weight(loss, o.weight.as_ref(), classes)?;
-    let mut expected = logp.shape().to_vec();
+    let mut expected = input.shape().to_vec();
     expected.remove(cdim);
     if target.shape() != expected.as_slice() {
         return Err(input_error(
             loss,
             format!(
                 "expected a target of shape {expected:?} for input {:?}, got {:?}",
-                logp.shape(),
+                input.shape(),
                 target.shape()
             ),
         ));
@@ -258,7 +261,6 @@ fn nll<T: Element>(
             format!("target {bad} is out of bounds for {classes} classes"),
         ));
     }
-    // Per-target weights (0 where ignored) and the gathered log-probabilities.
     let weights: Vec<T> = t
         .iter()
         .map(|&c| match (&o.weight, c == o.ignore_index) {
@@ -271,20 +273,40 @@ fn nll<T: Element>(
         .iter()
         .map(|&c| if c == o.ignore_index { 0 } else { c })
         .collect();
-    let mut index_shape = expected.clone();
-    index_shape.insert(cdim, 1);
-    let index = IndexTensor::from_vec(safe, &index_shape)?;
-    let picked = logp
-        .gather(cdim as isize, &index)?
-        .reshape(expected.as_slice())?;
-    let w = Tensor::from_vec(weights, &expected)?;
-    let total_weight = w.sum_all();
-    let losses = picked.mul(&Var::new(w))?.neg();
-    Ok(match o.reduction {
+    Ok((
+        cdim,
+        IndexTensor::from_vec(safe, &expected)?,
+        Tensor::from_vec(weights, &expected)?,
+    ))
+}
+
+/// The reduction of a class loss's per-position terms: the mean divides by the total
+/// weight of the targets that are not ignored.
+fn reduce_class_terms<T: Element>(
+    losses: Var<T>,
+    w: &Tensor<T>,
+    reduction: Reduction,
+) -> Result<Var<T>> {
+    Ok(match reduction {
         Reduction::None => losses,
         Reduction::Sum => losses.sum_all(),
-        Reduction::Mean => losses.sum_all().div(&Var::new(total_weight))?,
+        Reduction::Mean => losses.sum_all().div(&Var::new(w.sum_all()))?,
     })
+}
+
+fn nll<T: Element>(
+    loss: &'static str,
+    logp: &Var<T>,
+    target: &IndexTensor,
+    o: &ClassLossOptions<T>,
+) -> Result<Var<T>> {
+    let (cdim, safe, w) = class_targets(loss, logp, target, o)?;
+    let mut index_shape = safe.shape().to_vec();
+    index_shape.insert(cdim, 1);
+    let index = safe.reshape(&index_shape)?;
+    let picked = logp.gather(cdim as isize, &index)?.reshape(safe.shape())?;
+    let losses = picked.mul(&Var::new(w.clone()))?.neg();
+    reduce_class_terms(losses, &w, o.reduction)
 }
 
 /// Cross-entropy of logits `[N, C, d…]` (or `[C]`) and class indices `[N, d…]` (or `[]`)
@@ -314,12 +336,15 @@ pub fn cross_entropy<T: Element>(
     const LOSS: &str = "cross_entropy";
     let (cdim, classes) = class_dim(LOSS, input)?;
     check_smoothing(LOSS, o.label_smoothing)?;
-    let logp = input.log_softmax(cdim as isize)?;
-    let nll_loss = nll(LOSS, &logp, target, o)?;
     let eps = o.label_smoothing;
     if eps == 0.0 {
-        return Ok(nll_loss);
+        // The log-softmax and the pick as one op, with a one-pass backward.
+        let (cdim, safe, w) = class_targets(LOSS, input, target, o)?;
+        let terms = input.cross_entropy_terms(cdim, &safe, &w)?;
+        return reduce_class_terms(terms, &w, o.reduction);
     }
+    let logp = input.log_softmax(cdim as isize)?;
+    let nll_loss = nll(LOSS, &logp, target, o)?;
     // PyTorch's smoothing term: -Σ_c w_c·logp_c per element, zero where ignored, reduced
     // with the same divisor as the NLL term.
     let weighted = match &o.weight {
