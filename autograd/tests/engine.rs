@@ -346,3 +346,42 @@ fn linear_regression_matches_hand_written_gradients() {
         "the fit converges toward 2, got {h1}"
     );
 }
+
+/// The fused cross-entropy terms: by hand on a [2, 3] input with weights, the gradient
+/// `w·(softmax − onehot)`, and bad arguments are errors.
+#[test]
+fn cross_entropy_terms_by_hand_and_refusals() -> Result<(), AutogradError> {
+    let x = Var::parameter(t(&[1.0, 2.0, 3.0, 0.0, 0.0, 0.0], &[2, 3]));
+    let target = strata_tensor::IndexTensor::from_vec(vec![2, 0], &[2])?;
+    let w = t(&[1.0, 0.5], &[2]);
+    let terms = x.cross_entropy_terms(1, &target, &w)?;
+    let lse0 = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
+    let want = [lse0 - 3.0, 0.5 * 3f64.ln()];
+    for (g, w) in terms.value().to_vec().iter().zip(want) {
+        assert!((g - w).abs() < 1e-12, "{g} vs {w}");
+    }
+    terms.sum_all().backward()?;
+    let grad = x.grad().expect("a gradient").to_vec();
+    let soft0: Vec<f64> = [1.0f64, 2.0, 3.0]
+        .iter()
+        .map(|v| (v - lse0).exp())
+        .collect();
+    let want = [
+        soft0[0],
+        soft0[1],
+        soft0[2] - 1.0,
+        0.5 * (1.0 / 3.0 - 1.0),
+        0.5 / 3.0,
+        0.5 / 3.0,
+    ];
+    for (g, w) in grad.iter().zip(want) {
+        assert!((g - w).abs() < 1e-12, "{g} vs {w}");
+    }
+    let bad_target = strata_tensor::IndexTensor::from_vec(vec![3, 0], &[2])?;
+    let short = strata_tensor::IndexTensor::from_vec(vec![0], &[1])?;
+    assert!(x.cross_entropy_terms(2, &target, &w).is_err());
+    assert!(x.cross_entropy_terms(1, &bad_target, &w).is_err());
+    assert!(x.cross_entropy_terms(1, &short, &w).is_err());
+    assert!(x.cross_entropy_terms(1, &target, &t(&[1.0], &[1])).is_err());
+    Ok(())
+}
