@@ -38,6 +38,15 @@ pub(crate) const OWN_MIN_MACS: usize = 8 * 8 * 8;
 /// m = 128 on, and for a transposed `B`, the own kernel is ahead).
 pub(crate) const OWN_MIN_ROWS: usize = 128;
 
+/// Products of at most this many rows with a column-major `B` (and at least
+/// [`SHORT_SWAP_MIN_K`] deep) run as `Cᵀ = Bᵀ·Aᵀ` on strata's own kernel, which then
+/// reads `Bᵀ` in place (see `sgemm`'s `in_place_max_n`).
+pub(crate) const SHORT_SWAP_MAX_ROWS: usize = 256;
+
+/// Below this depth the transposed stores of a swapped product cost more than the packing
+/// they save (measured: [128, 32]·[32, 128] and [128, 64]·[64, 128] 5 % slower swapped).
+pub(crate) const SHORT_SWAP_MIN_K: usize = 128;
+
 /// Whether f32 products run on strata's own kernel: AVX-512 (and not the portable
 /// switch), unless `STRATA_GEMM=faer` asks for faer's (for comparison).
 #[cfg(target_arch = "x86_64")]
@@ -345,7 +354,28 @@ pub(crate) unsafe fn raw_fused<T: Element>(
         // rules out concurrent access. A column-major destination is the row-major one of
         // `Cᵀ = Bᵀ·Aᵀ`, whose bias runs the other way.
         unsafe {
-            if dv.cs == 1 {
+            if dv.cs == 1
+                && m <= SHORT_SWAP_MAX_ROWS
+                && k >= SHORT_SWAP_MIN_K
+                && bv.rs == 1
+                && bv.cs != 1
+            {
+                // A short product with a column-major B (a linear layer's `x·Wᵀ` at a small
+                // batch): as `Cᵀ = Bᵀ·Aᵀ`, Bᵀ (the weight) is a row-major left operand the
+                // kernel reads in place instead of packing all of it, and Cᵀ's tiles are
+                // stored transposed into c.
+                sgemm(
+                    d.cast::<f32>(),
+                    dv.rs,
+                    (n, m, k),
+                    op(pb, bv.t()),
+                    op(pa, av.t()),
+                    accumulate,
+                    epilogue.transposed(),
+                    parallel,
+                    true,
+                );
+            } else if dv.cs == 1 {
                 sgemm(
                     d.cast::<f32>(),
                     dv.rs,
@@ -355,6 +385,7 @@ pub(crate) unsafe fn raw_fused<T: Element>(
                     accumulate,
                     epilogue,
                     parallel,
+                    false,
                 );
             } else {
                 sgemm(
@@ -366,6 +397,7 @@ pub(crate) unsafe fn raw_fused<T: Element>(
                     accumulate,
                     epilogue.transposed(),
                     parallel,
+                    false,
                 );
             }
         }

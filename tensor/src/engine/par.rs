@@ -85,23 +85,13 @@ pub(crate) fn run(n: usize, parallel: bool, task: impl Fn(usize) + Sync) {
 
 /// The one entry into rayon's parallel iterators (see the module docs).
 ///
-/// A caller outside the pool (the program's main thread) with no more tasks than the pool
-/// has threads runs task 0 itself and hands the others to the pool, the way an OpenMP
-/// master thread takes its share: otherwise it would sleep while every task waits for a
-/// worker to wake, which cost 8 % of a 256³ product on two threads and 20 % of a
-/// `[32, 784] · [784, 512]` one (measured, `gemm_shapes`).
+/// A caller outside the pool (the program's main thread) blocks while the pool's workers
+/// run every task. Letting it run the first task itself (OpenMP's way) was measured and
+/// rejected: with two workers and the caller on two cores, a W4 training step took 25 %
+/// longer (2.9–3.3 ms against 2.4 ms), the third thread preempting the other two.
 #[inline(never)]
 fn run_on_pool(n: usize, task: &(dyn Fn(usize) + Sync)) {
-    if n <= threads() && rayon::current_thread_index().is_none() {
-        rayon::in_place_scope(|s| {
-            for i in 1..n {
-                s.spawn(move |_| task(i));
-            }
-            task(0);
-        });
-    } else {
-        (0..n).into_par_iter().for_each(task);
-    }
+    (0..n).into_par_iter().for_each(task);
 }
 
 /// [`run`] with per-worker state: tasks are taken in at most `4 × threads` contiguous

@@ -60,21 +60,33 @@ impl Operand {
     }
 }
 
-/// The output: row `i` starts at `ptr + i·rs`, its elements contiguous.
+/// The output: element `(i, j)` at `ptr + i·rs + j` (rows contiguous), or with
+/// `transposed` at `ptr + j·rs + i` (columns contiguous: the product computed is `Cᵀ`'s).
 #[derive(Clone, Copy)]
 struct Out {
     ptr: *mut f32,
     rs: usize,
+    transposed: bool,
 }
 
 impl Out {
     /// The output whose element `(0, 0)` is this one's `(i, j)` (computed without
     /// dereferencing; the caller's contract makes it a valid one).
     fn shifted(&self, i: usize, j: usize) -> Out {
+        let offset = if self.transposed {
+            j * self.rs + i
+        } else {
+            i * self.rs + j
+        };
         Out {
-            ptr: self.ptr.wrapping_add(i * self.rs + j),
-            rs: self.rs,
+            ptr: self.ptr.wrapping_add(offset),
+            ..*self
         }
+    }
+
+    /// The address of element `(i, j)` (computed without dereferencing).
+    fn at(&self, i: usize, j: usize) -> *mut f32 {
+        self.shifted(i, j).ptr
     }
 }
 
@@ -167,7 +179,9 @@ pub(crate) fn available() -> bool {
 
 /// `c = a · b` (with `accumulate`, `c += a · b`) for `a` `[m, k]` and `b` `[k, n]`, then
 /// the epilogue `epi` on each element; `c`'s rows start `ldc` apart and hold their `n`
-/// elements contiguously.
+/// elements contiguously, or with `c_transposed` its columns start `ldc` apart and hold
+/// their `m` elements contiguously (the caller computes a row-major `Dᵀ = Bᵀ·Aᵀ` this
+/// way, when that orientation lets a large operand be read in place).
 ///
 /// With `parallel`, `c` is cut into one rectangle per thread of the pool ([`grid`]), each
 /// computed by [`serial`] with its own packing buffers: one fork-join per product, and no
@@ -188,11 +202,16 @@ pub(crate) unsafe fn sgemm(
     accumulate: bool,
     epi: Epilogue,
     parallel: bool,
+    c_transposed: bool,
 ) {
     if m == 0 || n == 0 {
         return;
     }
-    let c = Out { ptr: c, rs: ldc };
+    let c = Out {
+        ptr: c,
+        rs: ldc,
+        transposed: c_transposed,
+    };
     let threads = if parallel { par::threads() } else { 1 };
     let (tm, tn) = grid(m, n, k, threads);
     par::run(tm * tn, tm * tn > 1, |t| {
@@ -268,10 +287,10 @@ unsafe fn serial(
 ) {
     if k == 0 {
         for i in 0..m {
-            // SAFETY: row i of c, n elements, and the bias's elements (the contract).
-            unsafe {
-                let row = std::slice::from_raw_parts_mut(c.ptr.add(i * c.rs), n);
-                for (j, v) in row.iter_mut().enumerate() {
+            for j in 0..n {
+                // SAFETY: element (i, j) of c and the bias's elements (the contract).
+                unsafe {
+                    let v = c.at(i, j);
                     let base = if accumulate { *v } else { 0.0 };
                     *v = epi.scalar(base, i, j);
                 }
@@ -279,9 +298,16 @@ unsafe fn serial(
         }
         return;
     }
+    // A row-major `a` feeding few panels of `b` is read where it lies: packing it costs
+    // more than the panel's contiguity saves.
+    let a_in_place = a.cs == 1 && n <= in_place_max_n(a.rs);
     let (b_len, a_len) = (
         KC.min(k) * NC.min(n.next_multiple_of(NR)),
-        MC.min(m.next_multiple_of(MR)) * KC.min(k),
+        if a_in_place {
+            0
+        } else {
+            MC.min(m.next_multiple_of(MR)) * KC.min(k)
+        },
     );
     let mut bbuf = alloc::<f32>(b_len + ALIGN);
     let mut abuf = alloc::<f32>(a_len + ALIGN);
@@ -307,15 +333,45 @@ unsafe fn serial(
                 // SAFETY: rows ic..ic + mc of a and of c are in bounds; the packed
                 // operands are only read by the tiles.
                 unsafe {
-                    pack_a(apack, a, (ic, pc), (mc, kc));
+                    let ap = if a_in_place {
+                        APanels::InPlace(Operand {
+                            ptr: a.at(ic, pc),
+                            ..a
+                        })
+                    } else {
+                        pack_a(apack, a, (ic, pc), (mc, kc));
+                        APanels::Packed(apack)
+                    };
                     let fin = last.then_some(epi);
-                    tiles(apack, bp, (kc, mc), 0..panels, c, (ic, jc), nc, add, fin);
+                    tiles(ap, bp, (kc, mc), 0..panels, c, (ic, jc), nc, add, fin);
                 }
             }
         }
     }
     recycle(bbuf);
     recycle(abuf);
+}
+
+/// The widest product (columns of this thread's rectangle) whose row-major `A` is read in
+/// place rather than packed: up to 8 panels of `B`, 4 when `A`'s rows lie a multiple of
+/// 4 KiB apart (its 12 rows would then share one set of the 8-way L1 cache). Measured
+/// with `gemm_shapes` on two threads: [32, 784]·[784, 512]ᵀ 118 → 170 GFLOP/s, 256³
+/// 141–176 → 175–184, and 1024 × 1024 products (which keep packing) unchanged; reading in
+/// place for 512 columns lost 8 % at 1024³.
+fn in_place_max_n(rs: usize) -> usize {
+    if rs.is_multiple_of(1024) {
+        4 * NR
+    } else {
+        8 * NR
+    }
+}
+
+/// Where the tiles read `A`: packed panels of [`MR`] rows (`[kc, MR]` each), or the
+/// row-major operand itself (rows `rs` apart, contiguous along `k`).
+#[derive(Clone, Copy)]
+enum APanels<'a> {
+    Packed(&'a [f32]),
+    InPlace(Operand),
 }
 
 /// Slack, in values, that lets a packing buffer start on a cache line.
@@ -341,11 +397,12 @@ fn recycle(buf: Vec<f32>) {
 ///
 /// # Safety
 /// As [`sgemm`]: the tiles' elements of `c` are in bounds and written by no other task;
-/// `ap` holds `mc.div_ceil(MR)` panels and `bp` the panels of `kc` rows.
+/// `ap` holds `mc.div_ceil(MR)` panels (or is the operand's rows `0..mc`, columns `0..kc`)
+/// and `bp` the panels of `kc` rows.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 unsafe fn tiles(
-    ap: &[f32],
+    ap: APanels<'_>,
     bp: Operand,
     (kc, mc): (usize, usize),
     panels: std::ops::Range<usize>,
@@ -357,17 +414,25 @@ unsafe fn tiles(
 ) {
     for ir in 0..mc.div_ceil(MR) {
         let rows = MR.min(mc - ir * MR);
-        // SAFETY: panel ir of the packed A (kc × MR).
-        let a = unsafe { ap.as_ptr().add(ir * kc * MR) };
         for jr in panels.clone() {
             let cols = NR.min(nc - jr * NR);
-            // SAFETY: panel jr of the packed B, and the tile's rows and columns of c.
+            // SAFETY: panel ir of A (packed: kc × MR; in place: rows ir·MR.. of the
+            // operand), panel jr of the packed B, and the tile's rows and columns of c.
             unsafe {
                 let b = bp.ptr.add(jr * kc * NR);
                 let (i, j) = (ic + ir * MR, jc + jr * NR);
-                let t = c.ptr.add(i * c.rs + j);
+                let t = c.shifted(i, j);
                 let e = epi.map(|e| e.shifted(i, j));
-                micro(kc, a, b, t, c.rs, rows, cols, add, e);
+                match ap {
+                    APanels::Packed(ap) => {
+                        let a = ap.as_ptr().add(ir * kc * MR);
+                        micro::<true>(kc, (a, 0), b, t, rows, cols, add, e);
+                    }
+                    APanels::InPlace(op) => {
+                        let a = op.at(ir * MR, 0);
+                        micro::<false>(kc, (a, op.rs), b, t, rows, cols, add, e);
+                    }
+                }
             }
         }
     }
@@ -375,24 +440,27 @@ unsafe fn tiles(
 
 /// The 12 × 32 microkernel: `tile (+)= a_panel · b_panel` over `kc` steps, then the
 /// epilogue `epi` if given, writing the first `rows` rows and `cols` columns of the tile.
+/// With `PACKED`, `a.0` is a packed panel (`kc × MR`); otherwise it is the first of
+/// `rows` row-major rows `a.1` apart, each read for `kc` contiguous values (the missing
+/// rows of a ragged tile re-read the last one; their results are not stored).
 ///
 /// # Safety
-/// `a` holds `kc × MR` and `b` `kc × NR` values; the tile's `rows × cols` elements of `c`
-/// (rows `ldc` apart) are in bounds and unshared; the epilogue's bias holds the tile's
-/// `cols` (or `rows`) values.
+/// `a` holds those values and `b` `kc × NR` values; the tile's `rows × cols` elements of
+/// `c` are in bounds and unshared; the epilogue's bias holds the tile's `cols` (or `rows`)
+/// values.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn micro(
+unsafe fn micro<const PACKED: bool>(
     kc: usize,
-    a: *const f32,
+    (a, lda): (*const f32, usize),
     b: *const f32,
-    c: *mut f32,
-    ldc: usize,
+    c: Out,
     rows: usize,
     cols: usize,
     add: bool,
     epi: Option<Epilogue>,
 ) {
+    let ldc = c.rs;
     let lo: u16 = if cols >= 16 {
         0xffff
     } else {
@@ -410,24 +478,48 @@ unsafe fn micro(
     unsafe {
         // The tile of c is read (or written) after the loop: start fetching it now, so
         // that its cache misses overlap the multiply-adds.
-        for r in 0..rows {
-            let row = c.add(r * ldc).cast::<i8>();
-            _mm_prefetch::<_MM_HINT_T0>(row);
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
-            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(124));
+        if c.transposed {
+            for j in 0..cols {
+                let col = c.ptr.add(j * ldc).cast::<i8>();
+                _mm_prefetch::<_MM_HINT_T0>(col);
+                _mm_prefetch::<_MM_HINT_T0>(col.wrapping_add(44));
+            }
+        } else {
+            for r in 0..rows {
+                let row = c.ptr.add(r * ldc).cast::<i8>();
+                _mm_prefetch::<_MM_HINT_T0>(row);
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(124));
+            }
         }
         let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        let (mut pa, mut pb) = (a, b);
-        for _ in 0..kc {
-            let b0 = _mm512_loadu_ps(pb);
-            let b1 = _mm512_loadu_ps(pb.add(16));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let ar = _mm512_set1_ps(*pa.add(r));
-                acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
-                acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+        let mut pb = b;
+        if PACKED {
+            let mut pa = a;
+            for _ in 0..kc {
+                let b0 = _mm512_loadu_ps(pb);
+                let b1 = _mm512_loadu_ps(pb.add(16));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let ar = _mm512_set1_ps(*pa.add(r));
+                    acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+                }
+                pa = pa.add(MR);
+                pb = pb.add(NR);
             }
-            pa = pa.add(MR);
-            pb = pb.add(NR);
+        } else {
+            // Each row's pointer, the missing rows of a ragged tile on the last one.
+            let row: [*const f32; MR] = std::array::from_fn(|r| a.add(r.min(rows - 1) * lda));
+            for kk in 0..kc {
+                let b0 = _mm512_loadu_ps(pb);
+                let b1 = _mm512_loadu_ps(pb.add(16));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let ar = _mm512_set1_ps(*row[r].add(kk));
+                    acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+                }
+                pb = pb.add(NR);
+            }
         }
         let (col_bias, row_bias, relu) = match epi {
             None => (None, None, false),
@@ -444,8 +536,32 @@ unsafe fn micro(
                 Bias::Rows(p) => (None, Some(p), relu),
             },
         };
+        if c.transposed {
+            // Column j of the tile is a contiguous run of `rows` values of c: through a
+            // buffer, the same operations in the same order as the rows below.
+            let mut tile = [[0f32; NR]; MR];
+            for (t, acc) in tile.iter_mut().zip(&acc) {
+                _mm512_storeu_ps(t.as_mut_ptr(), acc[0]);
+                _mm512_storeu_ps(t.as_mut_ptr().add(16), acc[1]);
+            }
+            for j in 0..cols {
+                let col = c.ptr.add(j * ldc);
+                for (r, t) in tile.iter().enumerate().take(rows) {
+                    let p = col.add(r);
+                    let mut v = t[j];
+                    if add {
+                        v += *p;
+                    }
+                    *p = match epi {
+                        Some(e) => e.scalar(v, r, j),
+                        None => v,
+                    };
+                }
+            }
+            return;
+        }
         for (r, acc) in acc.iter().enumerate().take(rows) {
-            let row = c.add(r * ldc);
+            let row = c.ptr.add(r * ldc);
             let (mut v0, mut v1) = (acc[0], acc[1]);
             if add {
                 v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(lo, row));
@@ -814,6 +930,7 @@ mod tests {
                         add,
                         epi,
                         parallel,
+                        false,
                     );
                 }
                 naive(
@@ -914,6 +1031,87 @@ mod tests {
 
     /// The result does not depend on the number of threads, bit for bit.
     #[test]
+    /// A transposed destination (columns contiguous) receives bit for bit what a row-major
+    /// one does: plain, accumulated, with each epilogue, with `A` packed and read in place.
+    fn transposed_destinations_equal_row_major_ones() {
+        if !available() {
+            return;
+        }
+        let mut rng = seeded_rng(5);
+        for &(m, n, k) in &[(7, 5, 3), (40, 32, 300), (25, 64, KC + 9), (30, 100, 50)] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let bias: Vec<f32> = (0..m.max(n)).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let init: Vec<f32> = (0..m * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            for (add, epi) in [
+                (false, Epilogue::NONE),
+                (
+                    true,
+                    Epilogue {
+                        bias: Bias::Cols(bias.as_ptr()),
+                        relu: true,
+                    },
+                ),
+                (
+                    false,
+                    Epilogue {
+                        bias: Bias::Rows(bias.as_ptr()),
+                        relu: false,
+                    },
+                ),
+            ] {
+                let a_op = Operand {
+                    ptr: a.as_ptr(),
+                    rs: k,
+                    cs: 1,
+                };
+                let b_op = Operand {
+                    ptr: b.as_ptr(),
+                    rs: n,
+                    cs: 1,
+                };
+                let mut rows = init.clone();
+                // Column-major: element (i, j) at j·m + i.
+                let mut cols: Vec<f32> = (0..m * n).map(|p| init[(p % m) * n + p / m]).collect();
+                // SAFETY: the buffers hold every element the strides address.
+                unsafe {
+                    sgemm(
+                        rows.as_mut_ptr(),
+                        n,
+                        (m, n, k),
+                        a_op,
+                        b_op,
+                        add,
+                        epi,
+                        true,
+                        false,
+                    );
+                    sgemm(
+                        cols.as_mut_ptr(),
+                        m,
+                        (m, n, k),
+                        a_op,
+                        b_op,
+                        add,
+                        epi,
+                        true,
+                        true,
+                    );
+                }
+                for i in 0..m {
+                    for j in 0..n {
+                        assert_eq!(
+                            rows[i * n + j].to_bits(),
+                            cols[j * m + i].to_bits(),
+                            "{m}x{n}x{k} add={add}: ({i}, {j})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn results_do_not_depend_on_the_thread_count() {
         if !available() {
             return;
@@ -948,6 +1146,7 @@ mod tests {
                         false,
                         Epilogue::NONE,
                         true,
+                        false,
                     );
                 }
             });
