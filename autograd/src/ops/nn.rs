@@ -432,7 +432,8 @@ impl<T: Element> Var<T> {
     /// # Errors
     /// As [`Tensor::max_pool2d`].
     pub fn max_pool2d(&self, params: Pool2dParams) -> Result<Var<T>> {
-        Ok(self.max_pool2d_with_indices(params)?.0)
+        let (value, index) = self.value().max_pool2d(params)?;
+        Ok(self.max_pool2d_node(value, std::sync::Arc::new(index)))
     }
 
     /// [`max_pool2d`](Var::max_pool2d) and the flat index of each maximum within its
@@ -442,15 +443,20 @@ impl<T: Element> Var<T> {
     /// As [`Tensor::max_pool2d`].
     pub fn max_pool2d_with_indices(&self, params: Pool2dParams) -> Result<(Var<T>, IndexTensor)> {
         let (value, index) = self.value().max_pool2d(params)?;
+        let saved = std::sync::Arc::new(index.clone());
+        Ok((self.max_pool2d_node(value, saved), index))
+    }
+
+    /// The node of a max pooling whose output is `value` and argmaxes `index`, shared by
+    /// its backward and double backward (a training step's indices are megabytes: they
+    /// are not copied for each).
+    fn max_pool2d_node(&self, value: Tensor<T>, index: std::sync::Arc<IndexTensor>) -> Var<T> {
         let shape = Dims::from_slice(self.shape());
-        let saved = index.clone();
-        let (saved2, shape2) = (saved.clone(), shape.clone());
-        let out = self
-            .unary_op("max_pool2d", value, move |g| {
-                Ok(Tensor::max_pool2d_backward(g, &saved, &shape)?)
-            })
-            .double_backward(move |g, _, _| Ok(vec![Some(max_pool_scatter(g, &saved2, &shape2)?)]));
-        Ok((out, index))
+        let (saved2, shape2) = (index.clone(), shape.clone());
+        self.unary_op("max_pool2d", value, move |g| {
+            Ok(Tensor::max_pool2d_backward(g, &index, &shape)?)
+        })
+        .double_backward(move |g, _, _| Ok(vec![Some(max_pool_scatter(g, &saved2, &shape2)?)]))
     }
 
     /// 2-d average pooling, like `F.avg_pool2d` (with `ceil_mode`, `count_include_pad`
