@@ -262,26 +262,28 @@ impl<T: Element> Var<T> {
         Ok(self
             .unary_op("cross_entropy", value, move |g| {
                 let g = g.contiguous();
-                let (gs, ls, ws) = (
+                let (gs, ws) = (
                     g.as_slice().expect("contiguous"),
-                    logp.as_slice().expect("contiguous"),
                     w.as_slice().expect("contiguous"),
                 );
-                let mut out = vec![T::zero(); ls.len()];
+                // The softmax, in a fresh (unshared) tensor from the buffer cache, scaled
+                // in place and its target entries lowered by the scale.
+                let mut out = logp.exp();
+                let os = out.as_mut_slice();
                 for p in 0..outer * inner {
                     let (o, i) = (p / inner, p % inner);
                     let scale = gs[p] * ws[p];
                     let base = o * classes * inner + i;
                     for c in 0..classes {
-                        let e = ls[base + c * inner].exp_v();
-                        out[base + c * inner] = if c == t[p] as usize {
-                            scale * (e - T::one())
+                        let e = &mut os[base + c * inner];
+                        *e = if c == t[p] as usize {
+                            scale * (*e - T::one())
                         } else {
-                            scale * e
+                            scale * *e
                         };
                     }
                 }
-                Ok(Tensor::from_vec(out, logp.shape())?)
+                Ok(out)
             })
             .double_backward(move |g, inputs, _| {
                 decomposed(g, inputs, &values, |xs| {

@@ -231,13 +231,8 @@ impl<T: Element> Fused<'_, T> {
         }
     }
 
-    /// The value stored for `v` at `(i, j)`.
-    fn apply(&self, v: T, i: usize, j: usize) -> T {
-        let v = match self.bias {
-            None => v,
-            Some((b, Axis::Cols)) => v + b[j],
-            Some((b, Axis::Rows)) => v + b[i],
-        };
+    /// The activation step: `v`, or 0 for a negative `v` under ReLU.
+    fn relu(&self, v: T) -> T {
         if self.relu && v < T::zero() {
             T::zero()
         } else {
@@ -245,15 +240,18 @@ impl<T: Element> Fused<'_, T> {
         }
     }
 
+    /// The value stored for `v` at `(i, j)`.
+    fn apply(&self, v: T, i: usize, j: usize) -> T {
+        self.relu(match self.bias {
+            None => v,
+            Some((b, Axis::Cols)) => v + b[j],
+            Some((b, Axis::Rows)) => v + b[i],
+        })
+    }
+
     /// The epilogue on row `i` of the destination, its elements contiguous.
     fn apply_row(&self, row: &mut [T], i: usize) {
-        let relu = |v: T| {
-            if self.relu && v < T::zero() {
-                T::zero()
-            } else {
-                v
-            }
-        };
+        let relu = |v: T| self.relu(v);
         match self.bias {
             None => row.iter_mut().for_each(|v| *v = relu(*v)),
             Some((b, Axis::Cols)) => row.iter_mut().zip(b).for_each(|(v, &b)| *v = relu(*v + b)),
@@ -349,33 +347,21 @@ pub(crate) unsafe fn raw_fused<T: Element>(
             },
             relu: epi.relu,
         };
+        // A short product with a column-major B (a linear layer's `x·Wᵀ` at a small batch)
+        // runs as `Cᵀ = Bᵀ·Aᵀ`: Bᵀ (the weight) is then a row-major left operand the kernel
+        // reads in place instead of packing all of it, and Cᵀ's tiles are stored transposed
+        // into the row-major c.
+        let short_swap = dv.cs == 1
+            && m <= SHORT_SWAP_MAX_ROWS
+            && k >= SHORT_SWAP_MIN_K
+            && bv.rs == 1
+            && bv.cs != 1;
         // SAFETY: T is f32 (its DTYPE), the CPU has AVX-512 (`own_kernel`), every view lies
         // inside its buffer and the bias covers its side (checked above), and the caller
         // rules out concurrent access. A column-major destination is the row-major one of
         // `Cᵀ = Bᵀ·Aᵀ`, whose bias runs the other way.
         unsafe {
-            if dv.cs == 1
-                && m <= SHORT_SWAP_MAX_ROWS
-                && k >= SHORT_SWAP_MIN_K
-                && bv.rs == 1
-                && bv.cs != 1
-            {
-                // A short product with a column-major B (a linear layer's `x·Wᵀ` at a small
-                // batch): as `Cᵀ = Bᵀ·Aᵀ`, Bᵀ (the weight) is a row-major left operand the
-                // kernel reads in place instead of packing all of it, and Cᵀ's tiles are
-                // stored transposed into c.
-                sgemm(
-                    d.cast::<f32>(),
-                    dv.rs,
-                    (n, m, k),
-                    op(pb, bv.t()),
-                    op(pa, av.t()),
-                    accumulate,
-                    epilogue.transposed(),
-                    parallel,
-                    true,
-                );
-            } else if dv.cs == 1 {
+            if dv.cs == 1 && !short_swap {
                 sgemm(
                     d.cast::<f32>(),
                     dv.rs,
@@ -388,16 +374,17 @@ pub(crate) unsafe fn raw_fused<T: Element>(
                     false,
                 );
             } else {
+                let ld = if short_swap { dv.rs } else { dv.cs };
                 sgemm(
                     d.cast::<f32>(),
-                    dv.cs,
+                    ld,
                     (n, m, k),
                     op(pb, bv.t()),
                     op(pa, av.t()),
                     accumulate,
                     epilogue.transposed(),
                     parallel,
-                    false,
+                    short_swap,
                 );
             }
         }
