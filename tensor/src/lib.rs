@@ -28,9 +28,11 @@
 //! (`*_backward`) exist for strata-autograd and are hidden from these docs.
 //!
 //! Ops that can fail on shapes, dimensions or indices return [`Result`] with a
-//! [`TensorError`] naming the op and the shapes. Large ops run on rayon's global pool (its
-//! size follows `RAYON_NUM_THREADS`); small ones stay on the calling thread. Results do not
-//! depend on the thread count.
+//! [`TensorError`] naming the op and the shapes. Large ops run on as many threads as rayon's
+//! global pool has (its size follows `RAYON_NUM_THREADS`): from the program's own threads
+//! the caller and a team of helpers that spin briefly between ops, from inside a rayon
+//! pool that pool; small ops stay on the calling thread. Results do not depend on the
+//! thread count.
 #![warn(missing_docs)]
 // The crate's `unsafe` (runtime SIMD dispatch, the AVX-512 kernels, disjoint parallel
 // writes, raw GEMM operands, the zeroed allocation) is fenced: every block states why it is
@@ -68,6 +70,24 @@ pub fn fma_peak_probe(steps: usize) -> Option<u64> {
         let _ = steps;
         None
     }
+}
+
+/// Runs `task(i)` for every `i` in `0..n` on strata's threads (the calling thread helps),
+/// returning once all have run: the fork-join strata's own kernels use, for crates that
+/// build on strata-tensor and split work of their own (an optimizer's update, a data
+/// pipeline). Tasks may run in any order and on any thread; a task's panic resumes on the
+/// caller. With one thread, or `n < 2`, the tasks run in order on the calling thread.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// let sum = AtomicUsize::new(0);
+/// strata_tensor::parallel_tasks(100, |i| {
+///     sum.fetch_add(i, Ordering::Relaxed);
+/// });
+/// assert_eq!(sum.into_inner(), 4950);
+/// ```
+pub fn parallel_tasks(n: usize, task: impl Fn(usize) + Sync) {
+    engine::par::run(n, true, task);
 }
 pub use error::{Result, TensorError};
 pub use fused::attention::{HeadInputs, HeadLayout, SdpaMask, SdpaParams};

@@ -16,4 +16,5 @@ pub(crate) mod reduce;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod sgemm;
 pub(crate) mod simd;
+pub(crate) mod team;
 pub(crate) mod transpose;

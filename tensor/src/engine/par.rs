@@ -4,9 +4,11 @@
 //! Every kernel that runs in parallel describes its work as *numbered tasks* and hands them
 //! to [`run`] (or one of the helpers built on it: [`map`], [`run_init`], [`chunks_mut`],
 //! [`chunk_pairs_mut`], [`for_each_chunk_mut`]). `run` is the only place strata-tensor
-//! calls into rayon's parallel iterators, and it takes the task as a `&dyn Fn`, so rayon's
-//! machinery is compiled once rather than once per kernel closure (it was more than half of
-//! the LLVM IR of a test build).
+//! forks: a caller outside rayon's pools hands the tasks to the [team](super::team) (the
+//! caller and spinning helpers, a fork-join of about a microsecond), a caller inside a pool
+//! to rayon's parallel iterators. It takes the task as a `&dyn Fn`, so that machinery is
+//! compiled once rather than once per kernel closure (rayon's was more than half of the
+//! LLVM IR of a test build).
 //!
 //! Task boundaries depend only on the problem size, never on the thread count, so every
 //! result is bitwise identical whatever `RAYON_NUM_THREADS` says. Below a threshold of
@@ -89,8 +91,21 @@ pub(crate) fn run(n: usize, parallel: bool, task: impl Fn(usize) + Sync) {
 /// run every task. Letting it run the first task itself (OpenMP's way) was measured and
 /// rejected: with two workers and the caller on two cores, a W4 training step took 25 %
 /// longer (2.9–3.3 ms against 2.4 ms), the third thread preempting the other two.
+///
+/// A caller outside every rayon pool hands the tasks to the [team](super::team) instead:
+/// its helpers spin between jobs, so a fork-join costs about a microsecond rather than
+/// rayon's 6–30 µs. A caller that finds the team busy (a task forking again, or a second
+/// thread) runs its tasks itself.
 #[inline(never)]
 fn run_on_pool(n: usize, task: &(dyn Fn(usize) + Sync)) {
+    if rayon::current_thread_index().is_none()
+        && let Some(team) = super::team::get(threads())
+    {
+        if !team.run(n, task) {
+            (0..n).for_each(task);
+        }
+        return;
+    }
     (0..n).into_par_iter().for_each(task);
 }
 

@@ -8,8 +8,7 @@
 //! that of all suffixes of frames `t..` that start there (both include frame `t`'s own
 //! probability, hence the subtraction in the gradient).
 
-use rayon::prelude::*;
-
+use crate::engine::par;
 use crate::{Element, IndexTensor, Result, Tensor, TensorError};
 
 const OP: &str = "ctc_loss";
@@ -314,11 +313,12 @@ impl<T: Element> Tensor<T> {
         let plan = plan(self, targets, input_lengths, target_lengths, blank)?;
         let x = self.contiguous();
         let xs = x.as_slice().expect("contiguous");
-        let nll = plan
-            .samples
-            .par_iter()
-            .map(|s| Ok(plan.nll(&plan.alpha(xs, s)?, s)))
-            .collect::<Result<Vec<T>>>()?;
+        let nll = par::map(plan.samples.len(), true, |i| {
+            let s = &plan.samples[i];
+            Ok(plan.nll(&plan.alpha(xs, s)?, s))
+        })
+        .into_iter()
+        .collect::<Result<Vec<T>>>()?;
         Tensor::from_vec(nll, &[plan.batch])
     }
 
@@ -358,38 +358,37 @@ impl<T: Element> Tensor<T> {
         let xs = x.as_slice().expect("contiguous");
         let classes = plan.classes;
         // Each sample's gradient over its own frames, `frames × C`; scattered after.
-        let rows = plan
-            .samples
-            .par_iter()
-            .map(|s| {
-                let (loss, g) = (nll[s.b], grad[s.b]);
-                if s.frames == 0 || (zero_infinity && loss == T::infinity()) {
-                    return Ok(Vec::new());
+        let rows = par::map(plan.samples.len(), true, |i| {
+            let s = &plan.samples[i];
+            let (loss, g) = (nll[s.b], grad[s.b]);
+            if s.frames == 0 || (zero_infinity && loss == T::infinity()) {
+                return Ok(Vec::new());
+            }
+            let (la, lb) = (plan.alpha(xs, s)?, plan.beta(xs, s)?);
+            let states = s.states();
+            let mut out = vec![T::zero(); s.frames * classes];
+            let mut lcab = vec![T::neg_infinity(); classes];
+            for t in 0..s.frames {
+                lcab.fill(T::neg_infinity());
+                for k in 0..states {
+                    let ab = la[t * states + k] + lb[t * states + k];
+                    let acc = &mut lcab[s.class(k, plan.blank)];
+                    *acc = if *acc == T::neg_infinity() {
+                        ab
+                    } else {
+                        let m = acc.max(ab);
+                        ((*acc - m).exp() + (ab - m).exp()).ln() + m
+                    };
                 }
-                let (la, lb) = (plan.alpha(xs, s)?, plan.beta(xs, s)?);
-                let states = s.states();
-                let mut out = vec![T::zero(); s.frames * classes];
-                let mut lcab = vec![T::neg_infinity(); classes];
-                for t in 0..s.frames {
-                    lcab.fill(T::neg_infinity());
-                    for k in 0..states {
-                        let ab = la[t * states + k] + lb[t * states + k];
-                        let acc = &mut lcab[s.class(k, plan.blank)];
-                        *acc = if *acc == T::neg_infinity() {
-                            ab
-                        } else {
-                            let m = acc.max(ab);
-                            ((*acc - m).exp() + (ab - m).exp()).ln() + m
-                        };
-                    }
-                    for (c, o) in out[t * classes..(t + 1) * classes].iter_mut().enumerate() {
-                        let lp = plan.lp(xs, s.b, t, c);
-                        *o = (lp.exp() - (lcab[c] + loss - lp).exp()) * g;
-                    }
+                for (c, o) in out[t * classes..(t + 1) * classes].iter_mut().enumerate() {
+                    let lp = plan.lp(xs, s.b, t, c);
+                    *o = (lp.exp() - (lcab[c] + loss - lp).exp()) * g;
                 }
-                Ok(out)
-            })
-            .collect::<Result<Vec<Vec<T>>>>()?;
+            }
+            Ok(out)
+        })
+        .into_iter()
+        .collect::<Result<Vec<Vec<T>>>>()?;
         let mut out = vec![T::zero(); plan.frames * plan.batch * classes];
         for (s, row) in plan.samples.iter().zip(&rows) {
             for (t, frame) in row.chunks_exact(classes).enumerate() {
