@@ -27,6 +27,7 @@
 //! module's safety contract is stated once at [`sgemm`].
 
 use std::arch::x86_64::*;
+use std::cell::Cell;
 
 use crate::engine::par;
 use crate::handle::storage::alloc;
@@ -309,8 +310,9 @@ unsafe fn serial(
             MC.min(m.next_multiple_of(MR)) * KC.min(k)
         },
     );
-    let mut bbuf = alloc::<f32>(b_len + ALIGN);
-    let mut abuf = alloc::<f32>(a_len + ALIGN);
+    let (mut bbuf, mut abuf) = PACKING.take();
+    grow(&mut bbuf, b_len + ALIGN);
+    grow(&mut abuf, a_len + ALIGN);
     let bpack = aligned(&mut bbuf, b_len);
     let apack = aligned(&mut abuf, a_len);
     for jc in (0..n).step_by(NC) {
@@ -348,8 +350,7 @@ unsafe fn serial(
             }
         }
     }
-    recycle(bbuf);
-    recycle(abuf);
+    PACKING.set((bbuf, abuf));
 }
 
 /// The widest product (columns of this thread's rectangle) whose row-major `A` is read in
@@ -385,10 +386,22 @@ fn aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
     &mut buf[skip..skip + len]
 }
 
-/// Hands a packing buffer back to the cache of freed buffers.
-fn recycle(buf: Vec<f32>) {
-    let n = buf.len();
-    drop(crate::Tensor::from_contiguous(buf, &[n]));
+thread_local! {
+    /// This thread's packing buffers (for `B`'s block and `A`'s), kept from one product
+    /// to the next: at most `KC × NC` and `MC × KC` values (2.4 MiB). Taking them from the
+    /// allocator per product cost a `malloc` and a zero fill for every small product of
+    /// a training step.
+    static PACKING: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// Makes `buf` hold at least `len` values (its contents are then unspecified), handing
+/// a buffer too small back to the cache of freed buffers.
+fn grow(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        let old = std::mem::replace(buf, alloc::<f32>(len));
+        let n = old.len();
+        drop(crate::Tensor::from_contiguous(old, &[n]));
+    }
 }
 
 /// Every tile of the packed `A` block (`mc` rows) times the packed `B` panels `panels`,

@@ -177,8 +177,8 @@ impl Team {
     }
 
     /// Waits until the epoch differs from `seen` and returns it: spinning for [`SPIN`]
-    /// (yielding the core after the first few microseconds, in case another thread
-    /// wants it), then asleep until `run` wakes the team.
+    /// (yielding the core every microsecond or so, in case another thread wants it),
+    /// then asleep until `run` wakes the team.
     fn next_epoch(&self, seen: u64) -> u64 {
         let start = Instant::now();
         let mut polls = 0u32;
@@ -188,17 +188,16 @@ impl Team {
                 return e;
             }
             polls = polls.wrapping_add(1);
-            if polls.is_multiple_of(64) {
-                let waited = start.elapsed();
-                if waited > SPIN {
+            if polls.is_multiple_of(16) {
+                if start.elapsed() > SPIN {
                     break;
                 }
-                if waited > SPIN / 8 {
-                    std::thread::yield_now();
-                    continue;
-                }
+                // Every microsecond or so, let a thread that shares this core run (the
+                // caller itself, when the scheduler put both on one core).
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
             }
-            std::hint::spin_loop();
         }
         let mut g = lock(&self.sleep);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
