@@ -54,7 +54,7 @@
 
 use rand::rngs::{StdRng, SysRng};
 use rand::{Rng, SeedableRng};
-use rayon::prelude::*;
+use std::sync::{Mutex, PoisonError};
 
 use crate::error::config;
 use crate::{PrivacyError, Result};
@@ -276,26 +276,35 @@ impl GaussianNoise {
                 s
             })
             .collect();
-        let bad = values
-            .par_chunks_mut(CHUNK)
+        // One task per chunk, on strata's threads (its fork-join, not a second pool's):
+        // each task takes its chunk and seed out of its own slot, so the locks are never
+        // contended, and reports the first value of its chunk that left the grid.
+        let slots: Vec<_> = values
+            .chunks_mut(CHUNK)
             .zip(seeds)
-            .map(|(chunk, seed)| {
-                let mut rng = StdRng::from_seed(seed);
-                let table = ziggurat();
-                let mut bad = None;
-                for v in chunk.iter_mut() {
-                    let z = standard_normal(&mut rng, table);
-                    let m = round_small(*v / delta);
-                    let k = round_small(scale * z);
-                    let out = m + k;
-                    if out.is_nan() || out.abs() >= limit {
-                        bad.get_or_insert(*v);
-                    }
-                    *v = out * delta;
+            .map(|job| Mutex::new((Some(job), None)))
+            .collect();
+        strata_tensor::parallel_tasks(slots.len(), |i| {
+            let mut slot = slots[i].lock().unwrap_or_else(PoisonError::into_inner);
+            let Some((chunk, seed)) = slot.0.take() else {
+                return;
+            };
+            let mut rng = StdRng::from_seed(seed);
+            let table = ziggurat();
+            for v in chunk.iter_mut() {
+                let z = standard_normal(&mut rng, table);
+                let m = round_small(*v / delta);
+                let k = round_small(scale * z);
+                let out = m + k;
+                if out.is_nan() || out.abs() >= limit {
+                    slot.1.get_or_insert(*v);
                 }
-                bad
-            })
-            .reduce(|| None, |a, b| a.or(b));
+                *v = out * delta;
+            }
+        });
+        let bad = slots
+            .into_iter()
+            .find_map(|s| s.into_inner().unwrap_or_else(PoisonError::into_inner).1);
         match bad {
             Some(v) => Err(PrivacyError::Config {
                 what: "GaussianNoise",

@@ -29,6 +29,23 @@ pub(crate) fn parallelism(macs: usize) -> Par {
     }
 }
 
+/// Products below this many multiply-adds run on one thread when faer computes them for
+/// a caller outside rayon's pools (about 0.1 ms of f32 work on one core). Such a caller's
+/// other parallel ops run on the [team](super::team); faer forks on rayon's pool, whose
+/// workers take 6–30 µs to wake and then spin beside the team's helper: a 10 × 256 weight
+/// gradient that woke them every step slowed a whole MLP step by up to a third.
+const FAER_PAR_MIN_MACS_OUTSIDE_POOL: usize = 1 << 22;
+
+/// The parallelism faer gets for a product of `macs` multiply-adds that `par` would
+/// thread (see [`FAER_PAR_MIN_MACS_OUTSIDE_POOL`]).
+fn faer_parallelism(par: Par, macs: usize) -> Par {
+    if rayon::current_thread_index().is_none() && macs < FAER_PAR_MIN_MACS_OUTSIDE_POOL {
+        Par::Seq
+    } else {
+        par
+    }
+}
+
 /// f32 products of at least this many multiply-adds run on strata's own kernel
 /// ([`sgemm`](super::sgemm)) where the CPU has AVX-512; smaller ones stay with faer.
 pub(crate) const OWN_MIN_MACS: usize = 8 * 8 * 8;
@@ -406,7 +423,14 @@ pub(crate) unsafe fn raw_fused<T: Element>(
             } else {
                 Accum::Replace
             };
-            faer_matmul(out, accum, lhs, rhs, T::one(), par);
+            faer_matmul(
+                out,
+                accum,
+                lhs,
+                rhs,
+                T::one(),
+                faer_parallelism(par, m.saturating_mul(n).saturating_mul(k)),
+            );
         }
         if !epi.is_none() {
             for i in 0..m {
