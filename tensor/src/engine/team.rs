@@ -5,8 +5,8 @@
 //! global queue and a sleep on a lock until the last task ends; when the workers have
 //! gone to sleep between two parallel ops, each fork-join costs tens of microseconds
 //! (measured on the 2-core reference machine: 6 µs back to back, 30 µs with 20 µs of
-//! serial work between two fork-joins), as long as a 256³ product's share of one thread
-//! takes a tenth of. A training step runs dozens of them.
+//! serial work between two fork-joins), while one thread's share of a 256³ product
+//! takes about 90 µs. A training step runs dozens of them.
 //!
 //! The team does what OpenMP runtimes do: `threads − 1` helpers wait for work by spinning
 //! for a short while ([`SPIN`]) after each job, then sleep; the caller publishes a job,
