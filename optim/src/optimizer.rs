@@ -2,7 +2,6 @@
 //! per-parameter state, the fused parallel update loop, and state dicts.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
 
 use strata_autograd::{AutogradError, Var};
 use strata_tensor::{Element, Tensor};
@@ -507,17 +506,7 @@ fn fused_k<T: Element, const K: usize>(
         tasks.push((ph, gh, heads));
         (p, g, runs) = (pt, gt, tails);
     }
-    // Each task takes its own chunks out of its slot; the locks are never contended.
-    let slots: Vec<_> = tasks.into_iter().map(|t| Mutex::new(Some(t))).collect();
-    strata_tensor::parallel_tasks(slots.len(), |i| {
-        let task = slots[i]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some((p, g, s)) = task {
-            run(p, g, s);
-        }
-    });
+    strata_tensor::parallel_map(tasks, |(p, g, s)| run(p, g, s));
 }
 
 /// Implements the group and lr parts of [`Optimizer`] by delegating to `self.core`.

@@ -54,7 +54,6 @@
 
 use rand::rngs::{StdRng, SysRng};
 use rand::{Rng, SeedableRng};
-use std::sync::{Mutex, PoisonError};
 
 use crate::error::config;
 use crate::{PrivacyError, Result};
@@ -276,35 +275,28 @@ impl GaussianNoise {
                 s
             })
             .collect();
-        // One task per chunk, on strata's threads (its fork-join, not a second pool's):
-        // each task takes its chunk and seed out of its own slot, so the locks are never
-        // contended, and reports the first value of its chunk that left the grid.
-        let slots: Vec<_> = values
-            .chunks_mut(CHUNK)
-            .zip(seeds)
-            .map(|job| Mutex::new((Some(job), None)))
-            .collect();
-        strata_tensor::parallel_tasks(slots.len(), |i| {
-            let mut slot = slots[i].lock().unwrap_or_else(PoisonError::into_inner);
-            let Some((chunk, seed)) = slot.0.take() else {
-                return;
-            };
+        // One call per chunk, on strata's threads: each reports the first value of its
+        // chunk that left the grid.
+        let jobs: Vec<_> = values.chunks_mut(CHUNK).zip(seeds).collect();
+        let bad = strata_tensor::parallel_map(jobs, |(chunk, seed)| {
             let mut rng = StdRng::from_seed(seed);
             let table = ziggurat();
+            let mut bad = None;
             for v in chunk.iter_mut() {
                 let z = standard_normal(&mut rng, table);
                 let m = round_small(*v / delta);
                 let k = round_small(scale * z);
                 let out = m + k;
                 if out.is_nan() || out.abs() >= limit {
-                    slot.1.get_or_insert(*v);
+                    bad.get_or_insert(*v);
                 }
                 *v = out * delta;
             }
-        });
-        let bad = slots
-            .into_iter()
-            .find_map(|s| s.into_inner().unwrap_or_else(PoisonError::into_inner).1);
+            bad
+        })
+        .into_iter()
+        .flatten()
+        .next();
         match bad {
             Some(v) => Err(PrivacyError::Config {
                 what: "GaussianNoise",

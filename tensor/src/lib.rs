@@ -72,22 +72,35 @@ pub fn fma_peak_probe(steps: usize) -> Option<u64> {
     }
 }
 
-/// Runs `task(i)` for every `i` in `0..n` on strata's threads (the calling thread helps),
-/// returning once all have run: the fork-join strata's own kernels use, for crates that
-/// build on strata-tensor and split work of their own (an optimizer's update, a data
-/// pipeline). Tasks may run in any order and on any thread; a task's panic resumes on the
-/// caller. With one thread, or `n < 2`, the tasks run in order on the calling thread.
+/// `[f(items[0]), f(items[1]), …]`, the calls made on strata's threads (the calling thread
+/// helps): the fork-join strata's own kernels use, for crates that build on strata-tensor
+/// and split work of their own (an optimizer's update over chunks of its buffers, noise
+/// drawn chunk by chunk). Each item is handed to exactly one call, so items may hold
+/// mutable borrows; calls run in any order and on any thread, and the results come back
+/// in the items' order. A call's panic resumes on the caller. With one thread, or fewer
+/// than two items, the calls run in order on the calling thread.
 ///
 /// ```
-/// use std::sync::atomic::{AtomicUsize, Ordering};
-/// let sum = AtomicUsize::new(0);
-/// strata_tensor::parallel_tasks(100, |i| {
-///     sum.fetch_add(i, Ordering::Relaxed);
+/// let mut data = vec![1.0f32; 1000];
+/// let sums = strata_tensor::parallel_map(data.chunks_mut(100).collect(), |chunk| {
+///     chunk.iter_mut().for_each(|v| *v *= 2.0);
+///     chunk.iter().sum::<f32>()
 /// });
-/// assert_eq!(sum.into_inner(), 4950);
+/// assert_eq!(sums, vec![200.0; 10]);
+/// assert!(data.iter().all(|&v| v == 2.0));
 /// ```
-pub fn parallel_tasks(n: usize, task: impl Fn(usize) + Sync) {
-    engine::par::run(n, true, task);
+pub fn parallel_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let mut cells: Vec<(Option<T>, Option<R>)> =
+        items.into_iter().map(|t| (Some(t), None)).collect();
+    engine::par::chunks_mut(&mut cells, 1, true, |_, cell| {
+        if let Some(item) = cell[0].0.take() {
+            cell[0].1 = Some(f(item));
+        }
+    });
+    cells
+        .into_iter()
+        .map(|(_, r)| r.expect("every item's call fills its cell"))
+        .collect()
 }
 pub use error::{Result, TensorError};
 pub use fused::attention::{HeadInputs, HeadLayout, SdpaMask, SdpaParams};

@@ -118,8 +118,8 @@ impl Team {
             return false;
         }
         // SAFETY: the erased lifetime is never outlived: helpers reach the task only
-        // inside the gate, and `finish` below (also on unwinding, through the guard)
-        // closes the gate and waits until no helper is inside before this borrow ends.
+        // inside the gate, and the `Finish` guard below (also on unwinding) closes
+        // the gate and waits until no helper is inside before this borrow ends.
         let task: &'static (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(task) };
         let job = Job { task, n };
         *lock(&self.job) = Some(job);
