@@ -10,12 +10,14 @@ pub use scattering::Scattering2d;
 use std::ops::Range;
 use std::sync::Arc;
 
-use rayon::prelude::*;
 use strata_distributed::DistributedSampler;
 use strata_tensor::rand::seq::SliceRandom;
-use strata_tensor::{IndexTensor, Tensor, seeded_rng};
+use strata_tensor::{IndexTensor, Tensor, parallel_map, seeded_rng};
 
 use crate::{ModelsError, Result};
+
+/// Values per task when a dataset's features are transformed on strata's threads.
+const PAR_VALUES: usize = 1 << 14;
 
 /// The target of one sample.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -207,7 +209,9 @@ impl InMemoryDataset {
 
     /// Applies `f` to every feature value (e.g. scaling pixels to `[0, 1]`).
     pub fn map_features(&mut self, f: impl Fn(f32) -> f32 + Sync) {
-        self.features.par_iter_mut().for_each(|v| *v = f(*v));
+        parallel_map(self.features.chunks_mut(PAR_VALUES).collect(), |chunk| {
+            chunk.iter_mut().for_each(|v| *v = f(*v));
+        });
     }
 }
 
@@ -288,9 +292,13 @@ impl Standardizer {
                 self.mean.len()
             )));
         }
-        data.features.par_chunks_mut(per).for_each(|row| {
-            for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
-                *v = (*v - m) / s;
+        let rows = (PAR_VALUES / per.max(1)).max(1);
+        let chunks = data.features.chunks_mut(rows * per.max(1)).collect();
+        parallel_map(chunks, |chunk| {
+            for row in chunk.chunks_mut(per.max(1)) {
+                for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
+                    *v = (*v - m) / s;
+                }
             }
         });
         Ok(())
@@ -460,14 +468,13 @@ impl<'a, D: Dataset + ?Sized> DataLoader<'a, D> {
         let fill = |(row, (&i, label)): (&mut [f32], (&usize, &mut Label))| {
             *label = self.dataset.read(i, row);
         };
+        let samples = x
+            .chunks_mut(per.max(1))
+            .zip(indices.iter().zip(labels.iter_mut()));
         if indices.len() * per >= 1 << 16 {
-            x.par_chunks_mut(per.max(1))
-                .zip(indices.par_iter().zip(labels.par_iter_mut()))
-                .for_each(fill);
+            parallel_map(samples.collect(), fill);
         } else {
-            x.chunks_mut(per.max(1))
-                .zip(indices.iter().zip(labels.iter_mut()))
-                .for_each(fill);
+            samples.for_each(fill);
         }
         let mut batch_shape = vec![indices.len()];
         batch_shape.extend_from_slice(shape);

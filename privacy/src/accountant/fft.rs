@@ -5,7 +5,7 @@
 //! lines instead of a dependency: rustfft would bring its planner and SIMD back ends for a
 //! few transforms per accounting call.
 
-use rayon::prelude::*;
+use strata_tensor::parallel_map;
 
 /// A complex number in f64.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -94,26 +94,32 @@ fn radix2(x: &mut [Complex], tw: &[Complex], inverse: bool) {
                 butterflies(lo, hi, stage, inverse);
             }
         } else if n / len >= 8 {
-            x.par_chunks_exact_mut(len).for_each(|block| {
-                let (lo, hi) = block.split_at_mut(half);
-                butterflies(lo, hi, stage, inverse);
+            // Whole blocks per task, about PIECE butterflies' worth.
+            let per_task = (2 * PIECE / len).max(1) * len;
+            parallel_map(x.chunks_mut(per_task).collect(), |blocks| {
+                for block in blocks.chunks_exact_mut(len) {
+                    let (lo, hi) = block.split_at_mut(half);
+                    butterflies(lo, hi, stage, inverse);
+                }
             });
         } else {
             // Few large blocks: split each block's butterflies instead. Every butterfly
             // is independent, so the result does not depend on the split.
             for block in x.chunks_exact_mut(len) {
                 let (lo, hi) = block.split_at_mut(half);
-                lo.par_chunks_mut(PIECE)
-                    .zip(hi.par_chunks_mut(PIECE))
-                    .zip(stage.par_chunks(PIECE))
-                    .for_each(|((l, h), w)| butterflies(l, h, w, inverse));
+                let pieces = lo
+                    .chunks_mut(PIECE)
+                    .zip(hi.chunks_mut(PIECE))
+                    .zip(stage.chunks(PIECE))
+                    .collect();
+                parallel_map(pieces, |((l, h), w)| butterflies(l, h, w, inverse));
             }
         }
         len <<= 1;
     }
 }
 
-/// Lengths from which the stages run on rayon's threads.
+/// Lengths from which the stages run on strata's threads.
 const PARALLEL: usize = 1 << 15;
 /// Butterflies per task when a block is split.
 const PIECE: usize = 1 << 12;

@@ -19,7 +19,7 @@
 //!    `Σ_{t ≥ ε} p(t) e^{−t}`, and reports the upper bound `ε(δ − δ_err) + ε_err`, which
 //!    holds with the discretisation and truncation errors accounted for (Theorem 5.5).
 
-use rayon::prelude::*;
+use strata_tensor::parallel_map;
 
 use super::fft::{Complex, Plan, convolve};
 use super::rdp::{default_orders, rdp_step, rdp_to_epsilon};
@@ -174,13 +174,19 @@ struct Discrete {
     domain: Domain,
 }
 
+/// Mesh points per task of [`discretize`] (each costs two CDF evaluations).
+const DISCRETIZE_PIECE: usize = 1024;
+
 fn discretize(prv: &Truncated, domain: Domain) -> Result<Discrete> {
     let ts = domain.ts();
     let half = domain.dt() / 2.0;
-    let pmf: Vec<f64> = ts
-        .par_iter()
-        .map(|&t| prv.cdf(t + half) - prv.cdf(t - half))
-        .collect();
+    let pieces = parallel_map(ts.chunks(DISCRETIZE_PIECE).collect(), |piece| {
+        piece
+            .iter()
+            .map(|&t| prv.cdf(t + half) - prv.cdf(t - half))
+            .collect::<Vec<f64>>()
+    });
+    let pmf: Vec<f64> = pieces.concat();
     let mean_d: f64 = ts.iter().zip(&pmf).map(|(t, p)| t * p).sum();
     let shift = prv.mean() - mean_d;
     if shift.abs() >= half {

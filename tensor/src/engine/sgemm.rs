@@ -17,17 +17,19 @@
 //!
 //! Threads: `C` is cut into one rectangle per thread ([`grid`]: rows, columns or both,
 //! whichever gives the smallest largest share), and each thread runs the whole blocked
-//! product on its rectangle with its own packing buffers. One fork-join per product and no
-//! thread waits on another's packing; the price is that the shared operand is packed once
-//! per thread, which costs a few percent at most. Every element of `C` is computed by the
-//! same sequence of operations whatever the split, so results do not depend on the thread
-//! count.
+//! product on its rectangle with its own packing buffers: one fork-join per product. The
+//! operand the rectangles share is packed by each thread for itself, except for a large
+//! `B` under a cut by rows, which the threads pack together, panel by panel, into one
+//! buffer ([`SharedB`]; a thread waits only for a panel another thread is packing at that
+//! moment). Every element of `C` is computed by the same sequence of operations whatever
+//! the split, so results do not depend on the thread count.
 //!
 //! The caller ([`gemm::raw`](super::gemm::raw)) checks the bounds of every operand; this
 //! module's safety contract is stated once at [`sgemm`].
 
 use std::arch::x86_64::*;
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::engine::par;
 use crate::handle::storage::alloc;
@@ -215,6 +217,11 @@ pub(crate) unsafe fn sgemm(
     };
     let threads = if parallel { par::threads() } else { 1 };
     let (tm, tn) = grid(m, n, k, threads);
+    // Threads that split the rows all read the whole of `b`: when its blocks are too large
+    // to stay in a core's cache anyway, they pack it once, together.
+    let share_b = tm > 1 && tn == 1 && k > 0 && SharedB::block_len(n, k) > PRIVATE_B_MAX_BLOCK;
+    let mut store = Vec::new();
+    let shared = share_b.then(|| SharedB::new(&mut store, n, k)).flatten();
     par::run(tm * tn, tm * tn > 1, |t| {
         let rows = share(m, tm, t / tn, MR);
         let cols = share(n, tn, t % tn, NR);
@@ -223,7 +230,8 @@ pub(crate) unsafe fn sgemm(
         }
         let (i0, j0) = (rows.start, cols.start);
         // SAFETY: the rectangle's rows of a, columns of b and elements of c are in bounds
-        // (the contract); no other task writes this rectangle of c.
+        // (the contract); no other task writes this rectangle of c; a shared packing
+        // covers all of b's columns (j0 is 0 when tn is 1).
         unsafe {
             serial(
                 c.shifted(i0, j0),
@@ -238,9 +246,140 @@ pub(crate) unsafe fn sgemm(
                 },
                 accumulate,
                 epi.shifted(i0, j0),
+                shared.as_ref(),
             );
         }
     });
+    drop(shared);
+    recycle(store);
+}
+
+/// The largest block of `b` (in packed values: 1 MiB, a core's L2 cache here) that each
+/// thread splitting `C`'s rows packs for itself; larger ones they pack together. A block
+/// that fits stays in the cache of the core that packed it, and reading half of it from
+/// the other core's cache cost more than packing it twice. Measured with `gemm_shapes` on
+/// two threads, interleaved over 4–6 rounds: shared, 256³ lost 6 %, 512³ (a 1 MiB block)
+/// moved within the noise, and 1024³ gained 2.5–4 %.
+const PRIVATE_B_MAX_BLOCK: usize = 1 << 18;
+
+/// The largest `b` (in packed values) that threads splitting `C`'s rows pack together
+/// (16 MiB: a 2048 × 2048 `b`); a larger one is packed by each thread for itself, block by
+/// block, rather than held whole a second time.
+const SHARED_B_MAX: usize = 1 << 22;
+
+/// The whole of `b`, packed once for all the threads of a product whose rectangles are
+/// whole rows of `C` (each thread needs every panel): block `(jc, pc)` of [`serial`]'s loop
+/// has its own region, and its panels are packed by whichever threads reach the block
+/// first, each claiming panels from the block's counter. A thread needing a block packs
+/// the panels nobody has claimed yet, then waits for those others are packing: a claimed
+/// panel is always being packed by a running thread, so the wait ends whether the other
+/// threads run beside it or (a nested or busy team) one after another. Regions are
+/// written once, so no thread waits for another to finish reading.
+struct SharedB {
+    ptr: *mut f32,
+    n: usize,
+    k: usize,
+    /// Per block, in `(jc / NC) · k_blocks + pc / KC` order: the next panel to claim and
+    /// the panels packed.
+    blocks: Vec<(AtomicUsize, AtomicUsize)>,
+    /// Set when a thread panicked while packing, so that the others stop waiting.
+    failed: AtomicBool,
+}
+
+// SAFETY: every region of the buffer is written by exactly one thread (the one that
+// claimed its panel) before any thread reads it (after the block's count says it is
+// packed, with acquire/release ordering); the buffer outlives the fork-join.
+unsafe impl Sync for SharedB {}
+
+impl SharedB {
+    /// The shared packing of a `k × n` `b` in `store` (taken from the cache of freed
+    /// buffers, where [`recycle`] puts it back), or `None` when `b` is larger than
+    /// [`SHARED_B_MAX`].
+    fn new(store: &mut Vec<f32>, n: usize, k: usize) -> Option<SharedB> {
+        let blocks = n.div_ceil(NC).checked_mul(k.div_ceil(KC))?;
+        let len = blocks.checked_mul(Self::block_len(n, k))?;
+        if len > SHARED_B_MAX {
+            return None;
+        }
+        grow(store, len + ALIGN);
+        let ptr = aligned(store, len).as_mut_ptr();
+        let blocks = (0..blocks)
+            .map(|_| (AtomicUsize::new(0), AtomicUsize::new(0)))
+            .collect();
+        Some(SharedB {
+            ptr,
+            n,
+            k,
+            blocks,
+            failed: AtomicBool::new(false),
+        })
+    }
+
+    /// Values of one block's region: `KC × NC` at most.
+    fn block_len(n: usize, k: usize) -> usize {
+        KC.min(k) * NC.min(n.next_multiple_of(NR))
+    }
+
+    /// The packed block of `b`'s rows `pc..pc + kc`, columns `jc..jc + nc` (a block of
+    /// [`serial`]'s loop), packing the panels of it that no thread has claimed.
+    ///
+    /// # Safety
+    /// `b` is the operand this packing was made for (`k × n`, in bounds by the contract
+    /// of [`sgemm`]), and `(pc, jc, kc, nc)` one of [`serial`]'s blocks.
+    unsafe fn block(
+        &self,
+        b: Operand,
+        (pc, jc): (usize, usize),
+        (kc, nc): (usize, usize),
+    ) -> *const f32 {
+        let index = jc / NC * self.k.div_ceil(KC) + pc / KC;
+        let (next, done) = &self.blocks[index];
+        let region = self
+            .ptr
+            .wrapping_add(index * Self::block_len(self.n, self.k));
+        let panels = nc.div_ceil(NR);
+        loop {
+            let p = next.fetch_add(1, Ordering::Relaxed);
+            if p >= panels {
+                break;
+            }
+            // Marks the packing failed if it unwinds, so that no thread waits forever.
+            let guard = FailOnUnwind(&self.failed);
+            // SAFETY: panel p of the block's region (inside the buffer: the block holds
+            // `panels` panels of kc × NR), claimed by this thread alone; its rows and
+            // columns of b are in bounds (the caller's contract).
+            unsafe {
+                let out = std::slice::from_raw_parts_mut(region.add(p * kc * NR), kc * NR);
+                pack_b_panel(out, b, (pc, jc + p * NR), kc, NR.min(nc - p * NR));
+            }
+            std::mem::forget(guard);
+            done.fetch_add(1, Ordering::Release);
+        }
+        let mut spins = 0u32;
+        while done.load(Ordering::Acquire) < panels {
+            assert!(
+                !self.failed.load(Ordering::Relaxed),
+                "another thread panicked packing a shared operand"
+            );
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(64) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        region
+    }
+}
+
+/// Sets its flag when dropped, which only happens while unwinding (it is forgotten
+/// otherwise).
+struct FailOnUnwind<'a>(&'a AtomicBool);
+
+impl Drop for FailOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// How to cut an `m × n` product into `tm × tn` rectangles for `threads` threads
@@ -255,8 +394,10 @@ fn grid(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
         let tn = (threads / tm).min(nu);
         let rows = mu.div_ceil(tm) * MR;
         let cols = nu.div_ceil(tn) * NR;
-        // Multiply-adds, plus the packing (about 8 multiply-adds' worth per value packed).
-        let cost = rows * cols * k + 8 * (rows + cols) * k;
+        // Multiply-adds, plus the packing (about 8 multiply-adds' worth per value packed);
+        // threads splitting the rows share the packing of B.
+        let packed_cols = if tn == 1 { cols.div_ceil(tm) } else { cols };
+        let cost = rows * cols * k + 8 * (rows + packed_cols) * k;
         if cost < best_cost {
             (best, best_cost) = ((tm, tn), cost);
         }
@@ -285,6 +426,7 @@ unsafe fn serial(
     b: Operand,
     accumulate: bool,
     epi: Epilogue,
+    shared: Option<&SharedB>,
 ) {
     if k == 0 {
         for i in 0..m {
@@ -303,7 +445,11 @@ unsafe fn serial(
     // more than the panel's contiguity saves.
     let a_in_place = a.cs == 1 && n <= in_place_max_n(a.rs);
     let (b_len, a_len) = (
-        KC.min(k) * NC.min(n.next_multiple_of(NR)),
+        if shared.is_some() {
+            0
+        } else {
+            KC.min(k) * NC.min(n.next_multiple_of(NR))
+        },
         if a_in_place {
             0
         } else {
@@ -322,11 +468,19 @@ unsafe fn serial(
             let kc = KC.min(k - pc);
             let add = accumulate || pc > 0;
             let last = pc + kc == k;
-            // SAFETY: rows pc..pc + kc and columns jc..jc + nc of b are in bounds (the
-            // contract); the buffer holds `panels` panels of kc × NR.
-            unsafe { pack_b(bpack, b, (pc, jc), (kc, nc)) };
+            let packed = match shared {
+                // SAFETY: the shared packing is of this b (the caller's contract), and
+                // this is one of the loop's blocks.
+                Some(shared) => unsafe { shared.block(b, (pc, jc), (kc, nc)) },
+                None => {
+                    // SAFETY: rows pc..pc + kc and columns jc..jc + nc of b are in bounds
+                    // (the contract); the buffer holds `panels` panels of kc × NR.
+                    unsafe { pack_b(bpack, b, (pc, jc), (kc, nc)) };
+                    bpack.as_ptr()
+                }
+            };
             let bp = Operand {
-                ptr: bpack.as_ptr(),
+                ptr: packed,
                 rs: 0,
                 cs: 0,
             };
@@ -398,9 +552,16 @@ thread_local! {
 /// a buffer too small back to the cache of freed buffers.
 fn grow(buf: &mut Vec<f32>, len: usize) {
     if buf.len() < len {
-        let old = std::mem::replace(buf, alloc::<f32>(len));
-        let n = old.len();
-        drop(crate::Tensor::from_contiguous(old, &[n]));
+        recycle(std::mem::replace(buf, alloc::<f32>(len)));
+    }
+}
+
+/// Hands `buf` to the cache of freed buffers (which keeps large ones for the next
+/// allocation of their length).
+fn recycle(buf: Vec<f32>) {
+    let n = buf.len();
+    if n > 0 {
+        drop(crate::Tensor::from_contiguous(buf, &[n]));
     }
 }
 
@@ -649,41 +810,51 @@ unsafe fn fma_rounds(steps: usize, seed: f32) -> f32 {
 /// The addressed elements of `b` are in bounds; `dst` holds `nc.div_ceil(NR)·kc·NR`.
 unsafe fn pack_b(dst: &mut [f32], b: Operand, (pc, jc): (usize, usize), (kc, nc): (usize, usize)) {
     let panels = nc.div_ceil(NR);
-    let len = panels * kc * NR;
-    dst[..len]
+    for (p, out) in dst[..panels * kc * NR]
         .chunks_exact_mut(kc * NR)
         .enumerate()
-        .for_each(|(p, out)| {
-            let j0 = jc + p * NR;
-            let width = NR.min(jc + nc - j0);
-            if b.rs == 1 && b.cs != 1 {
-                // Column-major b: 16 × 16 blocks (16 columns, each 16 steps of k down its
-                // contiguous length) transposed in registers.
-                // SAFETY: columns j0..j0 + width, rows pc..pc + kc of b (the contract); the
-                // panel holds kc × NR values.
-                unsafe { pack_b_columns(out, b.at(pc, j0), b.cs, kc, width) };
-                return;
+    {
+        // SAFETY: the panel's rows and columns of b (the contract).
+        unsafe { pack_b_panel(out, b, (pc, jc + p * NR), kc, NR.min(nc - p * NR)) };
+    }
+}
+
+/// Packs rows `pc..pc + kc`, columns `j0..j0 + width` (`width` ≤ [`NR`]) of `b` into the
+/// panel `out` (`kc × NR`): row `kk` at `out[kk·NR ..]`, columns past `width` zero.
+///
+/// # Safety
+/// The addressed elements of `b` are in bounds; `out` holds `kc · NR` values.
+unsafe fn pack_b_panel(
+    out: &mut [f32],
+    b: Operand,
+    (pc, j0): (usize, usize),
+    kc: usize,
+    width: usize,
+) {
+    if b.rs == 1 && b.cs != 1 {
+        // Column-major b: 16 × 16 blocks (16 columns, each 16 steps of k down its
+        // contiguous length) transposed in registers.
+        // SAFETY: columns j0..j0 + width, rows pc..pc + kc of b (the contract); the panel
+        // holds kc × NR values.
+        unsafe { pack_b_columns(out, b.at(pc, j0), b.cs, kc, width) };
+        return;
+    }
+    if b.cs == 1 {
+        // SAFETY: rows pc..pc + kc, columns j0..j0 + width of b (the contract); the panel
+        // holds kc × NR values.
+        unsafe { pack_b_rows(out, b.at(pc, j0), b.rs, kc, width) };
+        return;
+    }
+    for (kk, row) in out.chunks_exact_mut(NR).take(kc).enumerate() {
+        // SAFETY: row pc + kk, columns j0..j0 + width of b (the contract).
+        unsafe {
+            let src = b.at(pc + kk, j0);
+            for (j, v) in row[..width].iter_mut().enumerate() {
+                *v = *src.add(j * b.cs);
             }
-            for (kk, row) in out.chunks_exact_mut(NR).enumerate() {
-                // SAFETY: row pc + kk, columns j0..j0 + width of b (the contract).
-                unsafe {
-                    let src = b.at(pc + kk, j0);
-                    if b.cs == 1 {
-                        if width == NR {
-                            // A fixed-size copy: two vector moves, not a call to memcpy.
-                            row.copy_from_slice(&src.cast::<[f32; NR]>().read_unaligned());
-                        } else {
-                            std::ptr::copy_nonoverlapping(src, row.as_mut_ptr(), width);
-                        }
-                    } else {
-                        for (j, v) in row[..width].iter_mut().enumerate() {
-                            *v = *src.add(j * b.cs);
-                        }
-                    }
-                }
-                row[width..].fill(0.0);
-            }
-        });
+        }
+        row[width..].fill(0.0);
+    }
 }
 
 /// Packs rows `ic..ic + mc`, columns `pc..pc + kc` of `a` into panels of [`MR`] rows:
@@ -810,6 +981,32 @@ unsafe fn pack_b_columns(out: &mut [f32], src: *const f32, cs: usize, kc: usize,
                 // asserted above).
                 unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((kk + i) * NR + half * 16), v) };
             }
+        }
+    }
+}
+
+/// Packs `width` (≤ [`NR`]) columns of a row-major `b` (row `kk` at `src + kk·rs`, its
+/// `width` values contiguous) into one panel: step `kk`'s row at `out[kk·NR ..]`, columns
+/// past `width` zero. Two 16-lane moves per row (the plain copy compiled to eight 4-lane
+/// ones outside this function's target features).
+///
+/// # Safety
+/// The CPU has AVX-512F; the `width` values of each of the `kc` rows are in bounds; `out`
+/// holds `kc · NR` values.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_b_rows(out: &mut [f32], src: *const f32, rs: usize, kc: usize, width: usize) {
+    assert!(out.len() >= kc * NR && width <= NR);
+    let (lo, hi) = (lanes(width), lanes(width.saturating_sub(16)));
+    for kk in 0..kc {
+        // SAFETY: the first `width` values of row kk (the contract; masked-off lanes are
+        // not read), and row kk of the panel (in `out`, asserted above).
+        unsafe {
+            let row = src.wrapping_add(kk * rs);
+            let x0 = _mm512_maskz_loadu_ps(lo, row);
+            let x1 = _mm512_maskz_loadu_ps(hi, row.wrapping_add(16));
+            let dst = out.as_mut_ptr().add(kk * NR);
+            _mm512_storeu_ps(dst, x0);
+            _mm512_storeu_ps(dst.add(16), x1);
         }
     }
 }
@@ -1042,7 +1239,6 @@ mod tests {
         }
     }
 
-    /// The result does not depend on the number of threads, bit for bit.
     #[test]
     /// A transposed destination (columns contiguous) receives bit for bit what a row-major
     /// one does: plain, accumulated, with each epilogue, with `A` packed and read in place.
@@ -1124,49 +1320,110 @@ mod tests {
         }
     }
 
+    /// `c = a · b` for a row-major `a` and a `b` of strides `(brs, bcs)`, on the current
+    /// pool, through `sgemm`.
+    fn product(
+        (m, n, k): (usize, usize, usize),
+        a: &[f32],
+        b: &[f32],
+        (brs, bcs): (usize, usize),
+    ) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        // SAFETY: the buffers hold every element the strides address; nothing else touches
+        // them.
+        unsafe {
+            sgemm(
+                c.as_mut_ptr(),
+                n,
+                (m, n, k),
+                Operand {
+                    ptr: a.as_ptr(),
+                    rs: k,
+                    cs: 1,
+                },
+                Operand {
+                    ptr: b.as_ptr(),
+                    rs: brs,
+                    cs: bcs,
+                },
+                false,
+                Epilogue::NONE,
+                true,
+                false,
+            );
+        }
+        c
+    }
+
+    /// The result does not depend on the number of threads, bit for bit: with each thread
+    /// packing its own `B` and (the second shape: blocks of `B` over 1 MiB, `C` cut by
+    /// rows) with the threads packing `B` together, for a row-major, a column-major and a
+    /// strided `B`; the shared packing also matches a naive product.
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
         if !available() {
             return;
         }
-        let (m, n, k) = (3 * MC + 7, 5 * NR + 3, 2 * KC + 5);
         let mut rng = seeded_rng(4);
+        let shared = (96, 2 * NR * 8 + 33, KC + 88);
+        for (shape, shares) in [
+            ((3 * MC + 7, 5 * NR + 3, 2 * KC + 5), false),
+            (shared, true),
+        ] {
+            let (m, n, k) = shape;
+            assert_eq!(grid(m, n, k, 2), (2, 1));
+            assert_eq!(SharedB::block_len(n, k) > PRIVATE_B_MAX_BLOCK, shares);
+            let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            // Room for a stride of 2 between columns.
+            let b: Vec<f32> = (0..2 * k * n)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            for strides in [(n, 1), (1, k), (2 * n, 2)] {
+                let run = |threads: usize| {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    pool.install(|| product(shape, &a, &b, strides))
+                };
+                let one = run(1);
+                assert_eq!(one, run(2), "{shape:?} {strides:?}");
+                assert_eq!(one, run(3), "{shape:?} {strides:?}");
+                if shares {
+                    let mut want = vec![0f32; m * n];
+                    naive(shape, &a, (k, 1), &b, strides, &mut want, n, false);
+                    for (g, w) in one.iter().zip(&want) {
+                        let tol = 1e-5 * (k as f32).sqrt() * (1.0 + w.abs());
+                        assert!((g - w).abs() <= tol, "{shape:?} {strides:?}: {g} vs {w}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tasks that share the packing of `B` but run one after another (a product called
+    /// from inside a parallel task, whose tasks the busy team runs on the caller) finish:
+    /// the first packs every panel, the others find them packed. Two such products run
+    /// at once from different tasks.
+    #[test]
+    fn shared_packing_finishes_when_tasks_run_in_turn() {
+        if !available() {
+            return;
+        }
+        let shape @ (m, n, k) = (96, 2 * NR * 8 + 33, KC + 88);
+        let mut rng = seeded_rng(6);
         let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
         let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let mut c = vec![0f32; m * n];
-            pool.install(|| {
-                // SAFETY: as above.
-                unsafe {
-                    sgemm(
-                        c.as_mut_ptr(),
-                        n,
-                        (m, n, k),
-                        Operand {
-                            ptr: a.as_ptr(),
-                            rs: k,
-                            cs: 1,
-                        },
-                        Operand {
-                            ptr: b.as_ptr(),
-                            rs: n,
-                            cs: 1,
-                        },
-                        false,
-                        Epilogue::NONE,
-                        true,
-                        false,
-                    );
-                }
-            });
-            c
-        };
-        let one = run(1);
-        assert_eq!(one, run(2));
-        assert_eq!(one, run(3));
+        let want = product(shape, &a, &b, (n, 1));
+        let got = std::sync::Mutex::new(Vec::new());
+        par::run(2, true, |_| {
+            let c = product(shape, &a, &b, (n, 1));
+            got.lock().unwrap().push(c);
+        });
+        let got = got.into_inner().unwrap();
+        assert_eq!(got.len(), 2);
+        for c in got {
+            assert_eq!(c, want);
+        }
     }
 }
