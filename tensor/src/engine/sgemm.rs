@@ -219,11 +219,12 @@ pub(crate) unsafe fn sgemm(
     let (tm, tn) = grid(m, n, k, threads);
     // Threads that split the rows all read the whole of `b`: when its blocks are too large
     // to stay in a core's cache anyway, they pack it once, together.
-    let share_b = tm > 1 && tn == 1 && k > 0 && SharedB::block_len(n, k) > PRIVATE_B_MAX_BLOCK;
     let mut store = Vec::new();
-    let shared = share_b.then(|| SharedB::new(&mut store, n, k)).flatten();
+    let shared = shares_b(tm, tn, n, k)
+        .then(|| SharedB::new(&mut store, n, k))
+        .flatten();
     par::run(tm * tn, tm * tn > 1, |t| {
-        let rows = share(m, tm, t / tn, MR);
+        let rows = share(m, tm, t / tn, ROW_UNIT);
         let cols = share(n, tn, t % tn, NR);
         if rows.is_empty() || cols.is_empty() {
             return;
@@ -382,22 +383,53 @@ impl Drop for FailOnUnwind<'_> {
     }
 }
 
+/// Rows are cut between threads in multiples of this: a thread's last tile may be ragged,
+/// and a tile of 4 or 8 rows runs a kernel of that many rows, so 256 rows on two threads
+/// are 128 each (10 tiles and one of 8 rows) rather than 132 and 124 (11 tiles each, the
+/// last of 4 rows: 3 % more multiply-adds on the critical thread).
+const ROW_UNIT: usize = 4;
+
+/// A cut by columns counts its multiply-adds `1 + 1/COLUMN_SPLIT_PENALTY` times, so that
+/// it wins only where a cut by rows would leave threads clearly unbalanced (few rows: a
+/// batch of 32 is three tiles). Measured with `gemm_shapes` on two threads: products of
+/// 208–256 rows by 256 × 256, which the unweighted count cut by columns, ran at 150–160
+/// GFLOP/s against 200–210 cut by rows.
+const COLUMN_SPLIT_PENALTY: usize = 8;
+
+/// Whether the threads of a `tm × tn` cut pack `b` (`k × n`) together ([`SharedB`]).
+fn shares_b(tm: usize, tn: usize, n: usize, k: usize) -> bool {
+    tm > 1 && tn == 1 && k > 0 && SharedB::block_len(n, k) > PRIVATE_B_MAX_BLOCK
+}
+
 /// How to cut an `m × n` product into `tm × tn` rectangles for `threads` threads
 /// (`tm · tn ≤ threads`): the cut that minimises the largest rectangle's work, counting the
 /// packing each rectangle does (its rows of `A` and columns of `B`, `k` values each) beside
-/// its multiply-adds, in whole tiles.
+/// its multiply-adds, in whole row units and column tiles.
 fn grid(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
-    let (mu, nu) = (m.div_ceil(MR), n.div_ceil(NR));
+    let (mu, nu) = (m.div_ceil(ROW_UNIT), n.div_ceil(NR));
     let mut best = (1, 1);
     let mut best_cost = usize::MAX;
     for tm in 1..=threads.min(mu) {
         let tn = (threads / tm).min(nu);
-        let rows = mu.div_ceil(tm) * MR;
+        let rows = mu.div_ceil(tm) * ROW_UNIT;
         let cols = nu.div_ceil(tn) * NR;
         // Multiply-adds, plus the packing (about 8 multiply-adds' worth per value packed);
-        // threads splitting the rows share the packing of B.
-        let packed_cols = if tn == 1 { cols.div_ceil(tm) } else { cols };
-        let cost = rows * cols * k + 8 * (rows + packed_cols) * k;
+        // threads that share the packing of B each do their part of it.
+        let packed_cols = if shares_b(tm, tn, n, k) {
+            cols.div_ceil(tm)
+        } else {
+            cols
+        };
+        // Threads that split the columns each write part of every row of C, and the cache
+        // line where their parts meet passes between their cores at each tile: measured
+        // 20–25 % slower than a split by rows at m = 208–256, n = k = 256 (see
+        // `COLUMN_SPLIT_PENALTY`).
+        let shared_rows = if tn > 1 {
+            rows * cols * k / COLUMN_SPLIT_PENALTY
+        } else {
+            0
+        };
+        let cost = rows * cols * k + 8 * (rows + packed_cols) * k + shared_rows;
         if cost < best_cost {
             (best, best_cost) = ((tm, tn), cost);
         }
@@ -597,26 +629,33 @@ unsafe fn tiles(
                 let (i, j) = (ic + ir * MR, jc + jr * NR);
                 let t = c.shifted(i, j);
                 let e = epi.map(|e| e.shifted(i, j));
-                match ap {
-                    APanels::Packed(ap) => {
-                        let a = ap.as_ptr().add(ir * kc * MR);
-                        micro::<true>(kc, (a, 0), b, t, rows, cols, add, e);
-                    }
-                    APanels::InPlace(op) => {
-                        let a = op.at(ir * MR, 0);
-                        micro::<false>(kc, (a, op.rs), b, t, rows, cols, add, e);
-                    }
+                let (a, packed) = match ap {
+                    APanels::Packed(ap) => ((ap.as_ptr().add(ir * kc * MR), 0), true),
+                    APanels::InPlace(op) => ((op.at(ir * MR, 0), op.rs), false),
+                };
+                // A ragged tile of up to 4 or 8 rows runs a kernel of that many rows
+                // (a third or two thirds of the multiply-adds).
+                match (packed, rows) {
+                    (true, ..=4) => micro::<true, 4>(kc, a, b, t, rows, cols, add, e),
+                    (true, 5..=8) => micro::<true, 8>(kc, a, b, t, rows, cols, add, e),
+                    (true, _) => micro::<true, MR>(kc, a, b, t, rows, cols, add, e),
+                    (false, ..=4) => micro::<false, 4>(kc, a, b, t, rows, cols, add, e),
+                    (false, 5..=8) => micro::<false, 8>(kc, a, b, t, rows, cols, add, e),
+                    (false, _) => micro::<false, MR>(kc, a, b, t, rows, cols, add, e),
                 }
             }
         }
     }
 }
 
-/// The 12 × 32 microkernel: `tile (+)= a_panel · b_panel` over `kc` steps, then the
-/// epilogue `epi` if given, writing the first `rows` rows and `cols` columns of the tile.
-/// With `PACKED`, `a.0` is a packed panel (`kc × MR`); otherwise it is the first of
-/// `rows` row-major rows `a.1` apart, each read for `kc` contiguous values (the missing
-/// rows of a ragged tile re-read the last one; their results are not stored).
+/// The `R` × 32 microkernel (`R` ≤ [`MR`]: 12, or 8 and 4 for ragged tiles):
+/// `tile (+)= a_panel · b_panel` over `kc` steps, then the epilogue `epi` if given,
+/// writing the first `rows` (≤ `R`) rows and `cols` columns of the tile. With `PACKED`,
+/// `a.0` is a packed panel (`kc × MR`, of which the first `R` values of each step are
+/// read); otherwise it is the first of `rows` row-major rows `a.1` apart, each read for
+/// `kc` contiguous values (the missing rows of a ragged tile re-read the last one; their
+/// results are not stored). Each element of `C` gets the same operations in the same
+/// order whatever `R`.
 ///
 /// # Safety
 /// `a` holds those values and `b` `kc × NR` values; the tile's `rows × cols` elements of
@@ -624,7 +663,7 @@ unsafe fn tiles(
 /// values.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn micro<const PACKED: bool>(
+unsafe fn micro<const PACKED: bool, const R: usize>(
     kc: usize,
     (a, lda): (*const f32, usize),
     b: *const f32,
@@ -666,7 +705,8 @@ unsafe fn micro<const PACKED: bool>(
                 _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(124));
             }
         }
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        debug_assert!(R <= MR && rows <= R);
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
         let mut pb = b;
         if PACKED {
             let mut pa = a;
@@ -683,7 +723,7 @@ unsafe fn micro<const PACKED: bool>(
             }
         } else {
             // Each row's pointer, the missing rows of a ragged tile on the last one.
-            let row: [*const f32; MR] = std::array::from_fn(|r| a.add(r.min(rows - 1) * lda));
+            let row: [*const f32; R] = std::array::from_fn(|r| a.add(r.min(rows - 1) * lda));
             for kk in 0..kc {
                 let b0 = _mm512_loadu_ps(pb);
                 let b1 = _mm512_loadu_ps(pb.add(16));
@@ -713,7 +753,7 @@ unsafe fn micro<const PACKED: bool>(
         if c.transposed {
             // Column j of the tile is a contiguous run of `rows` values of c: through a
             // buffer, the same operations in the same order as the rows below.
-            let mut tile = [[0f32; NR]; MR];
+            let mut tile = [[0f32; NR]; R];
             for (t, acc) in tile.iter_mut().zip(&acc) {
                 _mm512_storeu_ps(t.as_mut_ptr(), acc[0]);
                 _mm512_storeu_ps(t.as_mut_ptr().add(16), acc[1]);
@@ -1208,9 +1248,14 @@ mod tests {
                 "{m}x{n}: {tm}x{tn}"
             );
         }
-        // A tall product splits its rows, a wide one its columns.
+        // A tall product splits its rows, a wide one its columns; a square one its rows,
+        // and a batch of 32 (three tiles) its columns.
         assert_eq!(grid(4096, 8, 64, 2), (2, 1));
         assert_eq!(grid(8, 4096, 64, 2), (1, 2));
+        for m in [208, 248, 256, 280] {
+            assert_eq!(grid(m, 256, 256, 2), (2, 1), "{m}");
+        }
+        assert_eq!(grid(32, 512, 784, 2), (1, 2));
     }
 
     /// Packing buffers start on a cache line, whatever the allocation's own alignment.
@@ -1372,7 +1417,7 @@ mod tests {
         ] {
             let (m, n, k) = shape;
             assert_eq!(grid(m, n, k, 2), (2, 1));
-            assert_eq!(SharedB::block_len(n, k) > PRIVATE_B_MAX_BLOCK, shares);
+            assert_eq!(shares_b(2, 1, n, k), shares);
             let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
             // Room for a stride of 2 between columns.
             let b: Vec<f32> = (0..2 * k * n)
