@@ -420,9 +420,9 @@ fn grid(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
         } else {
             cols
         };
-        // Threads that split the columns each write part of every row of C, and the cache
-        // line where their parts meet passes between their cores at each tile: measured
-        // 20–25 % slower than a split by rows at m = 208–256, n = k = 256 (see
+        // Threads that split the columns each write part of every row of C (the cache
+        // line where their parts meet is written from both cores, the likely cause):
+        // measured 20–25 % slower than a split by rows at m = 208–256, n = k = 256 (see
         // `COLUMN_SPLIT_PENALTY`).
         let shared_rows = if tn > 1 {
             rows * cols * k / COLUMN_SPLIT_PENALTY
