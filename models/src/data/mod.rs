@@ -292,10 +292,11 @@ impl Standardizer {
                 self.mean.len()
             )));
         }
-        let rows = (PAR_VALUES / per.max(1)).max(1);
-        let chunks = data.features.chunks_mut(rows * per.max(1)).collect();
+        let per = per.max(1);
+        let rows = (PAR_VALUES / per).max(1);
+        let chunks = data.features.chunks_mut(rows * per).collect();
         parallel_map(chunks, |chunk| {
-            for row in chunk.chunks_mut(per.max(1)) {
+            for row in chunk.chunks_mut(per) {
                 for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
                     *v = (*v - m) / s;
                 }

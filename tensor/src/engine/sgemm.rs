@@ -278,8 +278,10 @@ const SHARED_B_MAX: usize = 1 << 22;
 /// written once, so no thread waits for another to finish reading.
 struct SharedB {
     ptr: *mut f32,
-    n: usize,
-    k: usize,
+    /// Values of one block's region ([`SharedB::block_len`]).
+    region: usize,
+    /// Blocks along `k`, for the index of `blocks`.
+    k_blocks: usize,
     /// Per block, in `(jc / NC) · k_blocks + pc / KC` order: the next panel to claim and
     /// the panels packed.
     blocks: Vec<(AtomicUsize, AtomicUsize)>,
@@ -297,8 +299,9 @@ impl SharedB {
     /// buffers, where [`recycle`] puts it back), or `None` when `b` is larger than
     /// [`SHARED_B_MAX`].
     fn new(store: &mut Vec<f32>, n: usize, k: usize) -> Option<SharedB> {
-        let blocks = n.div_ceil(NC).checked_mul(k.div_ceil(KC))?;
-        let len = blocks.checked_mul(Self::block_len(n, k))?;
+        let (region, k_blocks) = (Self::block_len(n, k), k.div_ceil(KC));
+        let blocks = n.div_ceil(NC).checked_mul(k_blocks)?;
+        let len = blocks.checked_mul(region)?;
         if len > SHARED_B_MAX {
             return None;
         }
@@ -309,8 +312,8 @@ impl SharedB {
             .collect();
         Some(SharedB {
             ptr,
-            n,
-            k,
+            region,
+            k_blocks,
             blocks,
             failed: AtomicBool::new(false),
         })
@@ -333,11 +336,9 @@ impl SharedB {
         (pc, jc): (usize, usize),
         (kc, nc): (usize, usize),
     ) -> *const f32 {
-        let index = jc / NC * self.k.div_ceil(KC) + pc / KC;
+        let index = jc / NC * self.k_blocks + pc / KC;
         let (next, done) = &self.blocks[index];
-        let region = self
-            .ptr
-            .wrapping_add(index * Self::block_len(self.n, self.k));
+        let region = self.ptr.wrapping_add(index * self.region);
         let panels = nc.div_ceil(NR);
         loop {
             let p = next.fetch_add(1, Ordering::Relaxed);
