@@ -19,8 +19,8 @@
 //! whichever gives the smallest largest share), and each thread runs the whole blocked
 //! product on its rectangle with its own packing buffers: one fork-join per product. The
 //! operand the rectangles share is packed by each thread for itself, except for a large
-//! `B` under a cut by rows, which the threads pack together, panel by panel, into one
-//! buffer ([`SharedB`]; a thread waits only for a panel another thread is packing at that
+//! `B` under a cut into tall rows (at least [`SHARED_B_MIN_ROWS`] a thread), which the
+//! threads pack together, panel by panel, into one buffer ([`SharedB`]; a thread waits only for a panel another thread is packing at that
 //! moment). Every element of `C` is computed by the same sequence of operations whatever
 //! the split, so results do not depend on the thread count.
 //!
@@ -220,7 +220,7 @@ pub(crate) unsafe fn sgemm(
     // Threads that split the rows all read the whole of `b`: when its blocks are too large
     // to stay in a core's cache anyway, they pack it once, together.
     let mut store = Vec::new();
-    let shared = shares_b(tm, tn, n, k)
+    let shared = shares_b(tm, tn, (m, n, k))
         .then(|| SharedB::new(&mut store, n, k))
         .flatten();
     par::run(tm * tn, tm * tn > 1, |t| {
@@ -397,9 +397,27 @@ const ROW_UNIT: usize = 4;
 /// GFLOP/s against 200–210 cut by rows.
 const COLUMN_SPLIT_PENALTY: usize = 8;
 
-/// Whether the threads of a `tm × tn` cut pack `b` (`k × n`) together ([`SharedB`]).
-fn shares_b(tm: usize, tn: usize, n: usize, k: usize) -> bool {
-    tm > 1 && tn == 1 && k > 0 && SharedB::block_len(n, k) > PRIVATE_B_MAX_BLOCK
+/// The fewest rows of `C` per thread for which threads cutting `C` by rows pack `b`
+/// together. A shared panel is written by one core and read by the other, so the next
+/// product's packing must first take its cache lines back from the other core: cheap
+/// when both vCPUs sit on one core complex, several times the cost of the packing when
+/// the hypervisor puts them on different ones (this machine changes between the two
+/// every few seconds). Only many rows per thread amortise that. Measured with the two
+/// packings interleaved in one process over 10 rounds: `128 × 784 × 512` (64 rows a
+/// thread) ran at 104–120 GFLOP/s shared against 150–190 private in the slow phases and
+/// 2–5 % below private in the fast ones; `256 × 1024 × 1024` 5 % faster shared in the
+/// fast phases and 5–15 % slower in the slow; from 512 rows (256 a thread) on, sharing
+/// gained 2–5 % in both.
+const SHARED_B_MIN_ROWS: usize = 256;
+
+/// Whether the threads of a `tm × tn` cut of an `m × n` product with `k`-long sums pack
+/// `b` together ([`SharedB`]).
+fn shares_b(tm: usize, tn: usize, (m, n, k): (usize, usize, usize)) -> bool {
+    tm > 1
+        && tn == 1
+        && k > 0
+        && m / tm >= SHARED_B_MIN_ROWS
+        && SharedB::block_len(n, k) > PRIVATE_B_MAX_BLOCK
 }
 
 /// How to cut an `m × n` product into `tm × tn` rectangles for `threads` threads
@@ -416,7 +434,7 @@ fn grid(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
         let cols = nu.div_ceil(tn) * NR;
         // Multiply-adds, plus the packing (about 8 multiply-adds' worth per value packed);
         // threads that share the packing of B each do their part of it.
-        let packed_cols = if shares_b(tm, tn, n, k) {
+        let packed_cols = if shares_b(tm, tn, (m, n, k)) {
             cols.div_ceil(tm)
         } else {
             cols
@@ -1411,14 +1429,14 @@ mod tests {
             return;
         }
         let mut rng = seeded_rng(4);
-        let shared = (96, 2 * NR * 8 + 33, KC + 88);
+        let shared = (2 * SHARED_B_MIN_ROWS, 2 * NR * 8 + 33, KC + 88);
         for (shape, shares) in [
             ((3 * MC + 7, 5 * NR + 3, 2 * KC + 5), false),
             (shared, true),
         ] {
             let (m, n, k) = shape;
             assert_eq!(grid(m, n, k, 2), (2, 1));
-            assert_eq!(shares_b(2, 1, n, k), shares);
+            assert_eq!(shares_b(2, 1, shape), shares);
             let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
             // Room for a stride of 2 between columns.
             let b: Vec<f32> = (0..2 * k * n)
@@ -1456,7 +1474,8 @@ mod tests {
         if !available() {
             return;
         }
-        let shape @ (m, n, k) = (96, 2 * NR * 8 + 33, KC + 88);
+        let shape @ (m, n, k) = (2 * SHARED_B_MIN_ROWS, 2 * NR * 8 + 33, KC + 88);
+        assert!(shares_b(2, 1, shape));
         let mut rng = seeded_rng(6);
         let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
         let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
