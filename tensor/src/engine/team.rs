@@ -11,8 +11,17 @@
 //! The team does what OpenMP runtimes do: `threads − 1` helpers wait for work by spinning
 //! for a short while ([`SPIN`]) after each job, then sleep; the caller publishes a job,
 //! runs tasks itself beside the helpers, and waits for those that joined (not for those
-//! asleep: the caller and awake helpers take the tasks from one counter). A fork-join
-//! then costs about a microsecond.
+//! asleep: a task is claimed from a counter, never assigned). A fork-join then costs
+//! about a microsecond.
+//!
+//! The tasks are cut into one contiguous span per thread, each with its own counter, as
+//! OpenMP's static schedule cuts them: thread `p` claims the tasks of span `p` in order,
+//! then helps with the others' spans. Consecutive tasks cover consecutive memory in most
+//! kernels, so each core streams through its own region, far from the other's. Claimed
+//! from one shared counter instead, the two cores took alternate chunks of neighbouring
+//! memory, and an in-place add of 16 Mi floats in 64 chunks took 2.6 ms against 2.3 ms
+//! in spans (measured in a standalone probe, 8 interleaved rounds; halves without the
+//! help took 2.5 ms, waiting for the slower core).
 //!
 //! Rules that keep it sound and free of deadlocks:
 //! - one caller at a time owns the team; a second caller (another thread, or a task of
@@ -60,8 +69,9 @@ pub(crate) struct Team {
     epoch: AtomicU64,
     /// [`CLOSED`] and the number of helpers inside the job.
     gate: AtomicUsize,
-    /// The next task to claim.
-    next: AtomicUsize,
+    /// Per participant (the caller is 0, helper `h` is `h`), the tasks of its span claimed
+    /// so far; each on its own cache line.
+    spans: Box<[Counter]>,
     /// The current job, written only while the gate is closed and empty.
     job: Mutex<Option<Job>>,
     /// The first panic of the current job's tasks.
@@ -89,7 +99,7 @@ fn start(threads: usize) -> Option<&'static Team> {
         owned: AtomicBool::new(false),
         epoch: AtomicU64::new(0),
         gate: AtomicUsize::new(CLOSED),
-        next: AtomicUsize::new(0),
+        spans: (0..threads).map(|_| Counter::default()).collect(),
         job: Mutex::new(None),
         panic: Mutex::new(None),
         sleepers: AtomicUsize::new(0),
@@ -100,7 +110,7 @@ fn start(threads: usize) -> Option<&'static Team> {
     for h in 0..threads - 1 {
         let spawned = std::thread::Builder::new()
             .name(format!("strata-team-{}", h + 1))
-            .spawn(move || team.serve());
+            .spawn(move || team.serve(h + 1));
         if spawned.is_ok() {
             started += 1;
         }
@@ -123,7 +133,9 @@ impl Team {
         let task: &'static (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(task) };
         let job = Job { task, n };
         *lock(&self.job) = Some(job);
-        self.next.store(0, Ordering::Relaxed);
+        for c in &self.spans {
+            c.0.store(0, Ordering::Relaxed);
+        }
         // Open the gate (helpers that knock while it is closed leave without reading the
         // job), then announce the job.
         self.gate.fetch_and(!CLOSED, Ordering::Release);
@@ -133,7 +145,7 @@ impl Team {
             self.wake.notify_all();
         }
         let guard = Finish(self);
-        self.work(job);
+        self.work(job, 0);
         drop(guard);
         let panic = lock(&self.panic).take();
         self.owned.store(false, Ordering::Release);
@@ -143,25 +155,38 @@ impl Team {
         true
     }
 
-    /// Claims and runs tasks of `job` until none is left or one has panicked.
-    fn work(&self, job: Job) {
-        loop {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            if i >= job.n {
-                return;
-            }
-            // SAFETY: the job is alive while its gate lets this thread in (`run`).
-            let task = unsafe { &*job.task };
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| task(i))) {
-                lock(&self.panic).get_or_insert(p);
-                self.next.fetch_max(job.n, Ordering::Relaxed);
-                return;
+    /// Claims and runs tasks of `job` as participant `me`, its own span first, then the
+    /// others' in turn, until none is left or one has panicked.
+    fn work(&self, job: Job, me: usize) {
+        let parts = self.participants();
+        for q in 0..parts {
+            let p = (me + q) % parts;
+            let (start, end) = (span_start(p, parts, job.n), span_start(p + 1, parts, job.n));
+            loop {
+                let i = start.saturating_add(self.spans[p].0.fetch_add(1, Ordering::Relaxed));
+                if i >= end {
+                    break;
+                }
+                // SAFETY: the job is alive while its gate lets this thread in (`run`).
+                let task = unsafe { &*job.task };
+                if let Err(e) = catch_unwind(AssertUnwindSafe(|| task(i))) {
+                    lock(&self.panic).get_or_insert(e);
+                    for c in &self.spans {
+                        c.0.fetch_max(job.n, Ordering::Relaxed);
+                    }
+                    return;
+                }
             }
         }
     }
 
+    /// The caller and the helpers started (at most one per span counter).
+    fn participants(&self) -> usize {
+        (self.helpers.load(Ordering::Relaxed) + 1).min(self.spans.len())
+    }
+
     /// A helper's life: wait for a job, help with it, repeat.
-    fn serve(&'static self) {
+    fn serve(&'static self, me: usize) {
         let mut seen = 0;
         loop {
             seen = self.next_epoch(seen);
@@ -169,7 +194,7 @@ impl Team {
             if inside & CLOSED == 0 {
                 let job = *lock(&self.job);
                 if let Some(job) = job {
-                    self.work(job);
+                    self.work(job, me);
                 }
             }
             self.gate.fetch_sub(1, Ordering::Release);
@@ -211,6 +236,18 @@ impl Team {
         }
     }
 }
+
+/// The first task of span `p` of `n` tasks cut into `parts` spans (`n` for `p = parts`).
+fn span_start(p: usize, parts: usize, n: usize) -> usize {
+    // p ≤ parts, so the quotient is at most n and fits.
+    (p as u128 * n as u128 / parts as u128) as usize
+}
+
+/// A task counter alone on its cache line (64 bytes; 128 on the CPUs whose adjacent-line
+/// prefetcher pairs lines), so that two threads' claims do not contend.
+#[derive(Default)]
+#[repr(align(128))]
+struct Counter(AtomicUsize);
 
 /// Closes the gate of the owner's job and waits until no helper is inside it; runs on
 /// the owner's unwinding too, so the borrowed task outlives every use.
@@ -261,6 +298,37 @@ mod tests {
                 hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
                 "n = {n}"
             );
+        }
+    }
+
+    /// Each thread starts in its own span: the caller at task 0, a helper (whenever it
+    /// joins) in the second half; within a span, tasks are taken in ascending order.
+    #[test]
+    fn threads_start_in_their_own_span() {
+        let t = team(2);
+        let caller = std::thread::current().id();
+        for n in [2, 9, 64] {
+            let order = Mutex::new(Vec::new());
+            assert!(t.run(n, &|i| {
+                order
+                    .lock()
+                    .unwrap()
+                    .push((std::thread::current().id() == caller, i));
+                std::thread::sleep(Duration::from_micros(100));
+            }));
+            let order = order.into_inner().unwrap();
+            let mine: Vec<usize> = order.iter().filter(|o| o.0).map(|o| o.1).collect();
+            let theirs: Vec<usize> = order.iter().filter(|o| !o.0).map(|o| o.1).collect();
+            assert_eq!(mine.first(), Some(&0), "n = {n}: {order:?}");
+            assert!(
+                theirs.first().is_none_or(|&i| i >= n / 2),
+                "n = {n}: {order:?}"
+            );
+            for seq in [&mine, &theirs] {
+                let (low, high): (Vec<usize>, Vec<usize>) = seq.iter().partition(|&&i| i < n / 2);
+                assert!(low.is_sorted() && high.is_sorted(), "n = {n}: {order:?}");
+            }
+            assert_eq!(mine.len() + theirs.len(), n);
         }
     }
 
