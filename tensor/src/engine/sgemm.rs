@@ -20,8 +20,8 @@
 //! product on its rectangle with its own packing buffers: one fork-join per product. The
 //! operand the rectangles share is packed by each thread for itself, except for a large
 //! `B` under a cut into tall rows (at least [`SHARED_B_MIN_ROWS`] a thread), which the
-//! threads pack together, panel by panel, into one buffer ([`SharedB`]; a thread waits only for a panel another thread is packing at that
-//! moment). Every element of `C` is computed by the same sequence of operations whatever
+//! threads pack together, panel by panel, into one buffer ([`SharedB`]; a thread waits
+//! only for a panel another thread is packing at that moment). Every element of `C` is computed by the same sequence of operations whatever
 //! the split, so results do not depend on the thread count.
 //!
 //! The caller ([`gemm::raw`](super::gemm::raw)) checks the bounds of every operand; this

@@ -158,6 +158,8 @@ impl Team {
     /// Claims and runs tasks of `job` as participant `me`, its own span first, then the
     /// others' in turn, until none is left or one has panicked.
     fn work(&self, job: Job, me: usize) {
+        // SAFETY: the job is alive while its gate lets this thread in (`run`).
+        let task = unsafe { &*job.task };
         let parts = self.participants();
         for q in 0..parts {
             let p = (me + q) % parts;
@@ -167,8 +169,6 @@ impl Team {
                 if i >= end {
                     break;
                 }
-                // SAFETY: the job is alive while its gate lets this thread in (`run`).
-                let task = unsafe { &*job.task };
                 if let Err(e) = catch_unwind(AssertUnwindSafe(|| task(i))) {
                     lock(&self.panic).get_or_insert(e);
                     for c in &self.spans {

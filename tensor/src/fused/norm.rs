@@ -15,7 +15,7 @@ const TASKS: usize = 32;
 /// (before the team gave each thread its own span of tasks), a 4096 × 1024 forward took
 /// 0.92–1.47 ms, with 128-row tasks 0.79–0.97 ms (one process, interleaved).
 fn rows_per_task(rows: usize, d: usize) -> usize {
-    (rows / TASKS).max(PAR_MIN_WORK.div_ceil(d)).max(1)
+    (rows / TASKS).max(PAR_MIN_WORK.div_ceil(d.max(1)))
 }
 
 /// `Σ (x − mu)²` in 16 independent lanes, without writing the centred values.
@@ -173,7 +173,7 @@ impl<T: Element> Tensor<T> {
         const OP: &str = "layer_norm_backward";
         let n = self.numel();
         let rows = stats.mean.numel();
-        if rows == 0 && n == 0 && grad.numel() == 0 {
+        if n == 0 && grad.numel() == 0 {
             let d = weight.map_or(0, Tensor::numel);
             let zeros = weight_grads.then(|| (Tensor::zeros(&[d]), Tensor::zeros(&[d])));
             return Ok((Tensor::zeros(self.shape()), zeros));
@@ -369,5 +369,19 @@ mod tests {
             .unwrap()
             .install(run);
         assert_eq!(one, got);
+    }
+
+    /// Statistics of rows whose input is empty (rows of zero values) give empty gradients,
+    /// not a division by zero.
+    #[test]
+    fn backward_of_empty_rows_is_empty() {
+        let x = Tensor::<f32>::zeros(&[2, 0]);
+        let (_, stats) = Tensor::<f32>::zeros(&[2, 3])
+            .layer_norm(3, None, None, 1e-5)
+            .unwrap();
+        let (gx, p) = x.layer_norm_backward(&x, &stats, None, true).unwrap();
+        assert_eq!(gx.shape(), &[2, 0]);
+        let (gw, gb) = p.unwrap();
+        assert_eq!((gw.numel(), gb.numel()), (0, 0));
     }
 }
