@@ -88,6 +88,20 @@ fn conv_case(one_d: bool) -> impl Strategy<Value = ConvCase> {
         )
 }
 
+/// A stride-1 convolution with as many output columns as input columns (padding
+/// `dilation · (k − 1) / 2` per side, odd kernels): im2col copies the rows of such a
+/// convolution as one shifted block.
+fn same_conv_case() -> impl Strategy<Value = ConvCase> {
+    (conv_case(false), prop::array::uniform2(0..=2usize)).prop_map(|(mut case, half)| {
+        let p = &mut case.g.p;
+        p.stride = [1, 1];
+        let k = [2 * half[0] + 1, 2 * half[1] + 1];
+        (case.g.kh, case.g.kw) = (k[0], k[1]);
+        p.padding = Padding::Explicit([p.dilation[0] * half[0], p.dilation[1] * half[1]]);
+        case
+    })
+}
+
 /// Drops the leading batch dimension of `shape` when `unbatched`.
 fn maybe_unbatched(shape: Vec<usize>, unbatched: bool) -> Vec<usize> {
     if unbatched {
@@ -258,6 +272,12 @@ proptest! {
     /// conv2d forward, input, weight and bias gradients equal the direct loops.
     #[test]
     fn conv2d_equals_direct_loops(case in conv_case(false)) {
+        check_conv(&case, false)?;
+    }
+
+    /// The same at stride 1 and "same" padding (ow = w), any dilation and kernel size.
+    #[test]
+    fn same_padded_conv2d_equals_direct_loops(case in same_conv_case()) {
         check_conv(&case, false)?;
     }
 
