@@ -21,8 +21,9 @@
 //! operand the rectangles share is packed by each thread for itself, except for a large
 //! `B` under a cut into tall rows (at least [`SHARED_B_MIN_ROWS`] a thread), which the
 //! threads pack together, panel by panel, into one buffer ([`SharedB`]; a thread waits
-//! only for a panel another thread is packing at that moment). Every element of `C` is computed by the same sequence of operations whatever
-//! the split, so results do not depend on the thread count.
+//! only for a panel another thread is packing at that moment). Every element of `C` is
+//! computed by the same sequence of operations whatever the split, so results do not
+//! depend on the thread count.
 //!
 //! The caller ([`gemm::raw`](super::gemm::raw)) checks the bounds of every operand; this
 //! module's safety contract is stated once at [`sgemm`].
