@@ -923,32 +923,17 @@ unsafe fn pack_b_panel(
 /// # Safety
 /// The addressed elements of `a` are in bounds; `dst` holds `mc.div_ceil(MR)·kc·MR`.
 unsafe fn pack_a(dst: &mut [f32], a: Operand, (ic, pc): (usize, usize), (mc, kc): (usize, usize)) {
+    if a.rs == 1 && a.cs != 1 {
+        // SAFETY: the same contract.
+        unsafe { pack_a_columns(dst, a, (ic, pc), (mc, kc)) };
+        return;
+    }
     for q in 0..mc.div_ceil(MR) {
         let i0 = ic + q * MR;
         let height = MR.min(ic + mc - i0);
         let panel = &mut dst[q * kc * MR..(q + 1) * kc * MR];
         if height < MR {
             panel.fill(0.0);
-        }
-        if a.rs == 1 && a.cs != 1 {
-            // Column-major a (a transposed view, as in weight gradients): each step of k
-            // reads the panel's rows side by side.
-            for kk in 0..kc {
-                // SAFETY: rows i0..i0 + height of column pc + kk of a (the contract), and
-                // the panel's step kk (MR values).
-                unsafe {
-                    let src = a.at(i0, pc + kk);
-                    let dst = panel.as_mut_ptr().add(kk * MR);
-                    if height == MR {
-                        // A fixed-size copy, not a call to memcpy.
-                        dst.cast::<[f32; MR]>()
-                            .write_unaligned(src.cast::<[f32; MR]>().read_unaligned());
-                    } else {
-                        std::ptr::copy_nonoverlapping(src, dst, height);
-                    }
-                }
-            }
-            continue;
         }
         if a.cs == 1 {
             // Row-major a: 16 × 16 blocks (the panel's rows, 16 steps of k each)
@@ -964,6 +949,49 @@ unsafe fn pack_a(dst: &mut [f32], a: Operand, (ic, pc): (usize, usize), (mc, kc)
                 let src = a.at(i0 + r, pc);
                 for kk in 0..kc {
                     panel[kk * MR + r] = *src.add(kk * a.cs);
+                }
+            }
+        }
+    }
+}
+
+/// Panels of a column-major `a` packed side by side: [`A_COLUMN_GROUP`] × [`MR`] = 48
+/// values, three whole cache lines of one column, per step of `k`.
+const A_COLUMN_GROUP: usize = 4;
+
+/// [`pack_a`] for a column-major `a` (a transposed view, as in weight gradients): each
+/// step of `k` is a column of `a`, whose rows lie side by side. Packing one panel at a
+/// time would read 12 of a cache line's 16 values and come back for the other 4 a whole
+/// panel (`kc` columns, often all in one L1 set) later; [`A_COLUMN_GROUP`] panels packed
+/// step by step read each line once.
+///
+/// # Safety
+/// As [`pack_a`].
+unsafe fn pack_a_columns(
+    dst: &mut [f32],
+    a: Operand,
+    (ic, pc): (usize, usize),
+    (mc, kc): (usize, usize),
+) {
+    let panels = mc.div_ceil(MR);
+    if mc % MR != 0 {
+        dst[(panels - 1) * kc * MR..panels * kc * MR].fill(0.0);
+    }
+    for group in (0..panels).step_by(A_COLUMN_GROUP) {
+        for kk in 0..kc {
+            for q in group..panels.min(group + A_COLUMN_GROUP) {
+                let i0 = ic + q * MR;
+                let height = MR.min(ic + mc - i0);
+                let step = &mut dst[(q * kc + kk) * MR..][..MR];
+                // SAFETY: rows i0..i0 + height of column pc + kk of a (the contract).
+                unsafe {
+                    let src = a.at(i0, pc + kk);
+                    if height == MR {
+                        // A fixed-size copy, not a call to memcpy.
+                        step.copy_from_slice(&src.cast::<[f32; MR]>().read_unaligned());
+                    } else {
+                        std::ptr::copy_nonoverlapping(src, step.as_mut_ptr(), height);
+                    }
                 }
             }
         }
