@@ -1,7 +1,7 @@
 //! strata's own f32 GEMM for CPUs with AVX-512: `C = A·B` (or `C += A·B`) with `A` and `B`
 //! of any strides, blocked the way BLIS blocks it.
 //!
-//! - `B` is packed, [`KC`] rows by [`NC`] columns at a time, into panels of [`NR`] = 32
+//! - `B` is packed, [`KC`] rows by [`Blocking::nc`] columns at a time, into panels of [`NR`] = 32
 //!   columns (`[kc, 32]` each, zero-padded), which the microkernel reads with two vector
 //!   loads per step of `k`;
 //! - `A` is packed, [`MC`] rows at a time, into panels of [`MR`] = 12 rows (`[kc, 12]`
@@ -18,8 +18,8 @@
 //! Threads: `C` is cut into one rectangle per thread ([`grid`]: rows, columns or both,
 //! whichever gives the smallest largest share), and each thread runs the whole blocked
 //! product on its rectangle with its own packing buffers: one fork-join per product. The
-//! operand the rectangles share is packed by each thread for itself, except for a large
-//! `B` under a cut into tall rows (at least [`SHARED_B_MIN_ROWS`] a thread), which the
+//! operand the rectangles share is packed by each thread for itself, except (on AMD's CPUs,
+//! [`Blocking`]) for a large `B` under a cut into tall rows (at least [`SHARED_B_MIN_ROWS`] a thread), which the
 //! threads pack together, panel by panel, into one buffer ([`SharedB`]; a thread waits
 //! only for a panel another thread is packing at that moment). Every element of `C` is
 //! computed by the same sequence of operations whatever the split, so results do not
@@ -45,8 +45,54 @@ pub(crate) const NR: usize = 32;
 const KC: usize = 512;
 /// Rows of `A` packed at a time (a multiple of [`MR`]).
 const MC: usize = 16 * MR;
-/// Columns of `B` packed at a time (a multiple of [`NR`]): a block of `KC × NC` (2 MiB).
-const NC: usize = 32 * NR;
+/// The blocking that depends on the CPU family: how many columns of `B` one packing covers
+/// and whether threads pack a large `B` together. The two were measured with
+/// `gemm_shapes` on each machine this code has run on, interleaved over several rounds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Blocking {
+    /// Columns of `B` packed at a time (a multiple of [`NR`]): blocks of `KC × nc`.
+    nc: usize,
+    /// Whether threads splitting `C`'s rows pack a `B` of blocks over
+    /// [`PRIVATE_B_MAX_BLOCK`] together ([`SharedB`]).
+    share_b: bool,
+}
+
+impl Blocking {
+    /// AMD Zen 4 (1 MiB L2 a core, a fast L3 shared by the core complex): 2 MiB blocks of
+    /// `B`, read from L3 as the tiles stream them, and a large `B` packed once for both
+    /// threads. 88–92 % of the FMA peak on two threads at n = 256 … 2048.
+    const WIDE: Blocking = Blocking {
+        nc: 32 * NR,
+        share_b: true,
+    };
+
+    /// Intel (Sapphire Rapids: 2 MiB L2 a core, a slower mesh L3): 1 MiB blocks, which
+    /// stay in L2, and each thread packing its own `B`. Against [`Blocking::WIDE`] there,
+    /// on one thread 1024³ 152–158 → 171–185 GFLOP/s and 2048³ 149–157 → 168–180; on two,
+    /// 1024³ 298–304 → 329–347 and 2048³ 294–305 → 320–348. Sharing the packing of `B`
+    /// with these blocks cost 2–10 % at n = 512 … 2048 (the other core's cache is further
+    /// away than packing is slow).
+    const NARROW: Blocking = Blocking {
+        nc: 16 * NR,
+        share_b: false,
+    };
+
+    /// The blocking for this machine's CPU: [`Blocking::WIDE`] on AMD's, otherwise
+    /// [`Blocking::NARROW`] (read once, from `cpuid`).
+    fn host() -> Blocking {
+        static HOST: std::sync::OnceLock<Blocking> = std::sync::OnceLock::new();
+        *HOST.get_or_init(|| {
+            let id = __cpuid(0);
+            // The vendor string "AuthenticAMD" lies in ebx, edx, ecx.
+            let amd = [id.ebx, id.edx, id.ecx] == [0x6874_7541, 0x6974_6e65, 0x444d_4163];
+            if amd {
+                Blocking::WIDE
+            } else {
+                Blocking::NARROW
+            }
+        })
+    }
+}
 
 /// A read-only strided operand: element `(i, j)` at `ptr + i·rs + j·cs`.
 #[derive(Clone, Copy)]
@@ -208,6 +254,40 @@ pub(crate) unsafe fn sgemm(
     parallel: bool,
     c_transposed: bool,
 ) {
+    // SAFETY: the caller's contract, passed on.
+    unsafe {
+        blocked(
+            Blocking::host(),
+            c,
+            ldc,
+            (m, n, k),
+            a,
+            b,
+            accumulate,
+            epi,
+            parallel,
+            c_transposed,
+        );
+    }
+}
+
+/// [`sgemm`] with the given blocking (the tests run both on any machine).
+///
+/// # Safety
+/// As [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocked(
+    blocking: Blocking,
+    c: *mut f32,
+    ldc: usize,
+    (m, n, k): (usize, usize, usize),
+    a: Operand,
+    b: Operand,
+    accumulate: bool,
+    epi: Epilogue,
+    parallel: bool,
+    c_transposed: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -217,12 +297,12 @@ pub(crate) unsafe fn sgemm(
         transposed: c_transposed,
     };
     let threads = if parallel { par::threads() } else { 1 };
-    let (tm, tn) = grid(m, n, k, threads);
+    let (tm, tn) = grid(m, n, k, threads, blocking);
     // Threads that split the rows all read the whole of `b`: when its blocks are too large
     // to stay in a core's cache anyway, they pack it once, together.
     let mut store = Vec::new();
-    let shared = shares_b(tm, tn, (m, n, k))
-        .then(|| SharedB::new(&mut store, n, k))
+    let shared = shares_b(tm, tn, (m, n, k), blocking)
+        .then(|| SharedB::new(&mut store, n, k, blocking.nc))
         .flatten();
     par::run(tm * tn, tm * tn > 1, |t| {
         let rows = share(m, tm, t / tn, ROW_UNIT);
@@ -249,6 +329,7 @@ pub(crate) unsafe fn sgemm(
                 accumulate,
                 epi.shifted(i0, j0),
                 shared.as_ref(),
+                blocking.nc,
             );
         }
     });
@@ -256,7 +337,7 @@ pub(crate) unsafe fn sgemm(
     recycle(store);
 }
 
-/// The largest block of `b` (in packed values: 1 MiB, a core's L2 cache here) that each
+/// The largest block of `b` (in packed values: 1 MiB, a core's L2 cache on Zen 4) that each
 /// thread splitting `C`'s rows packs for itself; larger ones they pack together. A block
 /// that fits stays in the cache of the core that packed it, and reading half of it from
 /// the other core's cache cost more than packing it twice. Measured with `gemm_shapes` on
@@ -281,9 +362,11 @@ struct SharedB {
     ptr: *mut f32,
     /// Values of one block's region ([`SharedB::block_len`]).
     region: usize,
+    /// Columns of a block ([`Blocking::nc`]).
+    nc: usize,
     /// Blocks along `k`, for the index of `blocks`.
     k_blocks: usize,
-    /// Per block, in `(jc / NC) · k_blocks + pc / KC` order: the next panel to claim and
+    /// Per block, in `(jc / nc) · k_blocks + pc / KC` order: the next panel to claim and
     /// the panels packed.
     blocks: Vec<(AtomicUsize, AtomicUsize)>,
     /// Set when a thread panicked while packing, so that the others stop waiting.
@@ -299,9 +382,9 @@ impl SharedB {
     /// The shared packing of a `k × n` `b` in `store` (taken from the cache of freed
     /// buffers, where [`recycle`] puts it back), or `None` when `b` is larger than
     /// [`SHARED_B_MAX`].
-    fn new(store: &mut Vec<f32>, n: usize, k: usize) -> Option<SharedB> {
-        let (region, k_blocks) = (Self::block_len(n, k), k.div_ceil(KC));
-        let blocks = n.div_ceil(NC).checked_mul(k_blocks)?;
+    fn new(store: &mut Vec<f32>, n: usize, k: usize, nc: usize) -> Option<SharedB> {
+        let (region, k_blocks) = (Self::block_len(n, k, nc), k.div_ceil(KC));
+        let blocks = n.div_ceil(nc).checked_mul(k_blocks)?;
         let len = blocks.checked_mul(region)?;
         if len > SHARED_B_MAX {
             return None;
@@ -314,15 +397,16 @@ impl SharedB {
         Some(SharedB {
             ptr,
             region,
+            nc,
             k_blocks,
             blocks,
             failed: AtomicBool::new(false),
         })
     }
 
-    /// Values of one block's region: `KC × NC` at most.
-    fn block_len(n: usize, k: usize) -> usize {
-        KC.min(k) * NC.min(n.next_multiple_of(NR))
+    /// Values of one block's region: `KC × nc` at most.
+    fn block_len(n: usize, k: usize, nc: usize) -> usize {
+        KC.min(k) * nc.min(n.next_multiple_of(NR))
     }
 
     /// The packed block of `b`'s rows `pc..pc + kc`, columns `jc..jc + nc` (a block of
@@ -337,7 +421,7 @@ impl SharedB {
         (pc, jc): (usize, usize),
         (kc, nc): (usize, usize),
     ) -> *const f32 {
-        let index = jc / NC * self.k_blocks + pc / KC;
+        let index = jc / self.nc * self.k_blocks + pc / KC;
         let (next, done) = &self.blocks[index];
         let region = self.ptr.wrapping_add(index * self.region);
         let panels = nc.div_ceil(NR);
@@ -413,19 +497,20 @@ const SHARED_B_MIN_ROWS: usize = 256;
 
 /// Whether the threads of a `tm × tn` cut of an `m × n` product with `k`-long sums pack
 /// `b` together ([`SharedB`]).
-fn shares_b(tm: usize, tn: usize, (m, n, k): (usize, usize, usize)) -> bool {
-    tm > 1
+fn shares_b(tm: usize, tn: usize, (m, n, k): (usize, usize, usize), blocking: Blocking) -> bool {
+    blocking.share_b
+        && tm > 1
         && tn == 1
         && k > 0
         && m / tm >= SHARED_B_MIN_ROWS
-        && SharedB::block_len(n, k) > PRIVATE_B_MAX_BLOCK
+        && SharedB::block_len(n, k, blocking.nc) > PRIVATE_B_MAX_BLOCK
 }
 
 /// How to cut an `m × n` product into `tm × tn` rectangles for `threads` threads
 /// (`tm · tn ≤ threads`): the cut that minimises the largest rectangle's work, counting the
 /// packing each rectangle does (its rows of `A` and columns of `B`, `k` values each) beside
 /// its multiply-adds, in whole row units and column tiles.
-fn grid(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
+fn grid(m: usize, n: usize, k: usize, threads: usize, blocking: Blocking) -> (usize, usize) {
     let (mu, nu) = (m.div_ceil(ROW_UNIT), n.div_ceil(NR));
     let mut best = (1, 1);
     let mut best_cost = usize::MAX;
@@ -435,7 +520,7 @@ fn grid(m: usize, n: usize, k: usize, threads: usize) -> (usize, usize) {
         let cols = nu.div_ceil(tn) * NR;
         // Multiply-adds, plus the packing (about 8 multiply-adds' worth per value packed);
         // threads that share the packing of B each do their part of it.
-        let packed_cols = if shares_b(tm, tn, (m, n, k)) {
+        let packed_cols = if shares_b(tm, tn, (m, n, k), blocking) {
             cols.div_ceil(tm)
         } else {
             cols
@@ -467,10 +552,11 @@ fn share(len: usize, parts: usize, p: usize, unit: usize) -> std::ops::Range<usi
 }
 
 /// One thread's product `c (+)= a · b`, blocked the way BLIS blocks it (see the module
-/// docs).
+/// docs), packing `B` `block_cols` ([`Blocking::nc`]) columns at a time.
 ///
 /// # Safety
 /// As [`sgemm`], for this rectangle of `c`.
+#[allow(clippy::too_many_arguments)]
 unsafe fn serial(
     c: Out,
     (m, n, k): (usize, usize, usize),
@@ -479,6 +565,7 @@ unsafe fn serial(
     accumulate: bool,
     epi: Epilogue,
     shared: Option<&SharedB>,
+    block_cols: usize,
 ) {
     if k == 0 {
         for i in 0..m {
@@ -500,7 +587,7 @@ unsafe fn serial(
         if shared.is_some() {
             0
         } else {
-            KC.min(k) * NC.min(n.next_multiple_of(NR))
+            KC.min(k) * block_cols.min(n.next_multiple_of(NR))
         },
         if a_in_place {
             0
@@ -513,8 +600,8 @@ unsafe fn serial(
     grow(&mut abuf, a_len + ALIGN);
     let bpack = aligned(&mut bbuf, b_len);
     let apack = aligned(&mut abuf, a_len);
-    for jc in (0..n).step_by(NC) {
-        let nc = NC.min(n - jc);
+    for jc in (0..n).step_by(block_cols) {
+        let nc = block_cols.min(n - jc);
         let panels = nc.div_ceil(NR);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
@@ -594,7 +681,7 @@ fn aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
 
 thread_local! {
     /// This thread's packing buffers (for `B`'s block and `A`'s), kept from one product
-    /// to the next: at most `KC × NC` and `MC × KC` values (2.4 MiB). Taking them from the
+    /// to the next: at most `KC × nc` and `MC × KC` values (up to 2.4 MiB). Taking them from the
     /// allocator per product cost a `malloc` and a zero fill for every small product of
     /// a training step.
     static PACKING: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
@@ -731,6 +818,10 @@ unsafe fn micro<const PACKED: bool, const R: usize>(
         if PACKED {
             let mut pa = a;
             for _ in 0..kc {
+                // The panel of `B` streams from L2: fetch 8 steps ahead (on Sapphire
+                // Rapids, 1024³ on one thread 184–194 → 197–202 GFLOP/s).
+                _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(8 * NR).cast());
+                _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(8 * NR + 16).cast());
                 let b0 = _mm512_loadu_ps(pb);
                 let b1 = _mm512_loadu_ps(pb.add(16));
                 for (r, acc) in acc.iter_mut().enumerate() {
@@ -1172,7 +1263,8 @@ mod tests {
             (12, 32, 256),
             (13, 33, 257),
             (MC + 5, 70, 40),
-            (30, NC + 17, 9),
+            (30, Blocking::NARROW.nc + 17, 9),
+            (30, Blocking::WIDE.nc + 17, 9),
             (2 * MC + 1, 3 * NR + 1, KC + 3),
         ];
         for &(m, n, k) in &shapes {
@@ -1211,7 +1303,8 @@ mod tests {
                 // SAFETY: the buffers hold every element the strides address; nothing else
                 // touches them.
                 unsafe {
-                    sgemm(
+                    blocked(
+                        [Blocking::WIDE, Blocking::NARROW][variant % 2],
                         got.as_mut_ptr(),
                         ldc,
                         (m, n, k),
@@ -1290,7 +1383,7 @@ mod tests {
             (1, 1, 1, 8),
             (512, 512, 512, 6),
         ] {
-            let (tm, tn) = grid(m, n, k, threads);
+            let (tm, tn) = grid(m, n, k, threads, Blocking::host());
             assert!(
                 tm >= 1 && tn >= 1 && tm * tn <= threads,
                 "{m}x{n}: {tm}x{tn}"
@@ -1298,12 +1391,14 @@ mod tests {
         }
         // A tall product splits its rows, a wide one its columns; a square one its rows,
         // and a batch of 32 (three tiles) its columns.
-        assert_eq!(grid(4096, 8, 64, 2), (2, 1));
-        assert_eq!(grid(8, 4096, 64, 2), (1, 2));
-        for m in [208, 248, 256, 280] {
-            assert_eq!(grid(m, 256, 256, 2), (2, 1), "{m}");
+        for blocking in [Blocking::WIDE, Blocking::NARROW] {
+            assert_eq!(grid(4096, 8, 64, 2, blocking), (2, 1));
+            assert_eq!(grid(8, 4096, 64, 2, blocking), (1, 2));
+            for m in [208, 248, 256, 280] {
+                assert_eq!(grid(m, 256, 256, 2, blocking), (2, 1), "{m}");
+            }
+            assert_eq!(grid(32, 512, 784, 2, blocking), (1, 2));
         }
-        assert_eq!(grid(32, 512, 784, 2), (1, 2));
     }
 
     /// Packing buffers start on a cache line, whatever the allocation's own alignment.
@@ -1414,8 +1509,9 @@ mod tests {
     }
 
     /// `c = a · b` for a row-major `a` and a `b` of strides `(brs, bcs)`, on the current
-    /// pool, through `sgemm`.
+    /// pool, through `sgemm` with the given blocking.
     fn product(
+        blocking: Blocking,
         (m, n, k): (usize, usize, usize),
         a: &[f32],
         b: &[f32],
@@ -1425,7 +1521,8 @@ mod tests {
         // SAFETY: the buffers hold every element the strides address; nothing else touches
         // them.
         unsafe {
-            sgemm(
+            blocked(
+                blocking,
                 c.as_mut_ptr(),
                 n,
                 (m, n, k),
@@ -1449,9 +1546,10 @@ mod tests {
     }
 
     /// The result does not depend on the number of threads, bit for bit: with each thread
-    /// packing its own `B` and (the second shape: blocks of `B` over 1 MiB, `C` cut by
-    /// rows) with the threads packing `B` together, for a row-major, a column-major and a
-    /// strided `B`; the shared packing also matches a naive product.
+    /// packing its own `B` and (the second shape under the wide blocking: blocks of `B`
+    /// over 1 MiB, `C` cut by rows) with the threads packing `B` together, for a
+    /// row-major, a column-major and a strided `B`; the shared packing also matches a
+    /// naive product, and so does the narrow blocking's private one.
     #[test]
     fn results_do_not_depend_on_the_thread_count() {
         if !available() {
@@ -1459,13 +1557,15 @@ mod tests {
         }
         let mut rng = seeded_rng(4);
         let shared = (2 * SHARED_B_MIN_ROWS, 2 * NR * 8 + 33, KC + 88);
-        for (shape, shares) in [
-            ((3 * MC + 7, 5 * NR + 3, 2 * KC + 5), false),
-            (shared, true),
+        for (shape, wide_shares, blocking) in [
+            ((3 * MC + 7, 5 * NR + 3, 2 * KC + 5), false, Blocking::WIDE),
+            (shared, true, Blocking::WIDE),
+            (shared, true, Blocking::NARROW),
         ] {
             let (m, n, k) = shape;
-            assert_eq!(grid(m, n, k, 2), (2, 1));
-            assert_eq!(shares_b(2, 1, shape), shares);
+            let shares = wide_shares && blocking.share_b;
+            assert_eq!(grid(m, n, k, 2, blocking), (2, 1));
+            assert_eq!(shares_b(2, 1, shape, blocking), shares);
             let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
             // Room for a stride of 2 between columns.
             let b: Vec<f32> = (0..2 * k * n)
@@ -1477,7 +1577,7 @@ mod tests {
                         .num_threads(threads)
                         .build()
                         .unwrap();
-                    pool.install(|| product(shape, &a, &b, strides))
+                    pool.install(|| product(blocking, shape, &a, &b, strides))
                 };
                 let one = run(1);
                 assert_eq!(one, run(2), "{shape:?} {strides:?}");
@@ -1504,14 +1604,14 @@ mod tests {
             return;
         }
         let shape @ (m, n, k) = (2 * SHARED_B_MIN_ROWS, 2 * NR * 8 + 33, KC + 88);
-        assert!(shares_b(2, 1, shape));
+        assert!(shares_b(2, 1, shape, Blocking::WIDE));
         let mut rng = seeded_rng(6);
         let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
         let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let want = product(shape, &a, &b, (n, 1));
+        let want = product(Blocking::WIDE, shape, &a, &b, (n, 1));
         let got = std::sync::Mutex::new(Vec::new());
         par::run(2, true, |_| {
-            let c = product(shape, &a, &b, (n, 1));
+            let c = product(Blocking::WIDE, shape, &a, &b, (n, 1));
             got.lock().unwrap().push(c);
         });
         let got = got.into_inner().unwrap();
