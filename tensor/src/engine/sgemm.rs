@@ -55,15 +55,25 @@ pub(crate) struct Blocking {
     /// Whether threads splitting `C`'s rows pack a `B` of blocks over
     /// [`PRIVATE_B_MAX_BLOCK`] together ([`SharedB`]).
     share_b: bool,
+    /// What packing a value costs, in multiply-adds, for [`grid`]'s count.
+    pack_cost: usize,
+    /// With `Some(p)`, [`grid`] counts a cut by columns' multiply-adds `1 + 1/p` times
+    /// (see [`Blocking::WIDE`]).
+    column_split_penalty: Option<usize>,
 }
 
 impl Blocking {
     /// AMD Zen 4 (1 MiB L2 a core, a fast L3 shared by the core complex): 2 MiB blocks of
     /// `B`, read from L3 as the tiles stream them, and a large `B` packed once for both
-    /// threads. 88–92 % of the FMA peak on two threads at n = 256 … 2048.
+    /// threads. 88–92 % of the FMA peak on two threads at n = 256 … 2048. A cut by columns
+    /// wins only where a cut by rows would leave threads clearly unbalanced (few rows: a
+    /// batch of 32 is three tiles): products of 208–256 rows by 256 × 256, which the
+    /// unweighted count cut by columns, ran at 150–160 GFLOP/s against 200–210 by rows.
     const WIDE: Blocking = Blocking {
         nc: 32 * NR,
         share_b: true,
+        pack_cost: 8,
+        column_split_penalty: Some(8),
     };
 
     /// Intel (Sapphire Rapids: 2 MiB L2 a core, a slower mesh L3): 1 MiB blocks, which
@@ -71,10 +81,16 @@ impl Blocking {
     /// on one thread 1024³ 152–158 → 171–185 GFLOP/s and 2048³ 149–157 → 168–180; on two,
     /// 1024³ 298–304 → 329–347 and 2048³ 294–305 → 320–348. Sharing the packing of `B`
     /// with these blocks cost 2–10 % at n = 512 … 2048 (the other core's cache is further
-    /// away than packing is slow).
+    /// away than packing is slow). Packing costs about 20 multiply-adds a value (its share
+    /// of a 1024³ product's profile), and a cut by columns costs little extra. Each cut
+    /// forced in turn, three times: 128-row products of training (`128 × 784 × 512`,
+    /// `128 × 512 × 784`, either `B`) ran at 262–287 GFLOP/s by rows against 290–306 by
+    /// columns; 256³ 314–332 against 303–314; 512³ and 1024³ the same either way.
     const NARROW: Blocking = Blocking {
         nc: 16 * NR,
         share_b: false,
+        pack_cost: 20,
+        column_split_penalty: Some(32),
     };
 
     /// The blocking for this machine's CPU: [`Blocking::WIDE`] on AMD's, otherwise
@@ -475,13 +491,6 @@ impl Drop for FailOnUnwind<'_> {
 /// last of 4 rows: 3 % more multiply-adds on the critical thread).
 const ROW_UNIT: usize = 4;
 
-/// A cut by columns counts its multiply-adds `1 + 1/COLUMN_SPLIT_PENALTY` times, so that
-/// it wins only where a cut by rows would leave threads clearly unbalanced (few rows: a
-/// batch of 32 is three tiles). Measured with `gemm_shapes` on two threads: products of
-/// 208–256 rows by 256 × 256, which the unweighted count cut by columns, ran at 150–160
-/// GFLOP/s against 200–210 cut by rows.
-const COLUMN_SPLIT_PENALTY: usize = 8;
-
 /// The fewest rows of `C` per thread for which threads cutting `C` by rows pack `b`
 /// together. A shared panel is written by one core and read by the other, so the next
 /// product's packing must first take its cache lines back from the other core: cheap
@@ -508,8 +517,9 @@ fn shares_b(tm: usize, tn: usize, (m, n, k): (usize, usize, usize), blocking: Bl
 
 /// How to cut an `m × n` product into `tm × tn` rectangles for `threads` threads
 /// (`tm · tn ≤ threads`): the cut that minimises the largest rectangle's work, counting the
-/// packing each rectangle does (its rows of `A` and columns of `B`, `k` values each) beside
-/// its multiply-adds, in whole row units and column tiles.
+/// packing each rectangle does (its rows of `A`, once per block of `B`'s columns, and its
+/// columns of `B`, `k` values each) beside its multiply-adds, in whole row units and column
+/// tiles.
 fn grid(m: usize, n: usize, k: usize, threads: usize, blocking: Blocking) -> (usize, usize) {
     let (mu, nu) = (m.div_ceil(ROW_UNIT), n.div_ceil(NR));
     let mut best = (1, 1);
@@ -518,23 +528,22 @@ fn grid(m: usize, n: usize, k: usize, threads: usize, blocking: Blocking) -> (us
         let tn = (threads / tm).min(nu);
         let rows = mu.div_ceil(tm) * ROW_UNIT;
         let cols = nu.div_ceil(tn) * NR;
-        // Multiply-adds, plus the packing (about 8 multiply-adds' worth per value packed);
-        // threads that share the packing of B each do their part of it.
+        // Multiply-adds, plus the packing; threads that share the packing of B each do
+        // their part of it.
+        let packed_rows = rows * cols.div_ceil(blocking.nc);
         let packed_cols = if shares_b(tm, tn, (m, n, k), blocking) {
             cols.div_ceil(tm)
         } else {
             cols
         };
-        // Threads that split the columns each write part of every row of C (the cache
-        // line where their parts meet is written from both cores, the likely cause):
-        // measured 20–25 % slower than a split by rows at m = 208–256, n = k = 256 (see
-        // `COLUMN_SPLIT_PENALTY`).
-        let shared_rows = if tn > 1 {
-            rows * cols * k / COLUMN_SPLIT_PENALTY
-        } else {
-            0
+        // Threads that split the columns each write part of every row of C: on Zen 4
+        // measured 20–25 % slower than a split by rows at m = 208–256, n = k = 256.
+        let shared_rows = match blocking.column_split_penalty {
+            Some(p) if tn > 1 => rows * cols * k / p,
+            _ => 0,
         };
-        let cost = rows * cols * k + 8 * (rows + packed_cols) * k + shared_rows;
+        let cost =
+            rows * cols * k + blocking.pack_cost * (packed_rows + packed_cols) * k + shared_rows;
         if cost < best_cost {
             (best, best_cost) = ((tm, tn), cost);
         }
@@ -1389,15 +1398,23 @@ mod tests {
                 "{m}x{n}: {tm}x{tn}"
             );
         }
-        // A tall product splits its rows, a wide one its columns; a square one its rows,
-        // and a batch of 32 (three tiles) its columns.
+        // A tall product splits its rows, a wide one its columns, and a batch of 32 (three
+        // tiles) its columns.
         for blocking in [Blocking::WIDE, Blocking::NARROW] {
             assert_eq!(grid(4096, 8, 64, 2, blocking), (2, 1));
             assert_eq!(grid(8, 4096, 64, 2, blocking), (1, 2));
-            for m in [208, 248, 256, 280] {
-                assert_eq!(grid(m, 256, 256, 2, blocking), (2, 1), "{m}");
-            }
             assert_eq!(grid(32, 512, 784, 2, blocking), (1, 2));
+            // The wgrad of a 2048-wide batch: a column of `B` per row of `A` packed.
+            assert_eq!(grid(1024, 256, 2048, 2, blocking), (2, 1));
+        }
+        // Squares by rows; on Sapphire Rapids the 128-row products of training by columns.
+        for blocking in [Blocking::WIDE, Blocking::NARROW] {
+            for m in [208, 248, 256, 280, 512, 1024] {
+                assert_eq!(grid(m, m.max(256), m.max(256), 2, blocking), (2, 1), "{m}");
+            }
+        }
+        for (m, n, k) in [(128, 784, 512), (128, 512, 784)] {
+            assert_eq!(grid(m, n, k, 2, Blocking::NARROW), (1, 2), "{m}x{n}x{k}");
         }
     }
 
@@ -1564,7 +1581,9 @@ mod tests {
         ] {
             let (m, n, k) = shape;
             let shares = wide_shares && blocking.share_b;
-            assert_eq!(grid(m, n, k, 2, blocking), (2, 1));
+            if blocking == Blocking::WIDE {
+                assert_eq!(grid(m, n, k, 2, blocking), (2, 1));
+            }
             assert_eq!(shares_b(2, 1, shape, blocking), shares);
             let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
             // Room for a stride of 2 between columns.
