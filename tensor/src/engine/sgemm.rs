@@ -1,9 +1,9 @@
 //! strata's own f32 GEMM for CPUs with AVX-512: `C = A·B` (or `C += A·B`) with `A` and `B`
 //! of any strides, blocked the way BLIS blocks it.
 //!
-//! - `B` is packed, [`KC`] rows by [`Blocking::nc`] columns at a time, into panels of [`NR`] = 32
-//!   columns (`[kc, 32]` each, zero-padded), which the microkernel reads with two vector
-//!   loads per step of `k`;
+//! - `B` is packed, [`KC`] rows by [`Blocking::nc`] columns at a time, into panels of
+//!   [`NR`] = 32 columns (`[kc, 32]` each, zero-padded), which the microkernel reads with
+//!   two vector loads per step of `k`;
 //! - `A` is packed, [`MC`] rows at a time, into panels of [`MR`] = 12 rows (`[kc, 12]`
 //!   each, zero-padded), whose values the microkernel broadcasts;
 //! - packing a transposed operand (a column-major `B`, a row-major `A`) transposes 16 × 16
@@ -18,10 +18,11 @@
 //! Threads: `C` is cut into one rectangle per thread ([`grid`]: rows, columns or both,
 //! whichever gives the smallest largest share), and each thread runs the whole blocked
 //! product on its rectangle with its own packing buffers: one fork-join per product. The
-//! operand the rectangles share is packed by each thread for itself, except (on AMD's CPUs,
-//! [`Blocking`]) for a large `B` under a cut into tall rows (at least [`SHARED_B_MIN_ROWS`] a thread), which the
-//! threads pack together, panel by panel, into one buffer ([`SharedB`]; a thread waits
-//! only for a panel another thread is packing at that moment). Every element of `C` is
+//! operand the rectangles share is packed by each thread for itself, except (on AMD's
+//! CPUs, [`Blocking`]) for a large `B` under a cut into tall rows (at least
+//! [`SHARED_B_MIN_ROWS`] a thread), which the threads pack together, panel by panel, into
+//! one buffer ([`SharedB`]; a thread waits only for a panel another thread is packing at
+//! that moment). Every element of `C` is
 //! computed by the same sequence of operations whatever the split, so results do not
 //! depend on the thread count.
 //!
