@@ -349,7 +349,7 @@ pub(crate) unsafe fn raw_fused<T: Element>(
         && !(rows < OWN_MIN_ROWS && b_cs == 1)
         && own_kernel()
     {
-        use crate::engine::sgemm::{Bias, Epilogue, Operand, sgemm};
+        use crate::engine::sgemm::{Bias, Blocking, Epilogue, Operand, sgemm};
         let op = |p: *mut T, v: Strided| Operand {
             ptr: p.cast_const().cast::<f32>(),
             rs: v.rs,
@@ -380,6 +380,7 @@ pub(crate) unsafe fn raw_fused<T: Element>(
         unsafe {
             if dv.cs == 1 && !short_swap {
                 sgemm(
+                    Blocking::host(),
                     d.cast::<f32>(),
                     dv.rs,
                     (m, n, k),
@@ -393,6 +394,7 @@ pub(crate) unsafe fn raw_fused<T: Element>(
             } else {
                 let ld = if short_swap { dv.rs } else { dv.cs };
                 sgemm(
+                    Blocking::host(),
                     d.cast::<f32>(),
                     ld,
                     (n, m, k),

@@ -96,7 +96,7 @@ impl Blocking {
 
     /// The blocking for this machine's CPU: [`Blocking::WIDE`] on AMD's, otherwise
     /// [`Blocking::NARROW`] (read once, from `cpuid`).
-    fn host() -> Blocking {
+    pub(crate) fn host() -> Blocking {
         static HOST: std::sync::OnceLock<Blocking> = std::sync::OnceLock::new();
         *HOST.get_or_init(|| {
             let id = __cpuid(0);
@@ -248,7 +248,8 @@ pub(crate) fn available() -> bool {
 /// the epilogue `epi` on each element; `c`'s rows start `ldc` apart and hold their `n`
 /// elements contiguously, or with `c_transposed` its columns start `ldc` apart and hold
 /// their `m` elements contiguously (the caller computes a row-major `Dᵀ = Bᵀ·Aᵀ` this
-/// way, when that orientation lets a large operand be read in place).
+/// way, when that orientation lets a large operand be read in place), blocked as
+/// `blocking` says ([`Blocking::host`] for this machine; the tests run both).
 ///
 /// With `parallel`, `c` is cut into one rectangle per thread of the pool ([`grid`]), each
 /// computed by [`serial`] with its own packing buffers: one fork-join per product, and no
@@ -261,39 +262,6 @@ pub(crate) fn available() -> bool {
 /// holds `n` values (per column) or `m` (per row), and nobody writes it during the call.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm(
-    c: *mut f32,
-    ldc: usize,
-    (m, n, k): (usize, usize, usize),
-    a: Operand,
-    b: Operand,
-    accumulate: bool,
-    epi: Epilogue,
-    parallel: bool,
-    c_transposed: bool,
-) {
-    // SAFETY: the caller's contract, passed on.
-    unsafe {
-        blocked(
-            Blocking::host(),
-            c,
-            ldc,
-            (m, n, k),
-            a,
-            b,
-            accumulate,
-            epi,
-            parallel,
-            c_transposed,
-        );
-    }
-}
-
-/// [`sgemm`] with the given blocking (the tests run both on any machine).
-///
-/// # Safety
-/// As [`sgemm`].
-#[allow(clippy::too_many_arguments)]
-unsafe fn blocked(
     blocking: Blocking,
     c: *mut f32,
     ldc: usize,
@@ -691,9 +659,9 @@ fn aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
 
 thread_local! {
     /// This thread's packing buffers (for `B`'s block and `A`'s), kept from one product
-    /// to the next: at most `KC × nc` and `MC × KC` values (up to 2.4 MiB). Taking them from the
-    /// allocator per product cost a `malloc` and a zero fill for every small product of
-    /// a training step.
+    /// to the next: at most `KC × nc` and `MC × KC` values (up to 2.4 MiB). Taking them
+    /// from the allocator per product cost a `malloc` and a zero fill for every small
+    /// product of a training step.
     static PACKING: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
 }
 
@@ -1313,7 +1281,7 @@ mod tests {
                 // SAFETY: the buffers hold every element the strides address; nothing else
                 // touches them.
                 unsafe {
-                    blocked(
+                    sgemm(
                         [Blocking::WIDE, Blocking::NARROW][variant % 2],
                         got.as_mut_ptr(),
                         ldc,
@@ -1491,6 +1459,7 @@ mod tests {
                 // SAFETY: the buffers hold every element the strides address.
                 unsafe {
                     sgemm(
+                        Blocking::host(),
                         rows.as_mut_ptr(),
                         n,
                         (m, n, k),
@@ -1502,6 +1471,7 @@ mod tests {
                         false,
                     );
                     sgemm(
+                        Blocking::host(),
                         cols.as_mut_ptr(),
                         m,
                         (m, n, k),
@@ -1539,7 +1509,7 @@ mod tests {
         // SAFETY: the buffers hold every element the strides address; nothing else touches
         // them.
         unsafe {
-            blocked(
+            sgemm(
                 blocking,
                 c.as_mut_ptr(),
                 n,
