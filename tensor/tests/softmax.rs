@@ -232,3 +232,46 @@ fn softmax_by_hand() {
         0.0
     );
 }
+
+/// Infinities and NaN inside rows long enough for the vectorised paths, along the last
+/// dimension and along the first (the column kernel), as PyTorch gives them: a `+inf`
+/// makes its row NaN (`inf - inf`), a `-inf` gets probability 0 (log-probability `-inf`)
+/// and leaves the rest of its row a distribution, a NaN makes its row NaN.
+#[test]
+fn softmax_f32_special_values_in_long_rows() {
+    let n = 100;
+    let mut data: Vec<f32> = (0..3 * n)
+        .map(|i| ((i * 37) % 101) as f32 * 0.5 - 25.0)
+        .collect();
+    data[3] = f32::INFINITY;
+    data[n + 7] = f32::NEG_INFINITY;
+    data[n + 50] = -200.0;
+    data[2 * n + 99] = f32::NAN;
+    let x = Tensor::<f32>::from_vec(data, &[3, n]).unwrap();
+    for (t, dim) in [
+        (x.clone(), 1isize),
+        (x.transpose(0, 1).unwrap().contiguous(), 0),
+    ] {
+        let p = t.softmax(dim).unwrap();
+        let lp = t.log_softmax(dim).unwrap();
+        let row = |y: &Tensor<f32>, r: usize| -> Vec<f32> {
+            let y = if dim == 1 {
+                y.clone()
+            } else {
+                y.transpose(0, 1).unwrap()
+            };
+            y.contiguous().to_vec()[r * n..(r + 1) * n].to_vec()
+        };
+        assert!(row(&p, 0).iter().all(|v| v.is_nan()), "dim {dim}");
+        assert!(row(&p, 2).iter().all(|v| v.is_nan()), "dim {dim}");
+        let p1 = row(&p, 1);
+        assert_eq!(p1[7], 0.0);
+        assert_eq!(p1[50], 0.0);
+        assert!(p1.iter().all(|v| v.is_finite() && *v >= 0.0));
+        assert!((p1.iter().sum::<f32>() - 1.0).abs() < 1e-5, "dim {dim}");
+        let lp1 = row(&lp, 1);
+        assert_eq!(lp1[7], f32::NEG_INFINITY);
+        assert!(lp1.iter().enumerate().all(|(i, v)| i == 7 || v.is_finite()));
+        assert!(row(&lp, 0).iter().all(|v| v.is_nan()), "dim {dim}");
+    }
+}

@@ -2,12 +2,17 @@
 //! when inlined into a [`dispatch`](crate::engine::simd::dispatch)ed loop.
 //!
 //! Floating-point addition is not associative, so the compiler will not split a running sum
-//! across vector lanes on its own; these kernels keep 16 independent partial results and
-//! combine them at the end (which is also more accurate than one running sum).
+//! across vector lanes on its own; these kernels keep 64 independent partial results (four
+//! vectors of 16 lanes) and combine them at the end (which is also more accurate than one
+//! running sum).
 
 use crate::Element;
 
 const LANES: usize = 16;
+/// Elements per step of [`fold`]'s main loop: four independent groups of [`LANES`]
+/// partial results, so that the adds (or maxima) of consecutive vectors do not wait on
+/// one another.
+const WIDE: usize = 4 * LANES;
 
 /// Combines the lanes in order: `f(…f(f(l0, l1), l2)…, l15)`. (A pairwise tree over the
 /// array made LLVM vectorise the whole kernel, main loop included, as 2-wide pieces.)
@@ -16,64 +21,85 @@ fn combine<T: Element>(lanes: [T; LANES], f: impl Fn(T, T) -> T) -> T {
     lanes[1..].iter().fold(lanes[0], |a, &b| f(a, b))
 }
 
+/// Folds `step(acc, x, y)` over the pairs of `xs` and `ys` (of equal length; single-input
+/// kernels pass the same slice twice) into [`WIDE`] partial results, then merges them:
+/// lane by lane down to [`LANES`], a pass of whole [`LANES`] chunks of what is left, the
+/// lanes in order ([`combine`]), and the scalar tail.
+#[inline(always)]
+fn fold<T: Element>(
+    xs: &[T],
+    ys: &[T],
+    init: T,
+    step: impl Fn(T, T, T) -> T,
+    merge: impl Fn(T, T) -> T,
+) -> T {
+    debug_assert_eq!(xs.len(), ys.len());
+    // Four named accumulators rather than one array of 64: with an array (or an array
+    // of four), LLVM kept the partial results in memory, or did not vectorise at all.
+    let (mut a0, mut a1, mut a2, mut a3) =
+        ([init; LANES], [init; LANES], [init; LANES], [init; LANES]);
+    let (cx, cy) = (xs.chunks_exact(WIDE), ys.chunks_exact(WIDE));
+    let (rx, ry) = (cx.remainder(), cy.remainder());
+    for (a, b) in cx.zip(cy) {
+        lane_step(&mut a0, &a[..LANES], &b[..LANES], &step);
+        lane_step(&mut a1, &a[LANES..2 * LANES], &b[LANES..2 * LANES], &step);
+        lane_step(
+            &mut a2,
+            &a[2 * LANES..3 * LANES],
+            &b[2 * LANES..3 * LANES],
+            &step,
+        );
+        lane_step(&mut a3, &a[3 * LANES..], &b[3 * LANES..], &step);
+    }
+    let mut lanes = a0;
+    for (((l, a), b), c) in lanes.iter_mut().zip(a1).zip(a2).zip(a3) {
+        *l = merge(merge(merge(*l, a), b), c);
+    }
+    let (cx, cy) = (rx.chunks_exact(LANES), ry.chunks_exact(LANES));
+    let (tx, ty) = (cx.remainder(), cy.remainder());
+    for (a, b) in cx.zip(cy) {
+        lane_step(&mut lanes, a, b, &step);
+    }
+    let mut acc = combine(lanes, merge);
+    for (&x, &y) in tx.iter().zip(ty) {
+        acc = step(acc, x, y);
+    }
+    acc
+}
+
+/// One step of [`fold`] on one group of lanes.
+#[inline(always)]
+fn lane_step<T: Element>(lanes: &mut [T; LANES], xs: &[T], ys: &[T], step: &impl Fn(T, T, T) -> T) {
+    for ((l, &x), &y) in lanes.iter_mut().zip(xs).zip(ys) {
+        *l = step(*l, x, y);
+    }
+}
+
 /// The sum of `xs`.
 #[inline(always)]
 pub(crate) fn sum_contiguous<T: Element>(xs: &[T]) -> T {
-    let mut lanes = [T::zero(); LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += v;
-        }
-    }
-    let mut s = combine(lanes, |a, b| a + b);
-    for &v in rest {
-        s += v;
-    }
-    s
+    fold(xs, xs, T::zero(), |s, x, _| s + x, |a, b| a + b)
 }
 
-/// Writes `exp(x - shift)` of every `x` into `out` and returns their sum (one pass).
+/// Writes `exp(x - shift)` of every `x` into `out` and returns their sum; `shift` must
+/// be at least every `x` (their maximum, as in softmax), or NaN.
+///
+/// Two passes, the second over `out` while it is still in cache: a running sum inside
+/// the exponential's loop made LLVM keep the partial sums in memory, one store-to-load
+/// round trip per vector.
 #[inline(always)]
 pub(crate) fn exp_shifted_sum<T: Element, const FMA: bool>(xs: &[T], shift: T, out: &mut [T]) -> T {
     debug_assert_eq!(xs.len(), out.len());
-    let mut lanes = [T::zero(); LANES];
-    let (cx, mut co) = (xs.chunks_exact(LANES), out.chunks_exact_mut(LANES));
-    let rx = cx.remainder();
-    for (c, o) in cx.zip(&mut co) {
-        for ((l, o), &v) in lanes.iter_mut().zip(o.iter_mut()).zip(c) {
-            let e = (v - shift).exp_with::<FMA>();
-            *o = e;
-            *l += e;
-        }
+    for (o, &v) in out.iter_mut().zip(xs) {
+        *o = (v - shift).exp_nonpositive_with::<FMA>();
     }
-    let mut s = combine(lanes, |a, b| a + b);
-    for (o, &v) in co.into_remainder().iter_mut().zip(rx) {
-        let e = (v - shift).exp_with::<FMA>();
-        *o = e;
-        s += e;
-    }
-    s
+    sum_contiguous(out)
 }
 
 /// The dot product of `xs` and `ys` (of equal length).
 #[inline(always)]
 pub(crate) fn dot_contiguous<T: Element>(xs: &[T], ys: &[T]) -> T {
-    debug_assert_eq!(xs.len(), ys.len());
-    let mut lanes = [T::zero(); LANES];
-    let (cx, cy) = (xs.chunks_exact(LANES), ys.chunks_exact(LANES));
-    let (rx, ry) = (cx.remainder(), cy.remainder());
-    for (a, b) in cx.zip(cy) {
-        for ((l, &x), &y) in lanes.iter_mut().zip(a).zip(b) {
-            *l += x * y;
-        }
-    }
-    let mut s = combine(lanes, |a, b| a + b);
-    for (&x, &y) in rx.iter().zip(ry) {
-        s += x * y;
-    }
-    s
+    fold(xs, ys, T::zero(), |s, x, y| s + x * y, |a, b| a + b)
 }
 
 /// NaN-propagating maximum of two values (`b` wins when it is NaN or larger).
@@ -87,19 +113,8 @@ pub(crate) fn max_nan<T: Element>(a: T, b: T) -> T {
 /// poisons the sum), one select per element.
 #[inline(always)]
 pub(crate) fn max_ignoring_nan<T: Element>(xs: &[T]) -> T {
-    let mut lanes = [T::neg_infinity(); LANES];
-    let chunks = xs.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l = if v > *l { v } else { *l };
-        }
-    }
-    let mut m = combine(lanes, |a, b| if b > a { b } else { a });
-    for &v in rest {
-        m = if v > m { v } else { m };
-    }
-    m
+    let larger = |a: T, b: T| if b > a { b } else { a };
+    fold(xs, xs, T::neg_infinity(), |m, x, _| larger(m, x), larger)
 }
 
 /// The maximum of `xs` (`-inf` when empty), NaN if any element is NaN.
@@ -131,6 +146,34 @@ pub(crate) fn max_contiguous<T: Element>(xs: &[T]) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every length around the 16- and 64-element steps: integer values, so that the
+    /// sums are exact whatever the order.
+    #[test]
+    fn folds_cover_every_element_at_every_length() {
+        for n in [0, 1, 15, 16, 17, 63, 64, 65, 79, 80, 127, 128, 200, 1000] {
+            let xs: Vec<f32> = (0..n).map(|i| ((i * 37) % 23) as f32 - 11.0).collect();
+            let ys: Vec<f32> = (0..n).map(|i| (i % 5) as f32).collect();
+            assert_eq!(sum_contiguous(&xs), xs.iter().sum::<f32>(), "n = {n}");
+            let dot: f32 = xs.iter().zip(&ys).map(|(a, b)| a * b).sum();
+            assert_eq!(dot_contiguous(&xs, &ys), dot, "n = {n}");
+            let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max_ignoring_nan(&xs), max, "n = {n}");
+            if n > 0 {
+                // The largest element in each position in turn: in a wide group, in the
+                // 16-lane pass, in the scalar tail.
+                for at in [0, n / 2, n - 1] {
+                    let mut peak = xs.clone();
+                    peak[at] = 99.0;
+                    assert_eq!(max_ignoring_nan(&peak), 99.0, "n = {n}, at {at}");
+                    peak[at] = f32::NAN;
+                    let rest = (0..n).filter(|&i| i != at).map(|i| xs[i]);
+                    let want = rest.fold(f32::NEG_INFINITY, f32::max);
+                    assert_eq!(max_ignoring_nan(&peak), want, "n = {n}, NaN at {at}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn lane_kernels_match_scalar_loops() {

@@ -59,24 +59,19 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     exp_f32_with::<false>(x)
 }
 
-/// [`exp_f32`], its multiply-adds fused when `FMA` (about two thirds of the instructions;
-/// the last bit may differ).
+/// Above this, `exp` overflows to +inf: just above ln(f32::MAX).
+const EXP_HI: f32 = 88.722_84;
+/// Below this, `exp` flushes to 0: ln(f32::MIN_POSITIVE).
+const EXP_LO: f32 = -87.336_55;
+
+/// `exp`'s range reduction and polynomial for `xc` in `[EXP_LO, EXP_HI]` (or NaN):
+/// `(p, n)` with `e^xc = p · 2^n`, `p` in about `[0.7, 1.4]`.
 #[inline(always)]
-pub(crate) fn exp_f32_with<const FMA: bool>(x: f32) -> f32 {
-    const HI: f32 = 88.722_84; // just above ln(f32::MAX): exp overflows to +inf
-    const LO: f32 = -87.336_55; // ln(f32::MIN_POSITIVE): below, flush to 0
+fn exp_reduced<const FMA: bool>(xc: f32) -> (f32, i32) {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     let (c1, c2) = EXP_LN2;
     let [p0, p1, p2, p3, p4, p5] = EXP_POLY;
     const SHIFTER: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    // Comparisons rather than min/max so that NaN passes through.
-    let xc = if x > HI {
-        HI
-    } else if x < LO {
-        LO
-    } else {
-        x
-    };
     let t = madd::<FMA>(xc, LOG2E, SHIFTER);
     let n = t - SHIFTER;
     let r = madd::<FMA>(-n, c2, madd::<FMA>(-n, c1, xc));
@@ -86,13 +81,44 @@ pub(crate) fn exp_f32_with<const FMA: bool>(x: f32) -> f32 {
     p = madd::<FMA>(p, r, p4);
     p = madd::<FMA>(p, r, p5);
     let p = madd::<FMA>(p, r * r, r) + 1.0;
-    // n as an integer, read from the mantissa of t; 2^n built from its exponent bits.
-    // n = 128 (possible only near the top of the range) is split as 2^127 * 2.
-    let ni = (t.to_bits() as i32).wrapping_sub(SHIFTER.to_bits() as i32);
+    // n as an integer, read from the mantissa of t.
+    (
+        p,
+        (t.to_bits() as i32).wrapping_sub(SHIFTER.to_bits() as i32),
+    )
+}
+
+/// [`exp_f32`], its multiply-adds fused when `FMA` (about two thirds of the instructions;
+/// the last bit may differ).
+#[inline(always)]
+pub(crate) fn exp_f32_with<const FMA: bool>(x: f32) -> f32 {
+    // Comparisons rather than min/max so that NaN passes through.
+    let xc = if x > EXP_HI {
+        EXP_HI
+    } else if x < EXP_LO {
+        EXP_LO
+    } else {
+        x
+    };
+    let (p, ni) = exp_reduced::<FMA>(xc);
+    // 2^n built from its exponent bits; n = 128 (possible only near the top of the
+    // range) is split as 2^127 * 2.
     let top = (ni > 127) as i32;
     let scale = f32::from_bits(((ni - top + 127) as u32) << 23);
     let y = p * scale * (1 + top) as f32;
-    if x < LO { 0.0 } else { y }
+    if x < EXP_LO { 0.0 } else { y }
+}
+
+/// [`exp_f32_with`] for `x <= 0` (or NaN), as softmax's shifted inputs are: no overflow
+/// to guard, so `2^n` is one exponent field (n is at most 0), a few instructions fewer
+/// per value. Wrong for `x > 0`.
+#[inline(always)]
+pub(crate) fn exp_nonpositive_f32_with<const FMA: bool>(x: f32) -> f32 {
+    debug_assert!(!(x > 0.0), "exp_nonpositive_f32_with({x})");
+    let xc = if x < EXP_LO { EXP_LO } else { x };
+    let (p, ni) = exp_reduced::<FMA>(xc);
+    let y = p * f32::from_bits(((ni + 127) as u32) << 23);
+    if x < EXP_LO { 0.0 } else { y }
 }
 
 /// tanh(x) for f32: an odd polynomial near 0 (Cephes' `tanhf`), `1 - 2 / (e^2|x| + 1)` beyond.
@@ -171,6 +197,30 @@ mod tests {
         assert_eq!(exp_f32(100.0), f32::INFINITY);
         assert_eq!(exp_f32(-100.0), 0.0);
         assert!(exp_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn exp_nonpositive_matches_exp() {
+        // Below ln(f32::MIN_POSITIVE) both flush to 0, where libm goes subnormal.
+        for x in grid(-90.0, -87.0, 10_007) {
+            assert_eq!(exp_nonpositive_f32_with::<true>(x), exp_f32_with::<true>(x));
+        }
+        for x in grid(-87.0, 0.0, 200_003) {
+            let want = (x as f64).exp() as f32;
+            for got in [
+                exp_nonpositive_f32_with::<false>(x),
+                exp_nonpositive_f32_with::<true>(x),
+            ] {
+                assert!(ulps(got, want) <= 2, "exp({x}) = {got}, want {want}");
+            }
+            assert_eq!(exp_nonpositive_f32_with::<false>(x), exp_f32(x));
+        }
+        let e = exp_nonpositive_f32_with::<false>;
+        assert_eq!(e(0.0), 1.0);
+        assert_eq!(e(-0.0), 1.0);
+        assert_eq!(e(f32::NEG_INFINITY), 0.0);
+        assert_eq!(e(-100.0), 0.0);
+        assert!(e(f32::NAN).is_nan());
     }
 
     #[test]

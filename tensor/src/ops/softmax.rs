@@ -60,7 +60,7 @@ fn columns<T: Element>(x: &[T], out: &mut [T], n: usize, inner: usize, kind: Kin
             &mut out[i * inner..(i + 1) * inner],
         );
         for ((o, &v), (s, &m)) in os.iter_mut().zip(xs).zip(sum.iter_mut().zip(&max)) {
-            let e = (v - m).exp_v();
+            let e = (v - m).exp_nonpositive_with::<false>(); // m is the column's maximum
             *s += e;
             if kind == Kind::Softmax {
                 *o = e;

@@ -23,7 +23,7 @@ use faer::Par;
 
 use crate::Element;
 use crate::engine::gemm::{self, PAR_MIN_MACS, RawMat, Strided, parallelism};
-use crate::engine::lanes::{dot_contiguous, max_contiguous};
+use crate::engine::lanes::{dot_contiguous, max_contiguous, sum_contiguous};
 use crate::engine::par::{self, Disjoint};
 use crate::engine::simd::dispatch;
 
@@ -183,25 +183,16 @@ fn check_src<T>(src: &Src<'_, T>, rows: usize, cols: usize) {
     );
 }
 
-/// `x ← exp(x·scale − shift)` over `xs`, returning the sum of the results (16 lanes).
+/// `x ← exp(x·scale − shift)` over `xs`, returning the sum of the results. `shift` is
+/// at least every `x·scale` (the row's scaled maximum), or NaN. The sum is a second pass
+/// over the row while it is in cache: a running sum in the exponential's loop kept its
+/// partial sums in memory.
 #[inline(always)]
 fn exp_sum<T: Element>(xs: &mut [T], scale: T, shift: T) -> T {
-    let mut lanes = [T::zero(); 16];
-    let mut chunks = xs.chunks_exact_mut(16);
-    for c in &mut chunks {
-        for (l, x) in lanes.iter_mut().zip(c.iter_mut()) {
-            let e = (*x * scale - shift).exp_v();
-            *x = e;
-            *l += e;
-        }
+    for x in xs.iter_mut() {
+        *x = (*x * scale - shift).exp_nonpositive_with::<false>();
     }
-    let mut sum = lanes.iter().fold(T::zero(), |a, &b| a + b);
-    for x in chunks.into_remainder() {
-        let e = (*x * scale - shift).exp_v();
-        *x = e;
-        sum += e;
-    }
-    sum
+    sum_contiguous(xs)
 }
 
 /// `Σ x[k·xs]·y[k·ys]` for `k < n`.
