@@ -81,6 +81,13 @@ pub(crate) fn sum_contiguous<T: Element>(xs: &[T]) -> T {
     fold(xs, xs, T::zero(), |s, x, _| s + x, |a, b| a + b)
 }
 
+/// `Σ (x − mu)²` over `xs`, without writing the centred values.
+#[inline(always)]
+pub(crate) fn centred_square_sum<T: Element>(xs: &[T], mu: T) -> T {
+    let square = |x: T| (x - mu) * (x - mu);
+    fold(xs, xs, T::zero(), |s, x, _| s + square(x), |a, b| a + b)
+}
+
 /// Writes `exp(x - shift)` of every `x` into `out` and returns their sum; `shift` must
 /// be at least every `x` (their maximum, as in softmax), or NaN.
 ///
@@ -157,6 +164,9 @@ mod tests {
             assert_eq!(sum_contiguous(&xs), xs.iter().sum::<f32>(), "n = {n}");
             let dot: f32 = xs.iter().zip(&ys).map(|(a, b)| a * b).sum();
             assert_eq!(dot_contiguous(&xs, &ys), dot, "n = {n}");
+            let mu = 0.5;
+            let sq: f32 = xs.iter().map(|x| (x - mu) * (x - mu)).sum();
+            assert_eq!(centred_square_sum(&xs, mu), sq, "n = {n}");
             let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             assert_eq!(max_ignoring_nan(&xs), max, "n = {n}");
             if n > 0 {
