@@ -7,10 +7,19 @@
 
 use crate::engine::iter::Coalesced;
 use crate::engine::par::{self, Cost};
-use crate::engine::simd::dispatch;
+use crate::engine::simd::{dispatch, prefetch};
 use crate::handle::layout::broadcast_dims;
 use crate::handle::storage::{alloc, try_alloc};
 use crate::{Dims, Element, Result, Tensor};
+
+/// Elements per step of a transcendental map, and how many steps ahead it prefetches its
+/// input. Such a map is slow enough per element that the hardware prefetchers fall behind
+/// its stream (or do not follow it at all, depending on how the operands sit in memory):
+/// on Sapphire Rapids, one thread over 16M floats took 20–36 ms for GELU and 10.3 ms for
+/// exp without these hints, 16.1 and 7.4–8 ms with them.
+const BLOCK: usize = 128;
+/// See [`BLOCK`].
+const AHEAD: usize = 2;
 
 /// Writes `f(x)` for every element of `src`, in row-major order, into `out`.
 pub(crate) fn map_into<T: Element, U: Copy + Send + Sync>(
@@ -28,8 +37,21 @@ pub(crate) fn map_into<T: Element, U: Copy + Send + Sync>(
             dispatch(
                 #[inline(always)]
                 || {
-                    for (o, &x) in chunk.iter_mut().zip(input) {
-                        *o = f(x);
+                    if cost == Cost::Transcendental {
+                        let blocks = chunk.chunks_mut(BLOCK).zip(input.chunks(BLOCK));
+                        for (b, (o, x)) in blocks.enumerate() {
+                            let next = (b + AHEAD) * BLOCK;
+                            if let Some(next) = input.get(next..(next + BLOCK).min(input.len())) {
+                                prefetch(next);
+                            }
+                            for (o, &x) in o.iter_mut().zip(x) {
+                                *o = f(x);
+                            }
+                        }
+                    } else {
+                        for (o, &x) in chunk.iter_mut().zip(input) {
+                            *o = f(x);
+                        }
                     }
                 },
             )

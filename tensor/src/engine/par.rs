@@ -41,7 +41,7 @@ use rayon::prelude::*;
 pub(crate) const PAR_MIN_WORK: usize = 1 << 15;
 
 /// Relative cost of one element of an op, in units of one add.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Cost {
     /// add, mul, max, relu, copy
     Cheap,

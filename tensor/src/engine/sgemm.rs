@@ -34,7 +34,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::engine::par;
-use crate::handle::storage::alloc;
+use crate::handle::storage::{Buffer, alloc};
 
 /// Rows of a microkernel tile (and of a packed panel of `A`).
 pub(crate) const MR: usize = 12;
@@ -285,7 +285,7 @@ pub(crate) unsafe fn sgemm(
     let (tm, tn) = grid(m, n, k, threads, blocking);
     // Threads that split the rows all read the whole of `b`: when its blocks are too large
     // to stay in a core's cache anyway, they pack it once, together.
-    let mut store = Vec::new();
+    let mut store = Buffer::new();
     let shared = shares_b(tm, tn, (m, n, k), blocking)
         .then(|| SharedB::new(&mut store, n, k, blocking.nc))
         .flatten();
@@ -367,7 +367,7 @@ impl SharedB {
     /// The shared packing of a `k × n` `b` in `store` (taken from the cache of freed
     /// buffers, where [`recycle`] puts it back), or `None` when `b` is larger than
     /// [`SHARED_B_MAX`].
-    fn new(store: &mut Vec<f32>, n: usize, k: usize, nc: usize) -> Option<SharedB> {
+    fn new(store: &mut Buffer<f32>, n: usize, k: usize, nc: usize) -> Option<SharedB> {
         let (region, k_blocks) = (Self::block_len(n, k, nc), k.div_ceil(KC));
         let blocks = n.div_ceil(nc).checked_mul(k_blocks)?;
         let len = blocks.checked_mul(region)?;
@@ -662,12 +662,13 @@ thread_local! {
     /// to the next: at most `KC × nc` and `MC × KC` values (up to 2.4 MiB). Taking them
     /// from the allocator per product cost a `malloc` and a zero fill for every small
     /// product of a training step.
-    static PACKING: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
+    static PACKING: Cell<(Buffer<f32>, Buffer<f32>)> =
+        const { Cell::new((Buffer::new(), Buffer::new())) };
 }
 
 /// Makes `buf` hold at least `len` values (its contents are then unspecified), handing
 /// a buffer too small back to the cache of freed buffers.
-fn grow(buf: &mut Vec<f32>, len: usize) {
+fn grow(buf: &mut Buffer<f32>, len: usize) {
     if buf.len() < len {
         recycle(std::mem::replace(buf, alloc::<f32>(len)));
     }
@@ -675,7 +676,7 @@ fn grow(buf: &mut Vec<f32>, len: usize) {
 
 /// Hands `buf` to the cache of freed buffers (which keeps large ones for the next
 /// allocation of their length).
-fn recycle(buf: Vec<f32>) {
+fn recycle(buf: Buffer<f32>) {
     let n = buf.len();
     if n > 0 {
         drop(crate::Tensor::from_contiguous(buf, &[n]));

@@ -113,7 +113,7 @@ pub(crate) fn contiguous_copy<T: Element>(
     shape: &[usize],
     strides: &[usize],
     offset: usize,
-) -> Option<Vec<T>> {
+) -> Option<crate::handle::storage::Buffer<T>> {
     let nd = shape.len();
     // A last dimension of stride 1 copies in runs already, and one of stride 0 (a broadcast
     // row) fills in runs.

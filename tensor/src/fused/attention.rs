@@ -20,7 +20,7 @@ mod kernel;
 use kernel::{AttentionShape, Dst, Grads, MaskSrc, Mats, Settings, Src};
 
 use crate::handle::layout::{broadcast_shapes, check_shape, numel};
-use crate::handle::storage::alloc;
+use crate::handle::storage::{Buffer, alloc};
 use crate::{Element, Result, Tensor, TensorError};
 
 /// A mask for the attention kernels, broadcastable to the scores `[batch.., L, S]`.
@@ -379,10 +379,10 @@ impl<T: Element> Tensor<T> {
             with_matrix(&batch, d.s, d.e),
             with_matrix(&batch, d.s, d.ev),
         ];
-        let mut bufs: Vec<Vec<T>> = shapes
+        let mut bufs: Vec<Buffer<T>> = shapes
             .iter()
             .zip(needs)
-            .map(|(s, n)| if n { alloc(numel(s)) } else { Vec::new() })
+            .map(|(s, n)| if n { alloc(numel(s)) } else { Buffer::new() })
             .collect();
         let mut slots = bufs.iter_mut();
         let mut grads = Grads {
@@ -501,12 +501,12 @@ impl<T: Element> Tensor<T> {
         let mut dq = if needs[0] {
             alloc(numel(&shapes[0]))
         } else {
-            Vec::new()
+            Buffer::new()
         };
         let mut dk = if needs[1] {
             alloc(numel(&shapes[1]))
         } else {
-            Vec::new()
+            Buffer::new()
         };
         let mut grads = Grads {
             buffers: Vec::new(),
@@ -534,7 +534,7 @@ impl<T: Element> Tensor<T> {
             settings(params),
             grads,
         );
-        let finish = |buf: Vec<T>, shape: &[usize], operand: &Tensor<T>| {
+        let finish = |buf: Buffer<T>, shape: &[usize], operand: &Tensor<T>| {
             Tensor::from_contiguous(buf, shape).sum_to_shape(operand.shape())
         };
         Ok([

@@ -16,7 +16,7 @@ use crate::engine::gemm::{
 };
 use crate::engine::par;
 use crate::handle::layout::check_shape;
-use crate::handle::storage::{alloc, alloc_zeroed, try_alloc};
+use crate::handle::storage::{Buffer, alloc, alloc_zeroed, try_alloc};
 use crate::{Element, Result, Tensor, TensorError};
 
 /// Zero padding of a convolution over `D` spatial dimensions, like the `padding` argument
@@ -473,7 +473,7 @@ fn for_each_sample<T: Element>(
     per_sample: usize,
     scratch_len: usize,
     macs_per_sample: usize,
-    f: impl Fn(usize, &mut [T], &mut Vec<T>, Par) + Sync,
+    f: impl Fn(usize, &mut [T], &mut [T], Par) + Sync,
 ) -> Result<()> {
     let n = out.len() / per_sample.max(1);
     if per_sample == 0 {
@@ -756,7 +756,7 @@ impl<T: Element> Tensor<T> {
             dw
         };
         let parallel = chunks > 1 && par::threads() > 1 && g.n * macs >= PAR_MIN_MACS;
-        let partials: Vec<Vec<T>> = if parallel {
+        let partials: Vec<Buffer<T>> = if parallel {
             par::map(chunks, true, |ci| partial(ci, Par::Seq))
         } else {
             let par = parallelism(macs);
@@ -764,7 +764,7 @@ impl<T: Element> Tensor<T> {
         };
         let mut dw = alloc_zeroed::<T>(wlen);
         for p in partials {
-            dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+            dw.iter_mut().zip(p.iter()).for_each(|(a, &b)| *a += b);
         }
         Ok(Tensor::from_contiguous(dw, weight_shape))
     }

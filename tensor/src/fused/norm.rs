@@ -130,10 +130,10 @@ impl<T: Element> Tensor<T> {
             job((r0, parts));
         });
         let stats = LayerNormStats {
-            mean: Tensor::from_vec(mean, &[rows])?,
-            rstd: Tensor::from_vec(rstd, &[rows])?,
+            mean: Tensor::from_buffer(mean, &[rows])?,
+            rstd: Tensor::from_buffer(rstd, &[rows])?,
         };
-        Ok((Tensor::from_vec(out, self.shape())?, stats))
+        Ok((Tensor::from_buffer(out, self.shape())?, stats))
     }
 
     /// The gradients of [`layer_norm`](Tensor::layer_norm) given the output gradient
@@ -263,11 +263,14 @@ impl<T: Element> Tensor<T> {
                     *a += p;
                 }
             }
-            Some((Tensor::from_vec(gw, &[d])?, Tensor::from_vec(gb, &[d])?))
+            Some((
+                Tensor::from_buffer(gw, &[d])?,
+                Tensor::from_buffer(gb, &[d])?,
+            ))
         } else {
             None
         };
-        Ok((Tensor::from_vec(gx, self.shape())?, param_grads))
+        Ok((Tensor::from_buffer(gx, self.shape())?, param_grads))
     }
 }
 

@@ -5,7 +5,7 @@
 //! CPU kernels.
 
 use crate::engine::par::{self, PAR_MIN_WORK};
-use crate::handle::storage::{alloc, try_alloc};
+use crate::handle::storage::{Buffer, alloc, try_alloc};
 use crate::{Element, IndexTensor, Result, Tensor, TensorError};
 
 /// Settings of a 2-d pooling window, PyTorch's `MaxPool2d`/`AvgPool2d` arguments.
@@ -200,7 +200,7 @@ fn out_buffer<U: Element>(
     input: &[usize],
     oh: usize,
     ow: usize,
-) -> Result<Vec<U>> {
+) -> Result<Buffer<U>> {
     try_alloc::<U>(op, &out_shape(input, oh, ow))
 }
 

@@ -56,6 +56,7 @@ mod panels;
 mod tests;
 
 use crate::engine::par::{self, Disjoint};
+use crate::handle::storage::Buffer;
 use crate::{Element, Result, Tensor, TensorError};
 
 /// Which recurrence a fused sequence kernel runs; the gate order of the weights is
@@ -439,16 +440,16 @@ struct Tile<T> {
     u0: usize,
     un: usize,
     /// The tile's product with `W_hh` (forward `[rn, G·un]`, backward `[rn, un]`).
-    prod: Vec<T>,
+    prod: Buffer<T>,
     /// Per-unit state carried from step to step, `[2, rn, un]` (forward: the LSTM's `c`
     /// when nothing is saved, its two halves taking turns as `c_{t-1}` and `c_t`; backward:
     /// the gradient of `c`, in the first half).
-    state: Vec<T>,
+    state: Buffer<T>,
     /// More per-step scratch, `[rn, 5·un]` (forward: activations not saved; backward: gate
     /// gradients).
-    scratch: Vec<T>,
+    scratch: Buffer<T>,
     /// Backward: the part of `∂h_{t-1}` that does not go through `W_hh` (GRU's `z ⊙ ∂h`).
-    carry: Vec<T>,
+    carry: Buffer<T>,
 }
 
 /// Splits a step into tiles. Small steps are one tile; the split depends only on the
@@ -470,10 +471,10 @@ fn tiles<T: Element>(d: &RecurrentShape) -> Vec<Tile<T>> {
                 rn,
                 u0,
                 un,
-                prod: vec![T::zero(); rn * d.g * un],
-                state: vec![T::zero(); 2 * rn * un],
-                scratch: vec![T::zero(); rn * 5 * un],
-                carry: vec![T::zero(); rn * un],
+                prod: vec![T::zero(); rn * d.g * un].into(),
+                state: vec![T::zero(); 2 * rn * un].into(),
+                scratch: vec![T::zero(); rn * 5 * un].into(),
+                carry: vec![T::zero(); rn * un].into(),
             });
         }
     }
@@ -641,7 +642,7 @@ fn walk_tiles<T: Element>(
 
 /// Hands a scratch buffer back to the cache of freed buffers (see `storage`), so the next
 /// call of the same size reuses its mapped pages instead of faulting in fresh ones.
-fn recycle<T: Element>(buf: Vec<T>) {
+fn recycle<T: Element>(buf: Buffer<T>) {
     let n = buf.len();
     drop(Tensor::from_contiguous(buf, &[n]));
 }

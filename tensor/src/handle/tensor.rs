@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::handle::layout::{Layout, check_shape, numel};
-use crate::handle::storage::{Storage, alloc, try_alloc};
+use crate::handle::storage::{Buffer, Storage, alloc, try_alloc};
 use crate::{DType, Element, Result, TensorError};
 
 /// An n-dimensional array of `f32` (the default) or `f64`.
@@ -56,6 +56,12 @@ impl<T: Element> Tensor<T> {
     /// [`TensorError::DataLength`] when `data.len()` is not the product of `shape`, and
     /// [`TensorError::TooLarge`] when that product overflows.
     pub fn from_vec(data: Vec<T>, shape: &[usize]) -> Result<Self> {
+        Self::from_buffer(Buffer::from(data), shape)
+    }
+
+    /// [`from_vec`](Tensor::from_vec) for a buffer from the crate's allocator.
+    pub(crate) fn from_buffer(data: impl Into<Buffer<T>>, shape: &[usize]) -> Result<Self> {
+        let data = data.into();
         let n = check_shape::<T>("from_vec", shape)?;
         if data.len() != n {
             return Err(TensorError::DataLength {
@@ -101,7 +107,8 @@ impl<T: Element> Tensor<T> {
     /// release builds too, since the kernels index the storage through the layout.
     #[inline]
     #[track_caller]
-    pub(crate) fn from_contiguous(data: Vec<T>, shape: &[usize]) -> Self {
+    pub(crate) fn from_contiguous(data: impl Into<Buffer<T>>, shape: &[usize]) -> Self {
+        let data = data.into();
         assert_eq!(
             data.len(),
             numel(shape),

@@ -95,7 +95,10 @@ impl IndexTensor {
     /// The indices as a float tensor of the same shape.
     pub fn to_tensor<T: Element>(&self) -> Tensor<T> {
         Tensor::from_contiguous(
-            self.data.iter().map(|&i| T::from_f64(i as f64)).collect(),
+            self.data
+                .iter()
+                .map(|&i| T::from_f64(i as f64))
+                .collect::<Vec<T>>(),
             &self.shape,
         )
     }

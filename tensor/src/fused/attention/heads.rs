@@ -7,7 +7,7 @@ use super::{
     HeadInputs, HeadLayout, SdpaMask, SdpaParams, batch_mats, dropout_src, mask_src, settings, src,
 };
 use crate::handle::layout::{contiguous_strides, numel};
-use crate::handle::storage::alloc;
+use crate::handle::storage::{Buffer, alloc};
 use crate::{Element, Result, Tensor, TensorError};
 
 /// A token-major projection `[N, L, C]` / `[L, N, C]` / `[L, C]` seen as its parts.
@@ -309,10 +309,10 @@ impl<T: Element> Tensor<T> {
             }
             HeadInputs::Separate(q, k, v) => {
                 let shapes = [q.shape().to_vec(), k.shape().to_vec(), v.shape().to_vec()];
-                let mut bufs: Vec<Vec<T>> = shapes
+                let mut bufs: Vec<Buffer<T>> = shapes
                     .iter()
                     .zip(needs)
-                    .map(|(s, n)| if n { alloc(numel(s)) } else { Vec::new() })
+                    .map(|(s, n)| if n { alloc(numel(s)) } else { Buffer::new() })
                     .collect();
                 let mut grads = Grads {
                     buffers: Vec::new(),

@@ -38,7 +38,7 @@ use super::{
 use crate::engine::gemm::{RawMat, Strided, Strided as Operand, parallelism, product as gemm};
 use crate::engine::par::{self, Disjoint};
 use crate::engine::simd::dispatch;
-use crate::handle::storage::{alloc, alloc_zeroed};
+use crate::handle::storage::{Buffer, alloc, alloc_zeroed};
 use crate::{Element, Tensor};
 
 /// What every tile of every step reads or writes.
@@ -77,10 +77,10 @@ struct Slot {
 
 /// The gradients the chunks accumulate into, rows (or entries) in tile-major order.
 struct Sums<T> {
-    w_hh: Option<Vec<T>>,
-    b_hh: Option<Vec<T>>,
-    w_ih: Option<Vec<T>>,
-    b_ih: Option<Vec<T>>,
+    w_hh: Option<Buffer<T>>,
+    b_hh: Option<Buffer<T>>,
+    w_ih: Option<Buffer<T>>,
+    b_ih: Option<Buffer<T>>,
 }
 
 pub(super) fn run<T: Element>(
@@ -222,7 +222,7 @@ pub(super) fn run<T: Element>(
     }
 
     let mut grads = RecurrentGrads::default();
-    let tensor = |v: Vec<T>, shape: &[usize]| Tensor::from_contiguous(v, shape);
+    let tensor = |v: Buffer<T>, shape: &[usize]| Tensor::from_contiguous(v, shape);
     if let (true, Some(_)) = (needs.h0, h0) {
         // ∂h₋ of the first step: through W_hh (block by block of its columns), plus the
         // GRU's direct z ⊙ ∂h.
@@ -264,7 +264,7 @@ pub(super) fn run<T: Element>(
         grads.c0 = Some(tensor(dc0, &[n, h]));
     }
     // Back to PyTorch's row order.
-    let natural = |v: Vec<T>, width: usize| unpermute(&d, &blocks, v, width);
+    let natural = |v: Buffer<T>, width: usize| unpermute(&d, &blocks, v, width);
     grads.w_hh = sums.w_hh.map(|v| tensor(natural(v, h), &[gh, h]));
     grads.w_ih = sums.w_ih.map(|v| tensor(natural(v, input), &[gh, input]));
     let b_hh = sums.b_hh.map(|v| natural(v, 1));
@@ -517,7 +517,7 @@ struct BlockSums<'v, T> {
 
 /// An accumulator split into the unit blocks' ranges, `per_unit` entries per unit.
 fn split<'v, T>(
-    v: &'v mut Option<Vec<T>>,
+    v: &'v mut Option<Buffer<T>>,
     blocks: &[(usize, usize)],
     per_unit: usize,
 ) -> Vec<Option<&'v mut [T]>> {
@@ -588,7 +588,7 @@ fn tile_major(d: &RecurrentShape, blocks: &[(usize, usize)]) -> Vec<usize> {
 
 /// A weight `[G·H, cols]` with its rows moved to their tile-major positions `pos`, the
 /// GRU's n rows zeroed.
-fn pack_rows<T: Element>(d: &RecurrentShape, pos: &[usize], w: &[T], cols: usize) -> Vec<T> {
+fn pack_rows<T: Element>(d: &RecurrentShape, pos: &[usize], w: &[T], cols: usize) -> Buffer<T> {
     let mut out = alloc::<T>(d.gh() * cols);
     for (i, (src, &row)) in w.chunks_exact(cols).zip(pos).enumerate() {
         let dst = &mut out[row * cols..][..cols];
@@ -605,9 +605,9 @@ fn pack_rows<T: Element>(d: &RecurrentShape, pos: &[usize], w: &[T], cols: usize
 fn unpermute<T: Element>(
     d: &RecurrentShape,
     blocks: &[(usize, usize)],
-    v: Vec<T>,
+    v: Buffer<T>,
     width: usize,
-) -> Vec<T> {
+) -> Buffer<T> {
     let mut out = alloc::<T>(v.len());
     for gate in 0..d.g {
         for j in 0..d.h {

@@ -13,7 +13,7 @@ use crate::Element;
 use crate::engine::gemm::{RawMat, Strided, parallelism};
 use crate::engine::par::{self, Disjoint};
 use crate::engine::simd::dispatch;
-use crate::handle::storage::alloc;
+use crate::handle::storage::{Buffer, alloc};
 
 /// The validated, contiguous inputs of one call.
 pub(super) struct Inputs<'a, T> {
@@ -28,9 +28,9 @@ pub(super) struct Inputs<'a, T> {
 
 /// The packed output and, when saving, the activations (see `RecurrentSaved`).
 pub(super) struct Output<T> {
-    pub out: Vec<T>,
-    pub acts: Option<Vec<T>>,
-    pub cells: Option<(Vec<T>, Vec<T>)>,
+    pub out: Buffer<T>,
+    pub acts: Option<Buffer<T>>,
+    pub cells: Option<(Buffer<T>, Buffer<T>)>,
 }
 
 /// What every tile of every step reads or writes.

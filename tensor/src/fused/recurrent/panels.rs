@@ -20,6 +20,7 @@ use faer::Par;
 
 use crate::Element;
 use crate::engine::gemm::{self, RawMat, Strided};
+use crate::handle::storage::Buffer;
 
 /// Columns per panel.
 const NR: usize = 32;
@@ -36,7 +37,7 @@ pub(super) type KOrder<'a> = (usize, &'a dyn Fn(usize, usize));
 
 /// The right operands of a walk's per-step products, one per unit block, each `[k, n_b]`.
 pub(super) struct StepWeights<T> {
-    data: Vec<T>,
+    data: Buffer<T>,
     /// Per block: its first element in `data` and its columns `n_b`.
     blocks: Vec<(usize, usize)>,
     k: usize,
@@ -346,7 +347,7 @@ pub(super) fn pack_groups<T: Element>(
     (src, ld): (&[T], usize),
     (col, m, k): (usize, usize, usize),
     mut sums: Option<&mut [T]>,
-) -> Vec<T> {
+) -> Buffer<T> {
     let groups = m.div_ceil(MR);
     let mut out = crate::handle::storage::alloc::<T>(groups * k * MR);
     for kk in 0..k {
