@@ -97,6 +97,10 @@ pub(crate) fn dispatch<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// The longest row a row-by-row kernel prefetches whole while it works on the one before
+/// (a third of a 48 KiB L1).
+pub(crate) const PREFETCH_ROW_MAX_BYTES: usize = 16 << 10;
+
 /// Asks the CPU to start loading the cache lines of `xs` into L1, ahead of a pass that
 /// will read them. A hint only: no effect on results, and none on other architectures.
 #[inline(always)]

@@ -2,7 +2,7 @@
 
 use crate::engine::lanes::{centred_square_sum, dot_contiguous, sum_contiguous};
 use crate::engine::par::{self, Disjoint, PAR_MIN_WORK};
-use crate::engine::simd::dispatch;
+use crate::engine::simd::{PREFETCH_ROW_MAX_BYTES, dispatch, prefetch};
 use crate::handle::storage::alloc;
 use crate::{Element, Result, Tensor, TensorError};
 
@@ -77,6 +77,9 @@ impl<T: Element> Tensor<T> {
         let mut rstd = alloc::<T>(rows);
         let inv_d = T::from_f64(1.0 / d as f64);
         let eps = T::from_f64(eps);
+        // Each row starts the next one's loads, as softmax does (4096 × 1024 on two
+        // Sapphire Rapids cores: 0.60–0.61 ms without, 0.58–0.59 ms with).
+        let prefetch_rows = d * size_of::<T>() <= PREFETCH_ROW_MAX_BYTES;
         #[allow(clippy::type_complexity)]
         let job = |(start, (o, (m, r))): (usize, (&mut [T], (&mut [T], &mut [T])))| {
             dispatch(
@@ -89,6 +92,11 @@ impl<T: Element> Tensor<T> {
                         .enumerate()
                     {
                         let row = &xs[(start + k) * d..(start + k + 1) * d];
+                        if prefetch_rows {
+                            if let Some(next) = xs.get((start + k + 1) * d..(start + k + 2) * d) {
+                                prefetch(next);
+                            }
+                        }
                         let mu = sum_contiguous(row) * inv_d;
                         let sq = centred_square_sum(row, mu);
                         let rs = (sq * inv_d + eps).sqrt().recip();

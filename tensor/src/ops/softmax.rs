@@ -10,7 +10,7 @@ use crate::engine::lanes::{
     dot_contiguous, exp_shifted_sum, max_ignoring_nan, max_nan, sum_contiguous,
 };
 use crate::engine::par::{self, Cost};
-use crate::engine::simd::dispatch;
+use crate::engine::simd::{PREFETCH_ROW_MAX_BYTES, dispatch, prefetch};
 use crate::handle::layout::{numel, resolve_dim};
 use crate::handle::storage::alloc;
 use crate::{Element, Result, Tensor, TensorError};
@@ -195,12 +195,22 @@ impl<T: Element> Tensor<T> {
         let mut out = alloc::<T>(xs.len());
         let (n, inner) = block_shape(self.shape(), d);
         let fma = crate::engine::simd::has_fma();
+        // Each row starts the next one's loads: the hardware prefetchers do not follow a
+        // stream into the next 4 KiB page, and a row of 1024 floats is one page (4096 ×
+        // 1024 on two Sapphire Rapids cores: 0.79–0.82 ms without, 0.70–0.75 ms with).
+        let prefetch_rows = inner == 1 && n * size_of::<T>() <= PREFETCH_ROW_MAX_BYTES;
         for_each_block(
             &mut out,
             n * inner,
             #[inline(always)]
             |start, o| {
                 let x = &xs[start..start + o.len()];
+                if prefetch_rows {
+                    let end = start + o.len();
+                    if let Some(next) = xs.get(end..(end + o.len()).min(xs.len())) {
+                        prefetch(next);
+                    }
+                }
                 match (inner == 1, fma) {
                     (true, true) => row::<T, true>(x, o, kind),
                     (true, false) => row::<T, false>(x, o, kind),
