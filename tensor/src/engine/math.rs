@@ -114,7 +114,7 @@ pub(crate) fn exp_f32_with<const FMA: bool>(x: f32) -> f32 {
 /// per value. Wrong for `x > 0`.
 #[inline(always)]
 pub(crate) fn exp_nonpositive_f32_with<const FMA: bool>(x: f32) -> f32 {
-    debug_assert!(!(x > 0.0), "exp_nonpositive_f32_with({x})");
+    debug_assert!(x <= 0.0 || x.is_nan(), "exp_nonpositive_f32_with({x})");
     let xc = if x < EXP_LO { EXP_LO } else { x };
     let (p, ni) = exp_reduced::<FMA>(xc);
     let y = p * f32::from_bits(((ni + 127) as u32) << 23);

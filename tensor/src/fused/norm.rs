@@ -92,10 +92,9 @@ impl<T: Element> Tensor<T> {
                         .enumerate()
                     {
                         let row = &xs[(start + k) * d..(start + k + 1) * d];
-                        if prefetch_rows {
-                            if let Some(next) = xs.get((start + k + 1) * d..(start + k + 2) * d) {
-                                prefetch(next);
-                            }
+                        let next = (start + k + 1) * d..(start + k + 2) * d;
+                        if prefetch_rows && let Some(next) = xs.get(next) {
+                            prefetch(next);
                         }
                         let mu = sum_contiguous(row) * inv_d;
                         let sq = centred_square_sum(row, mu);

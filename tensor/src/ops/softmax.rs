@@ -205,11 +205,9 @@ impl<T: Element> Tensor<T> {
             #[inline(always)]
             |start, o| {
                 let x = &xs[start..start + o.len()];
-                if prefetch_rows {
-                    let end = start + o.len();
-                    if let Some(next) = xs.get(end..(end + o.len()).min(xs.len())) {
-                        prefetch(next);
-                    }
+                let end = start + o.len();
+                if prefetch_rows && let Some(next) = xs.get(end..(end + o.len()).min(xs.len())) {
+                    prefetch(next);
                 }
                 match (inner == 1, fma) {
                     (true, true) => row::<T, true>(x, o, kind),
