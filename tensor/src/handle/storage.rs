@@ -60,9 +60,7 @@ impl<T> Buffer<T> {
             len: 0,
         }
     }
-}
 
-impl<T> Buffer<T> {
     /// The run of elements in use, mutably.
     #[inline]
     pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
@@ -115,11 +113,6 @@ impl<T> Buffer<T> {
         let misaligned = (vec.as_ptr() as usize) % ALIGN;
         // The allocator aligns to `size_of::<T>()` at least, so the gap is whole elements.
         let gap = (ALIGN - misaligned) % ALIGN / size_of::<T>().max(1);
-        let gap = (gap
-            + std::env::var("GAPX")
-                .map(|v| v.parse::<usize>().unwrap())
-                .unwrap_or(0))
-            % 16;
         let start = if gap + len <= vec.len() { gap } else { 0 };
         Buffer { vec, start, len }
     }
