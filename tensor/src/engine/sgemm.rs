@@ -3,7 +3,9 @@
 //!
 //! - `B` is packed, [`KC`] rows by [`Blocking::nc`] columns at a time, into panels of
 //!   [`NR`] = 32 columns (`[kc, 32]` each, zero-padded), which the microkernel reads with
-//!   two vector loads per step of `k`;
+//!   two vector loads per step of `k`; a row-major `B` is packed by the first row of
+//!   tiles as they multiply with it ([`BPanels::Fill`]), so that the packing's loads from
+//!   memory overlap the multiply-adds instead of running before them;
 //! - `A` is packed, [`MC`] rows at a time, into panels of [`MR`] = 12 rows (`[kc, 12]`
 //!   each, zero-padded), whose values the microkernel broadcasts;
 //! - packing a transposed operand (a column-major `B`, a row-major `A`) transposes 16 × 16
@@ -44,6 +46,10 @@ pub(crate) const NR: usize = 32;
 /// while the panels of `B` stream past it. Long enough that the tile of `C` is read and
 /// written once per 512 steps of `k`.
 const KC: usize = 512;
+/// How many steps of `k` ahead the microkernel fetches `B`'s rows. Measured with
+/// `gemm_shapes` on Sapphire Rapids, interleaved over 3 rounds: 4, 8 and 16 steps ran
+/// within the noise of each other for both a packed panel and a row-major operand.
+const PREFETCH_STEPS: usize = 8;
 /// Rows of `A` packed at a time (a multiple of [`MR`]).
 const MC: usize = 16 * MR;
 /// The blocking that depends on the CPU family: how many columns of `B` one packing covers
@@ -576,8 +582,10 @@ unsafe fn serial(
     let (mut bbuf, mut abuf) = PACKING.take();
     grow(&mut bbuf, b_len + ALIGN);
     grow(&mut abuf, a_len + ALIGN);
-    let bpack = aligned(&mut bbuf, b_len);
+    let bpack = aligned(&mut bbuf, b_len).as_mut_ptr();
     let apack = aligned(&mut abuf, a_len);
+    // A row-major `b` is packed by the first row of tiles, as they read it.
+    let fill = shared.is_none() && b.cs == 1;
     for jc in (0..n).step_by(block_cols) {
         let nc = block_cols.min(n - jc);
         let panels = nc.div_ceil(NR);
@@ -589,22 +597,38 @@ unsafe fn serial(
                 // SAFETY: the shared packing is of this b (the caller's contract), and
                 // this is one of the loop's blocks.
                 Some(shared) => unsafe { shared.block(b, (pc, jc), (kc, nc)) },
+                None if fill => bpack.cast_const(),
                 None => {
                     // SAFETY: rows pc..pc + kc and columns jc..jc + nc of b are in bounds
                     // (the contract); the buffer holds `panels` panels of kc × NR.
-                    unsafe { pack_b(bpack, b, (pc, jc), (kc, nc)) };
-                    bpack.as_ptr()
+                    unsafe {
+                        pack_b(
+                            std::slice::from_raw_parts_mut(bpack, b_len),
+                            b,
+                            (pc, jc),
+                            (kc, nc),
+                        )
+                    };
+                    bpack.cast_const()
                 }
             };
-            let bp = Operand {
-                ptr: packed,
-                rs: 0,
-                cs: 0,
-            };
             for ic in (0..m).step_by(MC) {
+                let bp = if fill && ic == 0 {
+                    BPanels::Fill {
+                        src: Operand {
+                            ptr: b.at(pc, jc),
+                            ..b
+                        },
+                        dst: bpack,
+                    }
+                } else {
+                    BPanels::Packed(packed)
+                };
                 let mc = MC.min(m - ic);
                 // SAFETY: rows ic..ic + mc of a and of c are in bounds; the packed
-                // operands are only read by the tiles.
+                // operands are only read by the tiles, but for the panels of b the first
+                // row of tiles writes (with `fill`, for the first block of rows) before
+                // any other tile reads them.
                 unsafe {
                     let ap = if a_in_place {
                         APanels::InPlace(Operand {
@@ -636,6 +660,15 @@ fn in_place_max_n(rs: usize) -> usize {
     } else {
         8 * NR
     }
+}
+
+/// Where the tiles read `B`: packed panels (`[kc, NR]` each), or, for the first row of
+/// tiles, the row-major operand itself, which they copy into the panels at `dst` as they
+/// read it (so that the packing's loads overlap the multiply-adds).
+#[derive(Clone, Copy)]
+enum BPanels {
+    Packed(*const f32),
+    Fill { src: Operand, dst: *mut f32 },
 }
 
 /// Where the tiles read `A`: packed panels of [`MR`] rows (`[kc, MR]` each), or the
@@ -690,12 +723,13 @@ fn recycle(buf: Buffer<f32>) {
 /// # Safety
 /// As [`sgemm`]: the tiles' elements of `c` are in bounds and written by no other task;
 /// `ap` holds `mc.div_ceil(MR)` panels (or is the operand's rows `0..mc`, columns `0..kc`)
-/// and `bp` the panels of `kc` rows.
+/// and `bp` the panels of `kc` rows (or, with [`BPanels::Fill`], the operand's rows
+/// `0..kc`, columns `0..nc`, and room for those panels, which only this call uses).
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
 unsafe fn tiles(
     ap: APanels<'_>,
-    bp: Operand,
+    bp: BPanels,
     (kc, mc): (usize, usize),
     panels: std::ops::Range<usize>,
     c: Out,
@@ -709,9 +743,20 @@ unsafe fn tiles(
         for jr in panels.clone() {
             let cols = NR.min(nc - jr * NR);
             // SAFETY: panel ir of A (packed: kc × MR; in place: rows ir·MR.. of the
-            // operand), panel jr of the packed B, and the tile's rows and columns of c.
+            // operand), panel jr of the packed B (written by the tile of row 0 when
+            // filling, read by those after it), and the tile's rows and columns of c.
             unsafe {
-                let b = bp.ptr.add(jr * kc * NR);
+                let (b, fill) = match bp {
+                    BPanels::Packed(p) => ((p.add(jr * kc * NR), NR), None),
+                    BPanels::Fill { src, dst } => {
+                        let panel = dst.add(jr * kc * NR);
+                        if ir == 0 {
+                            ((src.at(0, jr * NR), src.rs), Some(panel))
+                        } else {
+                            ((panel.cast_const(), NR), None)
+                        }
+                    }
+                };
                 let (i, j) = (ic + ir * MR, jc + jr * NR);
                 let t = c.shifted(i, j);
                 let e = epi.map(|e| e.shifted(i, j));
@@ -721,13 +766,24 @@ unsafe fn tiles(
                 };
                 // A ragged tile of up to 4 or 8 rows runs a kernel of that many rows
                 // (a third or two thirds of the multiply-adds).
-                match (packed, rows) {
-                    (true, ..=4) => micro::<true, 4>(kc, a, b, t, rows, cols, add, e),
-                    (true, 5..=8) => micro::<true, 8>(kc, a, b, t, rows, cols, add, e),
-                    (true, _) => micro::<true, MR>(kc, a, b, t, rows, cols, add, e),
-                    (false, ..=4) => micro::<false, 4>(kc, a, b, t, rows, cols, add, e),
-                    (false, 5..=8) => micro::<false, 8>(kc, a, b, t, rows, cols, add, e),
-                    (false, _) => micro::<false, MR>(kc, a, b, t, rows, cols, add, e),
+                macro_rules! run {
+                    ($packed:literal, $fill:literal) => {{
+                        match rows {
+                            ..=4 => {
+                                micro::<$packed, $fill, 4>(kc, a, b, fill, t, rows, cols, add, e)
+                            }
+                            5..=8 => {
+                                micro::<$packed, $fill, 8>(kc, a, b, fill, t, rows, cols, add, e)
+                            }
+                            _ => micro::<$packed, $fill, MR>(kc, a, b, fill, t, rows, cols, add, e),
+                        }
+                    }};
+                }
+                match (packed, fill.is_some()) {
+                    (true, false) => run!(true, false),
+                    (true, true) => run!(true, true),
+                    (false, false) => run!(false, false),
+                    (false, true) => run!(false, true),
                 }
             }
         }
@@ -741,18 +797,22 @@ unsafe fn tiles(
 /// read); otherwise it is the first of `rows` row-major rows `a.1` apart, each read for
 /// `kc` contiguous values (the missing rows of a ragged tile re-read the last one; their
 /// results are not stored). Each element of `C` gets the same operations in the same
-/// order whatever `R`.
+/// order whatever `R`. `b.0` is a packed panel (`kc × NR`), or with `FILL` the first of
+/// `kc` rows of `B` `b.1` apart, whose first `cols` values each step reads and stores,
+/// zero-padded to [`NR`], into the panel `fill`.
 ///
 /// # Safety
-/// `a` holds those values and `b` `kc × NR` values; the tile's `rows × cols` elements of
-/// `c` are in bounds and unshared; the epilogue's bias holds the tile's `cols` (or `rows`)
-/// values.
+/// `a` holds those values, and `b` those values; with `FILL`, `fill` holds `kc × NR`
+/// values that nothing else reads or writes during the call; the tile's `rows × cols`
+/// elements of `c` are in bounds and unshared; the epilogue's bias holds the tile's
+/// `cols` (or `rows`) values.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn micro<const PACKED: bool, const R: usize>(
+unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize>(
     kc: usize,
     (a, lda): (*const f32, usize),
-    b: *const f32,
+    (b, ldb): (*const f32, usize),
+    fill: Option<*mut f32>,
     c: Out,
     rows: usize,
     cols: usize,
@@ -794,35 +854,52 @@ unsafe fn micro<const PACKED: bool, const R: usize>(
         debug_assert!(R <= MR && rows <= R);
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         let mut pb = b;
+        let ldb = if FILL { ldb } else { NR };
+        let mut dst = fill.unwrap_or(std::ptr::null_mut());
+        // One step of `B`: from its panel, or (with `FILL`) from the operand's row, which
+        // is also stored into the panel. The panel streams from L2 and the operand from
+        // further away: fetch them ahead (on Sapphire Rapids, 1024³ on one thread
+        // 184–194 → 197–202 GFLOP/s for the panels).
+        macro_rules! step_b {
+            () => {{
+                let ahead = pb.wrapping_add(PREFETCH_STEPS * ldb);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16).cast());
+                let (b0, b1) = if FILL {
+                    let b0 = _mm512_maskz_loadu_ps(lo, pb);
+                    let b1 = _mm512_maskz_loadu_ps(hi, pb.wrapping_add(16));
+                    _mm512_storeu_ps(dst, b0);
+                    _mm512_storeu_ps(dst.add(16), b1);
+                    dst = dst.add(NR);
+                    (b0, b1)
+                } else {
+                    (_mm512_loadu_ps(pb), _mm512_loadu_ps(pb.add(16)))
+                };
+                pb = pb.wrapping_add(ldb);
+                (b0, b1)
+            }};
+        }
         if PACKED {
             let mut pa = a;
             for _ in 0..kc {
-                // The panel of `B` streams from L2: fetch 8 steps ahead (on Sapphire
-                // Rapids, 1024³ on one thread 184–194 → 197–202 GFLOP/s).
-                _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(8 * NR).cast());
-                _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(8 * NR + 16).cast());
-                let b0 = _mm512_loadu_ps(pb);
-                let b1 = _mm512_loadu_ps(pb.add(16));
+                let (b0, b1) = step_b!();
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let ar = _mm512_set1_ps(*pa.add(r));
                     acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
                     acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
                 }
                 pa = pa.add(MR);
-                pb = pb.add(NR);
             }
         } else {
             // Each row's pointer, the missing rows of a ragged tile on the last one.
             let row: [*const f32; R] = std::array::from_fn(|r| a.add(r.min(rows - 1) * lda));
             for kk in 0..kc {
-                let b0 = _mm512_loadu_ps(pb);
-                let b1 = _mm512_loadu_ps(pb.add(16));
+                let (b0, b1) = step_b!();
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let ar = _mm512_set1_ps(*row[r].add(kk));
                     acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
                     acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
                 }
-                pb = pb.add(NR);
             }
         }
         let (col_bias, row_bias, relu) = match epi {
