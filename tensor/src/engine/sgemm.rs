@@ -906,41 +906,46 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize>(
             None => (None, None, false),
             Some(Epilogue { bias, relu }) => match bias {
                 Bias::None => (None, None, relu),
-                Bias::Cols(p) => (
-                    Some((
-                        _mm512_maskz_loadu_ps(lo, p),
-                        _mm512_maskz_loadu_ps(hi, p.add(16)),
-                    )),
-                    None,
-                    relu,
-                ),
+                Bias::Cols(p) => (Some(p), None, relu),
                 Bias::Rows(p) => (None, Some(p), relu),
             },
         };
         if c.transposed {
-            // Column j of the tile is a contiguous run of `rows` values of c: through a
-            // buffer, the same operations in the same order as the rows below.
-            let mut tile = [[0f32; NR]; R];
-            for (t, acc) in tile.iter_mut().zip(&acc) {
-                _mm512_storeu_ps(t.as_mut_ptr(), acc[0]);
-                _mm512_storeu_ps(t.as_mut_ptr().add(16), acc[1]);
-            }
-            for j in 0..cols {
-                let col = c.ptr.add(j * ldc);
-                for (r, t) in tile.iter().enumerate().take(rows) {
-                    let p = col.add(r);
-                    let mut v = t[j];
+            // Column j of the tile is a contiguous run of `rows` values of c: the tile is
+            // transposed in registers, 16 columns at a time, and each column gets the
+            // same operations in the same order as the rows below.
+            let mask = lanes(rows);
+            let row_bias = row_bias.map(|p| _mm512_maskz_loadu_ps(mask, p));
+            for half in 0..cols.div_ceil(16) {
+                let mut block = [_mm512_setzero_ps(); 16];
+                for (v, acc) in block.iter_mut().zip(&acc) {
+                    *v = acc[half];
+                }
+                let block = transpose16(block);
+                for (jj, &v) in block.iter().enumerate().take(cols - 16 * half) {
+                    let j = 16 * half + jj;
+                    let col = c.ptr.add(j * ldc);
+                    let mut v = v;
                     if add {
-                        v += *p;
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, col));
                     }
-                    *p = match epi {
-                        Some(e) => e.scalar(v, r, j),
-                        None => v,
-                    };
+                    if let Some(p) = col_bias {
+                        v = _mm512_add_ps(v, _mm512_set1_ps(*p.add(j)));
+                    }
+                    if let Some(b) = row_bias {
+                        v = _mm512_add_ps(v, b);
+                    }
+                    _mm512_mask_storeu_ps(col, mask, clamp(v, relu));
                 }
             }
             return;
         }
+        let col_bias = col_bias.map(|p| {
+            (
+                _mm512_maskz_loadu_ps(lo, p),
+                _mm512_maskz_loadu_ps(hi, p.add(16)),
+            )
+        });
         for (r, acc) in acc.iter().enumerate().take(rows) {
             let row = c.ptr.add(r * ldc);
             let (mut v0, mut v1) = (acc[0], acc[1]);
@@ -957,15 +962,21 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize>(
                 v0 = _mm512_add_ps(v0, b);
                 v1 = _mm512_add_ps(v1, b);
             }
-            if relu {
-                // max(0, v) returns its second operand for a NaN and for ±0, so NaN and
-                // -0 pass through as in `Tensor::relu`.
-                v0 = _mm512_max_ps(_mm512_setzero_ps(), v0);
-                v1 = _mm512_max_ps(_mm512_setzero_ps(), v1);
-            }
-            _mm512_mask_storeu_ps(row, lo, v0);
-            _mm512_mask_storeu_ps(row.add(16), hi, v1);
+            _mm512_mask_storeu_ps(row, lo, clamp(v0, relu));
+            _mm512_mask_storeu_ps(row.add(16), hi, clamp(v1, relu));
         }
+    }
+}
+
+/// `v` clamped at zero with `relu`: max(0, v) returns its second operand for a NaN and for
+/// ±0, so NaN and -0 pass through as in `Tensor::relu`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn clamp(v: __m512, relu: bool) -> __m512 {
+    if relu {
+        _mm512_max_ps(_mm512_setzero_ps(), v)
+    } else {
+        v
     }
 }
 
