@@ -51,9 +51,16 @@ fn faer_parallelism(par: Par, macs: usize) -> Par {
 pub(crate) const OWN_MIN_MACS: usize = 8 * 8 * 8;
 
 /// Products whose destination has fewer rows than this, with a row-major `B`, stay with
-/// faer (measured on one thread at m = 32–96, n = 1024, k = 256: faer 10–25 % faster; from
-/// m = 128 on, and for a transposed `B`, the own kernel is ahead).
-pub(crate) const OWN_MIN_ROWS: usize = 128;
+/// faer, which reads such a `B` without packing it. The own kernel packs it while its first
+/// row of tiles multiplies with it, and is ahead from 16 rows on: measured with
+/// `gemm_shapes` on Sapphire Rapids, faer against the own kernel, on two threads
+/// `16 × 512 × 512` 148–163 against 257–261 GFLOP/s, `32 × 1024 × 256` 135–150 against
+/// 306–315, `96 × 512 × 512` 191–204 against 345–347, and `8 × 256 × 256` 153–154
+/// against 148–155; on one thread `16 × 512 × 512` 99–104 against 114–119 and `8 × 256 ×
+/// 256` 156–157 against 127–131. W3's CNN step (whose per-sample convolution products and
+/// batch-32 input gradient of its Linear have 32 rows) ran 8 % faster on the own kernel,
+/// W2's convolution forward and backward 4 %.
+pub(crate) const OWN_MIN_ROWS: usize = 16;
 
 /// Products of at most this many rows with a column-major `B` (and at least
 /// [`SHORT_SWAP_MIN_K`] deep) run as `Cᵀ = Bᵀ·Aᵀ` on strata's own kernel, which then
@@ -338,7 +345,7 @@ pub(crate) unsafe fn raw_fused<T: Element>(
     let (dv, av, bv) = (dst.view, a.view, b.view);
     // faer's kernel, which reads a row-major right-hand side without packing it, is faster
     // on short products (fewer than OWN_MIN_ROWS rows of C) of such a B: there the own
-    // kernel's packing of B is not repaid (conv's per-sample products, m = out channels).
+    // kernel's packing of B is not repaid.
     // With a column-major destination the product runs as `Cᵀ = Bᵀ·Aᵀ`.
     #[cfg(target_arch = "x86_64")]
     let (rows, b_cs) = if dv.cs == 1 { (m, bv.cs) } else { (n, av.rs) };
