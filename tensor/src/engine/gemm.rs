@@ -62,10 +62,16 @@ pub(crate) const OWN_MIN_MACS: usize = 8 * 8 * 8;
 /// W2's convolution forward and backward 4 %.
 pub(crate) const OWN_MIN_ROWS: usize = 16;
 
-/// Products of at most this many rows with a column-major `B` (and at least
-/// [`SHORT_SWAP_MIN_K`] deep) run as `Cᵀ = Bᵀ·Aᵀ` on strata's own kernel, which then
-/// reads `Bᵀ` in place (see `sgemm`'s `in_place_max_n`).
-pub(crate) const SHORT_SWAP_MAX_ROWS: usize = 256;
+/// Products of at most this many rows, a multiple of the kernel's 32 columns, with a
+/// column-major `B` (and at least [`SHORT_SWAP_MIN_K`] deep) run as `Cᵀ = Bᵀ·Aᵀ` on
+/// strata's own kernel, which then reads `Bᵀ` in place (see `sgemm`'s `in_place_max_n`)
+/// and stores `Cᵀ`'s tiles transposed. The rows of `C` become the columns of `Cᵀ`'s tiles,
+/// so a count of rows that is not a multiple of 32 leaves a tile partly idle. Measured with
+/// `gemm_shapes` on two threads on Sapphire Rapids (`m × 512 × 784`, `B` transposed),
+/// swapped against not: m = 32 295–319 against 252–262 GFLOP/s, 64 304–325 against
+/// 300–306, 96 and 128 the same either way; m = 16, 48, 80, 100, 132, 256 lost 1–22 %
+/// swapped.
+pub(crate) const SHORT_SWAP_MAX_ROWS: usize = 128;
 
 /// Below this depth the transposed stores of a swapped product cost more than the packing
 /// they save (measured: [128, 32]·[32, 128] and [128, 64]·[64, 128] 5 % slower swapped).
@@ -377,6 +383,7 @@ pub(crate) unsafe fn raw_fused<T: Element>(
         // into the row-major c.
         let short_swap = dv.cs == 1
             && m <= SHORT_SWAP_MAX_ROWS
+            && m.is_multiple_of(crate::engine::sgemm::NR)
             && k >= SHORT_SWAP_MIN_K
             && bv.rs == 1
             && bv.cs != 1;
@@ -694,6 +701,66 @@ mod tests {
             Par::Seq,
         );
         assert!(out.iter().all(|&o| o == 0.0));
+    }
+
+    /// Every route an f32 product can take gives the naive product, to f32 rounding: faer
+    /// for a short product of a row-major `B`, the own kernel (packing such a `B` as it
+    /// multiplies) from 16 rows, the swapped `Cᵀ = Bᵀ·Aᵀ` for a short product of a
+    /// column-major `B` whose rows are a multiple of 32, and the plain own kernel otherwise;
+    /// on one thread and on several, overwriting and accumulating.
+    #[test]
+    fn f32_products_match_a_naive_one_on_every_route() {
+        use rand::RngExt;
+        let mut rng = crate::seeded_rng(11);
+        let shapes = [
+            (8, 40, 20, false),
+            (16, 40, 20, false),
+            (20, 70, 300, false),
+            (32, 40, 130, true),
+            (64, 33, 200, true),
+            (48, 40, 130, true),
+            (160, 50, 140, true),
+            (33, 40, 64, true),
+        ];
+        for (m, n, k, tb) in shapes {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let av = Strided::row_major(0, k);
+            let bv = if tb {
+                Strided::transposed(0, k)
+            } else {
+                Strided::row_major(0, n)
+            };
+            let wide = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<_>>();
+            let want = naive(m, n, k, &wide(&a), av, &wide(&b), bv);
+            for (accumulate, par) in [
+                (false, Par::Seq),
+                (true, Par::Rayon(NonZeroUsize::MIN.saturating_add(1))),
+            ] {
+                let init: Vec<f32> = (0..m * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                let mut out = init.clone();
+                slices(
+                    (&mut out, Strided::row_major(0, n)),
+                    (m, n, k),
+                    (&a, av),
+                    (&b, bv),
+                    accumulate,
+                    par,
+                );
+                for (p, (&o, &w)) in out.iter().zip(&want).enumerate() {
+                    let w = if accumulate {
+                        w + f64::from(init[p])
+                    } else {
+                        w
+                    };
+                    let tol = 1e-5 * (k as f64).sqrt() * (1.0 + w.abs());
+                    assert!(
+                        (f64::from(o) - w).abs() <= tol,
+                        "{m}x{n}x{k} tb={tb} accumulate={accumulate}: element {p} {o} vs {w}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
