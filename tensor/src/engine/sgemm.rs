@@ -6,7 +6,7 @@
 //!   two vector loads per step of `k`; a row-major `B` is packed by the first row of
 //!   tiles as they multiply with it ([`BPanels::Fill`]), so that the packing's loads from
 //!   memory overlap the multiply-adds instead of running before them;
-//! - `A` is packed, [`MC`] rows at a time, into panels of [`MR`] = 12 rows (`[kc, 12]`
+//! - `A` is packed, [`Blocking::mc`] rows at a time, into panels of [`MR`] = 12 rows (`[kc, 12]`
 //!   each, zero-padded), whose values the microkernel broadcasts;
 //! - packing a transposed operand (a column-major `B`, a row-major `A`) transposes 16 × 16
 //!   blocks in registers, so that the weight-gradient and `x·Wᵀ` products of training pack
@@ -50,7 +50,7 @@ const KC: usize = 512;
 /// `gemm_shapes` on Sapphire Rapids, interleaved over 3 rounds: 4, 8 and 16 steps ran
 /// within the noise of each other for both a packed panel and a row-major operand.
 const PREFETCH_STEPS: usize = 8;
-/// Rows of `A` packed at a time (a multiple of [`MR`]).
+/// Rows of `A` packed at a time on AMD's CPUs (a multiple of [`MR`]; see [`Blocking::mc`]).
 const MC: usize = 16 * MR;
 /// The blocking that depends on the CPU family: how many columns of `B` one packing covers
 /// and whether threads pack a large `B` together. The two were measured with
@@ -59,6 +59,8 @@ const MC: usize = 16 * MR;
 pub(crate) struct Blocking {
     /// Columns of `B` packed at a time (a multiple of [`NR`]): blocks of `KC × nc`.
     nc: usize,
+    /// Rows of `A` packed at a time (a multiple of [`MR`]): blocks of `mc × KC`.
+    mc: usize,
     /// Whether threads splitting `C`'s rows pack a `B` of blocks over
     /// [`PRIVATE_B_MAX_BLOCK`] together ([`SharedB`]).
     share_b: bool,
@@ -78,6 +80,7 @@ impl Blocking {
     /// unweighted count cut by columns, ran at 150–160 GFLOP/s against 200–210 by rows.
     const WIDE: Blocking = Blocking {
         nc: 32 * NR,
+        mc: MC,
         share_b: true,
         pack_cost: 8,
         column_split_penalty: Some(8),
@@ -92,9 +95,14 @@ impl Blocking {
     /// of a 1024³ product's profile), and a cut by columns costs little extra. Each cut
     /// forced in turn, three times: 128-row products of training (`128 × 784 × 512`,
     /// `128 × 512 × 784`, either `B`) ran at 262–287 GFLOP/s by rows against 290–306 by
-    /// columns; 256³ 314–332 against 303–314; 512³ and 1024³ the same either way.
+    /// columns; 256³ 314–332 against 303–314; 512³ and 1024³ the same either way. Blocks of
+    /// 288 rows of `A` (576 KiB beside `B`'s 1 MiB in L2) against 192, interleaved over
+    /// 6 rounds on two threads, medians: 1024³ 330 against 319 GFLOP/s (315–336 against
+    /// 305–332), 2048³ 320 against 313, 512³ 330 against 329; 384 rows were no better
+    /// than 192 (3 rounds).
     const NARROW: Blocking = Blocking {
         nc: 16 * NR,
+        mc: 24 * MR,
         share_b: false,
         pack_cost: 20,
         column_split_penalty: Some(32),
@@ -320,7 +328,7 @@ pub(crate) unsafe fn sgemm(
                 accumulate,
                 epi.shifted(i0, j0),
                 shared.as_ref(),
-                blocking.nc,
+                blocking,
             );
         }
     });
@@ -536,7 +544,7 @@ fn share(len: usize, parts: usize, p: usize, unit: usize) -> std::ops::Range<usi
 }
 
 /// One thread's product `c (+)= a · b`, blocked the way BLIS blocks it (see the module
-/// docs), packing `B` `block_cols` ([`Blocking::nc`]) columns at a time.
+/// docs), packing `B` [`Blocking::nc`] columns and `A` [`Blocking::mc`] rows at a time.
 ///
 /// # Safety
 /// As [`sgemm`], for this rectangle of `c`.
@@ -549,8 +557,9 @@ unsafe fn serial(
     accumulate: bool,
     epi: Epilogue,
     shared: Option<&SharedB>,
-    block_cols: usize,
+    blocking: Blocking,
 ) {
+    let (block_cols, block_rows) = (blocking.nc, blocking.mc);
     if k == 0 {
         for i in 0..m {
             for j in 0..n {
@@ -576,7 +585,7 @@ unsafe fn serial(
         if a_in_place {
             0
         } else {
-            MC.min(m.next_multiple_of(MR)) * KC.min(k)
+            block_rows.min(m.next_multiple_of(MR)) * KC.min(k)
         },
     );
     let (mut bbuf, mut abuf) = PACKING.take();
@@ -612,7 +621,7 @@ unsafe fn serial(
                     bpack.cast_const()
                 }
             };
-            for ic in (0..m).step_by(MC) {
+            for ic in (0..m).step_by(block_rows) {
                 let bp = if fill && ic == 0 {
                     BPanels::Fill {
                         src: Operand {
@@ -624,7 +633,7 @@ unsafe fn serial(
                 } else {
                     BPanels::Packed(packed)
                 };
-                let mc = MC.min(m - ic);
+                let mc = block_rows.min(m - ic);
                 // SAFETY: rows ic..ic + mc of a and of c are in bounds; the packed
                 // operands are only read by the tiles, but for the panels of b the first
                 // row of tiles writes (with `fill`, for the first block of rows) before
@@ -692,7 +701,7 @@ fn aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
 
 thread_local! {
     /// This thread's packing buffers (for `B`'s block and `A`'s), kept from one product
-    /// to the next: at most `KC × nc` and `MC × KC` values (up to 2.4 MiB). Taking them
+    /// to the next: at most `KC × nc` and `mc × KC` values (up to 2.4 MiB). Taking them
     /// from the allocator per product cost a `malloc` and a zero fill for every small
     /// product of a training step.
     static PACKING: Cell<(Buffer<f32>, Buffer<f32>)> =
@@ -1330,6 +1339,7 @@ mod tests {
             (12, 32, 256),
             (13, 33, 257),
             (MC + 5, 70, 40),
+            (Blocking::NARROW.mc + 5, 70, 40),
             (30, Blocking::NARROW.nc + 17, 9),
             (30, Blocking::WIDE.nc + 17, 9),
             (2 * MC + 1, 3 * NR + 1, KC + 3),
