@@ -6,8 +6,8 @@
 //!   two vector loads per step of `k`; a row-major `B` is packed by the first row of
 //!   tiles as they multiply with it ([`BPanels::Fill`]), so that the packing's loads from
 //!   memory overlap the multiply-adds instead of running before them;
-//! - `A` is packed, [`Blocking::mc`] rows at a time, into panels of [`MR`] = 12 rows (`[kc, 12]`
-//!   each, zero-padded), whose values the microkernel broadcasts;
+//! - `A` is packed, [`Blocking::mc`] rows at a time, into panels of [`MR`] = 12 rows
+//!   (`[kc, 12]` each, zero-padded), whose values the microkernel broadcasts;
 //! - packing a transposed operand (a column-major `B`, a row-major `A`) transposes 16 × 16
 //!   blocks in registers, so that the weight-gradient and `x·Wᵀ` products of training pack
 //!   as fast as plain ones;
@@ -52,8 +52,8 @@ const KC: usize = 512;
 const PREFETCH_STEPS: usize = 8;
 /// Rows of `A` packed at a time on AMD's CPUs (a multiple of [`MR`]; see [`Blocking::mc`]).
 const MC: usize = 16 * MR;
-/// The blocking that depends on the CPU family: how many columns of `B` one packing covers
-/// and whether threads pack a large `B` together. The two were measured with
+/// The blocking that depends on the CPU family: how many columns of `B` and rows of `A`
+/// one packing covers and whether threads pack a large `B` together, measured with
 /// `gemm_shapes` on each machine this code has run on, interleaved over several rounds.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Blocking {
