@@ -92,20 +92,25 @@ impl Blocking {
     /// 1024³ 298–304 → 329–347 and 2048³ 294–305 → 320–348. Sharing the packing of `B`
     /// with these blocks cost 2–10 % at n = 512 … 2048 (the other core's cache is further
     /// away than packing is slow). Packing costs about 20 multiply-adds a value (its share
-    /// of a 1024³ product's profile), and a cut by columns costs little extra. Each cut
-    /// forced in turn, three times: 128-row products of training (`128 × 784 × 512`,
-    /// `128 × 512 × 784`, either `B`) ran at 262–287 GFLOP/s by rows against 290–306 by
-    /// columns; 256³ 314–332 against 303–314; 512³ and 1024³ the same either way. Blocks of
-    /// 288 rows of `A` (576 KiB beside `B`'s 1 MiB in L2) against 192, interleaved over
-    /// 6 rounds on two threads, medians: 1024³ 330 against 319 GFLOP/s (315–336 against
-    /// 305–332), 2048³ 320 against 313, 512³ 330 against 329; 384 rows were no better
-    /// than 192 (3 rounds).
+    /// of a 1024³ product's profile), and a cut by columns costs nothing extra: with a
+    /// row-major `B` packed as the tiles use it, cuts by columns (each thread reading half
+    /// of `B`) won on the squares. Each cut forced in turn, interleaved over 6 rounds,
+    /// medians: 512³ 349 GFLOP/s by columns against 337 by rows, 1024³ 335 against 327,
+    /// 2048³ 335 against 324; the grid's own choice against the old one (which counted a
+    /// cut by columns' multiply-adds 1/32 more), 4 rounds: 2048³ 336 against 322, 512³
+    /// 344 against 334, the fused QKV projection (`2048 × 768 × 256`, `B` transposed) 342
+    /// against 337, 256³ and `2048 × 1024 × 256` within the noise. (Before that packing,
+    /// 128-row products of training ran at 262–287 by rows against 290–306 by columns.)
+    /// Blocks of 288 rows of `A` (576 KiB beside `B`'s 1 MiB in L2) against 192,
+    /// interleaved over 6 rounds on two threads, medians: 1024³ 330 against 319 GFLOP/s
+    /// (315–336 against 305–332), 2048³ 320 against 313, 512³ 330 against 329; 384 rows
+    /// were no better than 192 (3 rounds).
     const NARROW: Blocking = Blocking {
         nc: 16 * NR,
         mc: 24 * MR,
         share_b: false,
         pack_cost: 20,
-        column_split_penalty: Some(32),
+        column_split_penalty: None,
     };
 
     /// The blocking for this machine's CPU: [`Blocking::WIDE`] on AMD's, otherwise
@@ -1475,11 +1480,14 @@ mod tests {
             // The wgrad of a 2048-wide batch: a column of `B` per row of `A` packed.
             assert_eq!(grid(1024, 256, 2048, 2, blocking), (2, 1));
         }
-        // Squares by rows; on Sapphire Rapids the 128-row products of training by columns.
-        for blocking in [Blocking::WIDE, Blocking::NARROW] {
-            for m in [208, 248, 256, 280, 512, 1024] {
-                assert_eq!(grid(m, m.max(256), m.max(256), 2, blocking), (2, 1), "{m}");
-            }
+        // Squares by rows on Zen 4, by columns on Sapphire Rapids (as the 128-row products
+        // of training).
+        for m in [208, 248, 256, 280, 512, 1024] {
+            let (n, k) = (m.max(256), m.max(256));
+            assert_eq!(grid(m, n, k, 2, Blocking::WIDE), (2, 1), "{m}");
+        }
+        for m in [256, 512, 1024, 2048] {
+            assert_eq!(grid(m, m, m, 2, Blocking::NARROW), (1, 2), "{m}");
         }
         for (m, n, k) in [(128, 784, 512), (128, 512, 784)] {
             assert_eq!(grid(m, n, k, 2, Blocking::NARROW), (1, 2), "{m}x{n}x{k}");
