@@ -936,10 +936,9 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize>(
                     *v = acc[half];
                 }
                 let block = transpose16(block);
-                for (jj, &v) in block.iter().enumerate().take(cols - 16 * half) {
+                for (jj, mut v) in block.into_iter().enumerate().take(cols - 16 * half) {
                     let j = 16 * half + jj;
                     let col = c.ptr.add(j * ldc);
-                    let mut v = v;
                     if add {
                         v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, col));
                     }
