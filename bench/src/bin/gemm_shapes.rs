@@ -1,6 +1,8 @@
-//! `gemm_shapes MxNxK[:ta][:tb] ...`: the machine's f32 peak and strata's matrix-product
+//! `gemm_shapes [B]xMxNxK[:ta][:tb] ...`: the machine's f32 peak and strata's matrix-product
 //! speed at the shapes given, for tuning the GEMM kernel between criterion runs.
 //!
+//! A leading `B` (as in `128x128x128x32`) times a batch of `B` products (`matmul` of 3-D
+//! tensors, as attention runs them).
 //! `:ta` / `:tb` make `A` / `B` a transposed view (as autograd's backward products are).
 //! Each shape is timed in 5 rounds of repeated products; the median and best rounds are
 //! printed in GFLOP/s, beside the fraction of the peak (register-only FMAs on every thread
@@ -13,8 +15,10 @@ use std::time::Instant;
 
 use strata_tensor::{Tensor, seeded_rng};
 
-/// One product to time: `[m, k] · [k, n]`, either operand possibly transposed.
+/// One product to time: `[batch, m, k] · [batch, k, n]`, either operand possibly
+/// transposed.
 struct Shape {
+    batch: usize,
     m: usize,
     n: usize,
     k: usize,
@@ -33,8 +37,10 @@ fn parse(arg: &str) -> Result<Shape, String> {
                 .map_err(|_| format!("`{arg}`: `{d}` is not a size"))
         })
         .collect::<Result<_, _>>()?;
-    let [m, n, k] = dims[..] else {
-        return Err(format!("`{arg}`: expected MxNxK"));
+    let (batch, m, n, k) = match dims[..] {
+        [m, n, k] => (1, m, n, k),
+        [batch, m, n, k] => (batch, m, n, k),
+        _ => return Err(format!("`{arg}`: expected MxNxK or BxMxNxK")),
     };
     let (mut ta, mut tb) = (false, false);
     for flag in parts {
@@ -44,12 +50,22 @@ fn parse(arg: &str) -> Result<Shape, String> {
             other => return Err(format!("`{arg}`: unknown flag `{other}` (ta, tb)")),
         }
     }
-    if m == 0 || n == 0 || k == 0 || m.checked_mul(k).and_then(|x| x.checked_mul(n)).is_none() {
+    let volume = [m, n, k]
+        .iter()
+        .try_fold(batch, |acc, &d| acc.checked_mul(d));
+    if batch == 0 || m == 0 || n == 0 || k == 0 || volume.is_none() {
         return Err(format!(
             "`{arg}`: sizes must be positive and their product finite"
         ));
     }
-    Ok(Shape { m, n, k, ta, tb })
+    Ok(Shape {
+        batch,
+        m,
+        n,
+        k,
+        ta,
+        tb,
+    })
 }
 
 /// GFLOP/s of `rounds` rounds of `reps` calls, sorted.
@@ -72,7 +88,7 @@ fn main() -> ExitCode {
     let shapes = match shapes {
         Ok(s) if !s.is_empty() => s,
         Ok(_) => {
-            eprintln!("usage: gemm_shapes MxNxK[:ta][:tb] ...");
+            eprintln!("usage: gemm_shapes [B]xMxNxK[:ta][:tb] ...");
             return ExitCode::FAILURE;
         }
         Err(e) => {
@@ -94,12 +110,28 @@ fn main() -> ExitCode {
         None => println!("peak: not measured (no AVX-512, or STRATA_PORTABLE set)"),
     }
     let mut rng = seeded_rng(1);
-    for Shape { m, n, k, ta, tb } in shapes {
+    for Shape {
+        batch,
+        m,
+        n,
+        k,
+        ta,
+        tb,
+    } in shapes
+    {
         let mut operand = |rows: usize, cols: usize, transposed: bool| {
+            let dims = |r: usize, c: usize| {
+                if batch == 1 {
+                    vec![r, c]
+                } else {
+                    vec![batch, r, c]
+                }
+            };
             if transposed {
-                Tensor::<f32>::randn(&[cols, rows], &mut rng).t()
+                let t = Tensor::<f32>::randn(&dims(cols, rows), &mut rng);
+                if batch == 1 { t.t() } else { t.transpose(1, 2) }
             } else {
-                Ok(Tensor::<f32>::randn(&[rows, cols], &mut rng))
+                Ok(Tensor::<f32>::randn(&dims(rows, cols), &mut rng))
             }
         };
         let (a, b) = match (operand(m, k, ta), operand(k, n, tb)) {
@@ -109,7 +141,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let flops = 2.0 * (m * n * k) as f64;
+        let flops = 2.0 * (batch * m * n * k) as f64;
         let reps = ((2e10 / flops) as usize).clamp(1, 2000);
         let rates = rounds(flops, reps, || {
             std::hint::black_box(a.matmul(&b).expect("shapes agree"));
@@ -117,8 +149,13 @@ fn main() -> ExitCode {
         let of_peak = peak.map_or(String::new(), |p| {
             format!("  ({:.0} % of peak)", 100.0 * rates[2] / p)
         });
+        let batch = if batch == 1 {
+            String::new()
+        } else {
+            format!("{batch}x")
+        };
         println!(
-            "{m}x{n}x{k}{}{}: median {:.1} GFLOP/s, best {:.1}{of_peak}",
+            "{batch}{m}x{n}x{k}{}{}: median {:.1} GFLOP/s, best {:.1}{of_peak}",
             if ta { ":ta" } else { "" },
             if tb { ":tb" } else { "" },
             rates[2],
