@@ -225,13 +225,24 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
 /// the machine's load during each round.
 fn print_rounds(rounds: &[Round]) {
     println!("\nstrata ÷ torch per round (> 1: strata is faster), the median, and the spread:");
+    for line in round_lines(rounds) {
+        println!("{line}");
+    }
+}
+
+/// The lines of [`print_rounds`]: one per strata row of the last round that has a ratio in
+/// some round, then one per round with its load.
+fn round_lines(rounds: &[Round]) -> Vec<String> {
+    let mut lines = Vec::new();
     let Some(last) = rounds.last() else {
-        return;
+        return lines;
     };
     for row in last.records.iter().filter(|r| r.impl_name == "strata") {
-        let mut ratios: Vec<f64> = rounds
+        // A round without the row (PyTorch's run failed, or it lacks the workload) shows
+        // as `–` and is left out of the median.
+        let per_round: Vec<Option<f64>> = rounds
             .iter()
-            .filter_map(|round| {
+            .map(|round| {
                 let find = |imp: &str| {
                     round.records.iter().find(|r| {
                         r.impl_name == imp && r.workload == row.workload && r.variant == row.variant
@@ -240,28 +251,38 @@ fn print_rounds(rounds: &[Round]) {
                 report::ratio(find("strata")?, find("torch")?)
             })
             .collect();
+        let mut ratios: Vec<f64> = per_round.iter().flatten().copied().collect();
         if ratios.is_empty() {
             continue;
         }
-        let shown: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
+        let shown: Vec<String> = per_round
+            .iter()
+            .map(|x| x.map_or("–".to_string(), |x| format!("{x:.2}")))
+            .collect();
         let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = ratios.iter().copied().fold(0.0, f64::max);
+        let counted = if ratios.len() < rounds.len() {
+            format!(", {} of {} rounds", ratios.len(), rounds.len())
+        } else {
+            String::new()
+        };
         let mid = median(&mut ratios).unwrap_or(f64::NAN);
-        println!(
-            "  {:<4} {:<28} {}  median {mid:.2}×  (spread {lo:.2}–{hi:.2})",
+        lines.push(format!(
+            "  {:<4} {:<28} {}  median {mid:.2}×  (spread {lo:.2}–{hi:.2}{counted})",
             row.workload,
             row.variant,
             shown.join(" ")
-        );
+        ));
     }
     for (i, round) in rounds.iter().enumerate() {
-        println!(
+        lines.push(format!(
             "  round {}: strata {}; torch {}",
             i + 1,
             load::describe(round.strata_load),
             load::describe(round.torch_load)
-        );
+        ));
     }
+    lines
 }
 
 /// Turns a user FILTER into criterion's regex: a bare workload id `W<digits>` becomes
@@ -342,6 +363,46 @@ mod tests {
         assert_eq!(median(&mut []), None);
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    fn record(impl_name: &str, variant: &str, throughput: f64) -> Record {
+        Record {
+            workload: "W1".into(),
+            variant: variant.into(),
+            impl_name: impl_name.into(),
+            median_s: 1.0 / throughput,
+            throughput,
+            unit: "GFLOP/s".into(),
+        }
+    }
+
+    #[test]
+    fn a_round_without_pytorch_is_shown_and_left_out_of_the_median() {
+        let round = |torch: Option<f64>| Round {
+            records: [record("strata", "matmul n=256", 300.0)]
+                .into_iter()
+                .chain(torch.map(|t| record("torch", "matmul n=256", t)))
+                .collect(),
+            strata_load: Some(0.0),
+            torch_load: torch.map(|_| 0.0),
+        };
+        let lines = round_lines(&[round(Some(250.0)), round(None), round(Some(300.0))]);
+        assert_eq!(
+            lines[0],
+            "  W1   matmul n=256                 1.20 – 1.00  median 1.10×  (spread 1.00–1.20, 2 of 3 rounds)"
+        );
+        assert_eq!(lines.len(), 4);
+        let all = round_lines(&[round(Some(250.0)), round(Some(300.0))]);
+        assert!(
+            all[0].ends_with("median 1.10×  (spread 1.00–1.20)"),
+            "{}",
+            all[0]
+        );
+        assert!(
+            round_lines(&[round(None)])
+                .iter()
+                .all(|l| l.starts_with("  round"))
+        );
     }
 
     #[test]
