@@ -939,7 +939,9 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize>(
             for half in 0..cols.div_ceil(16) {
                 let mut block = [_mm512_setzero_ps(); 16];
                 for (v, acc) in block.iter_mut().zip(&acc) {
-                    *v = acc[half];
+                    // (`acc[half]` would index the tile at run time, which keeps it in
+                    // memory for every tile, transposed or not.)
+                    *v = if half == 0 { acc[0] } else { acc[1] };
                 }
                 let block = transpose16(block);
                 for (jj, mut v) in block.into_iter().enumerate().take(cols - 16 * half) {
@@ -965,24 +967,38 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize>(
                 _mm512_maskz_loadu_ps(hi, p.add(16)),
             )
         });
-        for (r, acc) in acc.iter().enumerate().take(rows) {
-            let row = c.ptr.add(r * ldc);
-            let (mut v0, mut v1) = (acc[0], acc[1]);
-            if add {
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(lo, row));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(hi, row.add(16)));
+        // Each step of the epilogue is a loop over all `R` rows without branches (the rows
+        // past `rows` of a ragged tile use empty masks on the last row), so that the loops
+        // unroll and `acc` stays in registers. (One loop over `rows` with the steps' tests
+        // inside kept the tile in memory, cleared with `memset` for every tile: 4.5 % of
+        // attention's k = 32 scores.) Each element gets the same operations in the same
+        // order as before: `+ c`, `+ column bias`, `+ row bias`, ReLU.
+        let masks = |r: usize| if r < rows { (lo, hi) } else { (0, 0) };
+        let row = |r: usize| c.ptr.add(r.min(rows - 1) * ldc);
+        if add {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let ((lo, hi), row) = (masks(r), row(r));
+                acc[0] = _mm512_add_ps(acc[0], _mm512_maskz_loadu_ps(lo, row));
+                acc[1] = _mm512_add_ps(acc[1], _mm512_maskz_loadu_ps(hi, row.add(16)));
             }
-            if let Some((b0, b1)) = col_bias {
-                v0 = _mm512_add_ps(v0, b0);
-                v1 = _mm512_add_ps(v1, b1);
+        }
+        if let Some((b0, b1)) = col_bias {
+            for acc in acc.iter_mut() {
+                acc[0] = _mm512_add_ps(acc[0], b0);
+                acc[1] = _mm512_add_ps(acc[1], b1);
             }
-            if let Some(p) = row_bias {
-                let b = _mm512_set1_ps(*p.add(r));
-                v0 = _mm512_add_ps(v0, b);
-                v1 = _mm512_add_ps(v1, b);
+        }
+        if let Some(p) = row_bias {
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let b = _mm512_set1_ps(*p.add(r.min(rows - 1)));
+                acc[0] = _mm512_add_ps(acc[0], b);
+                acc[1] = _mm512_add_ps(acc[1], b);
             }
-            _mm512_mask_storeu_ps(row, lo, clamp(v0, relu));
-            _mm512_mask_storeu_ps(row.add(16), hi, clamp(v1, relu));
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let ((lo, hi), row) = (masks(r), row(r));
+            _mm512_mask_storeu_ps(row, lo, clamp(acc[0], relu));
+            _mm512_mask_storeu_ps(row.add(16), hi, clamp(acc[1], relu));
         }
     }
 }
