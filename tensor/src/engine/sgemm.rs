@@ -57,7 +57,8 @@ const MC: usize = 16 * MR;
 /// `gemm_shapes` on each machine this code has run on, interleaved over several rounds.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Blocking {
-    /// Columns of `B` packed at a time (a multiple of [`NR`]): blocks of `KC × nc`.
+    /// Columns of `B` packed at a time (a multiple of [`NR`]) for sums of at least [`KC`]:
+    /// blocks of `KC × nc` (shorter sums: [`Blocking::cols`]).
     nc: usize,
     /// Rows of `A` packed at a time (a multiple of [`MR`]): blocks of `mc × KC`.
     mc: usize,
@@ -112,6 +113,15 @@ impl Blocking {
         pack_cost: 20,
         column_split_penalty: None,
     };
+
+    /// Columns of `B` packed at a time for sums `k` long: [`Blocking::nc`] for `k` ≥
+    /// [`KC`], more for shorter sums (a block of the same size in bytes, up to 4 × `nc`),
+    /// so that `A` is packed once per block of a wide, short product rather than once per
+    /// `nc` columns (the QKV projection, `2048 × 768 × 256`, packed its `A` twice).
+    fn cols(&self, k: usize) -> usize {
+        let kc = KC.min(k).max(1);
+        (self.nc * KC / kc).min(4 * self.nc) / NR * NR
+    }
 
     /// The blocking for this machine's CPU: [`Blocking::WIDE`] on AMD's, otherwise
     /// [`Blocking::NARROW`] (read once, from `cpuid`).
@@ -306,7 +316,7 @@ pub(crate) unsafe fn sgemm(
     // to stay in a core's cache anyway, they pack it once, together.
     let mut store = Buffer::new();
     let shared = shares_b(tm, tn, (m, n, k), blocking)
-        .then(|| SharedB::new(&mut store, n, k, blocking.nc))
+        .then(|| SharedB::new(&mut store, n, k, blocking.cols(k)))
         .flatten();
     par::run(tm * tn, tm * tn > 1, |t| {
         let rows = share(m, tm, t / tn, ROW_UNIT);
@@ -500,7 +510,7 @@ fn shares_b(tm: usize, tn: usize, (m, n, k): (usize, usize, usize), blocking: Bl
         && tn == 1
         && k > 0
         && m / tm >= SHARED_B_MIN_ROWS
-        && SharedB::block_len(n, k, blocking.nc) > PRIVATE_B_MAX_BLOCK
+        && SharedB::block_len(n, k, blocking.cols(k)) > PRIVATE_B_MAX_BLOCK
 }
 
 /// How to cut an `m × n` product into `tm × tn` rectangles for `threads` threads
@@ -518,7 +528,7 @@ fn grid(m: usize, n: usize, k: usize, threads: usize, blocking: Blocking) -> (us
         let cols = nu.div_ceil(tn) * NR;
         // Multiply-adds, plus the packing; threads that share the packing of B each do
         // their part of it.
-        let packed_rows = rows * cols.div_ceil(blocking.nc);
+        let packed_rows = rows * cols.div_ceil(blocking.cols(k));
         let packed_cols = if shares_b(tm, tn, (m, n, k), blocking) {
             cols.div_ceil(tm)
         } else {
@@ -564,7 +574,7 @@ unsafe fn serial(
     shared: Option<&SharedB>,
     blocking: Blocking,
 ) {
-    let (block_cols, block_rows) = (blocking.nc, blocking.mc);
+    let (block_cols, block_rows) = (blocking.cols(k), blocking.mc);
     if k == 0 {
         for i in 0..m {
             for j in 0..n {
@@ -1348,10 +1358,27 @@ mod tests {
         }
     }
 
-    /// Ragged shapes across every blocking boundary (MR, NR, KC, MC, NC), row- and
-    /// column-major operands, a destination with padded rows, accumulation, the epilogues
-    /// (bias per column or row, ReLU), one thread and several: against an f64 product, to
-    /// f32 rounding.
+    /// A block of `B` holds `KC × nc` values at most, and short sums get wider blocks.
+    #[test]
+    fn short_sums_pack_wider_blocks_of_the_same_size() {
+        for blocking in [Blocking::NARROW, Blocking::WIDE] {
+            assert_eq!(blocking.cols(KC), blocking.nc);
+            assert_eq!(blocking.cols(10 * KC), blocking.nc);
+            assert_eq!(blocking.cols(KC / 2), 2 * blocking.nc);
+            assert_eq!(blocking.cols(1), 4 * blocking.nc);
+            assert_eq!(blocking.cols(0), 4 * blocking.nc);
+            for k in 1..2 * KC {
+                let cols = blocking.cols(k);
+                assert!(cols.is_multiple_of(NR) && cols >= blocking.nc);
+                assert!(KC.min(k) * cols <= KC * blocking.nc, "k = {k}");
+            }
+        }
+    }
+
+    /// Ragged shapes across every blocking boundary (MR, NR, KC, MC, the block widths of
+    /// long and short sums), row- and column-major operands, a destination with padded
+    /// rows, accumulation, the epilogues (bias per column or row, ReLU), one thread and
+    /// several: against an f64 product, to f32 rounding.
     #[test]
     fn products_match_a_naive_one_across_block_boundaries() {
         if !available() {
@@ -1366,8 +1393,10 @@ mod tests {
             (13, 33, 257),
             (MC + 5, 70, 40),
             (Blocking::NARROW.mc + 5, 70, 40),
-            (30, Blocking::NARROW.nc + 17, 9),
-            (30, Blocking::WIDE.nc + 17, 9),
+            (30, Blocking::NARROW.cols(9) + 17, 9),
+            (30, Blocking::WIDE.cols(9) + 17, 9),
+            (20, Blocking::NARROW.cols(300) + 17, 300),
+            (20, Blocking::NARROW.cols(KC + 1) + 17, KC + 1),
             (2 * MC + 1, 3 * NR + 1, KC + 3),
         ];
         for &(m, n, k) in &shapes {
