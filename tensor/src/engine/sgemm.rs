@@ -954,8 +954,8 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize>(
                     *v = if half == 0 { acc[0] } else { acc[1] };
                 }
                 let block = transpose16(block);
-                for (jj, mut v) in block.into_iter().enumerate().take(cols - 16 * half) {
-                    let j = 16 * half + jj;
+                for (jj, &v) in block.iter().enumerate().take(cols - 16 * half) {
+                    let (j, mut v) = (16 * half + jj, v);
                     let col = c.ptr.add(j * ldc);
                     if add {
                         v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, col));
@@ -1267,7 +1267,7 @@ unsafe fn pack_b_columns(out: &mut [f32], src: *const f32, cs: usize, kc: usize,
                     _mm512_setzero_ps()
                 }
             });
-            for (i, v) in transpose16(cols).into_iter().take(w).enumerate() {
+            for (i, &v) in transpose16(cols).iter().take(w).enumerate() {
                 // SAFETY: row kk + i of the panel, 16 values at column 16·half (in `out`,
                 // asserted above).
                 unsafe { _mm512_storeu_ps(out.as_mut_ptr().add((kk + i) * NR + half * 16), v) };
@@ -1331,9 +1331,12 @@ unsafe fn pack_a_rows(panel: &mut [f32], src: *const f32, rs: usize, kc: usize, 
             }
         });
         // Step kk + i of the panel is the first MR lanes of `steps[i]`: four steps (48
-        // values) are stored as three whole vectors, whose cache lines are written whole,
-        // rather than as four masked stores of 12 lanes, half of which straddle two lines
-        // (on Sapphire Rapids, the squares 1024³ and 2048³ +2–8 % on two threads).
+        // values) are stored as three whole vectors rather than as four masked stores of
+        // 12 lanes, half of which straddle two cache lines. (On Sapphire Rapids this
+        // moved the squares within the noise, 512³ 1–2 % up: packing `A` is bound by
+        // reading it; software prefetches of its rows, 32 to 128 values ahead, did not
+        // help either. The steps are read through `iter`: moving the array into an
+        // iterator copied its 1 KiB with `memcpy` for every 16 steps.)
         let steps = transpose16(rows);
         let whole = w / 4 * 4;
         for (i, s) in steps[..whole].chunks_exact(4).enumerate() {
@@ -1346,7 +1349,7 @@ unsafe fn pack_a_rows(panel: &mut [f32], src: *const f32, rs: usize, kc: usize, 
                 _mm512_storeu_ps(dst.add(32), _mm512_permutex2var_ps(s[2], merge[2], s[3]));
             }
         }
-        for (i, v) in steps.into_iter().enumerate().take(w).skip(whole) {
+        for (i, &v) in (whole..).zip(&steps[whole..w]) {
             // SAFETY: step kk + i of the panel, its MR values (in `panel`, asserted above).
             unsafe { _mm512_mask_storeu_ps(panel.as_mut_ptr().add((kk + i) * MR), lanes(MR), v) };
         }
