@@ -126,10 +126,16 @@ fn w1_linear(c: &mut Criterion) {
     group.finish();
 }
 
-/// The machine's f32 peak (register-only FMAs on every thread), the yardstick of W1.
+/// The machine's f32 peak (register-only FMAs on every thread), the yardstick of W1, and
+/// the ceiling of strata's GEMM (its tile loop on packed operands in cache: what a product
+/// could reach without packing, cache misses and fork-join).
 fn w1_peak(c: &mut Criterion) {
     const STEPS: usize = 1 << 20;
-    let Some(flops) = strata_tensor::fma_peak_probe(1) else {
+    const REPS: usize = 1 << 9;
+    let (Some(flops), Some(kernel_flops)) = (
+        strata_tensor::fma_peak_probe(1),
+        strata_tensor::gemm_kernel_probe(1),
+    ) else {
         return;
     };
     let mut group = c.benchmark_group("W1_peak");
@@ -138,8 +144,12 @@ fn w1_peak(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(3));
     group.throughput(Throughput::Elements(flops * STEPS as u64));
     let id = format!("threads={}", rayon::current_num_threads());
-    group.bench_function(BenchmarkId::new("fma", id), |bench| {
+    group.bench_function(BenchmarkId::new("fma", &id), |bench| {
         bench.iter(|| black_box(strata_tensor::fma_peak_probe(STEPS)))
+    });
+    group.throughput(Throughput::Elements(kernel_flops * REPS as u64));
+    group.bench_function(BenchmarkId::new("kernel", &id), |bench| {
+        bench.iter(|| black_box(strata_tensor::gemm_kernel_probe(REPS)))
     });
     group.finish();
 }

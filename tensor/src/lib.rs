@@ -72,6 +72,31 @@ pub fn fma_peak_probe(steps: usize) -> Option<u64> {
     }
 }
 
+/// Measures the ceiling of strata's AVX-512 GEMM, between [`fma_peak_probe`] and a whole
+/// product: every thread of the current rayon pool runs the tile loop of a product's
+/// steady state `reps` times (the 12 × 32 microkernel over a packed panel of `A` in L1 and
+/// a packed 512 × 512 block of `B` in L2, accumulating into 12 rows of `C`), without the
+/// packing, the cache misses on the operands and the fork-join of a real product. Returns
+/// the floating-point operations done (a multiply-add counts 2); divide by the elapsed
+/// time for FLOP/s. `None` where [`fma_peak_probe`] is `None`.
+///
+/// ```
+/// let start = std::time::Instant::now();
+/// if let Some(flops) = strata_tensor::gemm_kernel_probe(10) {
+///     let gflops = flops as f64 / start.elapsed().as_secs_f64() / 1e9;
+///     assert!(gflops > 0.0);
+/// }
+/// ```
+pub fn gemm_kernel_probe(reps: usize) -> Option<u64> {
+    #[cfg(target_arch = "x86_64")]
+    return engine::sgemm::kernel_probe(reps);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = reps;
+        None
+    }
+}
+
 /// `[f(items[0]), f(items[1]), …]`, the calls made on strata's threads (the calling thread
 /// helps): the fork-join strata's own kernels use, for crates that build on strata-tensor
 /// and split work of their own (an optimizer's update over chunks of its buffers, noise

@@ -17,7 +17,7 @@
 //! |------------------|-------------------------------------------------|----------------|
 //! | `W1_matmul`      | `n=256`, `n=512`, `n=1024`, `n=2048`            | FLOPs → GFLOP/s |
 //! | `W1_gemm`        | `fwd_128x512x784t`, …: the products training runs | FLOPs → GFLOP/s |
-//! | `W1_peak` (impl `fma`) | `threads=N`: register-only FMAs, the machine's peak | FLOPs → GFLOP/s |
+//! | `W1_peak` (impls `fma`, `kernel`) | `threads=N`: register-only FMAs, the machine's peak; the GEMM's tile loop on packed operands in cache, its ceiling | FLOPs → GFLOP/s |
 //! | `W2_conv2d`      | `fwd`, `fwd+bwd`                                | FLOPs → GFLOP/s |
 //! | `W3_cnn`         | `train_step_b32`                                | steps → us/step |
 //! | `W4_mlp`, `W4_adamw` | `adam_step_b128`; `update_10M`              | steps → us/step; bytes → GB/s |

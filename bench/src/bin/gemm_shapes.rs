@@ -6,7 +6,8 @@
 //! `:ta` / `:tb` make `A` / `B` a transposed view (as autograd's backward products are).
 //! Each shape is timed in 5 rounds of repeated products; the median and best rounds are
 //! printed in GFLOP/s, beside the fraction of the peak (register-only FMAs on every thread
-//! of the pool, [`strata_tensor::fma_peak_probe`]). `STRATA_GEMM=faer` times faer's kernel
+//! of the pool, [`strata_tensor::fma_peak_probe`]), and the ceiling of the GEMM's tile loop
+//! on packed operands in cache ([`strata_tensor::gemm_kernel_probe`]). `STRATA_GEMM=faer` times faer's kernel
 //! instead, `RAYON_NUM_THREADS` sets the threads.
 #![forbid(unsafe_code)]
 
@@ -108,6 +109,18 @@ fn main() -> ExitCode {
             rayon::current_num_threads()
         ),
         None => println!("peak: not measured (no AVX-512, or STRATA_PORTABLE set)"),
+    }
+    let reps = 1 << 10;
+    let kernel = strata_tensor::gemm_kernel_probe(1).map(|per_rep| {
+        rounds((per_rep * reps as u64) as f64, 1, || {
+            std::hint::black_box(strata_tensor::gemm_kernel_probe(reps));
+        })[2]
+    });
+    if let (Some(p), Some(k)) = (peak, kernel) {
+        println!(
+            "tile loop on packed operands in cache {k:.1} GFLOP/s ({:.0} % of peak)",
+            100.0 * k / p
+        );
     }
     let mut rng = seeded_rng(1);
     for Shape {

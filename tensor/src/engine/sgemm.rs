@@ -1044,6 +1044,57 @@ pub(crate) fn fma_peak_probe(steps: usize) -> Option<u64> {
     Some((threads as u64) * (steps as u64) * per_round)
 }
 
+/// Panels of `B` in [`kernel_probe`]'s block: 1 MiB, a block of [`Blocking::NARROW`].
+const PROBE_PANELS: usize = 16;
+
+/// The ceiling of the tile loop, between [`fma_peak_probe`] and a whole product: every
+/// thread of the current pool runs [`tiles`] `reps` times over one packed panel of `A`
+/// (`KC × MR`, in L1) and a packed block of `B` ([`PROBE_PANELS`] panels of `KC × NR`,
+/// in L2), into one row of tiles of `C` (accumulating): a product's steady state, without
+/// its packing, its cache misses on the operands and its threads' fork-join. Returns the
+/// floating-point operations done, or `None` where [`available`] is false.
+pub(crate) fn kernel_probe(reps: usize) -> Option<u64> {
+    if !available() {
+        return None;
+    }
+    let threads = par::threads();
+    let cols = PROBE_PANELS * NR;
+    par::run(threads, true, |_| {
+        let (a_len, b_len) = (KC * MR, KC * cols);
+        let len = a_len + b_len + MR * cols;
+        let mut buf = vec![1e-3_f32; len + ALIGN];
+        let buf = aligned(&mut buf, len);
+        let (a, rest) = buf.split_at_mut(a_len);
+        let (b, c) = rest.split_at_mut(b_len);
+        let row = Out {
+            ptr: c.as_mut_ptr(),
+            rs: cols,
+            transposed: false,
+        };
+        for _ in 0..reps {
+            // SAFETY: `available()` checked the CPU's features; `a` holds one panel of
+            // KC steps of MR values, `b` PROBE_PANELS panels of KC steps of NR values, and
+            // `c` the MR rows of `cols` values the tiles write, which are this task's.
+            unsafe {
+                tiles(
+                    APanels::Packed(a),
+                    BPanels::Packed(b.as_ptr()),
+                    (KC, MR),
+                    0..PROBE_PANELS,
+                    row,
+                    (0, 0),
+                    cols,
+                    true,
+                    None,
+                );
+            }
+        }
+        std::hint::black_box(c);
+    });
+    let per_rep = (2 * MR * KC * cols) as u64;
+    Some((threads as u64) * (reps as u64) * per_rep)
+}
+
 /// `steps` rounds of 24 FMAs on 24 accumulators; returns their sum so that none is dead.
 ///
 /// # Safety
@@ -1592,6 +1643,20 @@ mod tests {
         let flops = pool.install(|| fma_peak_probe(10));
         if available() {
             assert_eq!(flops, Some(2 * 10 * 24 * 16 * 2));
+        } else {
+            assert_eq!(flops, None);
+        }
+    }
+
+    #[test]
+    fn the_kernel_probe_counts_its_flops() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let flops = pool.install(|| kernel_probe(3));
+        if available() {
+            assert_eq!(flops, Some(2 * 3 * (2 * 12 * 512 * 512)));
         } else {
             assert_eq!(flops, None);
         }
