@@ -789,17 +789,27 @@ unsafe fn tiles(
                     APanels::InPlace(op) => ((op.at(ir * MR, 0), op.rs), false),
                 };
                 // A ragged tile of up to 4 or 8 rows runs a kernel of that many rows
-                // (a third or two thirds of the multiply-adds).
+                // (a third or two thirds of the multiply-adds), and one of up to 16
+                // columns a kernel of one vector a row (half of them).
                 macro_rules! run {
                     ($packed:literal, $fill:literal) => {{
+                        macro_rules! width {
+                            ($r:expr) => {{
+                                if cols > 16 {
+                                    micro::<$packed, $fill, $r, true>(
+                                        kc, a, b, fill, t, rows, cols, add, e,
+                                    )
+                                } else {
+                                    micro::<$packed, $fill, $r, false>(
+                                        kc, a, b, fill, t, rows, cols, add, e,
+                                    )
+                                }
+                            }};
+                        }
                         match rows {
-                            ..=4 => {
-                                micro::<$packed, $fill, 4>(kc, a, b, fill, t, rows, cols, add, e)
-                            }
-                            5..=8 => {
-                                micro::<$packed, $fill, 8>(kc, a, b, fill, t, rows, cols, add, e)
-                            }
-                            _ => micro::<$packed, $fill, MR>(kc, a, b, fill, t, rows, cols, add, e),
+                            ..=4 => width!(4),
+                            5..=8 => width!(8),
+                            _ => width!(MR),
                         }
                     }};
                 }
@@ -814,9 +824,11 @@ unsafe fn tiles(
     }
 }
 
-/// The `R` × 32 microkernel (`R` ≤ [`MR`]: 12, or 8 and 4 for ragged tiles):
-/// `tile (+)= a_panel · b_panel` over `kc` steps, then the epilogue `epi` if given,
-/// writing the first `rows` (≤ `R`) rows and `cols` columns of the tile. With `PACKED`,
+/// The `R` × 32 microkernel (`R` ≤ [`MR`]: 12, or 8 and 4 for ragged tiles; without
+/// `WIDE`, `R` × 16 for a ragged tile of up to 16 columns, which neither reads nor
+/// multiplies the second vector of `B`'s steps): `tile (+)= a_panel · b_panel` over `kc`
+/// steps, then the epilogue `epi` if given, writing the first `rows` (≤ `R`) rows and
+/// `cols` (≤ 16 without `WIDE`) columns of the tile. With `PACKED`,
 /// `a.0` is a packed panel (`kc × MR`, of which the first `R` values of each step are
 /// read); otherwise it is the first of `rows` row-major rows `a.1` apart, each read for
 /// `kc` contiguous values (the missing rows of a ragged tile re-read the last one; their
@@ -832,7 +844,7 @@ unsafe fn tiles(
 /// `cols` (or `rows`) values.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize>(
+unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize, const WIDE: bool>(
     kc: usize,
     (a, lda): (*const f32, usize),
     (b, ldb): (*const f32, usize),
@@ -881,7 +893,7 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize>(
                 _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(124));
             }
         }
-        debug_assert!(R <= MR && rows <= R);
+        debug_assert!(R <= MR && rows <= R && (WIDE || cols <= 16));
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         let mut pb = b;
         let ldb = if FILL { ldb } else { NR };
@@ -897,13 +909,19 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize>(
                 _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16).cast());
                 let (b0, b1) = if FILL {
                     let b0 = _mm512_maskz_loadu_ps(lo, pb);
-                    let b1 = _mm512_maskz_loadu_ps(hi, pb.wrapping_add(16));
+                    let b1 = if WIDE {
+                        _mm512_maskz_loadu_ps(hi, pb.wrapping_add(16))
+                    } else {
+                        _mm512_setzero_ps()
+                    };
                     _mm512_storeu_ps(dst, b0);
                     _mm512_storeu_ps(dst.add(16), b1);
                     dst = dst.add(NR);
                     (b0, b1)
-                } else {
+                } else if WIDE {
                     (_mm512_loadu_ps(pb), _mm512_loadu_ps(pb.add(16)))
+                } else {
+                    (_mm512_loadu_ps(pb), _mm512_setzero_ps())
                 };
                 pb = pb.wrapping_add(ldb);
                 (b0, b1)
@@ -916,7 +934,9 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize>(
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let ar = _mm512_set1_ps(*pa.add(r));
                     acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
-                    acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+                    if WIDE {
+                        acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+                    }
                 }
                 pa = pa.add(MR);
             }
@@ -928,7 +948,9 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize>(
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let ar = _mm512_set1_ps(*row[r].add(kk));
                     acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
-                    acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+                    if WIDE {
+                        acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+                    }
                 }
             }
         }
@@ -1454,9 +1476,10 @@ mod tests {
     }
 
     /// Ragged shapes across every blocking boundary (MR, NR, KC, MC, the block widths of
-    /// long and short sums), row- and column-major operands, a destination with padded
-    /// rows, accumulation, the epilogues (bias per column or row, ReLU), one thread and
-    /// several: against an f64 product, to f32 rounding.
+    /// long and short sums, last panels of 16 and 17 columns), row- and column-major
+    /// operands, a destination with padded rows, accumulation, the epilogues (bias per
+    /// column or row, ReLU), one thread and several: against an f64 product, to f32
+    /// rounding.
     #[test]
     fn products_match_a_naive_one_across_block_boundaries() {
         if !available() {
@@ -1476,6 +1499,8 @@ mod tests {
             (20, Blocking::NARROW.cols(300) + 17, 300),
             (20, Blocking::NARROW.cols(KC + 1) + 17, KC + 1),
             (2 * MC + 1, 3 * NR + 1, KC + 3),
+            // A last panel of 16 columns (the narrow kernel) with A packed.
+            (40, 9 * NR + 16, 20),
         ];
         for &(m, n, k) in &shapes {
             for (variant, (ta, tb, add, parallel)) in [
