@@ -70,6 +70,10 @@ pub(crate) struct Blocking {
     /// With `Some(p)`, [`grid`] counts a cut by columns' multiply-adds `1 + 1/p` times
     /// (see [`Blocking::WIDE`]).
     column_split_penalty: Option<usize>,
+    /// Whether a row-major `A` that is packed is packed a panel at a time, the tiles of
+    /// each panel fetching the next one's rows into L2 ([`APanels::Pack`]), rather than
+    /// [`Blocking::mc`] rows at a time (which then applies to other layouts of `A` only).
+    a_ahead: bool,
 }
 
 impl Blocking {
@@ -85,6 +89,7 @@ impl Blocking {
         share_b: true,
         pack_cost: 8,
         column_split_penalty: Some(8),
+        a_ahead: false,
     };
 
     /// Intel (Sapphire Rapids: 2 MiB L2 a core, a slower mesh L3): 1 MiB blocks, which
@@ -105,13 +110,20 @@ impl Blocking {
     /// Blocks of 288 rows of `A` (576 KiB beside `B`'s 1 MiB in L2) against 192,
     /// interleaved over 6 rounds on two threads, medians: 1024³ 330 against 319 GFLOP/s
     /// (315–336 against 305–332), 2048³ 320 against 313, 512³ 330 against 329; 384 rows
-    /// were no better than 192 (3 rounds).
+    /// were no better than 192 (3 rounds). Packing a row-major `A` a panel ahead instead
+    /// ([`Blocking::a_ahead`]): where packing it by blocks took 5–6 % of a 2048³ product's
+    /// profile (reading `A` from L3), it took 2.6 %; interleaved over 4 rounds on two
+    /// threads, 1024³ +0.4–7.6 % (median +5 %), 2048³ +2–10 %, 512³ −1–+6 %, 256³
+    /// −1–+5 %, the products of training (`128 × 784 × 512`, `128 × 512 × 784`, the QKV
+    /// projection, `2048 × 1024 × 256`) −6–+9 %, medians +1.4–3.2 %. (Not measured on
+    /// Zen 4, whose [`Blocking::WIDE`] keeps the blocks.)
     const NARROW: Blocking = Blocking {
         nc: 16 * NR,
         mc: 24 * MR,
         share_b: false,
         pack_cost: 20,
         column_split_penalty: None,
+        a_ahead: true,
     };
 
     /// Columns of `B` packed at a time for sums `k` long: [`Blocking::nc`] for `k` ≥
@@ -591,6 +603,10 @@ unsafe fn serial(
     // A row-major `a` feeding few panels of `b` is read where it lies: packing it costs
     // more than the panel's contiguity saves.
     let a_in_place = a.cs == 1 && n <= in_place_max_n(a.rs);
+    // A row-major `a` packed is packed a panel at a time, one row of tiles ahead
+    // ([`APanels::Pack`]), in one block of rows.
+    let a_ahead = blocking.a_ahead && !a_in_place && a.cs == 1;
+    let block_rows = if a_ahead { m } else { block_rows };
     let (b_len, a_len) = (
         if shared.is_some() {
             0
@@ -599,6 +615,8 @@ unsafe fn serial(
         },
         if a_in_place {
             0
+        } else if a_ahead {
+            MR * KC.min(k)
         } else {
             block_rows.min(m.next_multiple_of(MR)) * KC.min(k)
         },
@@ -659,6 +677,14 @@ unsafe fn serial(
                             ptr: a.at(ic, pc),
                             ..a
                         })
+                    } else if a_ahead {
+                        APanels::Pack {
+                            src: Operand {
+                                ptr: a.at(ic, pc),
+                                ..a
+                            },
+                            panel: apack.as_mut_ptr(),
+                        }
                     } else {
                         pack_a(apack, a, (ic, pc), (mc, kc));
                         APanels::Packed(apack)
@@ -701,6 +727,13 @@ enum BPanels {
 enum APanels<'a> {
     Packed(&'a [f32]),
     InPlace(Operand),
+    /// A row-major operand packed one panel at a time into `panel` (`kc × MR` values),
+    /// just before the panel's row of tiles, whose tiles fetch the next panel's rows into
+    /// L2 as they run.
+    Pack {
+        src: Operand,
+        panel: *mut f32,
+    },
 }
 
 /// Slack, in values, that lets a packing buffer start on a cache line.
@@ -764,7 +797,26 @@ unsafe fn tiles(
 ) {
     for ir in 0..mc.div_ceil(MR) {
         let rows = MR.min(mc - ir * MR);
+        // With `Pack`, the panel is packed now (from L2, but for the first), and each
+        // tile of its row fetches one row of the next panel into L2, a line every
+        // [`AHEAD_EVERY`] steps: the packing's misses then overlap the multiply-adds.
+        let next = match ap {
+            APanels::Pack { src, panel } => {
+                // SAFETY: rows ir·MR.. of the operand (kc values each, the contract) and
+                // the panel's kc × MR values, which only this call uses.
+                unsafe {
+                    let panel = std::slice::from_raw_parts_mut(panel, kc * MR);
+                    pack_a_rows(panel, src.at(ir * MR, 0), src.rs, kc, rows);
+                }
+                let next = (ir + 1) * MR;
+                (next < mc).then(|| (src.at(next, 0), MR.min(mc - next), src.rs))
+            }
+            _ => None,
+        };
         for jr in panels.clone() {
+            // (A prefetch of `next`'s row, advancing a line every AHEAD_EVERY steps.)
+            let ahead =
+                next.map(|(row, rows, rs)| row.wrapping_add((jr - panels.start) % rows * rs));
             let cols = NR.min(nc - jr * NR);
             // SAFETY: panel ir of A (packed: kc × MR; in place: rows ir·MR.. of the
             // operand), panel jr of the packed B (written by the tile of row 0 when
@@ -786,6 +838,7 @@ unsafe fn tiles(
                 let e = epi.map(|e| e.shifted(i, j));
                 let (a, packed) = match ap {
                     APanels::Packed(ap) => ((ap.as_ptr().add(ir * kc * MR), 0), true),
+                    APanels::Pack { panel, .. } => ((panel.cast_const(), 0), true),
                     APanels::InPlace(op) => ((op.at(ir * MR, 0), op.rs), false),
                 };
                 // A ragged tile of up to 4 or 8 rows runs a kernel of that many rows
@@ -797,11 +850,29 @@ unsafe fn tiles(
                             ($r:expr) => {{
                                 if cols > 16 {
                                     micro::<$packed, $fill, $r, true>(
-                                        kc, a, b, fill, t, rows, cols, add, e,
+                                        kc,
+                                        a,
+                                        b,
+                                        fill,
+                                        ahead.unwrap_or(a.0),
+                                        t,
+                                        rows,
+                                        cols,
+                                        add,
+                                        e,
                                     )
                                 } else {
                                     micro::<$packed, $fill, $r, false>(
-                                        kc, a, b, fill, t, rows, cols, add, e,
+                                        kc,
+                                        a,
+                                        b,
+                                        fill,
+                                        ahead.unwrap_or(a.0),
+                                        t,
+                                        rows,
+                                        cols,
+                                        add,
+                                        e,
                                     )
                                 }
                             }};
@@ -824,6 +895,10 @@ unsafe fn tiles(
     }
 }
 
+/// Steps of `k` between two of the prefetches a tile makes for the next panel of `A`
+/// (with [`APanels::Pack`]): a line of one of its rows each time.
+const AHEAD_EVERY: usize = 16;
+
 /// The `R` × 32 microkernel (`R` ≤ [`MR`]: 12, or 8 and 4 for ragged tiles; without
 /// `WIDE`, `R` × 16 for a ragged tile of up to 16 columns, which neither reads nor
 /// multiplies the second vector of `B`'s steps): `tile (+)= a_panel · b_panel` over `kc`
@@ -835,7 +910,9 @@ unsafe fn tiles(
 /// results are not stored). Each element of `C` gets the same operations in the same
 /// order whatever `R`. `b.0` is a packed panel (`kc × NR`), or with `FILL` the first of
 /// `kc` rows of `B` `b.1` apart, whose first `cols` values each step reads and stores,
-/// zero-padded to [`NR`], into the panel `fill`.
+/// zero-padded to [`NR`], into the panel `fill`. With `PACKED`, step `kk` of every
+/// [`AHEAD_EVERY`] fetches `ahead + kk` into L2 (a row of the next panel of `A`, or any
+/// address: a prefetch does not fault).
 ///
 /// # Safety
 /// `a` holds those values, and `b` those values; with `FILL`, `fill` holds `kc × NR`
@@ -849,6 +926,7 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize, const WIDE
     (a, lda): (*const f32, usize),
     (b, ldb): (*const f32, usize),
     fill: Option<*mut f32>,
+    ahead: *const f32,
     c: Out,
     rows: usize,
     cols: usize,
@@ -929,7 +1007,10 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize, const WIDE
         }
         if PACKED {
             let mut pa = a;
-            for _ in 0..kc {
+            for kk in 0..kc {
+                if kk % AHEAD_EVERY == 0 {
+                    _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(kk).cast());
+                }
                 let (b0, b1) = step_b!();
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let ar = _mm512_set1_ps(*pa.add(r));
@@ -1231,6 +1312,14 @@ unsafe fn pack_a(dst: &mut [f32], a: Operand, (ic, pc): (usize, usize), (mc, kc)
     }
 }
 
+/// Columns of `a` that [`pack_a_columns`] fetches ahead of the one it packs. Its columns
+/// lie `m` values apart, often a multiple of 4 KiB, which the hardware's prefetchers do
+/// not follow across pages. Measured with `gemm_shapes` on Sapphire Rapids, interleaved
+/// over 3 rounds: the weight gradient `[1024, 2048]·[2048, 256]` (`A` transposed) 4–7 %
+/// faster at 8 columns, within the noise at 4, 16 and 32; `[512, 128]·[128, 784]` 1 %
+/// faster.
+const A_COLUMNS_AHEAD: usize = 8;
+
 /// Panels of a column-major `a` packed side by side: [`A_COLUMN_GROUP`] × [`MR`] = 48
 /// values, three whole cache lines of one column, per step of `k`.
 const A_COLUMN_GROUP: usize = 4;
@@ -1255,6 +1344,21 @@ unsafe fn pack_a_columns(
     }
     for group in (0..panels).step_by(A_COLUMN_GROUP) {
         for kk in 0..kc {
+            if kk + A_COLUMNS_AHEAD < kc {
+                // The group's values of column kk + A_COLUMNS_AHEAD: its first, middle
+                // and last lines, and the line of its last value.
+                let first = group * MR;
+                let len = (mc.min((group + A_COLUMN_GROUP) * MR) - first).max(1);
+                let col = a
+                    .ptr
+                    .wrapping_add((ic + first) * a.rs + (pc + kk + A_COLUMNS_AHEAD) * a.cs);
+                for offset in [0, 16, 32, len - 1] {
+                    // SAFETY: a prefetch does not fault, whatever the address.
+                    unsafe {
+                        _mm_prefetch::<_MM_HINT_T0>(col.wrapping_add(offset.min(len - 1)).cast())
+                    };
+                }
+            }
             for q in group..panels.min(group + A_COLUMN_GROUP) {
                 let i0 = ic + q * MR;
                 let height = MR.min(ic + mc - i0);
@@ -1501,88 +1605,96 @@ mod tests {
             (2 * MC + 1, 3 * NR + 1, KC + 3),
             // A last panel of 16 columns (the narrow kernel) with A packed.
             (40, 9 * NR + 16, 20),
+            // A row-major A packed (more than 8 panels of B) over two slices of k, in
+            // panels the last of which is ragged.
+            (5 * MR + 7, 9 * NR + 5, KC + 7),
         ];
         for &(m, n, k) in &shapes {
-            for (variant, (ta, tb, add, parallel)) in [
-                (false, false, false, false),
-                (true, false, true, true),
-                (false, true, false, true),
-                (true, true, true, false),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let bias: Vec<f32> = (0..m.max(n)).map(|_| rng.random_range(-1.0..1.0)).collect();
-                let epi = match variant {
-                    0 => Epilogue::NONE,
-                    1 => Epilogue {
-                        bias: Bias::Cols(bias.as_ptr()),
-                        relu: false,
-                    },
-                    2 => Epilogue {
-                        bias: Bias::Rows(bias.as_ptr()),
-                        relu: true,
-                    },
-                    _ => Epilogue {
-                        bias: Bias::None,
-                        relu: true,
-                    },
-                };
-                let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
-                let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
-                let (ars, acs) = if ta { (1, m) } else { (k, 1) };
-                let (brs, bcs) = if tb { (1, k) } else { (n, 1) };
-                let ldc = n + 3;
-                let init: Vec<f32> = (0..m * ldc).map(|_| rng.random_range(-1.0..1.0)).collect();
-                let (mut got, mut want) = (init.clone(), init);
-                // SAFETY: the buffers hold every element the strides address; nothing else
-                // touches them.
-                unsafe {
-                    sgemm(
-                        [Blocking::WIDE, Blocking::NARROW][variant % 2],
-                        got.as_mut_ptr(),
-                        ldc,
-                        (m, n, k),
-                        Operand {
-                            ptr: a.as_ptr(),
-                            rs: ars,
-                            cs: acs,
+            for blocking in [Blocking::WIDE, Blocking::NARROW] {
+                for (variant, (ta, tb, add, parallel)) in [
+                    (false, false, false, false),
+                    (true, false, true, true),
+                    (false, true, false, true),
+                    (true, true, true, false),
+                ]
+                .into_iter()
+                .enumerate()
+                {
+                    let bias: Vec<f32> =
+                        (0..m.max(n)).map(|_| rng.random_range(-1.0..1.0)).collect();
+                    let epi = match variant {
+                        0 => Epilogue::NONE,
+                        1 => Epilogue {
+                            bias: Bias::Cols(bias.as_ptr()),
+                            relu: false,
                         },
-                        Operand {
-                            ptr: b.as_ptr(),
-                            rs: brs,
-                            cs: bcs,
+                        2 => Epilogue {
+                            bias: Bias::Rows(bias.as_ptr()),
+                            relu: true,
                         },
-                        add,
-                        epi,
-                        parallel,
-                        false,
-                    );
-                }
-                naive(
-                    (m, n, k),
-                    &a,
-                    (ars, acs),
-                    &b,
-                    (brs, bcs),
-                    &mut want,
-                    ldc,
-                    add,
-                );
-                for i in 0..m {
-                    for j in 0..n {
-                        // SAFETY: the bias holds max(m, n) values.
-                        want[i * ldc + j] = unsafe { epi.scalar(want[i * ldc + j], i, j) };
-                    }
-                }
-                for i in 0..m {
-                    for j in 0..ldc {
-                        let (g, w) = (got[i * ldc + j], want[i * ldc + j]);
-                        let tol = 1e-5 * (k as f32).sqrt() * (1.0 + w.abs());
-                        assert!(
-                            (g - w).abs() <= tol,
-                            "{m}x{n}x{k} ta={ta} tb={tb} add={add} epilogue {variant}: ({i}, {j}) {g} vs {w}"
+                        _ => Epilogue {
+                            bias: Bias::None,
+                            relu: true,
+                        },
+                    };
+                    let a: Vec<f32> = (0..m * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+                    let b: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+                    let (ars, acs) = if ta { (1, m) } else { (k, 1) };
+                    let (brs, bcs) = if tb { (1, k) } else { (n, 1) };
+                    let ldc = n + 3;
+                    let init: Vec<f32> =
+                        (0..m * ldc).map(|_| rng.random_range(-1.0..1.0)).collect();
+                    let (mut got, mut want) = (init.clone(), init);
+                    // SAFETY: the buffers hold every element the strides address; nothing else
+                    // touches them.
+                    unsafe {
+                        sgemm(
+                            blocking,
+                            got.as_mut_ptr(),
+                            ldc,
+                            (m, n, k),
+                            Operand {
+                                ptr: a.as_ptr(),
+                                rs: ars,
+                                cs: acs,
+                            },
+                            Operand {
+                                ptr: b.as_ptr(),
+                                rs: brs,
+                                cs: bcs,
+                            },
+                            add,
+                            epi,
+                            parallel,
+                            false,
                         );
+                    }
+                    naive(
+                        (m, n, k),
+                        &a,
+                        (ars, acs),
+                        &b,
+                        (brs, bcs),
+                        &mut want,
+                        ldc,
+                        add,
+                    );
+                    for i in 0..m {
+                        for j in 0..n {
+                            // SAFETY: the bias holds max(m, n) values.
+                            want[i * ldc + j] = unsafe { epi.scalar(want[i * ldc + j], i, j) };
+                        }
+                    }
+                    for i in 0..m {
+                        for j in 0..ldc {
+                            let (g, w) = (got[i * ldc + j], want[i * ldc + j]);
+                            let tol = 1e-5 * (k as f32).sqrt() * (1.0 + w.abs());
+                            assert!(
+                                (g - w).abs() <= tol,
+                                "{m}x{n}x{k} {blocking:?} ta={ta} tb={tb} add={add} epilogue {variant}: \
+                                ({i}, {j}) {g} vs {w}"
+                            );
+                        }
                     }
                 }
             }
