@@ -112,8 +112,10 @@ impl Blocking {
     /// (315–336 against 305–332), 2048³ 320 against 313, 512³ 330 against 329; 384 rows
     /// were no better than 192 (3 rounds). Packing a row-major `A` a panel ahead instead
     /// ([`Blocking::a_ahead`]): where packing it by blocks took 5–6 % of a 2048³ product's
-    /// profile (reading `A` from L3), it took 2.6 %; interleaved over 4 rounds on two
-    /// threads, 1024³ +0.4–7.6 % (median +5 %), 2048³ +2–10 %, 512³ −1–+6 %, 256³
+    /// profile (reading `A` from L3), it took 2.6 %; on two threads, 4 rounds each
+    /// timing both twice in the order new, old, old, new (for 2048³ old, new, new, old:
+    /// the second timing of a shape in a process tends to run faster), 1024³ −1–+4 %
+    /// (median +2 %) and 2048³ +3–5 %; over 4 rounds old-then-new, 512³ −1–+6 %, 256³
     /// −1–+5 %, the products of training (`128 × 784 × 512`, `128 × 512 × 784`, the QKV
     /// projection, `2048 × 1024 × 256`) −6–+9 %, medians +1.4–3.2 %. (Not measured on
     /// Zen 4, whose [`Blocking::WIDE`] keeps the blocks.)
