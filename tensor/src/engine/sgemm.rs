@@ -605,8 +605,8 @@ unsafe fn serial(
     // A row-major `a` feeding few panels of `b` is read where it lies: packing it costs
     // more than the panel's contiguity saves.
     let a_in_place = a.cs == 1 && n <= in_place_max_n(a.rs);
-    // A row-major `a` packed is packed a panel at a time, one row of tiles ahead
-    // ([`APanels::Pack`]), in one block of rows.
+    // Where the blocking says so, a row-major `a` that is packed is packed a panel at a
+    // time, one row of tiles ahead ([`APanels::Pack`]), all its rows in one block.
     let a_ahead = blocking.a_ahead && !a_in_place && a.cs == 1;
     let block_rows = if a_ahead { m } else { block_rows };
     let (b_len, a_len) = (
@@ -781,8 +781,9 @@ fn recycle(buf: Buffer<f32>) {
 ///
 /// # Safety
 /// As [`sgemm`]: the tiles' elements of `c` are in bounds and written by no other task;
-/// `ap` holds `mc.div_ceil(MR)` panels (or is the operand's rows `0..mc`, columns `0..kc`)
-/// and `bp` the panels of `kc` rows (or, with [`BPanels::Fill`], the operand's rows
+/// `ap` holds `mc.div_ceil(MR)` panels (or is the operand's rows `0..mc`, columns `0..kc`,
+/// with [`APanels::Pack`] beside room for one panel that only this call uses) and `bp`
+/// the panels of `kc` rows (or, with [`BPanels::Fill`], the operand's rows
 /// `0..kc`, columns `0..nc`, and room for those panels, which only this call uses).
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
