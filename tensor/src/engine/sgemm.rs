@@ -844,6 +844,8 @@ unsafe fn tiles(
                     APanels::Pack { panel, .. } => ((panel.cast_const(), 0), true),
                     APanels::InPlace(op) => ((op.at(ir * MR, 0), op.rs), false),
                 };
+                // Without a next panel to fetch, the tile's own panel of A (in cache).
+                let ahead = ahead.unwrap_or(a.0);
                 // A ragged tile of up to 4 or 8 rows runs a kernel of that many rows
                 // (a third or two thirds of the multiply-adds), and one of up to 16
                 // columns a kernel of one vector a row (half of them).
@@ -853,29 +855,11 @@ unsafe fn tiles(
                             ($r:expr) => {{
                                 if cols > 16 {
                                     micro::<$packed, $fill, $r, true>(
-                                        kc,
-                                        a,
-                                        b,
-                                        fill,
-                                        ahead.unwrap_or(a.0),
-                                        t,
-                                        rows,
-                                        cols,
-                                        add,
-                                        e,
+                                        kc, a, b, fill, ahead, t, rows, cols, add, e,
                                     )
                                 } else {
                                     micro::<$packed, $fill, $r, false>(
-                                        kc,
-                                        a,
-                                        b,
-                                        fill,
-                                        ahead.unwrap_or(a.0),
-                                        t,
-                                        rows,
-                                        cols,
-                                        add,
-                                        e,
+                                        kc, a, b, fill, ahead, t, rows, cols, add, e,
                                     )
                                 }
                             }};
@@ -1346,12 +1330,13 @@ unsafe fn pack_a_columns(
         dst[(panels - 1) * kc * MR..panels * kc * MR].fill(0.0);
     }
     for group in (0..panels).step_by(A_COLUMN_GROUP) {
+        // The group's rows of a column: `len` values from row `first`.
+        let first = group * MR;
+        let len = (mc.min((group + A_COLUMN_GROUP) * MR) - first).max(1);
         for kk in 0..kc {
             if kk + A_COLUMNS_AHEAD < kc {
                 // The group's values of column kk + A_COLUMNS_AHEAD: its first, middle
                 // and last lines, and the line of its last value.
-                let first = group * MR;
-                let len = (mc.min((group + A_COLUMN_GROUP) * MR) - first).max(1);
                 let col = a
                     .ptr
                     .wrapping_add((ic + first) * a.rs + (pc + kk + A_COLUMNS_AHEAD) * a.cs);
