@@ -15,7 +15,9 @@
 //!   step of `k`, 2 loads of `B`, 12 broadcasts of `A` and 24 fused multiply-adds, enough
 //!   independent chains to keep the FMA pipes busy (it runs at the register-only peak of
 //!   [`fma_peak_probe`] when its operands are in L1). A panel of `A` (24 KiB at `KC` =
-//!   512) stays in L1 while the panels of the `B` block stream past it.
+//!   512) stays in L1 while the panels of the `B` block stream past it. A row-major `A`
+//!   feeding few panels of `B` is read in place instead, by a loop written in assembly
+//!   ([`in_place_steps`]) that reaches its 12 rows from three base registers.
 //!
 //! Threads: `C` is cut into one rectangle per thread ([`grid`]: rows, columns or both,
 //! whichever gives the smallest largest share), and each thread runs the whole blocked
@@ -1009,15 +1011,21 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize, const WIDE
                 pa = pa.add(MR);
             }
         } else {
-            // Each row's pointer, the missing rows of a ragged tile on the last one.
-            let row: [*const f32; R] = std::array::from_fn(|r| a.add(r.min(rows - 1) * lda));
-            for kk in 0..kc {
-                let (b0, b1) = step_b!();
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let ar = _mm512_set1_ps(*row[r].add(kk));
-                    acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
-                    if WIDE {
-                        acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+            if !FILL && WIDE && R == MR && rows == MR {
+                let mut full: [[__m512; 2]; MR] = std::array::from_fn(|r| acc[r.min(R - 1)]);
+                in_place_steps(kc, (a, lda), b, &mut full);
+                acc.copy_from_slice(&full[..R]);
+            } else {
+                // Each row's pointer, the missing rows of a ragged tile on the last one.
+                let row: [*const f32; R] = std::array::from_fn(|r| a.add(r.min(rows - 1) * lda));
+                for kk in 0..kc {
+                    let (b0, b1) = step_b!();
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let ar = _mm512_set1_ps(*row[r].add(kk));
+                        acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
+                        if WIDE {
+                            acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+                        }
                     }
                 }
             }
@@ -1100,6 +1108,172 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize, const WIDE
             _mm512_mask_storeu_ps(row, lo, clamp(acc[0], relu));
             _mm512_mask_storeu_ps(row.add(16), hi, clamp(acc[1], relu));
         }
+    }
+}
+
+// The assembly's byte offsets (128 a step of `B`'s panel, 12 rows) assume these.
+const _: () = assert!(NR * size_of::<f32>() == 128 && MR == 12);
+
+/// One row of [`in_place_steps`]' step: row `r`'s value at `[base + index + disp]`,
+/// broadcast and multiplied into the tile's two vectors of that row.
+macro_rules! in_place_row {
+    ($base:literal, $index:literal, [$($disp:literal),+], $x:literal, $y:literal) => {
+        concat!(
+            "vbroadcastss zmm24, dword ptr [{", $base, "}", $index, " + ", $($disp,)+ "]\n",
+            "vfmadd231ps ", $x, ", zmm24, zmm25\n",
+            "vfmadd231ps ", $y, ", zmm24, zmm26\n",
+        )
+    };
+}
+
+/// One step of [`in_place_steps`], `$disp` bytes along the rows of `A` and `$b` along
+/// the panel of `B`.
+macro_rules! in_place_step {
+    ($disp:literal, $b:literal) => {
+        concat!(
+            "vmovups zmm25, [{pb} + ",
+            $b,
+            "]\n",
+            "vmovups zmm26, [{pb} + ",
+            $b,
+            " + 64]\n",
+            "prefetcht0 [{pb} + {ahead} + ",
+            $b,
+            "]\n",
+            "prefetcht0 [{pb} + {ahead} + ",
+            $b,
+            " + 64]\n",
+            in_place_row!("p0", "", [$disp], "zmm0", "zmm1"),
+            in_place_row!("p0", " + {l}", [$disp], "zmm2", "zmm3"),
+            in_place_row!("p0", " + {l}*2", [$disp], "zmm4", "zmm5"),
+            in_place_row!("p0", " + {l3}", [$disp], "zmm6", "zmm7"),
+            in_place_row!("p0", " + {l}*4", [$disp], "zmm8", "zmm9"),
+            in_place_row!("p5", "", [$disp], "zmm10", "zmm11"),
+            in_place_row!("p5", " + {l}", [$disp], "zmm12", "zmm13"),
+            in_place_row!("p5", " + {l}*2", [$disp], "zmm14", "zmm15"),
+            in_place_row!("p0", " + {l}*8", [$disp], "zmm16", "zmm17"),
+            in_place_row!("p5", " + {l}*4", [$disp], "zmm18", "zmm19"),
+            in_place_row!("p10", "", [$disp], "zmm20", "zmm21"),
+            in_place_row!("p10", " + {l}", [$disp], "zmm22", "zmm23"),
+        )
+    };
+}
+
+/// The `kc` steps of a full 12 × 32 tile whose `A` is read in place (`micro`'s loop for
+/// `R` = 12, all 12 rows, without `FILL`): `acc += a · b`, `a.0` the first of 12 rows
+/// `a.1` values apart, `b` a packed panel (`kc × NR`), each element getting the same
+/// multiply-adds in the same order as in `micro`'s loop.
+///
+/// Written in assembly for the rows' addresses: the compiled loop kept 12 row pointers as
+/// one pointer and a chain of 8 dependent `add`s of the stride each step, 9 integer
+/// instructions beside the 24 multiply-adds (the packed loop has 2). Here three bases
+/// (rows 0, 5 and 10) with the stride `l` and `3·l` as scaled indices reach every row
+/// (row 8 is `[p0 + 8·l]`, row 9 `[p5 + 4·l]`), 4 steps share one round of increments,
+/// and the broadcasts are loads. Measured with `gemm_shapes` on Sapphire Rapids, old and
+/// new binaries alternated over 3 rounds each: 256³ +2.7 %, 512³ +4.9 %, attention's
+/// scores (`128 × [128 × 128 × 32]`, `B` transposed) +4.1 %, `[128, 784]·[512, 784]ᵀ` and
+/// `[32, 784]·[512, 784]ᵀ` +1.4 %; the same loop for packed panels ran the tile-loop
+/// probe within the noise of the compiled one (394–405 against 394–405 GFLOP/s), so
+/// packed panels keep the compiled loop.
+///
+/// # Safety
+/// The CPU has AVX-512F; `a`'s 12 rows hold `kc` values each and `b` holds `kc × NR`
+/// values. (The prefetches of `B` reach past the panel; a prefetch does not fault.)
+#[target_feature(enable = "avx512f")]
+unsafe fn in_place_steps(
+    kc: usize,
+    (a, lda): (*const f32, usize),
+    b: *const f32,
+    acc: &mut [[__m512; 2]; MR],
+) {
+    let [
+        [x0, y0],
+        [x1, y1],
+        [x2, y2],
+        [x3, y3],
+        [x4, y4],
+        [x5, y5],
+        [x6, y6],
+        [x7, y7],
+        [x8, y8],
+        [x9, y9],
+        [x10, y10],
+        [x11, y11],
+    ] = acc;
+    // (A row's offset in bytes: rows up to 11 apart lie in one allocation, so 11 · l
+    // fits in an isize.)
+    let l = lda * size_of::<f32>();
+    // SAFETY: the loads are of the 12 rows' first `kc` values and the panel's `kc` steps
+    // (the contract); the asm writes no memory and keeps to its operands' registers.
+    unsafe {
+        // Groups of 4 steps (the rows' displacements 0, 4, 8, 12 bytes, the panel's 0,
+        // 128, 256, 384), then the `kc % 4` steps left one at a time.
+        std::arch::asm!(
+            "mov {rest:e}, {n:e}",
+            "and {rest:e}, 3",
+            "shr {n}, 2",
+            "jz 3f",
+            "2:",
+            in_place_step!("0", "0"),
+            in_place_step!("4", "128"),
+            in_place_step!("8", "256"),
+            in_place_step!("12", "384"),
+            "add {p0}, 16",
+            "add {p5}, 16",
+            "add {p10}, 16",
+            "add {pb}, 512",
+            "dec {n}",
+            "jnz 2b",
+            "3:",
+            "test {rest:e}, {rest:e}",
+            "jz 5f",
+            "4:",
+            in_place_step!("0", "0"),
+            "add {p0}, 4",
+            "add {p5}, 4",
+            "add {p10}, 4",
+            "add {pb}, 128",
+            "dec {rest:e}",
+            "jnz 4b",
+            "5:",
+            ahead = const PREFETCH_STEPS * NR * size_of::<f32>(),
+            rest = out(reg) _,
+            n = inout(reg) kc => _,
+            pb = inout(reg) b => _,
+            p0 = inout(reg) a => _,
+            p5 = inout(reg) a.wrapping_add(5 * lda) => _,
+            p10 = inout(reg) a.wrapping_add(10 * lda) => _,
+            l = in(reg) l,
+            l3 = in(reg) 3 * l,
+            out("zmm24") _,
+            out("zmm25") _,
+            out("zmm26") _,
+            inout("zmm0") *x0,
+            inout("zmm1") *y0,
+            inout("zmm2") *x1,
+            inout("zmm3") *y1,
+            inout("zmm4") *x2,
+            inout("zmm5") *y2,
+            inout("zmm6") *x3,
+            inout("zmm7") *y3,
+            inout("zmm8") *x4,
+            inout("zmm9") *y4,
+            inout("zmm10") *x5,
+            inout("zmm11") *y5,
+            inout("zmm12") *x6,
+            inout("zmm13") *y6,
+            inout("zmm14") *x7,
+            inout("zmm15") *y7,
+            inout("zmm16") *x8,
+            inout("zmm17") *y8,
+            inout("zmm18") *x9,
+            inout("zmm19") *y9,
+            inout("zmm20") *x10,
+            inout("zmm21") *y10,
+            inout("zmm22") *x11,
+            inout("zmm23") *y11,
+            options(nostack, readonly),
+        );
     }
 }
 
