@@ -1173,8 +1173,13 @@ macro_rules! in_place_step {
 /// new binaries alternated over 3 rounds each: 256³ +2.7 %, 512³ +4.9 %, attention's
 /// scores (`128 × [128 × 128 × 32]`, `B` transposed) +4.1 %, `[128, 784]·[512, 784]ᵀ` and
 /// `[32, 784]·[512, 784]ᵀ` +1.4 %; the same loop for packed panels ran the tile-loop
-/// probe within the noise of the compiled one (394–405 against 394–405 GFLOP/s), so
+/// probe within the noise of the compiled one (393–405 against 394–405 GFLOP/s), so
 /// packed panels keep the compiled loop.
+///
+/// The tile lives in `zmm0`–`zmm23` (row `r` in `zmm{2r}` and `zmm{2r+1}`), the broadcast
+/// in `zmm24` and the step of `B` in `zmm25` and `zmm26`: named registers, not `zmm_reg`
+/// operands, whose names LLVM printed as `R27BH` (which does not assemble) when a crate
+/// built at opt-level 0 with thin LTO (a release doctest) generated this code again.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `a`'s 12 rows hold `kc` values each and `b` holds `kc × NR`
