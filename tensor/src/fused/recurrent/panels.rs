@@ -7,9 +7,10 @@
 //! large shapes) weighs on them. On CPUs with AVX-512, f32 weights are packed once per
 //! walk into panels of 32 columns (`[k, 32]` each, zero-padded), and an 8 × 32
 //! microkernel keeps 16 accumulators in registers: two loads of `B` and eight broadcasts
-//! of `A` per 16 fused multiply-adds. `k` is split into slices of [`KC`] so that a panel's
-//! slice (16 KiB) and the rows of `A` it meets stay in L1 while every row block passes
-//! over it. Elsewhere (f64, other CPUs) the blocks stay row-major and faer multiplies.
+//! of `A` per 16 fused multiply-adds (over row-major rows of `A`, its step loop is in
+//! assembly: `engine::sgemm::in_place_steps_8`). `k` is split into slices of [`KC`] so
+//! that a panel's slice (16 KiB) and the rows of `A` it meets stay in L1 while every row
+//! block passes over it. Elsewhere (f64, other CPUs) the blocks stay row-major and faer multiplies.
 //!
 //! The forward walk's input projection of each chunk of steps, `x · W_ihᵀ`, runs on the
 //! same kernel, with `W_ihᵀ` packed the same way, and so do the backward's weight
@@ -454,16 +455,24 @@ unsafe fn micro<const R: usize, const PACKED: bool>(
                 acc[1] = _mm512_maskz_loadu_ps(hi, c.add(r * ldc + 16));
             }
         }
-        for kk in 0..kc {
-            let b0 = _mm512_loadu_ps(panel.add(kk * NR));
-            let b1 = _mm512_loadu_ps(panel.add(kk * NR + 16));
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let ar = match PACKED {
-                    true => _mm512_set1_ps(*a.add(kk * MR + r)),
-                    false => _mm512_set1_ps(*a.add(r * lda + kk)),
-                };
-                acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
-                acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+        if !PACKED && R == MR {
+            // The 8-row step loop with `a` read in place, in assembly (see
+            // `in_place_steps_8`).
+            let mut full: [[__m512; 2]; MR] = std::array::from_fn(|r| acc[r.min(R - 1)]);
+            crate::engine::sgemm::in_place_steps_8(kc, (a, lda), panel, &mut full);
+            acc.copy_from_slice(&full[..R]);
+        } else {
+            for kk in 0..kc {
+                let b0 = _mm512_loadu_ps(panel.add(kk * NR));
+                let b1 = _mm512_loadu_ps(panel.add(kk * NR + 16));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let ar = match PACKED {
+                        true => _mm512_set1_ps(*a.add(kk * MR + r)),
+                        false => _mm512_set1_ps(*a.add(r * lda + kk)),
+                    };
+                    acc[0] = _mm512_fmadd_ps(ar, b0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(ar, b1, acc[1]);
+                }
             }
         }
         for (r, acc) in acc.iter().enumerate() {
