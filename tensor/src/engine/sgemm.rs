@@ -1012,6 +1012,7 @@ unsafe fn micro<const PACKED: bool, const FILL: bool, const R: usize, const WIDE
             }
         } else {
             if !FILL && WIDE && R == MR && rows == MR {
+                // A full tile: the loop in assembly (see `in_place_steps`).
                 let mut full: [[__m512; 2]; MR] = std::array::from_fn(|r| acc[r.min(R - 1)]);
                 in_place_steps(kc, (a, lda), b, &mut full);
                 acc.copy_from_slice(&full[..R]);
@@ -1117,11 +1118,21 @@ const _: () = assert!(NR * size_of::<f32>() == 128 && MR == 12);
 /// One row of [`in_place_steps`]' step: row `r`'s value at `[base + index + disp]`,
 /// broadcast and multiplied into the tile's two vectors of that row.
 macro_rules! in_place_row {
-    ($base:literal, $index:literal, [$($disp:literal),+], $x:literal, $y:literal) => {
+    ($base:literal, $index:literal, $disp:literal, $x:literal, $y:literal) => {
         concat!(
-            "vbroadcastss zmm24, dword ptr [{", $base, "}", $index, " + ", $($disp,)+ "]\n",
-            "vfmadd231ps ", $x, ", zmm24, zmm25\n",
-            "vfmadd231ps ", $y, ", zmm24, zmm26\n",
+            "vbroadcastss zmm24, dword ptr [{",
+            $base,
+            "}",
+            $index,
+            " + ",
+            $disp,
+            "]\n",
+            "vfmadd231ps ",
+            $x,
+            ", zmm24, zmm25\n",
+            "vfmadd231ps ",
+            $y,
+            ", zmm24, zmm26\n",
         )
     };
 }
@@ -1145,14 +1156,14 @@ macro_rules! in_place_b {
 macro_rules! in_place_rows_0_to_7 {
     ($disp:literal) => {
         concat!(
-            in_place_row!("p0", "", [$disp], "zmm0", "zmm1"),
-            in_place_row!("p0", " + {l}", [$disp], "zmm2", "zmm3"),
-            in_place_row!("p0", " + {l}*2", [$disp], "zmm4", "zmm5"),
-            in_place_row!("p0", " + {l3}", [$disp], "zmm6", "zmm7"),
-            in_place_row!("p0", " + {l}*4", [$disp], "zmm8", "zmm9"),
-            in_place_row!("p5", "", [$disp], "zmm10", "zmm11"),
-            in_place_row!("p5", " + {l}", [$disp], "zmm12", "zmm13"),
-            in_place_row!("p5", " + {l}*2", [$disp], "zmm14", "zmm15"),
+            in_place_row!("p0", "", $disp, "zmm0", "zmm1"),
+            in_place_row!("p0", " + {l}", $disp, "zmm2", "zmm3"),
+            in_place_row!("p0", " + {l}*2", $disp, "zmm4", "zmm5"),
+            in_place_row!("p0", " + {l3}", $disp, "zmm6", "zmm7"),
+            in_place_row!("p0", " + {l}*4", $disp, "zmm8", "zmm9"),
+            in_place_row!("p5", "", $disp, "zmm10", "zmm11"),
+            in_place_row!("p5", " + {l}", $disp, "zmm12", "zmm13"),
+            in_place_row!("p5", " + {l}*2", $disp, "zmm14", "zmm15"),
         )
     };
 }
@@ -1171,10 +1182,10 @@ macro_rules! in_place_step {
             $b,
             " + 64]\n",
             in_place_rows_0_to_7!($disp),
-            in_place_row!("p0", " + {l}*8", [$disp], "zmm16", "zmm17"),
-            in_place_row!("p5", " + {l}*4", [$disp], "zmm18", "zmm19"),
-            in_place_row!("p10", "", [$disp], "zmm20", "zmm21"),
-            in_place_row!("p10", " + {l}", [$disp], "zmm22", "zmm23"),
+            in_place_row!("p0", " + {l}*8", $disp, "zmm16", "zmm17"),
+            in_place_row!("p5", " + {l}*4", $disp, "zmm18", "zmm19"),
+            in_place_row!("p10", "", $disp, "zmm20", "zmm21"),
+            in_place_row!("p10", " + {l}", $disp, "zmm22", "zmm23"),
         )
     };
 }

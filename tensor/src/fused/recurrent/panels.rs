@@ -27,6 +27,8 @@ use crate::handle::storage::Buffer;
 const NR: usize = 32;
 /// Rows per microkernel call.
 pub(super) const MR: usize = 8;
+// `engine::sgemm::in_place_steps_8` reads 8 rows and steps of 32 values (128 bytes).
+const _: () = assert!(NR == 32 && MR == 8);
 /// The slice of `k` one pass of the row blocks covers.
 const KC: usize = 128;
 /// Weights of at least this many elements are packed by several threads.
