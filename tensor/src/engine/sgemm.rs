@@ -1201,11 +1201,11 @@ macro_rules! in_place_step_8 {
 /// `$step` at a time: groups of 4 steps (the rows' displacements 0, 4, 8, 12 bytes, the
 /// panel's 0, 128, 256, 384, then `$bump` advances the row bases by 16 bytes), then the
 /// `kc % 4` steps left one at a time (`$bump_1`: by 4). `$named` are further named
-/// operands, `$tile` the tile's registers.
+/// operands; the tile `$acc`'s rows 0–7 live in `zmm0`–`zmm15`, `$rows` binds any more.
 macro_rules! in_place_loop {
     (
         $step:ident, $bump:literal, $bump_1:literal, ($kc:expr, $a:expr, $lda:expr, $b:expr),
-        [$($named:tt)*], [$($tile:tt)*]
+        [$($named:tt)*], $acc:ident, [$($rows:tt)*]
     ) => {
         std::arch::asm!(
             "mov {rest:e}, {n:e}",
@@ -1242,7 +1242,23 @@ macro_rules! in_place_loop {
             out("zmm24") _,
             out("zmm25") _,
             out("zmm26") _,
-            $($tile)*
+            inout("zmm0") $acc[0][0],
+            inout("zmm1") $acc[0][1],
+            inout("zmm2") $acc[1][0],
+            inout("zmm3") $acc[1][1],
+            inout("zmm4") $acc[2][0],
+            inout("zmm5") $acc[2][1],
+            inout("zmm6") $acc[3][0],
+            inout("zmm7") $acc[3][1],
+            inout("zmm8") $acc[4][0],
+            inout("zmm9") $acc[4][1],
+            inout("zmm10") $acc[5][0],
+            inout("zmm11") $acc[5][1],
+            inout("zmm12") $acc[6][0],
+            inout("zmm13") $acc[6][1],
+            inout("zmm14") $acc[7][0],
+            inout("zmm15") $acc[7][1],
+            $($rows)*
             options(nostack, readonly),
         )
     };
@@ -1280,20 +1296,6 @@ unsafe fn in_place_steps(
     b: *const f32,
     acc: &mut [[__m512; 2]; MR],
 ) {
-    let [
-        [x0, y0],
-        [x1, y1],
-        [x2, y2],
-        [x3, y3],
-        [x4, y4],
-        [x5, y5],
-        [x6, y6],
-        [x7, y7],
-        [x8, y8],
-        [x9, y9],
-        [x10, y10],
-        [x11, y11],
-    ] = acc;
     // SAFETY: the loads are of the 12 rows' first `kc` values and the panel's `kc` steps
     // (the contract: the rows lie in one allocation, so their offsets in bytes fit in an
     // isize); the asm writes no memory and keeps to its operands' registers.
@@ -1307,31 +1309,16 @@ unsafe fn in_place_steps(
                 p10 = inout(reg) a.wrapping_add(10 * lda) => _,
                 ahead = const PREFETCH_STEPS * NR * size_of::<f32>(),
             ],
+            acc,
             [
-                inout("zmm0") *x0,
-                inout("zmm1") *y0,
-                inout("zmm2") *x1,
-                inout("zmm3") *y1,
-                inout("zmm4") *x2,
-                inout("zmm5") *y2,
-                inout("zmm6") *x3,
-                inout("zmm7") *y3,
-                inout("zmm8") *x4,
-                inout("zmm9") *y4,
-                inout("zmm10") *x5,
-                inout("zmm11") *y5,
-                inout("zmm12") *x6,
-                inout("zmm13") *y6,
-                inout("zmm14") *x7,
-                inout("zmm15") *y7,
-                inout("zmm16") *x8,
-                inout("zmm17") *y8,
-                inout("zmm18") *x9,
-                inout("zmm19") *y9,
-                inout("zmm20") *x10,
-                inout("zmm21") *y10,
-                inout("zmm22") *x11,
-                inout("zmm23") *y11,
+                inout("zmm16") acc[8][0],
+                inout("zmm17") acc[8][1],
+                inout("zmm18") acc[9][0],
+                inout("zmm19") acc[9][1],
+                inout("zmm20") acc[10][0],
+                inout("zmm21") acc[10][1],
+                inout("zmm22") acc[11][0],
+                inout("zmm23") acc[11][1],
             ]
         );
     }
@@ -1355,16 +1342,6 @@ pub(crate) unsafe fn in_place_steps_8(
     b: *const f32,
     acc: &mut [[__m512; 2]; 8],
 ) {
-    let [
-        [x0, y0],
-        [x1, y1],
-        [x2, y2],
-        [x3, y3],
-        [x4, y4],
-        [x5, y5],
-        [x6, y6],
-        [x7, y7],
-    ] = acc;
     // SAFETY: as in `in_place_steps`, for 8 rows.
     unsafe {
         in_place_loop!(
@@ -1373,24 +1350,8 @@ pub(crate) unsafe fn in_place_steps_8(
             "add {p0}, 4\nadd {p5}, 4",
             (kc, a, lda, b),
             [],
-            [
-                inout("zmm0") * x0,
-                inout("zmm1") * y0,
-                inout("zmm2") * x1,
-                inout("zmm3") * y1,
-                inout("zmm4") * x2,
-                inout("zmm5") * y2,
-                inout("zmm6") * x3,
-                inout("zmm7") * y3,
-                inout("zmm8") * x4,
-                inout("zmm9") * y4,
-                inout("zmm10") * x5,
-                inout("zmm11") * y5,
-                inout("zmm12") * x6,
-                inout("zmm13") * y6,
-                inout("zmm14") * x7,
-                inout("zmm15") * y7,
-            ]
+            acc,
+            []
         );
     }
 }
