@@ -379,6 +379,33 @@ mod tests {
     }
 
     #[test]
+    fn fused_ops_are_tapped_as_their_two_ops() {
+        let w = Var::parameter(Tensor::<f64>::from_vec(vec![1.0, -1.0], &[2, 1, 1, 1]).unwrap());
+        let b = Var::parameter(Tensor::<f64>::zeros(&[2]));
+        let x = Var::new(Tensor::from_vec(vec![1.0, -2.0], &[1, 1, 1, 2]).unwrap());
+        let params = [w.clone(), b.clone()];
+        let conv = || x.conv2d_relu(&w, Some(&b), Conv2dParams::default());
+        let (y, taps) = tap_parameters(&params, conv).unwrap();
+        let y = y.unwrap();
+        assert_eq!(y.value().to_vec(), vec![1.0, 0.0, 0.0, 2.0]);
+        assert_eq!(taps.taps.len(), 1);
+        assert!(matches!(taps.taps[0].op, TapOp::Conv2d { .. }));
+        // The tap's output is the convolution's, before the clamp.
+        assert_eq!(
+            taps.taps[0].output.value().to_vec(),
+            vec![1.0, -2.0, -1.0, 2.0]
+        );
+        assert_eq!(taps.untapped().count(), 0);
+        let w = Var::parameter(Tensor::<f64>::from_vec(vec![1.0, -1.0], &[2, 1]).unwrap());
+        let x = Var::new(Tensor::from_vec(vec![3.0], &[1, 1]).unwrap());
+        let (y, taps) =
+            tap_parameters(std::slice::from_ref(&w), || x.linear_relu(&w, None)).unwrap();
+        assert_eq!(y.unwrap().value().to_vec(), vec![3.0, 0.0]);
+        assert!(matches!(taps.taps[0].op, TapOp::Linear { .. }));
+        assert_eq!(taps.taps[0].output.value().to_vec(), vec![3.0, -3.0]);
+    }
+
+    #[test]
     fn sessions_do_not_nest_and_close_after_a_panic() {
         let w = Var::parameter(Tensor::<f64>::ones(&[1]));
         let inner = tap_parameters(std::slice::from_ref(&w), || {

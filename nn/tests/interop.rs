@@ -190,6 +190,14 @@ fn bad_inputs_name_the_layer_and_the_shapes() {
         err,
         "Conv2d: expected input [N, C, H, W] or [C, H, W] with C = 3, got [2, 3, 32]"
     );
+    let err = conv
+        .forward_relu(&Var::new(Tensor::zeros(&[2, 4, 8, 8])))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "Conv2d: expected input [N, C, H, W] or [C, H, W] with C = 3, got [2, 4, 8, 8]"
+    );
     let fc = Linear::<f32>::new(4, 2, true, &mut rng);
     let err = fc
         .forward(&Var::new(Tensor::zeros(&[8, 5])))

@@ -104,6 +104,77 @@ impl<T: Element> Var<T> {
         Ok(y)
     }
 
+    /// `relu(conv2d(x, w, b))`: [`conv2d`](Var::conv2d) then [`relu`](Var::relu) as one
+    /// op, the bias and the clamp applied as the convolution's product stores its result
+    /// (no pass over the output of its own, and no pre-activation kept for the backward,
+    /// which reads the output). strata-nn's `Conv2d::forward_relu` uses it.
+    ///
+    /// While [per-sample taps](crate::tap_parameters) are open it is the two ops, so that
+    /// the taps see the convolution's own output gradient.
+    ///
+    /// ```
+    /// use strata_autograd::Var;
+    /// use strata_tensor::{Conv2dParams, Tensor};
+    /// let x = Var::new(Tensor::from_vec(vec![1.0f64, -2.0], &[1, 1, 1, 2])?);
+    /// let w = Var::parameter(Tensor::from_vec(vec![1.0, -1.0], &[2, 1, 1, 1])?);
+    /// let y = x.conv2d_relu(&w, None, Conv2dParams::default())?;
+    /// assert_eq!(y.value().to_vec(), vec![1.0, 0.0, 0.0, 2.0]);
+    /// y.sum_all().backward()?;
+    /// // Each output channel's gradient sums the inputs where it was positive.
+    /// assert_eq!(w.grad().unwrap().to_vec(), vec![1.0, -2.0]);
+    /// # Ok::<(), strata_autograd::AutogradError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Tensor::conv2d`].
+    pub fn conv2d_relu(
+        &self,
+        weight: &Var<T>,
+        bias: Option<&Var<T>>,
+        params: Conv2dParams,
+    ) -> Result<Var<T>> {
+        if taps::any_open() {
+            return Ok(self.conv2d(weight, bias, params)?.relu());
+        }
+        // As in `conv2d`: an odd total of `Same` padding pads the input's end first.
+        if let (Padding::Same, &[_, _, kh, kw]) = (params.padding, weight.shape()) {
+            let (explicit, [eh, ew]) = params.resolve([kh, kw]);
+            if eh + ew > 0 && params.stride == [1, 1] {
+                let padded = self.pad(&[0, ew as isize, 0, eh as isize], T::zero())?;
+                return padded.conv2d_relu(weight, bias, explicit);
+            }
+        }
+        let (x, w, b) = (self.value(), weight.value(), bias.map(Var::value));
+        let y = x.conv2d_relu(&w, b.as_ref(), params)?;
+        let channel = usize::from(x.ndim() == 4);
+        let inputs = [Some(self), Some(weight), bias];
+        let tracked: Vec<&Var<T>> = inputs.iter().flatten().copied().collect();
+        let saved = Var::tracking(&tracked).then(|| y.clone());
+        let values = [Some(x.clone()), Some(w.clone()), b];
+        Ok(Var::from_op_with("conv2d_relu", y, &inputs, move |g, n| {
+            let y = saved.as_ref().expect("saved when tracking");
+            let gz = strata_tensor::elementwise::relu::backward(y, g)?;
+            Ok(vec![
+                n.grad(0, || {
+                    Tensor::conv2d_backward_input(&gz, &w, x.shape(), params)
+                })?,
+                n.grad(1, || {
+                    Tensor::conv2d_backward_weight(&gz, &x, w.shape(), params)
+                })?,
+                n.grad(2, || bias_grad(&gz, channel))?,
+            ])
+        })
+        .double_backward(move |g, inputs, _| {
+            decomposed(g, inputs, &values, |xs| {
+                let (x, w) = (
+                    xs[0].as_ref().expect("given"),
+                    xs[1].as_ref().expect("given"),
+                );
+                Ok(x.conv2d(w, xs[2].as_ref(), params)?.relu())
+            })
+        }))
+    }
+
     /// 1-d convolution of an input `[N, C, L]` (or `[C, L]`) with a weight
     /// `[O, C/groups, k]` and optional bias `[O]`, like `F.conv1d`.
     ///

@@ -125,7 +125,8 @@ impl Module for Cnn {
 
 impl Forward for Cnn {
     fn forward(&self, x: &Var) -> strata_nn::Result<Var> {
-        let h = MaxPool2d::new(2).forward(&self.conv1.forward(x)?.relu())?;
+        // The convolution and its ReLU in one op (the clamp applied as it stores).
+        let h = MaxPool2d::new(2).forward(&self.conv1.forward_relu(x)?)?;
         let h = self.fc1.forward(&h.flatten(1, -1)?)?.relu();
         self.fc2.forward(&h)
     }

@@ -120,19 +120,30 @@ impl<T: Element> Conv2d<T> {
     pub fn params(&self) -> Conv2dParams {
         self.params
     }
-}
 
-impl<T: Element> Module<T> for Conv2d<T> {
-    fn visit_state(&self, f: &mut dyn FnMut(&str, &Var<T>, StateKind)) {
-        f("weight", &self.weight, StateKind::Parameter);
-        if let Some(b) = &self.bias {
-            f("bias", b, StateKind::Parameter);
-        }
+    /// `relu(self.forward(x))` as one op ([`Var::conv2d_relu`]): the bias and the clamp
+    /// are applied as the convolution stores its output, with the values and gradients
+    /// of the two.
+    ///
+    /// ```
+    /// use strata_nn::{Conv2d, Forward};
+    /// let mut rng = strata_tensor::seeded_rng(0);
+    /// let conv = Conv2d::<f32>::new(3, 8, 3, &mut rng)?;
+    /// let x = strata_autograd::Var::new(strata_tensor::Tensor::randn(&[2, 3, 8, 8], &mut rng));
+    /// let y = conv.forward_relu(&x)?;
+    /// assert_eq!(y.value().to_vec(), conv.forward(&x)?.relu().value().to_vec());
+    /// # Ok::<(), strata_nn::NnError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`forward`](Forward::forward).
+    pub fn forward_relu(&self, x: &Var<T>) -> Result<Var<T>> {
+        self.check_input(x)?;
+        Ok(x.conv2d_relu(&self.weight, self.bias.as_ref(), self.params)?)
     }
-}
 
-impl<T: Element> Forward<T> for Conv2d<T> {
-    fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+    /// Checks that `x` is `[N, C, H, W]` or `[C, H, W]` with this layer's `C`.
+    fn check_input(&self, x: &Var<T>) -> Result<()> {
         let s = x.shape();
         let channels = match s.len() {
             4 => s[1],
@@ -148,6 +159,22 @@ impl<T: Element> Forward<T> for Conv2d<T> {
                 ),
             ));
         }
+        Ok(())
+    }
+}
+
+impl<T: Element> Module<T> for Conv2d<T> {
+    fn visit_state(&self, f: &mut dyn FnMut(&str, &Var<T>, StateKind)) {
+        f("weight", &self.weight, StateKind::Parameter);
+        if let Some(b) = &self.bias {
+            f("bias", b, StateKind::Parameter);
+        }
+    }
+}
+
+impl<T: Element> Forward<T> for Conv2d<T> {
+    fn forward(&self, x: &Var<T>) -> Result<Var<T>> {
+        self.check_input(x)?;
         Ok(x.conv2d(&self.weight, self.bias.as_ref(), self.params)?)
     }
 }

@@ -538,7 +538,41 @@ impl<T: Element> Tensor<T> {
         bias: Option<&Tensor<T>>,
         params: Conv2dParams,
     ) -> Result<Tensor<T>> {
-        const OP: &str = "conv2d";
+        self.conv2d_with("conv2d", weight, bias, params, false)
+    }
+
+    /// `relu(conv2d(x, w, b))`: [`conv2d`](Tensor::conv2d) then [`relu`](Tensor::relu) in
+    /// one op, the bias and the clamp applied as the product stores each output channel
+    /// (no pass over the output of its own). The values are those of the two ops.
+    ///
+    /// ```
+    /// use strata_tensor::{Conv2dParams, Tensor};
+    /// let x = Tensor::<f32>::from_vec(vec![1.0, -2.0, 3.0, -4.0], &[1, 1, 2, 2])?;
+    /// let w = Tensor::<f32>::from_vec(vec![1.0, -1.0], &[2, 1, 1, 1])?;
+    /// let y = x.conv2d_relu(&w, None, Conv2dParams::default())?;
+    /// assert_eq!(y.to_vec(), vec![1.0, 0.0, 3.0, 0.0, 0.0, 2.0, 0.0, 4.0]);
+    /// # Ok::<(), strata_tensor::TensorError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`conv2d`](Tensor::conv2d).
+    pub fn conv2d_relu(
+        &self,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        params: Conv2dParams,
+    ) -> Result<Tensor<T>> {
+        self.conv2d_with("conv2d_relu", weight, bias, params, true)
+    }
+
+    fn conv2d_with(
+        &self,
+        op: &'static str,
+        weight: &Tensor<T>,
+        bias: Option<&Tensor<T>>,
+        params: Conv2dParams,
+        relu: bool,
+    ) -> Result<Tensor<T>> {
         let (x, unbatched) = batched(self, 4)?;
         let (x, params) = match weight.shape() {
             &[_, _, kh, kw] if params.padding == Padding::Same && params.stride == [1, 1] => {
@@ -552,12 +586,12 @@ impl<T: Element> Tensor<T> {
             }
             _ => (x, params),
         };
-        let g = Geometry::new(OP, x.shape(), weight.shape(), params)?;
+        let g = Geometry::new(op, x.shape(), weight.shape(), params)?;
         if let Some(b) = bias
             && b.shape() != [g.o]
         {
             return Err(TensorError::shape(
-                OP,
+                op,
                 format!(
                     "bias of shape {:?} does not fit {} output channels",
                     b.shape(),
@@ -575,7 +609,7 @@ impl<T: Element> Tensor<T> {
         let per_sample = g.o * plane_out;
         // Fallible: the parameters set the output's size (a padding of 2^40 on a small
         // input asks for terabytes), and this op returns errors.
-        let mut out = try_alloc::<T>(OP, &[g.n, g.o, plane_out])?;
+        let mut out = try_alloc::<T>(op, &[g.n, g.o, plane_out])?;
         let scratch = if g.pointwise() {
             0
         } else {
@@ -583,7 +617,7 @@ impl<T: Element> Tensor<T> {
         };
         let macs = g.o * g.col_rows() * plane_out;
         let bias = bias.map(|b| b.contiguous());
-        for_each_sample(OP, &mut out, per_sample, scratch, macs, |n, o, col, par| {
+        for_each_sample(op, &mut out, per_sample, scratch, macs, |n, o, col, par| {
             for grp in 0..params.groups {
                 let x_ng = &xs[(n * g.c + grp * g.cg()) * g.h * g.w..][..g.cg() * g.h * g.w];
                 let (colm, col_off) = if g.pointwise() {
@@ -594,13 +628,13 @@ impl<T: Element> Tensor<T> {
                 };
                 let dst = &mut o[grp * g.og() * plane_out..(grp + 1) * g.og() * plane_out];
                 // The bias of the group's output channels, one per row of the product,
-                // added as the product stores its result.
+                // added (and the clamp applied) as the product stores its result.
                 let epi = Fused {
                     bias: bias.as_ref().map(|b| {
                         let b = b.as_slice().expect("contiguous");
                         (&b[grp * g.og()..(grp + 1) * g.og()], Axis::Rows)
                     }),
-                    relu: false,
+                    relu,
                 };
                 product_fused(
                     dst,
@@ -925,6 +959,71 @@ impl Geometry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conv2d_relu_equals_conv2d_then_relu() {
+        fn check<T: Element>(x: &Tensor<T>, w: &Tensor<T>, b: Option<&Tensor<T>>, p: Conv2dParams) {
+            let got = x.conv2d_relu(w, b, p).unwrap();
+            let want = x.conv2d(w, b, p).unwrap().relu();
+            assert_eq!(got.shape(), want.shape());
+            for (g, v) in got.to_vec().into_iter().zip(want.to_vec()) {
+                let (g, v) = (g.to_f64(), v.to_f64());
+                assert!(g == v || (g.is_nan() && v.is_nan()), "{p:?}: {g} vs {v}");
+                assert_eq!(
+                    g.is_sign_negative(),
+                    v.is_sign_negative(),
+                    "{p:?}: {g} vs {v}"
+                );
+            }
+        }
+        let mut rng = crate::seeded_rng(11);
+        let base = Conv2dParams::default();
+        let cases = [
+            (base.padding(1), 1, [3, 3]),
+            (base.stride(2), 1, [3, 3]),
+            (base.groups(2), 2, [3, 3]),
+            (base.dilation(2).padding(2), 1, [3, 3]),
+            (base, 1, [1, 1]),
+            (
+                Conv2dParams {
+                    padding: Padding::Same,
+                    ..base
+                },
+                1,
+                [2, 3],
+            ),
+        ];
+        for (p, groups, [kh, kw]) in cases {
+            let x = Tensor::<f32>::randn(&[2, 4, 9, 8], &mut rng);
+            let w = Tensor::<f32>::randn(&[6, 4 / groups, kh, kw], &mut rng);
+            let b = Tensor::<f32>::randn(&[6], &mut rng);
+            check(&x, &w, Some(&b), p);
+            check(&x, &w, None, p);
+            check(&x.select(0, 0).unwrap(), &w, Some(&b), p);
+            let x64 = Tensor::<f64>::randn(&[2, 4, 9, 8], &mut rng);
+            let w64 = Tensor::<f64>::randn(&[6, 4 / groups, kh, kw], &mut rng);
+            check(&x64, &w64, None, p);
+        }
+        // NaN and -0 pass the clamp as they pass `relu`: a NaN input poisons its windows,
+        // and a zero weight gives +0 or -0 sums.
+        let mut x = Tensor::<f32>::randn(&[1, 2, 5, 5], &mut rng).to_vec();
+        x[7] = f32::NAN;
+        let x = Tensor::from_vec(x, &[1, 2, 5, 5]).unwrap();
+        let w = Tensor::<f32>::from_vec(vec![-0.0; 2 * 2 * 3 * 3], &[2, 2, 3, 3]).unwrap();
+        check(&x, &w, None, base.padding(1));
+        check(
+            &x,
+            &Tensor::<f32>::randn(&[2, 2, 3, 3], &mut rng),
+            None,
+            base,
+        );
+        // Errors name the op.
+        let bad = Tensor::<f32>::zeros(&[5]);
+        let err = Tensor::<f32>::zeros(&[1, 2, 5, 5])
+            .conv2d_relu(&w, Some(&bad), base)
+            .unwrap_err();
+        assert!(err.to_string().contains("conv2d_relu"), "{err}");
+    }
 
     #[test]
     fn conv2d_by_hand() {
