@@ -62,14 +62,8 @@ impl<T: Element> Var<T> {
         bias: Option<&Var<T>>,
         params: Conv2dParams,
     ) -> Result<Var<T>> {
-        // `Same` padding with an odd total pads the input's end first (a differentiable
-        // op), then runs with the symmetric part.
-        if let (Padding::Same, &[_, _, kh, kw]) = (params.padding, weight.shape()) {
-            let (explicit, [eh, ew]) = params.resolve([kh, kw]);
-            if eh + ew > 0 && params.stride == [1, 1] {
-                let padded = self.pad(&[0, ew as isize, 0, eh as isize], T::zero())?;
-                return padded.conv2d(weight, bias, explicit);
-            }
+        if let Some((padded, explicit)) = self.padded_for_same(weight, params)? {
+            return padded.conv2d(weight, bias, explicit);
         }
         let (x, w) = (self.value(), weight.value());
         let b = bias.map(Var::value);
@@ -78,15 +72,7 @@ impl<T: Element> Var<T> {
         let inputs = [Some(self), Some(weight), bias];
         let (x2, w2, x_tap) = (x.clone(), w.clone(), x.clone());
         let y = Var::from_op_with("conv2d", value, &inputs, move |g, n| {
-            Ok(vec![
-                n.grad(0, || {
-                    Tensor::conv2d_backward_input(g, &w, x.shape(), params)
-                })?,
-                n.grad(1, || {
-                    Tensor::conv2d_backward_weight(g, &x, w.shape(), params)
-                })?,
-                n.grad(2, || bias_grad(g, channel))?,
-            ])
+            conv2d_grads(g, (&x, &w), params, channel, n)
         })
         .double_backward(move |g, inputs, n| {
             let (x, w) = (input_or(inputs, 0, &x2), input_or(inputs, 1, &w2));
@@ -136,13 +122,8 @@ impl<T: Element> Var<T> {
         if taps::any_open() {
             return Ok(self.conv2d(weight, bias, params)?.relu());
         }
-        // As in `conv2d`: an odd total of `Same` padding pads the input's end first.
-        if let (Padding::Same, &[_, _, kh, kw]) = (params.padding, weight.shape()) {
-            let (explicit, [eh, ew]) = params.resolve([kh, kw]);
-            if eh + ew > 0 && params.stride == [1, 1] {
-                let padded = self.pad(&[0, ew as isize, 0, eh as isize], T::zero())?;
-                return padded.conv2d_relu(weight, bias, explicit);
-            }
+        if let Some((padded, explicit)) = self.padded_for_same(weight, params)? {
+            return padded.conv2d_relu(weight, bias, explicit);
         }
         let (x, w, b) = (self.value(), weight.value(), bias.map(Var::value));
         let y = x.conv2d_relu(&w, b.as_ref(), params)?;
@@ -154,15 +135,7 @@ impl<T: Element> Var<T> {
         Ok(Var::from_op_with("conv2d_relu", y, &inputs, move |g, n| {
             let y = saved.as_ref().expect("saved when tracking");
             let gz = strata_tensor::elementwise::relu::backward(y, g)?;
-            Ok(vec![
-                n.grad(0, || {
-                    Tensor::conv2d_backward_input(&gz, &w, x.shape(), params)
-                })?,
-                n.grad(1, || {
-                    Tensor::conv2d_backward_weight(&gz, &x, w.shape(), params)
-                })?,
-                n.grad(2, || bias_grad(&gz, channel))?,
-            ])
+            conv2d_grads(&gz, (&x, &w), params, channel, n)
         })
         .double_backward(move |g, inputs, _| {
             decomposed(g, inputs, &values, |xs| {
@@ -173,6 +146,23 @@ impl<T: Element> Var<T> {
                 Ok(x.conv2d(w, xs[2].as_ref(), params)?.relu())
             })
         }))
+    }
+
+    /// With `Same` padding of an odd total, the input padded at its end (a differentiable
+    /// op) and the symmetric settings the convolution then runs with; `None` otherwise.
+    fn padded_for_same(
+        &self,
+        weight: &Var<T>,
+        params: Conv2dParams,
+    ) -> Result<Option<(Var<T>, Conv2dParams)>> {
+        if let (Padding::Same, &[_, _, kh, kw]) = (params.padding, weight.shape()) {
+            let (explicit, [eh, ew]) = params.resolve([kh, kw]);
+            if eh + ew > 0 && params.stride == [1, 1] {
+                let padded = self.pad(&[0, ew as isize, 0, eh as isize], T::zero())?;
+                return Ok(Some((padded, explicit)));
+            }
+        }
+        Ok(None)
     }
 
     /// 1-d convolution of an input `[N, C, L]` (or `[C, L]`) with a weight
@@ -686,6 +676,24 @@ fn max_pool_scatter<T: Element>(
         .reshape([planes as isize, per_plane as isize])?;
     let zeros = Var::new(Tensor::zeros(&[planes, h * w]));
     zeros.scatter_add(1, &idx, &rows)?.reshape(input_shape)
+}
+
+/// The gradients of a 2-d convolution's input, weight and bias (the one at dim `channel`
+/// of `g`) for its output gradient `g`, those that `n` asks for.
+fn conv2d_grads<T: Element>(
+    g: &Tensor<T>,
+    (x, w): (&Tensor<T>, &Tensor<T>),
+    params: Conv2dParams,
+    channel: usize,
+    n: crate::Needs<'_>,
+) -> Result<crate::InputGrads<T>> {
+    Ok(vec![
+        n.grad(0, || Tensor::conv2d_backward_input(g, w, x.shape(), params))?,
+        n.grad(1, || {
+            Tensor::conv2d_backward_weight(g, x, w.shape(), params)
+        })?,
+        n.grad(2, || bias_grad(g, channel))?,
+    ])
 }
 
 /// The bias gradient of a convolution: `g` summed over every dimension but the
